@@ -1,0 +1,497 @@
+//! Node configuration: one typed struct, filled from defaults, then a TOML file, then
+//! `TESSERA_*` environment variables, then command-line flags (later wins), and validated
+//! once at start-up so a bad value stops the node with a message that names the key.
+//!
+//! Environment overrides address any key by its TOML path, sections joined by a double
+//! underscore: `TESSERA_HTTP__BODY_BYTES_MAX=1048576` sets `http.body_bytes_max`. Doing this
+//! generically (rather than one hand-written variable per field) means every bound in the
+//! file can be set from the environment, and `deny_unknown_fields` turns a typo into an
+//! error instead of a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera_resize::Limits;
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "TESSERA_";
+
+/// Variables with the prefix that are not configuration keys (read by clap or tracing).
+const ENV_NOT_KEYS: &[&str] = &["TESSERA_CONFIG", "TESSERA_LOG"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Shape(toml::de::Error),
+    #[error("invalid configuration: `{key}` {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Directory for the node's durable state (created at start if missing).
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub pool: PoolConfig,
+    pub limits: LimitsConfig,
+    pub output: OutputConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A client must send its complete request head within this time; it also closes idle
+    /// keep-alive connections (slowloris and idle-connection protection).
+    pub header_read_timeout_ms: u64,
+    /// The whole body must arrive within this time after the head (slow uploads).
+    pub body_read_timeout_ms: u64,
+    /// Time budget of one resize request from its body fully received to its response
+    /// ready: queueing plus processing. Work that cannot start in time is refused with 503.
+    pub request_deadline_ms: u64,
+    /// Largest accepted request body, enforced while streaming (chunked bodies too).
+    pub body_bytes_max: usize,
+    /// Bytes all request bodies held in memory may add up to; a body that would pass it
+    /// is refused with 503. Keeps memory bounded under overload.
+    pub buffered_bytes_max: usize,
+    /// Open connections beyond this are closed at accept.
+    pub connections_max: usize,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Resize worker threads; 0 means one per available core.
+    pub workers: usize,
+    /// Jobs waiting for a worker; beyond this, requests are refused at once with 503.
+    /// 0 means 8 per worker.
+    pub queue_max: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub width_max: u32,
+    pub height_max: u32,
+    pub pixels_max: u64,
+    pub frames_max: u32,
+    pub output_pixels_max: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Quality used when a request gives no `q`.
+    pub quality_default: u8,
+    /// AVIF encoder speed (1 slow/small .. 10 fast); bounded so one request cannot take minutes.
+    pub avif_speed: u8,
+    /// `Cache-Control: max-age` on successful resize responses.
+    pub cache_max_age_s: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `tessera_edge=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("tessera-data"),
+            http: HttpConfig::default(),
+            pool: PoolConfig::default(),
+            limits: LimitsConfig::default(),
+            output: OutputConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            request_deadline_ms: 10_000,
+            body_bytes_max: 32 * 1024 * 1024,
+            buffered_bytes_max: 512 * 1024 * 1024,
+            connections_max: 4_096,
+            shutdown_grace_ms: 15_000,
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            queue_max: 0,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            width_max: limits.width_max,
+            height_max: limits.height_max,
+            pixels_max: limits.pixels_max,
+            frames_max: limits.frames_max,
+            output_pixels_max: limits.output_pixels_max,
+        }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            quality_default: 80,
+            avif_speed: 8,
+            cache_max_age_s: 31_536_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: "text".to_owned(),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub workers: Option<usize>,
+    pub log_format: Option<String>,
+}
+
+impl Config {
+    /// Builds the configuration from every layer and validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            apply_env(&mut table, &name, &value)?;
+        }
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(ConfigError::Shape)?;
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(workers) = overrides.workers {
+            config.pool.workers = workers;
+        }
+        if let Some(format) = &overrides.log_format {
+            config.log.format.clone_from(format);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value against its allowed range; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+            key: &'static str,
+            value: T,
+            min: T,
+            max: T,
+        ) -> Result<(), ConfigError> {
+            if value < min || value > max {
+                return Err(invalid(
+                    key,
+                    format!("is {value}; it must be between {min} and {max}"),
+                ));
+            }
+            Ok(())
+        }
+        let hour_ms = 3_600_000;
+        in_range(
+            "http.header_read_timeout_ms",
+            self.http.header_read_timeout_ms,
+            1,
+            hour_ms,
+        )?;
+        in_range(
+            "http.body_read_timeout_ms",
+            self.http.body_read_timeout_ms,
+            1,
+            hour_ms,
+        )?;
+        in_range(
+            "http.request_deadline_ms",
+            self.http.request_deadline_ms,
+            1,
+            hour_ms,
+        )?;
+        in_range(
+            "http.shutdown_grace_ms",
+            self.http.shutdown_grace_ms,
+            0,
+            hour_ms,
+        )?;
+        in_range("http.body_bytes_max", self.http.body_bytes_max, 1, 1 << 30)?;
+        in_range(
+            "http.connections_max",
+            self.http.connections_max,
+            1,
+            1 << 20,
+        )?;
+        in_range("pool.workers", self.pool.workers, 0, 1024)?;
+        in_range("pool.queue_max", self.pool.queue_max, 0, 1 << 20)?;
+        in_range("limits.width_max", self.limits.width_max, 1, 1 << 20)?;
+        in_range("limits.height_max", self.limits.height_max, 1, 1 << 20)?;
+        in_range("limits.pixels_max", self.limits.pixels_max, 1, 1 << 36)?;
+        in_range("limits.frames_max", self.limits.frames_max, 1, 100_000)?;
+        in_range(
+            "limits.output_pixels_max",
+            self.limits.output_pixels_max,
+            1,
+            1 << 32,
+        )?;
+        in_range(
+            "output.quality_default",
+            self.output.quality_default,
+            1,
+            100,
+        )?;
+        in_range("output.avif_speed", self.output.avif_speed, 1, 10)?;
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log.format",
+                format!("is {:?}; it must be \"text\" or \"json\"", self.log.format),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    pub fn workers(&self) -> usize {
+        match self.pool.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    pub fn queue_max(&self) -> usize {
+        match self.pool.queue_max {
+            0 => 8 * self.workers(),
+            n => n,
+        }
+    }
+
+    pub fn resize_limits(&self) -> Limits {
+        Limits {
+            input_bytes_max: self.http.body_bytes_max,
+            width_max: self.limits.width_max,
+            height_max: self.limits.height_max,
+            pixels_max: self.limits.pixels_max,
+            frames_max: self.limits.frames_max,
+            output_pixels_max: self.limits.output_pixels_max,
+        }
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.body_read_timeout_ms)
+    }
+
+    pub fn request_deadline(&self) -> Duration {
+        Duration::from_millis(self.http.request_deadline_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.http.shutdown_grace_ms)
+    }
+}
+
+/// Sets the key that `TESSERA_SECTION__KEY` names. The value is read as a TOML value when
+/// it parses as one (numbers, booleans) and as a string otherwise (paths, addresses).
+fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    if ENV_NOT_KEYS.contains(&name) || rest.is_empty() {
+        return Ok(());
+    }
+    let env_error = |message: String| ConfigError::Env {
+        name: name.to_owned(),
+        message,
+    };
+    let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(env_error("has an empty key segment".to_owned()));
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (leaf, sections) = path.split_last().expect("path has at least one segment");
+    let mut node = table;
+    for section in sections {
+        let entry = node
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry
+            .as_table_mut()
+            .ok_or_else(|| env_error(format!("`{section}` is not a section")))?;
+    }
+    node.insert(leaf.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        let loaded = Config::load(None, Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(loaded, Config::default());
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\n[pool]\nworkers = 3\nqueue_max = 7\n[http]\nbody_bytes_max = 1000\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            env(&[
+                ("TESSERA_POOL__QUEUE_MAX", "9"),
+                ("TESSERA_DATA_DIR", "/tmp/x"),
+                ("TESSERA_CONFIG", "ignored"),
+                ("OTHER", "ignored"),
+            ]),
+            &Overrides {
+                workers: Some(5),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.pool.workers, 5, "flag beats file");
+        assert_eq!(config.pool.queue_max, 9, "env beats file");
+        assert_eq!(config.http.body_bytes_max, 1000, "file beats default");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("TESSERA_POOL__WORKERS", "5000", "pool.workers"),
+            ("TESSERA_HTTP__BODY_BYTES_MAX", "0", "http.body_bytes_max"),
+            ("TESSERA_OUTPUT__AVIF_SPEED", "0", "output.avif_speed"),
+            (
+                "TESSERA_OUTPUT__QUALITY_DEFAULT",
+                "101",
+                "output.quality_default",
+            ),
+            ("TESSERA_LOG__FORMAT", "xml", "log.format"),
+            ("TESSERA_HTTP__NO_SUCH_KEY", "1", "no_such_key"),
+            ("TESSERA_LISTEN", "not-an-address", "listen"),
+            ("TESSERA_POOL__WORKERS", "-1", "workers"),
+        ];
+        for (name, value, expected) in cases {
+            let err = Config::load(None, env(&[(name, value)]), &Overrides::default())
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains(expected), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn unreadable_and_malformed_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.toml");
+        let err = Config::load(Some(&missing), Vec::new(), &Overrides::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "listen = ").unwrap();
+        let err = Config::load(Some(&bad), Vec::new(), &Overrides::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn derived_sizes() {
+        let mut config = Config::default();
+        config.pool.workers = 3;
+        assert_eq!(config.workers(), 3);
+        assert_eq!(config.queue_max(), 24);
+        config.pool.queue_max = 2;
+        assert_eq!(config.queue_max(), 2);
+        config.pool.workers = 0;
+        assert!(config.workers() >= 1);
+    }
+}

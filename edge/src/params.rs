@@ -1,0 +1,274 @@
+//! Parsing the resize query string (`w`, `h`, `fit`, `gravity`, `format`, `q`,
+//! `progressive`) and the `Accept` header into [`tessera_resize::Options`].
+//!
+//! Strict on purpose: an unknown or repeated parameter is an error that names it, not a
+//! silently ignored typo (`?widht=300` returning the full-size image would be billed and
+//! wrong). Range checks on the values themselves belong to the pipeline
+//! (`Options::validate`), so the node and the library cannot disagree on them.
+
+use tessera_resize::{FormatRequest, Limits, Options, OutputFormat};
+
+use crate::error::ApiError;
+
+/// The parameters `POST /v1/resize` accepts, listed in error messages.
+pub const ACCEPTED: &str = "w, h, fit, gravity, format, q, progressive";
+
+/// Defaults for what a request leaves out.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    pub quality: u8,
+    pub avif_speed: u8,
+}
+
+/// The parsed request: options for the pipeline, and whether the answer depends on
+/// `Accept` (so the response must say `Vary: Accept`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed {
+    pub options: Options,
+    pub vary_accept: bool,
+}
+
+pub fn parse(
+    query: &str,
+    accept: Option<&str>,
+    defaults: Defaults,
+    limits: &Limits,
+) -> Result<Parsed, ApiError> {
+    let mut options = Options {
+        quality: defaults.quality,
+        avif_speed: defaults.avif_speed,
+        ..Options::default()
+    };
+    let mut vary_accept = false;
+    let mut seen: Vec<String> = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if seen.iter().any(|k| *k == key) {
+            return Err(ApiError::bad_parameter(format!(
+                "parameter `{key}` is given more than once"
+            )));
+        }
+        seen.push(key.clone().into_owned());
+        if value.is_empty() {
+            return Err(ApiError::bad_parameter(format!(
+                "parameter `{key}` has an empty value"
+            )));
+        }
+        match key.as_ref() {
+            "w" => options.width = Some(dimension("w", &value)?),
+            "h" => options.height = Some(dimension("h", &value)?),
+            "q" => options.quality = quality(&value)?,
+            "fit" => options.fit = value.parse().map_err(invalid("fit"))?,
+            "gravity" => options.gravity = value.parse().map_err(invalid("gravity"))?,
+            "progressive" => {
+                options.progressive = match value.as_ref() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ApiError::bad_parameter(format!(
+                            "parameter `progressive` is {other:?}; use true or false"
+                        )))
+                    }
+                }
+            }
+            "format" => {
+                options.format = match value.as_ref() {
+                    "auto" => {
+                        vary_accept = true;
+                        auto_from_accept(accept)
+                    }
+                    "original" => FormatRequest::Original,
+                    other => FormatRequest::Fixed(
+                        other.parse::<OutputFormat>().map_err(invalid("format"))?,
+                    ),
+                }
+            }
+            other => {
+                return Err(ApiError::bad_parameter(format!(
+                    "unknown parameter `{other}`; accepted: {ACCEPTED}"
+                )))
+            }
+        }
+    }
+    options.validate(limits).map_err(ApiError::from)?;
+    Ok(Parsed {
+        options,
+        vary_accept,
+    })
+}
+
+fn invalid<E: std::fmt::Display>(name: &'static str) -> impl Fn(E) -> ApiError {
+    move |err| ApiError::bad_parameter(format!("parameter `{name}`: {err}"))
+}
+
+fn dimension(name: &str, value: &str) -> Result<u32, ApiError> {
+    match value.parse::<u64>() {
+        Ok(0) => Err(ApiError::bad_parameter(format!(
+            "parameter `{name}` must be at least 1"
+        ))),
+        Ok(n) => u32::try_from(n).map_err(|_| {
+            ApiError::bad_parameter(format!("parameter `{name}` is {n}, far too large"))
+        }),
+        Err(_) => Err(ApiError::bad_parameter(format!(
+            "parameter `{name}` is {value:?}; it must be a positive whole number of pixels"
+        ))),
+    }
+}
+
+fn quality(value: &str) -> Result<u8, ApiError> {
+    match value.parse::<u32>() {
+        Ok(q @ 1..=100) => Ok(q as u8),
+        _ => Err(ApiError::bad_parameter(format!(
+            "parameter `q` is {value:?}; it must be a whole number from 1 to 100"
+        ))),
+    }
+}
+
+/// `format=auto`: which modern formats the client says it accepts. Only an explicit
+/// `image/webp` or `image/avif` with a non-zero q counts; `*/*` and `image/*` do not,
+/// because browsers send them for every image whatever they can decode.
+pub fn auto_from_accept(accept: Option<&str>) -> FormatRequest {
+    let mut webp = false;
+    let mut avif = false;
+    for item in accept.unwrap_or("").split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if refused {
+            continue;
+        }
+        match media.as_str() {
+            "image/webp" => webp = true,
+            "image/avif" => avif = true,
+            _ => {}
+        }
+    }
+    FormatRequest::Auto { webp, avif }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: Defaults = Defaults {
+        quality: 80,
+        avif_speed: 8,
+    };
+
+    fn parse_ok(query: &str) -> Options {
+        parse(query, None, DEFAULTS, &Limits::default())
+            .unwrap_or_else(|e| panic!("{query}: {e:?}"))
+            .options
+    }
+
+    fn parse_err(query: &str) -> ApiError {
+        parse(query, None, DEFAULTS, &Limits::default()).expect_err(query)
+    }
+
+    #[test]
+    fn good_queries() {
+        let o = parse_ok("w=300&h=200&fit=cover&gravity=ne&format=webp&q=70&progressive=true");
+        assert_eq!(o.width, Some(300));
+        assert_eq!(o.height, Some(200));
+        assert_eq!(o.fit, tessera_resize::Fit::Cover);
+        assert_eq!(o.gravity, tessera_resize::Gravity::NorthEast);
+        assert_eq!(o.format, FormatRequest::Fixed(OutputFormat::WebP));
+        assert_eq!(o.quality, 70);
+        assert!(o.progressive);
+        let o = parse_ok("");
+        assert_eq!((o.width, o.height, o.quality), (None, None, 80));
+        assert_eq!(
+            parse_ok("fit=scale-down").fit,
+            tessera_resize::Fit::ScaleDown
+        );
+    }
+
+    #[test]
+    fn bad_queries_name_the_parameter() {
+        let cases = [
+            ("w=0", "`w`"),
+            ("h=0", "`h`"),
+            ("w=-5", "`w`"),
+            ("w=abc", "`w`"),
+            ("w=1.5", "`w`"),
+            ("w=99999999999999999999", "`w`"),
+            ("w=4294967296", "`w`"),
+            ("w=100000", "width"),
+            ("q=0", "`q`"),
+            ("q=101", "`q`"),
+            ("q=-1", "`q`"),
+            ("fit=squash", "`fit`"),
+            ("gravity=up", "`gravity`"),
+            ("format=bmp", "`format`"),
+            ("progressive=maybe", "`progressive`"),
+            ("widht=300", "`widht`"),
+            ("w=10&w=20", "more than once"),
+            ("w=", "empty"),
+        ];
+        for (query, needle) in cases {
+            let err = parse_err(query);
+            assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(err.code, "invalid_parameter", "{query}");
+            assert!(err.message.contains(needle), "{query}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn accept_decides_auto() {
+        let auto = |accept| auto_from_accept(Some(accept));
+        assert_eq!(
+            auto("image/avif,image/webp,*/*;q=0.8"),
+            FormatRequest::Auto {
+                webp: true,
+                avif: true
+            }
+        );
+        assert_eq!(
+            auto("*/*"),
+            FormatRequest::Auto {
+                webp: false,
+                avif: false
+            }
+        );
+        assert_eq!(
+            auto("image/*"),
+            FormatRequest::Auto {
+                webp: false,
+                avif: false
+            }
+        );
+        assert_eq!(
+            auto("image/webp;q=0, image/avif"),
+            FormatRequest::Auto {
+                webp: false,
+                avif: true
+            }
+        );
+        assert_eq!(
+            auto_from_accept(None),
+            FormatRequest::Auto {
+                webp: false,
+                avif: false
+            }
+        );
+        let parsed = parse(
+            "format=auto",
+            Some("image/webp"),
+            DEFAULTS,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(parsed.vary_accept);
+        assert_eq!(
+            parsed.options.format,
+            FormatRequest::Auto {
+                webp: true,
+                avif: false
+            }
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! The HTTP routes and their handlers: `POST /v1/resize`, `/healthz`, `/readyz`,
+//! `/metrics`, plus JSON answers for unknown routes and methods.
+//!
+//! The resize handler does only cheap, bounded work on the event loop — parse the query,
+//! stream the body under a size cap and a deadline — and hands the bytes to the worker
+//! pool; everything CPU-heavy (hashing for the ETag, decoding, resizing, encoding)
+//! happens on a worker. Every refusal is decided before work starts, so a refused request
+//! costs almost nothing (that is what keeps goodput flat under overload).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tessera_resize::Output;
+use tokio::sync::oneshot;
+
+use crate::body::{self, Budget};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::{Metrics, ReasonLabels, RouteLabels, RouteStatusLabels, StageLabels};
+use crate::params::{self, Defaults};
+use crate::pool::{Job, JobOutcome, Pool, Rejected};
+
+/// How long an early refusal waits for the rest of a body it throws away.
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Everything a handler needs, shared by all connections.
+pub struct AppState {
+    pub config: Config,
+    pub pool: Pool,
+    pub metrics: Arc<Metrics>,
+    /// Memory budget shared by all request bodies being held.
+    pub body_budget: Budget,
+    /// Cleared when shutdown starts, so `/readyz` turns load balancers away first.
+    pub ready: AtomicBool,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/resize", post(resize))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts and times every request by its route template (never the raw path, whose
+/// cardinality a client controls).
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route: &'static str = match request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str())
+    {
+        Some("/v1/resize") => "/v1/resize",
+        Some("/healthz") => "/healthz",
+        Some("/readyz") => "/readyz",
+        Some("/metrics") => "/metrics",
+        _ => "unmatched",
+    };
+    let metrics = &state.metrics;
+    let started = Instant::now();
+    metrics
+        .requests_received
+        .get_or_create(&RouteLabels { route })
+        .inc();
+    metrics.requests_in_flight.inc();
+    let response = next.run(request).await;
+    metrics.requests_in_flight.dec();
+    metrics
+        .request_duration
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests_answered
+        .get_or_create(&RouteStatusLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the node is shutting down",
+        )
+        .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn resize(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let config = &state.config;
+    let limits = config.resize_limits();
+
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let defaults = Defaults {
+        quality: config.output.quality_default,
+        avif_speed: config.output.avif_speed,
+    };
+    let parsed = params::parse(query.as_deref().unwrap_or(""), accept, defaults, &limits)?;
+
+    // Shed before reading the body when the queue is already full: refusing costs a
+    // few microseconds, reading a large upload first would not.
+    if let Err(rejected) = state.pool.check_admission() {
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            body::discard(body, config.http.body_bytes_max, DISCARD_TIMEOUT).await;
+        }
+        return Err(shed(&state.metrics, rejected));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let buffered = body::read(
+        body,
+        declared,
+        config.http.body_bytes_max,
+        config.body_read_timeout(),
+        &state.body_budget,
+    )
+    .await?;
+    let input = buffered.bytes.clone();
+    // The processing budget starts once the upload is complete: a slow upload is the
+    // body timeout's business, and must not eat the time the work needs.
+    let deadline = Instant::now() + config.request_deadline();
+    if input.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "the request body is empty; send the image bytes as the body",
+        ));
+    }
+    let input_bytes = input.len() as u64;
+
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (reply, outcome) = oneshot::channel();
+    let job = Job {
+        input,
+        options: parsed.options,
+        if_none_match,
+        deadline,
+        reply,
+    };
+    if let Err(rejected) = state.pool.submit(job, Instant::now()) {
+        return Err(shed(&state.metrics, rejected));
+    }
+    let outcome = match tokio::time::timeout_at(deadline.into(), outcome).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "worker_lost",
+                "the resize worker stopped before answering",
+            ))
+        }
+        Err(_) => return Err(deadline_exceeded(&state.metrics)),
+    };
+
+    drop(buffered); // the job is done with the input: give its bytes back to the budget
+    let cache_control = format!("public, max-age={}", config.output.cache_max_age_s);
+    match outcome {
+        JobOutcome::NotModified { etag } => {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            let headers = response.headers_mut();
+            set(headers, header::ETAG, &etag);
+            set(headers, header::CACHE_CONTROL, &cache_control);
+            if parsed.vary_accept {
+                headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+            }
+            Ok(response)
+        }
+        JobOutcome::Done {
+            result,
+            etag,
+            queue_wait,
+        } => {
+            let output = result?;
+            record_output(&state.metrics, input_bytes, queue_wait, &output);
+            let timing = format!(
+                "queue;dur={:.1}, decode;dur={:.1}, resize;dur={:.1}, encode;dur={:.1}",
+                queue_wait.as_secs_f64() * 1e3,
+                output.timings.decode_us as f64 / 1e3,
+                output.timings.resize_us as f64 / 1e3,
+                output.timings.encode_us as f64 / 1e3,
+            );
+            let mut response = Response::new(Body::from(output.bytes));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(output.format.mime()),
+            );
+            set(headers, header::ETAG, &etag);
+            set(headers, header::CACHE_CONTROL, &cache_control);
+            if parsed.vary_accept {
+                headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+            }
+            set(headers, "server-timing", &timing);
+            set(headers, "x-image-width", &output.width.to_string());
+            set(headers, "x-image-height", &output.height.to_string());
+            Ok(response)
+        }
+        JobOutcome::Expired => Err(deadline_exceeded(&state.metrics)),
+        JobOutcome::Panicked => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the image could not be processed because of an internal error",
+        )),
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: impl header::IntoHeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+fn record_output(metrics: &Metrics, input_bytes: u64, queue_wait: Duration, output: &Output) {
+    metrics.bytes_in.inc_by(input_bytes);
+    metrics.bytes_out.inc_by(output.bytes.len() as u64);
+    metrics.cpu_micros.inc_by(output.timings.cpu_us);
+    let stages = [
+        ("queue_wait", queue_wait.as_secs_f64()),
+        ("decode", output.timings.decode_us as f64 / 1e6),
+        ("resize", output.timings.resize_us as f64 / 1e6),
+        ("encode", output.timings.encode_us as f64 / 1e6),
+    ];
+    for (stage, seconds) in stages {
+        metrics
+            .stage_duration
+            .get_or_create(&StageLabels { stage })
+            .observe(seconds);
+    }
+}
+
+fn shed(metrics: &Metrics, rejected: Rejected) -> ApiError {
+    let (reason, error) = match rejected {
+        Rejected::QueueFull { retry_after_s } => (
+            "queue_full",
+            ApiError::overloaded(
+                "overloaded",
+                "all resize workers are busy and the queue is full; retry later",
+                retry_after_s,
+            ),
+        ),
+        Rejected::DeadlineUnreachable {
+            wait_estimate,
+            retry_after_s,
+        } => (
+            "deadline_unreachable",
+            ApiError::overloaded(
+                "overloaded",
+                format!(
+                    "the expected wait ({} ms) exceeds the request deadline; retry later",
+                    wait_estimate.as_millis()
+                ),
+                retry_after_s,
+            ),
+        ),
+        Rejected::ShuttingDown => (
+            "shutting_down",
+            ApiError::overloaded("shutting_down", "the node is shutting down", 1),
+        ),
+    };
+    metrics.shed.get_or_create(&ReasonLabels { reason }).inc();
+    error
+}
+
+fn deadline_exceeded(metrics: &Metrics) -> ApiError {
+    metrics
+        .shed
+        .get_or_create(&ReasonLabels {
+            reason: "deadline_exceeded",
+        })
+        .inc();
+    ApiError::overloaded(
+        "deadline_exceeded",
+        "the request could not be completed within its deadline; retry later",
+        1,
+    )
+}

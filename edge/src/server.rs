@@ -1,0 +1,119 @@
+//! The accept loop: connections, their limits and timeouts, and graceful shutdown.
+//!
+//! Shaped like mini-redis's `server::run`: it takes an already bound listener and a
+//! shutdown future, so tests bind port 0 and stop the server whenever they like, and
+//! `main` passes a future that completes on SIGTERM/SIGINT.
+//!
+//! Served with hyper's HTTP/1 connection builder directly (not `axum::serve`) because the
+//! node needs knobs axum does not expose: a header read timeout (which also closes idle
+//! keep-alive connections: slowloris protection) and a cap on open connections, enforced
+//! at accept by closing the newcomer — a bounded refusal instead of unbounded memory.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::body::Budget;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::routes::{self, AppState};
+
+/// Builds the shared state: metrics registry and the worker pool, sized from `config`.
+pub fn build_state(config: Config) -> Arc<AppState> {
+    let metrics = Arc::new(Metrics::new());
+    let pool = Pool::start(
+        config.workers(),
+        config.queue_max(),
+        config.resize_limits(),
+        metrics.pool.clone(),
+    );
+    Arc::new(AppState {
+        body_budget: Budget::new(config.http.buffered_bytes_max),
+        config,
+        pool,
+        metrics,
+        ready: true.into(),
+    })
+}
+
+/// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight
+/// requests finish for at most `http.shutdown_grace_ms`, and stops the worker pool.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let config: &Config = &state.config;
+    let router = routes::router(state.clone());
+    let connections = Arc::new(Semaphore::new(config.http.connections_max));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout())
+        .keep_alive(true)
+        .max_headers(100);
+    tracing::info!(
+        address = %listener.local_addr()?,
+        workers = state.pool.workers(),
+        queue_max = config.queue_max(),
+        "tessera listening"
+    );
+
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            state.metrics.connections_refused.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let metrics = state.metrics.clone();
+        metrics.connections_open.inc();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, %err, "connection ended with an error");
+            }
+            metrics.connections_open.dec();
+            drop(permit);
+        });
+    }
+
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    state.ready.store(false, Ordering::Release);
+    drop(listener);
+    if tokio::time::timeout(config.shutdown_grace(), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = config.http.shutdown_grace_ms,
+            "grace period over; remaining connections are dropped"
+        );
+    }
+    let pool_state = state.clone();
+    let _ = tokio::task::spawn_blocking(move || pool_state.pool.join()).await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}

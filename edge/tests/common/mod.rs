@@ -1,0 +1,182 @@
+//! Test harness: a node served in-process on 127.0.0.1:0, a one-request HTTP/1 client,
+//! raw-socket helpers for the misbehaving clients, and the shared photos.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tessera_edge::config::Config;
+use tessera_edge::routes::AppState;
+use tessera_edge::server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestNode {
+    pub async fn start(config: Config) -> Self {
+        config.validate().expect("test config is valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = server::build_state(config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::run(listener, state.clone(), async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            state,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Signals shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        request(self.addr, Method::POST, path, headers, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        request(self.addr, Method::GET, path, &[], Vec::new()).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        String::from_utf8(self.get("/metrics").await.body.to_vec()).unwrap()
+    }
+}
+
+/// A small configuration for tests: 2 workers, short timeouts.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.pool.workers = 2;
+    config.pool.queue_max = 16;
+    config.http.shutdown_grace_ms = 5_000;
+    config
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `error.code` of a JSON error body (panics if the body is not one).
+    pub fn error_code(&self) -> String {
+        let json: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body));
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "error without message: {json}"
+        );
+        json["error"]["code"]
+            .as_str()
+            .expect("error.code")
+            .to_owned()
+    }
+}
+
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = sender
+        .send_request(builder.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// Reads from a raw socket until EOF or `limit`; returns what arrived and whether the
+/// server closed the connection within the limit.
+pub async fn read_until_close(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let outcome = tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    (received, outcome.is_ok())
+}
+
+pub async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+pub fn photos_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/photos"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIP: test photos not found at {} (they live in the shared folder beside the checkout)",
+            dir.display()
+        );
+        None
+    }
+}
+
+pub fn photo(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}

@@ -1,0 +1,166 @@
+//! Overload and shutdown: more concurrent work than workers + queue gets fast 503s with
+//! `Retry-After` while the admitted requests succeed; a request that cannot finish by its
+//! deadline is refused; SIGTERM-style shutdown lets in-flight requests finish.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{photo, photos_dir, test_config, TestNode};
+use hyper::StatusCode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_requests_are_shed_while_the_rest_succeed() {
+    let Some(photos) = photos_dir() else { return };
+    let mut config = test_config();
+    config.pool.workers = 1;
+    config.pool.queue_max = 1;
+    let node = TestNode::start(config).await;
+    // The largest photo: a progressive 5312x2988 JPEG, tens of milliseconds per job.
+    let input = photo(&photos, "seeding_by_Clements_Engelhardt.jpg");
+    let requests = 12;
+    let mut tasks = Vec::new();
+    for _ in 0..requests {
+        let addr = node.addr;
+        let body = input.clone();
+        tasks.push(tokio::spawn(async move {
+            common::request(
+                addr,
+                hyper::Method::POST,
+                "/v1/resize?w=400&h=400",
+                &[],
+                body,
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    let mut shed = 0;
+    for task in tasks {
+        let reply = task.await.unwrap();
+        match reply.status {
+            StatusCode::OK => {
+                ok += 1;
+                assert_eq!(reply.header("content-type"), Some("image/jpeg"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                shed += 1;
+                assert_eq!(reply.error_code(), "overloaded");
+                let retry: u32 = reply
+                    .header("retry-after")
+                    .expect("Retry-After on 503")
+                    .parse()
+                    .unwrap();
+                assert!(retry >= 1);
+            }
+            other => panic!("unexpected {other}: {:?}", reply.body),
+        }
+    }
+    assert_eq!(ok + shed, requests);
+    assert!(ok >= 2, "the worker and the queue slot were used: {ok} ok");
+    assert!(
+        shed >= 1,
+        "with 1 worker and a queue of 1, {requests} at once must shed some"
+    );
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("tessera_requests_shed_total{reason=\"queue_full\"}"),
+        "{metrics}"
+    );
+    // Capacity is back once the burst is over.
+    let reply = node.post("/v1/resize?w=100", &[], input).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_meet_its_deadline_gets_503() {
+    let Some(photos) = photos_dir() else { return };
+    let mut config = test_config();
+    config.http.request_deadline_ms = 1;
+    let node = TestNode::start(config).await;
+    let reply = node
+        .post(
+            "/v1/resize?w=100",
+            &[],
+            photo(&photos, "seeding_by_Clements_Engelhardt.jpg"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.error_code(), "deadline_exceeded");
+    assert!(reply.header("retry-after").is_some());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests_then_stops() {
+    let Some(photos) = photos_dir() else { return };
+    let mut node = TestNode::start(test_config()).await;
+    let addr = node.addr;
+    let input = photo(&photos, "seeding_by_Clements_Engelhardt.jpg");
+    let in_flight = tokio::spawn(async move {
+        common::request(addr, hyper::Method::POST, "/v1/resize?w=300", &[], input).await
+    });
+    // Let the request reach the worker, then ask the node to stop.
+    for _ in 0..200 {
+        if node.state.metrics.requests_in_flight.get() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node.begin_shutdown();
+    let reply = in_flight.await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the in-flight request completes"
+    );
+    assert!(!node.state.ready.load(std::sync::atomic::Ordering::Acquire));
+    node.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_before_the_body_is_sent() {
+    let Some(photos) = photos_dir() else { return };
+    let mut config = test_config();
+    config.pool.workers = 1;
+    config.pool.queue_max = 1;
+    let node = TestNode::start(config).await;
+    let input = photo(&photos, "seeding_by_Clements_Engelhardt.jpg");
+    // Occupy the worker and the one queue slot.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let (addr, body) = (node.addr, input.clone());
+        busy.push(tokio::spawn(async move {
+            common::request(addr, hyper::Method::POST, "/v1/resize?w=400", &[], body).await
+        }));
+    }
+    let mut full = false;
+    for _ in 0..400 {
+        if node.state.pool.queue_len() == 1 {
+            full = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(full, "the queue slot was never taken");
+    // A client that waits for `100 Continue` is refused without sending its body.
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let head = "POST /v1/resize?w=10 HTTP/1.1\r\nhost: t\r\ncontent-length: 1000000\r\nexpect: 100-continue\r\n\r\n";
+    common::write_all(&mut stream, head.as_bytes())
+        .await
+        .unwrap();
+    let (received, _) = common::read_until_close(&mut stream, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+    for task in busy {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    node.stop().await;
+}

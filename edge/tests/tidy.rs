@@ -1,0 +1,182 @@
+//! House rules, checked by an ordinary test (after rust-analyzer's `tidy.rs`): every module
+//! says what it is for, no debugging leftovers or stubs, the code is formatted, and the
+//! layering holds — the resize pipeline never depends on an async runtime or a network
+//! stack, and only `edge` has a `main`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn workspace_rust_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    rust_files(&workspace_root(), &mut files);
+    assert!(!files.is_empty());
+    files
+}
+
+#[test]
+fn every_module_starts_with_a_doc_comment() {
+    let missing: Vec<_> = workspace_rust_files()
+        .into_iter()
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            !text.lines().any(|line| line.starts_with("//!"))
+                || !text
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .is_some_and(|l| l.starts_with("//!") || l.starts_with("#!["))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "modules without a leading //! doc: {missing:#?}"
+    );
+}
+
+#[test]
+fn no_debugging_leftovers_or_stubs() {
+    let needles = [
+        concat!("dbg", "!("),
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+    ];
+    let mut found = Vec::new();
+    for path in workspace_rust_files() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            if needles.iter().any(|n| line.contains(n)) {
+                found.push(format!("{}:{}", path.display(), number + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "leftovers: {found:#?}");
+}
+
+#[test]
+fn code_is_formatted() {
+    let output = Command::new(env!("CARGO"))
+        .args(["fmt", "--all", "--", "--check"])
+        .current_dir(workspace_root())
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {}
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("not installed") => {
+            eprintln!("SKIP: rustfmt is not installed")
+        }
+        Ok(out) => panic!(
+            "cargo fmt --check failed; run `cargo fmt --all`:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+        Err(err) => eprintln!("SKIP: cannot run cargo fmt: {err}"),
+    }
+}
+
+/// Names of every package `package` depends on for normal (non-dev, non-build) use,
+/// transitively, from `cargo metadata`.
+fn normal_dependency_closure(package: &str) -> BTreeSet<String> {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(workspace_root())
+        .output()
+        .expect("running cargo metadata");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: HashMap<&str, &str> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes: HashMap<&str, &serde_json::Value> = metadata["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let root = names
+        .iter()
+        .find(|(_, name)| **name == package)
+        .map(|(id, _)| *id)
+        .unwrap_or_else(|| panic!("package {package} not in the workspace"));
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"].is_null());
+            let dep_id = dep["pkg"].as_str().unwrap();
+            if normal && seen.insert(names[dep_id].to_owned()) {
+                stack.push(dep_id);
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn resize_knows_nothing_of_async_or_network() {
+    let closure = normal_dependency_closure("tessera-resize");
+    let forbidden = [
+        "tokio",
+        "hyper",
+        "axum",
+        "libp2p",
+        "redb",
+        "mio",
+        "tower",
+        "reqwest",
+        "async-std",
+        "futures",
+    ];
+    let leaked: Vec<_> = forbidden.iter().filter(|f| closure.contains(**f)).collect();
+    assert!(
+        leaked.is_empty(),
+        "tessera-resize depends on {leaked:?}; it must stay synchronous and IO-free"
+    );
+}
+
+#[test]
+fn only_edge_has_a_main() {
+    let mains: Vec<_> = workspace_rust_files()
+        .into_iter()
+        .filter(|p| p.ends_with("src/main.rs") || p.to_string_lossy().contains("/src/bin/"))
+        .collect();
+    assert!(
+        mains
+            .iter()
+            .all(|p| p.starts_with(workspace_root().join("edge"))),
+        "{mains:#?}"
+    );
+}

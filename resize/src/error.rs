@@ -1,0 +1,86 @@
+//! The one error type of the pipeline, and how each variant maps onto an HTTP-ish class.
+//!
+//! Every failure a hostile or broken input can cause is an ordinary value here (never a
+//! panic), so the node can answer it with a 4xx and never bill it. `class` and `code` are the
+//! only mapping the node needs: the crate knows nothing of HTTP itself, only which of five
+//! broad classes a failure belongs to, and a stable snake_case code for JSON bodies.
+
+/// Why a resize was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResizeError {
+    /// The input has no bytes at all.
+    #[error("the image is empty (0 bytes)")]
+    Empty,
+    /// The input is larger than `Limits::input_bytes_max`.
+    #[error("the image is {bytes} bytes, over the limit of {max} bytes")]
+    InputTooLarge { bytes: usize, max: usize },
+    /// The bytes are not JPEG, PNG, WebP or GIF (decided by sniffing, never by a content type).
+    #[error("unsupported format: the bytes are not JPEG, PNG, WebP or GIF")]
+    UnsupportedFormat,
+    /// The bytes start like a supported format but cannot be decoded (truncated, corrupt).
+    #[error("the image cannot be decoded: {0}")]
+    Corrupt(String),
+    /// The header declares dimensions over `Limits` (refused before any pixel is allocated).
+    #[error("the image is {width}x{height} ({pixels} pixels), over the limit of {width_max}x{height_max} and {pixels_max} pixels")]
+    DimensionsTooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        width_max: u32,
+        height_max: u32,
+        pixels_max: u64,
+    },
+    /// An animation has more frames than `Limits::frames_max`.
+    #[error("the animation has {frames} frames, over the limit of {max}")]
+    TooManyFrames { frames: u32, max: u32 },
+    /// A request option is out of range or its result would exceed the output limits.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// The encoder failed (should not happen on validated input).
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+/// Broad class of a [`ResizeError`], for the caller to map onto a status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The request itself is wrong (400).
+    BadRequest,
+    /// The body is over the byte limit (413).
+    PayloadTooLarge,
+    /// The bytes are not a supported, decodable image (415).
+    UnsupportedMedia,
+    /// A well-formed image that this service refuses to process (422).
+    Unprocessable,
+    /// A failure on our side (500).
+    Internal,
+}
+
+impl ResizeError {
+    /// The broad class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ResizeError::Empty | ResizeError::InvalidOption(_) => ErrorClass::BadRequest,
+            ResizeError::InputTooLarge { .. } => ErrorClass::PayloadTooLarge,
+            ResizeError::UnsupportedFormat | ResizeError::Corrupt(_) => ErrorClass::UnsupportedMedia,
+            ResizeError::DimensionsTooLarge { .. } | ResizeError::TooManyFrames { .. } => {
+                ErrorClass::Unprocessable
+            }
+            ResizeError::Encode(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// A stable snake_case machine code, used in JSON error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ResizeError::Empty => "empty_body",
+            ResizeError::InputTooLarge { .. } => "payload_too_large",
+            ResizeError::UnsupportedFormat => "unsupported_media_type",
+            ResizeError::Corrupt(_) => "undecodable_image",
+            ResizeError::DimensionsTooLarge { .. } => "image_too_large",
+            ResizeError::TooManyFrames { .. } => "too_many_frames",
+            ResizeError::InvalidOption(_) => "invalid_parameter",
+            ResizeError::Encode(_) => "encode_failed",
+        }
+    }
+}

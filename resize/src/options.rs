@@ -1,0 +1,261 @@
+//! What a caller may ask of one resize: target size, fit mode, gravity, output format and
+//! encoder settings, with parsing from the query-string spellings and range validation.
+//!
+//! Parsing lives here (not in the node) so that every front end (POST query, signed URL,
+//! CLI) accepts exactly the same spellings and rejects with the same messages.
+
+use std::str::FromStr;
+
+use crate::{Limits, ResizeError};
+
+/// Largest width or height a caller may request.
+pub const SIDE_MAX: u32 = 16_384;
+
+/// How the image is fitted into the requested box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Fit {
+    /// Scale to fit inside the box, keeping the aspect ratio (may enlarge).
+    #[default]
+    Contain,
+    /// Scale to fill the box, keeping the aspect ratio, and crop what overflows (see [`Gravity`]).
+    Cover,
+    /// Stretch to exactly the box, ignoring the aspect ratio.
+    Fill,
+    /// Like `Contain`, but never enlarge.
+    ScaleDown,
+}
+
+impl Fit {
+    /// The canonical spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fit::Contain => "contain",
+            Fit::Cover => "cover",
+            Fit::Fill => "fill",
+            Fit::ScaleDown => "scale-down",
+        }
+    }
+}
+
+impl FromStr for Fit {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "contain" => Ok(Fit::Contain),
+            "cover" => Ok(Fit::Cover),
+            "fill" => Ok(Fit::Fill),
+            "scale-down" => Ok(Fit::ScaleDown),
+            _ => Err(ParseError(format!(
+                "unknown fit {s:?}; accepted: contain, cover, fill, scale-down"
+            ))),
+        }
+    }
+}
+
+/// Which part of the image `Fit::Cover` keeps when it crops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Gravity {
+    #[default]
+    Center,
+    North,
+    NorthEast,
+    East,
+    SouthEast,
+    South,
+    SouthWest,
+    West,
+    NorthWest,
+}
+
+impl Gravity {
+    /// The canonical spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gravity::Center => "center",
+            Gravity::North => "north",
+            Gravity::NorthEast => "northeast",
+            Gravity::East => "east",
+            Gravity::SouthEast => "southeast",
+            Gravity::South => "south",
+            Gravity::SouthWest => "southwest",
+            Gravity::West => "west",
+            Gravity::NorthWest => "northwest",
+        }
+    }
+
+    /// Where the crop window sits along each axis: 0 = left/top, 0.5 = centre, 1 = right/bottom.
+    pub(crate) fn anchor(self) -> (f64, f64) {
+        match self {
+            Gravity::Center => (0.5, 0.5),
+            Gravity::North => (0.5, 0.0),
+            Gravity::NorthEast => (1.0, 0.0),
+            Gravity::East => (1.0, 0.5),
+            Gravity::SouthEast => (1.0, 1.0),
+            Gravity::South => (0.5, 1.0),
+            Gravity::SouthWest => (0.0, 1.0),
+            Gravity::West => (0.0, 0.5),
+            Gravity::NorthWest => (0.0, 0.0),
+        }
+    }
+}
+
+impl FromStr for Gravity {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "center" | "centre" | "c" => Ok(Gravity::Center),
+            "n" | "north" => Ok(Gravity::North),
+            "ne" | "northeast" => Ok(Gravity::NorthEast),
+            "e" | "east" => Ok(Gravity::East),
+            "se" | "southeast" => Ok(Gravity::SouthEast),
+            "s" | "south" => Ok(Gravity::South),
+            "sw" | "southwest" => Ok(Gravity::SouthWest),
+            "w" | "west" => Ok(Gravity::West),
+            "nw" | "northwest" => Ok(Gravity::NorthWest),
+            _ => Err(ParseError(format!(
+                "unknown gravity {s:?}; accepted: center (centre, c), n (north), ne (northeast), \
+                 e (east), se (southeast), s (south), sw (southwest), w (west), nw (northwest)"
+            ))),
+        }
+    }
+}
+
+/// An encoded output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutputFormat {
+    Jpeg,
+    Png,
+    WebP,
+    Avif,
+}
+
+impl OutputFormat {
+    /// The canonical spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpeg",
+            OutputFormat::Png => "png",
+            OutputFormat::WebP => "webp",
+            OutputFormat::Avif => "avif",
+        }
+    }
+
+    /// The media type for `Content-Type`.
+    pub fn mime(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Png => "image/png",
+            OutputFormat::WebP => "image/webp",
+            OutputFormat::Avif => "image/avif",
+        }
+    }
+}
+
+impl FromStr for OutputFormat {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "jpeg" | "jpg" => Ok(OutputFormat::Jpeg),
+            "png" => Ok(OutputFormat::Png),
+            "webp" => Ok(OutputFormat::WebP),
+            "avif" => Ok(OutputFormat::Avif),
+            _ => Err(ParseError(format!(
+                "unknown format {s:?}; accepted: jpeg (jpg), png, webp, avif"
+            ))),
+        }
+    }
+}
+
+/// What the caller asked for; `Auto` is resolved by the pipeline after decoding,
+/// because only then is it known whether the image has alpha.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FormatRequest {
+    Fixed(OutputFormat),
+    /// WebP if accepted; else AVIF if accepted; else PNG when the image has alpha, else JPEG.
+    /// WebP wins over AVIF because it encodes ~50x faster at a similar size for thumbnails.
+    Auto { webp: bool, avif: bool },
+    /// Same family as the input: JPEG in -> JPEG, PNG/GIF -> PNG, WebP -> WebP.
+    Original,
+}
+
+/// One resize request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// Target width; `None` with a height keeps the aspect ratio; both `None`: original size
+    /// (scaled down if it exceeds `Limits::output_pixels_max`).
+    pub width: Option<u32>,
+    /// Target height; see `width`.
+    pub height: Option<u32>,
+    pub fit: Fit,
+    /// Used by `Fit::Cover`.
+    pub gravity: Gravity,
+    pub format: FormatRequest,
+    /// 1..=100 (JPEG, WebP, AVIF); default 80.
+    pub quality: u8,
+    /// Progressive JPEG; default false.
+    pub progressive: bool,
+    /// 1..=10 (10 fastest); default 8. The effective speed is never below
+    /// [`AVIF_SPEED_MIN_LARGE`] for outputs over one megapixel, so a request cannot take minutes.
+    pub avif_speed: u8,
+}
+
+/// Slowest AVIF speed used for outputs larger than one megapixel.
+pub const AVIF_SPEED_MIN_LARGE: u8 = 6;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            width: None,
+            height: None,
+            fit: Fit::Contain,
+            gravity: Gravity::Center,
+            format: FormatRequest::Fixed(OutputFormat::Jpeg),
+            quality: 80,
+            progressive: false,
+            avif_speed: 8,
+        }
+    }
+}
+
+impl Options {
+    /// Checks ranges: width/height 0 or over [`SIDE_MAX`], a requested box over
+    /// `limits.output_pixels_max`, quality 0 or over 100, avif_speed outside 1..=10.
+    pub fn validate(&self, limits: &Limits) -> Result<(), ResizeError> {
+        for (name, value) in [("width", self.width), ("height", self.height)] {
+            if let Some(v) = value {
+                if v == 0 || v > SIDE_MAX {
+                    return Err(ResizeError::InvalidOption(format!(
+                        "{name} {v} is out of range 1..={SIDE_MAX}"
+                    )));
+                }
+            }
+        }
+        if let (Some(w), Some(h)) = (self.width, self.height) {
+            let pixels = u64::from(w) * u64::from(h);
+            if pixels > limits.output_pixels_max {
+                return Err(ResizeError::InvalidOption(format!(
+                    "{w}x{h} is {pixels} pixels, over the output limit of {}",
+                    limits.output_pixels_max
+                )));
+            }
+        }
+        if !(1..=100).contains(&self.quality) {
+            return Err(ResizeError::InvalidOption(format!(
+                "quality {} is out of range 1..=100",
+                self.quality
+            )));
+        }
+        if !(1..=10).contains(&self.avif_speed) {
+            return Err(ResizeError::InvalidOption(format!(
+                "avif_speed {} is out of range 1..=10",
+                self.avif_speed
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A value that does not parse; the message names it and the accepted spellings.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);

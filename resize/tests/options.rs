@@ -1,0 +1,144 @@
+//! Option parsing and validation: every accepted spelling, every boundary.
+
+use tessera_resize::{
+    sniff, ErrorClass, Fit, FormatRequest, Gravity, InputFormat, Limits, Options, OutputFormat,
+    ResizeError,
+};
+
+#[test]
+fn fit_spellings_round_trip() {
+    for fit in [Fit::Contain, Fit::Cover, Fit::Fill, Fit::ScaleDown] {
+        assert_eq!(fit.as_str().parse::<Fit>().unwrap(), fit);
+    }
+    let err = "stretch".parse::<Fit>().unwrap_err().to_string();
+    assert!(err.contains("stretch") && err.contains("scale-down"), "{err}");
+}
+
+#[test]
+fn gravity_spellings() {
+    let table = [
+        ("center", Gravity::Center),
+        ("centre", Gravity::Center),
+        ("n", Gravity::North),
+        ("north", Gravity::North),
+        ("ne", Gravity::NorthEast),
+        ("northeast", Gravity::NorthEast),
+        ("e", Gravity::East),
+        ("east", Gravity::East),
+        ("se", Gravity::SouthEast),
+        ("southeast", Gravity::SouthEast),
+        ("s", Gravity::South),
+        ("south", Gravity::South),
+        ("sw", Gravity::SouthWest),
+        ("southwest", Gravity::SouthWest),
+        ("w", Gravity::West),
+        ("west", Gravity::West),
+        ("nw", Gravity::NorthWest),
+        ("northwest", Gravity::NorthWest),
+    ];
+    for (s, g) in table {
+        assert_eq!(s.parse::<Gravity>().unwrap(), g, "{s}");
+        assert_eq!(g.as_str().parse::<Gravity>().unwrap(), g);
+    }
+    assert!("up".parse::<Gravity>().unwrap_err().to_string().contains("\"up\""));
+}
+
+#[test]
+fn format_spellings_and_mime() {
+    assert_eq!("jpg".parse::<OutputFormat>().unwrap(), OutputFormat::Jpeg);
+    assert_eq!("jpeg".parse::<OutputFormat>().unwrap(), OutputFormat::Jpeg);
+    assert_eq!("png".parse::<OutputFormat>().unwrap(), OutputFormat::Png);
+    assert_eq!("webp".parse::<OutputFormat>().unwrap(), OutputFormat::WebP);
+    assert_eq!("avif".parse::<OutputFormat>().unwrap(), OutputFormat::Avif);
+    assert!("gif".parse::<OutputFormat>().is_err());
+    assert_eq!(OutputFormat::Avif.mime(), "image/avif");
+    assert_eq!(OutputFormat::WebP.mime(), "image/webp");
+    assert_eq!(OutputFormat::Jpeg.mime(), "image/jpeg");
+    assert_eq!(OutputFormat::Png.mime(), "image/png");
+}
+
+fn invalid(options: Options) -> String {
+    match options.validate(&Limits::default()) {
+        Err(e @ ResizeError::InvalidOption(_)) => {
+            assert_eq!(e.class(), ErrorClass::BadRequest);
+            assert_eq!(e.code(), "invalid_parameter");
+            e.to_string()
+        }
+        other => panic!("expected InvalidOption for {options:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn validate_edge_cases() {
+    let ok = Options::default();
+    assert!(ok.validate(&Limits::default()).is_ok());
+    assert_eq!(ok.quality, 80);
+    assert_eq!(ok.avif_speed, 8);
+    assert!(!ok.progressive);
+
+    invalid(Options { width: Some(0), ..ok });
+    invalid(Options { height: Some(0), ..ok });
+    invalid(Options { width: Some(16_385), ..ok });
+    assert!(Options { width: Some(16_384), ..ok }.validate(&Limits::default()).is_ok());
+    assert!(Options { width: Some(1), height: Some(1), ..ok }.validate(&Limits::default()).is_ok());
+    // 16384 x 16384 is over the default output pixel budget (16 777 216).
+    let msg = invalid(Options { width: Some(16_384), height: Some(16_384), ..ok });
+    assert!(msg.contains("16384x16384"), "{msg}");
+    assert!(Options { width: Some(4096), height: Some(4096), ..ok }.validate(&Limits::default()).is_ok());
+    invalid(Options { quality: 0, ..ok });
+    invalid(Options { quality: 101, ..ok });
+    assert!(Options { quality: 1, ..ok }.validate(&Limits::default()).is_ok());
+    assert!(Options { quality: 100, ..ok }.validate(&Limits::default()).is_ok());
+    invalid(Options { avif_speed: 0, ..ok });
+    invalid(Options { avif_speed: 11, ..ok });
+    assert!(Options { avif_speed: 1, ..ok }.validate(&Limits::default()).is_ok());
+    assert!(Options { avif_speed: 10, ..ok }.validate(&Limits::default()).is_ok());
+
+    let small = Limits { output_pixels_max: 100, ..Limits::default() };
+    assert!(Options { width: Some(10), height: Some(10), ..ok }.validate(&small).is_ok());
+    assert!(Options { width: Some(10), height: Some(11), ..ok }.validate(&small).is_err());
+    let _ = FormatRequest::Auto { webp: true, avif: false };
+}
+
+#[test]
+fn sniff_uses_magic_bytes_only() {
+    assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]), Some(InputFormat::Jpeg));
+    assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some(InputFormat::Png));
+    assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(InputFormat::WebP));
+    assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), None);
+    assert_eq!(sniff(b"GIF89a...."), Some(InputFormat::Gif));
+    assert_eq!(sniff(b"GIF87a...."), Some(InputFormat::Gif));
+    assert_eq!(sniff(b"<html>image.png</html>"), None);
+    assert_eq!(sniff(b""), None);
+    assert_eq!(sniff(&[0xFF, 0xD8]), None);
+}
+
+#[test]
+fn error_classes_and_codes() {
+    let table: Vec<(ResizeError, ErrorClass, &str)> = vec![
+        (ResizeError::Empty, ErrorClass::BadRequest, "empty_body"),
+        (ResizeError::InputTooLarge { bytes: 2, max: 1 }, ErrorClass::PayloadTooLarge, "payload_too_large"),
+        (ResizeError::UnsupportedFormat, ErrorClass::UnsupportedMedia, "unsupported_media_type"),
+        (ResizeError::Corrupt("x".into()), ErrorClass::UnsupportedMedia, "undecodable_image"),
+        (
+            ResizeError::DimensionsTooLarge {
+                width: 1,
+                height: 1,
+                pixels: 1,
+                width_max: 0,
+                height_max: 0,
+                pixels_max: 0,
+            },
+            ErrorClass::Unprocessable,
+            "image_too_large",
+        ),
+        (ResizeError::TooManyFrames { frames: 2, max: 1 }, ErrorClass::Unprocessable, "too_many_frames"),
+        (ResizeError::InvalidOption("x".into()), ErrorClass::BadRequest, "invalid_parameter"),
+        (ResizeError::Encode("x".into()), ErrorClass::Internal, "encode_failed"),
+    ];
+    for (e, class, code) in table {
+        assert_eq!(e.class(), class, "{e:?}");
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(!e.to_string().is_empty());
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tessera needs beyond the Rust toolchain, on Debian:
+#   nasm — assembles libjpeg-turbo's SIMD kernels inside mozjpeg-sys (JPEG decode/encode
+#          is ~3x slower without them).
+# Idempotent and quick when everything is present; run by README's commands and .ci/run.
+set -euo pipefail
+
+missing=()
+command -v nasm >/dev/null 2>&1 || missing+=(nasm)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is not installed (install Rust with rustup first)" >&2; exit 1; }
+
+if ((${#missing[@]})); then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "setup: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

@@ -77,7 +77,7 @@ pub struct HttpConfig {
     pub shutdown_grace_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
     /// Resize worker threads; 0 means one per available core.
@@ -141,15 +141,6 @@ impl Default for HttpConfig {
             buffered_bytes_max: 512 * 1024 * 1024,
             connections_max: 4_096,
             shutdown_grace_ms: 15_000,
-        }
-    }
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        Self {
-            workers: 0,
-            queue_max: 0,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `anyhow` lives here and only here: the binary reports errors to a human, the library
 //! modules return typed errors.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -103,7 +104,10 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         Ok(directive) => EnvFilter::try_new(directive).context("parsing TESSERA_LOG")?,
         Err(_) => EnvFilter::try_new(&config.log.level).context("parsing log.level")?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only for a human at a terminal; log files and collectors get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     if config.log.format == "json" {
         builder.json().init();
     } else {

@@ -20,8 +20,12 @@ use std::time::{Duration, Instant};
 
 use tessera_resize::{Fit, Limits, Options, Pipeline};
 
-const PHOTOS: [&str; 4] =
-    ["seeding-256k.jpg", "aitzgorri-256k.jpg", "aitzgorri-1m.jpg", "seeding_by_Clements_Engelhardt.jpg"];
+const PHOTOS: [&str; 4] = [
+    "seeding-256k.jpg",
+    "aitzgorri-256k.jpg",
+    "aitzgorri-1m.jpg",
+    "seeding_by_Clements_Engelhardt.jpg",
+];
 
 fn pin_to_cpu0() -> bool {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
@@ -44,6 +48,8 @@ struct Measured {
     per_s: f64,
     cpu_ms: f64,
     output: Vec<u8>,
+    /// Mean decode, resize and encode wall time, ms (Tessera only).
+    stages_ms: [f64; 3],
 }
 
 fn bench_tessera(bytes: &[u8], options: &Options, seconds: f64, margin: Option<f64>) -> Measured {
@@ -56,13 +62,17 @@ fn bench_tessera(bytes: &[u8], options: &Options, seconds: f64, margin: Option<f
     }
     let mut best = f64::MAX;
     let mut best_cpu = 0.0;
+    let mut best_stages = [0.0; 3];
     let mut output = Vec::new();
     for _ in 0..3 {
         let start = Instant::now();
-        let (mut n, mut cpu_us) = (0u64, 0u64);
+        let (mut n, mut cpu_us, mut stages_us) = (0u64, 0u64, [0u64; 3]);
         while start.elapsed().as_secs_f64() < seconds / 3.0 {
             let out = pipeline.process(bytes, options).unwrap();
             cpu_us += out.timings.cpu_us;
+            stages_us[0] += out.timings.decode_us;
+            stages_us[1] += out.timings.resize_us;
+            stages_us[2] += out.timings.encode_us;
             n += 1;
             output = out.bytes;
         }
@@ -70,12 +80,24 @@ fn bench_tessera(bytes: &[u8], options: &Options, seconds: f64, margin: Option<f
         if per < best {
             best = per;
             best_cpu = cpu_us as f64 / n as f64 / 1000.0;
+            best_stages = stages_us.map(|s| s as f64 / n as f64 / 1000.0);
         }
     }
-    Measured { per_s: 1.0 / best, cpu_ms: best_cpu, output }
+    Measured {
+        per_s: 1.0 / best,
+        cpu_ms: best_cpu,
+        output,
+        stages_ms: best_stages,
+    }
 }
 
-fn bench_vips(vips: &Path, bytes: &[u8], name: &str, seconds: f64, tessera_per_s: f64) -> Option<Measured> {
+fn bench_vips(
+    vips: &Path,
+    bytes: &[u8],
+    name: &str,
+    seconds: f64,
+    tessera_per_s: f64,
+) -> Option<Measured> {
     let dir = std::env::temp_dir().join(format!("tessera-versus-vips-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).ok()?;
@@ -114,7 +136,53 @@ fn bench_vips(vips: &Path, bytes: &[u8], name: &str, seconds: f64, tessera_per_s
     let output = std::fs::read(dir.join("copy0000_t.jpg")).ok()?;
     let _ = std::fs::remove_dir_all(&dir);
     let (per, cpu_ms) = best?;
-    Some(Measured { per_s: 1.0 / per, cpu_ms, output })
+    Some(Measured {
+        per_s: 1.0 / per,
+        cpu_ms,
+        output,
+        stages_ms: [0.0; 3],
+    })
+}
+
+unsafe extern "C-unwind" fn unwind_on_error(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    let _ = cinfo;
+    std::panic::resume_unwind(Box::new("libjpeg error"));
+}
+
+/// The entropy-decoding bound: CPU time of `jpeg_read_coefficients` alone (Huffman decoding
+/// of every scan into DCT coefficients, no IDCT, upsampling or colour conversion), ms.
+fn entropy_bound_ms(bytes: &[u8], seconds: f64) -> f64 {
+    use mozjpeg_sys as ffi;
+    let once = || {
+        // SAFETY: standard libjpeg decompression sequence on a valid in-memory JPEG; errors
+        // unwind out of `unwind_on_error` (the photos are valid, so none is expected).
+        unsafe {
+            let mut err: ffi::jpeg_error_mgr = std::mem::zeroed();
+            ffi::jpeg_std_error(&mut err);
+            err.error_exit = Some(unwind_on_error);
+            let mut cinfo: ffi::jpeg_decompress_struct = std::mem::zeroed();
+            cinfo.common.err = &mut err;
+            ffi::jpeg_create_decompress(&mut cinfo);
+            ffi::jpeg_mem_src(&mut cinfo, bytes.as_ptr(), bytes.len() as _);
+            ffi::jpeg_read_header(&mut cinfo, 1);
+            let coefficients = ffi::jpeg_read_coefficients(&mut cinfo);
+            std::hint::black_box(coefficients);
+            ffi::jpeg_finish_decompress(&mut cinfo);
+            ffi::jpeg_destroy_decompress(&mut cinfo);
+        }
+    };
+    once();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut n = 0u32;
+        while start.elapsed().as_secs_f64() < seconds / 6.0 {
+            once();
+            n += 1;
+        }
+        best = best.min(start.elapsed().as_secs_f64() * 1000.0 / f64::from(n));
+    }
+    best
 }
 
 fn psnr_vs_reference(src: &(u32, u32, Vec<u8>), output: &[u8]) -> (f64, u32, u32) {
@@ -125,11 +193,18 @@ fn psnr_vs_reference(src: &(u32, u32, Vec<u8>), output: &[u8]) -> (f64, u32, u32
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<f64>().ok());
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
     let seconds = arg("--seconds").unwrap_or(3.0);
     let margin = arg("--margin");
 
-    let Some(dir) = common::photos_dir() else { return };
+    let Some(dir) = common::photos_dir() else {
+        return;
+    };
     if pin_to_cpu0() {
         println!("pinned to CPU 0 (sched_setaffinity)");
     } else {
@@ -138,16 +213,34 @@ fn main() {
     let vips = Path::new("/usr/bin/vipsthumbnail");
     let vips = vips.exists().then_some(vips);
     if vips.is_none() {
-        println!("SKIP vips: /usr/bin/vipsthumbnail is not installed (apt-get install libvips-tools)");
+        println!(
+            "SKIP vips: /usr/bin/vipsthumbnail is not installed (apt-get install libvips-tools)"
+        );
     }
     if let Some(m) = margin {
         println!("JPEG shrink-on-load margin overridden: {m}");
     }
-    let options = Options { width: Some(400), height: Some(400), fit: Fit::Contain, quality: 80, ..Options::default() };
+    let options = Options {
+        width: Some(400),
+        height: Some(400),
+        fit: Fit::Contain,
+        quality: 80,
+        ..Options::default()
+    };
 
+    let mut stage_rows = Vec::new();
     println!(
         "\n{:<36} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
-        "photo (fit 400x400, JPEG q80)", "tessera/s", "cpu ms", "vips/s", "cpu ms", "ratio", "PSNR T", "PSNR V", "size T", "size V"
+        "photo (fit 400x400, JPEG q80)",
+        "tessera/s",
+        "cpu ms",
+        "vips/s",
+        "cpu ms",
+        "ratio",
+        "PSNR T",
+        "PSNR V",
+        "size T",
+        "size V"
     );
     for name in PHOTOS {
         let Ok(bytes) = std::fs::read(dir.join(name)) else {
@@ -165,7 +258,13 @@ fn main() {
                 if (vw, vh) != (tw, th) {
                     println!("  note: vips output is {vw}x{vh}, ours {tw}x{th}");
                 }
-                (Some(v.per_s), Some(v.cpu_ms), Some(t.per_s / v.per_s), Some(pv), Some(v.output.len() as f64 / 1024.0))
+                (
+                    Some(v.per_s),
+                    Some(v.cpu_ms),
+                    Some(t.per_s / v.per_s),
+                    Some(pv),
+                    Some(v.output.len() as f64 / 1024.0),
+                )
             }
             None => (None, None, None, None, None),
         };
@@ -182,5 +281,26 @@ fn main() {
             t.output.len() as f64 / 1024.0,
             fmt(vsize, 1),
         );
+        let entropy_ms = entropy_bound_ms(&bytes, seconds);
+        stage_rows.push(format!(
+            "{name:<36} {:>9.2} {:>9.2} {:>9.2} {:>12.2} {:>10.2}",
+            t.stages_ms[0],
+            t.stages_ms[1],
+            t.stages_ms[2],
+            entropy_ms,
+            t.cpu_ms / entropy_ms
+        ));
+    }
+    println!(
+        "\n{:<36} {:>9} {:>9} {:>9} {:>12} {:>10}",
+        "Tessera stages (ms per conversion)",
+        "decode",
+        "resize",
+        "encode",
+        "entropy only",
+        "total/entr"
+    );
+    for row in stage_rows {
+        println!("{row}");
     }
 }

@@ -58,9 +58,12 @@ fn cmyk_icc(cmyk: &[u8], rgb: &mut [u8], adobe_inverted: bool, icc: &[u8]) -> bo
             return false;
         }
         let srgb = ColorProfile::new_srgb();
-        let Ok(transform) =
-            profile.create_transform_8bit(Layout::Rgba, &srgb, Layout::Rgb, TransformOptions::default())
-        else {
+        let Ok(transform) = profile.create_transform_8bit(
+            Layout::Rgba,
+            &srgb,
+            Layout::Rgb,
+            TransformOptions::default(),
+        ) else {
             return false;
         };
         if adobe_inverted {
@@ -77,7 +80,12 @@ fn cmyk_icc(cmyk: &[u8], rgb: &mut [u8], adobe_inverted: bool, icc: &[u8]) -> bo
 /// Converts RGB (3 channels) or RGBA (4 channels, alpha kept) pixels from the embedded
 /// profile to sRGB in place. Returns false (pixels untouched) when the profile is unusable
 /// or already sRGB.
-pub(crate) fn rgb_icc_to_srgb(pixels: &mut [u8], channels: u8, icc: &[u8], scratch: &mut Vec<u8>) -> bool {
+pub(crate) fn rgb_icc_to_srgb(
+    pixels: &mut [u8],
+    channels: u8,
+    icc: &[u8],
+    scratch: &mut Vec<u8>,
+) -> bool {
     let layout = match channels {
         3 => Layout::Rgb,
         4 => Layout::Rgba,

@@ -6,14 +6,17 @@
 //! tables, no trellis quantisation) with optimised Huffman tables and 4:2:0 chroma: mozjpeg's
 //! trellis mode makes files ~10% smaller but costs several times the encode time, which for
 //! thumbnails is most of the request. AVIF runs single-threaded (the node parallelises across
-//! requests) with a speed floor for large outputs so a request cannot take minutes.
+//! requests) with a speed floor that rises with the output size ([`avif_speed_min`]) so a
+//! request cannot take minutes. rav1e's `asm` feature was measured and left out: it made a
+//! 400x266 thumbnail at speed 8 only 16% faster (526 vs 624 ms; 3x faster at speed 10 on
+//! 6 MP) for a nasm build of rav1e that adds minutes to a clean build on 2 cores.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use image::ImageEncoder;
 use mozjpeg::{ColorSpace, Compress};
 
-use crate::options::AVIF_SPEED_MIN_LARGE;
+use crate::options::avif_speed_min;
 use crate::{OutputFormat, ResizeError};
 
 /// An 8-bit interleaved image to encode.
@@ -58,14 +61,24 @@ pub(crate) fn encode(
     }
 }
 
-fn encode_jpeg(frame: &Frame<'_>, settings: EncodeSettings, out: &mut Vec<u8>) -> Result<(), ResizeError> {
+fn encode_jpeg(
+    frame: &Frame<'_>,
+    settings: EncodeSettings,
+    out: &mut Vec<u8>,
+) -> Result<(), ResizeError> {
     let space = match frame.channels {
         1 => ColorSpace::JCS_GRAYSCALE,
         3 => ColorSpace::JCS_RGB,
-        n => return Err(ResizeError::Encode(format!("JPEG cannot take {n} channels"))),
+        n => {
+            return Err(ResizeError::Encode(format!(
+                "JPEG cannot take {n} channels"
+            )))
+        }
     };
     if frame.width > 65_535 || frame.height > 65_535 {
-        return Err(ResizeError::Encode("JPEG is limited to 65535 pixels per side".to_owned()));
+        return Err(ResizeError::Encode(
+            "JPEG is limited to 65535 pixels per side".to_owned(),
+        ));
     }
     let mut c = Compress::new(space);
     c.set_fastest_defaults();
@@ -77,7 +90,11 @@ fn encode_jpeg(frame: &Frame<'_>, settings: EncodeSettings, out: &mut Vec<u8>) -
     }
     if frame.channels == 3 {
         // 4:2:0, as libvips and browsers' encoders do below quality 90.
-        let sampling = if settings.quality >= 90 { (1, 1) } else { (2, 2) };
+        let sampling = if settings.quality >= 90 {
+            (1, 1)
+        } else {
+            (2, 2)
+        };
         c.set_chroma_sampling_pixel_sizes(sampling, sampling);
     }
     let started = c
@@ -87,7 +104,9 @@ fn encode_jpeg(frame: &Frame<'_>, settings: EncodeSettings, out: &mut Vec<u8>) -
     started
         .write_scanlines(frame.pixels)
         .map_err(|e| ResizeError::Encode(format!("JPEG: {e}")))?;
-    *out = started.finish().map_err(|e| ResizeError::Encode(format!("JPEG: {e}")))?;
+    *out = started
+        .finish()
+        .map_err(|e| ResizeError::Encode(format!("JPEG: {e}")))?;
     Ok(())
 }
 
@@ -107,14 +126,24 @@ fn encode_png(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), ResizeError> {
     .map_err(|e| ResizeError::Encode(format!("PNG: {e}")))
 }
 
-fn encode_webp(frame: &Frame<'_>, settings: EncodeSettings, out: &mut Vec<u8>) -> Result<(), ResizeError> {
+fn encode_webp(
+    frame: &Frame<'_>,
+    settings: EncodeSettings,
+    out: &mut Vec<u8>,
+) -> Result<(), ResizeError> {
     let layout = match frame.channels {
         3 => webp::PixelLayout::Rgb,
         4 => webp::PixelLayout::Rgba,
-        n => return Err(ResizeError::Encode(format!("WebP cannot take {n} channels"))),
+        n => {
+            return Err(ResizeError::Encode(format!(
+                "WebP cannot take {n} channels"
+            )))
+        }
     };
     if frame.width > 16_383 || frame.height > 16_383 {
-        return Err(ResizeError::Encode("WebP is limited to 16383 pixels per side".to_owned()));
+        return Err(ResizeError::Encode(
+            "WebP is limited to 16383 pixels per side".to_owned(),
+        ));
     }
     let encoder = webp::Encoder::new(frame.pixels, layout, frame.width, frame.height);
     let memory = encoder
@@ -124,11 +153,13 @@ fn encode_webp(frame: &Frame<'_>, settings: EncodeSettings, out: &mut Vec<u8>) -
     Ok(())
 }
 
-fn encode_avif(frame: &Frame<'_>, settings: EncodeSettings, out: &mut Vec<u8>) -> Result<(), ResizeError> {
-    let mut speed = settings.avif_speed.clamp(1, 10);
-    if u64::from(frame.width) * u64::from(frame.height) > 1_000_000 {
-        speed = speed.max(AVIF_SPEED_MIN_LARGE);
-    }
+fn encode_avif(
+    frame: &Frame<'_>,
+    settings: EncodeSettings,
+    out: &mut Vec<u8>,
+) -> Result<(), ResizeError> {
+    let pixels = u64::from(frame.width) * u64::from(frame.height);
+    let speed = settings.avif_speed.clamp(1, 10).max(avif_speed_min(pixels));
     let encoder = ravif::Encoder::new()
         .with_quality(f32::from(settings.quality))
         .with_alpha_quality(f32::from(settings.quality))
@@ -137,8 +168,11 @@ fn encode_avif(frame: &Frame<'_>, settings: EncodeSettings, out: &mut Vec<u8>) -
     let (w, h) = (frame.width as usize, frame.height as usize);
     let encoded = match frame.channels {
         3 => {
-            let px: Vec<ravif::RGB8> =
-                frame.pixels.chunks_exact(3).map(|p| ravif::RGB8::new(p[0], p[1], p[2])).collect();
+            let px: Vec<ravif::RGB8> = frame
+                .pixels
+                .chunks_exact(3)
+                .map(|p| ravif::RGB8::new(p[0], p[1], p[2]))
+                .collect();
             encoder.encode_rgb(ravif::Img::new(&px[..], w, h))
         }
         4 => {
@@ -149,7 +183,11 @@ fn encode_avif(frame: &Frame<'_>, settings: EncodeSettings, out: &mut Vec<u8>) -
                 .collect();
             encoder.encode_rgba(ravif::Img::new(&px[..], w, h))
         }
-        n => return Err(ResizeError::Encode(format!("AVIF cannot take {n} channels"))),
+        n => {
+            return Err(ResizeError::Encode(format!(
+                "AVIF cannot take {n} channels"
+            )))
+        }
     }
     .map_err(|e| ResizeError::Encode(format!("AVIF: {e}")))?;
     *out = encoded.avif_file;

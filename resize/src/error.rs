@@ -62,7 +62,9 @@ impl ResizeError {
         match self {
             ResizeError::Empty | ResizeError::InvalidOption(_) => ErrorClass::BadRequest,
             ResizeError::InputTooLarge { .. } => ErrorClass::PayloadTooLarge,
-            ResizeError::UnsupportedFormat | ResizeError::Corrupt(_) => ErrorClass::UnsupportedMedia,
+            ResizeError::UnsupportedFormat | ResizeError::Corrupt(_) => {
+                ErrorClass::UnsupportedMedia
+            }
             ResizeError::DimensionsTooLarge { .. } | ResizeError::TooManyFrames { .. } => {
                 ErrorClass::Unprocessable
             }

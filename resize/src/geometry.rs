@@ -53,7 +53,12 @@ pub(crate) fn plan(
     // Displayed source size.
     let (w, h) = if swap { (src_h, src_w) } else { (src_w, src_h) };
     let (wf, hf) = (f64::from(w), f64::from(h));
-    let full = Rect { x: 0.0, y: 0.0, w: wf, h: hf };
+    let full = Rect {
+        x: 0.0,
+        y: 0.0,
+        w: wf,
+        h: hf,
+    };
 
     let (out_w, out_h, crop) = match (options.width, options.height) {
         (None, None) => {
@@ -62,15 +67,27 @@ pub(crate) fn plan(
                 (w, h, full)
             } else {
                 let s = (limits.output_pixels_max as f64 / pixels as f64).sqrt();
-                ((wf * s).floor().max(1.0) as u32, (hf * s).floor().max(1.0) as u32, full)
+                (
+                    (wf * s).floor().max(1.0) as u32,
+                    (hf * s).floor().max(1.0) as u32,
+                    full,
+                )
             }
         }
         (Some(tw), None) => {
-            let tw = if options.fit == Fit::ScaleDown { tw.min(w) } else { tw };
+            let tw = if options.fit == Fit::ScaleDown {
+                tw.min(w)
+            } else {
+                tw
+            };
             (tw, round_side(hf * f64::from(tw) / wf), full)
         }
         (None, Some(th)) => {
-            let th = if options.fit == Fit::ScaleDown { th.min(h) } else { th };
+            let th = if options.fit == Fit::ScaleDown {
+                th.min(h)
+            } else {
+                th
+            };
             (round_side(wf * f64::from(th) / hf), th, full)
         }
         (Some(tw), Some(th)) => {
@@ -96,7 +113,16 @@ pub(crate) fn plan(
                     let cw = (twf / scale).min(wf);
                     let ch = (thf / scale).min(hf);
                     let (ax, ay) = options.gravity.anchor();
-                    (tw, th, Rect { x: (wf - cw) * ax, y: (hf - ch) * ay, w: cw, h: ch })
+                    (
+                        tw,
+                        th,
+                        Rect {
+                            x: (wf - cw) * ax,
+                            y: (hf - ch) * ay,
+                            w: cw,
+                            h: ch,
+                        },
+                    )
                 }
             }
         }
@@ -115,20 +141,61 @@ pub(crate) fn plan(
 
     let crop = displayed_rect_to_stored(crop, orientation, f64::from(src_w), f64::from(src_h));
     let (resize_w, resize_h) = if swap { (out_h, out_w) } else { (out_w, out_h) };
-    Ok(Plan { out_w, out_h, crop, resize_w, resize_h })
+    Ok(Plan {
+        out_w,
+        out_h,
+        crop,
+        resize_w,
+        resize_h,
+    })
 }
 
 /// Maps a rectangle of the displayed image to the stored image (`sw` x `sh`).
 fn displayed_rect_to_stored(r: Rect, orientation: u8, sw: f64, sh: f64) -> Rect {
     let Rect { x, y, w, h } = r;
     match orientation {
-        2 => Rect { x: sw - x - w, y, w, h },
-        3 => Rect { x: sw - x - w, y: sh - y - h, w, h },
-        4 => Rect { x, y: sh - y - h, w, h },
-        5 => Rect { x: y, y: x, w: h, h: w },
-        6 => Rect { x: y, y: sh - x - w, w: h, h: w },
-        7 => Rect { x: sw - y - h, y: sh - x - w, w: h, h: w },
-        8 => Rect { x: sw - y - h, y: x, w: h, h: w },
+        2 => Rect {
+            x: sw - x - w,
+            y,
+            w,
+            h,
+        },
+        3 => Rect {
+            x: sw - x - w,
+            y: sh - y - h,
+            w,
+            h,
+        },
+        4 => Rect {
+            x,
+            y: sh - y - h,
+            w,
+            h,
+        },
+        5 => Rect {
+            x: y,
+            y: x,
+            w: h,
+            h: w,
+        },
+        6 => Rect {
+            x: y,
+            y: sh - x - w,
+            w: h,
+            h: w,
+        },
+        7 => Rect {
+            x: sw - y - h,
+            y: sh - x - w,
+            w: h,
+            h: w,
+        },
+        8 => Rect {
+            x: sw - y - h,
+            y: x,
+            w: h,
+            h: w,
+        },
         _ => r,
     }
 }
@@ -149,9 +216,20 @@ pub(crate) fn jpeg_scale(plan: &Plan, margin: f64) -> u8 {
 
 /// Writes `src` (stored frame, `w` x `h`, `bpp` bytes per pixel) into `dst` in the displayed
 /// frame for EXIF `orientation`. Returns the displayed size.
-pub(crate) fn orient(src: &[u8], w: u32, h: u32, bpp: usize, orientation: u8, dst: &mut Vec<u8>) -> (u32, u32) {
+pub(crate) fn orient(
+    src: &[u8],
+    w: u32,
+    h: u32,
+    bpp: usize,
+    orientation: u8,
+    dst: &mut Vec<u8>,
+) -> (u32, u32) {
     let (w, h) = (w as usize, h as usize);
-    let (dw, dh) = if swaps_axes(orientation) { (h, w) } else { (w, h) };
+    let (dw, dh) = if swaps_axes(orientation) {
+        (h, w)
+    } else {
+        (w, h)
+    };
     dst.clear();
     dst.resize(dw * dh * bpp, 0);
     for dy in 0..dh {
@@ -190,7 +268,17 @@ mod tests {
             // Each displayed pixel, as a 1x1 rect, maps to the stored pixel it came from.
             for (i, &v) in dst.iter().enumerate() {
                 let (dx, dy) = ((i as u32 % dw) as f64, (i as u32 / dw) as f64);
-                let r = displayed_rect_to_stored(Rect { x: dx, y: dy, w: 1.0, h: 1.0 }, o, 3.0, 2.0);
+                let r = displayed_rect_to_stored(
+                    Rect {
+                        x: dx,
+                        y: dy,
+                        w: 1.0,
+                        h: 1.0,
+                    },
+                    o,
+                    3.0,
+                    2.0,
+                );
                 let s = (r.y as usize) * 3 + r.x as usize;
                 assert_eq!(s as u8, v, "orientation {o} displayed ({dx},{dy})");
             }

@@ -44,7 +44,7 @@ pub use decode::JPEG_SCANS_MAX;
 pub use error::{ErrorClass, ResizeError};
 pub use limits::Limits;
 pub use options::{
-    Fit, FormatRequest, Gravity, Options, OutputFormat, ParseError, AVIF_SPEED_MIN_LARGE, SIDE_MAX,
+    avif_speed_min, Fit, FormatRequest, Gravity, Options, OutputFormat, ParseError, SIDE_MAX,
 };
 pub use pipeline::{Output, Pipeline, Timings, JPEG_SHRINK_MARGIN};
 pub use sniff::{sniff, InputFormat};

@@ -52,7 +52,9 @@ impl Limits {
             });
         }
         if width == 0 || height == 0 {
-            return Err(ResizeError::Corrupt(format!("the header declares a {width}x{height} image")));
+            return Err(ResizeError::Corrupt(format!(
+                "the header declares a {width}x{height} image"
+            )));
         }
         Ok(())
     }
@@ -60,7 +62,10 @@ impl Limits {
     /// Checks a frame count against `frames_max`.
     pub(crate) fn check_frames(&self, frames: u32) -> Result<(), ResizeError> {
         if frames > self.frames_max {
-            return Err(ResizeError::TooManyFrames { frames, max: self.frames_max });
+            return Err(ResizeError::TooManyFrames {
+                frames,
+                max: self.frames_max,
+            });
         }
         Ok(())
     }

@@ -11,7 +11,10 @@ fn fit_spellings_round_trip() {
         assert_eq!(fit.as_str().parse::<Fit>().unwrap(), fit);
     }
     let err = "stretch".parse::<Fit>().unwrap_err().to_string();
-    assert!(err.contains("stretch") && err.contains("scale-down"), "{err}");
+    assert!(
+        err.contains("stretch") && err.contains("scale-down"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -40,7 +43,11 @@ fn gravity_spellings() {
         assert_eq!(s.parse::<Gravity>().unwrap(), g, "{s}");
         assert_eq!(g.as_str().parse::<Gravity>().unwrap(), g);
     }
-    assert!("up".parse::<Gravity>().unwrap_err().to_string().contains("\"up\""));
+    assert!("up"
+        .parse::<Gravity>()
+        .unwrap_err()
+        .to_string()
+        .contains("\"up\""));
 }
 
 #[test]
@@ -76,28 +83,96 @@ fn validate_edge_cases() {
     assert_eq!(ok.avif_speed, 8);
     assert!(!ok.progressive);
 
-    invalid(Options { width: Some(0), ..ok });
-    invalid(Options { height: Some(0), ..ok });
-    invalid(Options { width: Some(16_385), ..ok });
-    assert!(Options { width: Some(16_384), ..ok }.validate(&Limits::default()).is_ok());
-    assert!(Options { width: Some(1), height: Some(1), ..ok }.validate(&Limits::default()).is_ok());
+    invalid(Options {
+        width: Some(0),
+        ..ok
+    });
+    invalid(Options {
+        height: Some(0),
+        ..ok
+    });
+    invalid(Options {
+        width: Some(16_385),
+        ..ok
+    });
+    assert!(Options {
+        width: Some(16_384),
+        ..ok
+    }
+    .validate(&Limits::default())
+    .is_ok());
+    assert!(Options {
+        width: Some(1),
+        height: Some(1),
+        ..ok
+    }
+    .validate(&Limits::default())
+    .is_ok());
     // 16384 x 16384 is over the default output pixel budget (16 777 216).
-    let msg = invalid(Options { width: Some(16_384), height: Some(16_384), ..ok });
+    let msg = invalid(Options {
+        width: Some(16_384),
+        height: Some(16_384),
+        ..ok
+    });
     assert!(msg.contains("16384x16384"), "{msg}");
-    assert!(Options { width: Some(4096), height: Some(4096), ..ok }.validate(&Limits::default()).is_ok());
+    assert!(Options {
+        width: Some(4096),
+        height: Some(4096),
+        ..ok
+    }
+    .validate(&Limits::default())
+    .is_ok());
     invalid(Options { quality: 0, ..ok });
     invalid(Options { quality: 101, ..ok });
-    assert!(Options { quality: 1, ..ok }.validate(&Limits::default()).is_ok());
-    assert!(Options { quality: 100, ..ok }.validate(&Limits::default()).is_ok());
-    invalid(Options { avif_speed: 0, ..ok });
-    invalid(Options { avif_speed: 11, ..ok });
-    assert!(Options { avif_speed: 1, ..ok }.validate(&Limits::default()).is_ok());
-    assert!(Options { avif_speed: 10, ..ok }.validate(&Limits::default()).is_ok());
+    assert!(Options { quality: 1, ..ok }
+        .validate(&Limits::default())
+        .is_ok());
+    assert!(Options { quality: 100, ..ok }
+        .validate(&Limits::default())
+        .is_ok());
+    invalid(Options {
+        avif_speed: 0,
+        ..ok
+    });
+    invalid(Options {
+        avif_speed: 11,
+        ..ok
+    });
+    assert!(Options {
+        avif_speed: 1,
+        ..ok
+    }
+    .validate(&Limits::default())
+    .is_ok());
+    assert!(Options {
+        avif_speed: 10,
+        ..ok
+    }
+    .validate(&Limits::default())
+    .is_ok());
 
-    let small = Limits { output_pixels_max: 100, ..Limits::default() };
-    assert!(Options { width: Some(10), height: Some(10), ..ok }.validate(&small).is_ok());
-    assert!(Options { width: Some(10), height: Some(11), ..ok }.validate(&small).is_err());
-    let _ = FormatRequest::Auto { webp: true, avif: false };
+    let small = Limits {
+        output_pixels_max: 100,
+        ..Limits::default()
+    };
+    assert!(Options {
+        width: Some(10),
+        height: Some(10),
+        ..ok
+    }
+    .validate(&small)
+    .is_ok());
+    assert!(Options {
+        width: Some(10),
+        height: Some(11),
+        ..ok
+    }
+    .validate(&small)
+    .is_err());
+    let _ = FormatRequest::Auto {
+        webp: true,
+        avif: false,
+    };
 }
 
 #[test]
@@ -117,9 +192,21 @@ fn sniff_uses_magic_bytes_only() {
 fn error_classes_and_codes() {
     let table: Vec<(ResizeError, ErrorClass, &str)> = vec![
         (ResizeError::Empty, ErrorClass::BadRequest, "empty_body"),
-        (ResizeError::InputTooLarge { bytes: 2, max: 1 }, ErrorClass::PayloadTooLarge, "payload_too_large"),
-        (ResizeError::UnsupportedFormat, ErrorClass::UnsupportedMedia, "unsupported_media_type"),
-        (ResizeError::Corrupt("x".into()), ErrorClass::UnsupportedMedia, "undecodable_image"),
+        (
+            ResizeError::InputTooLarge { bytes: 2, max: 1 },
+            ErrorClass::PayloadTooLarge,
+            "payload_too_large",
+        ),
+        (
+            ResizeError::UnsupportedFormat,
+            ErrorClass::UnsupportedMedia,
+            "unsupported_media_type",
+        ),
+        (
+            ResizeError::Corrupt("x".into()),
+            ErrorClass::UnsupportedMedia,
+            "undecodable_image",
+        ),
         (
             ResizeError::DimensionsTooLarge {
                 width: 1,
@@ -132,13 +219,33 @@ fn error_classes_and_codes() {
             ErrorClass::Unprocessable,
             "image_too_large",
         ),
-        (ResizeError::TooManyFrames { frames: 2, max: 1 }, ErrorClass::Unprocessable, "too_many_frames"),
-        (ResizeError::InvalidOption("x".into()), ErrorClass::BadRequest, "invalid_parameter"),
-        (ResizeError::Encode("x".into()), ErrorClass::Internal, "encode_failed"),
+        (
+            ResizeError::TooManyFrames { frames: 2, max: 1 },
+            ErrorClass::Unprocessable,
+            "too_many_frames",
+        ),
+        (
+            ResizeError::InvalidOption("x".into()),
+            ErrorClass::BadRequest,
+            "invalid_parameter",
+        ),
+        (
+            ResizeError::Encode("x".into()),
+            ErrorClass::Internal,
+            "encode_failed",
+        ),
     ];
     for (e, class, code) in table {
         assert_eq!(e.class(), class, "{e:?}");
         assert_eq!(e.code(), code, "{e:?}");
         assert!(!e.to_string().is_empty());
     }
+}
+
+#[test]
+fn avif_speed_floor_rises_with_output_size() {
+    use tessera_resize::avif_speed_min;
+    assert_eq!(avif_speed_min(400 * 400), 4);
+    assert_eq!(avif_speed_min(1000 * 1000), 6);
+    assert_eq!(avif_speed_min(4096 * 4096), 10);
 }

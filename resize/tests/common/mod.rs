@@ -46,25 +46,35 @@ pub fn decode_rgb8(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
 pub fn float_reference(src_w: u32, src_h: u32, src: &[u8], w: u32, h: u32) -> Vec<u8> {
     let f: Vec<f32> = src.iter().map(|&v| f32::from(v)).collect();
     let bytes: Vec<u8> = f.iter().flat_map(|v| v.to_ne_bytes()).collect();
-    let src_img = fir::images::Image::from_vec_u8(src_w, src_h, bytes, fir::PixelType::F32x3).unwrap();
+    let src_img =
+        fir::images::Image::from_vec_u8(src_w, src_h, bytes, fir::PixelType::F32x3).unwrap();
     let mut dst = fir::images::Image::new(w, h, fir::PixelType::F32x3);
     let mut r = fir::Resizer::new();
     r.resize(
         &src_img,
         &mut dst,
-        &fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3)),
+        &fir::ResizeOptions::new()
+            .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3)),
     )
     .unwrap();
     dst.buffer()
         .chunks_exact(4)
-        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]).round().clamp(0.0, 255.0) as u8)
+        .map(|c| {
+            f32::from_ne_bytes([c[0], c[1], c[2], c[3]])
+                .round()
+                .clamp(0.0, 255.0) as u8
+        })
         .collect()
 }
 
 /// Peak signal-to-noise ratio of two equally sized 8-bit buffers, dB.
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let mse: f64 = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>()
+    let mse: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum::<f64>()
         / a.len() as f64;
     if mse == 0.0 {
         return f64::INFINITY;
@@ -75,5 +85,9 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
 /// Mean absolute difference per channel value.
 pub fn mean_abs_error(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).abs()).sum::<f64>() / a.len() as f64
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).abs())
+        .sum::<f64>()
+        / a.len() as f64
 }

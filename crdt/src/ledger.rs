@@ -1,0 +1,749 @@
+//! The usage ledger: grow-only counters keyed by (tenant, period, metric), one slot per
+//! node, replicated by delta-state anti-entropy.
+//!
+//! # Shape
+//! Each slot `(key, origin)` holds `value` (the origin's running total for the key) and
+//! `seq`, the origin's sequence number of its *last* increment to that slot. Only the origin
+//! writes its slots; every local increment takes the next number of the origin's own
+//! sequence. Merge is the slot-wise (component-wise) maximum, so it is commutative,
+//! associative and idempotent, and no read ever goes down.
+//!
+//! # Deltas and the version vector
+//! A replica's [`VersionVector`] entry `vv[o] = s` means: *every slot of `o` whose last
+//! increment (in `o`'s own history) has a sequence number ≤ `s` is held here at its final
+//! value*. It is a cursor into `o`'s sequence, kept honest as follows:
+//! - [`Ledger::delta_since`] sends, per origin, the slots whose `seq` lies in
+//!   `(peer_vv[o], cut]`, ascending by `seq`, and claims `to_seq = cut`. The cut is either
+//!   the sender's own `vv[o]` (everything sent) or the `seq` of the last slot in a chunk
+//!   cut short by `entries_max` (never in the middle of equal `seq`s). Sending current
+//!   values is always safe: merge is a maximum and values only grow.
+//! - [`Ledger::apply_delta`] merges every entry, and raises `vv[o]` to `to_seq` only if the
+//!   part's `from_seq` ≤ the local `vv[o]` (the chunk extends a prefix we have). A chunk
+//!   that arrives early still contributes its values; its claim is dropped and the next
+//!   anti-entropy round resends it. So loss, duplication and reordering only delay
+//!   convergence, and applying chunks in order advances `vv` through complete prefixes.
+//!
+//! Why not `crdts::GCounter`: it keeps one number per actor for one counter, with no record
+//! of *when* a slot last changed, so "what changed since the peer's version" would mean
+//! shipping every slot (O(state)). The per-slot `seq` plus a per-origin index ordered by
+//! `seq` makes extraction O(changes · log n). The version vector itself is
+//! `crdts::VClock` (see [`crate::version`]).
+//!
+//! # Digest
+//! The digest is the version vector: O(nodes) bytes whatever the number of tenants. Two
+//! replicas exchange digests, and each sends what the other's vector lacks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::codec::{self, DecodeError, Kind};
+use crate::ids::{CounterKey, Metric, NodeId, TenantId};
+use crate::period::Period;
+use crate::version::VersionVector;
+
+/// One node's slot of one counter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The origin's running total for the key.
+    pub value: u64,
+    /// The origin's sequence number of its last increment to this slot.
+    pub seq: u64,
+}
+
+impl Slot {
+    fn join(&mut self, other: Slot) {
+        self.value = self.value.max(other.value);
+        self.seq = self.seq.max(other.seq);
+    }
+}
+
+/// A local increment that cannot be recorded. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum IncrementError {
+    #[error("counter {key:?} of node {node} would overflow u64")]
+    Overflow { node: NodeId, key: CounterKey },
+    #[error("node {0} has used up its sequence numbers")]
+    SequenceExhausted(NodeId),
+}
+
+/// A delta that breaks the rules of its format (see [`Delta::validate`]). Nothing was
+/// changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("invalid delta: {0}")]
+pub struct InvalidDelta(pub &'static str);
+
+/// One slot in a delta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaEntry {
+    pub key: CounterKey,
+    pub value: u64,
+    pub seq: u64,
+}
+
+/// The part of a delta about one origin's slots: the entries whose `seq` lies in
+/// `(from_seq, to_seq]`, ascending, and the claim that they complete that range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginDelta {
+    pub origin: NodeId,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub entries: Vec<DeltaEntry>,
+}
+
+/// What a peer lacks, at most [`Delta::ENTRIES_MAX`] entries; see the module doc.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    pub parts: Vec<OriginDelta>,
+}
+
+impl Delta {
+    /// Entries one delta may carry, whatever the caller asks for.
+    pub const ENTRIES_MAX: usize = 16_384;
+    /// Worst-case bytes of one entry: key (tenant 10, period 11, metric 1) + value 10 +
+    /// seq 10 as varints.
+    pub const ENTRY_BYTES_MAX: usize = 42;
+    /// Worst-case bytes of one part's header: origin, from, to (10 each) + length (5).
+    pub const PART_BYTES_MAX: usize = 35;
+    /// Cap on an encoded delta: header, part count, every part and every entry at worst.
+    pub const BYTES_MAX: usize = 2
+        + 5
+        + VersionVector::NODES_MAX * Self::PART_BYTES_MAX
+        + Self::ENTRIES_MAX * Self::ENTRY_BYTES_MAX;
+
+    /// Whether the delta carries nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Number of slot entries.
+    pub fn entry_count(&self) -> usize {
+        self.parts.iter().map(|p| p.entries.len()).sum()
+    }
+
+    /// Checks the format rules: origins unique and ascending, at most
+    /// [`VersionVector::NODES_MAX`] parts and [`Delta::ENTRIES_MAX`] entries, and in each
+    /// part `from_seq ≤ to_seq` and entries ascending by `seq` within `(from_seq, to_seq]`.
+    pub fn validate(&self) -> Result<(), InvalidDelta> {
+        if self.parts.len() > VersionVector::NODES_MAX {
+            return Err(InvalidDelta("too many origins"));
+        }
+        if self.entry_count() > Self::ENTRIES_MAX {
+            return Err(InvalidDelta("too many entries"));
+        }
+        if self.parts.windows(2).any(|w| w[0].origin >= w[1].origin) {
+            return Err(InvalidDelta("origins are not unique and ascending"));
+        }
+        for part in &self.parts {
+            if part.from_seq > part.to_seq {
+                return Err(InvalidDelta("from_seq is past to_seq"));
+            }
+            if part.entries.windows(2).any(|w| w[0].seq > w[1].seq) {
+                return Err(InvalidDelta("entries are not ascending by seq"));
+            }
+            if part
+                .entries
+                .iter()
+                .any(|e| e.seq <= part.from_seq || e.seq > part.to_seq)
+            {
+                return Err(InvalidDelta("an entry's seq is outside (from_seq, to_seq]"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer's version vector after it applies this delta in order (what
+    /// [`Ledger::apply_delta`] would do to it).
+    pub fn advance(&self, peer: &mut VersionVector) {
+        for part in &self.parts {
+            if part.from_seq <= peer.get(part.origin) {
+                peer.advance(part.origin, part.to_seq);
+            }
+        }
+    }
+
+    /// The canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(Kind::LedgerDelta, self)
+    }
+
+    /// Decodes at most [`Delta::BYTES_MAX`] bytes and validates the result.
+    pub fn decode(bytes: &[u8]) -> Result<Delta, DecodeError> {
+        let delta: Delta = codec::decode(Kind::LedgerDelta, bytes, Self::BYTES_MAX)?;
+        delta
+            .validate()
+            .map_err(|e| DecodeError::Invalid(e.0.to_owned()))?;
+        Ok(delta)
+    }
+}
+
+/// The smallest key, a bound for index ranges (not a valid period; never stored).
+const KEY_MIN: CounterKey = CounterKey {
+    tenant: TenantId(0),
+    period: Period::Month { year: 0, month: 0 },
+    metric: Metric::Requests,
+};
+
+/// One replica of the usage ledger. See the module doc.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    /// The local node: the only origin [`Ledger::increment`] writes.
+    node: NodeId,
+    /// Every slot, by key then origin.
+    slots: BTreeMap<CounterKey, BTreeMap<NodeId, Slot>>,
+    /// Per origin, its slots ordered by `seq`: delta extraction walks only what changed.
+    by_seq: BTreeMap<NodeId, BTreeSet<(u64, CounterKey)>>,
+    /// Complete prefix per origin; `vv[node]` is the local sequence.
+    vv: VersionVector,
+}
+
+/// The stored shape of a ledger: flat, sorted, canonical.
+#[derive(Serialize, Deserialize)]
+struct LedgerRepr {
+    node: NodeId,
+    vv: VersionVector,
+    slots: Vec<(CounterKey, NodeId, Slot)>,
+}
+
+impl Ledger {
+    /// Cap on an encoded state. A ledger of 100K tenants × 4 metrics × 12 months × 8 nodes
+    /// is about 38M slots, typically 15–25 bytes each; a larger file is refused unread.
+    pub const STATE_BYTES_MAX: usize = 1 << 31;
+
+    /// An empty replica owned by `node` (see [`NodeId`] on choosing it).
+    pub fn new(node: NodeId) -> Ledger {
+        Ledger {
+            node,
+            slots: BTreeMap::new(),
+            by_seq: BTreeMap::new(),
+            vv: VersionVector::new(),
+        }
+    }
+
+    /// The local node.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The digest to send to a peer: this replica's version vector.
+    pub fn version_vector(&self) -> &VersionVector {
+        &self.vv
+    }
+
+    /// Adds `amount` to the local node's slot of `key`. An amount of 0 changes nothing.
+    pub fn increment(&mut self, key: CounterKey, amount: u64) -> Result<(), IncrementError> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let node = self.node;
+        let seq = self
+            .vv
+            .get(node)
+            .checked_add(1)
+            .ok_or(IncrementError::SequenceExhausted(node))?;
+        let old = self.slot(&key, node);
+        let value = old
+            .value
+            .checked_add(amount)
+            .ok_or(IncrementError::Overflow { node, key })?;
+        self.join_slot(key, node, Slot { value, seq });
+        self.vv.advance(node, seq);
+        Ok(())
+    }
+
+    /// The slot of `origin` for `key` (zero if absent).
+    pub fn slot(&self, key: &CounterKey, origin: NodeId) -> Slot {
+        self.slots
+            .get(key)
+            .and_then(|by_node| by_node.get(&origin))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The merged total of one counter: the sum over nodes (saturating at `u64::MAX`).
+    pub fn total(&self, key: &CounterKey) -> u64 {
+        self.slots.get(key).map_or(0, |by_node| {
+            by_node
+                .values()
+                .fold(0u64, |sum, slot| sum.saturating_add(slot.value))
+        })
+    }
+
+    /// The merged totals of a tenant in a period, indexed by [`Metric::index`].
+    pub fn totals(&self, tenant: TenantId, period: Period) -> [u64; 4] {
+        Metric::ALL.map(|metric| self.total(&CounterKey::new(tenant, period, metric)))
+    }
+
+    /// Each node's contribution to a counter, in node order (nodes with a slot only).
+    pub fn breakdown(&self, key: &CounterKey) -> Vec<(NodeId, u64)> {
+        self.slots.get(key).map_or_else(Vec::new, |by_node| {
+            by_node
+                .iter()
+                .map(|(node, slot)| (*node, slot.value))
+                .collect()
+        })
+    }
+
+    /// Every slot as `(key, origin, slot)`, by key then origin (for exports and checks).
+    pub fn slots(&self) -> impl Iterator<Item = (CounterKey, NodeId, Slot)> + '_ {
+        self.slots
+            .iter()
+            .flat_map(|(key, by_node)| by_node.iter().map(|(node, slot)| (*key, *node, *slot)))
+    }
+
+    /// Number of slots held (keys × nodes that wrote them).
+    pub fn slot_count(&self) -> usize {
+        self.slots.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether two replicas hold the same replicated state (slots and version vector); the
+    /// local node id is not part of it.
+    pub fn same_state(&self, other: &Ledger) -> bool {
+        self.slots == other.slots && self.vv == other.vv
+    }
+
+    /// Full-state merge: slot-wise maximum and version-vector maximum.
+    pub fn merge(&mut self, other: &Ledger) {
+        for (key, by_node) in &other.slots {
+            for (origin, slot) in by_node {
+                self.join_slot(*key, *origin, *slot);
+            }
+        }
+        self.vv.merge(&other.vv);
+    }
+
+    /// What a peer whose digest is `peer` lacks, at most `entries_max` entries (clamped to
+    /// 1..=[`Delta::ENTRIES_MAX`]). An empty delta means the peer lacks nothing this
+    /// replica can prove complete. Apply, advance the digest ([`Delta::advance`]) and ask
+    /// again for the next chunk, or use [`Ledger::chunks_since`].
+    pub fn delta_since(&self, peer: &VersionVector, entries_max: usize) -> Delta {
+        let mut budget = entries_max.clamp(1, Delta::ENTRIES_MAX);
+        let mut parts = Vec::new();
+        for (origin, have_seq) in self.vv.iter() {
+            let from_seq = peer.get(origin);
+            if have_seq <= from_seq {
+                continue;
+            }
+            let Some(part) = self.origin_delta(origin, from_seq, have_seq, budget) else {
+                // Out of budget: later origins go in the next chunk.
+                break;
+            };
+            budget -= part.entries.len();
+            parts.push(part);
+        }
+        Delta { parts }
+    }
+
+    /// The entries of `origin` with `seq` in `(from_seq, have_seq]`, at most `budget`, cut
+    /// at a `seq` boundary; `None` when not even one step of progress fits.
+    fn origin_delta(
+        &self,
+        origin: NodeId,
+        from_seq: u64,
+        have_seq: u64,
+        budget: usize,
+    ) -> Option<OriginDelta> {
+        let index = self.by_seq.get(&origin);
+        let mut pending = index
+            .into_iter()
+            .flat_map(|set| set.range((from_seq.saturating_add(1), KEY_MIN)..))
+            .take_while(|(seq, _)| *seq <= have_seq)
+            .peekable();
+        let mut entries = Vec::new();
+        while entries.len() < budget {
+            let Some((seq, key)) = pending.next() else {
+                break;
+            };
+            let slot = self.slot(key, origin);
+            entries.push(DeltaEntry {
+                key: *key,
+                value: slot.value,
+                seq: *seq,
+            });
+        }
+        let to_seq = match pending.peek() {
+            None => have_seq,
+            Some((next_seq, _)) => {
+                // Cut short: never split equal seqs, so the claim stays a complete prefix.
+                while entries.last().is_some_and(|e| e.seq == *next_seq) {
+                    entries.pop();
+                }
+                entries.last()?.seq
+            }
+        };
+        Some(OriginDelta {
+            origin,
+            from_seq,
+            to_seq,
+            entries,
+        })
+    }
+
+    /// Every chunk a peer at `peer` lacks, lazily, each at most `entries_max` entries;
+    /// applying them in order brings the peer up to this replica. Stops when a chunk would
+    /// make no progress.
+    pub fn chunks_since(&self, peer: VersionVector, entries_max: usize) -> DeltaChunks<'_> {
+        DeltaChunks {
+            ledger: self,
+            peer,
+            entries_max,
+        }
+    }
+
+    /// Merges a delta. Idempotent, and in any order the values converge; `vv` advances
+    /// only through complete prefixes (see the module doc). An invalid delta is refused
+    /// whole.
+    pub fn apply_delta(&mut self, delta: &Delta) -> Result<(), InvalidDelta> {
+        delta.validate()?;
+        for part in &delta.parts {
+            for entry in &part.entries {
+                let slot = Slot {
+                    value: entry.value,
+                    seq: entry.seq,
+                };
+                self.join_slot(entry.key, part.origin, slot);
+            }
+        }
+        delta.advance(&mut self.vv);
+        Ok(())
+    }
+
+    fn join_slot(&mut self, key: CounterKey, origin: NodeId, incoming: Slot) {
+        let by_node = self.slots.entry(key).or_default();
+        let (old_seq, new_seq) = match by_node.get_mut(&origin) {
+            Some(slot) => {
+                let old_seq = slot.seq;
+                slot.join(incoming);
+                (Some(old_seq), slot.seq)
+            }
+            None => {
+                by_node.insert(origin, incoming);
+                (None, incoming.seq)
+            }
+        };
+        if old_seq != Some(new_seq) {
+            let index = self.by_seq.entry(origin).or_default();
+            if let Some(old_seq) = old_seq {
+                index.remove(&(old_seq, key));
+            }
+            index.insert((new_seq, key));
+        }
+    }
+
+    /// The canonical encoding of the whole replica (for the local store or a full
+    /// transfer).
+    pub fn encode(&self) -> Vec<u8> {
+        let slots = self.slots().collect();
+        codec::encode(
+            Kind::LedgerState,
+            &LedgerRepr {
+                node: self.node,
+                vv: self.vv.clone(),
+                slots,
+            },
+        )
+    }
+
+    /// Decodes at most [`Ledger::STATE_BYTES_MAX`] bytes; slots must be sorted by
+    /// (key, node) without duplicates.
+    pub fn decode(bytes: &[u8]) -> Result<Ledger, DecodeError> {
+        Self::decode_bounded(bytes, Self::STATE_BYTES_MAX)
+    }
+
+    /// [`Ledger::decode`] with a caller's lower cap.
+    pub fn decode_bounded(bytes: &[u8], bytes_max: usize) -> Result<Ledger, DecodeError> {
+        let repr: LedgerRepr = codec::decode(Kind::LedgerState, bytes, bytes_max)?;
+        if repr
+            .slots
+            .windows(2)
+            .any(|w| (w[0].0, w[0].1) >= (w[1].0, w[1].1))
+        {
+            return Err(DecodeError::Invalid(
+                "ledger slots are not sorted and unique".to_owned(),
+            ));
+        }
+        let mut ledger = Ledger::new(repr.node);
+        for (key, node, slot) in repr.slots {
+            ledger.join_slot(key, node, slot);
+        }
+        ledger.vv = repr.vv;
+        Ok(ledger)
+    }
+}
+
+/// Iterator over the chunks a peer lacks; see [`Ledger::chunks_since`].
+pub struct DeltaChunks<'a> {
+    ledger: &'a Ledger,
+    peer: VersionVector,
+    entries_max: usize,
+}
+
+impl Iterator for DeltaChunks<'_> {
+    type Item = Delta;
+
+    fn next(&mut self) -> Option<Delta> {
+        let delta = self.ledger.delta_since(&self.peer, self.entries_max);
+        let before = self.peer.clone();
+        delta.advance(&mut self.peer);
+        (self.peer != before).then_some(delta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tenant: u64, metric: Metric) -> CounterKey {
+        CounterKey::new(TenantId(tenant), Period::month(2026, 11).unwrap(), metric)
+    }
+
+    #[test]
+    fn increments_only_the_local_slot_and_reads_merge() {
+        let mut a = Ledger::new(NodeId(1));
+        let mut b = Ledger::new(NodeId(2));
+        a.increment(key(7, Metric::Requests), 3).unwrap();
+        b.increment(key(7, Metric::Requests), 4).unwrap();
+        b.increment(key(7, Metric::BytesOut), 100).unwrap();
+        a.merge(&b);
+        assert_eq!(a.total(&key(7, Metric::Requests)), 7);
+        assert_eq!(
+            a.breakdown(&key(7, Metric::Requests)),
+            [(NodeId(1), 3), (NodeId(2), 4)]
+        );
+        assert_eq!(
+            a.totals(TenantId(7), Period::month(2026, 11).unwrap()),
+            [7, 0, 0, 100]
+        );
+        assert_eq!(a.slot(&key(7, Metric::Requests), NodeId(1)).seq, 1);
+        assert_eq!(a.version_vector().get(NodeId(2)), 2);
+    }
+
+    #[test]
+    fn zero_and_overflowing_increments_change_nothing() {
+        let mut a = Ledger::new(NodeId(1));
+        a.increment(key(1, Metric::CpuMicros), 0).unwrap();
+        assert_eq!(a.slot_count(), 0);
+        assert!(a.version_vector().is_empty());
+        a.increment(key(1, Metric::CpuMicros), u64::MAX).unwrap();
+        let before = a.clone();
+        assert_eq!(
+            a.increment(key(1, Metric::CpuMicros), 1),
+            Err(IncrementError::Overflow {
+                node: NodeId(1),
+                key: key(1, Metric::CpuMicros)
+            })
+        );
+        assert!(a.same_state(&before));
+    }
+
+    #[test]
+    fn delta_carries_only_what_the_peer_lacks() {
+        let mut a = Ledger::new(NodeId(1));
+        for tenant in 0..100 {
+            a.increment(key(tenant, Metric::Requests), 1).unwrap();
+        }
+        let mut b = Ledger::new(NodeId(2));
+        b.apply_delta(&a.delta_since(b.version_vector(), 1000))
+            .unwrap();
+        assert!(a.same_state(&b));
+        a.increment(key(5, Metric::Requests), 1).unwrap();
+        let delta = a.delta_since(b.version_vector(), 1000);
+        assert_eq!(delta.entry_count(), 1);
+        b.apply_delta(&delta).unwrap();
+        assert!(a.same_state(&b));
+        assert!(a.delta_since(b.version_vector(), 1000).is_empty());
+    }
+
+    #[test]
+    fn chunks_advance_through_complete_prefixes() {
+        let mut a = Ledger::new(NodeId(1));
+        for round in 0..3 {
+            for tenant in 0..10 {
+                a.increment(key(tenant, Metric::Requests), round + 1)
+                    .unwrap();
+            }
+        }
+        let mut b = Ledger::new(NodeId(2));
+        let chunks: Vec<_> = a.chunks_since(VersionVector::new(), 4).collect();
+        assert_eq!(chunks.len(), 3, "10 live slots in chunks of 4");
+        for chunk in &chunks {
+            assert!(chunk.entry_count() <= 4);
+            b.apply_delta(chunk).unwrap();
+            // After each chunk, every slot whose last seq is covered holds its final value.
+            let covered = b.version_vector().get(NodeId(1));
+            for tenant in 0..10 {
+                let final_slot = a.slot(&key(tenant, Metric::Requests), NodeId(1));
+                if final_slot.seq <= covered {
+                    assert_eq!(
+                        b.slot(&key(tenant, Metric::Requests), NodeId(1)),
+                        final_slot
+                    );
+                }
+            }
+        }
+        assert!(a.same_state(&b));
+    }
+
+    #[test]
+    fn an_early_chunk_keeps_its_values_but_not_its_claim() {
+        let mut a = Ledger::new(NodeId(1));
+        for tenant in 0..6 {
+            a.increment(key(tenant, Metric::Requests), 1).unwrap();
+        }
+        let chunks: Vec<_> = a.chunks_since(VersionVector::new(), 3).collect();
+        assert_eq!(chunks.len(), 2);
+        let mut b = Ledger::new(NodeId(2));
+        b.apply_delta(&chunks[1]).unwrap();
+        assert_eq!(b.version_vector().get(NodeId(1)), 0);
+        assert_eq!(b.total(&key(5, Metric::Requests)), 1);
+        b.apply_delta(&chunks[0]).unwrap();
+        assert_eq!(b.version_vector().get(NodeId(1)), 3);
+        // The resend of what was early completes the vector.
+        for chunk in a.chunks_since(b.version_vector().clone(), 3) {
+            b.apply_delta(&chunk).unwrap();
+        }
+        assert!(a.same_state(&b));
+    }
+
+    #[test]
+    fn equal_seqs_are_never_split_across_chunks() {
+        // Honest origins never reuse a seq; a corrupt peer might. The claim must stay true.
+        let entry = |tenant, seq| DeltaEntry {
+            key: key(tenant, Metric::Requests),
+            value: 1,
+            seq,
+        };
+        let mut b = Ledger::new(NodeId(2));
+        b.apply_delta(&Delta {
+            parts: vec![OriginDelta {
+                origin: NodeId(1),
+                from_seq: 0,
+                to_seq: 2,
+                entries: vec![entry(1, 1), entry(2, 1), entry(3, 2)],
+            }],
+        })
+        .unwrap();
+        assert!(b.delta_since(&VersionVector::new(), 1).is_empty());
+        let two = b.delta_since(&VersionVector::new(), 2);
+        assert_eq!(two.entry_count(), 2);
+        assert_eq!(two.parts[0].to_seq, 1);
+        let chunks: Vec<_> = b.chunks_since(VersionVector::new(), 2).collect();
+        assert_eq!(chunks.len(), 2);
+        let mut c = Ledger::new(NodeId(3));
+        for chunk in &chunks {
+            c.apply_delta(chunk).unwrap();
+        }
+        assert!(c.same_state(&b));
+    }
+
+    #[test]
+    fn invalid_deltas_are_refused_whole() {
+        let entry = DeltaEntry {
+            key: key(1, Metric::Requests),
+            value: 1,
+            seq: 5,
+        };
+        let part = |from_seq, to_seq, entries: Vec<DeltaEntry>| OriginDelta {
+            origin: NodeId(1),
+            from_seq,
+            to_seq,
+            entries,
+        };
+        let cases = [
+            Delta {
+                parts: vec![part(0, 4, vec![entry])],
+            },
+            Delta {
+                parts: vec![part(5, 9, vec![entry])],
+            },
+            Delta {
+                parts: vec![part(9, 4, vec![])],
+            },
+            Delta {
+                parts: vec![part(0, 9, vec![entry, DeltaEntry { seq: 2, ..entry }])],
+            },
+            Delta {
+                parts: vec![part(0, 9, vec![]), part(0, 9, vec![])],
+            },
+        ];
+        for delta in cases {
+            let mut b = Ledger::new(NodeId(2));
+            assert!(b.apply_delta(&delta).is_err(), "{delta:?}");
+            assert_eq!(b.slot_count(), 0);
+            assert!(Delta::decode(&delta.encode()).is_err());
+        }
+    }
+
+    #[test]
+    fn digest_of_equal_replicas_is_tiny_and_independent_of_tenants() {
+        let mut a = Ledger::new(NodeId(1));
+        for tenant in 0..10_000 {
+            a.increment(key(tenant, Metric::Requests), 1).unwrap();
+        }
+        let mut b = Ledger::new(NodeId(2));
+        b.merge(&a);
+        assert!(a.version_vector().encode().len() < 16);
+        assert!(a.delta_since(b.version_vector(), 100).is_empty());
+    }
+
+    #[test]
+    fn worst_case_entry_fits_its_byte_bound() {
+        let entry = DeltaEntry {
+            key: CounterKey::new(
+                TenantId(u64::MAX),
+                Period::hour(u64::MAX / 3_600_000).unwrap(),
+                Metric::BytesOut,
+            ),
+            value: u64::MAX,
+            seq: u64::MAX,
+        };
+        let bytes = postcard::to_allocvec(&entry).unwrap();
+        assert!(bytes.len() <= Delta::ENTRY_BYTES_MAX, "{}", bytes.len());
+        let month_entry = DeltaEntry {
+            key: CounterKey::new(
+                TenantId(u64::MAX),
+                Period::month_containing(u64::MAX),
+                Metric::BytesOut,
+            ),
+            ..entry
+        };
+        assert!(postcard::to_allocvec(&month_entry).unwrap().len() <= Delta::ENTRY_BYTES_MAX);
+        let part = OriginDelta {
+            origin: NodeId(u64::MAX),
+            from_seq: u64::MAX,
+            to_seq: u64::MAX,
+            entries: Vec::new(),
+        };
+        // The empty entry list is one byte here; a full one needs up to 3 more for its length.
+        assert!(postcard::to_allocvec(&part).unwrap().len() + 4 <= Delta::PART_BYTES_MAX);
+    }
+
+    #[test]
+    fn state_round_trips_and_unsorted_state_is_refused() {
+        let mut a = Ledger::new(NodeId(3));
+        a.increment(key(2, Metric::BytesIn), 10).unwrap();
+        a.increment(key(1, Metric::BytesIn), 10).unwrap();
+        let bytes = a.encode();
+        let back = Ledger::decode(&bytes).unwrap();
+        assert!(back.same_state(&a));
+        assert_eq!(back.node(), NodeId(3));
+        assert_eq!(back.encode(), bytes);
+        let repr = LedgerRepr {
+            node: NodeId(3),
+            vv: VersionVector::new(),
+            slots: vec![
+                (key(2, Metric::BytesIn), NodeId(1), Slot::default()),
+                (key(1, Metric::BytesIn), NodeId(1), Slot::default()),
+            ],
+        };
+        assert!(matches!(
+            Ledger::decode(&codec::encode(Kind::LedgerState, &repr)),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(matches!(
+            Ledger::decode_bounded(&bytes, 4),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+}

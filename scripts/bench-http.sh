@@ -31,7 +31,9 @@ trap 'kill $server 2>/dev/null || true; rm -rf "$out"' EXIT
 oha_json() { # args... → JSON on stdout
   oha --no-tui --output-format json --stats-success-breakdown "$@" 2>/dev/null
 }
-field() { python3 -c "import json,sys; d=json.load(open('$1')); print(eval('$2'))"; }
+field() { # FILE EXPR → the Python expression EXPR evaluated with d = the JSON in FILE
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
 
 printf '%-22s %10s %10s %6s %9s %9s %10s %10s %10s %10s %9s\n' photo lib_conv/s http_conv/s ratio p50_70%ms p99_70%ms goodput3x goodput% rej_p50ms rej_p99ms peak_MiB
 for photo in "${photos[@]}"; do
@@ -56,8 +58,8 @@ for photo in "${photos[@]}"; do
   rate3x=$(python3 -c "print(round($cap*3))")
   oha_json "${common[@]}" -c 256 -q "$rate3x" --latency-correction -z "${seconds}s" "$url" >"$out/3x.json"
   good=$(field "$out/3x.json" "round(d['statusCodeDistribution'].get('200',0)/d['summary']['total'],1)")
-  rej50=$(field "$out/3x.json" "round((d.get('latencyPercentilesNotSuccessful') or {}).get('p50',0)*1000,2)")
-  rej99=$(field "$out/3x.json" "round((d.get('latencyPercentilesNotSuccessful') or {}).get('p99',0)*1000,2)")
+  rej50=$(field "$out/3x.json" "round((d['latencyPercentilesNotSuccessful']['p50'] or 0)*1000,2)")
+  rej99=$(field "$out/3x.json" "round((d['latencyPercentilesNotSuccessful']['p99'] or 0)*1000,2)")
   peak=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$server/status)
   codes=$(field "$out/3x.json" "d['statusCodeDistribution']")
   kill -TERM $server; wait $server || true

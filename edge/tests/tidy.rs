@@ -1,7 +1,7 @@
 //! House rules, checked by an ordinary test (after rust-analyzer's `tidy.rs`): every module
 //! says what it is for, no debugging leftovers or stubs, the code is formatted, and the
-//! layering holds — the resize pipeline never depends on an async runtime or a network
-//! stack, and only `edge` has a `main`.
+//! layering holds — the resize pipeline and the CRDTs never depend on an async runtime, a
+//! network stack or a storage engine, and only `edge` has a `main`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -145,26 +145,37 @@ fn normal_dependency_closure(package: &str) -> BTreeSet<String> {
     seen
 }
 
-#[test]
-fn resize_knows_nothing_of_async_or_network() {
-    let closure = normal_dependency_closure("tessera-resize");
-    let forbidden = [
-        "tokio",
-        "hyper",
-        "axum",
-        "libp2p",
-        "redb",
-        "mio",
-        "tower",
-        "reqwest",
-        "async-std",
-        "futures",
-    ];
-    let leaked: Vec<_> = forbidden.iter().filter(|f| closure.contains(**f)).collect();
+/// Crates whose presence in a pure crate's dependency closure means IO or async crept in.
+const IO_CRATES: [&str; 10] = [
+    "tokio",
+    "hyper",
+    "axum",
+    "libp2p",
+    "redb",
+    "mio",
+    "tower",
+    "reqwest",
+    "async-std",
+    "futures",
+];
+
+fn assert_pure(package: &str) {
+    let closure = normal_dependency_closure(package);
+    let leaked: Vec<_> = IO_CRATES.iter().filter(|f| closure.contains(**f)).collect();
     assert!(
         leaked.is_empty(),
-        "tessera-resize depends on {leaked:?}; it must stay synchronous and IO-free"
+        "{package} depends on {leaked:?}; it must stay synchronous and IO-free"
     );
+}
+
+#[test]
+fn resize_knows_nothing_of_async_or_network() {
+    assert_pure("tessera-resize");
+}
+
+#[test]
+fn crdt_knows_nothing_of_network_storage_or_async() {
+    assert_pure("tessera-crdt");
 }
 
 #[test]

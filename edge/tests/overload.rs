@@ -57,7 +57,9 @@ async fn excess_requests_are_shed_while_the_rest_succeed() {
         }
     }
     assert_eq!(ok + shed, requests);
-    assert!(ok >= 2, "the worker and the queue slot were used: {ok} ok");
+    // At least the first job runs; how many more depends on whether the worker takes it
+    // before the others arrive, which the test does not control.
+    assert!(ok >= 1, "admitted work completes: {ok} ok");
     assert!(
         shed >= 1,
         "with 1 worker and a queue of 1, {requests} at once must shed some"

@@ -125,9 +125,10 @@ pub async fn read(
 
 /// Reads and drops up to `bytes_max` of `body` within `timeout`, keeping nothing.
 ///
-/// Used before an early refusal: a client still sending its body when the connection is
-/// closed gets a reset and may never see the 503 and its `Retry-After`. Discarding costs
-/// bandwidth but no memory. Clients that sent `Expect: 100-continue` are not drained:
+/// Used with an early refusal: a client still sending its body when the connection is
+/// closed gets a reset and may never see the 503 and its `Retry-After`, so the handler
+/// answers and leaves this running beside the connection. Discarding costs bandwidth but
+/// no memory. Clients that sent `Expect: 100-continue` are not drained:
 /// hyper sends `100 Continue` only when the body is read, so they never send it.
 pub async fn discard(body: Body, bytes_max: usize, timeout: Duration) {
     let mut body = body;

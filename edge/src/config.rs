@@ -77,7 +77,7 @@ pub struct HttpConfig {
     pub shutdown_grace_ms: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
     /// Resize worker threads; 0 means one per available core.
@@ -85,6 +85,19 @@ pub struct PoolConfig {
     /// Jobs waiting for a worker; beyond this, requests are refused at once with 503.
     /// 0 means 8 per worker.
     pub queue_max: usize,
+    /// How many nice levels below the event loop the workers run (0 = same priority), so
+    /// refusals and health checks are answered promptly while every core is busy.
+    pub worker_niceness: i32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            queue_max: 0,
+            worker_niceness: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,6 +297,7 @@ impl Config {
         )?;
         in_range("pool.workers", self.pool.workers, 0, 1024)?;
         in_range("pool.queue_max", self.pool.queue_max, 0, 1 << 20)?;
+        in_range("pool.worker_niceness", self.pool.worker_niceness, 0, 19)?;
         in_range("limits.width_max", self.limits.width_max, 1, 1 << 20)?;
         in_range("limits.height_max", self.limits.height_max, 1, 1 << 20)?;
         in_range("limits.pixels_max", self.limits.pixels_max, 1, 1 << 36)?;

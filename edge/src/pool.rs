@@ -86,6 +86,7 @@ struct Shared {
     available: Condvar,
     workers: usize,
     queue_max: usize,
+    worker_niceness: i32,
     /// Measured cost of the work, as an exponentially weighted mean of nanoseconds per
     /// input byte (stored as f64 bits); 0 until the first job has run.
     ewma_ns_per_byte: AtomicU64,
@@ -106,13 +107,20 @@ struct State {
 
 impl Pool {
     /// Starts `workers` threads sharing a queue of at most `queue_max` waiting jobs.
-    pub fn start(workers: usize, queue_max: usize, limits: Limits, gauges: PoolGauges) -> Self {
+    pub fn start(
+        workers: usize,
+        queue_max: usize,
+        worker_niceness: i32,
+        limits: Limits,
+        gauges: PoolGauges,
+    ) -> Self {
         assert!(workers >= 1, "a pool needs at least one worker");
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             available: Condvar::new(),
             workers,
             queue_max,
+            worker_niceness,
             ewma_ns_per_byte: AtomicU64::new(0f64.to_bits()),
             gauges,
         });
@@ -262,7 +270,28 @@ fn retry_after_s(drain: Duration) -> u32 {
     drain.as_secs_f64().ceil().clamp(1.0, 60.0) as u32
 }
 
+/// Lowers the calling thread's scheduling priority by `niceness` (Linux: per thread).
+///
+/// Workers are throughput-bound and the event loop is latency-bound: at saturation, a
+/// refusal or a health check must not wait behind a running decode for a time slice.
+/// With the workers a few nice levels below, the scheduler runs the event loop's short
+/// bursts first and hands every remaining cycle to the workers, so throughput is kept.
+fn lower_priority(niceness: i32) {
+    if niceness <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread's own id; no memory is shared.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, niceness) != 0 {
+            tracing::warn!(niceness, "could not lower the resize worker's priority");
+        }
+    }
+}
+
 fn worker_loop(shared: &Shared, limits: Limits) {
+    lower_priority(shared.worker_niceness);
     let mut pipeline = Pipeline::new(limits.clone());
     while let Some(Queued { job, submitted }) = shared.next() {
         let started = Instant::now();

@@ -142,7 +142,13 @@ async fn resize(
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         if !expects_continue {
-            body::discard(body, config.http.body_bytes_max, DISCARD_TIMEOUT).await;
+            // Answer first, drain after: the 503 goes out at once while the rest of the
+            // upload is read and dropped in the background (bounded in bytes and time).
+            tokio::spawn(body::discard(
+                body,
+                config.http.body_bytes_max,
+                DISCARD_TIMEOUT,
+            ));
         }
         return Err(shed(&state.metrics, rejected));
     }

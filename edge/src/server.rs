@@ -32,6 +32,7 @@ pub fn build_state(config: Config) -> Arc<AppState> {
     let pool = Pool::start(
         config.workers(),
         config.queue_max(),
+        config.pool.worker_niceness,
         config.resize_limits(),
         metrics.pool.clone(),
     );

@@ -60,9 +60,9 @@ impl Budget {
 }
 
 /// Reads `body` whole, within `bytes_max` and `timeout`, reserving from `budget` as it goes.
+/// The declared length is hyper's (from a validated `Content-Length`), `None` when chunked.
 pub async fn read(
     body: Body,
-    declared: Option<u64>,
     bytes_max: usize,
     timeout: Duration,
     budget: &Budget,
@@ -74,6 +74,7 @@ pub async fn read(
             format!("the request body is larger than the limit of {bytes_max} bytes"),
         )
     };
+    let declared = axum::body::HttpBody::size_hint(&body).exact();
     if declared.is_some_and(|n| n > bytes_max as u64) {
         return Err(too_large());
     }
@@ -150,12 +151,24 @@ pub async fn discard(body: Body, bytes_max: usize, timeout: Duration) {
 mod tests {
     use super::*;
 
+    /// A body with no declared length, as a chunked upload arrives.
+    async fn chunked(bytes: Vec<u8>) -> Body {
+        let (mut sender, body) = http_body_util::channel::Channel::<Bytes>::new(16);
+        for chunk in bytes.chunks(100) {
+            sender
+                .send_data(Bytes::copy_from_slice(chunk))
+                .await
+                .unwrap();
+        }
+        assert_eq!(axum::body::HttpBody::size_hint(&body).exact(), None);
+        Body::new(body)
+    }
+
     #[tokio::test]
     async fn budget_is_reserved_and_returned() {
         let budget = Budget::new(1_000);
         let body = read(
             Body::from(vec![7u8; 600]),
-            Some(600),
             800,
             Duration::from_secs(1),
             &budget,
@@ -166,7 +179,6 @@ mod tests {
         assert_eq!(budget.in_use(), 600);
         let refused = read(
             Body::from(vec![7u8; 600]),
-            Some(600),
             800,
             Duration::from_secs(1),
             &budget,
@@ -178,8 +190,7 @@ mod tests {
         assert!(refused.retry_after_s.is_some());
         // A body without a declared length reserves as it streams, and is refused too.
         let streamed = read(
-            Body::from(vec![7u8; 600]),
-            None,
+            chunked(vec![7u8; 600]).await,
             800,
             Duration::from_secs(1),
             &budget,
@@ -195,8 +206,7 @@ mod tests {
             "answered requests give their bytes back"
         );
         let too_large = read(
-            Body::from(vec![7u8; 900]),
-            None,
+            chunked(vec![7u8; 900]).await,
             800,
             Duration::from_secs(1),
             &budget,

@@ -59,87 +59,98 @@ fn latency_histogram() -> Histogram {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tessera");
-        let m = Self {
-            requests_received: Family::default(),
-            requests_answered: Family::default(),
-            request_duration: Family::new_with_constructor(latency_histogram),
-            requests_in_flight: Gauge::default(),
-            connections_open: Gauge::default(),
-            connections_refused: Counter::default(),
-            bytes_in: Counter::default(),
-            bytes_out: Counter::default(),
-            stage_duration: Family::new_with_constructor(latency_histogram),
-            cpu_micros: Counter::default(),
-            shed: Family::default(),
-            pool: PoolGauges::default(),
-            registry: Registry::default(),
-        };
+        let requests_received = Family::<RouteLabels, Counter>::default();
+        let requests_answered = Family::<RouteStatusLabels, Counter>::default();
+        let request_duration = Family::new_with_constructor(latency_histogram as fn() -> _);
+        let requests_in_flight = Gauge::default();
+        let connections_open = Gauge::default();
+        let connections_refused = Counter::default();
+        let bytes_in = Counter::default();
+        let bytes_out = Counter::default();
+        let stage_duration = Family::new_with_constructor(latency_histogram as fn() -> _);
+        let cpu_micros = Counter::default();
+        let shed = Family::<ReasonLabels, Counter>::default();
+        let pool = PoolGauges::default();
         registry.register(
             "http_requests_received",
             "HTTP requests whose head was received, by route",
-            m.requests_received.clone(),
+            requests_received.clone(),
         );
         registry.register(
             "http_requests",
             "HTTP requests answered, by route and status",
-            m.requests_answered.clone(),
+            requests_answered.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
             "Time from request head received to response head ready, by route",
-            m.request_duration.clone(),
+            request_duration.clone(),
         );
         registry.register(
             "http_requests_in_flight",
             "HTTP requests being handled now",
-            m.requests_in_flight.clone(),
+            requests_in_flight.clone(),
         );
         registry.register(
             "http_connections_open",
             "Open client connections",
-            m.connections_open.clone(),
+            connections_open.clone(),
         );
         registry.register(
             "http_connections_refused",
             "Connections closed at accept because connections_max was reached",
-            m.connections_refused.clone(),
+            connections_refused.clone(),
         );
         registry.register(
             "resize_bytes_in",
             "Request body bytes of resize requests that were processed",
-            m.bytes_in.clone(),
+            bytes_in.clone(),
         );
         registry.register(
             "resize_bytes_out",
             "Encoded image bytes sent in successful resize responses",
-            m.bytes_out.clone(),
+            bytes_out.clone(),
         );
         registry.register(
             "resize_stage_duration_seconds",
             "Time spent per resize stage (queue_wait, decode, resize, encode)",
-            m.stage_duration.clone(),
+            stage_duration.clone(),
         );
         registry.register(
             "resize_cpu_micros",
             "Thread CPU time spent in the resize pipeline, in microseconds",
-            m.cpu_micros.clone(),
+            cpu_micros.clone(),
         );
         registry.register(
             "requests_shed",
             "Requests refused before any work because of overload, by reason",
-            m.shed.clone(),
+            shed.clone(),
         );
         registry.register(
             "pool_queue_depth",
             "Resize jobs waiting for a worker",
-            m.pool.queue_depth.clone(),
+            pool.queue_depth.clone(),
         );
         registry.register(
             "pool_busy_workers",
             "Resize workers running a job",
-            m.pool.busy_workers.clone(),
+            pool.busy_workers.clone(),
         );
-        Self { registry, ..m }
+        Self {
+            registry,
+            requests_received,
+            requests_answered,
+            request_duration,
+            requests_in_flight,
+            connections_open,
+            connections_refused,
+            bytes_in,
+            bytes_out,
+            stage_duration,
+            cpu_micros,
+            shed,
+            pool,
+        }
     }
 
     /// The whole registry in the Prometheus text format.

@@ -148,15 +148,7 @@ impl Pool {
     pub fn submit(&self, job: Job, now: Instant) -> Result<(), Rejected> {
         let shared = &self.shared;
         let mut state = shared.lock();
-        if state.closed {
-            return Err(Rejected::ShuttingDown);
-        }
-        let drain = shared.wait_estimate(state.queued_bytes);
-        if state.queue.len() >= shared.queue_max {
-            return Err(Rejected::QueueFull {
-                retry_after_s: retry_after_s(drain),
-            });
-        }
+        let drain = shared.admit(&state)?;
         if now + drain > job.deadline {
             return Err(Rejected::DeadlineUnreachable {
                 wait_estimate: drain,
@@ -177,16 +169,7 @@ impl Pool {
     /// Whether a job would be refused for a full queue or shutdown right now; lets a
     /// handler shed load before it reads a body.
     pub fn check_admission(&self) -> Result<(), Rejected> {
-        let state = self.shared.lock();
-        if state.closed {
-            return Err(Rejected::ShuttingDown);
-        }
-        if state.queue.len() >= self.shared.queue_max {
-            return Err(Rejected::QueueFull {
-                retry_after_s: retry_after_s(self.shared.wait_estimate(state.queued_bytes)),
-            });
-        }
-        Ok(())
+        self.shared.admit(&self.shared.lock()).map(drop)
     }
 
     /// Jobs waiting for a worker right now.
@@ -222,6 +205,21 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is a queue and counters; a panic elsewhere cannot leave it half-updated.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The refusals that depend only on the pool (shut down, queue full); otherwise the
+    /// expected wait before a new job would start.
+    fn admit(&self, state: &State) -> Result<Duration, Rejected> {
+        if state.closed {
+            return Err(Rejected::ShuttingDown);
+        }
+        let drain = self.wait_estimate(state.queued_bytes);
+        if state.queue.len() >= self.queue_max {
+            return Err(Rejected::QueueFull {
+                retry_after_s: retry_after_s(drain),
+            });
+        }
+        Ok(drain)
     }
 
     fn wait_estimate(&self, queued_bytes: u64) -> Duration {

@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tessera_resize::Output;
+use tessera_resize::{Limits, Output};
 use tokio::sync::oneshot;
 
 use crate::body::{self, Budget};
@@ -34,6 +34,11 @@ const DISCARD_TIMEOUT: Duration = Duration::from_secs(1);
 /// Everything a handler needs, shared by all connections.
 pub struct AppState {
     pub config: Config,
+    /// Derived from `config` once at start: the pipeline's limits, the defaults for what
+    /// a request leaves out, and the `Cache-Control` of successful answers.
+    pub limits: Limits,
+    pub defaults: Defaults,
+    pub cache_control: HeaderValue,
     pub pool: Pool,
     pub metrics: Arc<Metrics>,
     /// Memory budget shared by all request bodies being held.
@@ -126,14 +131,13 @@ async fn resize(
     body: Body,
 ) -> Result<Response, ApiError> {
     let config = &state.config;
-    let limits = config.resize_limits();
-
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let defaults = Defaults {
-        quality: config.output.quality_default,
-        avif_speed: config.output.avif_speed,
-    };
-    let parsed = params::parse(query.as_deref().unwrap_or(""), accept, defaults, &limits)?;
+    let parsed = params::parse(
+        query.as_deref().unwrap_or(""),
+        accept,
+        state.defaults,
+        &state.limits,
+    )?;
 
     // Shed before reading the body when the queue is already full: refusing costs a
     // few microseconds, reading a large upload first would not.
@@ -152,13 +156,8 @@ async fn resize(
         }
         return Err(shed(&state.metrics, rejected));
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let buffered = body::read(
         body,
-        declared,
         config.http.body_bytes_max,
         config.body_read_timeout(),
         &state.body_budget,
@@ -205,16 +204,10 @@ async fn resize(
     };
 
     drop(buffered); // the job is done with the input: give its bytes back to the budget
-    let cache_control = format!("public, max-age={}", config.output.cache_max_age_s);
     match outcome {
         JobOutcome::NotModified { etag } => {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
-            let headers = response.headers_mut();
-            set(headers, header::ETAG, &etag);
-            set(headers, header::CACHE_CONTROL, &cache_control);
-            if parsed.vary_accept {
-                headers.insert(header::VARY, HeaderValue::from_static("Accept"));
-            }
+            set_cache_headers(&state, response.headers_mut(), &etag, parsed.vary_accept);
             Ok(response)
         }
         JobOutcome::Done {
@@ -237,11 +230,7 @@ async fn resize(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(output.format.mime()),
             );
-            set(headers, header::ETAG, &etag);
-            set(headers, header::CACHE_CONTROL, &cache_control);
-            if parsed.vary_accept {
-                headers.insert(header::VARY, HeaderValue::from_static("Accept"));
-            }
+            set_cache_headers(&state, headers, &etag, parsed.vary_accept);
             set(headers, "server-timing", &timing);
             set(headers, "x-image-width", &output.width.to_string());
             set(headers, "x-image-height", &output.height.to_string());
@@ -253,6 +242,15 @@ async fn resize(
             "internal_error",
             "the image could not be processed because of an internal error",
         )),
+    }
+}
+
+/// The caching headers a `200` and a `304` of the same resource must both carry.
+fn set_cache_headers(state: &AppState, headers: &mut HeaderMap, etag: &str, vary_accept: bool) {
+    set(headers, header::ETAG, etag);
+    headers.insert(header::CACHE_CONTROL, state.cache_control.clone());
+    if vary_accept {
+        headers.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
 }
 

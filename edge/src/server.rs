@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -23,21 +24,31 @@ use tokio::sync::Semaphore;
 use crate::body::Budget;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::params::Defaults;
 use crate::pool::Pool;
 use crate::routes::{self, AppState};
 
 /// Builds the shared state: metrics registry and the worker pool, sized from `config`.
 pub fn build_state(config: Config) -> Arc<AppState> {
     let metrics = Arc::new(Metrics::new());
+    let limits = config.resize_limits();
     let pool = Pool::start(
         config.workers(),
         config.queue_max(),
         config.pool.worker_niceness,
-        config.resize_limits(),
+        limits.clone(),
         metrics.pool.clone(),
     );
+    let cache_control = format!("public, max-age={}", config.output.cache_max_age_s);
     Arc::new(AppState {
         body_budget: Budget::new(config.http.buffered_bytes_max),
+        limits,
+        defaults: Defaults {
+            quality: config.output.quality_default,
+            avif_speed: config.output.avif_speed,
+        },
+        cache_control: HeaderValue::from_str(&cache_control)
+            .expect("a number in ASCII is a valid header value"),
         config,
         pool,
         metrics,

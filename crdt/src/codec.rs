@@ -25,6 +25,9 @@ pub enum Kind {
     VersionVector = 3,
     BoundedCounter = 4,
     EscrowBook = 5,
+    DirectoryState = 6,
+    DirectoryDelta = 7,
+    DirectorySync = 8,
 }
 
 /// Why bytes could not be decoded. Every variant is a refusal of the input; none is a bug.
@@ -63,6 +66,18 @@ pub(crate) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     bytes_max: usize,
 ) -> Result<T, DecodeError> {
+    let body = open(kind, bytes, bytes_max)?;
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing(rest.len()));
+    }
+    Ok(value)
+}
+
+/// Checks the size cap and the envelope of a `kind` encoding and returns its body, for
+/// owners that parse the body piece by piece.
+pub(crate) fn open(kind: Kind, bytes: &[u8], bytes_max: usize) -> Result<&[u8], DecodeError> {
     if bytes.len() > bytes_max {
         return Err(DecodeError::TooLarge {
             bytes: bytes.len(),
@@ -81,12 +96,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
             found: *found,
         });
     }
-    let (value, rest) =
-        postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(DecodeError::Trailing(rest.len()));
-    }
-    Ok(value)
+    Ok(body)
 }
 
 #[cfg(test)]

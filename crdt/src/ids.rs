@@ -18,7 +18,9 @@ use crate::period::Period;
 /// with a *new* id and so a fresh slot, because re-using an old slot from zero would make
 /// its new increments invisible behind the higher values its peers already hold (merge is
 /// a maximum), losing usage. This crate never invents an id; it is always passed in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct NodeId(pub u64);
 
 impl fmt::Display for NodeId {

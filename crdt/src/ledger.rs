@@ -33,7 +33,9 @@
 //! The digest is the version vector: O(nodes) bytes whatever the number of tenants. Two
 //! replicas exchange digests, and each sends what the other's vector lacks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -185,13 +187,23 @@ const KEY_MIN: CounterKey = CounterKey {
     metric: Metric::Requests,
 };
 
+/// Slots by (key, origin). SipHash with fixed keys: deterministic (this crate has no
+/// randomness), and the keys are directory-assigned ids, not attacker-chosen strings.
+/// A hash map rather than a B-tree because an increment at 1.2M slots was bound by the
+/// B-tree's cache misses (docs/BENCHMARKS.md has both runs).
+type SlotMap = HashMap<(CounterKey, NodeId), Slot, BuildHasherDefault<DefaultHasher>>;
+
 /// One replica of the usage ledger. See the module doc.
 #[derive(Clone, Debug)]
 pub struct Ledger {
     /// The local node: the only origin [`Ledger::increment`] writes.
     node: NodeId,
-    /// Every slot, by key then origin.
-    slots: BTreeMap<CounterKey, BTreeMap<NodeId, Slot>>,
+    /// Every slot, by (key, origin): one hash probe per increment.
+    slots: SlotMap,
+    /// Every key with a slot, ordered (for per-key reads in node order and exports).
+    keys: BTreeSet<CounterKey>,
+    /// Every origin with a slot (a slot can arrive before its origin's prefix is complete).
+    origins: BTreeSet<NodeId>,
     /// Per origin, its slots ordered by `seq`: delta extraction walks only what changed.
     by_seq: BTreeMap<NodeId, BTreeSet<(u64, CounterKey)>>,
     /// Complete prefix per origin; `vv[node]` is the local sequence.
@@ -215,7 +227,9 @@ impl Ledger {
     pub fn new(node: NodeId) -> Ledger {
         Ledger {
             node,
-            slots: BTreeMap::new(),
+            slots: SlotMap::default(),
+            keys: BTreeSet::new(),
+            origins: BTreeSet::new(),
             by_seq: BTreeMap::new(),
             vv: VersionVector::new(),
         }
@@ -242,32 +256,45 @@ impl Ledger {
             .get(node)
             .checked_add(1)
             .ok_or(IncrementError::SequenceExhausted(node))?;
-        let old = self.slot(&key, node);
-        let value = old
-            .value
-            .checked_add(amount)
-            .ok_or(IncrementError::Overflow { node, key })?;
-        self.join_slot(key, node, Slot { value, seq });
+        // One probe of the slot map; the by-seq index then moves this slot to the end.
+        let old = match self.slots.entry((key, node)) {
+            Entry::Occupied(mut occupied) => {
+                let slot = occupied.get_mut();
+                let value = slot
+                    .value
+                    .checked_add(amount)
+                    .ok_or(IncrementError::Overflow { node, key })?;
+                let old_seq = slot.seq;
+                *slot = Slot { value, seq };
+                Some(old_seq)
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(Slot { value: amount, seq });
+                self.keys.insert(key);
+                self.origins.insert(node);
+                None
+            }
+        };
+        let index = self.by_seq.entry(node).or_default();
+        if let Some(old_seq) = old {
+            index.remove(&(old_seq, key));
+        }
+        index.insert((seq, key));
         self.vv.advance(node, seq);
         Ok(())
     }
 
     /// The slot of `origin` for `key` (zero if absent).
     pub fn slot(&self, key: &CounterKey, origin: NodeId) -> Slot {
-        self.slots
-            .get(key)
-            .and_then(|by_node| by_node.get(&origin))
-            .copied()
-            .unwrap_or_default()
+        self.slots.get(&(*key, origin)).copied().unwrap_or_default()
     }
 
     /// The merged total of one counter: the sum over nodes (saturating at `u64::MAX`).
     pub fn total(&self, key: &CounterKey) -> u64 {
-        self.slots.get(key).map_or(0, |by_node| {
-            by_node
-                .values()
-                .fold(0u64, |sum, slot| sum.saturating_add(slot.value))
-        })
+        self.origins
+            .iter()
+            .filter_map(|origin| self.slots.get(&(*key, *origin)))
+            .fold(0u64, |sum, slot| sum.saturating_add(slot.value))
     }
 
     /// The merged totals of a tenant in a period, indexed by [`Metric::index`].
@@ -277,24 +304,30 @@ impl Ledger {
 
     /// Each node's contribution to a counter, in node order (nodes with a slot only).
     pub fn breakdown(&self, key: &CounterKey) -> Vec<(NodeId, u64)> {
-        self.slots.get(key).map_or_else(Vec::new, |by_node| {
-            by_node
-                .iter()
-                .map(|(node, slot)| (*node, slot.value))
-                .collect()
-        })
+        self.origins
+            .iter()
+            .filter_map(|origin| {
+                self.slots
+                    .get(&(*key, *origin))
+                    .map(|slot| (*origin, slot.value))
+            })
+            .collect()
     }
 
     /// Every slot as `(key, origin, slot)`, by key then origin (for exports and checks).
     pub fn slots(&self) -> impl Iterator<Item = (CounterKey, NodeId, Slot)> + '_ {
-        self.slots
-            .iter()
-            .flat_map(|(key, by_node)| by_node.iter().map(|(node, slot)| (*key, *node, *slot)))
+        self.keys.iter().flat_map(move |key| {
+            self.origins.iter().filter_map(move |origin| {
+                self.slots
+                    .get(&(*key, *origin))
+                    .map(|slot| (*key, *origin, *slot))
+            })
+        })
     }
 
     /// Number of slots held (keys × nodes that wrote them).
     pub fn slot_count(&self) -> usize {
-        self.slots.values().map(BTreeMap::len).sum()
+        self.slots.len()
     }
 
     /// Whether two replicas hold the same replicated state (slots and version vector); the
@@ -305,10 +338,8 @@ impl Ledger {
 
     /// Full-state merge: slot-wise maximum and version-vector maximum.
     pub fn merge(&mut self, other: &Ledger) {
-        for (key, by_node) in &other.slots {
-            for (origin, slot) in by_node {
-                self.join_slot(*key, *origin, *slot);
-            }
+        for (&(key, origin), slot) in &other.slots {
+            self.join_slot(key, origin, *slot);
         }
         self.vv.merge(&other.vv);
     }
@@ -410,15 +441,17 @@ impl Ledger {
     }
 
     fn join_slot(&mut self, key: CounterKey, origin: NodeId, incoming: Slot) {
-        let by_node = self.slots.entry(key).or_default();
-        let (old_seq, new_seq) = match by_node.get_mut(&origin) {
-            Some(slot) => {
+        let (old_seq, new_seq) = match self.slots.entry((key, origin)) {
+            Entry::Occupied(mut occupied) => {
+                let slot = occupied.get_mut();
                 let old_seq = slot.seq;
                 slot.join(incoming);
                 (Some(old_seq), slot.seq)
             }
-            None => {
-                by_node.insert(origin, incoming);
+            Entry::Vacant(vacant) => {
+                vacant.insert(incoming);
+                self.keys.insert(key);
+                self.origins.insert(origin);
                 (None, incoming.seq)
             }
         };

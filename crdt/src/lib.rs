@@ -8,6 +8,8 @@
 //! - [`ledger`]: the usage ledger, grow-only counters with delta-state replication;
 //! - [`escrow`]: bounded counters (rights granted, transferred, consumed, retired) that
 //!   guard hard quotas without coordination on the request path;
+//! - [`directory`]: the tenant directory (tenants, API keys as hashes, signing secrets,
+//!   origins, quotas, presets) as an op log with an audit trail and a key-prefix index;
 //! - [`codec`]: the versioned, bounded binary envelope of every encoding.
 //!
 //! What this crate must never know about: IO, async runtimes, networks, storage engines,
@@ -19,6 +21,7 @@
 //! in any order is enough (property tests in `tests/`).
 
 pub mod codec;
+pub mod directory;
 pub mod escrow;
 pub mod ids;
 pub mod ledger;
@@ -26,6 +29,9 @@ pub mod period;
 pub mod version;
 
 pub use codec::DecodeError;
+pub use directory::{
+    Change, Directory, DirectoryDelta, DirectoryError, KeyId, KeyStanding, Scopes, SecretId,
+};
 pub use escrow::{BoundedCounter, EscrowBook, EscrowError};
 pub use ids::{CounterKey, Metric, NodeId, TenantId};
 pub use ledger::{Delta, Ledger};

@@ -20,7 +20,9 @@ const MS_PER_DAY: u64 = 86_400_000;
 const HOURS_PER_DAY: u64 = 24;
 
 /// Which kind of period to compute.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum PeriodKind {
     /// A UTC calendar month: the billing period.
     #[default]

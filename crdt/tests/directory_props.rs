@@ -346,6 +346,55 @@ proptest! {
         }
     }
 
+    /// A tenant is deleted on one replica while the others, concurrently, create keys for
+    /// it, change scopes, rename it or set it active again. Every replica ends with the
+    /// tenant deleted and every one of its keys refused.
+    #[test]
+    fn deleted_tenant_keys_stop_working_whatever_races(
+        racing in prop::collection::vec((1..NODES, 0u8..4, 0usize..KEYS.len(), prop::option::of(0..NODES)), 1..16),
+    ) {
+        let tenant = TENANTS[0];
+        let mut origin = Directory::new(node(0));
+        origin.change(1, "ops", Change::CreateTenant { tenant, name: "acme".into(), home: node(0) }).unwrap();
+        origin.change(2, "ops", Change::CreateKey {
+            tenant, key: KEYS[0], prefix: "tk_k0".into(), secret_hash: [1; 32], scopes: Scopes::RESIZE, label: String::new(),
+        }).unwrap();
+        let mut replicas: Vec<Directory> = (0..NODES).map(|i| { let mut d = Directory::new(node(i)); d.merge(&origin); d }).collect();
+        replicas[0].change(10, "alice", Change::DeleteTenant { tenant }).unwrap();
+        for (i, (at, what, k, merge_from)) in racing.into_iter().enumerate() {
+            if let Some(from) = merge_from.filter(|from| *from != at) {
+                let source = replicas[from].clone();
+                replicas[at].merge(&source);
+            }
+            let key = KEYS[k];
+            let change = match what {
+                0 => Change::CreateKey { tenant, key, prefix: format!("tk_k{k}"), secret_hash: [2; 32], scopes: Scopes::RESIZE, label: String::new() },
+                1 => Change::SetKeyScopes { tenant, key, scopes: Scopes::RESIZE.union(Scopes::USAGE) },
+                2 => Change::RenameTenant { tenant, name: format!("r{i}") },
+                _ => Change::SetTenantStatus { tenant, status: TenantStatus::Active },
+            };
+            edit(&mut replicas[at], 20 + i as u64, "bob", change);
+        }
+        for a in 0..NODES {
+            for b in 0..NODES {
+                if a != b {
+                    let source = replicas[b].clone();
+                    replicas[a].merge(&source);
+                }
+            }
+        }
+        for r in &replicas {
+            prop_assert!(r.tenant(tenant).unwrap().is_deleted());
+            prop_assert!(!r.tenant(tenant).unwrap().is_serving());
+            for (k, _) in KEYS.iter().enumerate() {
+                for found in r.lookup_key(&format!("tk_k{k}")) {
+                    prop_assert_eq!(found.standing, KeyStanding::TenantDeleted, "key {} still usable", found.key);
+                }
+            }
+            assert_same(r, &replicas[0])?;
+        }
+    }
+
     /// Two admins set a quota concurrently on different replicas: after sync every replica
     /// holds the value with the higher stamp, whatever order the merges ran in.
     #[test]

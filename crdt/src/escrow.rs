@@ -261,8 +261,9 @@ impl BoundedCounter {
         self.granted.len() + self.transferred.len() + self.consumed.len() + self.retired.len()
     }
 
-    /// Structural and invariant checks applied to every decoded counter.
-    fn validate(&self) -> Result<(), DecodeError> {
+    /// Structural and invariant checks applied to every decoded counter; callers that
+    /// receive a counter through another serde format (a network codec) call it too.
+    pub fn validate(&self) -> Result<(), DecodeError> {
         let invalid = |why: &str| Err(DecodeError::Invalid(why.to_owned()));
         if self.cell_count() > Self::CELLS_MAX {
             return invalid("too many cells");

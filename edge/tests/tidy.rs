@@ -180,6 +180,40 @@ fn crdt_knows_nothing_of_network_storage_or_async() {
     assert_pure("tessera-crdt");
 }
 
+/// The sync crate is the sans-IO protocol core (the libp2p transport will live behind it,
+/// in the edge or a feature, never in the core's closure).
+#[test]
+fn sync_core_knows_nothing_of_network_storage_or_async() {
+    assert_pure("tessera-sync");
+}
+
+/// Beyond dependencies: the core's sources read no clock and no OS randomness.
+#[test]
+fn sync_core_reads_no_clock_and_no_os_randomness() {
+    let sync = workspace_root().join("sync").join("src");
+    for path in workspace_rust_files()
+        .into_iter()
+        .filter(|p| p.starts_with(&sync))
+    {
+        let text = std::fs::read_to_string(&path).expect("readable source");
+        for forbidden in [
+            "Instant::now",
+            "SystemTime",
+            "thread_rng",
+            "getrandom",
+            "std::net",
+            "std::fs",
+            "RandomState",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}",
+                path.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn only_edge_has_a_main() {
     // `bench/` holds by-hand measurement programs outside the workspace (own manifests).

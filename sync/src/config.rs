@@ -1,0 +1,71 @@
+//! Tunables of the protocol core, every one with its unit in its name and a default sized
+//! for a small cluster (3–20 nodes) on a WAN. The edge loads them from its config file;
+//! tests shrink them to make simulated runs short.
+
+/// See each field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncConfig {
+    /// How long new local changes wait to be pushed together (one message per batch).
+    pub push_delay_ms: u64,
+    /// Ledger entries per pushed or pulled message.
+    pub ledger_entries_max: usize,
+    /// Directory ops per message.
+    pub directory_ops_max: usize,
+    /// Counters per escrow message (at most `message::COUNTERS_MAX`).
+    pub escrow_counters_max: usize,
+    /// Mean time between anti-entropy rounds (each with one random peer).
+    pub anti_entropy_interval_ms: u64,
+    /// Spread of that interval, as a fraction (0.25 = ±25%).
+    pub anti_entropy_jitter: f64,
+    /// A pull unanswered for this long may be sent again.
+    pub pull_timeout_ms: u64,
+    /// A peer not heard from for this long is reported stale.
+    pub peer_stale_ms: u64,
+    /// Escrow: a node with fewer local rights than this for a key asks peers for more.
+    pub rights_low_water: u64,
+    /// Escrow: the least a request asks for (it asks more when the limit is large).
+    pub rights_request_min: u64,
+    /// Escrow: a request unanswered for this long counts as failed.
+    pub rights_request_timeout_ms: u64,
+    /// Escrow: first retry delay; doubled per failure up to `rights_retry_max_ms`, with
+    /// ±50% jitter.
+    pub rights_retry_base_ms: u64,
+    pub rights_retry_max_ms: u64,
+    /// Escrow: failed attempts in a row before a node stops asking until new demand.
+    pub rights_attempts_max: u32,
+    /// Escrow: retries allowed per second across all keys (a token bucket of this size).
+    pub rights_retry_budget_per_s: u32,
+    /// Escrow: a donor gives the same requester rights for the same key at most once per
+    /// this period, so duplicated or replayed requests cannot drain it.
+    pub donor_grace_ms: u64,
+    /// Escrow: a node that consumed for the key within this long has *demand*: as a donor
+    /// it keeps a reserve, and only with demand does it ask peers for rights.
+    pub donor_busy_ms: u64,
+    /// Escrow: the home node spreads newly granted rights evenly over the members it knows.
+    pub spread_grants: bool,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            push_delay_ms: 20,
+            ledger_entries_max: 4096,
+            directory_ops_max: 1024,
+            escrow_counters_max: 1024,
+            anti_entropy_interval_ms: 3_000,
+            anti_entropy_jitter: 0.25,
+            pull_timeout_ms: 5_000,
+            peer_stale_ms: 30_000,
+            rights_low_water: 10,
+            rights_request_min: 20,
+            rights_request_timeout_ms: 1_000,
+            rights_retry_base_ms: 100,
+            rights_retry_max_ms: 5_000,
+            rights_attempts_max: 8,
+            rights_retry_budget_per_s: 20,
+            donor_grace_ms: 50,
+            donor_busy_ms: 1_000,
+            spread_grants: true,
+        }
+    }
+}

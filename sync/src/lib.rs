@@ -1,0 +1,25 @@
+//! `tessera-sync`: replication of the usage ledger, the tenant directory and the escrow
+//! bounded counters between Tessera nodes.
+//!
+//! This crate is the **protocol core**, sans-IO: [`node::Node`] is a state machine fed
+//! `(now_ms, Input)` and read for `Output`s, with a seeded [`rng::Rng`] and no clock, no
+//! sockets and no async runtime, so every behaviour is testable on a simulated network
+//! (`tests/`) and replayable from a seed. The transport (libp2p) drives it from outside.
+//!
+//! Parts:
+//! - [`node`]: push, pull anti-entropy, directory sync, escrow transfers and grants,
+//!   membership view;
+//! - [`message`]: the wire messages, their encoding and validation;
+//! - [`escrow_digest`]: bucket hashes that let idle replicas compare escrow state in 8 bytes;
+//! - [`config`]: the tunables;
+//! - [`rng`]: the seeded generator.
+
+pub mod config;
+pub mod escrow_digest;
+pub mod message;
+pub mod node;
+pub mod rng;
+
+pub use config::SyncConfig;
+pub use message::{Message, MessageError};
+pub use node::{Input, Node, NodeState, Output, PeerView, Stats};

@@ -1,0 +1,223 @@
+//! The messages nodes exchange, their binary encoding and their validation.
+//!
+//! One enum for every kind, so a transport moves opaque bytes and the core alone decides
+//! what they mean. Every message is validated before it touches state: size caps on every
+//! collection, each delta's own format rules, and every bounded counter's invariant (a
+//! counter that claims a node spent more than it held is refused, so a hostile or corrupt
+//! peer cannot make rights appear). The encoding is a version byte plus postcard; the
+//! libp2p adapter may use another serde format, and then calls [`Message::validate`].
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use tessera_crdt::directory::{DirectoryDelta, SyncMessage};
+use tessera_crdt::ledger::Delta;
+use tessera_crdt::{BoundedCounter, CounterKey, VersionVector};
+
+use crate::escrow_digest::BUCKETS;
+
+/// Counters one message may carry.
+pub const COUNTERS_MAX: usize = 4096;
+
+/// The wire format version, first byte of every encoded message.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Everything a node sends another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// The sender's own new ledger increments (gossip). Only the sender's slots.
+    LedgerPush(Delta),
+    /// "This is my ledger digest; send what I lack."
+    LedgerPull { digest: VersionVector },
+    /// Part of what the puller lacked; `more` when another pull would bring more.
+    LedgerChunk { delta: Delta, more: bool },
+    /// The sender's own new directory ops (gossip). Only the sender's ops.
+    DirectoryPush(DirectoryDelta),
+    /// One step of the directory's two-party sync.
+    Directory(SyncMessage),
+    /// Bounded counters the sender changed (whole counters: see `tessera_crdt::escrow`).
+    EscrowPush(Vec<(CounterKey, BoundedCounter)>),
+    /// The sender's escrow digest root.
+    EscrowDigest { root: u64 },
+    /// The sender's escrow bucket hashes (after roots differed).
+    EscrowBuckets { buckets: Vec<u64> },
+    /// The sender's counters in some buckets, and the buckets it wants the receiver's
+    /// counters of.
+    EscrowCounters {
+        counters: Vec<(CounterKey, BoundedCounter)>,
+        want: Vec<u16>,
+    },
+    /// "I am low on rights for `key`; give me up to `want`."
+    RightsRequest {
+        request_id: u64,
+        key: CounterKey,
+        want: u64,
+    },
+    /// The donor's counter after giving `given` (possibly 0) to the requester.
+    RightsReply {
+        request_id: u64,
+        key: CounterKey,
+        given: u64,
+        counter: BoundedCounter,
+    },
+    /// The sender is leaving the cluster (its unused rights were handed over first).
+    Leaving,
+}
+
+/// Why a message was refused. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum MessageError {
+    #[error("message of {bytes} bytes exceeds the cap of {bytes_max}")]
+    TooLarge { bytes: usize, bytes_max: usize },
+    #[error("unknown wire version {0}")]
+    Version(u8),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    #[error("node {sender} sent data attributed to node {origin}")]
+    Misattributed { sender: u64, origin: u64 },
+}
+
+impl Message {
+    /// A short name per kind, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::LedgerPush(_) => "ledger_push",
+            Message::LedgerPull { .. } => "ledger_pull",
+            Message::LedgerChunk { .. } => "ledger_chunk",
+            Message::DirectoryPush(_) => "directory_push",
+            Message::Directory(_) => "directory_sync",
+            Message::EscrowPush(_) => "escrow_push",
+            Message::EscrowDigest { .. } => "escrow_digest",
+            Message::EscrowBuckets { .. } => "escrow_buckets",
+            Message::EscrowCounters { .. } => "escrow_counters",
+            Message::RightsRequest { .. } => "rights_request",
+            Message::RightsReply { .. } => "rights_reply",
+            Message::Leaving => "leaving",
+        }
+    }
+
+    /// Checks every bound and every carried value's own rules.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        let invalid = |why: String| Err(MessageError::Invalid(why));
+        let counters = |list: &[(CounterKey, BoundedCounter)]| -> Result<(), MessageError> {
+            if list.len() > COUNTERS_MAX {
+                return Err(MessageError::Invalid(format!(
+                    "{} counters, cap {COUNTERS_MAX}",
+                    list.len()
+                )));
+            }
+            list.iter().try_for_each(|(_, counter)| {
+                counter
+                    .validate()
+                    .map_err(|e| MessageError::Invalid(e.to_string()))
+            })
+        };
+        match self {
+            Message::LedgerPush(delta) | Message::LedgerChunk { delta, .. } => delta
+                .validate()
+                .map_err(|e| MessageError::Invalid(e.to_string())),
+            Message::DirectoryPush(delta) => delta
+                .validate()
+                .map_err(|e| MessageError::Invalid(e.to_string())),
+            Message::Directory(SyncMessage::Ops { delta, .. }) => delta
+                .validate()
+                .map_err(|e| MessageError::Invalid(e.to_string())),
+            Message::EscrowPush(list) => counters(list),
+            Message::EscrowCounters {
+                counters: list,
+                want,
+            } => {
+                if want.len() > BUCKETS || want.iter().any(|b| usize::from(*b) >= BUCKETS) {
+                    return invalid("bucket list out of range".into());
+                }
+                counters(list)
+            }
+            Message::EscrowBuckets { buckets } => {
+                if buckets.len() != BUCKETS {
+                    return invalid(format!("{} buckets, expected {BUCKETS}", buckets.len()));
+                }
+                Ok(())
+            }
+            Message::RightsReply { counter, .. } => counter
+                .validate()
+                .map_err(|e| MessageError::Invalid(e.to_string())),
+            Message::LedgerPull { .. }
+            | Message::Directory(SyncMessage::Digest(_))
+            | Message::EscrowDigest { .. }
+            | Message::RightsRequest { .. }
+            | Message::Leaving => Ok(()),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![WIRE_VERSION];
+        // Postcard fails only on unsupported types; every field here is plain data.
+        bytes.extend(postcard::to_allocvec(self).expect("postcard serialises every message"));
+        bytes
+    }
+
+    /// Decodes and validates at most `bytes_max` bytes.
+    pub fn decode(bytes: &[u8], bytes_max: usize) -> Result<Message, MessageError> {
+        if bytes.len() > bytes_max {
+            return Err(MessageError::TooLarge {
+                bytes: bytes.len(),
+                bytes_max,
+            });
+        }
+        let [version, body @ ..] = bytes else {
+            return Err(MessageError::Malformed("empty".into()));
+        };
+        if *version != WIRE_VERSION {
+            return Err(MessageError::Version(*version));
+        }
+        let message: Message =
+            postcard::from_bytes(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        message.validate()?;
+        Ok(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_crdt::{Metric, NodeId, Period, TenantId};
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let key = CounterKey::new(
+            TenantId(1),
+            Period::month(2026, 11).unwrap(),
+            Metric::Requests,
+        );
+        let mut counter = BoundedCounter::new();
+        counter.grant(NodeId(1), 10).unwrap();
+        let message = Message::RightsReply {
+            request_id: 3,
+            key,
+            given: 2,
+            counter,
+        };
+        let bytes = message.encode();
+        assert_eq!(Message::decode(&bytes, 1 << 20).unwrap(), message);
+        assert!(matches!(
+            Message::decode(&bytes, 3),
+            Err(MessageError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            Message::decode(&[9, 0], 64),
+            Err(MessageError::Version(9))
+        ));
+        for cut in 0..bytes.len() {
+            assert!(Message::decode(&bytes[..cut], 1 << 20).is_err());
+        }
+        let short = Message::EscrowBuckets {
+            buckets: vec![0; 3],
+        };
+        assert!(matches!(
+            Message::decode(&short.encode(), 1 << 20),
+            Err(MessageError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,948 @@
+//! The protocol core: one node's replication state machine, driven by inputs and read for
+//! outputs, with no IO, no clock and no randomness of its own.
+//!
+//! # Driving it
+//! The caller (the libp2p adapter, or the simulator in tests) owns the clock and the
+//! network. It calls local operations ([`Node::increment`], [`Node::edit_directory`],
+//! [`Node::consume`], [`Node::leave`]) and [`Node::handle`] with `(now_ms, Input)` for a
+//! message, a peer coming or going, or a tick; then drains [`Node::take_outputs`] and
+//! sends them; then calls [`Node::handle`] with [`Input::Tick`] again no later than
+//! [`Node::next_wakeup_ms`]. Outputs must leave only after the node's state is persisted
+//! (a transfer sent and then forgotten by a crash would be given twice).
+//!
+//! # What it does
+//! - **Push**: local ledger increments, directory ops and changed bounded counters are
+//!   batched for `push_delay_ms` and broadcast, in size-bounded messages.
+//! - **Pull anti-entropy**: every `anti_entropy_interval_ms` (jittered, with a per-node
+//!   phase derived from the node id) it exchanges digests with one random connected peer:
+//!   the ledger's version vector (the peer answers with a bounded chunk and `more`; the
+//!   puller pulls again at once until caught up, so a node offline for weeks catches up in
+//!   `changes / ledger_entries_max` round trips), the directory's two-party sync, and the
+//!   escrow digest root (then buckets, then the counters of differing buckets).
+//! - **Escrow transfers**: a node below `rights_low_water` for a key asks the connected
+//!   peer that holds the most rights in its view; one request per key at a time, timed
+//!   out, retried with capped exponential backoff and jitter under a retry budget. A
+//!   donor gives part of what it holds (half when idle for the key, only its surplus above
+//!   a reserve when busy), never twice to the same requester and key within
+//!   `donor_grace_ms`, and answers with its whole counter, so a duplicated or replayed
+//!   reply merges to the same state and creates nothing.
+//! - **Quota policy → grants**: only a tenant's home node (from the directory) turns a
+//!   quota into grants, for the current period and the next; raising adds the deficit,
+//!   lowering makes every node call back its unspent excess (rules in
+//!   `tessera_crdt::escrow`). New grants are spread over the members the home knows.
+//! - **Membership**: when each peer was last heard from, and whether it is connected.
+//! - **Hostile input**: every message is validated before use; a push carrying another
+//!   node's data is refused (a node pushes only its own); refusals are counted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError, Op};
+use tessera_crdt::ledger::{Delta, IncrementError};
+use tessera_crdt::{
+    BoundedCounter, CounterKey, EscrowBook, EscrowError, Ledger, NodeId, Period, PeriodKind,
+    VersionVector,
+};
+
+use crate::config::SyncConfig;
+use crate::escrow_digest::{bucket_of, EscrowDigest};
+use crate::message::{Message, MessageError};
+use crate::rng::{mix, Rng};
+
+/// Something that happened to the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed; do whatever is due.
+    Tick,
+    /// A message from an authenticated peer.
+    Message {
+        from: NodeId,
+        message: Message,
+    },
+    PeerConnected(NodeId),
+    PeerDisconnected(NodeId),
+}
+
+/// Something the node wants sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// To one peer (request-response in the adapter).
+    Send { to: NodeId, message: Message },
+    /// To every peer (gossip in the adapter).
+    Broadcast(Message),
+}
+
+/// What the node knows of a peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerView {
+    pub connected: bool,
+    /// When a message from it last arrived (`None`: never).
+    pub last_heard_ms: Option<u64>,
+    /// It announced it was leaving.
+    pub left: bool,
+}
+
+/// Counts of what the node refused or did, for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub messages_refused: u64,
+    pub misattributed_refused: u64,
+    pub rights_requests_sent: u64,
+    pub rights_retries: u64,
+    pub rights_given: u64,
+    pub rights_received: u64,
+    pub ledger_chunks_applied: u64,
+}
+
+/// An escrow request in progress for one key.
+#[derive(Clone, Debug)]
+struct Request {
+    /// The outstanding request, if one is in flight: (id, donor, sent at).
+    in_flight: Option<(u64, NodeId, u64)>,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// No new attempt before this.
+    next_try_ms: u64,
+    /// Donors that had nothing in this episode (skipped until one gives).
+    empty_donors: BTreeSet<NodeId>,
+}
+
+/// The persisted part of a node: everything else is rebuilt after a restart.
+#[derive(Clone, Debug)]
+pub struct NodeState {
+    pub ledger: Ledger,
+    pub directory: Directory,
+    pub escrow: EscrowBook,
+}
+
+/// One node's protocol state machine. See the module doc.
+#[derive(Debug)]
+pub struct Node {
+    id: NodeId,
+    config: SyncConfig,
+    rng: Rng,
+    ledger: Ledger,
+    directory: Directory,
+    escrow: EscrowBook,
+    escrow_digest: EscrowDigest,
+    peers: BTreeMap<NodeId, PeerView>,
+    outputs: Vec<Output>,
+    stats: Stats,
+    /// Own ledger sequence and directory sequence already pushed.
+    ledger_pushed: u64,
+    directory_pushed: u64,
+    escrow_dirty: BTreeSet<CounterKey>,
+    push_due_ms: Option<u64>,
+    next_anti_entropy_ms: u64,
+    /// Pulls sent and not answered yet, by peer: sent at.
+    pulls_in_flight: BTreeMap<NodeId, u64>,
+    requests: BTreeMap<CounterKey, Request>,
+    next_request_id: u64,
+    /// Donor side: when each (requester, key) was last given rights.
+    given_at: BTreeMap<(NodeId, CounterKey), u64>,
+    /// When this node last consumed for each key.
+    consumed_at: BTreeMap<CounterKey, u64>,
+    retry_tokens: f64,
+    tokens_at_ms: u64,
+    /// The quota policy may have changed (directory ops applied) or a period rolled.
+    quotas_dirty: bool,
+    quotas_period: Option<Period>,
+}
+
+impl Node {
+    /// A node restored from its persisted state (or empty: `NodeState` of fresh types).
+    /// `seed` drives its jitter and peer choice; `now_ms` schedules its first round at a
+    /// phase derived from its id.
+    pub fn new(id: NodeId, config: SyncConfig, seed: u64, state: NodeState, now_ms: u64) -> Node {
+        let escrow_digest = EscrowDigest::of(state.escrow.iter());
+        let phase = mix(id.0) % config.anti_entropy_interval_ms.max(1);
+        let ledger_pushed = state.ledger.version_vector().get(id);
+        let directory_pushed = state.directory.version_vector().get(id);
+        Node {
+            id,
+            rng: Rng::new(seed ^ mix(id.0)),
+            ledger: state.ledger,
+            directory: state.directory,
+            escrow: state.escrow,
+            escrow_digest,
+            peers: BTreeMap::new(),
+            outputs: Vec::new(),
+            stats: Stats::default(),
+            ledger_pushed,
+            directory_pushed,
+            escrow_dirty: BTreeSet::new(),
+            push_due_ms: None,
+            next_anti_entropy_ms: now_ms + phase,
+            pulls_in_flight: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            next_request_id: 1,
+            given_at: BTreeMap::new(),
+            consumed_at: BTreeMap::new(),
+            retry_tokens: f64::from(config.rights_retry_budget_per_s),
+            tokens_at_ms: now_ms,
+            quotas_dirty: true,
+            quotas_period: None,
+            config,
+        }
+    }
+
+    /// A fresh node with empty state.
+    pub fn empty(id: NodeId, config: SyncConfig, seed: u64, now_ms: u64) -> Node {
+        let state = NodeState {
+            ledger: Ledger::new(id),
+            directory: Directory::new(id),
+            escrow: EscrowBook::new(),
+        };
+        Node::new(id, config, seed, state, now_ms)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn escrow(&self) -> &EscrowBook {
+        &self.escrow
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn peers(&self) -> &BTreeMap<NodeId, PeerView> {
+        &self.peers
+    }
+
+    /// Peers known but not heard from within `peer_stale_ms` (or never).
+    pub fn stale_peers(&self, now_ms: u64) -> Vec<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.left
+                    && p.last_heard_ms
+                        .is_none_or(|t| now_ms.saturating_sub(t) > self.config.peer_stale_ms)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The state to persist.
+    pub fn state(&self) -> NodeState {
+        NodeState {
+            ledger: self.ledger.clone(),
+            directory: self.directory.clone(),
+            escrow: self.escrow.clone(),
+        }
+    }
+
+    /// Outputs produced since the last call.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// The latest time the caller must deliver the next [`Input::Tick`].
+    pub fn next_wakeup_ms(&self) -> u64 {
+        let mut next = self.next_anti_entropy_ms;
+        if let Some(due) = self.push_due_ms {
+            next = next.min(due);
+        }
+        for request in self.requests.values() {
+            next = next.min(match request.in_flight {
+                Some((_, _, sent)) => sent + self.config.rights_request_timeout_ms,
+                // Gave up: only new demand (a consume) wakes it.
+                None if request.failures >= self.config.rights_attempts_max => continue,
+                None => request.next_try_ms,
+            });
+        }
+        next
+    }
+
+    // ---- local operations -------------------------------------------------------------
+
+    /// Adds usage to this node's ledger slot; pushed within `push_delay_ms`.
+    pub fn increment(
+        &mut self,
+        now_ms: u64,
+        key: CounterKey,
+        amount: u64,
+    ) -> Result<(), IncrementError> {
+        self.ledger.increment(key, amount)?;
+        self.schedule_push(now_ms);
+        Ok(())
+    }
+
+    /// Makes a directory edit here; pushed within `push_delay_ms`.
+    pub fn edit_directory(
+        &mut self,
+        now_ms: u64,
+        actor: &str,
+        change: Change,
+    ) -> Result<Op, DirectoryError> {
+        let op = self.directory.change(now_ms, actor, change)?;
+        self.quotas_dirty = true;
+        self.schedule_push(now_ms);
+        self.reconcile_quotas(now_ms);
+        Ok(op)
+    }
+
+    /// Rights this node holds for `key`.
+    pub fn local_rights(&self, key: &CounterKey) -> u64 {
+        self.escrow.local_rights(key, self.id)
+    }
+
+    /// Spends `amount` of this node's rights for `key` (the quota check of a request).
+    /// When rights run low, a request to peers is started; a refusal says whether rights
+    /// exist elsewhere in this node's view (`Insufficient` with `available` local only).
+    pub fn consume(
+        &mut self,
+        now_ms: u64,
+        key: CounterKey,
+        amount: u64,
+    ) -> Result<(), EscrowError> {
+        self.reconcile_quotas(now_ms);
+        let result = self.escrow.counter_mut(key).consume(self.id, amount);
+        self.consumed_at.insert(key, now_ms);
+        if result.is_ok() {
+            self.touch(key);
+            self.schedule_push(now_ms);
+        } else if let Some(request) = self.requests.get_mut(&key) {
+            // New demand after giving up: try again now.
+            if request.in_flight.is_none() && request.failures >= self.config.rights_attempts_max {
+                request.failures = 0;
+                request.next_try_ms = now_ms;
+                request.empty_donors.clear();
+            }
+        }
+        self.maybe_request(now_ms, key);
+        result
+    }
+
+    /// Whether some other node holds rights for `key`, in this node's view.
+    pub fn rights_elsewhere(&self, key: &CounterKey) -> u64 {
+        self.escrow.get(key).map_or(0, |counter| {
+            counter
+                .nodes()
+                .into_iter()
+                .filter(|n| *n != self.id)
+                .map(|n| counter.local_rights(n))
+                .fold(0u64, u64::saturating_add)
+        })
+    }
+
+    /// Graceful leave: hands every unused right to a connected peer (the one holding the
+    /// most rights for the key, so demand stays where it is), pushes, and says goodbye.
+    pub fn leave(&mut self) {
+        let keys: Vec<CounterKey> = self.escrow.iter().map(|(k, _)| *k).collect();
+        for key in keys {
+            let rights = self.local_rights(&key);
+            if rights == 0 {
+                continue;
+            }
+            let heir = self
+                .connected_peers()
+                .into_iter()
+                .max_by_key(|p| (self.escrow.local_rights(&key, *p), *p));
+            if let Some(heir) = heir {
+                if self
+                    .escrow
+                    .counter_mut(key)
+                    .transfer(self.id, heir, rights)
+                    .is_ok()
+                {
+                    self.touch(key);
+                }
+            }
+        }
+        self.flush_push();
+        self.outputs.push(Output::Broadcast(Message::Leaving));
+    }
+
+    // ---- inputs -----------------------------------------------------------------------
+
+    /// Handles one input; outputs accumulate for [`Node::take_outputs`].
+    pub fn handle(&mut self, now_ms: u64, input: Input) {
+        match input {
+            Input::Tick => self.tick(now_ms),
+            Input::PeerConnected(peer) => {
+                let view = self.peers.entry(peer).or_default();
+                view.connected = true;
+                view.left = false;
+            }
+            Input::PeerDisconnected(peer) => {
+                self.peers.entry(peer).or_default().connected = false;
+                self.pulls_in_flight.remove(&peer);
+            }
+            Input::Message { from, message } => {
+                if from == self.id {
+                    self.stats.messages_refused += 1;
+                    return;
+                }
+                if let Err(_error) = self.receive(now_ms, from, message) {
+                    self.stats.messages_refused += 1;
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        self.reconcile_quotas(now_ms);
+        if self.push_due_ms.is_some_and(|due| due <= now_ms) {
+            self.flush_push();
+        }
+        if self.next_anti_entropy_ms <= now_ms {
+            self.anti_entropy_round(now_ms);
+            let interval = self.config.anti_entropy_interval_ms;
+            self.next_anti_entropy_ms = now_ms
+                + self
+                    .rng
+                    .jitter(interval, self.config.anti_entropy_jitter)
+                    .max(1);
+        }
+        let keys: Vec<CounterKey> = self.requests.keys().copied().collect();
+        for key in keys {
+            self.maybe_request(now_ms, key);
+        }
+        // The driver's contract: after a tick, the next wakeup is in the future.
+        for request in self.requests.values_mut() {
+            if request.in_flight.is_none() {
+                request.next_try_ms = request.next_try_ms.max(now_ms + 1);
+            }
+        }
+        // Forget donor grace entries and consumption times that no longer matter.
+        let grace = self.config.donor_grace_ms;
+        self.given_at
+            .retain(|_, at| now_ms.saturating_sub(*at) <= grace);
+        let busy = self.config.donor_busy_ms;
+        self.consumed_at
+            .retain(|_, at| now_ms.saturating_sub(*at) <= busy);
+    }
+
+    fn receive(&mut self, now_ms: u64, from: NodeId, message: Message) -> Result<(), MessageError> {
+        message.validate()?;
+        let view = self.peers.entry(from).or_default();
+        view.last_heard_ms = Some(now_ms);
+        match message {
+            Message::LedgerPush(delta) => {
+                if let Some(part) = delta.parts.iter().find(|p| p.origin != from) {
+                    self.stats.misattributed_refused += 1;
+                    return Err(MessageError::Misattributed {
+                        sender: from.0,
+                        origin: part.origin.0,
+                    });
+                }
+                self.apply_ledger(&delta)?;
+            }
+            Message::LedgerPull { digest } => self.answer_pull(now_ms, from, &digest),
+            Message::LedgerChunk { delta, more } => {
+                self.pulls_in_flight.remove(&from);
+                self.apply_ledger(&delta)?;
+                self.stats.ledger_chunks_applied += 1;
+                if more {
+                    self.send_pull(now_ms, from);
+                }
+            }
+            Message::DirectoryPush(delta) => {
+                if let Some(op) = delta.ops.iter().find(|op| op.origin != from) {
+                    self.stats.misattributed_refused += 1;
+                    return Err(MessageError::Misattributed {
+                        sender: from.0,
+                        origin: op.origin.0,
+                    });
+                }
+                self.apply_directory(&delta)?;
+            }
+            Message::Directory(sync) => {
+                let reply = self
+                    .directory
+                    .handle_sync(&sync, self.config.directory_ops_max)
+                    .map_err(|e| MessageError::Invalid(e.to_string()))?;
+                self.quotas_dirty = true;
+                if let Some(reply) = reply {
+                    self.send(from, Message::Directory(reply));
+                }
+            }
+            Message::EscrowPush(counters) => self.merge_counters(&counters),
+            Message::EscrowDigest { root } => {
+                if root != self.escrow_digest.root() {
+                    let buckets = self.escrow_digest.buckets().to_vec();
+                    self.send(from, Message::EscrowBuckets { buckets });
+                }
+            }
+            Message::EscrowBuckets { buckets } => {
+                let want = self.escrow_digest.differing(&buckets);
+                self.send_counters(from, &want, want.clone());
+            }
+            Message::EscrowCounters { counters, want } => {
+                self.merge_counters(&counters);
+                if !want.is_empty() {
+                    self.send_counters(from, &want, Vec::new());
+                }
+            }
+            Message::RightsRequest {
+                request_id,
+                key,
+                want,
+            } => self.donate(now_ms, from, request_id, key, want),
+            Message::RightsReply {
+                request_id,
+                key,
+                given,
+                counter,
+            } => {
+                self.merge_counters(&[(key, counter)]);
+                if let Some(request) = self.requests.get_mut(&key) {
+                    if request
+                        .in_flight
+                        .is_some_and(|(id, donor, _)| id == request_id && donor == from)
+                    {
+                        request.in_flight = None;
+                        if given > 0 {
+                            self.stats.rights_received += given;
+                            request.failures = 0;
+                            request.empty_donors.clear();
+                            request.next_try_ms = now_ms;
+                        } else {
+                            request.empty_donors.insert(from);
+                            request.next_try_ms = now_ms;
+                        }
+                    }
+                }
+                self.maybe_request(now_ms, key);
+            }
+            Message::Leaving => {
+                let view = self.peers.entry(from).or_default();
+                view.left = true;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- ledger and directory -----------------------------------------------------------
+
+    fn apply_ledger(&mut self, delta: &Delta) -> Result<(), MessageError> {
+        self.ledger
+            .apply_delta(delta)
+            .map_err(|e| MessageError::Invalid(e.to_string()))
+    }
+
+    fn apply_directory(&mut self, delta: &DirectoryDelta) -> Result<(), MessageError> {
+        let report = self
+            .directory
+            .apply_delta(delta)
+            .map_err(|e| MessageError::Invalid(e.to_string()))?;
+        if report.applied > 0 {
+            self.quotas_dirty = true;
+        }
+        Ok(())
+    }
+
+    fn answer_pull(&mut self, now_ms: u64, from: NodeId, digest: &VersionVector) {
+        let delta = self
+            .ledger
+            .delta_since(digest, self.config.ledger_entries_max);
+        let mut after = digest.clone();
+        delta.advance(&mut after);
+        let more = !self.ledger.version_vector().is_covered_by(&after);
+        self.send(from, Message::LedgerChunk { delta, more });
+        // The puller holds something we lack: pull it back.
+        if !digest.is_covered_by(self.ledger.version_vector()) {
+            self.send_pull(now_ms, from);
+        }
+    }
+
+    fn send_pull(&mut self, now_ms: u64, to: NodeId) {
+        if self
+            .pulls_in_flight
+            .get(&to)
+            .is_some_and(|sent| now_ms.saturating_sub(*sent) < self.config.pull_timeout_ms)
+        {
+            return;
+        }
+        self.pulls_in_flight.insert(to, now_ms);
+        let digest = self.ledger.version_vector().clone();
+        self.send(to, Message::LedgerPull { digest });
+    }
+
+    fn anti_entropy_round(&mut self, now_ms: u64) {
+        let peers = self.connected_peers();
+        if peers.is_empty() {
+            return;
+        }
+        let peer = peers[self.rng.below(peers.len() as u64) as usize];
+        self.pulls_in_flight.remove(&peer);
+        self.send_pull(now_ms, peer);
+        let start = self.directory.sync_start();
+        self.send(peer, Message::Directory(start));
+        let root = self.escrow_digest.root();
+        self.send(peer, Message::EscrowDigest { root });
+    }
+
+    fn connected_peers(&self) -> Vec<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.connected && !p.left)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn schedule_push(&mut self, now_ms: u64) {
+        if self.push_due_ms.is_none() {
+            self.push_due_ms = Some(now_ms + self.config.push_delay_ms);
+        }
+    }
+
+    /// Broadcasts everything local not pushed yet, in bounded messages.
+    fn flush_push(&mut self) {
+        self.push_due_ms = None;
+        let own = self.ledger.version_vector().get(self.id);
+        while self.ledger_pushed < own {
+            let since = with_entry(self.ledger.version_vector(), self.id, self.ledger_pushed);
+            let delta = self
+                .ledger
+                .delta_since(&since, self.config.ledger_entries_max);
+            let Some(part) = delta.parts.iter().find(|p| p.origin == self.id) else {
+                break;
+            };
+            let to_seq = part.to_seq;
+            let own_only = Delta {
+                parts: vec![part.clone()],
+            };
+            self.outputs
+                .push(Output::Broadcast(Message::LedgerPush(own_only)));
+            if to_seq <= self.ledger_pushed {
+                break;
+            }
+            self.ledger_pushed = to_seq;
+        }
+        let own_ops = self.directory.version_vector().get(self.id);
+        while self.directory_pushed < own_ops {
+            let since = with_entry(
+                self.directory.version_vector(),
+                self.id,
+                self.directory_pushed,
+            );
+            let delta = self
+                .directory
+                .delta_since(&since, self.config.directory_ops_max);
+            let ops: Vec<Op> = delta
+                .ops
+                .into_iter()
+                .filter(|op| op.origin == self.id)
+                .collect();
+            let Some(last) = ops.last().map(|op| op.seq) else {
+                break;
+            };
+            self.outputs
+                .push(Output::Broadcast(Message::DirectoryPush(DirectoryDelta {
+                    ops,
+                })));
+            self.directory_pushed = last;
+        }
+        let dirty: Vec<CounterKey> = std::mem::take(&mut self.escrow_dirty).into_iter().collect();
+        for chunk in dirty.chunks(self.config.escrow_counters_max.max(1)) {
+            let counters = chunk
+                .iter()
+                .filter_map(|key| self.escrow.get(key).map(|c| (*key, c.clone())))
+                .collect();
+            self.outputs
+                .push(Output::Broadcast(Message::EscrowPush(counters)));
+        }
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        self.outputs.push(Output::Send { to, message });
+    }
+
+    // ---- escrow -------------------------------------------------------------------------
+
+    /// Records that a counter changed: digest updated, pushed with the next batch.
+    fn touch(&mut self, key: CounterKey) {
+        if let Some(counter) = self.escrow.get(&key) {
+            self.escrow_digest.update(&key, counter);
+        }
+        self.escrow_dirty.insert(key);
+    }
+
+    fn merge_counters(&mut self, counters: &[(CounterKey, BoundedCounter)]) {
+        for (key, counter) in counters {
+            let before = self.escrow.get(key).cloned();
+            self.escrow.merge_counter(*key, counter);
+            if self.escrow.get(key) != before.as_ref() {
+                if let Some(merged) = self.escrow.get(key) {
+                    self.escrow_digest.update(key, merged);
+                }
+            }
+        }
+    }
+
+    fn send_counters(&mut self, to: NodeId, buckets: &[u16], want: Vec<u16>) {
+        let wanted: BTreeSet<u16> = buckets.iter().copied().collect();
+        let mine: Vec<(CounterKey, BoundedCounter)> = self
+            .escrow
+            .iter()
+            .filter(|(key, _)| wanted.contains(&(bucket_of(key) as u16)))
+            .map(|(key, counter)| (*key, counter.clone()))
+            .collect();
+        let max = self.config.escrow_counters_max.max(1);
+        if mine.is_empty() {
+            self.send(
+                to,
+                Message::EscrowCounters {
+                    counters: Vec::new(),
+                    want,
+                },
+            );
+            return;
+        }
+        let mut want = Some(want);
+        for chunk in mine.chunks(max) {
+            // Ask for the peer's counters once, with the first chunk.
+            let ask = want.take().unwrap_or_default();
+            self.send(
+                to,
+                Message::EscrowCounters {
+                    counters: chunk.to_vec(),
+                    want: ask,
+                },
+            );
+        }
+    }
+
+    fn donate(&mut self, now_ms: u64, from: NodeId, request_id: u64, key: CounterKey, want: u64) {
+        let rights = self.local_rights(&key);
+        let recently = self
+            .given_at
+            .get(&(from, key))
+            .is_some_and(|at| now_ms.saturating_sub(*at) < self.config.donor_grace_ms);
+        let busy = self
+            .consumed_at
+            .get(&key)
+            .is_some_and(|at| now_ms.saturating_sub(*at) < self.config.donor_busy_ms);
+        let giveable = if recently {
+            0
+        } else if busy {
+            rights.saturating_sub(self.config.rights_low_water.saturating_mul(2)) / 2
+        } else {
+            rights.div_ceil(2)
+        };
+        let mut given = 0;
+        if giveable.min(want) > 0
+            && self
+                .escrow
+                .counter_mut(key)
+                .transfer(self.id, from, giveable.min(want))
+                .is_ok()
+        {
+            given = giveable.min(want);
+            self.given_at.insert((from, key), now_ms);
+            self.stats.rights_given += given;
+            self.touch(key);
+            self.schedule_push(now_ms);
+        }
+        let counter = self.escrow.get(&key).cloned().unwrap_or_default();
+        self.send(
+            from,
+            Message::RightsReply {
+                request_id,
+                key,
+                given,
+                counter,
+            },
+        );
+    }
+
+    /// Starts, times out or retries the rights request for `key` as due.
+    fn maybe_request(&mut self, now_ms: u64, key: CounterKey) {
+        if self.local_rights(&key) >= self.config.rights_low_water {
+            // Enough rights: forget the request (a late reply still merges harmlessly).
+            self.requests.remove(&key);
+            return;
+        }
+        // Only demand keeps a request going: with no consume here lately, the rights are
+        // better left where they are (idle nodes asking each other would pass the last
+        // few rights around forever).
+        let demand = self
+            .consumed_at
+            .get(&key)
+            .is_some_and(|at| now_ms.saturating_sub(*at) <= self.config.donor_busy_ms);
+        if !demand {
+            self.requests.remove(&key);
+            return;
+        }
+        let limit = self.escrow.get(&key).map_or(0, BoundedCounter::limit);
+        if limit == 0 {
+            // No quota (or lowered to nothing): nothing to ask for.
+            self.requests.remove(&key);
+            return;
+        }
+        let mut request = self.requests.remove(&key).unwrap_or(Request {
+            in_flight: None,
+            failures: 0,
+            next_try_ms: now_ms,
+            empty_donors: BTreeSet::new(),
+        });
+        self.step_request(now_ms, key, limit, &mut request);
+        self.requests.insert(key, request);
+    }
+
+    fn step_request(&mut self, now_ms: u64, key: CounterKey, limit: u64, request: &mut Request) {
+        let config = &self.config;
+        if let Some((_, _, sent)) = request.in_flight {
+            if now_ms < sent + config.rights_request_timeout_ms {
+                return;
+            }
+            // Timed out: a failure; back off (capped exponential, ±50% jitter).
+            request.in_flight = None;
+            request.failures += 1;
+            request.next_try_ms =
+                now_ms + self.rng.jitter(backoff_ms(config, request.failures), 0.5);
+            return;
+        }
+        if now_ms < request.next_try_ms || request.failures >= config.rights_attempts_max {
+            return;
+        }
+        // Donor: the connected peer with the most rights in this view, not known empty.
+        let counter = self.escrow.get(&key).cloned().unwrap_or_default();
+        let donor = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.connected && !p.left && !request.empty_donors.contains(id))
+            .map(|(id, _)| (counter.local_rights(*id), *id))
+            .filter(|(rights, _)| *rights > 0)
+            .max();
+        let Some((_, donor)) = donor else {
+            // Nobody reachable is known to hold rights (or every donor just said no, say
+            // within its grace period): a failure, so look again after a backoff (a push
+            // or an anti-entropy round may change the view meanwhile).
+            request.empty_donors.clear();
+            request.failures += 1;
+            request.next_try_ms =
+                now_ms + self.rng.jitter(backoff_ms(config, request.failures), 0.5);
+            return;
+        };
+        if request.failures > 0 || !request.empty_donors.is_empty() {
+            // A retry: spend from the retry budget, a token bucket refilled per second.
+            let capacity = f64::from(config.rights_retry_budget_per_s);
+            let elapsed_s = now_ms.saturating_sub(self.tokens_at_ms) as f64 / 1000.0;
+            self.retry_tokens = (self.retry_tokens + elapsed_s * capacity).min(capacity);
+            self.tokens_at_ms = now_ms;
+            if self.retry_tokens < 1.0 {
+                request.next_try_ms =
+                    now_ms + 1000 / u64::from(config.rights_retry_budget_per_s.max(1));
+                return;
+            }
+            self.retry_tokens -= 1.0;
+            self.stats.rights_retries += 1;
+        }
+        let members = self.peers.len() as u64 + 1;
+        let want = config.rights_request_min.max(limit / (2 * members));
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        request.in_flight = Some((request_id, donor, now_ms));
+        self.stats.rights_requests_sent += 1;
+        self.send(
+            donor,
+            Message::RightsRequest {
+                request_id,
+                key,
+                want,
+            },
+        );
+    }
+
+    /// The home node's duty: turn quota policy into grants (current and next period);
+    /// every node's duty: call back rights above a lowered quota.
+    fn reconcile_quotas(&mut self, now_ms: u64) {
+        let period = Period::containing(PeriodKind::Month, now_ms);
+        if !self.quotas_dirty && self.quotas_period == Some(period) {
+            return;
+        }
+        self.quotas_dirty = false;
+        self.quotas_period = Some(period);
+        let mut work: Vec<(CounterKey, u64, bool)> = Vec::new();
+        for (tenant_id, tenant) in self.directory.tenants() {
+            if !tenant.is_serving() {
+                continue;
+            }
+            let home = tenant.home() == self.id;
+            for (metric, kind, quota, _) in tenant.quotas() {
+                let current = Period::containing(kind, now_ms);
+                for period in [Some(current), current.next()].into_iter().flatten() {
+                    work.push((CounterKey::new(tenant_id, period, metric), quota, home));
+                }
+            }
+        }
+        for (key, quota, home) in work {
+            let limit = self.escrow.get(&key).map_or(0, BoundedCounter::limit);
+            if limit > quota {
+                let retired = self
+                    .escrow
+                    .counter_mut(key)
+                    .call_back(self.id, quota)
+                    .unwrap_or(0);
+                if retired > 0 {
+                    self.touch(key);
+                    self.schedule_push(now_ms);
+                }
+            }
+            if home {
+                let deficit = self.escrow.get(&key).map_or(quota, |c| c.deficit(quota));
+                if deficit > 0 && self.escrow.counter_mut(key).grant(self.id, deficit).is_ok() {
+                    if self.config.spread_grants {
+                        self.spread(key, deficit);
+                    }
+                    self.touch(key);
+                    self.schedule_push(now_ms);
+                }
+            }
+        }
+    }
+
+    /// Gives each known member an equal share of a new grant (the home keeps its share and
+    /// the remainder).
+    fn spread(&mut self, key: CounterKey, amount: u64) {
+        let members: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.left)
+            .map(|(id, _)| *id)
+            .collect();
+        let share = amount / (members.len() as u64 + 1);
+        if share == 0 {
+            return;
+        }
+        for member in members {
+            // Rights just granted are held: a transfer of a share cannot fail.
+            let _ = self
+                .escrow
+                .counter_mut(key)
+                .transfer(self.id, member, share);
+        }
+    }
+}
+
+/// Capped exponential backoff after `failures` failures in a row (before jitter).
+fn backoff_ms(config: &SyncConfig, failures: u32) -> u64 {
+    config
+        .rights_retry_base_ms
+        .saturating_mul(1u64 << failures.min(20))
+        .min(config.rights_retry_max_ms)
+}
+
+/// `vv` with `origin`'s entry replaced by `seq` (which may be lower).
+fn with_entry(vv: &VersionVector, origin: NodeId, seq: u64) -> VersionVector {
+    let mut out = VersionVector::new();
+    for (node, value) in vv.iter() {
+        if node != origin {
+            out.advance(node, value);
+        }
+    }
+    out.advance(origin, seq);
+    out
+}

@@ -1,0 +1,550 @@
+//! A simulated network for the protocol core, in the manner of raft-rs's test harness and
+//! chitchat's simulator: N nodes in one process, a virtual clock, and a network that
+//! delays, drops, duplicates and reorders messages, cuts links in any shape, and crashes
+//! and restarts nodes from their persisted state. Everything is driven by one seed.
+//!
+//! The simulator also keeps the *truth* — what each node incremented, which consumes
+//! succeeded — so tests can check replicas against it, not just against each other.
+
+#![allow(dead_code)] // Each test file uses a different part.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use tessera_crdt::{CounterKey, EscrowError, NodeId};
+use tessera_sync::rng::Rng;
+use tessera_sync::{Input, Message, Node, NodeState, Output, SyncConfig};
+
+/// Messages larger than this are a bug in the core's chunking.
+pub const MESSAGE_BYTES_MAX: usize = 1 << 20;
+
+/// 2026-11-10T00:00:00Z: every simulated run happens inside one billing month.
+pub const START_MS: u64 = 1_794_268_800_000;
+
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    pub delay_min_ms: u64,
+    pub delay_max_ms: u64,
+    pub loss: f64,
+    pub duplicate: f64,
+}
+
+impl NetConfig {
+    pub fn perfect() -> NetConfig {
+        NetConfig {
+            delay_min_ms: 1,
+            delay_max_ms: 5,
+            loss: 0.0,
+            duplicate: 0.0,
+        }
+    }
+
+    pub fn faulty() -> NetConfig {
+        NetConfig {
+            delay_min_ms: 1,
+            delay_max_ms: 200,
+            loss: 0.2,
+            duplicate: 0.1,
+        }
+    }
+}
+
+/// Protocol settings shrunk so simulated minutes hold many rounds.
+pub fn fast_config() -> SyncConfig {
+    SyncConfig {
+        anti_entropy_interval_ms: 500,
+        ledger_entries_max: 64,
+        directory_ops_max: 16,
+        escrow_counters_max: 16,
+        pull_timeout_ms: 1_000,
+        rights_request_timeout_ms: 300,
+        rights_retry_base_ms: 50,
+        rights_retry_max_ms: 1_000,
+        ..SyncConfig::default()
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Delivery {
+    at_ms: u64,
+    order: u64,
+    from: usize,
+    to: usize,
+    bytes: Vec<u8>,
+}
+
+/// What really happened, to check replicas against.
+#[derive(Default, Debug)]
+pub struct Truth {
+    /// Sum of local increments per (key, node).
+    pub increments: BTreeMap<(CounterKey, NodeId), u64>,
+    /// Successful consumes per key.
+    pub consumed: BTreeMap<CounterKey, u64>,
+}
+
+pub struct Sim {
+    pub now_ms: u64,
+    pub rng: Rng,
+    pub seed: u64,
+    pub config: SyncConfig,
+    pub net: NetConfig,
+    pub ids: Vec<NodeId>,
+    nodes: Vec<Option<Node>>,
+    /// A crashed node's state as persisted at the crash.
+    saved: Vec<Option<NodeState>>,
+    /// Directed links that are cut.
+    cut: BTreeSet<(usize, usize)>,
+    queue: BinaryHeap<Reverse<Delivery>>,
+    order: u64,
+    restarts: u64,
+    pub truth: Truth,
+    pub bytes_sent: u64,
+    pub messages_sent: u64,
+    pub bytes_by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl Sim {
+    pub fn new(n: usize, seed: u64, config: SyncConfig, net: NetConfig) -> Sim {
+        let ids: Vec<NodeId> = (0..n).map(|i| NodeId(100 + i as u64)).collect();
+        let nodes = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                Some(Node::empty(
+                    *id,
+                    config.clone(),
+                    seed.wrapping_add(i as u64),
+                    START_MS,
+                ))
+            })
+            .collect();
+        let mut sim = Sim {
+            now_ms: START_MS,
+            rng: Rng::new(seed),
+            seed,
+            config,
+            net,
+            ids,
+            nodes,
+            saved: vec![None; n],
+            cut: BTreeSet::new(),
+            queue: BinaryHeap::new(),
+            order: 0,
+            restarts: 0,
+            truth: Truth::default(),
+            bytes_sent: 0,
+            messages_sent: 0,
+            bytes_by_kind: BTreeMap::new(),
+        };
+        for a in 0..n {
+            for b in 0..n {
+                if a != b {
+                    sim.input(a, Input::PeerConnected(sim.ids[b]));
+                }
+            }
+        }
+        sim
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node is up")
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].is_some()
+    }
+
+    pub fn up_nodes(&self) -> Vec<usize> {
+        (0..self.len()).filter(|i| self.is_up(*i)).collect()
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        a != b && !self.cut.contains(&(a, b)) && self.is_up(a) && self.is_up(b)
+    }
+
+    /// Runs `f` on node `i` at the current time, then routes its outputs.
+    pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut Node, u64) -> R) -> R {
+        let now = self.now_ms;
+        let node = self.nodes[i].as_mut().expect("node is up");
+        let result = f(node, now);
+        self.route(i);
+        self.check_node(i);
+        result
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        if self.nodes[i].is_none() {
+            return;
+        }
+        self.with_node(i, |node, now| node.handle(now, input));
+    }
+
+    /// A local increment at node `i`, recorded in the truth.
+    pub fn increment(&mut self, i: usize, key: CounterKey, amount: u64) {
+        let id = self.ids[i];
+        self.with_node(i, |node, now| node.increment(now, key, amount))
+            .expect("increment");
+        *self.truth.increments.entry((key, id)).or_default() += amount;
+    }
+
+    /// A consume at node `i`, recorded in the truth when it succeeds.
+    pub fn consume(&mut self, i: usize, key: CounterKey, amount: u64) -> Result<(), EscrowError> {
+        let result = self.with_node(i, |node, now| node.consume(now, key, amount));
+        if result.is_ok() {
+            *self.truth.consumed.entry(key).or_default() += amount;
+        }
+        result
+    }
+
+    fn route(&mut self, from: usize) {
+        let outputs = match self.nodes[from].as_mut() {
+            Some(node) => node.take_outputs(),
+            None => return,
+        };
+        for output in outputs {
+            match output {
+                Output::Send { to, message } => {
+                    if let Some(to) = self.ids.iter().position(|id| *id == to) {
+                        self.transmit(from, to, &message);
+                    }
+                }
+                Output::Broadcast(message) => {
+                    for to in 0..self.len() {
+                        if to != from {
+                            self.transmit(from, to, &message);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: usize, to: usize, message: &Message) {
+        let bytes = message.encode();
+        assert!(
+            bytes.len() <= MESSAGE_BYTES_MAX,
+            "{} message of {} bytes",
+            message.kind(),
+            bytes.len()
+        );
+        self.messages_sent += 1;
+        self.bytes_sent += bytes.len() as u64;
+        *self.bytes_by_kind.entry(message.kind()).or_default() += bytes.len() as u64;
+        if !self.linked(from, to) || self.rng.unit() < self.net.loss {
+            return;
+        }
+        let copies = if self.rng.unit() < self.net.duplicate {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let spread = self.net.delay_max_ms - self.net.delay_min_ms + 1;
+            let at_ms = self.now_ms + self.net.delay_min_ms + self.rng.below(spread);
+            self.order += 1;
+            self.queue.push(Reverse(Delivery {
+                at_ms,
+                order: self.order,
+                from,
+                to,
+                bytes: bytes.clone(),
+            }));
+        }
+    }
+
+    /// Advances virtual time to `until_ms`, delivering messages and ticking nodes.
+    pub fn run_until(&mut self, until_ms: u64) {
+        let mut same_time_steps = 0u32;
+        let mut last_time = self.now_ms;
+        loop {
+            let next_delivery = self.queue.peek().map(|Reverse(d)| d.at_ms);
+            let next_tick = self
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.next_wakeup_ms())
+                .min();
+            let next = [next_delivery, next_tick].into_iter().flatten().min();
+            let Some(next) = next.filter(|t| *t <= until_ms) else {
+                break;
+            };
+            self.now_ms = self.now_ms.max(next);
+            if self.now_ms == last_time {
+                same_time_steps += 1;
+                assert!(
+                    same_time_steps < 100_000,
+                    "seed {}: time stuck at {} (a wakeup that never advances)",
+                    self.seed,
+                    self.now_ms
+                );
+            } else {
+                same_time_steps = 0;
+                last_time = self.now_ms;
+            }
+            if next_delivery == Some(next) {
+                let Reverse(d) = self.queue.pop().expect("peeked");
+                // A link cut while the message was in flight drops it.
+                if self.linked(d.from, d.to) {
+                    let message =
+                        Message::decode(&d.bytes, MESSAGE_BYTES_MAX).expect("own messages decode");
+                    let from = self.ids[d.from];
+                    self.input(d.to, Input::Message { from, message });
+                }
+            } else {
+                for i in 0..self.len() {
+                    if self.nodes[i]
+                        .as_ref()
+                        .is_some_and(|n| n.next_wakeup_ms() <= self.now_ms)
+                    {
+                        self.input(i, Input::Tick);
+                    }
+                }
+            }
+        }
+        self.now_ms = self.now_ms.max(until_ms);
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        self.run_until(self.now_ms + ms);
+    }
+
+    /// Sets which directed links are cut, telling nodes about (dis)connections.
+    pub fn set_cut(&mut self, cut: BTreeSet<(usize, usize)>) {
+        let before: Vec<(usize, usize, bool)> = self
+            .pairs()
+            .map(|(a, b)| (a, b, self.linked(a, b)))
+            .collect();
+        self.cut = cut;
+        for (a, b, was) in before {
+            let now = self.linked(a, b);
+            if was && !now {
+                self.input(a, Input::PeerDisconnected(self.ids[b]));
+            } else if !was && now {
+                self.input(a, Input::PeerConnected(self.ids[b]));
+            }
+        }
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (usize, usize)> {
+        let n = self.len();
+        (0..n).flat_map(move |a| (0..n).filter(move |b| *b != a).map(move |b| (a, b)))
+    }
+
+    /// Cuts every link between the groups (links inside a group stay).
+    pub fn partition(&mut self, groups: &[Vec<usize>]) {
+        let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
+        let cut = self
+            .pairs()
+            .filter(|(a, b)| group_of(*a) != group_of(*b))
+            .collect();
+        self.set_cut(cut);
+    }
+
+    /// Keeps only the given undirected links.
+    pub fn only_links(&mut self, links: &[(usize, usize)]) {
+        let keep: BTreeSet<(usize, usize)> = links
+            .iter()
+            .flat_map(|(a, b)| [(*a, *b), (*b, *a)])
+            .collect();
+        let cut = self.pairs().filter(|p| !keep.contains(p)).collect();
+        self.set_cut(cut);
+    }
+
+    pub fn heal(&mut self) {
+        self.set_cut(BTreeSet::new());
+    }
+
+    /// Crashes node `i`: its state as persisted so far is kept, everything else is lost.
+    pub fn crash(&mut self, i: usize) {
+        let Some(node) = self.nodes[i].take() else {
+            return;
+        };
+        self.saved[i] = Some(node.state());
+        for j in 0..self.len() {
+            if j != i {
+                self.input(j, Input::PeerDisconnected(self.ids[i]));
+            }
+        }
+    }
+
+    /// Restarts a crashed node from its persisted state (through its encodings, as the
+    /// store would).
+    pub fn restart(&mut self, i: usize) {
+        let Some(state) = self.saved[i].take() else {
+            return;
+        };
+        let state = NodeState {
+            ledger: tessera_crdt::Ledger::decode(&state.ledger.encode()).expect("ledger decodes"),
+            directory: tessera_crdt::Directory::decode(&state.directory.encode(), usize::MAX)
+                .expect("directory decodes"),
+            escrow: tessera_crdt::EscrowBook::decode(&state.escrow.encode())
+                .expect("escrow decodes"),
+        };
+        self.restarts += 1;
+        let seed = self.seed ^ (self.restarts << 32);
+        self.nodes[i] = Some(Node::new(
+            self.ids[i],
+            self.config.clone(),
+            seed,
+            state,
+            self.now_ms,
+        ));
+        for j in 0..self.len() {
+            if self.linked(i, j) {
+                self.input(i, Input::PeerConnected(self.ids[j]));
+                self.input(j, Input::PeerConnected(self.ids[i]));
+            }
+        }
+    }
+
+    /// Invariants that must hold at every step, checked on the node that just acted.
+    fn check_node(&self, i: usize) {
+        let Some(node) = self.nodes[i].as_ref() else {
+            return;
+        };
+        for (key, counter) in node.escrow().iter() {
+            assert!(
+                counter.invariant_holds() && counter.total_consumed() <= counter.total_granted(),
+                "seed {}: escrow invariant broken at node {i} for {key:?}: {counter:?}",
+                self.seed
+            );
+        }
+    }
+
+    /// Every replica agrees with the others and with the truth. Call after healing and a
+    /// quiet period.
+    pub fn assert_converged(&self, quotas: &BTreeMap<CounterKey, u64>) {
+        let up = self.up_nodes();
+        let first = self.node(up[0]);
+        for &i in &up[1..] {
+            let node = self.node(i);
+            assert!(
+                node.ledger().same_state(first.ledger()),
+                "seed {}: ledgers differ ({} vs {})",
+                self.seed,
+                up[0],
+                i
+            );
+            assert!(
+                node.directory().same_state(first.directory()),
+                "seed {}: directories differ",
+                self.seed
+            );
+            assert!(
+                node.directory().same_view(first.directory()),
+                "seed {}: directory views differ",
+                self.seed
+            );
+            if node.escrow() != first.escrow() {
+                let differing: Vec<String> = first
+                    .escrow()
+                    .iter()
+                    .filter(|(k, c)| node.escrow().get(k) != Some(*c))
+                    .map(|(k, c)| {
+                        format!(
+                            "{k:?}:\n  {}: {c:?}\n  {i}: {:?}",
+                            up[0],
+                            node.escrow().get(k)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "seed {}: escrow books differ ({} vs {i}):\n{}",
+                    self.seed,
+                    up[0],
+                    differing.join("\n")
+                );
+            }
+        }
+        self.assert_truthful();
+        // Ledger totals equal the sum of local increments.
+        let mut totals: BTreeMap<CounterKey, u64> = BTreeMap::new();
+        for ((key, _), amount) in &self.truth.increments {
+            *totals.entry(*key).or_default() += amount;
+        }
+        for (key, total) in &totals {
+            assert_eq!(
+                first.ledger().total(key),
+                *total,
+                "seed {}: total of {key:?}",
+                self.seed
+            );
+        }
+        // Escrow: consumed equals the successful consumes, never above the quota.
+        for (key, consumed) in &self.truth.consumed {
+            let counter = first
+                .escrow()
+                .get(key)
+                .expect("consumed keys have counters");
+            assert_eq!(
+                counter.total_consumed(),
+                u128::from(*consumed),
+                "seed {}: consumed of {key:?}",
+                self.seed
+            );
+        }
+        for (key, quota) in quotas {
+            if let Some(counter) = first.escrow().get(key) {
+                assert!(
+                    counter.total_consumed() <= u128::from(*quota),
+                    "seed {}: quota {quota} overrun: {counter:?}",
+                    self.seed
+                );
+                assert!(
+                    counter.limit() <= *quota,
+                    "seed {}: rights created: limit {} > quota {quota}",
+                    self.seed,
+                    counter.limit()
+                );
+            }
+        }
+    }
+
+    /// No replica holds, for any origin, more than that origin really incremented: data
+    /// is only ever attributed to the node that wrote it.
+    pub fn assert_truthful(&self) {
+        for i in self.up_nodes() {
+            for (key, origin, slot) in self.node(i).ledger().slots() {
+                let truth = self
+                    .truth
+                    .increments
+                    .get(&(key, origin))
+                    .copied()
+                    .unwrap_or(0);
+                assert!(
+                    slot.value <= truth,
+                    "seed {}: node {i} holds {} for {origin} on {key:?}, truth {truth}",
+                    self.seed,
+                    slot.value
+                );
+            }
+        }
+    }
+}
+
+/// The seeds a randomized suite runs: `TESSERA_SIM_SEED=n` replays one, otherwise
+/// `TESSERA_SIM_SEEDS` (default `default_count`) seeds from 0.
+pub fn seeds(default_count: u64) -> Vec<u64> {
+    if let Ok(seed) = std::env::var("TESSERA_SIM_SEED") {
+        return vec![seed.parse().expect("TESSERA_SIM_SEED is a number")];
+    }
+    let count = std::env::var("TESSERA_SIM_SEEDS").map_or(default_count, |n| {
+        n.parse().expect("TESSERA_SIM_SEEDS is a number")
+    });
+    (0..count).collect()
+}
+
+/// Runs `run` for each seed, printing the seed that fails so it can be replayed.
+pub fn for_each_seed(default_count: u64, run: impl Fn(u64) + std::panic::RefUnwindSafe) {
+    for seed in seeds(default_count) {
+        let outcome = std::panic::catch_unwind(|| run(seed));
+        if let Err(panic) = outcome {
+            eprintln!("failing seed: {seed} (replay with TESSERA_SIM_SEED={seed})");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}

@@ -180,20 +180,51 @@ fn crdt_knows_nothing_of_network_storage_or_async() {
     assert_pure("tessera-crdt");
 }
 
-/// The sync crate is the sans-IO protocol core (the libp2p transport will live behind it,
-/// in the edge or a feature, never in the core's closure).
+/// The sync crate's protocol core builds without its transport (feature `net`), and that
+/// build's dependency closure has no IO crate. (`cargo tree` with `-p` resolves features
+/// for the one package, unlike `cargo metadata`, which unifies the workspace's.)
 #[test]
 fn sync_core_knows_nothing_of_network_storage_or_async() {
-    assert_pure("tessera-sync");
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "tessera-sync",
+            "--no-default-features",
+            "-e",
+            "normal",
+        ])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .current_dir(workspace_root())
+        .output()
+        .expect("running cargo tree");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let closure: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        closure.contains("tessera-crdt"),
+        "cargo tree output unexpected:\n{text}"
+    );
+    let leaked: Vec<_> = IO_CRATES.iter().filter(|f| closure.contains(**f)).collect();
+    assert!(leaked.is_empty(), "the sync core depends on {leaked:?}");
 }
 
-/// Beyond dependencies: the core's sources read no clock and no OS randomness.
+/// Beyond dependencies: the core's sources (all of `sync/src` but the transport,
+/// `net.rs`) read no clock and no OS randomness.
 #[test]
 fn sync_core_reads_no_clock_and_no_os_randomness() {
     let sync = workspace_root().join("sync").join("src");
+    let transport = sync.join("net.rs");
     for path in workspace_rust_files()
         .into_iter()
-        .filter(|p| p.starts_with(&sync))
+        .filter(|p| p.starts_with(&sync) && *p != transport)
     {
         let text = std::fs::read_to_string(&path).expect("readable source");
         for forbidden in [

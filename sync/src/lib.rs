@@ -1,7 +1,7 @@
 //! `tessera-sync`: replication of the usage ledger, the tenant directory and the escrow
 //! bounded counters between Tessera nodes.
 //!
-//! This crate is the **protocol core**, sans-IO: [`node::Node`] is a state machine fed
+//! Its heart is the **protocol core**, sans-IO: [`node::Node`] is a state machine fed
 //! `(now_ms, Input)` and read for `Output`s, with a seeded [`rng::Rng`] and no clock, no
 //! sockets and no async runtime, so every behaviour is testable on a simulated network
 //! (`tests/`) and replayable from a seed. The transport (libp2p) drives it from outside.
@@ -12,11 +12,16 @@
 //! - [`message`]: the wire messages, their encoding and validation;
 //! - [`escrow_digest`]: bucket hashes that let idle replicas compare escrow state in 8 bytes;
 //! - [`config`]: the tunables;
-//! - [`rng`]: the seeded generator.
+//! - [`rng`]: the seeded generator;
+//! - `net` (feature `net`, on by default): the libp2p transport that drives a node between
+//!   processes — the only module with IO, a clock and tokio. The core compiles without it
+//!   (`--no-default-features`), and `edge/tests/tidy.rs` checks that build's dependencies.
 
 pub mod config;
 pub mod escrow_digest;
 pub mod message;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod node;
 pub mod rng;
 

@@ -1,0 +1,306 @@
+//! The protocol core over real libp2p on loopback, several nodes in one test process:
+//! increments reach every node; a node started late catches up; a node without the
+//! cluster key cannot connect or inject anything; malformed and oversized frames are
+//! refused and their sender disconnected; escrow rights move to where the traffic is and
+//! an isolated node stops exactly at the rights it holds.
+
+#![cfg(feature = "net")]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::{identity, Multiaddr};
+use tessera_crdt::directory::Change;
+use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
+use tessera_sync::net::{
+    build_swarm, node_id_of, send_frame, spawn, Frame, NetHandle, NetSettings,
+};
+use tessera_sync::{Node, SyncConfig};
+
+const KEY: [u8; 32] = [7; 32];
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn config() -> SyncConfig {
+    SyncConfig {
+        anti_entropy_interval_ms: 500,
+        rights_request_timeout_ms: 500,
+        ..SyncConfig::default()
+    }
+}
+
+struct Peer {
+    node: Arc<Mutex<Node>>,
+    net: NetHandle,
+    addr: Multiaddr,
+}
+
+async fn start(cluster_key: [u8; 32], bootstrap: Vec<Multiaddr>) -> Peer {
+    let keypair = identity::Keypair::generate_ed25519();
+    let peer_id = keypair.public().to_peer_id();
+    let node = Arc::new(Mutex::new(Node::empty(
+        node_id_of(&peer_id),
+        config(),
+        1,
+        now_ms(),
+    )));
+    let mut settings = NetSettings::new(cluster_key);
+    settings.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    settings.bootstrap = bootstrap;
+    settings.redial_base_ms = 100;
+    settings.redial_max_ms = 1_000;
+    settings.garbage_max = 4;
+    let net = spawn(keypair, settings, node.clone())
+        .await
+        .expect("transport starts");
+    let addr = net.stats().listen_addrs[0]
+        .clone()
+        .with(Protocol::P2p(peer_id));
+    Peer { node, net, addr }
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes.
+async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+fn key(tenant: u64) -> CounterKey {
+    CounterKey::new(
+        TenantId(tenant),
+        Period::containing(PeriodKind::Month, now_ms()),
+        Metric::Requests,
+    )
+}
+
+fn increment(peer: &Peer, tenant: u64, amount: u64) {
+    peer.node
+        .lock()
+        .unwrap()
+        .increment(now_ms(), key(tenant), amount)
+        .unwrap();
+    peer.net.wake();
+}
+
+/// Creates a tenant homed at `home` with a monthly request quota, made on `home` itself.
+fn create_tenant_with_quota(home: &Peer, tenant: u64, quota: u64) {
+    let home_id = home.net.node_id;
+    let mut node = home.node.lock().unwrap();
+    let tenant = TenantId(tenant);
+    node.edit_directory(
+        now_ms(),
+        "admin",
+        Change::CreateTenant {
+            tenant,
+            name: "acme".into(),
+            home: home_id,
+        },
+    )
+    .unwrap();
+    let limit = Some(quota);
+    node.edit_directory(
+        now_ms(),
+        "admin",
+        Change::SetQuota {
+            tenant,
+            metric: Metric::Requests,
+            period: PeriodKind::Month,
+            limit,
+        },
+    )
+    .unwrap();
+    drop(node);
+    home.net.wake();
+}
+
+fn total(peer: &Peer, tenant: u64) -> u64 {
+    peer.node.lock().unwrap().ledger().total(&key(tenant))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_reach_every_node_and_a_late_node_catches_up() {
+    let a = start(KEY, vec![]).await;
+    let b = start(KEY, vec![a.addr.clone()]).await;
+    let c = start(KEY, vec![a.addr.clone(), b.addr.clone()]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || a.net.stats().peers_connected
+            == 2)
+        .await,
+        "cluster forms"
+    );
+    increment(&a, 1, 5);
+    increment(&b, 1, 7);
+    increment(&c, 2, 11);
+    for p in [&a, &b, &c] {
+        assert!(
+            eventually(Duration::from_secs(10), || total(p, 1) == 12
+                && total(p, 2) == 11)
+            .await,
+            "replicated"
+        );
+    }
+    // A node started later (having missed everything) catches up through anti-entropy.
+    let d = start(KEY, vec![c.addr.clone()]).await;
+    assert!(
+        eventually(Duration::from_secs(15), || total(&d, 1) == 12
+            && total(&d, 2) == 11)
+        .await,
+        "late node caught up"
+    );
+    for p in [&a, &b, &c, &d] {
+        p.net.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_cluster_key_cannot_connect_or_inject() {
+    let a = start(KEY, vec![]).await;
+    increment(&a, 1, 3);
+    let outsider = start([9; 32], vec![a.addr.clone()]).await;
+    increment(&outsider, 1, 1_000);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(a.net.stats().peers_connected, 0);
+    assert_eq!(outsider.net.stats().peers_connected, 0);
+    assert_eq!(total(&a, 1), 3, "nothing injected");
+    assert_eq!(total(&outsider, 1), 1_000, "nothing learned");
+    a.net.stop();
+    outsider.net.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_are_refused_and_the_sender_disconnected() {
+    let a = start(KEY, vec![]).await;
+    increment(&a, 1, 3);
+    // A raw client holding the cluster key, sending frames the core must refuse.
+    let keypair = identity::Keypair::generate_ed25519();
+    let mut settings = NetSettings::new(KEY);
+    settings.message_bytes_max = 4 << 20;
+    let mut raw = build_swarm(keypair, &settings).unwrap();
+    raw.dial(a.addr.clone()).unwrap();
+    let a_peer = a.net.peer_id;
+    let mut sent = 0;
+    let mut closed = false;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && !closed {
+        let event = tokio::time::timeout(Duration::from_millis(200), raw.select_next_some()).await;
+        match event {
+            Ok(libp2p::swarm::SwarmEvent::ConnectionEstablished { .. }) | Err(_)
+                if raw.is_connected(&a_peer) && sent < 6 =>
+            {
+                let frame = match sent % 3 {
+                    0 => Frame(vec![1, 0xff, 0xff, 0xff]), // version 1, garbage body
+                    1 => Frame(vec![42; 16]),              // unknown version
+                    _ => Frame(vec![1; (1 << 20) + 4096]), // over the 1 MiB cap
+                };
+                send_frame(&mut raw, &a_peer, frame);
+                sent += 1;
+            }
+            Ok(libp2p::swarm::SwarmEvent::ConnectionClosed {
+                num_established: 0, ..
+            }) if sent > 0 => closed = true,
+            _ => {}
+        }
+    }
+    let stats = a.net.stats();
+    assert!(
+        stats.refused_frames >= 4,
+        "refused {}",
+        stats.refused_frames
+    );
+    assert!(
+        closed && stats.disconnected_for_garbage >= 1,
+        "garbage sender disconnected"
+    );
+    assert_eq!(total(&a, 1), 3, "nothing changed");
+    a.net.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escrow_rights_follow_the_traffic_to_the_busy_node() {
+    let quota = 2_000;
+    let a = start(KEY, vec![]).await;
+    let b = start(KEY, vec![a.addr.clone()]).await;
+    let c = start(KEY, vec![a.addr.clone(), b.addr.clone()]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || c.net.stats().peers_connected
+            == 2
+            && a.net.stats().peers_connected == 2)
+        .await
+    );
+    create_tenant_with_quota(&a, 5, quota);
+    let k = key(5);
+    let rights = |p: &Peer| p.node.lock().unwrap().local_rights(&k);
+    assert!(
+        eventually(Duration::from_secs(10), || rights(&b) > 0 && rights(&c) > 0).await,
+        "shares spread"
+    );
+    // Traffic only at C: it obtains the others' rights and uses nearly all of the quota.
+    let mut admitted = 0u64;
+    let started = Instant::now();
+    while admitted < quota && started.elapsed() < Duration::from_secs(30) {
+        let ok = c.node.lock().unwrap().consume(now_ms(), k, 1).is_ok();
+        c.net.wake();
+        if ok {
+            admitted += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(admitted * 100 >= quota * 99, "used {admitted} of {quota}");
+    assert!(admitted <= quota);
+    for p in [&a, &b, &c] {
+        p.net.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_node_stops_exactly_at_the_rights_it_holds() {
+    let quota = 900;
+    let a = start(KEY, vec![]).await;
+    let b = start(KEY, vec![a.addr.clone()]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || b.net.stats().peers_connected
+            == 1)
+        .await
+    );
+    create_tenant_with_quota(&a, 6, quota);
+    let k = key(6);
+    assert!(
+        eventually(Duration::from_secs(10), || b
+            .node
+            .lock()
+            .unwrap()
+            .local_rights(&k)
+            > 0)
+        .await
+    );
+    // Cut B off: its only peer goes away.
+    a.net.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || b.net.stats().peers_connected
+            == 0)
+        .await
+    );
+    let held = b.node.lock().unwrap().local_rights(&k);
+    let mut admitted = 0;
+    for _ in 0..(quota * 2) {
+        if b.node.lock().unwrap().consume(now_ms(), k, 1).is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, held);
+    b.net.stop();
+}

@@ -452,3 +452,56 @@ fn randomized_runs_converge_and_keep_every_invariant() {
         let _ = NodeId(0);
     });
 }
+
+#[test]
+fn a_leaving_node_hands_its_rights_over_first() {
+    let quota = 600;
+    let mut sim = Sim::new(3, 12, fast_config(), NetConfig::perfect());
+    create_tenant(&mut sim, 0, 4, 0, Some(quota));
+    sim.run_for(3_000);
+    let k = key(4, Metric::Requests);
+    let held = sim.node(2).local_rights(&k);
+    assert!(held > 0);
+    sim.with_node(2, |node, _| node.leave());
+    sim.run_for(2_000);
+    assert_eq!(sim.node(2).local_rights(&k), 0, "nothing left behind");
+    let others: u64 = (0..2).map(|i| sim.node(i).local_rights(&k)).sum();
+    assert_eq!(others, quota, "every right is held by a remaining node");
+    for i in 0..2 {
+        assert!(
+            sim.node(i).peers()[&sim.ids[2]].left,
+            "node {i} knows node 2 left"
+        );
+    }
+}
+
+#[test]
+fn a_donor_gives_the_same_requester_once_per_grace_period() {
+    let quota = 1_000;
+    let mut sim = Sim::new(2, 13, fast_config(), NetConfig::perfect());
+    create_tenant(&mut sim, 0, 4, 0, Some(quota));
+    sim.run_for(3_000);
+    let k = key(4, Metric::Requests);
+    let donor_before = sim.node(0).local_rights(&k);
+    let requester = sim.ids[1];
+    // The same request delivered three times at once (a duplicate and a replay).
+    for _ in 0..3 {
+        let message = Message::RightsRequest {
+            request_id: 77,
+            key: k,
+            want: 100,
+        };
+        sim.with_node(0, |node, now| {
+            node.handle(
+                now,
+                Input::Message {
+                    from: requester,
+                    message,
+                },
+            )
+        });
+    }
+    let given = donor_before - sim.node(0).local_rights(&k);
+    assert_eq!(given, 100, "one donation, not three");
+    assert_eq!(sim.node(0).stats().rights_given, 100);
+}

@@ -141,7 +141,8 @@ async fn heal(peers: &mut Vec<Peer>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let writes = i * 3;
-    let bootstrap = vec![peers[0].addr.clone()];
+    // As configured in a cluster: every other node's address is a bootstrap address.
+    let bootstrap = vec![peers[0].addr.clone(), peers[1].addr.clone()];
     let reconnected = Instant::now();
     let back = connect(cut.keypair.clone(), cut.node.clone(), bootstrap).await;
     peers.push(back);

@@ -371,8 +371,14 @@ impl Node {
             Input::Tick => self.tick(now_ms),
             Input::PeerConnected(peer) => {
                 let view = self.peers.entry(peer).or_default();
+                let was_connected = view.connected;
                 view.connected = true;
                 view.left = false;
+                // A peer (re)appearing after a partition or a restart: repair at once
+                // rather than at the next random round.
+                if !was_connected {
+                    self.sync_with(now_ms, peer);
+                }
             }
             Input::PeerDisconnected(peer) => {
                 self.peers.entry(peer).or_default().connected = false;
@@ -575,6 +581,11 @@ impl Node {
             return;
         }
         let peer = peers[self.rng.below(peers.len() as u64) as usize];
+        self.sync_with(now_ms, peer);
+    }
+
+    /// One anti-entropy exchange with `peer`: ledger pull, directory sync, escrow digest.
+    fn sync_with(&mut self, now_ms: u64, peer: NodeId) {
         self.pulls_in_flight.remove(&peer);
         self.send_pull(now_ms, peer);
         let start = self.directory.sync_start();

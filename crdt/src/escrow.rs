@@ -88,11 +88,17 @@ fn add_cell<K: Ord>(
     Ok(())
 }
 
-fn join_cells<K: Ord + Copy>(cells: &mut BTreeMap<K, u64>, other: &BTreeMap<K, u64>) {
+/// Cell-wise maximum; whether any cell grew.
+fn join_cells<K: Ord + Copy>(cells: &mut BTreeMap<K, u64>, other: &BTreeMap<K, u64>) -> bool {
+    let mut grew = false;
     for (key, value) in other {
         let cell = cells.entry(*key).or_insert(0);
-        *cell = (*cell).max(*value);
+        if *value > *cell {
+            *cell = *value;
+            grew = true;
+        }
     }
+    grew
 }
 
 fn sum(cells: &BTreeMap<NodeId, u64>) -> u128 {
@@ -243,18 +249,36 @@ impl BoundedCounter {
     /// Whether every node's outgoing rights are covered by its incoming ones — which
     /// implies `Σ consumed + Σ retired ≤ Σ granted`. True of every state built by this
     /// type's operations and merges.
+    ///
+    /// One pass over the cells (it runs on every decoded counter, so a hostile counter with
+    /// tens of thousands of cells must not cost a pass per node).
     pub fn invariant_holds(&self) -> bool {
-        self.nodes()
-            .into_iter()
-            .all(|node| self.outgoing(node) <= self.incoming(node))
+        // Per node: (incoming, outgoing).
+        let mut flows: BTreeMap<NodeId, (u128, u128)> = BTreeMap::new();
+        for (node, v) in &self.granted {
+            flows.entry(*node).or_default().0 += u128::from(*v);
+        }
+        for ((from, to), v) in &self.transferred {
+            flows.entry(*to).or_default().0 += u128::from(*v);
+            flows.entry(*from).or_default().1 += u128::from(*v);
+        }
+        for (node, v) in self.consumed.iter().chain(&self.retired) {
+            flows.entry(*node).or_default().1 += u128::from(*v);
+        }
+        flows
+            .values()
+            .all(|(incoming, outgoing)| outgoing <= incoming)
     }
 
     /// Cell-wise maximum.
-    pub fn merge(&mut self, other: &BoundedCounter) {
-        join_cells(&mut self.granted, &other.granted);
-        join_cells(&mut self.transferred, &other.transferred);
-        join_cells(&mut self.consumed, &other.consumed);
-        join_cells(&mut self.retired, &other.retired);
+    /// Returns whether any cell grew (so callers can tell a new state from a repeat without
+    /// comparing copies).
+    pub fn merge(&mut self, other: &BoundedCounter) -> bool {
+        // Non-short-circuiting `|`: every kind of cell is joined.
+        join_cells(&mut self.granted, &other.granted)
+            | join_cells(&mut self.transferred, &other.transferred)
+            | join_cells(&mut self.consumed, &other.consumed)
+            | join_cells(&mut self.retired, &other.retired)
     }
 
     fn cell_count(&self) -> usize {
@@ -329,8 +353,10 @@ impl EscrowBook {
     }
 
     /// Merges one counter received from a peer (counters travel whole; see the module doc).
-    pub fn merge_counter(&mut self, key: CounterKey, counter: &BoundedCounter) {
-        self.counter_mut(key).merge(counter);
+    /// Returns whether the book changed (a cell grew, or the key is new here).
+    pub fn merge_counter(&mut self, key: CounterKey, counter: &BoundedCounter) -> bool {
+        let new_key = !self.counters.contains_key(&key);
+        self.counter_mut(key).merge(counter) || new_key
     }
 
     /// Merges every counter of another book.

@@ -202,9 +202,8 @@ pub struct Ledger {
     slots: SlotMap,
     /// Every key with a slot, ordered (for per-key reads in node order and exports).
     keys: BTreeSet<CounterKey>,
-    /// Every origin with a slot (a slot can arrive before its origin's prefix is complete).
-    origins: BTreeSet<NodeId>,
     /// Per origin, its slots ordered by `seq`: delta extraction walks only what changed.
+    /// Its keys are also every origin with a slot (see [`Ledger::origins`]).
     by_seq: BTreeMap<NodeId, BTreeSet<(u64, CounterKey)>>,
     /// Complete prefix per origin; `vv[node]` is the local sequence.
     vv: VersionVector,
@@ -229,7 +228,6 @@ impl Ledger {
             node,
             slots: SlotMap::default(),
             keys: BTreeSet::new(),
-            origins: BTreeSet::new(),
             by_seq: BTreeMap::new(),
             vv: VersionVector::new(),
         }
@@ -271,7 +269,6 @@ impl Ledger {
             Entry::Vacant(vacant) => {
                 vacant.insert(Slot { value: amount, seq });
                 self.keys.insert(key);
-                self.origins.insert(node);
                 None
             }
         };
@@ -284,6 +281,12 @@ impl Ledger {
         Ok(())
     }
 
+    /// Every origin with a slot, ascending (a slot can arrive before its origin's prefix is
+    /// complete, so this is not the version vector's list).
+    fn origins(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.by_seq.keys()
+    }
+
     /// The slot of `origin` for `key` (zero if absent).
     pub fn slot(&self, key: &CounterKey, origin: NodeId) -> Slot {
         self.slots.get(&(*key, origin)).copied().unwrap_or_default()
@@ -291,8 +294,7 @@ impl Ledger {
 
     /// The merged total of one counter: the sum over nodes (saturating at `u64::MAX`).
     pub fn total(&self, key: &CounterKey) -> u64 {
-        self.origins
-            .iter()
+        self.origins()
             .filter_map(|origin| self.slots.get(&(*key, *origin)))
             .fold(0u64, |sum, slot| sum.saturating_add(slot.value))
     }
@@ -304,8 +306,7 @@ impl Ledger {
 
     /// Each node's contribution to a counter, in node order (nodes with a slot only).
     pub fn breakdown(&self, key: &CounterKey) -> Vec<(NodeId, u64)> {
-        self.origins
-            .iter()
+        self.origins()
             .filter_map(|origin| {
                 self.slots
                     .get(&(*key, *origin))
@@ -317,7 +318,7 @@ impl Ledger {
     /// Every slot as `(key, origin, slot)`, by key then origin (for exports and checks).
     pub fn slots(&self) -> impl Iterator<Item = (CounterKey, NodeId, Slot)> + '_ {
         self.keys.iter().flat_map(move |key| {
-            self.origins.iter().filter_map(move |origin| {
+            self.origins().filter_map(move |origin| {
                 self.slots
                     .get(&(*key, *origin))
                     .map(|slot| (*key, *origin, *slot))
@@ -451,7 +452,6 @@ impl Ledger {
             Entry::Vacant(vacant) => {
                 vacant.insert(incoming);
                 self.keys.insert(key);
-                self.origins.insert(origin);
                 (None, incoming.seq)
             }
         };

@@ -109,6 +109,18 @@ fn directories_strategy() -> impl Strategy<Value = Vec<Directory>> {
     })
 }
 
+/// Every replica merges every other, in `order` (a full exchange, as after a heal).
+fn merge_all(replicas: &mut [Directory], order: &[usize]) {
+    for &a in order {
+        for &b in order {
+            if a != b {
+                let source = replicas[b].clone();
+                replicas[a].merge(&source);
+            }
+        }
+    }
+}
+
 fn merged(a: &Directory, b: &Directory) -> Directory {
     let mut m = a.clone();
     m.merge(b);
@@ -330,14 +342,7 @@ proptest! {
             // existing) is refused locally; the race is with those that have not heard.
             edit(&mut replicas[at], at_ms, "bob", change);
         }
-        for a in 0..NODES {
-            for b in 0..NODES {
-                if a != b {
-                    let source = replicas[b].clone();
-                    replicas[a].merge(&source);
-                }
-            }
-        }
+        merge_all(&mut replicas, &(0..NODES).collect::<Vec<_>>());
         for r in &replicas {
             prop_assert!(r.key(key).unwrap().is_revoked());
             let standing: Vec<KeyStanding> = r.lookup_key("tk_race").map(|m| m.standing).collect();
@@ -375,14 +380,7 @@ proptest! {
             };
             edit(&mut replicas[at], 20 + i as u64, "bob", change);
         }
-        for a in 0..NODES {
-            for b in 0..NODES {
-                if a != b {
-                    let source = replicas[b].clone();
-                    replicas[a].merge(&source);
-                }
-            }
-        }
+        merge_all(&mut replicas, &(0..NODES).collect::<Vec<_>>());
         for r in &replicas {
             prop_assert!(r.tenant(tenant).unwrap().is_deleted());
             prop_assert!(!r.tenant(tenant).unwrap().is_serving());
@@ -412,14 +410,7 @@ proptest! {
         }
         let winner = stamps.iter().max_by_key(|(stamp, _)| *stamp).unwrap().1;
         let order: Vec<usize> = if forward { (0..NODES).collect() } else { (0..NODES).rev().collect() };
-        for &a in &order {
-            for &b in &order {
-                if a != b {
-                    let source = replicas[b].clone();
-                    replicas[a].merge(&source);
-                }
-            }
-        }
+        merge_all(&mut replicas, &order);
         for r in &replicas {
             prop_assert_eq!(r.tenant(tenant).unwrap().quota(Metric::Requests, PeriodKind::Month), Some(winner));
         }

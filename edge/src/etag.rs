@@ -7,6 +7,8 @@
 //! tag that an attacker could collide on purpose would let one image stand for another in
 //! a shared cache.
 
+use std::fmt::Write as _;
+
 use sha2::{Digest, Sha256};
 use tessera_resize::{FormatRequest, Options};
 
@@ -23,7 +25,7 @@ pub fn compute(input: &[u8], options: &Options) -> String {
     let mut tag = String::with_capacity(2 + 32);
     tag.push('"');
     for byte in &digest[..16] {
-        tag.push_str(&format!("{byte:02x}"));
+        let _ = write!(tag, "{byte:02x}"); // writing to a String cannot fail
     }
     tag.push('"');
     tag

@@ -144,6 +144,11 @@ impl Pool {
         self.shared.workers
     }
 
+    /// Jobs that may wait in the queue.
+    pub fn queue_max(&self) -> usize {
+        self.shared.queue_max
+    }
+
     /// Queues `job` or refuses it at once; never blocks.
     pub fn submit(&self, job: Job, now: Instant) -> Result<(), Rejected> {
         let shared = &self.shared;

@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tessera_resize::{Limits, Output};
+use tessera_resize::{Limits, Output, ResizeError};
 use tokio::sync::oneshot;
 
 use crate::body::{self, Budget};
@@ -168,11 +168,8 @@ async fn resize(
     // body timeout's business, and must not eat the time the work needs.
     let deadline = Instant::now() + config.request_deadline();
     if input.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty_body",
-            "the request body is empty; send the image bytes as the body",
-        ));
+        // Refused here to spare a trip through the pool; the library's error says why.
+        return Err(ResizeError::Empty.into());
     }
     let input_bytes = input.len() as u64;
 

@@ -75,7 +75,7 @@ pub async fn run(
     tracing::info!(
         address = %listener.local_addr()?,
         workers = state.pool.workers(),
-        queue_max = config.queue_max(),
+        queue_max = state.pool.queue_max(),
         "tessera listening"
     );
 

@@ -95,10 +95,13 @@ pub(crate) fn rgb_icc_to_srgb(
         let Ok(profile) = ColorProfile::new_from_slice(icc) else {
             return false;
         };
-        if profile.color_space != DataColorSpace::Rgb || is_srgb(&profile) {
+        if profile.color_space != DataColorSpace::Rgb {
             return false;
         }
         let srgb = ColorProfile::new_srgb();
+        if is_srgb(&profile, &srgb) {
+            return false;
+        }
         let Ok(transform) =
             profile.create_transform_8bit(layout, &srgb, layout, TransformOptions::default())
         else {
@@ -113,8 +116,7 @@ pub(crate) fn rgb_icc_to_srgb(
 
 /// True when the profile's colorants match sRGB's closely (the transform would be a no-op
 /// up to rounding), which saves building a transform for the common "sRGB IEC61966-2.1" tag.
-fn is_srgb(profile: &ColorProfile) -> bool {
-    let srgb = ColorProfile::new_srgb();
+fn is_srgb(profile: &ColorProfile, srgb: &ColorProfile) -> bool {
     let close = |a: moxcms::Xyzd, b: moxcms::Xyzd| {
         (a.x - b.x).abs() < 0.002 && (a.y - b.y).abs() < 0.002 && (a.z - b.z).abs() < 0.002
     };

@@ -28,6 +28,7 @@ use mozjpeg::{ColorSpace, Decompress, Marker};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr};
 
 use crate::color;
+use crate::error::panic_message;
 use crate::{InputFormat, Limits, ResizeError};
 
 /// Most scans accepted in one JPEG (libjpeg-turbo's `TJFLAG_LIMITSCANS` uses the same value).
@@ -84,17 +85,10 @@ pub(crate) fn decode(
         InputFormat::WebP => decode_webp(input, limits, bufs, plan),
     })) {
         Ok(result) => result,
-        Err(payload) => Err(ResizeError::Corrupt(panic_message(payload.as_ref()))),
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else {
-        "decoder failed".to_owned()
+        Err(payload) => Err(ResizeError::Corrupt(panic_message(
+            payload.as_ref(),
+            "decoder failed",
+        ))),
     }
 }
 
@@ -277,13 +271,9 @@ fn decode_jpeg(
     bufs: &mut DecodeBuffers,
     plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
 ) -> Result<Decoded, ResizeError> {
+    // libjpeg errors unwind as panics; `decode` catches them for every format.
     JPEG_SCANS.with(|s| s.set(0));
-    match catch_unwind(AssertUnwindSafe(|| {
-        decode_jpeg_inner(input, limits, bufs, plan)
-    })) {
-        Ok(result) => result,
-        Err(payload) => Err(ResizeError::Corrupt(panic_message(payload.as_ref()))),
-    }
+    decode_jpeg_inner(input, limits, bufs, plan)
 }
 
 fn decode_jpeg_inner(

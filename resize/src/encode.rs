@@ -16,6 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use image::ImageEncoder;
 use mozjpeg::{ColorSpace, Compress};
 
+use crate::error::panic_message;
 use crate::options::avif_speed_min;
 use crate::{OutputFormat, ResizeError};
 
@@ -52,12 +53,10 @@ pub(crate) fn encode(
         OutputFormat::Avif => encode_avif(frame, settings, out),
     })) {
         Ok(result) => result,
-        Err(payload) => Err(ResizeError::Encode(
-            payload
-                .downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_else(|| "encoder panicked".to_owned()),
-        )),
+        Err(payload) => Err(ResizeError::Encode(panic_message(
+            payload.as_ref(),
+            "encoder panicked",
+        ))),
     }
 }
 

@@ -86,3 +86,15 @@ impl ResizeError {
         }
     }
 }
+
+/// The message of a caught panic (`String` or `&str` payloads), else `fallback`: codecs
+/// that unwind on hostile input become typed errors, not crashes.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send), fallback: &str) -> String {
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else {
+        fallback.to_owned()
+    }
+}

@@ -16,7 +16,8 @@ use tessera_crdt::{BoundedCounter, CounterKey};
 /// Buckets per digest.
 pub const BUCKETS: usize = 256;
 
-fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
+/// FNV-1a over `bytes`, continuing from `hash` (start from [`FNV_OFFSET`]).
+pub(crate) fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
     for byte in bytes {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -24,7 +25,7 @@ fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
     hash
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 fn key_bytes(key: &CounterKey) -> Vec<u8> {
     postcard::to_allocvec(key).expect("postcard serialises counter keys")
@@ -32,14 +33,22 @@ fn key_bytes(key: &CounterKey) -> Vec<u8> {
 
 /// The bucket a key falls in.
 pub fn bucket_of(key: &CounterKey) -> usize {
-    (fnv1a(&key_bytes(key), FNV_OFFSET) % BUCKETS as u64) as usize
+    bucket_of_hash(key_hash(key))
 }
 
-fn counter_hash(key: &CounterKey, counter: &BoundedCounter) -> u64 {
-    let hash = fnv1a(&key_bytes(key), FNV_OFFSET);
-    // Never 0, so an empty bucket and a bucket of hashes that cancel are told apart less
-    // often; collisions only cost an extra exchange, never correctness.
-    fnv1a(&counter.encode(), hash) | 1
+fn key_hash(key: &CounterKey) -> u64 {
+    fnv1a(&key_bytes(key), FNV_OFFSET)
+}
+
+fn bucket_of_hash(key_hash: u64) -> usize {
+    (key_hash % BUCKETS as u64) as usize
+}
+
+/// A counter's hash, continuing from its key's hash. Never 0, so an empty bucket and a
+/// bucket of hashes that cancel are told apart less often; collisions only cost an extra
+/// exchange, never correctness.
+fn counter_hash(key_hash: u64, counter: &BoundedCounter) -> u64 {
+    fnv1a(&counter.encode(), key_hash) | 1
 }
 
 /// Bucket hashes kept current as counters change. See the module doc.
@@ -72,8 +81,9 @@ impl EscrowDigest {
 
     /// Records the current value of one counter.
     pub fn update(&mut self, key: &CounterKey, counter: &BoundedCounter) {
-        let hash = counter_hash(key, counter);
-        let bucket = bucket_of(key);
+        let key_hash = key_hash(key);
+        let hash = counter_hash(key_hash, counter);
+        let bucket = bucket_of_hash(key_hash);
         if let Some(old) = self.hashes.insert(*key, hash) {
             self.buckets[bucket] ^= old;
         }

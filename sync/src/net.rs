@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
 
+use crate::escrow_digest::{fnv1a, FNV_OFFSET};
 use crate::message::Message;
 use crate::node::{Input, Node, Output};
 use crate::rng::{mix, Rng};
@@ -117,7 +118,7 @@ pub struct Ack;
 mod serde_bytes_vec {
     use std::fmt;
 
-    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::de::{Error, Visitor};
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
@@ -140,14 +141,6 @@ mod serde_bytes_vec {
         fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
             Ok(bytes)
         }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-            let mut out = Vec::new();
-            while let Some(byte) = seq.next_element()? {
-                out.push(byte);
-            }
-            Ok(out)
-        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
@@ -166,13 +159,7 @@ pub struct Behaviour {
 
 /// The node id a peer id stands for: a fixed hash of the peer id's bytes.
 pub fn node_id_of(peer: &PeerId) -> NodeId {
-    let hash = peer
-        .to_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    NodeId(mix(hash))
+    NodeId(mix(fnv1a(&peer.to_bytes(), FNV_OFFSET)))
 }
 
 /// Builds the swarm: TCP + pnet + noise + yamux, and the behaviours above.
@@ -445,10 +432,7 @@ impl Driver {
                 Some(to) => {
                     if let Some((peer, _)) = self.peers.get(&to) {
                         let peer = *peer;
-                        self.swarm
-                            .behaviour_mut()
-                            .frames
-                            .send_request(&peer, Frame(bytes));
+                        send_frame(&mut self.swarm, &peer, Frame(bytes));
                     }
                 }
                 None => {
@@ -589,7 +573,6 @@ impl Driver {
                     }
                 }
             }
-            SwarmEvent::OutgoingConnectionError { .. } => {}
             _ => {}
         }
     }

@@ -306,7 +306,17 @@ impl Node {
         amount: u64,
     ) -> Result<(), EscrowError> {
         self.reconcile_quotas(now_ms);
-        let result = self.escrow.counter_mut(key).consume(self.id, amount);
+        // No counter yet: refuse without creating an empty one (which the digest would not
+        // know of, and peers would exchange for nothing).
+        let result = match self.escrow.get(&key) {
+            Some(_) => self.escrow.counter_mut(key).consume(self.id, amount),
+            None if amount == 0 => Ok(()),
+            None => Err(EscrowError::InsufficientRights {
+                node: self.id,
+                requested: amount,
+                available: 0,
+            }),
+        };
         self.consumed_at.insert(key, now_ms);
         if result.is_ok() {
             self.touch(key);
@@ -413,12 +423,6 @@ impl Node {
         let keys: Vec<CounterKey> = self.requests.keys().copied().collect();
         for key in keys {
             self.maybe_request(now_ms, key);
-        }
-        // The driver's contract: after a tick, the next wakeup is in the future.
-        for request in self.requests.values_mut() {
-            if request.in_flight.is_none() {
-                request.next_try_ms = request.next_try_ms.max(now_ms + 1);
-            }
         }
         // Forget donor grace entries and consumption times that no longer matter.
         let grace = self.config.donor_grace_ms;
@@ -682,9 +686,7 @@ impl Node {
 
     fn merge_counters(&mut self, counters: &[(CounterKey, BoundedCounter)]) {
         for (key, counter) in counters {
-            let before = self.escrow.get(key).cloned();
-            self.escrow.merge_counter(*key, counter);
-            if self.escrow.get(key) != before.as_ref() {
+            if self.escrow.merge_counter(*key, counter) {
                 if let Some(merged) = self.escrow.get(key) {
                     self.escrow_digest.update(key, merged);
                 }
@@ -811,8 +813,10 @@ impl Node {
             // Timed out: a failure; back off (capped exponential, ±50% jitter).
             request.in_flight = None;
             request.failures += 1;
-            request.next_try_ms =
-                now_ms + self.rng.jitter(backoff_ms(config, request.failures), 0.5);
+            request.next_try_ms = retry_at(
+                now_ms,
+                self.rng.jitter(backoff_ms(config, request.failures), 0.5),
+            );
             return;
         }
         if now_ms < request.next_try_ms || request.failures >= config.rights_attempts_max {
@@ -833,8 +837,10 @@ impl Node {
             // or an anti-entropy round may change the view meanwhile).
             request.empty_donors.clear();
             request.failures += 1;
-            request.next_try_ms =
-                now_ms + self.rng.jitter(backoff_ms(config, request.failures), 0.5);
+            request.next_try_ms = retry_at(
+                now_ms,
+                self.rng.jitter(backoff_ms(config, request.failures), 0.5),
+            );
             return;
         };
         if request.failures > 0 || !request.empty_donors.is_empty() {
@@ -844,8 +850,10 @@ impl Node {
             self.retry_tokens = (self.retry_tokens + elapsed_s * capacity).min(capacity);
             self.tokens_at_ms = now_ms;
             if self.retry_tokens < 1.0 {
-                request.next_try_ms =
-                    now_ms + 1000 / u64::from(config.rights_retry_budget_per_s.max(1));
+                request.next_try_ms = retry_at(
+                    now_ms,
+                    1000 / u64::from(config.rights_retry_budget_per_s.max(1)),
+                );
                 return;
             }
             self.retry_tokens -= 1.0;
@@ -936,6 +944,12 @@ impl Node {
                 .transfer(self.id, member, share);
         }
     }
+}
+
+/// When to try again after `delay_ms`: never the same millisecond, so every tick moves
+/// the node's next wakeup into the future (the driver's contract), whatever the config.
+fn retry_at(now_ms: u64, delay_ms: u64) -> u64 {
+    now_ms + delay_ms.max(1)
 }
 
 /// Capped exponential backoff after `failures` failures in a row (before jitter).

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use common::{fast_config, for_each_seed, NetConfig, Sim, START_MS};
 use tessera_crdt::directory::{Change, KeyId, Scopes};
 use tessera_crdt::ledger::{Delta, DeltaEntry, OriginDelta};
-use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId};
+use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
 use tessera_sync::{Input, Message};
 
 fn period() -> Period {
@@ -449,7 +449,6 @@ fn randomized_runs_converge_and_keep_every_invariant() {
         sim.net = NetConfig::perfect();
         sim.run_for(20_000);
         sim.assert_converged(&BTreeMap::from([(k, quota)]));
-        let _ = NodeId(0);
     });
 }
 

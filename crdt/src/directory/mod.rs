@@ -463,10 +463,13 @@ impl Directory {
     /// Full-state merge: takes every op of `other` this replica lacks. The result is the
     /// union of the two logs, so merge is commutative, associative and idempotent.
     pub fn merge(&mut self, other: &Directory) {
-        // Both logs are complete prefixes and `delta_since` sends each origin's ops in
-        // order from our prefix, so every op extends its log.
-        for op in other.delta_since(&self.vv, usize::MAX).ops {
-            self.append(&op);
+        // Both logs are complete prefixes, so each op after our prefix extends our log.
+        // The other's encoded bytes are stored as they are (no re-encoding).
+        for (origin, log) in &other.log {
+            let held = usize::try_from(self.vv.get(*origin)).unwrap_or(usize::MAX);
+            for i in held..log.len() {
+                self.append_with(&log.op(i), Some(log.op_bytes(i)));
+            }
         }
     }
 

@@ -45,7 +45,7 @@ async fn connect(
     settings.bootstrap = bootstrap;
     settings.redial_base_ms = 100;
     settings.redial_max_ms = 1_000;
-    let net = spawn(keypair.clone(), settings, node.clone())
+    let net = spawn(keypair.clone(), settings, node.clone(), None)
         .await
         .expect("transport starts");
     let addr = net.stats().listen_addrs[0]

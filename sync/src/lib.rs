@@ -27,4 +27,6 @@ pub mod rng;
 
 pub use config::SyncConfig;
 pub use message::{Message, MessageError};
-pub use node::{Input, Node, NodeState, Output, PeerView, Stats};
+pub use node::{
+    Changes, Input, LagHistogram, Node, NodeState, Output, PeerView, Stats, LAG_BUCKETS_MS,
+};

@@ -20,13 +20,15 @@ use crate::escrow_digest::BUCKETS;
 pub const COUNTERS_MAX: usize = 4096;
 
 /// The wire format version, first byte of every encoded message.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Everything a node sends another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// The sender's own new ledger increments (gossip). Only the sender's slots.
-    LedgerPush(Delta),
+    /// `first_change_ms` is the sender's clock when the oldest increment in the batch was
+    /// made: the receiver's clock minus it is the replication lag (clock skew included).
+    LedgerPush { delta: Delta, first_change_ms: u64 },
     /// "This is my ledger digest; send what I lack."
     LedgerPull { digest: VersionVector },
     /// Part of what the puller lacked; `more` when another pull would bring more.
@@ -83,7 +85,7 @@ impl Message {
     /// A short name per kind, for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Message::LedgerPush(_) => "ledger_push",
+            Message::LedgerPush { .. } => "ledger_push",
             Message::LedgerPull { .. } => "ledger_pull",
             Message::LedgerChunk { .. } => "ledger_chunk",
             Message::DirectoryPush(_) => "directory_push",
@@ -115,7 +117,7 @@ impl Message {
             })
         };
         match self {
-            Message::LedgerPush(delta) | Message::LedgerChunk { delta, .. } => delta
+            Message::LedgerPush { delta, .. } | Message::LedgerChunk { delta, .. } => delta
                 .validate()
                 .map_err(|e| MessageError::Invalid(e.to_string())),
             Message::DirectoryPush(delta) => delta

@@ -21,6 +21,10 @@
 //!   a peer that sends `garbage_max` refused frames is disconnected.
 //! - **Bootstrap**: configured addresses are dialled, and redialled when not connected,
 //!   with capped exponential backoff and jitter.
+//! - **Durability**: with a [`DurabilityGate`], outputs that may reflect the node's own
+//!   changes leave only once the store says those changes are durable (a transfer sent
+//!   and then forgotten by a crash would hand out the same rights twice; an increment
+//!   pushed and then lost would reuse its sequence number).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -103,6 +107,23 @@ pub struct NetStats {
     pub disconnected_for_garbage: u64,
     pub peers_connected: usize,
     pub listen_addrs: Vec<Multiaddr>,
+    /// By peer: (messages sent to it, messages received from it). Gossip counts once per
+    /// publish on the sending side and once per delivery on the receiving side.
+    pub per_peer: BTreeMap<NodeId, (u64, u64)>,
+    /// Output batches dropped because the store did not make them durable in time.
+    pub held_back: u64,
+}
+
+/// Holds outputs back until the node's own changes they may reflect are durable.
+#[derive(Clone, Debug)]
+pub struct DurabilityGate {
+    /// Asks the store to write what is pending now.
+    pub request: Arc<Notify>,
+    /// The highest [`Node::own_changes`] count known durable.
+    pub durable: watch::Receiver<u64>,
+    /// How long one batch of outputs may wait; past it the batch is dropped (a store that
+    /// cannot write must not let state it may lose leave the node).
+    pub wait_ms: u64,
 }
 
 /// A frame: one encoded [`Message`].
@@ -302,6 +323,7 @@ pub async fn spawn(
     keypair: identity::Keypair,
     settings: NetSettings,
     node: Arc<Mutex<Node>>,
+    gate: Option<DurabilityGate>,
 ) -> Result<NetHandle, NetError> {
     let peer_id = keypair.public().to_peer_id();
     let node_id = node_id_of(&peer_id);
@@ -356,6 +378,7 @@ pub async fn spawn(
         garbage: BTreeMap::new(),
         redials,
         rng: Rng::new(mix(node_id.0) ^ now_ms()),
+        gate,
     };
     tokio::spawn(driver.run(wake, stopped));
     Ok(handle)
@@ -372,6 +395,7 @@ struct Driver {
     garbage: BTreeMap<PeerId, u32>,
     redials: Vec<Redial>,
     rng: Rng,
+    gate: Option<DurabilityGate>,
 }
 
 impl Driver {
@@ -399,7 +423,7 @@ impl Driver {
                 () = wake.notified() => {}
                 _ = stopped.changed() => return,
             }
-            self.flush();
+            self.flush().await;
         }
     }
 
@@ -407,9 +431,28 @@ impl Driver {
         self.node.lock().expect("node lock").handle(now_ms(), input);
     }
 
-    /// Sends everything the node produced.
-    fn flush(&mut self) {
-        let outputs = self.node.lock().expect("node lock").take_outputs();
+    /// Sends everything the node produced, once the own changes it may reflect are
+    /// durable.
+    async fn flush(&mut self) {
+        let (outputs, own_changes) = {
+            let mut node = self.node.lock().expect("node lock");
+            (node.take_outputs(), node.own_changes())
+        };
+        if outputs.is_empty() {
+            return;
+        }
+        if let Some(gate) = &mut self.gate {
+            if *gate.durable.borrow() < own_changes {
+                gate.request.notify_one();
+                let wait = Duration::from_millis(gate.wait_ms);
+                let durable =
+                    tokio::time::timeout(wait, gate.durable.wait_for(|d| *d >= own_changes)).await;
+                if !matches!(durable, Ok(Ok(_))) {
+                    self.stats.lock().expect("stats lock").held_back += 1;
+                    return;
+                }
+            }
+        }
         for output in outputs {
             let (message, to) = match output {
                 Output::Send { to, message } => (message, Some(to)),
@@ -433,16 +476,30 @@ impl Driver {
                     if let Some((peer, _)) = self.peers.get(&to) {
                         let peer = *peer;
                         send_frame(&mut self.swarm, &peer, Frame(bytes));
+                        self.stats
+                            .lock()
+                            .expect("stats lock")
+                            .per_peer
+                            .entry(to)
+                            .or_default()
+                            .0 += 1;
                     }
                 }
                 None => {
                     // No subscribed peer yet is not an error worth more than a skip: the
                     // next anti-entropy round repairs what a lost push would carry.
-                    let _ = self
+                    if self
                         .swarm
                         .behaviour_mut()
                         .gossipsub
-                        .publish(self.topic.clone(), bytes);
+                        .publish(self.topic.clone(), bytes)
+                        .is_ok()
+                    {
+                        let mut stats = self.stats.lock().expect("stats lock");
+                        for id in self.peers.keys() {
+                            stats.per_peer.entry(*id).or_default().0 += 1;
+                        }
+                    }
                 }
             }
         }
@@ -456,6 +513,7 @@ impl Driver {
                     let entry = stats.received.entry(message.kind()).or_default();
                     entry.0 += 1;
                     entry.1 += bytes.len() as u64;
+                    stats.per_peer.entry(node_id_of(&from)).or_default().1 += 1;
                 }
                 self.input(Input::Message {
                     from: node_id_of(&from),

@@ -79,6 +79,35 @@ pub struct PeerView {
     pub last_heard_ms: Option<u64>,
     /// It announced it was leaving.
     pub left: bool,
+    /// The replication lag of its last ledger push: arrival here minus the time of the
+    /// batch's oldest increment there (clock skew between the two included).
+    pub lag_ms: Option<u64>,
+}
+
+/// Upper bounds (ms) of the replication-lag histogram buckets; a last bucket counts the
+/// rest.
+pub const LAG_BUCKETS_MS: [u64; 12] =
+    [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+/// Replication lag observed on ledger pushes, as a cumulative-ready histogram.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LagHistogram {
+    /// Observations per bucket of [`LAG_BUCKETS_MS`] (not cumulative), plus the overflow.
+    pub counts: [u64; LAG_BUCKETS_MS.len() + 1],
+    pub sum_ms: u64,
+    pub count: u64,
+}
+
+impl LagHistogram {
+    fn observe(&mut self, lag_ms: u64) {
+        let bucket = LAG_BUCKETS_MS
+            .iter()
+            .position(|bound| lag_ms <= *bound)
+            .unwrap_or(LAG_BUCKETS_MS.len());
+        self.counts[bucket] += 1;
+        self.sum_ms = self.sum_ms.saturating_add(lag_ms);
+        self.count += 1;
+    }
 }
 
 /// Counts of what the node refused or did, for metrics and tests.
@@ -91,7 +120,39 @@ pub struct Stats {
     pub rights_given: u64,
     pub rights_received: u64,
     pub ledger_chunks_applied: u64,
+    /// Valid messages that brought nothing new: duplicates, replays, or data that an
+    /// anti-entropy round delivered first. Harmless (merges are idempotent); counted.
+    pub messages_stale: u64,
+    /// Rights replies matching no request in flight (late, duplicated or replayed): the
+    /// counter they carry merges harmlessly, and they start nothing.
+    pub replies_unmatched: u64,
+    pub lag: LagHistogram,
 }
+
+/// What changed since the last [`Node::take_changes`], to be made durable. Applying the
+/// batches in order to the state at the previous batch reproduces the node's state.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    /// Own increments, in chunks, and every ledger delta received that brought something
+    /// (replayed in order, they rebuild the ledger exactly: slots join by max).
+    pub ledger: Vec<Delta>,
+    /// Ops new since the last batch, every origin, in chunks of complete runs.
+    pub directory: Vec<DirectoryDelta>,
+    /// Whole counters (merging is idempotent).
+    pub escrow: Vec<(CounterKey, BoundedCounter)>,
+    /// [`Node::own_changes`] when the batch was taken: once it is durable, outputs
+    /// reflecting own changes up to this point may leave.
+    pub own_changes: u64,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.ledger.is_empty() && self.directory.is_empty() && self.escrow.is_empty()
+    }
+}
+
+/// Ops per directory chunk in [`Changes`].
+const PERSIST_OPS_MAX: usize = 10_000;
 
 /// An escrow request in progress for one key.
 #[derive(Clone, Debug)]
@@ -146,6 +207,17 @@ pub struct Node {
     /// The quota policy may have changed (directory ops applied) or a period rolled.
     quotas_dirty: bool,
     quotas_period: Option<Period>,
+    /// When the oldest change in the pending push batch was made.
+    first_change_ms: Option<u64>,
+    /// Count of changes to this node's own state (its ledger slot, its directory ops, its
+    /// escrow cells): the ticket a durability gate waits for.
+    own_changes: u64,
+    /// What [`Node::take_changes`] has already handed out.
+    persisted_own_seq: u64,
+    /// Received ledger deltas that changed something, not yet handed out.
+    persist_ledger: Vec<Delta>,
+    persisted_directory: VersionVector,
+    persist_dirty: BTreeSet<CounterKey>,
 }
 
 impl Node {
@@ -157,6 +229,8 @@ impl Node {
         let phase = mix(id.0) % config.anti_entropy_interval_ms.max(1);
         let ledger_pushed = state.ledger.version_vector().get(id);
         let directory_pushed = state.directory.version_vector().get(id);
+        let persisted_own_seq = state.ledger.version_vector().get(id);
+        let persisted_directory = state.directory.version_vector().clone();
         Node {
             id,
             rng: Rng::new(seed ^ mix(id.0)),
@@ -181,6 +255,12 @@ impl Node {
             tokens_at_ms: now_ms,
             quotas_dirty: true,
             quotas_period: None,
+            first_change_ms: None,
+            own_changes: 0,
+            persisted_own_seq,
+            persist_ledger: Vec::new(),
+            persisted_directory,
+            persist_dirty: BTreeSet::new(),
             config,
         }
     }
@@ -241,6 +321,57 @@ impl Node {
         }
     }
 
+    /// Count of own-state changes so far (see [`Changes::own_changes`]). Outputs taken
+    /// now may reflect changes up to this count; a caller that persists must not send
+    /// them before the batch holding this count is durable.
+    pub fn own_changes(&self) -> u64 {
+        self.own_changes
+    }
+
+    /// Everything that changed since the previous call (own and merged), for the store.
+    /// Once handed out it is not handed out again: a caller whose write fails must stop
+    /// (restart from what is durable) rather than carry on.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut ledger = std::mem::take(&mut self.persist_ledger);
+        let own = self.ledger.version_vector().get(self.id);
+        while self.persisted_own_seq < own {
+            let since = with_entry(
+                self.ledger.version_vector(),
+                self.id,
+                self.persisted_own_seq,
+            );
+            let delta = self.ledger.delta_since(&since, Delta::ENTRIES_MAX);
+            let Some(part) = delta.parts.into_iter().find(|p| p.origin == self.id) else {
+                break;
+            };
+            self.persisted_own_seq = part.to_seq;
+            ledger.push(Delta { parts: vec![part] });
+        }
+        let mut directory = Vec::new();
+        loop {
+            let chunk = self
+                .directory
+                .delta_since(&self.persisted_directory, PERSIST_OPS_MAX);
+            if chunk.is_empty() {
+                break;
+            }
+            for op in &chunk.ops {
+                self.persisted_directory.advance(op.origin, op.seq);
+            }
+            directory.push(chunk);
+        }
+        let escrow = std::mem::take(&mut self.persist_dirty)
+            .into_iter()
+            .filter_map(|key| self.escrow.get(&key).map(|c| (key, c.clone())))
+            .collect();
+        Changes {
+            ledger,
+            directory,
+            escrow,
+            own_changes: self.own_changes,
+        }
+    }
+
     /// Outputs produced since the last call.
     pub fn take_outputs(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.outputs)
@@ -273,6 +404,7 @@ impl Node {
         amount: u64,
     ) -> Result<(), IncrementError> {
         self.ledger.increment(key, amount)?;
+        self.own_changes += 1;
         self.schedule_push(now_ms);
         Ok(())
     }
@@ -285,6 +417,7 @@ impl Node {
         change: Change,
     ) -> Result<Op, DirectoryError> {
         let op = self.directory.change(now_ms, actor, change)?;
+        self.own_changes += 1;
         self.quotas_dirty = true;
         self.schedule_push(now_ms);
         self.reconcile_quotas(now_ms);
@@ -369,7 +502,7 @@ impl Node {
                 }
             }
         }
-        self.flush_push();
+        self.flush_push(0);
         self.outputs.push(Output::Broadcast(Message::Leaving));
     }
 
@@ -409,7 +542,7 @@ impl Node {
     fn tick(&mut self, now_ms: u64) {
         self.reconcile_quotas(now_ms);
         if self.push_due_ms.is_some_and(|due| due <= now_ms) {
-            self.flush_push();
+            self.flush_push(now_ms);
         }
         if self.next_anti_entropy_ms <= now_ms {
             self.anti_entropy_round(now_ms);
@@ -438,7 +571,10 @@ impl Node {
         let view = self.peers.entry(from).or_default();
         view.last_heard_ms = Some(now_ms);
         match message {
-            Message::LedgerPush(delta) => {
+            Message::LedgerPush {
+                delta,
+                first_change_ms,
+            } => {
                 if let Some(part) = delta.parts.iter().find(|p| p.origin != from) {
                     self.stats.misattributed_refused += 1;
                     return Err(MessageError::Misattributed {
@@ -447,6 +583,9 @@ impl Node {
                     });
                 }
                 self.apply_ledger(&delta)?;
+                let lag_ms = now_ms.saturating_sub(first_change_ms);
+                self.stats.lag.observe(lag_ms);
+                self.peers.entry(from).or_default().lag_ms = Some(lag_ms);
             }
             Message::LedgerPull { digest } => self.answer_pull(now_ms, from, &digest),
             Message::LedgerChunk { delta, more } => {
@@ -477,7 +616,11 @@ impl Node {
                     self.send(from, Message::Directory(reply));
                 }
             }
-            Message::EscrowPush(counters) => self.merge_counters(&counters),
+            Message::EscrowPush(counters) => {
+                if self.merge_counters(&counters) == 0 {
+                    self.stats.messages_stale += 1;
+                }
+            }
             Message::EscrowDigest { root } => {
                 if root != self.escrow_digest.root() {
                     let buckets = self.escrow_digest.buckets().to_vec();
@@ -506,11 +649,16 @@ impl Node {
                 counter,
             } => {
                 self.merge_counters(&[(key, counter)]);
-                if let Some(request) = self.requests.get_mut(&key) {
-                    if request
+                let matched = self.requests.get(&key).is_some_and(|request| {
+                    request
                         .in_flight
                         .is_some_and(|(id, donor, _)| id == request_id && donor == from)
-                    {
+                });
+                if !matched {
+                    self.stats.replies_unmatched += 1;
+                }
+                if let Some(request) = self.requests.get_mut(&key) {
+                    if matched {
                         request.in_flight = None;
                         if given > 0 {
                             self.stats.rights_received += given;
@@ -536,9 +684,19 @@ impl Node {
     // ---- ledger and directory -----------------------------------------------------------
 
     fn apply_ledger(&mut self, delta: &Delta) -> Result<(), MessageError> {
+        // Everything it carries is within what this replica already holds (a complete
+        // prefix per origin): a duplicate or a replay.
+        let vv = self.ledger.version_vector();
+        let stale = delta.parts.iter().all(|p| vv.get(p.origin) >= p.to_seq);
         self.ledger
             .apply_delta(delta)
-            .map_err(|e| MessageError::Invalid(e.to_string()))
+            .map_err(|e| MessageError::Invalid(e.to_string()))?;
+        if stale {
+            self.stats.messages_stale += 1;
+        } else {
+            self.persist_ledger.push(delta.clone());
+        }
+        Ok(())
     }
 
     fn apply_directory(&mut self, delta: &DirectoryDelta) -> Result<(), MessageError> {
@@ -548,6 +706,8 @@ impl Node {
             .map_err(|e| MessageError::Invalid(e.to_string()))?;
         if report.applied > 0 {
             self.quotas_dirty = true;
+        } else {
+            self.stats.messages_stale += 1;
         }
         Ok(())
     }
@@ -609,12 +769,14 @@ impl Node {
     fn schedule_push(&mut self, now_ms: u64) {
         if self.push_due_ms.is_none() {
             self.push_due_ms = Some(now_ms + self.config.push_delay_ms);
+            self.first_change_ms = Some(now_ms);
         }
     }
 
     /// Broadcasts everything local not pushed yet, in bounded messages.
-    fn flush_push(&mut self) {
+    fn flush_push(&mut self, now_ms: u64) {
         self.push_due_ms = None;
+        let first_change_ms = self.first_change_ms.take().unwrap_or(now_ms);
         let own = self.ledger.version_vector().get(self.id);
         while self.ledger_pushed < own {
             let since = with_entry(self.ledger.version_vector(), self.id, self.ledger_pushed);
@@ -628,8 +790,10 @@ impl Node {
             let own_only = Delta {
                 parts: vec![part.clone()],
             };
-            self.outputs
-                .push(Output::Broadcast(Message::LedgerPush(own_only)));
+            self.outputs.push(Output::Broadcast(Message::LedgerPush {
+                delta: own_only,
+                first_change_ms,
+            }));
             if to_seq <= self.ledger_pushed {
                 break;
             }
@@ -676,22 +840,30 @@ impl Node {
 
     // ---- escrow -------------------------------------------------------------------------
 
-    /// Records that a counter changed: digest updated, pushed with the next batch.
+    /// Records that this node changed a counter (its own cells): digest updated, pushed
+    /// with the next batch, persisted with the next [`Node::take_changes`].
     fn touch(&mut self, key: CounterKey) {
         if let Some(counter) = self.escrow.get(&key) {
             self.escrow_digest.update(&key, counter);
         }
         self.escrow_dirty.insert(key);
+        self.persist_dirty.insert(key);
+        self.own_changes += 1;
     }
 
-    fn merge_counters(&mut self, counters: &[(CounterKey, BoundedCounter)]) {
+    /// Merges peers' counters; returns how many changed here.
+    fn merge_counters(&mut self, counters: &[(CounterKey, BoundedCounter)]) -> usize {
+        let mut changed = 0;
         for (key, counter) in counters {
             if self.escrow.merge_counter(*key, counter) {
+                changed += 1;
+                self.persist_dirty.insert(*key);
                 if let Some(merged) = self.escrow.get(key) {
                     self.escrow_digest.update(key, merged);
                 }
             }
         }
+        changed
     }
 
     fn send_counters(&mut self, to: NodeId, buckets: &[u16], want: Vec<u16>) {

@@ -57,7 +57,7 @@ async fn start(cluster_key: [u8; 32], bootstrap: Vec<Multiaddr>) -> Peer {
     settings.redial_base_ms = 100;
     settings.redial_max_ms = 1_000;
     settings.garbage_max = 4;
-    let net = spawn(keypair, settings, node.clone())
+    let net = spawn(keypair, settings, node.clone(), None)
         .await
         .expect("transport starts");
     let addr = net.stats().listen_addrs[0]

@@ -321,7 +321,10 @@ fn hostile_messages_are_refused_and_change_nothing() {
             now,
             Input::Message {
                 from,
-                message: Message::LedgerPush(forged),
+                message: Message::LedgerPush {
+                    delta: forged,
+                    first_change_ms: 0,
+                },
             },
         )
     });
@@ -343,6 +346,93 @@ fn hostile_messages_are_refused_and_change_nothing() {
     });
     assert!(sim.node(0).stats().messages_refused >= 2);
     sim.assert_truthful();
+}
+
+#[test]
+fn replayed_messages_are_counted_and_change_nothing() {
+    let mut sim = Sim::new(2, 3, fast_config(), NetConfig::perfect());
+    create_tenant(&mut sim, 0, 1, 0, Some(1_000));
+    write_everywhere(&mut sim, 5);
+    sim.run_for(5_000);
+    sim.assert_converged(&BTreeMap::new());
+    // Node 1's own increments, as it pushed them, delivered again to node 0.
+    let own = sim.ids[1];
+    let replay = sim.node(1).ledger().delta_since(&Default::default(), 1_000);
+    let replay = Delta {
+        parts: replay
+            .parts
+            .into_iter()
+            .filter(|p| p.origin == own)
+            .collect(),
+    };
+    assert!(!replay.is_empty());
+    let ledger_before = sim.node(0).ledger().clone();
+    let escrow_before = sim.node(0).escrow().encode();
+    let stale_before = sim.node(0).stats().messages_stale;
+    let counter = sim
+        .node(1)
+        .escrow()
+        .get(&key(1, Metric::Requests))
+        .cloned()
+        .expect("granted counter");
+    for _ in 0..2 {
+        sim.with_node(0, |node, now| {
+            node.handle(
+                now,
+                Input::Message {
+                    from: own,
+                    message: Message::LedgerPush {
+                        delta: replay.clone(),
+                        first_change_ms: now,
+                    },
+                },
+            );
+            // A rights reply nobody asked for (a replay of an old one).
+            node.handle(
+                now,
+                Input::Message {
+                    from: own,
+                    message: Message::RightsReply {
+                        request_id: 4242,
+                        key: key(1, Metric::Requests),
+                        given: 100,
+                        counter: counter.clone(),
+                    },
+                },
+            );
+        });
+    }
+    let stats = sim.node(0).stats().clone();
+    assert_eq!(stats.messages_stale, stale_before + 2);
+    assert_eq!(stats.replies_unmatched, 2);
+    assert_eq!(stats.messages_refused, 0);
+    assert!(sim.node(0).ledger().same_state(&ledger_before));
+    assert_eq!(sim.node(0).escrow().encode(), escrow_before);
+    sim.assert_truthful();
+}
+
+#[test]
+fn replication_lag_is_measured_on_pushes() {
+    let mut sim = Sim::new(3, 4, fast_config(), NetConfig::perfect());
+    write_everywhere(&mut sim, 3);
+    sim.run_for(1_000);
+    let config = fast_config();
+    for i in 0..3 {
+        let node = sim.node(i);
+        let lag = &node.stats().lag;
+        assert!(lag.count >= 2, "node {i} saw {} pushes", lag.count);
+        assert_eq!(lag.counts.iter().sum::<u64>(), lag.count);
+        // Batching delay plus the simulated link delay (at most 5 ms).
+        let bound = config.push_delay_ms + 5;
+        assert!(
+            lag.sum_ms <= lag.count * bound,
+            "mean lag above {bound} ms: {lag:?}"
+        );
+        for (peer, view) in node.peers() {
+            let lag_ms = view.lag_ms.expect("lag observed");
+            assert!(lag_ms <= bound, "lag from {peer}: {lag_ms} ms");
+        }
+    }
 }
 
 #[test]

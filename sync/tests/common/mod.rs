@@ -90,6 +90,9 @@ pub struct Sim {
     pub net: NetConfig,
     pub ids: Vec<NodeId>,
     nodes: Vec<Option<Node>>,
+    /// Each node's durable state, built only from [`Node::take_changes`] batches (through
+    /// their encodings), as the edge's store builds it.
+    durable: Vec<NodeState>,
     /// A crashed node's state as persisted at the crash.
     saved: Vec<Option<NodeState>>,
     /// Directed links that are cut.
@@ -106,6 +109,7 @@ pub struct Sim {
 impl Sim {
     pub fn new(n: usize, seed: u64, config: SyncConfig, net: NetConfig) -> Sim {
         let ids: Vec<NodeId> = (0..n).map(|i| NodeId(100 + i as u64)).collect();
+        let durable = ids.iter().map(|id| empty_state(*id)).collect();
         let nodes = ids
             .iter()
             .enumerate()
@@ -126,6 +130,7 @@ impl Sim {
             net,
             ids,
             nodes,
+            durable,
             saved: vec![None; n],
             cut: BTreeSet::new(),
             queue: BinaryHeap::new(),
@@ -201,10 +206,13 @@ impl Sim {
     }
 
     fn route(&mut self, from: usize) {
-        let outputs = match self.nodes[from].as_mut() {
-            Some(node) => node.take_outputs(),
-            None => return,
+        let Some(node) = self.nodes[from].as_mut() else {
+            return;
         };
+        // Persist before anything leaves (the driver's contract).
+        let changes = node.take_changes();
+        let outputs = node.take_outputs();
+        persist(&mut self.durable[from], &changes);
         for output in outputs {
             match output {
                 Output::Send { to, message } => {
@@ -363,7 +371,24 @@ impl Sim {
         let Some(node) = self.nodes[i].take() else {
             return;
         };
-        self.saved[i] = Some(node.state());
+        // Every step persisted its changes before its outputs left, so what is durable is
+        // exactly the node's state.
+        let state = node.state();
+        let durable = &self.durable[i];
+        assert!(
+            durable.ledger.same_state(&state.ledger),
+            "durable ledger differs from the node's"
+        );
+        assert!(
+            durable.directory.same_state(&state.directory),
+            "durable directory differs from the node's"
+        );
+        assert_eq!(
+            durable.escrow.encode(),
+            state.escrow.encode(),
+            "durable escrow differs from the node's"
+        );
+        self.saved[i] = Some(durable.clone());
         for j in 0..self.len() {
             if j != i {
                 self.input(j, Input::PeerDisconnected(self.ids[i]));
@@ -546,5 +571,39 @@ pub fn for_each_seed(default_count: u64, run: impl Fn(u64) + std::panic::RefUnwi
             eprintln!("failing seed: {seed} (replay with TESSERA_SIM_SEED={seed})");
             std::panic::resume_unwind(panic);
         }
+    }
+}
+
+fn empty_state(id: NodeId) -> NodeState {
+    NodeState {
+        ledger: tessera_crdt::Ledger::new(id),
+        directory: tessera_crdt::Directory::new(id),
+        escrow: tessera_crdt::EscrowBook::new(),
+    }
+}
+
+/// Applies one batch of changes to a durable state, through the batch's encodings.
+fn persist(state: &mut NodeState, changes: &tessera_sync::Changes) {
+    for delta in &changes.ledger {
+        let delta = tessera_crdt::ledger::Delta::decode(&delta.encode()).expect("delta decodes");
+        state.ledger.apply_delta(&delta).expect("delta applies");
+    }
+    for delta in &changes.directory {
+        let delta = tessera_crdt::directory::DirectoryDelta::decode(&delta.encode(), usize::MAX)
+            .expect("directory delta decodes");
+        let report = state
+            .directory
+            .apply_delta(&delta)
+            .expect("directory delta applies");
+        assert_eq!(
+            report.applied,
+            delta.ops.len(),
+            "persisted ops apply in order"
+        );
+    }
+    for (key, counter) in &changes.escrow {
+        let counter =
+            tessera_crdt::BoundedCounter::decode(&counter.encode()).expect("counter decodes");
+        state.escrow.merge_counter(*key, &counter);
     }
 }

@@ -53,6 +53,97 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub output: OutputConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub quota: QuotaConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// libp2p listen addresses for replication (TCP only).
+    pub listen: Vec<String>,
+    /// Peers to dial (and redial with backoff), e.g. `/ip4/10.0.0.2/tcp/7400`.
+    pub bootstrap: Vec<String>,
+    /// The 32-byte cluster key as 64 hex digits; only nodes holding it can connect.
+    /// Empty: the node runs alone (no replication listener).
+    pub cluster_key: String,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Largest replication message sent or accepted.
+    pub message_bytes_max: usize,
+    pub request_timeout_ms: u64,
+    pub connections_max: u32,
+    /// How long replication outputs may wait for the store before being dropped.
+    pub durable_wait_ms: u64,
+    /// A peer not heard from for this long is reported stale.
+    pub peer_stale_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Changes received from peers are written at least this often (own changes that a
+    /// response waits for are written at once, batched with whatever else is pending).
+    pub flush_interval_ms: u64,
+    /// When the change log passes this size, the next commit writes a snapshot.
+    pub log_bytes_max: u64,
+    /// A billed request waits at most this long for its commit; past it, 503.
+    pub commit_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Serve `POST /v1/resize` without a key (unbilled). For benchmarks and local trials
+    /// only.
+    pub anonymous_resize: bool,
+    /// SHA-256 digests (hex) of the operator tokens that may use the admin API. Empty: a
+    /// token is generated at first start, printed once, and its digest kept in the store.
+    pub operator_token_sha256: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// When local rights are out but peers hold some, a request waits this long for a
+    /// transfer before it is refused with 429 `quota_unavailable`.
+    pub transfer_wait_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["/ip4/0.0.0.0/tcp/7400".to_owned()],
+            bootstrap: Vec::new(),
+            cluster_key: String::new(),
+            mdns: false,
+            message_bytes_max: 1 << 20,
+            request_timeout_ms: 5_000,
+            connections_max: 64,
+            durable_wait_ms: 5_000,
+            peer_stale_ms: 30_000,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_ms: 200,
+            log_bytes_max: 64 << 20,
+            commit_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            transfer_wait_ms: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +231,10 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             output: OutputConfig::default(),
             log: LogConfig::default(),
+            cluster: ClusterConfig::default(),
+            store: StoreConfig::default(),
+            auth: AuthConfig::default(),
+            quota: QuotaConfig::default(),
         }
     }
 }
@@ -324,7 +419,90 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        if !self.cluster.cluster_key.is_empty() && self.cluster_key().is_none() {
+            return Err(invalid(
+                "cluster.cluster_key",
+                "must be 64 hex digits (32 bytes)",
+            ));
+        }
+        for (key, list) in [
+            ("cluster.listen", &self.cluster.listen),
+            ("cluster.bootstrap", &self.cluster.bootstrap),
+        ] {
+            for addr in list {
+                if addr.parse::<tessera_sync::net::Multiaddr>().is_err() {
+                    return Err(invalid(key, format!("{addr:?} is not a multiaddr")));
+                }
+            }
+        }
+        in_range(
+            "cluster.message_bytes_max",
+            self.cluster.message_bytes_max,
+            64 << 10,
+            64 << 20,
+        )?;
+        in_range(
+            "cluster.request_timeout_ms",
+            self.cluster.request_timeout_ms,
+            10,
+            hour_ms,
+        )?;
+        in_range(
+            "cluster.connections_max",
+            self.cluster.connections_max,
+            1,
+            10_000,
+        )?;
+        in_range(
+            "cluster.durable_wait_ms",
+            self.cluster.durable_wait_ms,
+            1,
+            hour_ms,
+        )?;
+        in_range(
+            "cluster.peer_stale_ms",
+            self.cluster.peer_stale_ms,
+            1,
+            30 * 24 * hour_ms,
+        )?;
+        in_range(
+            "store.flush_interval_ms",
+            self.store.flush_interval_ms,
+            1,
+            hour_ms,
+        )?;
+        in_range(
+            "store.log_bytes_max",
+            self.store.log_bytes_max,
+            1 << 10,
+            1 << 40,
+        )?;
+        in_range(
+            "store.commit_timeout_ms",
+            self.store.commit_timeout_ms,
+            1,
+            hour_ms,
+        )?;
+        in_range(
+            "quota.transfer_wait_ms",
+            self.quota.transfer_wait_ms,
+            0,
+            hour_ms,
+        )?;
+        for digest in &self.auth.operator_token_sha256 {
+            if crate::auth::parse_digest(digest).is_none() {
+                return Err(invalid(
+                    "auth.operator_token_sha256",
+                    "entries must be SHA-256 digests as 64 hex digits",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The cluster key, when one is configured and well formed.
+    pub fn cluster_key(&self) -> Option<[u8; 32]> {
+        crate::auth::parse_digest(&self.cluster.cluster_key)
     }
 
     pub fn workers(&self) -> usize {

@@ -9,17 +9,29 @@
 //! - [`etag`]: entity tags and conditional requests;
 //! - [`error`]: the JSON error shape every refusal takes;
 //! - [`metrics`]: Prometheus metrics;
-//! - [`config`]: layered, validated configuration.
+//! - [`config`]: layered, validated configuration;
+//! - [`auth`]: API keys, operator tokens, the local key check;
+//! - [`meter`]: quota admission (escrow) before work, metering (group commit) after;
+//! - [`admin`]: the admin API (tenants, keys, quotas, usage with harvest, cluster);
+//! - [`replica`]: the replicated state, its writer and its transport;
+//! - [`store`]: the redb file that makes it durable;
+//! - [`client`]: the CLI's HTTP client for the admin API.
 //!
 //! This crate is the only one with a runtime, configuration loading and `main`; the image
 //! work itself lives in `tessera-resize`, which knows nothing of HTTP or tokio.
 
+pub mod admin;
+pub mod auth;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod etag;
+pub mod meter;
 pub mod metrics;
 pub mod params;
 pub mod pool;
+pub mod replica;
 pub mod routes;
 pub mod server;
+pub mod store;

@@ -35,6 +35,16 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests_received: Family<RouteLabels, Counter>,
@@ -49,6 +59,16 @@ pub struct Metrics {
     pub cpu_micros: Counter,
     pub shed: Family<ReasonLabels, Counter>,
     pub pool: PoolGauges,
+    /// Quota admissions by outcome (admitted, exhausted, unavailable).
+    pub quota_decisions: Family<OutcomeLabels, Counter>,
+    /// Times a request slept waiting for a rights transfer.
+    pub quota_waits: Counter,
+    /// Requests refused by authentication, by error code.
+    pub auth_refused: Family<CodeLabels, Counter>,
+    /// Requests billed (usage durable before the answer).
+    pub billed: Counter,
+    /// Time a billed request waited for its group commit.
+    pub commit_wait: Histogram,
 }
 
 /// 100 µs .. ~105 s in 21 doubling steps: covers a 304 answer and an AVIF encode alike.
@@ -71,6 +91,36 @@ impl Metrics {
         let cpu_micros = Counter::default();
         let shed = Family::<ReasonLabels, Counter>::default();
         let pool = PoolGauges::default();
+        let quota_decisions = Family::<OutcomeLabels, Counter>::default();
+        let quota_waits = Counter::default();
+        let auth_refused = Family::<CodeLabels, Counter>::default();
+        let billed = Counter::default();
+        let commit_wait = latency_histogram();
+        registry.register(
+            "quota_decisions",
+            "Quota admissions by outcome; every one is decided from local rights",
+            quota_decisions.clone(),
+        );
+        registry.register(
+            "quota_transfer_waits",
+            "Polls of a request waiting for escrow rights from a peer",
+            quota_waits.clone(),
+        );
+        registry.register(
+            "auth_refused",
+            "Requests refused by authentication or authorization, by error code",
+            auth_refused.clone(),
+        );
+        registry.register(
+            "billed_requests",
+            "Requests whose usage was made durable before they were answered",
+            billed.clone(),
+        );
+        registry.register(
+            "store_commit_wait_seconds",
+            "Time a billed request waited for the group commit of its usage",
+            commit_wait.clone(),
+        );
         registry.register(
             "http_requests_received",
             "HTTP requests whose head was received, by route",
@@ -150,6 +200,11 @@ impl Metrics {
             cpu_micros,
             shed,
             pool,
+            quota_decisions,
+            quota_waits,
+            auth_refused,
+            billed,
+            commit_wait,
         }
     }
 
@@ -160,11 +215,197 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+
+    /// The registry plus the replication metrics read from the protocol core and the
+    /// transport at scrape time (they keep their own counters; copying them into
+    /// registry counters on every change would put metric updates inside the core).
+    pub fn render_with(&self, sync: &SyncSnapshot) -> String {
+        let mut out = self.render();
+        let eof = out.rfind("# EOF").unwrap_or(out.len());
+        out.truncate(eof);
+        sync.encode(&mut out);
+        out.push_str("# EOF\n");
+        out
+    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The replication figures one scrape reports.
+pub struct SyncSnapshot {
+    pub stats: tessera_sync::Stats,
+    pub net: Option<tessera_sync::net::NetStats>,
+    /// Per peer: (node id, connected, last heard age in ms, last lag in ms).
+    pub peers: Vec<(String, bool, Option<u64>, Option<u64>)>,
+    pub store_failed: bool,
+}
+
+impl SyncSnapshot {
+    fn encode(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP tessera_store_failed 1 when a store commit failed and the node stopped taking billable work");
+        let _ = writeln!(out, "# TYPE tessera_store_failed gauge");
+        let _ = writeln!(out, "tessera_store_failed {}", u8::from(self.store_failed));
+        let stats = &self.stats;
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "sync_messages_refused",
+                "Messages refused by validation (changed nothing)",
+                stats.messages_refused,
+            ),
+            (
+                "sync_misattributed_refused",
+                "Pushes refused for carrying another node's data",
+                stats.misattributed_refused,
+            ),
+            (
+                "sync_messages_stale",
+                "Valid messages that brought nothing new (duplicates, replays)",
+                stats.messages_stale,
+            ),
+            (
+                "sync_replies_unmatched",
+                "Rights replies matching no request in flight (late or replayed)",
+                stats.replies_unmatched,
+            ),
+            (
+                "sync_rights_requests",
+                "Escrow rights requests sent",
+                stats.rights_requests_sent,
+            ),
+            (
+                "sync_rights_retries",
+                "Escrow rights requests that were retries",
+                stats.rights_retries,
+            ),
+            (
+                "sync_rights_given",
+                "Escrow rights given to peers",
+                stats.rights_given,
+            ),
+            (
+                "sync_rights_received",
+                "Escrow rights received from peers",
+                stats.rights_received,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP tessera_{name} {help}");
+            let _ = writeln!(out, "# TYPE tessera_{name} counter");
+            let _ = writeln!(out, "tessera_{name}_total {value}");
+        }
+        let lag = &stats.lag;
+        let _ = writeln!(out, "# HELP tessera_sync_replication_lag_seconds Time from a peer's increment to its arrival here (ledger pushes; clock skew included)");
+        let _ = writeln!(out, "# TYPE tessera_sync_replication_lag_seconds histogram");
+        let mut cumulative = 0;
+        for (i, bound) in tessera_sync::LAG_BUCKETS_MS.iter().enumerate() {
+            cumulative += lag.counts[i];
+            let _ = writeln!(
+                out,
+                "tessera_sync_replication_lag_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1000.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "tessera_sync_replication_lag_seconds_bucket{{le=\"+Inf\"}} {}",
+            lag.count
+        );
+        let _ = writeln!(
+            out,
+            "tessera_sync_replication_lag_seconds_sum {}",
+            lag.sum_ms as f64 / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "tessera_sync_replication_lag_seconds_count {}",
+            lag.count
+        );
+        let _ = writeln!(out, "# HELP tessera_sync_peer_last_heard_age_seconds Time since a message from the peer last arrived");
+        let _ = writeln!(out, "# TYPE tessera_sync_peer_last_heard_age_seconds gauge");
+        for (peer, _, age, _) in &self.peers {
+            if let Some(age) = age {
+                let _ = writeln!(
+                    out,
+                    "tessera_sync_peer_last_heard_age_seconds{{peer=\"{peer}\"}} {}",
+                    *age as f64 / 1000.0
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_sync_peer_connected 1 when the peer is connected"
+        );
+        let _ = writeln!(out, "# TYPE tessera_sync_peer_connected gauge");
+        for (peer, connected, _, _) in &self.peers {
+            let _ = writeln!(
+                out,
+                "tessera_sync_peer_connected{{peer=\"{peer}\"}} {}",
+                u8::from(*connected)
+            );
+        }
+        let Some(net) = &self.net else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP tessera_sync_peers_connected Peers with an open connection"
+        );
+        let _ = writeln!(out, "# TYPE tessera_sync_peers_connected gauge");
+        let _ = writeln!(out, "tessera_sync_peers_connected {}", net.peers_connected);
+        for (direction, by_kind) in [("sent", &net.sent), ("received", &net.received)] {
+            let _ = writeln!(out, "# HELP tessera_sync_messages_{direction} Replication messages {direction}, by kind");
+            let _ = writeln!(out, "# TYPE tessera_sync_messages_{direction} counter");
+            for (kind, (messages, _)) in by_kind.iter() {
+                let _ = writeln!(
+                    out,
+                    "tessera_sync_messages_{direction}_total{{kind=\"{kind}\"}} {messages}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP tessera_sync_bytes_{direction} Replication bytes {direction}, by kind"
+            );
+            let _ = writeln!(out, "# TYPE tessera_sync_bytes_{direction} counter");
+            for (kind, (_, bytes)) in by_kind.iter() {
+                let _ = writeln!(
+                    out,
+                    "tessera_sync_bytes_{direction}_total{{kind=\"{kind}\"}} {bytes}"
+                );
+            }
+        }
+        for (direction, index) in [("sent", 0), ("received", 1)] {
+            let _ = writeln!(out, "# HELP tessera_sync_peer_messages_{direction} Replication messages {direction}, by peer (gossip counted per connected peer when published)");
+            let _ = writeln!(out, "# TYPE tessera_sync_peer_messages_{direction} counter");
+            for (peer, counts) in &net.per_peer {
+                let value = if index == 0 { counts.0 } else { counts.1 };
+                let _ = writeln!(
+                    out,
+                    "tessera_sync_peer_messages_{direction}_total{{peer=\"{peer}\"}} {value}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP tessera_sync_refused_frames Frames refused by the transport (malformed, oversized, wrong version)");
+        let _ = writeln!(out, "# TYPE tessera_sync_refused_frames counter");
+        let _ = writeln!(
+            out,
+            "tessera_sync_refused_frames_total {}",
+            net.refused_frames
+        );
+        let _ = writeln!(out, "# HELP tessera_sync_disconnected_for_garbage Peers disconnected for sending refused frames");
+        let _ = writeln!(out, "# TYPE tessera_sync_disconnected_for_garbage counter");
+        let _ = writeln!(
+            out,
+            "tessera_sync_disconnected_for_garbage_total {}",
+            net.disconnected_for_garbage
+        );
+        let _ = writeln!(out, "# HELP tessera_sync_held_back Output batches dropped because the store did not make them durable in time");
+        let _ = writeln!(out, "# TYPE tessera_sync_held_back counter");
+        let _ = writeln!(out, "tessera_sync_held_back_total {}", net.held_back);
     }
 }
 

@@ -1,5 +1,10 @@
 //! The HTTP routes and their handlers: `POST /v1/resize`, `/healthz`, `/readyz`,
-//! `/metrics`, plus JSON answers for unknown routes and methods.
+//! `/metrics`, the admin API ([`crate::admin`]), plus JSON answers for unknown routes and
+//! methods.
+//!
+//! A resize request goes: parse → authenticate (the local directory replica) → read the
+//! body → quota admission (local escrow rights) → the worker pool → bill (usage durable
+//! by group commit) → respond. Every refusal happens before anything is billed.
 //!
 //! The resize handler does only cheap, bounded work on the event loop — parse the query,
 //! stream the body under a size cap and a deadline — and hands the bytes to the worker
@@ -27,6 +32,10 @@ use crate::error::ApiError;
 use crate::metrics::{Metrics, ReasonLabels, RouteLabels, RouteStatusLabels, StageLabels};
 use crate::params::{self, Defaults};
 use crate::pool::{Job, JobOutcome, Pool, Rejected};
+use crate::replica::Replica;
+use crate::{admin, auth, meter};
+use tessera_crdt::directory::Scopes;
+use tessera_crdt::TenantId;
 
 /// How long an early refusal waits for the rest of a body it throws away.
 const DISCARD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -45,6 +54,10 @@ pub struct AppState {
     pub body_budget: Budget,
     /// Cleared when shutdown starts, so `/readyz` turns load balancers away first.
     pub ready: AtomicBool,
+    /// The replicated state, its store and its transport.
+    pub replica: Arc<Replica>,
+    /// SHA-256 digests of the operator tokens.
+    pub operator_digests: Vec<[u8; 32]>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -53,6 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(admin::router())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -71,6 +85,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",
+        Some(path) if path.starts_with("/admin/") => "/admin",
         _ => "unmatched",
     };
     let metrics = &state.metrics;
@@ -101,6 +116,14 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.replica.is_failed() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_failed",
+            "the node cannot persist usage and takes no billable work",
+        )
+        .into_response();
+    }
     if state.ready.load(Ordering::Acquire) {
         axum::Json(serde_json::json!({ "status": "ready" })).into_response()
     } else {
@@ -119,9 +142,59 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render_with(&sync_snapshot(&state)),
     )
         .into_response()
+}
+
+fn sync_snapshot(state: &AppState) -> crate::metrics::SyncSnapshot {
+    let net = state.replica.net_stats();
+    let now = crate::replica::now_ms();
+    let node = state.replica.lock();
+    let peers = node
+        .peers()
+        .iter()
+        .map(|(id, view)| {
+            (
+                id.to_string(),
+                view.connected,
+                view.last_heard_ms.map(|t| now.saturating_sub(t)),
+                view.lag_ms,
+            )
+        })
+        .collect();
+    crate::metrics::SyncSnapshot {
+        stats: node.stats().clone(),
+        net,
+        peers,
+        store_failed: state.replica.is_failed(),
+    }
+}
+
+/// Who pays for a resize: a tenant (authenticated key with the resize scope) or nobody
+/// (`auth.anonymous_resize`).
+fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<TenantId>, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if authorization.is_none() && state.config.auth.anonymous_resize {
+        return Ok(None);
+    }
+    let checked = auth::bearer(authorization).and_then(|key| {
+        let node = state.replica.lock();
+        auth::check_key(node.directory(), key, Scopes::RESIZE)
+    });
+    match checked {
+        Ok(caller) => Ok(Some(caller.tenant)),
+        Err(error) => {
+            state
+                .metrics
+                .auth_refused
+                .get_or_create(&crate::metrics::CodeLabels { code: error.code })
+                .inc();
+            Err(error)
+        }
+    }
 }
 
 async fn resize(
@@ -131,6 +204,14 @@ async fn resize(
     body: Body,
 ) -> Result<Response, ApiError> {
     let config = &state.config;
+    let payer = payer(&state, &headers)?;
+    if payer.is_some() && state.replica.is_failed() {
+        return Err(ApiError::overloaded(
+            "store_failed",
+            "the node cannot persist usage and takes no billable work",
+            5,
+        ));
+    }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let parsed = params::parse(
         query.as_deref().unwrap_or(""),
@@ -172,6 +253,9 @@ async fn resize(
         return Err(ResizeError::Empty.into());
     }
     let input_bytes = input.len() as u64;
+    if let Some(tenant) = payer {
+        meter::admit(&state, tenant, input_bytes, deadline).await?;
+    }
 
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
@@ -203,6 +287,14 @@ async fn resize(
     drop(buffered); // the job is done with the input: give its bytes back to the budget
     match outcome {
         JobOutcome::NotModified { etag } => {
+            if let Some(tenant) = payer {
+                let usage = meter::Usage {
+                    bytes_in: input_bytes,
+                    ..meter::Usage::default()
+                };
+                meter::bill(&state, tenant, usage).await?;
+                state.metrics.billed.inc();
+            }
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             set_cache_headers(&state, response.headers_mut(), &etag, parsed.vary_accept);
             Ok(response)
@@ -214,6 +306,15 @@ async fn resize(
         } => {
             let output = result?;
             record_output(&state.metrics, input_bytes, queue_wait, &output);
+            if let Some(tenant) = payer {
+                let usage = meter::Usage {
+                    cpu_micros: output.timings.cpu_us,
+                    bytes_in: input_bytes,
+                    bytes_out: output.bytes.len() as u64,
+                };
+                meter::bill(&state, tenant, usage).await?;
+                state.metrics.billed.inc();
+            }
             let timing = format!(
                 "queue;dur={:.1}, decode;dur={:.1}, resize;dur={:.1}, encode;dur={:.1}",
                 queue_wait.as_secs_f64() * 1e3,

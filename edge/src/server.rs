@@ -21,15 +21,26 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::auth;
 use crate::body::Budget;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::params::Defaults;
 use crate::pool::Pool;
+use crate::replica::{Replica, ReplicaError};
 use crate::routes::{self, AppState};
 
-/// Builds the shared state: metrics registry and the worker pool, sized from `config`.
-pub fn build_state(config: Config) -> Arc<AppState> {
+/// Builds the shared state: metrics registry, the replica (store, state, transport) and
+/// the worker pool, sized from `config`. Must run inside a tokio runtime.
+pub async fn build_state(config: Config) -> Result<Arc<AppState>, ReplicaError> {
+    let replica = Arc::new(Replica::start(&config).await?);
+    let operator_digests = config
+        .auth
+        .operator_token_sha256
+        .iter()
+        .filter_map(|d| auth::parse_digest(d))
+        .chain(replica.operator_digest)
+        .collect();
     let metrics = Arc::new(Metrics::new());
     let limits = config.resize_limits();
     let pool = Pool::start(
@@ -40,7 +51,7 @@ pub fn build_state(config: Config) -> Arc<AppState> {
         metrics.pool.clone(),
     );
     let cache_control = format!("public, max-age={}", config.output.cache_max_age_s);
-    Arc::new(AppState {
+    Ok(Arc::new(AppState {
         body_budget: Budget::new(config.http.buffered_bytes_max),
         limits,
         defaults: Defaults {
@@ -53,7 +64,9 @@ pub fn build_state(config: Config) -> Arc<AppState> {
         pool,
         metrics,
         ready: true.into(),
-    })
+        replica,
+        operator_digests,
+    }))
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight
@@ -126,6 +139,7 @@ pub async fn run(
     }
     let pool_state = state.clone();
     let _ = tokio::task::spawn_blocking(move || pool_state.pool.join()).await;
+    state.replica.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())
 }

@@ -38,12 +38,15 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    gossipsub, identify, identity, mdns, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol,
-    Swarm, SwarmBuilder, Transport,
+    gossipsub, identify, identity, mdns, noise, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
+    Transport,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{watch, Notify};
+
+pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr, PeerId};
 
 use crate::escrow_digest::{fnv1a, FNV_OFFSET};
 use crate::message::Message;

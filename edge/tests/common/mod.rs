@@ -24,16 +24,24 @@ use tokio::task::JoinHandle;
 pub struct TestNode {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
+    /// The data directory, when the node made its own (removed with the node).
+    pub data_dir: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestNode {
-    pub async fn start(config: Config) -> Self {
+    /// Starts a node; with the default data directory, in a fresh temporary one.
+    pub async fn start(mut config: Config) -> Self {
+        let data_dir = (config.data_dir == Config::default().data_dir).then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            config.data_dir = dir.path().to_owned();
+            dir
+        });
         config.validate().expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = server::build_state(config);
+        let state = server::build_state(config).await.expect("node starts");
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server::run(listener, state.clone(), async {
             let _ = rx.await;
@@ -41,6 +49,7 @@ impl TestNode {
         Self {
             addr,
             state,
+            data_dir,
             shutdown: Some(tx),
             handle: Some(handle),
         }
@@ -73,9 +82,11 @@ impl TestNode {
     }
 }
 
-/// A small configuration for tests: 2 workers, short timeouts.
+/// A small configuration for tests: 2 workers, short timeouts, resizing without a key
+/// (the front-door tests; `tests/node_api.rs` covers keys and billing).
 pub fn test_config() -> Config {
     let mut config = Config::default();
+    config.auth.anonymous_resize = true;
     config.pool.workers = 2;
     config.pool.queue_max = 16;
     config.http.shutdown_grace_ms = 5_000;

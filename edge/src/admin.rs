@@ -1,0 +1,830 @@
+//! The admin API (`/admin/v1/...`): tenants, keys, signing secrets, origins, quotas,
+//! presets, merged usage with harvest, and the cluster view.
+//!
+//! Every edit is a directory op made on this node's replica: it is durable (group commit)
+//! before the answer leaves, and reaches the other nodes by push and anti-entropy. Reads
+//! answer from the local replica, so they show what this node knows, with enough
+//! freshness information (harvest) to tell how complete that is.
+//!
+//! Callers: operators (a token whose SHA-256 is configured), and for
+//! `GET /admin/v1/usage` only, a tenant key with the `usage` scope, for its own tenant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tessera_crdt::directory::{Change, DirectoryError, KeyId, Scopes, SecretId, TenantStatus};
+use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId};
+
+use crate::auth::{self, Caller};
+use crate::error::ApiError;
+use crate::replica::{now_ms, DurableError};
+use crate::routes::AppState;
+
+/// Ids handed out here stay below 2^53 so JavaScript clients read them exactly.
+const ID_MAX: u64 = (1 << 53) - 1;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/v1/tenants", post(create_tenant).get(list_tenants))
+        .route(
+            "/admin/v1/tenants/{tenant}",
+            get(show_tenant).delete(delete_tenant),
+        )
+        .route("/admin/v1/tenants/{tenant}/status", post(set_status))
+        .route("/admin/v1/tenants/{tenant}/history", get(history))
+        .route("/admin/v1/tenants/{tenant}/keys", post(create_key))
+        .route("/admin/v1/tenants/{tenant}/keys/{key}", delete(revoke_key))
+        .route(
+            "/admin/v1/tenants/{tenant}/quotas/{metric}/{period}",
+            put(set_quota),
+        )
+        .route("/admin/v1/tenants/{tenant}/origins", put(set_origin))
+        .route("/admin/v1/tenants/{tenant}/secrets", post(add_secret))
+        .route(
+            "/admin/v1/tenants/{tenant}/secrets/{secret}",
+            delete(retire_secret),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/secrets/{secret}/primary",
+            post(primary_secret),
+        )
+        .route("/admin/v1/tenants/{tenant}/presets/{name}", put(set_preset))
+        .route("/admin/v1/usage", get(usage))
+        .route("/admin/v1/cluster", get(cluster))
+}
+
+/// The operator's actor name in the audit history: a short digest of the token.
+struct Operator(String);
+
+fn operator(state: &AppState, headers: &HeaderMap) -> Result<Operator, ApiError> {
+    let token = auth::bearer(header_str(headers, header::AUTHORIZATION.as_str()))?;
+    if auth::is_operator(&state.operator_digests, token) {
+        let digest = auth::hex(&auth::sha256(token.as_bytes()));
+        Ok(Operator(format!("operator:{}", &digest[..12])))
+    } else {
+        Err(ApiError::unauthorized(
+            "invalid_token",
+            "the operator token is not valid",
+        ))
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn parse_id(what: &'static str, text: &str) -> Result<u64, ApiError> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|id| (1..=ID_MAX).contains(id))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no {what} {text:?}"),
+            )
+        })
+}
+
+fn random_id() -> u64 {
+    (u64::from_le_bytes(auth::random_bytes::<8>()) % ID_MAX) + 1
+}
+
+fn directory_error(error: DirectoryError) -> ApiError {
+    use DirectoryError as E;
+    let message = error.to_string();
+    match error {
+        E::UnknownTenant(_) | E::UnknownKey { .. } | E::UnknownSecret { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        }
+        E::TenantExists(_) | E::KeyExists(_) | E::SecretExists { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "exists", message)
+        }
+        E::TenantDeleted(_) => ApiError::new(StatusCode::CONFLICT, "tenant_deleted", message),
+        E::KeyRevoked(_) => ApiError::new(StatusCode::CONFLICT, "key_revoked", message),
+        E::InvalidField { .. } | E::UnknownScope(_) => {
+            ApiError::unprocessable("invalid_field", message)
+        }
+        E::Full { .. } | E::TooManyOps { .. } | E::SequenceExhausted(_) => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "directory_full", message)
+        }
+    }
+}
+
+fn durable_error(error: DurableError) -> ApiError {
+    ApiError::overloaded("store_unavailable", error.to_string(), 1)
+}
+
+/// Makes one directory edit, durably, and returns once it is committed.
+async fn edit(state: &AppState, actor: &Operator, changes: Vec<Change>) -> Result<(), ApiError> {
+    if state.replica.is_failed() {
+        return Err(durable_error(DurableError::Failed));
+    }
+    let ticket = {
+        let mut node = state.replica.lock();
+        let now = now_ms();
+        for change in changes {
+            node.edit_directory(now, &actor.0, change)
+                .map_err(directory_error)?;
+        }
+        node.own_changes()
+    };
+    state.replica.wake_net();
+    state
+        .replica
+        .durable(ticket, state.commit_timeout())
+        .await
+        .map_err(durable_error)
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    name: String,
+    /// The node that turns the tenant's quotas into escrow grants (hex id); default: this
+    /// node.
+    home: Option<String>,
+}
+
+async fn create_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let request: CreateTenant = json_body(&body)?;
+    let home = match request.home.as_deref() {
+        None => state.replica.id(),
+        Some(text) => NodeId(u64::from_str_radix(text, 16).map_err(|_| {
+            ApiError::unprocessable("invalid_field", "home must be a node id (hex)")
+        })?),
+    };
+    let tenant = TenantId(random_id());
+    edit(
+        &state,
+        &actor,
+        vec![Change::CreateTenant {
+            tenant,
+            name: request.name.clone(),
+            home,
+        }],
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": tenant.0.to_string(),
+            "name": request.name,
+            "home": home.to_string(),
+            "status": "active",
+        })),
+    )
+        .into_response())
+}
+
+async fn list_tenants(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    operator(&state, &headers)?;
+    let node = state.replica.lock();
+    let tenants: Vec<Value> = node
+        .directory()
+        .tenants()
+        .filter(|(_, t)| t.exists() && !t.is_deleted())
+        .map(|(id, t)| {
+            json!({
+                "id": id.0.to_string(),
+                "name": t.name(),
+                "status": status_name(t.status()),
+                "home": t.home().to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tenants": tenants })))
+}
+
+fn status_name(status: TenantStatus) -> &'static str {
+    match status {
+        TenantStatus::Active => "active",
+        TenantStatus::Suspended => "suspended",
+    }
+}
+
+fn tenant_id(text: &str) -> Result<TenantId, ApiError> {
+    parse_id("tenant", text).map(TenantId)
+}
+
+async fn show_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&state, &headers)?;
+    let id = tenant_id(&tenant)?;
+    let node = state.replica.lock();
+    let directory = node.directory();
+    let t = directory
+        .tenant(id)
+        .filter(|t| t.exists())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such tenant"))?;
+    let keys: Vec<Value> = t
+        .keys()
+        .filter_map(|key| directory.key(key).map(|k| (key, k)))
+        .map(|(key, k)| {
+            json!({
+                "id": key.0.to_string(),
+                "prefix": k.prefix(),
+                "label": k.label(),
+                "scopes": scope_names(k.scopes()),
+                "created_ms": k.created().map(|m| m.at_ms),
+                "revoked": k.is_revoked(),
+            })
+        })
+        .collect();
+    let primary = t.signing_secret().map(|(id, _)| id);
+    let secrets: Vec<Value> = t
+        .signing_secrets()
+        .map(|(sid, s)| {
+            json!({
+                "id": sid.0.to_string(),
+                "active": s.is_active(),
+                "primary": Some(sid) == primary,
+            })
+        })
+        .collect();
+    let quotas: Vec<Value> = t
+        .quotas()
+        .map(|(metric, kind, limit, _)| {
+            json!({ "metric": metric.name(), "period": period_kind_name(kind), "limit": limit })
+        })
+        .collect();
+    let presets: Value = t
+        .presets()
+        .map(|(name, options)| (name.to_owned(), Value::from(options)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    Ok(Json(json!({
+        "id": id.0.to_string(),
+        "name": t.name(),
+        "status": status_name(t.status()),
+        "deleted": t.is_deleted(),
+        "home": t.home().to_string(),
+        "keys": keys,
+        "signing_secrets": secrets,
+        "origins": t.origins().collect::<Vec<_>>(),
+        "quotas": quotas,
+        "presets": presets,
+    })))
+}
+
+fn scope_names(scopes: Scopes) -> Vec<&'static str> {
+    [("resize", Scopes::RESIZE), ("usage", Scopes::USAGE)]
+        .into_iter()
+        .filter(|(_, s)| scopes.contains(*s))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+fn period_kind_name(kind: PeriodKind) -> &'static str {
+    match kind {
+        PeriodKind::Month => "month",
+        PeriodKind::Hour => "hour",
+    }
+}
+
+async fn history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&state, &headers)?;
+    let id = tenant_id(&tenant)?;
+    let node = state.replica.lock();
+    let ops: Vec<Value> = node
+        .directory()
+        .history(id)
+        .iter()
+        .map(|op| {
+            json!({
+                "actor": op.actor,
+                "node": op.origin.to_string(),
+                "at_ms": op.at_ms,
+                "change": op.change.to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tenant": id.0.to_string(), "history": ops })))
+}
+
+async fn delete_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    edit(&state, &actor, vec![Change::DeleteTenant { tenant }]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStatus {
+    status: String,
+}
+
+async fn set_status(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let request: SetStatus = json_body(&body)?;
+    let status = match request.status.as_str() {
+        "active" => TenantStatus::Active,
+        "suspended" => TenantStatus::Suspended,
+        other => {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                format!("status {other:?}: expected \"active\" or \"suspended\""),
+            ))
+        }
+    };
+    edit(
+        &state,
+        &actor,
+        vec![Change::SetTenantStatus { tenant, status }],
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    #[serde(default)]
+    scopes: Option<String>,
+    #[serde(default)]
+    label: String,
+}
+
+async fn create_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let request: CreateKey = if body.is_empty() {
+        CreateKey {
+            scopes: None,
+            label: String::new(),
+        }
+    } else {
+        json_body(&body)?
+    };
+    let scopes =
+        Scopes::parse(request.scopes.as_deref().unwrap_or("resize")).map_err(directory_error)?;
+    let minted = auth::new_key();
+    let key = KeyId(random_id());
+    edit(
+        &state,
+        &actor,
+        vec![Change::CreateKey {
+            tenant,
+            key,
+            prefix: minted.prefix.clone(),
+            secret_hash: minted.secret_hash,
+            scopes,
+            label: request.label.clone(),
+        }],
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": key.0.to_string(),
+            "tenant": tenant.0.to_string(),
+            "key": minted.key,
+            "prefix": minted.prefix,
+            "scopes": scope_names(scopes),
+            "label": request.label,
+            "note": "the key is shown once; only its digest is stored",
+        })),
+    )
+        .into_response())
+}
+
+async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((tenant, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let key = KeyId(parse_id("key", &key)?);
+    edit(&state, &actor, vec![Change::RevokeKey { tenant, key }]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn parse_metric(text: &str) -> Option<Metric> {
+    Metric::ALL.into_iter().find(|m| m.name() == text)
+}
+
+fn parse_period_kind(text: &str) -> Option<PeriodKind> {
+    match text {
+        "month" => Some(PeriodKind::Month),
+        "hour" => Some(PeriodKind::Hour),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetQuota {
+    limit: Option<u64>,
+}
+
+async fn set_quota(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((tenant, metric, period)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let metric = parse_metric(&metric).ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid_field",
+            format!("metric {metric:?}: expected requests, cpu_micros, bytes_in or bytes_out"),
+        )
+    })?;
+    // Hard quotas are enforced before work starts, so only what is known then can have
+    // one: the request itself and its input bytes. CPU time and output bytes are known
+    // only after the work, when refusing would be too late to keep a hard bound.
+    if !matches!(metric, Metric::Requests | Metric::BytesIn) {
+        return Err(ApiError::unprocessable(
+            "quota_not_enforceable",
+            format!(
+                "a hard quota on {} cannot be enforced before the work is done; \
+                 quotas exist for requests and bytes_in",
+                metric.name()
+            ),
+        ));
+    }
+    let period = parse_period_kind(&period).ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid_field",
+            format!("period {period:?}: expected month or hour"),
+        )
+    })?;
+    let request: SetQuota = json_body(&body)?;
+    edit(
+        &state,
+        &actor,
+        vec![Change::SetQuota {
+            tenant,
+            metric,
+            period,
+            limit: request.limit,
+        }],
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetOrigin {
+    origin: String,
+    #[serde(default = "yes")]
+    allowed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn set_origin(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let request: SetOrigin = json_body(&body)?;
+    edit(
+        &state,
+        &actor,
+        vec![Change::SetOrigin {
+            tenant,
+            origin: request.origin,
+            allowed: request.allowed,
+        }],
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let secret = auth::random_bytes::<32>();
+    let secret_id = SecretId(random_id());
+    edit(
+        &state,
+        &actor,
+        vec![Change::AddSigningSecret {
+            tenant,
+            secret_id,
+            secret: secret.to_vec(),
+        }],
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": secret_id.0.to_string(),
+            "secret": auth::hex(&secret),
+        })),
+    )
+        .into_response())
+}
+
+async fn retire_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((tenant, secret)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    secret_edit(&state, &headers, &tenant, &secret, |tenant, secret_id| {
+        Change::RetireSigningSecret { tenant, secret_id }
+    })
+    .await
+}
+
+async fn primary_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((tenant, secret)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    secret_edit(&state, &headers, &tenant, &secret, |tenant, secret_id| {
+        Change::SetPrimarySecret { tenant, secret_id }
+    })
+    .await
+}
+
+/// An edit naming one signing secret of one tenant.
+async fn secret_edit(
+    state: &AppState,
+    headers: &HeaderMap,
+    tenant: &str,
+    secret: &str,
+    change: impl FnOnce(TenantId, SecretId) -> Change,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(state, headers)?;
+    let tenant = tenant_id(tenant)?;
+    let secret_id = SecretId(parse_id("secret", secret)?);
+    edit(state, &actor, vec![change(tenant, secret_id)]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPreset {
+    options: Option<String>,
+}
+
+async fn set_preset(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let request: SetPreset = json_body(&body)?;
+    if let Some(options) = &request.options {
+        // A preset must be a valid set of resize options now, not at first use.
+        crate::params::parse(options, None, state.defaults, &state.limits)?;
+    }
+    edit(
+        &state,
+        &actor,
+        vec![Change::SetPreset {
+            tenant,
+            name,
+            options: request.options,
+        }],
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    tenant: String,
+    period: Option<String>,
+}
+
+/// Merged totals of one tenant and period, with harvest: each node's contribution and
+/// when this node last heard from it, so a reader can tell whether the sum is complete.
+async fn usage(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<UsageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant_id(&query.tenant)?;
+    let credential = auth::bearer(header_str(&headers, header::AUTHORIZATION.as_str()))?;
+    if !auth::is_operator(&state.operator_digests, credential) {
+        let caller: Caller = {
+            let node = state.replica.lock();
+            auth::check_key(node.directory(), credential, Scopes::USAGE)?
+        };
+        if caller.tenant != tenant {
+            return Err(ApiError::forbidden(
+                "other_tenant",
+                "a tenant key may read its own tenant's usage only",
+            ));
+        }
+    }
+    let now = now_ms();
+    let period = match query.period.as_deref() {
+        None => Period::containing(PeriodKind::Month, now),
+        Some(text) => text.parse::<Period>().map_err(|e| {
+            ApiError::bad_parameter(format!("period {text:?}: {e} (expected e.g. 2026-11)"))
+        })?,
+    };
+    let (report, ticket) = {
+        let node = state.replica.lock();
+        let ledger = node.ledger();
+        let mut per_node: std::collections::BTreeMap<NodeId, [u64; 4]> = Default::default();
+        let mut totals = [0u64; 4];
+        for metric in Metric::ALL {
+            let key = CounterKey::new(tenant, period, metric);
+            totals[metric.index()] = ledger.total(&key);
+            for (origin, value) in ledger.breakdown(&key) {
+                per_node.entry(origin).or_default()[metric.index()] = value;
+            }
+        }
+        let peers = node.peers();
+        for peer in peers.keys() {
+            per_node.entry(*peer).or_default();
+        }
+        let stale_ms = state.config.cluster.peer_stale_ms;
+        let mut any_stale = false;
+        let nodes: Vec<Value> = per_node
+            .iter()
+            .map(|(id, values)| {
+                let this = *id == node.id();
+                let view = peers.get(id);
+                let last_heard = if this {
+                    Some(now)
+                } else {
+                    view.and_then(|v| v.last_heard_ms)
+                };
+                let left = view.is_some_and(|v| v.left);
+                let stale =
+                    !this && !left && last_heard.is_none_or(|t| now.saturating_sub(t) > stale_ms);
+                any_stale |= stale;
+                json!({
+                    "node": id.to_string(),
+                    "this_node": this,
+                    "usage": metric_map(values),
+                    "last_heard_ms": last_heard,
+                    "last_heard_age_ms": last_heard.map(|t| now.saturating_sub(t)),
+                    "stale": stale,
+                    "left": left,
+                })
+            })
+            .collect();
+        let report = json!({
+            "tenant": tenant.0.to_string(),
+            "period": period.to_string(),
+            "totals": metric_map(&totals),
+            "nodes": nodes,
+            "stale": any_stale,
+            "as_of_ms": now,
+        });
+        (report, state.replica.take_ticket())
+    };
+    // Monotonic reads: what is reported must survive a crash of this node, so answer
+    // only once a commit that includes it is done.
+    state
+        .replica
+        .flushed(ticket, state.commit_timeout())
+        .await
+        .map_err(durable_error)?;
+    Ok(Json(report))
+}
+
+fn metric_map(values: &[u64; 4]) -> Value {
+    let mut map = serde_json::Map::new();
+    for metric in Metric::ALL {
+        map.insert(metric.name().to_owned(), values[metric.index()].into());
+    }
+    map.into()
+}
+
+#[derive(Deserialize)]
+struct ClusterQuery {
+    tenant: Option<String>,
+}
+
+/// Members, freshness, replication lag and message counts; with `tenant`, the escrow
+/// rights each node holds for that tenant's quotas in the current periods.
+async fn cluster(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ClusterQuery>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&state, &headers)?;
+    let tenant = query.tenant.as_deref().map(tenant_id).transpose()?;
+    let now = now_ms();
+    let net = state.replica.net_stats();
+    let node = state.replica.lock();
+    let stale_ms = state.config.cluster.peer_stale_ms;
+    let members: Vec<Value> = node
+        .peers()
+        .iter()
+        .map(|(id, view)| {
+            let (sent, received) = net
+                .as_ref()
+                .and_then(|n| n.per_peer.get(id).copied())
+                .unwrap_or_default();
+            json!({
+                "node": id.to_string(),
+                "connected": view.connected,
+                "left": view.left,
+                "last_heard_ms": view.last_heard_ms,
+                "last_heard_age_ms": view.last_heard_ms.map(|t| now.saturating_sub(t)),
+                "stale": !view.left && view.last_heard_ms.is_none_or(|t| now.saturating_sub(t) > stale_ms),
+                "replication_lag_ms": view.lag_ms,
+                "messages_sent": sent,
+                "messages_received": received,
+            })
+        })
+        .collect();
+    let mut report = json!({
+        "node": {
+            "id": node.id().to_string(),
+            "peer_id": state.replica.peer_id(),
+            "listen": net.as_ref().map(|n| n.listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+            "replication": net.is_some(),
+        },
+        "members": members,
+    });
+    if let Some(tenant) = tenant {
+        let mut quotas = Vec::new();
+        if let Some(t) = node.directory().tenant(tenant) {
+            for (metric, kind, limit, _) in t.quotas() {
+                let key = CounterKey::new(tenant, Period::containing(kind, now), metric);
+                let counter = node.escrow().get(&key);
+                let rights: Vec<Value> = counter
+                    .map(|c| {
+                        c.nodes()
+                            .into_iter()
+                            .map(|n| json!({ "node": n.to_string(), "rights": c.local_rights(n) }))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                quotas.push(json!({
+                    "metric": metric.name(),
+                    "period": key.period.to_string(),
+                    "quota": limit,
+                    "limit": counter.map(|c| c.limit()),
+                    "consumed": counter.map(|c| c.total_consumed() as u64),
+                    "rights": rights,
+                }));
+            }
+        }
+        report["tenant"] = json!({ "id": tenant.0.to_string(), "quotas": quotas });
+    }
+    Ok(Json(report))
+}
+
+impl AppState {
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.store.commit_timeout_ms)
+    }
+}

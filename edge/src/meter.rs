@@ -1,0 +1,197 @@
+//! Quota admission before work, and metering after it: the request path's two touches of
+//! the replicated state. Both are local: one lock of the protocol core each.
+//!
+//! **Admission** spends rights from the tenant's bounded counters (escrow) for every hard
+//! quota it has on what is known before work — one request, and the input's bytes — for
+//! the periods those quotas are set on. All counters are checked first and spent together
+//! under one lock, so a request refused on one quota spends nothing on another. With no
+//! local rights, the consume itself asks a peer for some; the request waits for the
+//! transfer only while `quota.transfer_wait_ms` and its deadline allow. Rights spent by a
+//! request that then fails (a corrupt image, say) are not refunded — escrow only grows —
+//! but nothing is billed for it: a failed request costs its tenant one unit of quota.
+//!
+//! **Metering** adds requests, CPU time, bytes in and bytes out to this node's ledger slot
+//! for the month, and waits for the group commit that makes them durable before the
+//! response leaves (ack after durable). A commit that fails or times out answers 503.
+
+use std::time::{Duration, Instant};
+
+use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
+
+use crate::error::ApiError;
+use crate::replica::now_ms;
+use crate::routes::AppState;
+
+/// How often a request waiting for a rights transfer looks again.
+const TRANSFER_POLL: Duration = Duration::from_millis(2);
+
+/// What one admission needs: `(counter, amount)` per enforced quota.
+fn demands(state: &AppState, tenant: TenantId, bytes_in: u64, now: u64) -> Vec<(CounterKey, u64)> {
+    let node = state.replica.lock();
+    let Some(t) = node.directory().tenant(tenant) else {
+        return Vec::new();
+    };
+    t.quotas()
+        .filter_map(|(metric, kind, _, _)| {
+            let amount = match metric {
+                Metric::Requests => 1,
+                Metric::BytesIn => bytes_in,
+                // Not enforceable before work (the admin API refuses to set these).
+                Metric::CpuMicros | Metric::BytesOut => return None,
+            };
+            Some((
+                CounterKey::new(tenant, Period::containing(kind, now), metric),
+                amount,
+            ))
+        })
+        .collect()
+}
+
+enum Shortfall {
+    /// Nothing left anywhere in this node's view: wait for the next period.
+    Exhausted { period_end_ms: u64 },
+    /// Rights exist elsewhere (or grants have not arrived yet) but are not here.
+    Unavailable,
+}
+
+/// Spends the tenant's rights for this request, or says why not.
+pub async fn admit(
+    state: &AppState,
+    tenant: TenantId,
+    bytes_in: u64,
+    deadline: Instant,
+) -> Result<(), ApiError> {
+    let now = now_ms();
+    let demands = demands(state, tenant, bytes_in, now);
+    if demands.is_empty() {
+        return Ok(());
+    }
+    let wait = Duration::from_millis(state.config.quota.transfer_wait_ms);
+    let give_up = deadline.min(Instant::now() + wait);
+    loop {
+        let shortfall = {
+            let mut node = state.replica.lock();
+            let now = now_ms();
+            let short = demands
+                .iter()
+                .find(|(key, amount)| node.local_rights(key) < *amount)
+                .copied();
+            match short {
+                None => {
+                    for (key, amount) in &demands {
+                        node.consume(now, *key, *amount)
+                            .expect("rights were checked under the same lock");
+                    }
+                    None
+                }
+                Some((key, amount)) => {
+                    // Refused, and starts (or revives) a rights request to a peer.
+                    let _ = node.consume(now, key, amount);
+                    let counter = node.escrow().get(&key);
+                    let left = counter.map_or(0, |c| {
+                        u128::from(c.limit()).saturating_sub(c.total_consumed())
+                    });
+                    Some(if counter.is_some() && left < u128::from(amount) {
+                        Shortfall::Exhausted {
+                            period_end_ms: key.period.end_ms(),
+                        }
+                    } else {
+                        Shortfall::Unavailable
+                    })
+                }
+            }
+        };
+        state.replica.wake_net();
+        match shortfall {
+            None => {
+                state.metrics.quota_decisions.get_or_create(&local()).inc();
+                return Ok(());
+            }
+            Some(Shortfall::Unavailable) if Instant::now() + TRANSFER_POLL < give_up => {
+                tokio::time::sleep(TRANSFER_POLL).await;
+                state.metrics.quota_waits.inc();
+            }
+            Some(Shortfall::Unavailable) => {
+                state
+                    .metrics
+                    .quota_decisions
+                    .get_or_create(&outcome("unavailable"))
+                    .inc();
+                return Err(ApiError::too_many(
+                    "quota_unavailable",
+                    "the tenant's quota has rights left on other nodes that could not be \
+                     reached in time; retry shortly",
+                    1,
+                ));
+            }
+            Some(Shortfall::Exhausted { period_end_ms }) => {
+                state
+                    .metrics
+                    .quota_decisions
+                    .get_or_create(&outcome("exhausted"))
+                    .inc();
+                let retry_s = period_end_ms.saturating_sub(now_ms()).div_ceil(1000);
+                return Err(ApiError::too_many(
+                    "quota_exhausted",
+                    "the tenant's quota for this period is used up",
+                    u32::try_from(retry_s).unwrap_or(u32::MAX),
+                ));
+            }
+        }
+    }
+}
+
+fn local() -> crate::metrics::OutcomeLabels {
+    outcome("admitted")
+}
+
+fn outcome(outcome: &'static str) -> crate::metrics::OutcomeLabels {
+    crate::metrics::OutcomeLabels { outcome }
+}
+
+/// What one successful request is billed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub cpu_micros: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Adds the request's usage to this node's slot and waits until it is durable.
+pub async fn bill(state: &AppState, tenant: TenantId, usage: Usage) -> Result<(), ApiError> {
+    let ticket = {
+        let mut node = state.replica.lock();
+        let now = now_ms();
+        let period = Period::containing(PeriodKind::Month, now);
+        for (metric, amount) in [
+            (Metric::Requests, 1),
+            (Metric::CpuMicros, usage.cpu_micros),
+            (Metric::BytesIn, usage.bytes_in),
+            (Metric::BytesOut, usage.bytes_out),
+        ] {
+            if amount > 0 {
+                node.increment(now, CounterKey::new(tenant, period, metric), amount)
+                    .map_err(|e| {
+                        ApiError::new(
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            "metering_failed",
+                            e.to_string(),
+                        )
+                    })?;
+            }
+        }
+        node.own_changes()
+    };
+    state.replica.wake_net();
+    let started = Instant::now();
+    let result = state
+        .replica
+        .durable(ticket, state.commit_timeout())
+        .await
+        .map_err(|e| ApiError::overloaded("store_unavailable", e.to_string(), 1));
+    state
+        .metrics
+        .commit_wait
+        .observe(started.elapsed().as_secs_f64());
+    result
+}

@@ -1,0 +1,508 @@
+//! One whole node, in-process, end to end: operator creates a tenant and keys, the tenant
+//! resizes with its key, usage shows exactly what was billed (requests, CPU, bytes), and
+//! every refusal — bad keys, revoked keys, suspended tenants, missing scopes, another
+//! tenant's usage, bad images, exhausted quotas — is answered with its status and code
+//! and bills nothing. A restart from the same data directory keeps all of it.
+
+mod common;
+
+use common::{photo, photos_dir, test_config, Reply, TestNode};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use tessera_edge::config::Config;
+
+const TOKEN: &str = "top_test-operator-token";
+
+fn config(data_dir: &std::path::Path) -> Config {
+    let mut config = test_config();
+    config.auth.anonymous_resize = false;
+    config.data_dir = data_dir.to_owned();
+    config.auth.operator_token_sha256 = vec![tessera_edge::auth::hex(&tessera_edge::auth::sha256(
+        TOKEN.as_bytes(),
+    ))];
+    config
+}
+
+async fn admin(node: &TestNode, method: Method, path: &str, body: Option<Value>) -> Reply {
+    let bearer = format!("Bearer {TOKEN}");
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    common::request(node.addr, method, path, &[("authorization", &bearer)], body).await
+}
+
+fn json_of(reply: &Reply) -> Value {
+    serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {reply:?}"))
+}
+
+async fn create_tenant(node: &TestNode, name: &str) -> String {
+    let reply = admin(
+        node,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({ "name": name })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    json_of(&reply)["id"].as_str().unwrap().to_owned()
+}
+
+async fn create_key(node: &TestNode, tenant: &str, scopes: &str) -> (String, String) {
+    let reply = admin(
+        node,
+        Method::POST,
+        &format!("/admin/v1/tenants/{tenant}/keys"),
+        Some(json!({ "scopes": scopes, "label": "test" })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let body = json_of(&reply);
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn resize(node: &TestNode, key: Option<&str>, query: &str, body: Vec<u8>) -> Reply {
+    let bearer = key.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| vec![("authorization", b)])
+        .unwrap_or_default();
+    node.post(&format!("/v1/resize?{query}"), &headers, body)
+        .await
+}
+
+async fn usage(node: &TestNode, tenant: &str, credential: &str) -> Reply {
+    let bearer = format!("Bearer {credential}");
+    common::request(
+        node.addr,
+        Method::GET,
+        &format!("/admin/v1/usage?tenant={tenant}"),
+        &[("authorization", &bearer)],
+        Vec::new(),
+    )
+    .await
+}
+
+async fn totals(node: &TestNode, tenant: &str) -> Value {
+    let reply = usage(node, tenant, TOKEN).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    json_of(&reply)["totals"].clone()
+}
+
+#[tokio::test]
+async fn tenant_key_resize_and_exact_usage_across_a_restart() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let (key_id, key) = create_key(&node, &tenant, "resize").await;
+    let input = photo(&photos, "seeding-256k.jpg");
+
+    let mut bytes_out = 0;
+    for width in [100, 200, 300] {
+        let reply = resize(&node, Some(&key), &format!("w={width}"), input.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        bytes_out += reply.body.len() as u64;
+    }
+    let t = totals(&node, &tenant).await;
+    assert_eq!(t["requests"], 3);
+    assert_eq!(t["bytes_in"], 3 * input.len() as u64);
+    assert_eq!(t["bytes_out"], bytes_out);
+    assert!(t["cpu_micros"].as_u64().unwrap() > 0, "{t}");
+    let report = json_of(&usage(&node, &tenant, TOKEN).await);
+    assert_eq!(report["nodes"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["nodes"][0]["this_node"], true);
+    assert_eq!(report["stale"], false);
+
+    // Revoked: refused, nothing billed.
+    let reply = admin(
+        &node,
+        Method::DELETE,
+        &format!("/admin/v1/tenants/{tenant}/keys/{key_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    let reply = resize(&node, Some(&key), "w=100", input.clone()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.error_code(), "key_revoked");
+    assert_eq!(totals(&node, &tenant).await, t);
+
+    // Restart from the same directory: usage, keys and revocation all survive.
+    let (_, second_key) = create_key(&node, &tenant, "resize").await;
+    node.stop().await;
+    let node = TestNode::start(config(dir.path())).await;
+    assert_eq!(totals(&node, &tenant).await, t);
+    let reply = resize(&node, Some(&key), "w=100", input.clone()).await;
+    assert_eq!(reply.error_code(), "key_revoked");
+    let reply = resize(&node, Some(&second_key), "w=100", input.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(totals(&node, &tenant).await["requests"], 4);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_credential_is_refused_and_nothing_is_billed() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let (_, key) = create_key(&node, &tenant, "resize").await;
+    let (_, usage_only) = create_key(&node, &tenant, "usage").await;
+    let input = photo(&photos, "seeding-256k.jpg");
+    let unknown = "tsk_0123456789ab_0123456789abcdef0123456789abcdef";
+    let wrong_secret = format!("{}_{}", &key[..16], "f".repeat(32));
+
+    let cases: Vec<(Option<&str>, StatusCode, &str)> = vec![
+        (None, StatusCode::UNAUTHORIZED, "missing_key"),
+        (Some("not-a-key"), StatusCode::UNAUTHORIZED, "malformed_key"),
+        (Some(unknown), StatusCode::UNAUTHORIZED, "invalid_key"),
+        (Some(&wrong_secret), StatusCode::UNAUTHORIZED, "invalid_key"),
+        (
+            Some(&usage_only),
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+        ),
+        (Some(TOKEN), StatusCode::UNAUTHORIZED, "malformed_key"),
+    ];
+    for (credential, status, code) in cases {
+        let reply = resize(&node, credential, "w=100", input.clone()).await;
+        assert_eq!(reply.status, status, "{credential:?}: {reply:?}");
+        assert_eq!(reply.error_code(), code, "{credential:?}");
+        if status == StatusCode::UNAUTHORIZED {
+            assert!(reply.header("www-authenticate").is_some());
+        }
+    }
+    // A malformed Authorization header.
+    let reply = node
+        .post(
+            "/v1/resize?w=100",
+            &[("authorization", "Basic abc")],
+            input.clone(),
+        )
+        .await;
+    assert_eq!(reply.error_code(), "malformed_key");
+
+    // Suspended tenant: 403; reactivated: served.
+    let status_path = format!("/admin/v1/tenants/{tenant}/status");
+    let reply = admin(
+        &node,
+        Method::POST,
+        &status_path,
+        Some(json!({ "status": "suspended" })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    let reply = resize(&node, Some(&key), "w=100", input.clone()).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.error_code(), "tenant_suspended");
+    assert_eq!(totals(&node, &tenant).await["requests"], 0);
+    admin(
+        &node,
+        Method::POST,
+        &status_path,
+        Some(json!({ "status": "active" })),
+    )
+    .await;
+    let reply = resize(&node, Some(&key), "w=100", input.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // Deleted tenant: its keys stop working.
+    let other = create_tenant(&node, "gone").await;
+    let (_, other_key) = create_key(&node, &other, "resize").await;
+    let reply = admin(
+        &node,
+        Method::DELETE,
+        &format!("/admin/v1/tenants/{other}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let reply = resize(&node, Some(&other_key), "w=100", input.clone()).await;
+    assert_eq!(reply.error_code(), "tenant_deleted");
+
+    // The admin API wants the operator token.
+    for bearer in [
+        None,
+        Some("Bearer top_wrong"),
+        Some("Bearer ".to_owned() + &key).as_deref(),
+    ] {
+        let headers: Vec<(&str, &str)> = bearer
+            .map(|b| vec![("authorization", b)])
+            .unwrap_or_default();
+        let reply = common::request(
+            node.addr,
+            Method::GET,
+            "/admin/v1/tenants",
+            &headers,
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{bearer:?}");
+    }
+    assert_eq!(totals(&node, &tenant).await["requests"], 1);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_key_reads_its_own_usage_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let a = create_tenant(&node, "a").await;
+    let b = create_tenant(&node, "b").await;
+    let (_, a_usage) = create_key(&node, &a, "usage").await;
+    let (_, a_resize) = create_key(&node, &a, "resize").await;
+    let reply = usage(&node, &a, &a_usage).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let reply = usage(&node, &b, &a_usage).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.error_code(), "other_tenant");
+    let reply = usage(&node, &a, &a_resize).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.error_code(), "insufficient_scope");
+    let reply = usage(&node, "12345", "tsk_x").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_with_a_valid_key_is_refused_and_not_billed() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.http.body_bytes_max = 2 << 20;
+    let node = TestNode::start(cfg).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let (_, key) = create_key(&node, &tenant, "resize").await;
+    let good = photo(&photos, "seeding-256k.jpg");
+    let bad = photos.join("bad");
+    let cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
+        ("w=100", Vec::new(), StatusCode::BAD_REQUEST),
+        (
+            "w=100",
+            photo(&bad, "truncated.jpg"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "w=100",
+            photo(&bad, "random-bytes.jpg"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "w=100",
+            photo(&bad, "text-not-image.png"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "w=100",
+            photo(&bad, "bomb-65000x65000.jpg"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("w=0", good.clone(), StatusCode::BAD_REQUEST),
+        ("w=100&fit=sideways", good.clone(), StatusCode::BAD_REQUEST),
+        ("w=100&q=1000", good.clone(), StatusCode::BAD_REQUEST),
+        ("w=100", vec![0xff; 3 << 20], StatusCode::PAYLOAD_TOO_LARGE),
+    ];
+    for (query, body, status) in cases {
+        let reply = resize(&node, Some(&key), query, body).await;
+        assert_eq!(reply.status, status, "{query}: {reply:?}");
+        reply.error_code();
+    }
+    let t = totals(&node, &tenant).await;
+    assert_eq!(
+        t,
+        json!({ "requests": 0, "cpu_micros": 0, "bytes_in": 0, "bytes_out": 0 })
+    );
+    let metrics = node.metrics().await;
+    let billed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_billed_requests_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert_eq!(billed as u64, t["requests"].as_u64().unwrap());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_quota_admits_exactly_its_limit() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let (_, key) = create_key(&node, &tenant, "resize").await;
+    let reply = admin(
+        &node,
+        Method::PUT,
+        &format!("/admin/v1/tenants/{tenant}/quotas/requests/month"),
+        Some(json!({ "limit": 3 })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    // A quota on what is only known after the work is refused.
+    let reply = admin(
+        &node,
+        Method::PUT,
+        &format!("/admin/v1/tenants/{tenant}/quotas/cpu_micros/month"),
+        Some(json!({ "limit": 3 })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.error_code(), "quota_not_enforceable");
+
+    let input = photo(&photos, "seeding-256k.jpg");
+    let mut ok = 0;
+    for _ in 0..5 {
+        let reply = resize(&node, Some(&key), "w=64", input.clone()).await;
+        match reply.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(reply.error_code(), "quota_exhausted");
+                let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+                assert!(retry >= 1);
+            }
+            other => panic!("unexpected {other}: {reply:?}"),
+        }
+    }
+    assert_eq!(ok, 3);
+    assert_eq!(totals(&node, &tenant).await["requests"], 3);
+    let cluster = admin(
+        &node,
+        Method::GET,
+        &format!("/admin/v1/cluster?tenant={tenant}"),
+        None,
+    )
+    .await;
+    let cluster = json_of(&cluster);
+    assert_eq!(cluster["tenant"]["quotas"][0]["consumed"], 3, "{cluster}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn admin_edits_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let cases: Vec<(Method, String, Option<Value>, StatusCode, &str)> = vec![
+        (
+            Method::POST,
+            "/admin/v1/tenants".into(),
+            Some(json!({ "nom": "x" })),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/admin/v1/tenants".into(),
+            Some(json!({ "name": "x".repeat(300) })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/admin/v1/tenants/999/keys".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/admin/v1/tenants/abc/keys".into(),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            format!("/admin/v1/tenants/{tenant}/keys"),
+            Some(json!({ "scopes": "admin" })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::PUT,
+            format!("/admin/v1/tenants/{tenant}/quotas/requests/week"),
+            Some(json!({ "limit": 1 })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::PUT,
+            format!("/admin/v1/tenants/{tenant}/presets/thumb"),
+            Some(json!({ "options": "w=0" })),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            Method::DELETE,
+            format!("/admin/v1/tenants/{tenant}/keys/77"),
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let reply = admin(&node, method.clone(), &path, body).await;
+        assert_eq!(reply.status, status, "{method} {path}: {reply:?}");
+        assert_eq!(reply.error_code(), code, "{method} {path}");
+    }
+    // Valid edits show up in the tenant and its audit history.
+    let reply = admin(
+        &node,
+        Method::PUT,
+        &format!("/admin/v1/tenants/{tenant}/presets/thumb"),
+        Some(json!({ "options": "w=200&h=200&fit=cover" })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    let reply = admin(
+        &node,
+        Method::PUT,
+        &format!("/admin/v1/tenants/{tenant}/origins"),
+        Some(json!({ "origin": "https://img.example.com" })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    let reply = admin(
+        &node,
+        Method::POST,
+        &format!("/admin/v1/tenants/{tenant}/secrets"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let shown = json_of(
+        &admin(
+            &node,
+            Method::GET,
+            &format!("/admin/v1/tenants/{tenant}"),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(shown["presets"]["thumb"], "w=200&h=200&fit=cover");
+    assert_eq!(shown["origins"][0], "https://img.example.com");
+    assert_eq!(shown["signing_secrets"].as_array().unwrap().len(), 1);
+    let history = json_of(
+        &admin(
+            &node,
+            Method::GET,
+            &format!("/admin/v1/tenants/{tenant}/history"),
+            None,
+        )
+        .await,
+    );
+    let history = history["history"].as_array().unwrap().clone();
+    assert_eq!(history.len(), 4, "{history:?}");
+    assert!(history
+        .iter()
+        .all(|h| h["actor"].as_str().unwrap().starts_with("operator:")));
+    assert!(
+        !history.iter().any(|h| h["change"]
+            .as_str()
+            .unwrap()
+            .contains(&shown["id"].to_string())
+            && h["change"].as_str().unwrap().contains("secret: [")),
+        "secrets are redacted"
+    );
+    node.stop().await;
+}

@@ -57,6 +57,27 @@ pub struct Config {
     pub store: StoreConfig,
     pub auth: AuthConfig,
     pub quota: QuotaConfig,
+    pub idempotency: IdempotencyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    /// How long a successful answer is kept for retries with the same `Idempotency-Key`.
+    pub ttl_s: u64,
+    pub entries_max: usize,
+    /// Bytes of kept answers (image bodies) in all.
+    pub bytes_max: usize,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            ttl_s: 86_400,
+            entries_max: 100_000,
+            bytes_max: 256 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +131,12 @@ pub struct QuotaConfig {
     /// When local rights are out but peers hold some, a request waits this long for a
     /// transfer before it is refused with 429 `quota_unavailable`.
     pub transfer_wait_ms: u64,
+    /// Per-tenant request rate on this node (token bucket); 0 disables it.
+    pub rate_per_s: f64,
+    /// Requests a tenant may make at once above the rate.
+    pub rate_burst: f64,
+    /// Tenants with a bucket at once (memory bound).
+    pub rate_tenants_max: usize,
 }
 
 impl Default for ClusterConfig {
@@ -142,6 +169,9 @@ impl Default for QuotaConfig {
     fn default() -> Self {
         Self {
             transfer_wait_ms: 100,
+            rate_per_s: 0.0,
+            rate_burst: 100.0,
+            rate_tenants_max: 1_000_000,
         }
     }
 }
@@ -235,6 +265,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             auth: AuthConfig::default(),
             quota: QuotaConfig::default(),
+            idempotency: IdempotencyConfig::default(),
         }
     }
 }
@@ -488,6 +519,27 @@ impl Config {
             self.quota.transfer_wait_ms,
             0,
             hour_ms,
+        )?;
+        in_range("quota.rate_per_s", self.quota.rate_per_s, 0.0, 1e9)?;
+        in_range("quota.rate_burst", self.quota.rate_burst, 1.0, 1e9)?;
+        in_range(
+            "quota.rate_tenants_max",
+            self.quota.rate_tenants_max,
+            1,
+            100_000_000,
+        )?;
+        in_range("idempotency.ttl_s", self.idempotency.ttl_s, 1, 30 * 86_400)?;
+        in_range(
+            "idempotency.entries_max",
+            self.idempotency.entries_max,
+            1,
+            100_000_000,
+        )?;
+        in_range(
+            "idempotency.bytes_max",
+            self.idempotency.bytes_max,
+            0,
+            1 << 40,
         )?;
         for digest in &self.auth.operator_token_sha256 {
             if crate::auth::parse_digest(digest).is_none() {

@@ -68,6 +68,7 @@ pub async fn admit(
     }
     let wait = Duration::from_millis(state.config.quota.transfer_wait_ms);
     let give_up = deadline.min(Instant::now() + wait);
+    let mut waited = false;
     loop {
         let shortfall = {
             let mut node = state.replica.lock();
@@ -104,10 +105,20 @@ pub async fn admit(
         state.replica.wake_net();
         match shortfall {
             None => {
-                state.metrics.quota_decisions.get_or_create(&local()).inc();
+                let how = if waited {
+                    "admitted_after_transfer"
+                } else {
+                    "admitted_locally"
+                };
+                state
+                    .metrics
+                    .quota_decisions
+                    .get_or_create(&outcome(how))
+                    .inc();
                 return Ok(());
             }
             Some(Shortfall::Unavailable) if Instant::now() + TRANSFER_POLL < give_up => {
+                waited = true;
                 tokio::time::sleep(TRANSFER_POLL).await;
                 state.metrics.quota_waits.inc();
             }
@@ -139,10 +150,6 @@ pub async fn admit(
             }
         }
     }
-}
-
-fn local() -> crate::metrics::OutcomeLabels {
-    outcome("admitted")
 }
 
 fn outcome(outcome: &'static str) -> crate::metrics::OutcomeLabels {

@@ -98,7 +98,7 @@ impl Metrics {
         let commit_wait = latency_histogram();
         registry.register(
             "quota_decisions",
-            "Quota admissions by outcome; every one is decided from local rights",
+            "Quota decisions by outcome: admitted_locally, admitted_after_transfer (waited for rights from a peer), exhausted, unavailable",
             quota_decisions.clone(),
         );
         registry.register(

@@ -33,7 +33,8 @@ use crate::metrics::{Metrics, ReasonLabels, RouteLabels, RouteStatusLabels, Stag
 use crate::params::{self, Defaults};
 use crate::pool::{Job, JobOutcome, Pool, Rejected};
 use crate::replica::Replica;
-use crate::{admin, auth, meter};
+use crate::{admin, auth, idempotency, meter};
+use bytes::Bytes;
 use tessera_crdt::directory::Scopes;
 use tessera_crdt::TenantId;
 
@@ -58,6 +59,8 @@ pub struct AppState {
     pub replica: Arc<Replica>,
     /// SHA-256 digests of the operator tokens.
     pub operator_digests: Vec<[u8; 32]>,
+    pub rate: crate::rate::RateLimiter,
+    pub idempotency: Arc<crate::idempotency::IdempotencyCache>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -205,13 +208,33 @@ async fn resize(
 ) -> Result<Response, ApiError> {
     let config = &state.config;
     let payer = payer(&state, &headers)?;
-    if payer.is_some() && state.replica.is_failed() {
-        return Err(ApiError::overloaded(
-            "store_failed",
-            "the node cannot persist usage and takes no billable work",
-            5,
-        ));
+    if let Some(tenant) = payer {
+        if state.replica.is_failed() {
+            return Err(ApiError::overloaded(
+                "store_failed",
+                "the node cannot persist usage and takes no billable work",
+                5,
+            ));
+        }
+        if let Err(retry_after_s) = state.rate.check(tenant, Instant::now()) {
+            state
+                .metrics
+                .shed
+                .get_or_create(&ReasonLabels {
+                    reason: "rate_limited",
+                })
+                .inc();
+            return Err(ApiError::too_many(
+                "rate_limited",
+                "the tenant's request rate on this node is above its limit",
+                retry_after_s,
+            ));
+        }
     }
+    let idempotency_key = match (payer, headers.get("idempotency-key")) {
+        (Some(_), Some(value)) => Some(idempotency::parse_key(value.as_bytes())?),
+        _ => None,
+    };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let parsed = params::parse(
         query.as_deref().unwrap_or(""),
@@ -253,6 +276,23 @@ async fn resize(
         return Err(ResizeError::Empty.into());
     }
     let input_bytes = input.len() as u64;
+    let mut claim = None;
+    if let (Some(tenant), Some(key)) = (payer, idempotency_key) {
+        let fingerprint = request_fingerprint(query.as_deref().unwrap_or(""), &input);
+        match state
+            .idempotency
+            .begin(tenant, key, fingerprint, Instant::now())?
+        {
+            idempotency::Begin::Replay(stored) => {
+                let mut response = Response::new(Body::from(stored.body));
+                *response.status_mut() = stored.status;
+                *response.headers_mut() = stored.headers;
+                set(response.headers_mut(), "idempotent-replayed", "true");
+                return Ok(response);
+            }
+            idempotency::Begin::Fresh(fresh) => claim = Some(fresh),
+        }
+    }
     if let Some(tenant) = payer {
         meter::admit(&state, tenant, input_bytes, deadline).await?;
     }
@@ -297,6 +337,7 @@ async fn resize(
             }
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             set_cache_headers(&state, response.headers_mut(), &etag, parsed.vary_accept);
+            keep_for_retries(claim, &response, Bytes::new());
             Ok(response)
         }
         JobOutcome::Done {
@@ -322,7 +363,8 @@ async fn resize(
                 output.timings.resize_us as f64 / 1e3,
                 output.timings.encode_us as f64 / 1e3,
             );
-            let mut response = Response::new(Body::from(output.bytes));
+            let body = Bytes::from(output.bytes);
+            let mut response = Response::new(Body::from(body.clone()));
             let headers = response.headers_mut();
             headers.insert(
                 header::CONTENT_TYPE,
@@ -332,6 +374,7 @@ async fn resize(
             set(headers, "server-timing", &timing);
             set(headers, "x-image-width", &output.width.to_string());
             set(headers, "x-image-height", &output.height.to_string());
+            keep_for_retries(claim, &response, body);
             Ok(response)
         }
         JobOutcome::Expired => Err(deadline_exceeded(&state.metrics)),
@@ -340,6 +383,26 @@ async fn resize(
             "internal_error",
             "the image could not be processed because of an internal error",
         )),
+    }
+}
+
+/// What an `Idempotency-Key` stands for: the options and the body.
+fn request_fingerprint(query: &str, input: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update((query.len() as u64).to_le_bytes());
+    hasher.update(query.as_bytes());
+    hasher.update(input);
+    hasher.finalize().into()
+}
+
+fn keep_for_retries(claim: Option<idempotency::Claim>, response: &Response, body: Bytes) {
+    if let Some(claim) = claim {
+        claim.finish(idempotency::Stored {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body,
+        });
     }
 }
 

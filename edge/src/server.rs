@@ -51,6 +51,16 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, ReplicaError> 
         metrics.pool.clone(),
     );
     let cache_control = format!("public, max-age={}", config.output.cache_max_age_s);
+    let rate = crate::rate::RateLimiter::new(
+        config.quota.rate_per_s,
+        config.quota.rate_burst,
+        config.quota.rate_tenants_max,
+    );
+    let idempotency = crate::idempotency::IdempotencyCache::new(
+        Duration::from_secs(config.idempotency.ttl_s),
+        config.idempotency.entries_max,
+        config.idempotency.bytes_max,
+    );
     Ok(Arc::new(AppState {
         body_budget: Budget::new(config.http.buffered_bytes_max),
         limits,
@@ -64,6 +74,8 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, ReplicaError> 
         pool,
         metrics,
         ready: true.into(),
+        rate,
+        idempotency,
         replica,
         operator_digests,
     }))

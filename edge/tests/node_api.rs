@@ -506,3 +506,77 @@ async fn admin_edits_are_validated() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn an_idempotent_retry_is_answered_again_and_billed_once() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let (_, key) = create_key(&node, &tenant, "resize").await;
+    let input = photo(&photos, "seeding-256k.jpg");
+    let bearer = format!("Bearer {key}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("idempotency-key", "order-42"),
+    ];
+    let first = node.post("/v1/resize?w=120", &headers, input.clone()).await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert!(first.header("idempotent-replayed").is_none());
+    let again = node.post("/v1/resize?w=120", &headers, input.clone()).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("etag"), first.header("etag"));
+    // The same key for another request: refused.
+    let other = node.post("/v1/resize?w=121", &headers, input.clone()).await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.error_code(), "idempotency_key_reused");
+    // A malformed key: refused before any work.
+    let bad = node
+        .post(
+            "/v1/resize?w=120",
+            &[
+                ("authorization", bearer.as_str()),
+                ("idempotency-key", "has space"),
+            ],
+            input.clone(),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(totals(&node, &tenant).await["requests"], 1);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_per_tenant_rate_limit_refuses_bursts_without_billing() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.quota.rate_per_s = 0.5;
+    cfg.quota.rate_burst = 2.0;
+    let node = TestNode::start(cfg).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let (_, key) = create_key(&node, &tenant, "resize").await;
+    let input = photo(&photos, "seeding-256k.jpg");
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let reply = resize(&node, Some(&key), "w=64", input.clone()).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(reply.error_code(), "rate_limited");
+            assert!(reply.header("retry-after").is_some());
+        }
+        statuses.push(reply.status);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(totals(&node, &tenant).await["requests"], 2);
+    node.stop().await;
+}

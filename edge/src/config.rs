@@ -58,6 +58,35 @@ pub struct Config {
     pub auth: AuthConfig,
     pub quota: QuotaConfig,
     pub idempotency: IdempotencyConfig,
+    pub fetch: FetchConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// DNS resolution and TCP connect, each.
+    pub connect_timeout_ms: u64,
+    /// The whole fetch (redirects, headers and body).
+    pub timeout_ms: u64,
+    /// Largest source accepted, enforced while streaming.
+    pub bytes_max: usize,
+    pub redirects_max: u32,
+    /// Origins (`http://host[:port]`) allowed to resolve to loopback or private
+    /// addresses (an internal image store); every other origin must resolve to public
+    /// addresses.
+    pub private_origins: Vec<String>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 2_000,
+            timeout_ms: 10_000,
+            bytes_max: 32 * 1024 * 1024,
+            redirects_max: 3,
+            private_origins: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,6 +295,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             quota: QuotaConfig::default(),
             idempotency: IdempotencyConfig::default(),
+            fetch: FetchConfig::default(),
         }
     }
 }
@@ -549,7 +579,26 @@ impl Config {
                 ));
             }
         }
+        in_range(
+            "fetch.connect_timeout_ms",
+            self.fetch.connect_timeout_ms,
+            1,
+            hour_ms,
+        )?;
+        in_range("fetch.timeout_ms", self.fetch.timeout_ms, 1, hour_ms)?;
+        in_range("fetch.bytes_max", self.fetch.bytes_max, 1, 1 << 30)?;
+        in_range("fetch.redirects_max", self.fetch.redirects_max, 0, 20)?;
         Ok(())
+    }
+
+    pub fn fetch_policy(&self) -> crate::fetch::FetchPolicy {
+        crate::fetch::FetchPolicy {
+            connect_timeout: Duration::from_millis(self.fetch.connect_timeout_ms),
+            timeout: Duration::from_millis(self.fetch.timeout_ms),
+            bytes_max: self.fetch.bytes_max,
+            redirects_max: self.fetch.redirects_max,
+            private_origins: self.fetch.private_origins.clone(),
+        }
     }
 
     /// The cluster key, when one is configured and well formed.

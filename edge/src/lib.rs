@@ -13,6 +13,8 @@
 //! - [`auth`]: API keys, operator tokens, the local key check;
 //! - [`meter`]: quota admission (escrow) before work, metering (group commit) after;
 //! - [`rate`]: the per-tenant token bucket;
+//! - [`signed`]: signed URLs (`GET /v1/img/...`), and [`fetch`]: their source, fetched
+//!   with SSRF checks on the address connected to;
 //! - [`idempotency`]: answers kept for retries with the same `Idempotency-Key`;
 //! - [`admin`]: the admin API (tenants, keys, quotas, usage with harvest, cluster);
 //! - [`replica`]: the replicated state, its writer and its transport;
@@ -29,6 +31,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod etag;
+pub mod fetch;
 pub mod idempotency;
 pub mod meter;
 pub mod metrics;
@@ -38,4 +41,5 @@ pub mod rate;
 pub mod replica;
 pub mod routes;
 pub mod server;
+pub mod signed;
 pub mod store;

@@ -61,11 +61,13 @@ pub struct AppState {
     pub operator_digests: Vec<[u8; 32]>,
     pub rate: crate::rate::RateLimiter,
     pub idempotency: Arc<crate::idempotency::IdempotencyCache>,
+    pub fetch: crate::fetch::FetchPolicy,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/resize", post(resize))
+        .route("/v1/img/{*rest}", get(crate::signed::handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -85,6 +87,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .map(|p| p.as_str())
     {
         Some("/v1/resize") => "/v1/resize",
+        Some("/v1/img/{*rest}") => "/v1/img",
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",
@@ -209,27 +212,7 @@ async fn resize(
     let config = &state.config;
     let payer = payer(&state, &headers)?;
     if let Some(tenant) = payer {
-        if state.replica.is_failed() {
-            return Err(ApiError::overloaded(
-                "store_failed",
-                "the node cannot persist usage and takes no billable work",
-                5,
-            ));
-        }
-        if let Err(retry_after_s) = state.rate.check(tenant, Instant::now()) {
-            state
-                .metrics
-                .shed
-                .get_or_create(&ReasonLabels {
-                    reason: "rate_limited",
-                })
-                .inc();
-            return Err(ApiError::too_many(
-                "rate_limited",
-                "the tenant's request rate on this node is above its limit",
-                retry_after_s,
-            ));
-        }
+        gate(&state, tenant)?;
     }
     let idempotency_key = match (payer, headers.get("idempotency-key")) {
         (Some(_), Some(value)) => Some(idempotency::parse_key(value.as_bytes())?),
@@ -275,7 +258,6 @@ async fn resize(
         // Refused here to spare a trip through the pool; the library's error says why.
         return Err(ResizeError::Empty.into());
     }
-    let input_bytes = input.len() as u64;
     let mut claim = None;
     if let (Some(tenant), Some(key)) = (payer, idempotency_key) {
         let fingerprint = request_fingerprint(query.as_deref().unwrap_or(""), &input);
@@ -293,14 +275,69 @@ async fn resize(
             idempotency::Begin::Fresh(fresh) => claim = Some(fresh),
         }
     }
-    if let Some(tenant) = payer {
-        meter::admit(&state, tenant, input_bytes, deadline).await?;
-    }
-
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    convert(
+        &state,
+        payer,
+        parsed,
+        buffered,
+        if_none_match,
+        deadline,
+        claim,
+    )
+    .await
+}
+
+/// Refusals for a paying tenant before any work: a node that cannot persist takes no
+/// billable work, and the tenant's request rate on this node.
+pub(crate) fn gate(state: &AppState, tenant: TenantId) -> Result<(), ApiError> {
+    if state.replica.is_failed() {
+        return Err(ApiError::overloaded(
+            "store_failed",
+            "the node cannot persist usage and takes no billable work",
+            5,
+        ));
+    }
+    if let Err(retry_after_s) = state.rate.check(tenant, Instant::now()) {
+        state
+            .metrics
+            .shed
+            .get_or_create(&ReasonLabels {
+                reason: "rate_limited",
+            })
+            .inc();
+        return Err(ApiError::too_many(
+            "rate_limited",
+            "the tenant's request rate on this node is above its limit",
+            retry_after_s,
+        ));
+    }
+    Ok(())
+}
+
+/// From the input in memory to the answer: quota admission, the worker pool, billing,
+/// the response (shared by `POST /v1/resize` and signed URLs).
+pub(crate) async fn convert(
+    state: &Arc<AppState>,
+    payer: Option<TenantId>,
+    parsed: params::Parsed,
+    buffered: body::Buffered,
+    if_none_match: Option<String>,
+    deadline: Instant,
+    claim: Option<idempotency::Claim>,
+) -> Result<Response, ApiError> {
+    let input = buffered.bytes.clone();
+    if input.is_empty() {
+        // Refused here to spare a trip through the pool; the library's error says why.
+        return Err(ResizeError::Empty.into());
+    }
+    let input_bytes = input.len() as u64;
+    if let Some(tenant) = payer {
+        meter::admit(state, tenant, input_bytes, deadline).await?;
+    }
     let (reply, outcome) = oneshot::channel();
     let job = Job {
         input,
@@ -332,11 +369,11 @@ async fn resize(
                     bytes_in: input_bytes,
                     ..meter::Usage::default()
                 };
-                meter::bill(&state, tenant, usage).await?;
+                meter::bill(state, tenant, usage).await?;
                 state.metrics.billed.inc();
             }
             let mut response = StatusCode::NOT_MODIFIED.into_response();
-            set_cache_headers(&state, response.headers_mut(), &etag, parsed.vary_accept);
+            set_cache_headers(state, response.headers_mut(), &etag, parsed.vary_accept);
             keep_for_retries(claim, &response, Bytes::new());
             Ok(response)
         }
@@ -353,7 +390,7 @@ async fn resize(
                     bytes_in: input_bytes,
                     bytes_out: output.bytes.len() as u64,
                 };
-                meter::bill(&state, tenant, usage).await?;
+                meter::bill(state, tenant, usage).await?;
                 state.metrics.billed.inc();
             }
             let timing = format!(
@@ -370,7 +407,7 @@ async fn resize(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(output.format.mime()),
             );
-            set_cache_headers(&state, headers, &etag, parsed.vary_accept);
+            set_cache_headers(state, headers, &etag, parsed.vary_accept);
             set(headers, "server-timing", &timing);
             set(headers, "x-image-width", &output.width.to_string());
             set(headers, "x-image-height", &output.height.to_string());
@@ -439,7 +476,7 @@ fn record_output(metrics: &Metrics, input_bytes: u64, queue_wait: Duration, outp
     }
 }
 
-fn shed(metrics: &Metrics, rejected: Rejected) -> ApiError {
+pub(crate) fn shed(metrics: &Metrics, rejected: Rejected) -> ApiError {
     let (reason, error) = match rejected {
         Rejected::QueueFull { retry_after_s } => (
             "queue_full",

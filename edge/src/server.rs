@@ -61,6 +61,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, ReplicaError> 
         config.idempotency.entries_max,
         config.idempotency.bytes_max,
     );
+    let fetch = config.fetch_policy();
     Ok(Arc::new(AppState {
         body_budget: Budget::new(config.http.buffered_bytes_max),
         limits,
@@ -76,6 +77,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, ReplicaError> 
         ready: true.into(),
         rate,
         idempotency,
+        fetch,
         replica,
         operator_digests,
     }))

@@ -1,0 +1,271 @@
+//! Signed URLs: `GET /v1/img/<tenant>.<signature>/<options>/<source>`.
+//!
+//! - `<options>`: resize options as `key=value` pairs separated by `,` (the same keys as
+//!   `POST /v1/resize`), or `_` for none; `exp=<unix seconds>` makes the URL expire;
+//!   `preset=<name>` starts from one of the tenant's presets.
+//! - `<source>`: the source image's URL, `http://host/path` as is (the request's query
+//!   string belongs to it) or percent-encoded.
+//! - `<signature>`: hex HMAC-SHA256, under one of the tenant's active signing secrets, of
+//!   everything after the signature segment: `<options>/<source>` plus `?<query>` when
+//!   there is one. Any active secret verifies (rotation: add the new secret, switch
+//!   signers to it, retire the old one), compared in constant time.
+//!
+//! The tenant id travels in the clear in front of the signature because the node must
+//! know whose secrets to try (one lookup, no search over tenants). The source is fetched
+//! through [`crate::fetch`] from the tenant's allowed origins only.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::Response;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tessera_crdt::TenantId;
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::fetch;
+use crate::params;
+use crate::replica::now_ms;
+use crate::routes::{self, AppState};
+
+/// The route prefix.
+pub const PREFIX: &str = "/v1/img/";
+
+/// Hex HMAC-SHA256 of `message` under `secret`.
+pub fn sign(secret: &[u8], message: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(message.as_bytes());
+    auth::hex(&mac.finalize().into_bytes())
+}
+
+/// The path (and query) of a signed URL for `tenant`'s `secret`.
+pub fn signed_path(tenant: TenantId, secret: &[u8], options: &str, source: &str) -> String {
+    let options = if options.is_empty() { "_" } else { options };
+    let message = format!("{options}/{source}");
+    format!("{PREFIX}{}.{}/{message}", tenant.0, sign(secret, &message))
+}
+
+/// A signed URL taken apart.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SignedUrl {
+    pub tenant: TenantId,
+    pub mac: String,
+    /// What was signed.
+    pub message: String,
+    /// The options as a query string (`,` → `&`), without `exp` and `preset`.
+    pub query: String,
+    pub expires_s: Option<u64>,
+    pub preset: Option<String>,
+    pub source: String,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::forbidden("invalid_signature", message)
+}
+
+/// Splits `path` (starting with [`PREFIX`]) and `query`.
+pub fn parse(path: &str, query: Option<&str>) -> Result<SignedUrl, ApiError> {
+    let rest = path.strip_prefix(PREFIX).ok_or_else(ApiError::not_found)?;
+    let (signature, after) = rest
+        .split_once('/')
+        .ok_or_else(|| invalid("the URL has no options and source after the signature"))?;
+    let (tenant, mac) = signature
+        .split_once('.')
+        .ok_or_else(|| invalid("the signature segment must be <tenant>.<signature>"))?;
+    let tenant = tenant
+        .parse::<u64>()
+        .map(TenantId)
+        .map_err(|_| invalid("the signature segment must start with a tenant id"))?;
+    if mac.len() != 64 || !mac.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid("the signature must be 64 hex digits"));
+    }
+    let (options, source) = after
+        .split_once('/')
+        .ok_or_else(|| ApiError::bad_parameter("the URL has no source after the options"))?;
+    let mut message = after.to_owned();
+    let mut source = decode_source(source)?;
+    if let Some(query) = query {
+        message.push('?');
+        message.push_str(query);
+        source.push('?');
+        source.push_str(query);
+    }
+    let mut pairs = Vec::new();
+    let mut expires_s = None;
+    let mut preset = None;
+    if options != "_" {
+        for pair in options.split(',') {
+            match pair.split_once('=') {
+                Some(("exp", value)) => {
+                    expires_s = Some(value.parse::<u64>().map_err(|_| {
+                        ApiError::bad_parameter("exp must be a time in Unix seconds")
+                    })?)
+                }
+                Some(("preset", value)) => preset = Some(value.to_owned()),
+                _ => pairs.push(pair),
+            }
+        }
+    }
+    Ok(SignedUrl {
+        tenant,
+        mac: mac.to_ascii_lowercase(),
+        message,
+        query: pairs.join("&"),
+        expires_s,
+        preset,
+        source,
+    })
+}
+
+/// The source as given: plain (`http://…`, or `http:/…` if a proxy merged the slashes)
+/// or percent-encoded.
+fn decode_source(source: &str) -> Result<String, ApiError> {
+    let decoded: String = if source.contains("%3A") || source.contains("%3a") {
+        form_urlencoded::parse(format!("s={source}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    } else {
+        source.to_owned()
+    };
+    for scheme in ["http:/", "https:/"] {
+        if let Some(rest) = decoded.strip_prefix(scheme) {
+            if !rest.starts_with('/') {
+                return Ok(format!("{scheme}/{rest}"));
+            }
+        }
+    }
+    Ok(decoded)
+}
+
+/// `GET /v1/img/...`
+pub async fn handler(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, _) = request.into_parts();
+    let url = parse(parts.uri.path(), parts.uri.query())?;
+    let now_s = now_ms() / 1000;
+    // Verify first: nothing about the tenant is revealed to an unsigned request.
+    let (query, allowed_origins) = {
+        let node = state.replica.lock();
+        let tenant = node
+            .directory()
+            .tenant(url.tenant)
+            .filter(|t| t.exists())
+            .ok_or_else(|| invalid("the signature is not valid"))?;
+        let valid = tenant.active_secrets().fold(false, |found, (_, secret)| {
+            found
+                | bool::from(
+                    sign(secret, &url.message)
+                        .as_bytes()
+                        .ct_eq(url.mac.as_bytes()),
+                )
+        });
+        if !valid {
+            return Err(invalid("the signature is not valid"));
+        }
+        if !tenant.is_serving() {
+            return Err(ApiError::forbidden(
+                "tenant_suspended",
+                "the tenant is suspended or deleted",
+            ));
+        }
+        let query = match &url.preset {
+            None => url.query.clone(),
+            Some(name) => {
+                let preset = tenant.preset(name).ok_or_else(|| {
+                    ApiError::bad_parameter(format!("the tenant has no preset {name:?}"))
+                })?;
+                if url.query.is_empty() {
+                    preset.to_owned()
+                } else {
+                    format!("{preset}&{}", url.query)
+                }
+            }
+        };
+        let origins: Vec<String> = tenant.origins().map(str::to_owned).collect();
+        (query, origins)
+    };
+    if url.expires_s.is_some_and(|exp| now_s > exp) {
+        return Err(ApiError::forbidden(
+            "signature_expired",
+            "the signed URL has expired",
+        ));
+    }
+    routes::gate(&state, url.tenant)?;
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let parsed = params::parse(&query, accept, state.defaults, &state.limits)?;
+    if let Err(rejected) = state.pool.check_admission() {
+        return Err(routes::shed(&state.metrics, rejected));
+    }
+    let allowed = move |origin: &str| allowed_origins.iter().any(|o| o == origin);
+    let buffered = fetch::fetch(&url.source, &allowed, &state.fetch, &state.body_budget).await?;
+    let deadline = Instant::now() + state.config.request_deadline();
+    let if_none_match = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    routes::convert(
+        &state,
+        Some(url.tenant),
+        parsed,
+        buffered,
+        if_none_match,
+        deadline,
+        None,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_path_parses_back() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let path = signed_path(
+            TenantId(42),
+            secret,
+            "w=200,h=100,exp=2000000000",
+            "http://img.example.com/a.jpg",
+        );
+        let url = parse(&path, None).unwrap();
+        assert_eq!(url.tenant, TenantId(42));
+        assert_eq!(url.query, "w=200&h=100");
+        assert_eq!(url.expires_s, Some(2_000_000_000));
+        assert_eq!(url.source, "http://img.example.com/a.jpg");
+        assert_eq!(url.mac, sign(secret, &url.message));
+        // Tampering with any signed part changes the message.
+        let tampered = path.replace("w=200", "w=201");
+        assert_ne!(parse(&tampered, None).unwrap().message, url.message);
+    }
+
+    #[test]
+    fn sources_plain_merged_or_encoded() {
+        assert_eq!(decode_source("http://a/b").unwrap(), "http://a/b");
+        assert_eq!(decode_source("http:/a/b").unwrap(), "http://a/b");
+        assert_eq!(decode_source("http%3A%2F%2Fa%2Fb").unwrap(), "http://a/b");
+    }
+
+    #[test]
+    fn malformed_signatures_are_refused() {
+        for path in [
+            "/v1/img/abc/_/http://a/b",
+            "/v1/img/1.zz/_/http://a/b",
+            "/v1/img/x.00/_/http://a/b",
+            "/v1/img/1.0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert!(parse(path, None).is_err(), "{path}");
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Signed URLs against a local origin server: valid, tampered, expired and rotated-secret
+//! cases; SSRF attempts (loopback by address, [::1], the metadata address, 10.x,
+//! IPv4-mapped IPv6, a redirect to loopback) refused before any byte is fetched from
+//! them; an origin that stalls or sends an endless body cut off within its bounds; and
+//! only the successful requests billed.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{photo, photos_dir, test_config, Reply, TestNode};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use tessera_crdt::TenantId;
+use tessera_edge::signed::signed_path;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "top_signed-url-test";
+
+/// A tiny origin that misbehaves on request: raw HTTP/1.0-style answers by path.
+async fn origin(photo: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let photo = photo.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let answer = |status: &str, extra: &str, len: usize| {
+                    format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {len}\r\nConnection: close\r\n\r\n")
+                };
+                match path.as_str() {
+                    "/photo.jpg" => {
+                        let _ = stream
+                            .write_all(
+                                answer("200 OK", "Content-Type: image/jpeg\r\n", photo.len())
+                                    .as_bytes(),
+                            )
+                            .await;
+                        let _ = stream.write_all(&photo).await;
+                    }
+                    "/redirect-loopback" => {
+                        let to =
+                            format!("Location: http://127.0.0.1:{}/photo.jpg\r\n", addr.port());
+                        let _ = stream
+                            .write_all(answer("302 Found", &to, 0).as_bytes())
+                            .await;
+                    }
+                    "/redirect-same" => {
+                        let _ = stream
+                            .write_all(
+                                answer("302 Found", "Location: /photo.jpg\r\n", 0).as_bytes(),
+                            )
+                            .await;
+                    }
+                    "/stall" => tokio::time::sleep(Duration::from_secs(60)).await,
+                    "/endless" => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n\r\n")
+                            .await;
+                        let chunk = vec![0xffu8; 64 << 10];
+                        while stream.write_all(&chunk).await.is_ok() {}
+                    }
+                    _ => {
+                        let _ = stream
+                            .write_all(answer("404 Not Found", "", 0).as_bytes())
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn admin(node: &TestNode, method: Method, path: &str, body: Option<Value>) -> Reply {
+    let bearer = format!("Bearer {TOKEN}");
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    common::request(node.addr, method, path, &[("authorization", &bearer)], body).await
+}
+
+fn json_of(reply: &Reply) -> Value {
+    serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {reply:?}"))
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+async fn add_secret(node: &TestNode, tenant: &str) -> (String, Vec<u8>) {
+    let reply = admin(
+        node,
+        Method::POST,
+        &format!("/admin/v1/tenants/{tenant}/secrets"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let body = json_of(&reply);
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        hex_bytes(body["secret"].as_str().unwrap()),
+    )
+}
+
+async fn allow(node: &TestNode, tenant: &str, origin: &str) {
+    let reply = admin(
+        node,
+        Method::PUT,
+        &format!("/admin/v1/tenants/{tenant}/origins"),
+        Some(json!({ "origin": origin })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{origin}: {reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
+    let Some(photos) = photos_dir() else { return };
+    let jpeg = photo(&photos, "seeding-256k.jpg");
+    let origin_addr = origin(jpeg.clone()).await;
+    let port = origin_addr.port();
+    let local = format!("http://localhost:{port}");
+    let mut config = test_config();
+    config.auth.anonymous_resize = false;
+    config.auth.operator_token_sha256 = vec![tessera_edge::auth::hex(&tessera_edge::auth::sha256(
+        TOKEN.as_bytes(),
+    ))];
+    config.fetch.private_origins = vec![local.clone()];
+    config.fetch.timeout_ms = 1_500;
+    config.fetch.bytes_max = 2 << 20;
+    let node = TestNode::start(config).await;
+
+    let reply = admin(
+        &node,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({ "name": "acme" })),
+    )
+    .await;
+    let tenant = json_of(&reply)["id"].as_str().unwrap().to_owned();
+    let tenant_id = TenantId(tenant.parse().unwrap());
+    for origin in [
+        local.clone(),
+        format!("http://127.0.0.1:{port}"),
+        format!("http://[::1]:{port}"),
+        "http://169.254.169.254".to_owned(),
+        "http://10.0.0.1".to_owned(),
+        format!("http://[::ffff:127.0.0.1]:{port}"),
+    ] {
+        allow(&node, &tenant, &origin).await;
+    }
+    let (old_id, old) = add_secret(&node, &tenant).await;
+    let get = |path: String| {
+        let addr = node.addr;
+        async move { common::request(addr, Method::GET, &path, &[], Vec::new()).await }
+    };
+
+    // Valid: served, cacheable, billed with the fetched bytes.
+    let source = format!("{local}/photo.jpg");
+    let path = signed_path(tenant_id, &old, "w=200,h=200", &source);
+    let reply = get(path.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("image/jpeg"));
+    assert!(reply.header("etag").is_some());
+    assert!(reply.header("cache-control").unwrap().contains("max-age"));
+    let image = image::load_from_memory(&reply.body).unwrap();
+    assert_eq!(image.width(), 200);
+
+    // Percent-encoded source and a same-origin redirect: fine.
+    let encoded = form_urlencoded::byte_serialize(source.as_bytes()).collect::<String>();
+    let reply = get(signed_path(tenant_id, &old, "w=100", &encoded)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let reply = get(signed_path(
+        tenant_id,
+        &old,
+        "w=100",
+        &format!("{local}/redirect-same"),
+    ))
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+
+    // Tampered options, tampered source, wrong tenant, garbage: refused.
+    for tampered in [
+        path.replace("w=200", "w=300"),
+        path.replace("photo.jpg", "other.jpg"),
+        path.replacen(&tenant, "12345", 1),
+        format!("/v1/img/{tenant}.{}/_/{source}", "0".repeat(64)),
+    ] {
+        let reply = get(tampered.clone()).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{tampered}: {reply:?}");
+        assert_eq!(reply.error_code(), "invalid_signature");
+    }
+    // Expired, and not yet expired.
+    let reply = get(signed_path(tenant_id, &old, "w=100,exp=1000", &source)).await;
+    assert_eq!(reply.error_code(), "signature_expired");
+    let reply = get(signed_path(
+        tenant_id,
+        &old,
+        "w=100,exp=99999999999",
+        &source,
+    ))
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+
+    // Rotation: a new secret verifies alongside the old; retired, the old stops.
+    let (_, new) = add_secret(&node, &tenant).await;
+    assert_eq!(
+        get(signed_path(tenant_id, &new, "w=100", &source))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(get(path.clone()).await.status, StatusCode::OK);
+    let reply = admin(
+        &node,
+        Method::DELETE,
+        &format!("/admin/v1/tenants/{tenant}/secrets/{old_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    assert_eq!(get(path.clone()).await.error_code(), "invalid_signature");
+    assert_eq!(
+        get(signed_path(tenant_id, &new, "w=100", &source))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let billed_ok = 7;
+
+    // An origin the tenant did not allow.
+    let reply = get(signed_path(
+        tenant_id,
+        &new,
+        "w=100",
+        "http://example.org/a.jpg",
+    ))
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.error_code(), "source_forbidden");
+
+    // SSRF: allowed for the tenant, but private addresses without the node's allowance.
+    for source in [
+        format!("http://127.0.0.1:{port}/photo.jpg"),
+        format!("http://[::1]:{port}/photo.jpg"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/a.jpg".to_owned(),
+        format!("http://[::ffff:127.0.0.1]:{port}/photo.jpg"),
+        format!("{local}/redirect-loopback"),
+    ] {
+        let started = Instant::now();
+        let reply = get(signed_path(tenant_id, &new, "w=100", &source)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{source}: {reply:?}");
+        assert_eq!(reply.error_code(), "source_forbidden", "{source}");
+        // Refused for the address, not for the origin (which the tenant allows).
+        let message = json_of(&reply)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.contains("may not be fetched"),
+            "{source}: {message}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{source}: refused without trying"
+        );
+    }
+
+    // An origin that stalls, one that never ends, one that has nothing.
+    let started = Instant::now();
+    let reply = get(signed_path(
+        tenant_id,
+        &new,
+        "w=100",
+        &format!("{local}/stall"),
+    ))
+    .await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{reply:?}");
+    assert_eq!(reply.error_code(), "source_timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let reply = get(signed_path(
+        tenant_id,
+        &new,
+        "w=100",
+        &format!("{local}/endless"),
+    ))
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
+    assert_eq!(reply.error_code(), "source_too_large");
+    let reply = get(signed_path(
+        tenant_id,
+        &new,
+        "w=100",
+        &format!("{local}/missing"),
+    ))
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.error_code(), "source_not_found");
+
+    // Only the successes were billed.
+    let reply = admin(
+        &node,
+        Method::GET,
+        &format!("/admin/v1/usage?tenant={tenant}"),
+        None,
+    )
+    .await;
+    let totals = json_of(&reply)["totals"].clone();
+    assert_eq!(totals["requests"], billed_ok, "{totals}");
+    assert_eq!(totals["bytes_in"], billed_ok * jpeg.len() as u64);
+    node.stop().await;
+}

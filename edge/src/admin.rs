@@ -58,6 +58,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/v1/tenants/{tenant}/presets/{name}", put(set_preset))
         .route("/admin/v1/usage", get(usage))
         .route("/admin/v1/cluster", get(cluster))
+        .route("/admin/v1/export/records", get(export_records))
+        .route("/admin/v1/export/totals", get(export_totals))
 }
 
 /// The operator's actor name in the audit history: a short digest of the token.
@@ -827,4 +829,131 @@ impl AppState {
     pub fn commit_timeout(&self) -> Duration {
         Duration::from_millis(self.config.store.commit_timeout_ms)
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    from_ms: Option<u64>,
+    #[serde(default)]
+    to_ms: Option<u64>,
+    #[serde(default)]
+    period: Option<String>,
+}
+
+fn export_format(format: Option<&str>) -> Result<bool, ApiError> {
+    match format.unwrap_or("jsonl") {
+        "jsonl" => Ok(false),
+        "parquet" => Ok(true),
+        other => Err(ApiError::bad_parameter(format!(
+            "format {other:?}: expected jsonl or parquet"
+        ))),
+    }
+}
+
+fn file_response(content_type: &'static str, body: Vec<u8>, rows: usize) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(content_type),
+    );
+    response
+        .headers_mut()
+        .insert("x-rows", axum::http::HeaderValue::from(rows as u64));
+    response
+}
+
+/// This node's raw usage records (every request it billed), as JSON lines or Parquet.
+async fn export_records(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    operator(&state, &headers)?;
+    let parquet = export_format(query.format.as_deref())?;
+    state
+        .replica
+        .flush_records(state.commit_timeout())
+        .await
+        .map_err(|e| ApiError::overloaded("store_unavailable", e, 1))?;
+    let dir = crate::records::directory(&state.config.data_dir);
+    let (from, to) = (query.from_ms.unwrap_or(0), query.to_ms.unwrap_or(u64::MAX));
+    let records = tokio::task::spawn_blocking(move || crate::records::read_all(&dir, from, to))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "export_failed",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "export_failed",
+                e.to_string(),
+            )
+        })?;
+    let rows = records.len();
+    if parquet {
+        let body = crate::records::to_parquet(&records).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "export_failed",
+                e.to_string(),
+            )
+        })?;
+        Ok(file_response("application/vnd.apache.parquet", body, rows))
+    } else {
+        Ok(file_response(
+            "application/x-ndjson",
+            crate::records::to_jsonl(&records),
+            rows,
+        ))
+    }
+}
+
+/// Merged totals of every tenant for a period (default: this month), as JSON lines,
+/// with the same harvest caveat as `/admin/v1/usage`: what this node knows.
+async fn export_totals(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    operator(&state, &headers)?;
+    if export_format(query.format.as_deref())? {
+        return Err(ApiError::bad_parameter(
+            "totals are exported as jsonl (records can be parquet)",
+        ));
+    }
+    let period = match query.period.as_deref() {
+        None => Period::containing(PeriodKind::Month, now_ms()),
+        Some(text) => text.parse::<Period>().map_err(|e| {
+            ApiError::bad_parameter(format!("period {text:?}: {e} (expected e.g. 2026-11)"))
+        })?,
+    };
+    let mut totals: std::collections::BTreeMap<TenantId, [u64; 4]> = Default::default();
+    {
+        let node = state.replica.lock();
+        for (key, _, slot) in node.ledger().slots() {
+            if key.period == period {
+                let entry = totals.entry(key.tenant).or_default();
+                entry[key.metric.index()] = entry[key.metric.index()].saturating_add(slot.value);
+            }
+        }
+    }
+    let mut body = Vec::new();
+    for (tenant, values) in &totals {
+        let line = json!({
+            "tenant": tenant.0.to_string(),
+            "period": period.to_string(),
+            "usage": metric_map(values),
+        });
+        serde_json::to_writer(&mut body, &line).expect("JSON serialises");
+        body.push(b'\n');
+    }
+    Ok(file_response("application/x-ndjson", body, totals.len()))
 }

@@ -11,8 +11,8 @@ use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::TcpStream;
 
-/// Largest answer read (a cluster report or a usage report is a few KB).
-const RESPONSE_BYTES_MAX: usize = 16 << 20;
+/// Largest answer read (reports are a few KB; an export can be large).
+const RESPONSE_BYTES_MAX: usize = 1 << 30;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -62,6 +62,21 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(StatusCode, serde_json::Value), ClientError> {
+        let (status, bytes) = self.call_raw(method, path, body).await?;
+        if bytes.is_empty() {
+            return Ok((status, serde_json::Value::Null));
+        }
+        let json = serde_json::from_slice(&bytes).map_err(|_| ClientError::NotJson { status })?;
+        Ok((status, json))
+    }
+
+    /// Sends one request; returns the status and the body as it came.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let timeout_ms = self.timeout.as_millis() as u64;
         tokio::time::timeout(self.timeout, self.call_inner(method, path, body))
             .await
@@ -76,7 +91,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<(StatusCode, serde_json::Value), ClientError> {
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let stream =
             TcpStream::connect(&self.authority)
                 .await
@@ -115,11 +130,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
-        if body.is_empty() {
-            return Ok((status, serde_json::Value::Null));
-        }
-        let json = serde_json::from_slice(&body).map_err(|_| ClientError::NotJson { status })?;
-        Ok((status, json))
+        Ok((status, body))
     }
 }
 

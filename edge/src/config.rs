@@ -141,6 +141,8 @@ pub struct StoreConfig {
     pub log_bytes_max: u64,
     /// A billed request waits at most this long for its commit; past it, 503.
     pub commit_timeout_ms: u64,
+    /// Usage records move from the store to their hourly files at least this often.
+    pub records_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -190,6 +192,7 @@ impl Default for StoreConfig {
             flush_interval_ms: 200,
             log_bytes_max: 64 << 20,
             commit_timeout_ms: 5_000,
+            records_interval_ms: 10_000,
         }
     }
 }
@@ -541,6 +544,12 @@ impl Config {
         in_range(
             "store.commit_timeout_ms",
             self.store.commit_timeout_ms,
+            1,
+            hour_ms,
+        )?;
+        in_range(
+            "store.records_interval_ms",
+            self.store.records_interval_ms,
             1,
             hour_ms,
         )?;

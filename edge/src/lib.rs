@@ -19,6 +19,7 @@
 //! - [`admin`]: the admin API (tenants, keys, quotas, usage with harvest, cluster);
 //! - [`replica`]: the replicated state, its writer and its transport;
 //! - [`store`]: the redb file that makes it durable;
+//! - [`records`]: raw usage records (hourly files) and their export (JSONL, Parquet);
 //! - [`client`]: the CLI's HTTP client for the admin API.
 //!
 //! This crate is the only one with a runtime, configuration loading and `main`; the image
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod params;
 pub mod pool;
 pub mod rate;
+pub mod records;
 pub mod replica;
 pub mod routes;
 pub mod server;

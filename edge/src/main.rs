@@ -96,6 +96,18 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Export this node's raw usage records (jsonl or parquet) or merged totals (jsonl).
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+        /// Where to write (default: standard output).
+        #[arg(long, global = true)]
+        out: Option<PathBuf>,
+        #[arg(long, global = true, default_value = "jsonl")]
+        format: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Operator tokens (offline).
     Token {
         #[command(subcommand)]
@@ -226,6 +238,22 @@ enum ClusterAction {
 }
 
 #[derive(Subcommand)]
+enum ExportWhat {
+    /// Every request this node billed.
+    Records {
+        #[arg(long)]
+        from_ms: Option<u64>,
+        #[arg(long)]
+        to_ms: Option<u64>,
+    },
+    /// Merged totals per tenant for a period.
+    Totals {
+        #[arg(long)]
+        period: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenAction {
     /// Mint an operator token; put its digest in `auth.operator_token_sha256`.
     New,
@@ -288,6 +316,12 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Export {
+            what,
+            out,
+            format,
+            remote,
+        } => export(what, out, &format, &remote),
         command => admin(command),
     }
 }
@@ -479,7 +513,7 @@ fn admin(command: Command) -> anyhow::Result<()> {
             };
             (remote, M::GET, path, None, View::Cluster)
         }
-        Command::Serve(_) | Command::Config(_) | Command::Token { .. } => {
+        Command::Serve(_) | Command::Config(_) | Command::Token { .. } | Command::Export { .. } => {
             unreachable!("handled in main")
         }
     };
@@ -506,6 +540,54 @@ fn admin(command: Command) -> anyhow::Result<()> {
         return Ok(());
     }
     print!("{}", render(&view, &answer));
+    Ok(())
+}
+
+fn export(
+    what: ExportWhat,
+    out: Option<PathBuf>,
+    format: &str,
+    remote: &Remote,
+) -> anyhow::Result<()> {
+    let path = match what {
+        ExportWhat::Records { from_ms, to_ms } => {
+            let mut path = format!("/admin/v1/export/records?format={format}");
+            if let Some(from) = from_ms {
+                path.push_str(&format!("&from_ms={from}"));
+            }
+            if let Some(to) = to_ms {
+                path.push_str(&format!("&to_ms={to}"));
+            }
+            path
+        }
+        ExportWhat::Totals { period } => match period {
+            Some(period) => format!("/admin/v1/export/totals?format={format}&period={period}"),
+            None => format!("/admin/v1/export/totals?format={format}"),
+        },
+    };
+    let client = Client::new(
+        &remote.node,
+        remote.token.clone(),
+        Duration::from_millis(remote.timeout_ms),
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (status, body) = runtime.block_on(client.call_raw(Method::GET, &path, None))?;
+    if !status.is_success() {
+        anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body));
+    }
+    match out {
+        Some(file) => {
+            std::fs::write(&file, &body).with_context(|| format!("writing {}", file.display()))?;
+            eprintln!("wrote {} bytes to {}", body.len(), file.display());
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&body)?;
+        }
+    }
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use tessera_crdt::directory::KeyId;
 use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
 
 use crate::error::ApiError;
@@ -164,11 +165,40 @@ pub struct Usage {
     pub bytes_out: u64,
 }
 
-/// Adds the request's usage to this node's slot and waits until it is durable.
-pub async fn bill(state: &AppState, tenant: TenantId, usage: Usage) -> Result<(), ApiError> {
+/// Who is billed, for the usage record.
+#[derive(Clone, Copy, Debug)]
+pub struct Payer {
+    pub tenant: TenantId,
+    /// The API key used, if any (signed URLs have none).
+    pub key: Option<KeyId>,
+    pub route: &'static str,
+}
+
+/// Adds the request's usage to this node's slot, with its raw usage record, and waits
+/// until both are durable. Returns the request id written in the record.
+pub async fn bill(
+    state: &AppState,
+    payer: Payer,
+    status: u16,
+    usage: Usage,
+) -> Result<String, ApiError> {
+    let tenant = payer.tenant;
+    let request_id = crate::auth::hex(&crate::auth::random_bytes::<8>());
     let ticket = {
         let mut node = state.replica.lock();
         let now = now_ms();
+        let record = crate::records::Record {
+            at_ms: now,
+            tenant: tenant.0.to_string(),
+            key: payer.key.map(|k| k.0.to_string()),
+            node: node.id().to_string(),
+            request_id: request_id.clone(),
+            route: payer.route.to_owned(),
+            status,
+            bytes_in: usage.bytes_in,
+            bytes_out: usage.bytes_out,
+            cpu_micros: usage.cpu_micros,
+        };
         let period = Period::containing(PeriodKind::Month, now);
         for (metric, amount) in [
             (Metric::Requests, 1),
@@ -187,6 +217,9 @@ pub async fn bill(state: &AppState, tenant: TenantId, usage: Usage) -> Result<()
                     })?;
             }
         }
+        state
+            .replica
+            .push_record(serde_json::to_vec(&record).expect("a record serialises"));
         node.own_changes()
     };
     state.replica.wake_net();
@@ -200,5 +233,5 @@ pub async fn bill(state: &AppState, tenant: TenantId, usage: Usage) -> Result<()
         .metrics
         .commit_wait
         .observe(started.elapsed().as_secs_f64());
-    result
+    result.map(|()| request_id)
 }

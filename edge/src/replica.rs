@@ -21,13 +21,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tessera_crdt::NodeId;
 use tessera_sync::net::{self, DurabilityGate, Keypair, NetHandle, NetSettings, NetStats};
 use tessera_sync::{Node, SyncConfig};
 use thiserror::Error;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::config::Config;
 use crate::store::{Store, StoreError};
@@ -75,6 +75,9 @@ pub struct Replica {
     /// The writer's takes so far (advanced under the node lock).
     takes: Arc<AtomicU64>,
     stop_writer: watch::Sender<bool>,
+    /// Usage records of billed requests, taken by the writer with the changes.
+    records: Arc<Mutex<Vec<Vec<u8>>>>,
+    rotate: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     net: Option<NetHandle>,
     /// Replayed log records at start (for the start-up log line and tests).
@@ -144,6 +147,8 @@ impl Replica {
         let failed = Arc::new(AtomicBool::new(false));
         let takes = Arc::new(AtomicU64::new(0));
         let (stop_writer, writer_stopped) = watch::channel(false);
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (rotate, rotate_requests) = mpsc::channel(16);
         let writer = tokio::spawn(writer(Writer {
             store,
             stopped: writer_stopped,
@@ -154,6 +159,10 @@ impl Replica {
             gate: gate_tx,
             failed: failed.clone(),
             interval: Duration::from_millis(config.store.flush_interval_ms),
+            records: records.clone(),
+            records_dir: crate::records::directory(&config.data_dir),
+            records_interval: Duration::from_millis(config.store.records_interval_ms),
+            rotate_requests,
         }));
         let net = match config.cluster_key() {
             None => None,
@@ -190,6 +199,8 @@ impl Replica {
             failed,
             takes,
             stop_writer,
+            records,
+            rotate,
             writer: Mutex::new(Some(writer)),
             net,
             replayed: loaded.records,
@@ -260,6 +271,30 @@ impl Replica {
         }
     }
 
+    /// Queues a usage record. Call with the node locked, in the same hold as the usage
+    /// increments it describes, so both land in the same commit.
+    pub fn push_record(&self, line: Vec<u8>) {
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(line);
+    }
+
+    /// Moves every usage record committed so far to its file; returns once done.
+    pub async fn flush_records(&self, timeout: Duration) -> Result<(), String> {
+        let (reply, done) = oneshot::channel();
+        self.rotate
+            .send(reply)
+            .await
+            .map_err(|_| "the store writer has stopped".to_owned())?;
+        self.wake_writer.notify_one();
+        match tokio::time::timeout(timeout, done).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the store writer has stopped".to_owned()),
+            Err(_) => Err("moving the records timed out".to_owned()),
+        }
+    }
+
     /// Stops the transport and the writer after a last commit; the store is closed when
     /// this returns.
     pub async fn shutdown(&self) {
@@ -310,6 +345,10 @@ struct Writer {
     gate: watch::Sender<u64>,
     failed: Arc<AtomicBool>,
     interval: Duration,
+    records: Arc<Mutex<Vec<Vec<u8>>>>,
+    records_dir: std::path::PathBuf,
+    records_interval: Duration,
+    rotate_requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
 }
 
 /// The writer: commits pending changes when woken (a request waits) or every `interval`
@@ -326,25 +365,38 @@ async fn writer(writer: Writer) {
         gate,
         failed,
         interval,
+        records,
+        records_dir,
+        records_interval,
+        mut rotate_requests,
     } = writer;
     let mut snapshot_due = false;
     let mut last = false;
+    let mut rotated_at = Instant::now();
+    let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
     while !last {
         tokio::select! {
             () = wake.notified() => {}
             () = tokio::time::sleep(interval) => {}
+            Some(reply) = rotate_requests.recv() => waiting.push(reply),
             _ = stopped.changed() => last = true,
         }
-        let (changes, snapshot) = {
+        let (changes, usage_records, snapshot) = {
             let mut node = node.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let changes = node.take_changes();
+            let usage_records = std::mem::take(
+                &mut *records
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
             let snapshot = snapshot_due.then(|| node.state());
             takes.fetch_add(1, Ordering::AcqRel);
-            (changes, snapshot)
+            (changes, usage_records, snapshot)
         };
         let take = takes.load(Ordering::Acquire);
         let own_changes = changes.own_changes;
-        if changes.is_empty() && snapshot.is_none() {
+        let rotate = !waiting.is_empty() || last || rotated_at.elapsed() >= records_interval;
+        if changes.is_empty() && snapshot.is_none() && !rotate {
             durable.send_if_modified(|d| {
                 let advanced = d.own_changes < own_changes || d.takes < take;
                 d.own_changes = d.own_changes.max(own_changes);
@@ -358,13 +410,15 @@ async fn writer(writer: Writer) {
             });
             continue;
         }
+        let dir = records_dir.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            let result = store.commit(&changes, snapshot.as_ref());
-            (store, result)
+            let result = store.commit(&changes, &usage_records, snapshot.as_ref());
+            let rotated = (rotate && result.is_ok()).then(|| rotate_records(&mut store, &dir));
+            (store, result, rotated)
         })
         .await;
         match outcome {
-            Ok((returned, Ok(due))) => {
+            Ok((returned, Ok(due), rotated)) => {
                 store = returned;
                 snapshot_due = due;
                 durable.send_modify(|d| {
@@ -372,8 +426,18 @@ async fn writer(writer: Writer) {
                     d.takes = d.takes.max(take);
                 });
                 gate.send_modify(|g| *g = (*g).max(own_changes));
+                if let Some(rotated) = rotated {
+                    rotated_at = Instant::now();
+                    if let Err(error) = &rotated {
+                        // The records stay in the store; the next rotation tries again.
+                        tracing::warn!(%error, "moving usage records to their files failed");
+                    }
+                    for reply in waiting.drain(..) {
+                        let _ = reply.send(rotated.clone());
+                    }
+                }
             }
-            Ok((_, Err(error))) => {
+            Ok((_, Err(error), _)) => {
                 tracing::error!(%error, "store commit failed: the node stops taking billable work");
                 failed.store(true, Ordering::Release);
                 durable.send_modify(|d| d.failed = true);
@@ -386,5 +450,20 @@ async fn writer(writer: Writer) {
                 return;
             }
         }
+    }
+}
+
+/// Moves usage records from the store to their hourly files, in bounded batches.
+fn rotate_records(store: &mut Store, dir: &std::path::Path) -> Result<(), String> {
+    loop {
+        let batch = store.usage_records(10_000).map_err(|e| e.to_string())?;
+        let Some((last, _)) = batch.last() else {
+            return Ok(());
+        };
+        let last = *last;
+        crate::records::append(dir, &batch).map_err(|e| e.to_string())?;
+        store
+            .remove_usage_records(last)
+            .map_err(|e| e.to_string())?;
     }
 }

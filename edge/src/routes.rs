@@ -71,6 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .merge(admin::router())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -91,6 +92,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",
+        Some("/openapi.json") => "/openapi.json",
         Some(path) if path.starts_with("/admin/") => "/admin",
         _ => "unmatched",
     };
@@ -115,6 +117,13 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         })
         .inc();
     response
+}
+
+/// The OpenAPI document of the public and admin APIs (`docs/openapi.json`, compiled in).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -179,7 +188,7 @@ fn sync_snapshot(state: &AppState) -> crate::metrics::SyncSnapshot {
 
 /// Who pays for a resize: a tenant (authenticated key with the resize scope) or nobody
 /// (`auth.anonymous_resize`).
-fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<TenantId>, ApiError> {
+fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<meter::Payer>, ApiError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -191,7 +200,11 @@ fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<TenantId>, ApiE
         auth::check_key(node.directory(), key, Scopes::RESIZE)
     });
     match checked {
-        Ok(caller) => Ok(Some(caller.tenant)),
+        Ok(caller) => Ok(Some(meter::Payer {
+            tenant: caller.tenant,
+            key: Some(caller.key),
+            route: "/v1/resize",
+        })),
         Err(error) => {
             state
                 .metrics
@@ -211,8 +224,8 @@ async fn resize(
 ) -> Result<Response, ApiError> {
     let config = &state.config;
     let payer = payer(&state, &headers)?;
-    if let Some(tenant) = payer {
-        gate(&state, tenant)?;
+    if let Some(payer) = payer {
+        gate(&state, payer.tenant)?;
     }
     let idempotency_key = match (payer, headers.get("idempotency-key")) {
         (Some(_), Some(value)) => Some(idempotency::parse_key(value.as_bytes())?),
@@ -259,11 +272,11 @@ async fn resize(
         return Err(ResizeError::Empty.into());
     }
     let mut claim = None;
-    if let (Some(tenant), Some(key)) = (payer, idempotency_key) {
+    if let (Some(payer), Some(key)) = (payer, idempotency_key) {
         let fingerprint = request_fingerprint(query.as_deref().unwrap_or(""), &input);
         match state
             .idempotency
-            .begin(tenant, key, fingerprint, Instant::now())?
+            .begin(payer.tenant, key, fingerprint, Instant::now())?
         {
             idempotency::Begin::Replay(stored) => {
                 let mut response = Response::new(Body::from(stored.body));
@@ -322,7 +335,7 @@ pub(crate) fn gate(state: &AppState, tenant: TenantId) -> Result<(), ApiError> {
 /// the response (shared by `POST /v1/resize` and signed URLs).
 pub(crate) async fn convert(
     state: &Arc<AppState>,
-    payer: Option<TenantId>,
+    payer: Option<meter::Payer>,
     parsed: params::Parsed,
     buffered: body::Buffered,
     if_none_match: Option<String>,
@@ -335,8 +348,8 @@ pub(crate) async fn convert(
         return Err(ResizeError::Empty.into());
     }
     let input_bytes = input.len() as u64;
-    if let Some(tenant) = payer {
-        meter::admit(state, tenant, input_bytes, deadline).await?;
+    if let Some(payer) = payer {
+        meter::admit(state, payer.tenant, input_bytes, deadline).await?;
     }
     let (reply, outcome) = oneshot::channel();
     let job = Job {
@@ -364,15 +377,19 @@ pub(crate) async fn convert(
     drop(buffered); // the job is done with the input: give its bytes back to the budget
     match outcome {
         JobOutcome::NotModified { etag } => {
-            if let Some(tenant) = payer {
+            let mut request_id = None;
+            if let Some(payer) = payer {
                 let usage = meter::Usage {
                     bytes_in: input_bytes,
                     ..meter::Usage::default()
                 };
-                meter::bill(state, tenant, usage).await?;
+                request_id = Some(meter::bill(state, payer, 304, usage).await?);
                 state.metrics.billed.inc();
             }
             let mut response = StatusCode::NOT_MODIFIED.into_response();
+            if let Some(id) = &request_id {
+                set(response.headers_mut(), "x-request-id", id);
+            }
             set_cache_headers(state, response.headers_mut(), &etag, parsed.vary_accept);
             keep_for_retries(claim, &response, Bytes::new());
             Ok(response)
@@ -384,13 +401,14 @@ pub(crate) async fn convert(
         } => {
             let output = result?;
             record_output(&state.metrics, input_bytes, queue_wait, &output);
-            if let Some(tenant) = payer {
+            let mut request_id = None;
+            if let Some(payer) = payer {
                 let usage = meter::Usage {
                     cpu_micros: output.timings.cpu_us,
                     bytes_in: input_bytes,
                     bytes_out: output.bytes.len() as u64,
                 };
-                meter::bill(state, tenant, usage).await?;
+                request_id = Some(meter::bill(state, payer, 200, usage).await?);
                 state.metrics.billed.inc();
             }
             let timing = format!(
@@ -411,6 +429,9 @@ pub(crate) async fn convert(
             set(headers, "server-timing", &timing);
             set(headers, "x-image-width", &output.width.to_string());
             set(headers, "x-image-height", &output.height.to_string());
+            if let Some(id) = &request_id {
+                set(headers, "x-request-id", id);
+            }
             keep_for_retries(claim, &response, body);
             Ok(response)
         }

@@ -214,9 +214,14 @@ pub async fn handler(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let payer = crate::meter::Payer {
+        tenant: url.tenant,
+        key: None,
+        route: "/v1/img",
+    };
     routes::convert(
         &state,
-        Some(url.tenant),
+        Some(payer),
         parsed,
         buffered,
         if_none_match,

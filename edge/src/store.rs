@@ -26,6 +26,8 @@ use thiserror::Error;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// Raw usage records waiting to be moved to their files (see `crate::records`).
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 
 const FORMAT: &[u8] = b"tessera-store-1";
 
@@ -65,6 +67,8 @@ pub struct Store {
     db: Database,
     /// Next log sequence number.
     next_seq: u64,
+    /// Next record number.
+    next_record: u64,
     /// Bytes in the log since the last snapshot.
     log_bytes: u64,
     log_bytes_max: u64,
@@ -103,9 +107,10 @@ impl Store {
             }
             txn.open_table(SNAPSHOT)?;
             txn.open_table(LOG)?;
+            txn.open_table(RECORDS)?;
         }
         txn.commit()?;
-        let (next_seq, log_bytes) = {
+        let (next_seq, log_bytes, next_record) = {
             let read = db.begin_read()?;
             let log = read.open_table(LOG)?;
             let next = log.last()?.map_or(1, |(k, _)| k.value() + 1);
@@ -113,11 +118,14 @@ impl Store {
             for entry in log.iter()? {
                 bytes += entry?.1.value().len() as u64;
             }
-            (next, bytes)
+            let records = read.open_table(RECORDS)?;
+            let next_record = records.last()?.map_or(1, |(k, _)| k.value() + 1);
+            (next, bytes, next_record)
         };
         Ok(Store {
             db,
             next_seq,
+            next_record,
             log_bytes,
             log_bytes_max,
         })
@@ -186,11 +194,18 @@ impl Store {
     pub fn commit(
         &mut self,
         changes: &Changes,
+        usage_records: &[Vec<u8>],
         snapshot: Option<&NodeState>,
     ) -> Result<bool, StoreError> {
         let record = encode_record(changes);
         let txn = self.db.begin_write()?;
         {
+            if !usage_records.is_empty() {
+                let mut table = txn.open_table(RECORDS)?;
+                for (i, line) in usage_records.iter().enumerate() {
+                    table.insert(self.next_record + i as u64, line.as_slice())?;
+                }
+            }
             let mut log = txn.open_table(LOG)?;
             if !record.is_empty() {
                 log.insert(self.next_seq, record.as_slice())?;
@@ -212,7 +227,28 @@ impl Store {
         if !record.is_empty() {
             self.next_seq += 1;
         }
+        self.next_record += usage_records.len() as u64;
         Ok(self.log_bytes > self.log_bytes_max)
+    }
+
+    /// Usage records waiting in the store, oldest first, at most `max`.
+    pub fn usage_records(&self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(RECORDS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.take(max) {
+            let (k, v) = entry?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Forgets usage records up to `last` (once they are safely in their files).
+    pub fn remove_usage_records(&mut self, last: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(RECORDS)?.retain(|k, _| k > last)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Records in the log (for tests and the start-up log line).
@@ -307,10 +343,10 @@ mod tests {
                     node.increment(round, key(t), round + 1).unwrap();
                 }
                 let changes = node.take_changes();
-                let due = store.commit(&changes, None).unwrap();
+                let due = store.commit(&changes, &[], None).unwrap();
                 if due {
                     let changes = node.take_changes();
-                    store.commit(&changes, Some(&node.state())).unwrap();
+                    store.commit(&changes, &[], Some(&node.state())).unwrap();
                     assert_eq!(store.log_len().unwrap(), 0);
                 }
             }

@@ -580,3 +580,119 @@ async fn the_per_tenant_rate_limit_refuses_bursts_without_billing() {
     assert_eq!(totals(&node, &tenant).await["requests"], 2);
     node.stop().await;
 }
+
+/// Runs the `tessera` CLI against the node (blocking, off the runtime).
+async fn cli(node: &TestNode, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TESSERA_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(args)
+        .args(["--node", &format!("http://{}", node.addr), "--token", TOKEN]);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_records_export_as_jsonl_and_parquet_and_the_cli_drives_it_all() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+
+    // The CLI: create a tenant and a key, list them.
+    let out = cli(&node, &["tenant", "create", "acme", "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let tenant = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = cli(
+        &node,
+        &["key", "create", &tenant, "--scopes", "resize", "--json"],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let created = serde_json::from_slice::<Value>(&out.stdout).unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_id = created["id"].as_str().unwrap().to_owned();
+    let out = cli(&node, &["tenant", "list"]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("ID") && table.contains("acme"), "{table}");
+
+    let input = photo(&photos, "seeding-256k.jpg");
+    let mut request_ids = Vec::new();
+    for width in [50, 60, 70] {
+        let reply = resize(&node, Some(&key), &format!("w={width}"), input.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        request_ids.push(reply.header("x-request-id").unwrap().to_owned());
+    }
+    // A refused request leaves no record.
+    let reply = resize(&node, Some(&key), "w=0", input.clone()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    let reply = admin(
+        &node,
+        Method::GET,
+        "/admin/v1/export/records?format=jsonl",
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let records: Vec<Value> = reply
+        .body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "{records:?}");
+    for (record, id) in records.iter().zip(&request_ids) {
+        assert_eq!(record["request_id"], id.as_str());
+        assert_eq!(record["tenant"], tenant.as_str());
+        assert_eq!(record["key"], key_id.as_str());
+        assert_eq!(record["status"], 200);
+        assert_eq!(record["bytes_in"], input.len() as u64);
+        assert!(record["cpu_micros"].as_u64().unwrap() > 0);
+    }
+    let files = std::fs::read_dir(dir.path().join("usage")).unwrap().count();
+    assert!(files >= 1, "records moved to hourly files");
+
+    // Parquet through the CLI.
+    let parquet_path = dir.path().join("records.parquet");
+    let out = cli(
+        &node,
+        &[
+            "export",
+            "records",
+            "--format",
+            "parquet",
+            "--out",
+            parquet_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(&parquet_path).unwrap()).unwrap();
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 3);
+
+    // Totals, and the usage table.
+    let out = cli(&node, &["export", "totals"]).await;
+    let line: Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["usage"]["requests"], 3, "{line}");
+    let out = cli(&node, &["usage", &tenant]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("TOTAL") && table.contains(" 3 "), "{table}");
+    // A CLI error names the problem and fails.
+    let out = cli(&node, &["key", "revoke", &tenant, "999"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not_found"),
+        "{out:?}"
+    );
+    node.stop().await;
+}

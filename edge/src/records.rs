@@ -1,0 +1,265 @@
+//! Raw usage records: one line per billed request (time, tenant, key, node, request id,
+//! route, status, bytes, CPU), kept for compliance beside the aggregated ledger.
+//!
+//! A record is written in the same store transaction as the usage it describes (the
+//! group commit), so a request is answered only once both are durable, and a failed
+//! commit leaves neither. The writer then moves records from the store to hourly files
+//! (`<data_dir>/usage/records-YYYY-MM-DDTHH.jsonl`, appended and fsynced, then deleted
+//! from the store); a crash between the two may repeat a record in a file, which the
+//! export removes by request id. Export writes JSON lines or Parquet.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+use serde::{Deserialize, Serialize};
+
+/// One billed request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub at_ms: u64,
+    pub tenant: String,
+    /// The API key's id, or `null` for a signed URL.
+    pub key: Option<String>,
+    pub node: String,
+    pub request_id: String,
+    pub route: String,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub cpu_micros: u64,
+}
+
+pub fn directory(data_dir: &Path) -> PathBuf {
+    data_dir.join("usage")
+}
+
+/// The hourly file a record written at `at_ms` goes to.
+fn file_for(dir: &Path, at_ms: u64) -> PathBuf {
+    let hour = tessera_crdt::Period::containing(tessera_crdt::PeriodKind::Hour, at_ms);
+    let name = hour.to_string().replace(':', "");
+    dir.join(format!("records-{name}.jsonl"))
+}
+
+/// Appends encoded records (JSON without the newline) to their hourly files and syncs
+/// them.
+pub fn append(dir: &Path, records: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut open: Option<(PathBuf, File)> = None;
+    for (_, line) in records {
+        let at_ms = serde_json::from_slice::<Record>(line).map_or(0, |r| r.at_ms);
+        let path = file_for(dir, at_ms);
+        if open.as_ref().is_none_or(|(p, _)| *p != path) {
+            if let Some((_, file)) = open.take() {
+                file.sync_data()?;
+            }
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            open = Some((path, file));
+        }
+        let (_, file) = open.as_mut().expect("opened above");
+        file.write_all(line)?;
+        file.write_all(b"\n")?;
+    }
+    if let Some((_, file)) = open {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Every record in the files of `dir` within `[from_ms, to_ms)`, without repeats, in
+/// time order.
+pub fn read_all(dir: &Path, from_ms: u64, to_ms: u64) -> std::io::Result<Vec<Record>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    files.sort();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for path in files {
+        for line in BufReader::new(File::open(&path)?).lines() {
+            let line = line?;
+            // A torn last line (a crash mid-append) is skipped: its record is still in
+            // the store and is appended again.
+            let Ok(record) = serde_json::from_str::<Record>(&line) else {
+                continue;
+            };
+            if record.at_ms >= from_ms
+                && record.at_ms < to_ms
+                && seen.insert(record.request_id.clone())
+            {
+                out.push(record);
+            }
+        }
+    }
+    out.sort_by_key(|r| r.at_ms);
+    Ok(out)
+}
+
+pub fn to_jsonl(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for record in records {
+        serde_json::to_writer(&mut out, record).expect("a record serialises");
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The records as a Parquet file (one row group, Snappy-compressed columns).
+pub fn to_parquet(records: &[Record]) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+    let schema = Arc::new(parse_message_type(
+        "message usage_record {
+            required int64 at_ms;
+            required binary tenant (UTF8);
+            optional binary key (UTF8);
+            required binary node (UTF8);
+            required binary request_id (UTF8);
+            required binary route (UTF8);
+            required int32 status;
+            required int64 bytes_in;
+            required int64 bytes_out;
+            required int64 cpu_micros;
+        }",
+    )?);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build(),
+    );
+    let mut buffer = Vec::new();
+    let mut writer = SerializedFileWriter::new(&mut buffer, schema, props)?;
+    let mut group = writer.next_row_group()?;
+    let int64 =
+        |f: fn(&Record) -> u64| -> Vec<i64> { records.iter().map(|r| f(r) as i64).collect() };
+    let text = |f: fn(&Record) -> &str| -> Vec<ByteArray> {
+        records.iter().map(|r| ByteArray::from(f(r))).collect()
+    };
+    let mut column = 0;
+    while let Some(mut writer) = group.next_column()? {
+        match column {
+            0 => {
+                writer
+                    .typed::<Int64Type>()
+                    .write_batch(&int64(|r| r.at_ms), None, None)?;
+            }
+            2 => {
+                let keys: Vec<ByteArray> = records
+                    .iter()
+                    .filter_map(|r| r.key.as_deref().map(ByteArray::from))
+                    .collect();
+                let levels: Vec<i16> = records.iter().map(|r| i16::from(r.key.is_some())).collect();
+                writer
+                    .typed::<ByteArrayType>()
+                    .write_batch(&keys, Some(&levels), None)?;
+            }
+            1 | 3 | 4 | 5 => {
+                let values = match column {
+                    1 => text(|r| &r.tenant),
+                    3 => text(|r| &r.node),
+                    4 => text(|r| &r.request_id),
+                    _ => text(|r| &r.route),
+                };
+                writer
+                    .typed::<ByteArrayType>()
+                    .write_batch(&values, None, None)?;
+            }
+            6 => {
+                let values: Vec<i32> = records.iter().map(|r| i32::from(r.status)).collect();
+                writer
+                    .typed::<Int32Type>()
+                    .write_batch(&values, None, None)?;
+            }
+            _ => {
+                let values = match column {
+                    7 => int64(|r| r.bytes_in),
+                    8 => int64(|r| r.bytes_out),
+                    _ => int64(|r| r.cpu_micros),
+                };
+                writer
+                    .typed::<Int64Type>()
+                    .write_batch(&values, None, None)?;
+            }
+        }
+        writer.close()?;
+        column += 1;
+    }
+    group.close()?;
+    writer.close()?;
+    Ok(buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn record(at_ms: u64, id: &str, key: Option<&str>) -> Record {
+        Record {
+            at_ms,
+            tenant: "7".into(),
+            key: key.map(str::to_owned),
+            node: "00000000000000aa".into(),
+            request_id: id.into(),
+            route: "/v1/resize".into(),
+            status: 200,
+            bytes_in: 1000,
+            bytes_out: 100,
+            cpu_micros: 5000,
+        }
+    }
+
+    #[test]
+    fn files_rotate_by_hour_and_read_back_without_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour_ms = 3_600_000;
+        let lines: Vec<(u64, Vec<u8>)> = [
+            record(10, "a", Some("1")),
+            record(hour_ms + 5, "b", None),
+            record(20, "a", Some("1")), // a repeat after a crash
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64, serde_json::to_vec(r).unwrap()))
+        .collect();
+        append(dir.path(), &lines).unwrap();
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 2, "one file per hour");
+        let all = read_all(dir.path(), 0, u64::MAX).unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|r| r.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(read_all(dir.path(), hour_ms, u64::MAX).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn parquet_holds_every_row_and_column() {
+        let records = vec![record(1, "a", Some("9")), record(2, "b", None)];
+        let bytes = to_parquet(&records).unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+        let meta = reader.metadata();
+        assert_eq!(meta.file_metadata().num_rows(), 2);
+        assert_eq!(meta.file_metadata().schema_descr().num_columns(), 10);
+        let rows: Vec<String> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|row| row.unwrap().to_string())
+            .collect();
+        assert!(rows[0].contains("request_id: \"a\""), "{rows:?}");
+        assert!(rows[1].contains("key: null"), "{rows:?}");
+        assert_eq!(to_jsonl(&records).split(|b| *b == b'\n').count(), 3);
+    }
+}

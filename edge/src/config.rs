@@ -129,6 +129,10 @@ pub struct ClusterConfig {
     pub durable_wait_ms: u64,
     /// A peer not heard from for this long is reported stale.
     pub peer_stale_ms: u64,
+    /// Bootstrap peers are redialled after this long, doubling (with jitter) up to
+    /// `redial_max_ms` while they stay unreachable.
+    pub redial_base_ms: u64,
+    pub redial_max_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +186,8 @@ impl Default for ClusterConfig {
             connections_max: 64,
             durable_wait_ms: 5_000,
             peer_stale_ms: 30_000,
+            redial_base_ms: 500,
+            redial_max_ms: 30_000,
         }
     }
 }
@@ -528,6 +534,18 @@ impl Config {
             self.cluster.peer_stale_ms,
             1,
             30 * 24 * hour_ms,
+        )?;
+        in_range(
+            "cluster.redial_base_ms",
+            self.cluster.redial_base_ms,
+            1,
+            hour_ms,
+        )?;
+        in_range(
+            "cluster.redial_max_ms",
+            self.cluster.redial_max_ms,
+            self.cluster.redial_base_ms,
+            hour_ms,
         )?;
         in_range(
             "store.flush_interval_ms",

@@ -180,6 +180,8 @@ impl Replica {
                     message_bytes_max: config.cluster.message_bytes_max,
                     request_timeout_ms: config.cluster.request_timeout_ms,
                     connections_max: config.cluster.connections_max,
+                    redial_base_ms: config.cluster.redial_base_ms,
+                    redial_max_ms: config.cluster.redial_max_ms,
                     ..NetSettings::new(cluster_key)
                 };
                 let gate = DurabilityGate {

@@ -78,6 +78,7 @@ impl Proc {
             )
             .env("TESSERA_POOL__QUEUE_MAX", "64")
             .env("TESSERA_LOG", "info")
+            .env("TESSERA_CLUSTER__REDIAL_MAX_MS", "1000")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -137,11 +138,61 @@ struct Cluster {
     nodes: Vec<Proc>,
     http_ports: Vec<u16>,
     p2p_ports: Vec<u16>,
+    /// With a proxy mesh: `proxies[i][j]` carries node i's connections to node j.
+    proxies: Vec<Vec<Option<Proxy>>>,
     _dir: tempfile::TempDir,
+}
+
+/// A userspace TCP proxy that can be cut (existing connections closed, new ones
+/// refused) and healed: a partition between real processes without root.
+struct Proxy {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if *cut_rx.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        let _ = self.cut.send(cut);
+    }
 }
 
 impl Cluster {
     async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, false).await
+    }
+
+    /// Nodes that reach each other only through cuttable proxies.
+    async fn start_with(n: usize, proxied: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let http_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let p2p_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -149,8 +200,22 @@ impl Cluster {
             nodes: Vec::new(),
             http_ports,
             p2p_ports,
+            proxies: Vec::new(),
             _dir: dir,
         };
+        if proxied {
+            for i in 0..n {
+                let mut row = Vec::new();
+                for j in 0..n {
+                    row.push(if i == j {
+                        None
+                    } else {
+                        Some(Proxy::start(cluster.p2p_ports[j]).await)
+                    });
+                }
+                cluster.proxies.push(row);
+            }
+        }
         for i in 0..n {
             let proc = cluster.spawn(i);
             cluster.nodes.push(proc);
@@ -164,7 +229,12 @@ impl Cluster {
     fn spawn(&self, i: usize) -> Proc {
         let peers: Vec<u16> = (0..self.p2p_ports.len())
             .filter(|j| *j != i)
-            .map(|j| self.p2p_ports[j])
+            .map(
+                |j| match self.proxies.get(i).and_then(|row| row[j].as_ref()) {
+                    Some(proxy) => proxy.port,
+                    None => self.p2p_ports[j],
+                },
+            )
             .collect();
         Proc::spawn(
             &self._dir.path().join(format!("node{i}")),
@@ -172,6 +242,19 @@ impl Cluster {
             self.p2p_ports[i],
             &peers,
         )
+    }
+
+    /// Cuts (or heals) every link of node `i`.
+    fn isolate(&self, i: usize, cut: bool) {
+        for (a, row) in self.proxies.iter().enumerate() {
+            for (b, proxy) in row.iter().enumerate() {
+                if let Some(proxy) = proxy {
+                    if a == i || b == i {
+                        proxy.set_cut(cut);
+                    }
+                }
+            }
+        }
     }
 
     fn addr(&self, i: usize) -> SocketAddr {
@@ -601,4 +684,143 @@ async fn kill_9_under_load_loses_no_acknowledged_usage() {
     // Nothing double counted: at most the acknowledged plus the requests in flight at the
     // kill (4 clients).
     assert!(agreed <= acked + 4, "{agreed} billed, {acked} acknowledged");
+}
+
+/// Hammers `addr` with `key` until the quota says exhausted (or unavailable) 20 times in a
+/// row or `limit` passes; returns the successes.
+async fn hammer(addr: SocketAddr, key: String, png: Vec<u8>, limit: Duration) -> u64 {
+    let started = Instant::now();
+    let (mut ok, mut refused_in_a_row) = (0, 0);
+    while refused_in_a_row < 20 && started.elapsed() < limit {
+        let reply = resize(addr, &key, png.clone()).await;
+        match reply.status {
+            StatusCode::OK => {
+                ok += 1;
+                refused_in_a_row = 0;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused_in_a_row += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_cut_off_keeps_serving_never_overruns_and_reconciles() {
+    const QUOTA: u64 = 200;
+    let cluster = Cluster::start_with(3, true).await;
+    let (tenant, _, key) = create_tenant_and_key(cluster.addr(0), Some(QUOTA)).await;
+    let (free_tenant, _, free_key) = create_tenant_and_key(cluster.addr(0), None).await;
+    let png = tiny_png();
+    // Every node knows both keys and holds a share of the rights (one request each).
+    let mut successes = 0;
+    for i in 0..3 {
+        let addr = cluster.addr(i);
+        for k in [&key, &free_key] {
+            eventually(Duration::from_secs(15), "keys reaching every node", &cluster, || {
+                let (png, k) = (png.clone(), k.clone());
+                async move { (resize(addr, &k, png).await.status == StatusCode::OK).then_some(()) }
+            })
+            .await;
+        }
+        successes += 1;
+    }
+
+    // Cut node 2 off. It keeps serving: the unlimited tenant without limit, the limited
+    // one up to the rights it holds, never more.
+    cluster.isolate(2, true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let isolated = hammer(
+        cluster.addr(2),
+        key.clone(),
+        png.clone(),
+        Duration::from_secs(20),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            resize(cluster.addr(2), &free_key, png.clone()).await.status,
+            StatusCode::OK
+        );
+    }
+    let view = json_of(&admin(cluster.addr(2), Method::GET, "/admin/v1/cluster", None).await);
+    assert!(
+        view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["connected"] == false),
+        "node 2 is cut off: {view}"
+    );
+    // Meanwhile the connected majority spends what it holds and can move between them.
+    let (a, b) = tokio::join!(
+        hammer(
+            cluster.addr(0),
+            key.clone(),
+            png.clone(),
+            Duration::from_secs(20)
+        ),
+        hammer(
+            cluster.addr(1),
+            key.clone(),
+            png.clone(),
+            Duration::from_secs(20)
+        ),
+    );
+    successes += isolated + a + b;
+    eprintln!("during the partition: isolated node {isolated}, others {a} + {b}; total {successes} of {QUOTA}");
+    assert!(
+        isolated > 0,
+        "the isolated node served from the rights it held"
+    );
+    assert!(
+        successes <= QUOTA,
+        "quota overrun during the partition: {successes}"
+    );
+
+    // Heal: everything reconciles, and the rights stranded nowhere are usable again.
+    cluster.isolate(2, false);
+    let tenant2 = tenant.clone();
+    let (_, took) = eventually(
+        Duration::from_secs(30),
+        "usage identical after the heal",
+        &cluster,
+        || {
+            let tenant = tenant2.clone();
+            let addrs: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
+            async move {
+                let mut all = Vec::new();
+                for addr in addrs {
+                    all.push(totals(addr, &tenant).await["requests"].as_u64().unwrap());
+                }
+                (all.iter().all(|t| *t == successes)).then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!("identical usage {took:?} after the heal");
+    let more = hammer(
+        cluster.addr(0),
+        key.clone(),
+        png.clone(),
+        Duration::from_secs(20),
+    )
+    .await;
+    successes += more;
+    eprintln!("after the heal: {more} more; {successes} of {QUOTA}");
+    assert!(
+        successes <= QUOTA,
+        "quota overrun after the heal: {successes}"
+    );
+    assert!(
+        successes * 100 >= QUOTA * 99,
+        "only {successes} of {QUOTA} usable after the heal"
+    );
+    let free = totals(cluster.addr(1), &free_tenant).await["requests"]
+        .as_u64()
+        .unwrap();
+    assert!(free >= 8, "{free}");
 }

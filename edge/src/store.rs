@@ -72,6 +72,8 @@ pub struct Store {
     /// Bytes in the log since the last snapshot.
     log_bytes: u64,
     log_bytes_max: u64,
+    /// Set by tests to make every later commit fail, as a full disk would.
+    fail_commits: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What [`Store::load`] found.
@@ -128,7 +130,13 @@ impl Store {
             next_record,
             log_bytes,
             log_bytes_max,
+            fail_commits: Default::default(),
         })
+    }
+
+    /// A switch that makes every later commit fail (tests of the fail-stop path).
+    pub fn failure_switch(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.fail_commits.clone()
     }
 
     /// A value of the meta table (the node's identity key, the operator token hash).
@@ -197,6 +205,11 @@ impl Store {
         usage_records: &[Vec<u8>],
         snapshot: Option<&NodeState>,
     ) -> Result<bool, StoreError> {
+        if self.fail_commits.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::Storage(redb::StorageError::Io(
+                std::io::Error::other("injected failure: no space left on device"),
+            )));
+        }
         let record = encode_record(changes);
         let txn = self.db.begin_write()?;
         {

@@ -696,3 +696,44 @@ async fn usage_records_export_as_jsonl_and_parquet_and_the_cli_drives_it_all() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_commit_stops_billable_work_and_bills_nothing() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let (_, key) = create_key(&node, &tenant, "resize").await;
+    let input = photo(&photos, "seeding-256k.jpg");
+    assert_eq!(
+        resize(&node, Some(&key), "w=80", input.clone())
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // The disk "fills up": the request in flight is refused, not answered unbilled.
+    node.state
+        .replica
+        .fail_store
+        .store(true, std::sync::atomic::Ordering::Release);
+    let reply = resize(&node, Some(&key), "w=81", input.clone()).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert_eq!(reply.error_code(), "store_unavailable");
+    assert!(reply.header("retry-after").is_some());
+    // From now on: not ready, and billable work refused before any work.
+    let ready = node.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.error_code(), "store_failed");
+    let reply = resize(&node, Some(&key), "w=82", input.clone()).await;
+    assert_eq!(reply.error_code(), "store_failed");
+    let metrics = node.metrics().await;
+    assert!(metrics.contains("tessera_store_failed 1"), "{metrics}");
+    node.stop().await;
+
+    // A restart recovers what was durable: exactly the one answered request.
+    let node = TestNode::start(config(dir.path())).await;
+    assert_eq!(node.get("/readyz").await.status, StatusCode::OK);
+    assert_eq!(totals(&node, &tenant).await["requests"], 1);
+    node.stop().await;
+}

@@ -59,6 +59,25 @@ pub struct Config {
     pub quota: QuotaConfig,
     pub idempotency: IdempotencyConfig,
     pub fetch: FetchConfig,
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Bytes of signed-URL results kept in memory; 0 disables the cache.
+    pub bytes_max: usize,
+    /// How long a result is served from the cache.
+    pub ttl_s: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            bytes_max: 64 << 20,
+            ttl_s: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -305,6 +324,7 @@ impl Default for Config {
             quota: QuotaConfig::default(),
             idempotency: IdempotencyConfig::default(),
             fetch: FetchConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -615,6 +635,8 @@ impl Config {
         in_range("fetch.timeout_ms", self.fetch.timeout_ms, 1, hour_ms)?;
         in_range("fetch.bytes_max", self.fetch.bytes_max, 1, 1 << 30)?;
         in_range("fetch.redirects_max", self.fetch.redirects_max, 0, 20)?;
+        in_range("cache.bytes_max", self.cache.bytes_max, 0, 1 << 40)?;
+        in_range("cache.ttl_s", self.cache.ttl_s, 1, 30 * 86_400)?;
         Ok(())
     }
 

@@ -13,8 +13,8 @@
 //! - [`auth`]: API keys, operator tokens, the local key check;
 //! - [`meter`]: quota admission (escrow) before work, metering (group commit) after;
 //! - [`rate`]: the per-tenant token bucket;
-//! - [`signed`]: signed URLs (`GET /v1/img/...`), and [`fetch`]: their source, fetched
-//!   with SSRF checks on the address connected to;
+//! - [`signed`]: signed URLs (`GET /v1/img/...`), [`fetch`]: their source, fetched
+//!   with SSRF checks on the address connected to, and [`cache`]: their results;
 //! - [`idempotency`]: answers kept for retries with the same `Idempotency-Key`;
 //! - [`admin`]: the admin API (tenants, keys, quotas, usage with harvest, cluster);
 //! - [`replica`]: the replicated state, its writer and its transport;
@@ -28,6 +28,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;

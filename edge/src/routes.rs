@@ -62,6 +62,8 @@ pub struct AppState {
     pub rate: crate::rate::RateLimiter,
     pub idempotency: Arc<crate::idempotency::IdempotencyCache>,
     pub fetch: crate::fetch::FetchPolicy,
+    /// Signed-URL results kept for identical requests.
+    pub results: crate::cache::ResultCache,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -62,6 +62,10 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, ReplicaError> 
         config.idempotency.bytes_max,
     );
     let fetch = config.fetch_policy();
+    let results = crate::cache::ResultCache::new(
+        Duration::from_secs(config.cache.ttl_s),
+        config.cache.bytes_max,
+    );
     Ok(Arc::new(AppState {
         body_budget: Budget::new(config.http.buffered_bytes_max),
         limits,
@@ -78,6 +82,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, ReplicaError> 
         rate,
         idempotency,
         fetch,
+        results,
         replica,
         operator_digests,
     }))

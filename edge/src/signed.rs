@@ -203,23 +203,27 @@ pub async fn handler(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
     let parsed = params::parse(&query, accept, state.defaults, &state.limits)?;
+    let payer = crate::meter::Payer {
+        tenant: url.tenant,
+        key: None,
+        route: "/v1/img",
+    };
+    let if_none_match = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let cache_key = cache_key(url.tenant, &url.message, &parsed);
+    if let Some(hit) = state.results.get(&cache_key, Instant::now()) {
+        return serve_hit(&state, payer, &hit, if_none_match.as_deref()).await;
+    }
     if let Err(rejected) = state.pool.check_admission() {
         return Err(routes::shed(&state.metrics, rejected));
     }
     let allowed = move |origin: &str| allowed_origins.iter().any(|o| o == origin);
     let buffered = fetch::fetch(&url.source, &allowed, &state.fetch, &state.body_budget).await?;
     let deadline = Instant::now() + state.config.request_deadline();
-    let if_none_match = parts
-        .headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let payer = crate::meter::Payer {
-        tenant: url.tenant,
-        key: None,
-        route: "/v1/img",
-    };
-    routes::convert(
+    let response = routes::convert(
         &state,
         Some(payer),
         parsed,
@@ -228,7 +232,77 @@ pub async fn handler(
         deadline,
         None,
     )
-    .await
+    .await?;
+    if response.status() != axum::http::StatusCode::OK {
+        return Ok(response);
+    }
+    // Keep a copy for the next identical request (the body is already in memory).
+    let (mut head, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let mut headers = head.headers.clone();
+    headers.remove("x-request-id");
+    state.results.put(
+        cache_key,
+        crate::cache::Cached {
+            headers,
+            body: body.clone(),
+        },
+        Instant::now(),
+    );
+    head.headers
+        .insert("x-cache", axum::http::HeaderValue::from_static("miss"));
+    Ok(Response::from_parts(head, axum::body::Body::from(body)))
+}
+
+/// What makes two signed-URL answers the same bytes.
+fn cache_key(tenant: TenantId, message: &str, parsed: &params::Parsed) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hasher = Sha256::new();
+    hasher.update(tenant.0.to_le_bytes());
+    hasher.update((message.len() as u64).to_le_bytes());
+    hasher.update(message.as_bytes());
+    hasher.update(format!("{:?}", parsed.options).as_bytes());
+    hasher.finalize().into()
+}
+
+/// A cache hit: still admitted by the quota and billed (bytes out; no fetch, no CPU).
+async fn serve_hit(
+    state: &AppState,
+    payer: crate::meter::Payer,
+    hit: &crate::cache::Cached,
+    if_none_match: Option<&str>,
+) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + state.config.request_deadline();
+    crate::meter::admit(state, payer.tenant, 0, deadline).await?;
+    let etag = hit.headers.get(header::ETAG).and_then(|v| v.to_str().ok());
+    let not_modified = matches!((if_none_match, etag), (Some(header), Some(etag)) if crate::etag::matches(header, etag));
+    let (status, body) = if not_modified {
+        (axum::http::StatusCode::NOT_MODIFIED, bytes::Bytes::new())
+    } else {
+        (axum::http::StatusCode::OK, hit.body.clone())
+    };
+    let usage = crate::meter::Usage {
+        bytes_out: body.len() as u64,
+        ..crate::meter::Usage::default()
+    };
+    let request_id = crate::meter::bill(state, payer, status.as_u16(), usage).await?;
+    state.metrics.billed.inc();
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = hit.headers.clone();
+    if not_modified {
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    let headers = response.headers_mut();
+    headers.insert("x-cache", axum::http::HeaderValue::from_static("hit"));
+    if let Ok(id) = axum::http::HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", id);
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

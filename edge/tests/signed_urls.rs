@@ -7,6 +7,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{photo, photos_dir, test_config, Reply, TestNode};
@@ -20,7 +22,7 @@ use tokio::net::TcpListener;
 const TOKEN: &str = "top_signed-url-test";
 
 /// A tiny origin that misbehaves on request: raw HTTP/1.0-style answers by path.
-async fn origin(photo: Vec<u8>) -> SocketAddr {
+async fn origin(photo: Vec<u8>, fetches: Arc<AtomicUsize>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -29,6 +31,7 @@ async fn origin(photo: Vec<u8>) -> SocketAddr {
                 return;
             };
             let photo = photo.clone();
+            let fetches = fetches.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -45,6 +48,7 @@ async fn origin(photo: Vec<u8>) -> SocketAddr {
                 };
                 match path.as_str() {
                     "/photo.jpg" => {
+                        fetches.fetch_add(1, Ordering::SeqCst);
                         let _ = stream
                             .write_all(
                                 answer("200 OK", "Content-Type: image/jpeg\r\n", photo.len())
@@ -135,7 +139,8 @@ async fn allow(node: &TestNode, tenant: &str, origin: &str) {
 async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
     let Some(photos) = photos_dir() else { return };
     let jpeg = photo(&photos, "seeding-256k.jpg");
-    let origin_addr = origin(jpeg.clone()).await;
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let origin_addr = origin(jpeg.clone(), fetches.clone()).await;
     let port = origin_addr.port();
     let local = format!("http://localhost:{port}");
     let mut config = test_config();
@@ -183,6 +188,24 @@ async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
     assert!(reply.header("cache-control").unwrap().contains("max-age"));
     let image = image::load_from_memory(&reply.body).unwrap();
     assert_eq!(image.width(), 200);
+    assert_eq!(reply.header("x-cache"), Some("miss"));
+    // The same URL again: from the result cache, no fetch, same bytes, billed again.
+    let fetched = fetches.load(Ordering::SeqCst);
+    let again = get(path.clone()).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.header("x-cache"), Some("hit"));
+    assert_eq!(again.body, reply.body);
+    assert_eq!(fetches.load(Ordering::SeqCst), fetched);
+    let etag = reply.header("etag").unwrap().to_owned();
+    let conditional = common::request(
+        node.addr,
+        Method::GET,
+        &path,
+        &[("if-none-match", &etag)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(conditional.status, StatusCode::NOT_MODIFIED);
 
     // Percent-encoded source and a same-origin redirect: fine.
     let encoded = form_urlencoded::byte_serialize(source.as_bytes()).collect::<String>();
@@ -244,7 +267,9 @@ async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
             .status,
         StatusCode::OK
     );
-    let billed_ok = 7;
+    // Answered: 5 converted (fetched), 4 from the cache (one of them a 304).
+    let billed_ok = 9;
+    let fetched_bytes = 5 * jpeg.len() as u64;
 
     // An origin the tenant did not allow.
     let reply = get(signed_path(
@@ -326,6 +351,6 @@ async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
     .await;
     let totals = json_of(&reply)["totals"].clone();
     assert_eq!(totals["requests"], billed_ok, "{totals}");
-    assert_eq!(totals["bytes_in"], billed_ok * jpeg.len() as u64);
+    assert_eq!(totals["bytes_in"], fetched_bytes);
     node.stop().await;
 }

@@ -645,7 +645,7 @@ async fn set_preset(
 
 #[derive(Deserialize)]
 struct UsageQuery {
-    tenant: String,
+    tenant: Option<String>,
     period: Option<String>,
 }
 
@@ -656,9 +656,21 @@ async fn usage(
     headers: HeaderMap,
     Query(query): Query<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant_id(&query.tenant)?;
+    // Who asks first: nothing about tenants is told to an unauthenticated caller.
     let credential = auth::bearer(header_str(&headers, header::AUTHORIZATION.as_str()))?;
-    if !auth::is_operator(&state.operator_digests, credential) {
+    let is_operator = auth::is_operator(&state.operator_digests, credential);
+    if !is_operator && credential.starts_with(auth::TOKEN_PREFIX) {
+        return Err(ApiError::unauthorized(
+            "invalid_token",
+            "the operator token is not valid",
+        ));
+    }
+    let tenant = query
+        .tenant
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_parameter("the `tenant` parameter is required"))?;
+    let tenant = tenant_id(tenant)?;
+    if !is_operator {
         let caller: Caller = {
             let node = state.replica.lock();
             auth::check_key(node.directory(), credential, Scopes::USAGE)?
@@ -680,6 +692,17 @@ async fn usage(
     let (report, ticket) = {
         let node = state.replica.lock();
         let ledger = node.ledger();
+        let known = node.directory().tenant(tenant).is_some_and(|t| t.exists())
+            || Metric::ALL
+                .iter()
+                .any(|m| ledger.total(&CounterKey::new(tenant, period, *m)) > 0);
+        if !known {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such tenant on this node",
+            ));
+        }
         let mut per_node: std::collections::BTreeMap<NodeId, [u64; 4]> = Default::default();
         let mut totals = [0u64; 4];
         for metric in Metric::ALL {

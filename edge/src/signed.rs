@@ -169,10 +169,16 @@ pub async fn handler(
         if !valid {
             return Err(invalid("the signature is not valid"));
         }
+        if tenant.is_deleted() {
+            return Err(ApiError::forbidden(
+                "tenant_deleted",
+                "the tenant was deleted",
+            ));
+        }
         if !tenant.is_serving() {
             return Err(ApiError::forbidden(
                 "tenant_suspended",
-                "the tenant is suspended or deleted",
+                "the tenant is suspended",
             ));
         }
         let query = match &url.preset {

@@ -262,6 +262,14 @@ async fn a_tenant_key_reads_its_own_usage_only() {
     assert_eq!(reply.error_code(), "insufficient_scope");
     let reply = usage(&node, "12345", "tsk_x").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = usage(&node, "12345", TOKEN).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "unknown tenant");
+    assert_eq!(reply.error_code(), "not_found");
+    let reply = usage(&node, &a, "top_wrong").await;
+    assert_eq!(reply.error_code(), "invalid_token");
+    let reply = admin(&node, Method::GET, "/admin/v1/usage", None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error_code(), "invalid_parameter");
     node.stop().await;
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tessera_crdt::directory::KeyId;
 use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
+use tessera_sync::Node;
 
 use crate::error::ApiError;
 use crate::replica::now_ms;
@@ -26,9 +27,8 @@ use crate::routes::AppState;
 /// How often a request waiting for a rights transfer looks again.
 const TRANSFER_POLL: Duration = Duration::from_millis(2);
 
-/// What one admission needs: `(counter, amount)` per enforced quota.
-fn demands(state: &AppState, tenant: TenantId, bytes_in: u64, now: u64) -> Vec<(CounterKey, u64)> {
-    let node = state.replica.lock();
+/// What one admission needs: `(counter, amount)` per enforced quota of the tenant.
+pub fn demands(node: &Node, tenant: TenantId, bytes_in: u64, now: u64) -> Vec<(CounterKey, u64)> {
     let Some(t) = node.directory().tenant(tenant) else {
         return Vec::new();
     };
@@ -48,11 +48,46 @@ fn demands(state: &AppState, tenant: TenantId, bytes_in: u64, now: u64) -> Vec<(
         .collect()
 }
 
-enum Shortfall {
+/// Why an admission was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortfall {
     /// Nothing left anywhere in this node's view: wait for the next period.
     Exhausted { period_end_ms: u64 },
     /// Rights exist elsewhere (or grants have not arrived yet) but are not here.
     Unavailable,
+}
+
+/// Spends every demand's rights at once, or none: all are checked first, under the caller's
+/// one hold of the lock. A refusal asks a peer for rights (through the consume it makes).
+pub fn try_admit(
+    node: &mut Node,
+    demands: &[(CounterKey, u64)],
+    now: u64,
+) -> Result<(), Shortfall> {
+    let short = demands
+        .iter()
+        .find(|(key, amount)| node.local_rights(key) < *amount)
+        .copied();
+    let Some((key, amount)) = short else {
+        for (key, amount) in demands {
+            node.consume(now, *key, *amount)
+                .expect("rights were checked under the same lock");
+        }
+        return Ok(());
+    };
+    // Refused, and starts (or revives) a rights request to a peer.
+    let _ = node.consume(now, key, amount);
+    let counter = node.escrow().get(&key);
+    let left = counter.map_or(0, |c| {
+        u128::from(c.limit()).saturating_sub(c.total_consumed())
+    });
+    Err(if counter.is_some() && left < u128::from(amount) {
+        Shortfall::Exhausted {
+            period_end_ms: key.period.end_ms(),
+        }
+    } else {
+        Shortfall::Unavailable
+    })
 }
 
 /// Spends the tenant's rights for this request, or says why not.
@@ -62,8 +97,7 @@ pub async fn admit(
     bytes_in: u64,
     deadline: Instant,
 ) -> Result<(), ApiError> {
-    let now = now_ms();
-    let demands = demands(state, tenant, bytes_in, now);
+    let demands = demands(&state.replica.lock(), tenant, bytes_in, now_ms());
     if demands.is_empty() {
         return Ok(());
     }
@@ -71,38 +105,7 @@ pub async fn admit(
     let give_up = deadline.min(Instant::now() + wait);
     let mut waited = false;
     loop {
-        let shortfall = {
-            let mut node = state.replica.lock();
-            let now = now_ms();
-            let short = demands
-                .iter()
-                .find(|(key, amount)| node.local_rights(key) < *amount)
-                .copied();
-            match short {
-                None => {
-                    for (key, amount) in &demands {
-                        node.consume(now, *key, *amount)
-                            .expect("rights were checked under the same lock");
-                    }
-                    None
-                }
-                Some((key, amount)) => {
-                    // Refused, and starts (or revives) a rights request to a peer.
-                    let _ = node.consume(now, key, amount);
-                    let counter = node.escrow().get(&key);
-                    let left = counter.map_or(0, |c| {
-                        u128::from(c.limit()).saturating_sub(c.total_consumed())
-                    });
-                    Some(if counter.is_some() && left < u128::from(amount) {
-                        Shortfall::Exhausted {
-                            period_end_ms: key.period.end_ms(),
-                        }
-                    } else {
-                        Shortfall::Unavailable
-                    })
-                }
-            }
-        };
+        let shortfall = try_admit(&mut state.replica.lock(), &demands, now_ms()).err();
         state.replica.wake_net();
         match shortfall {
             None => {
@@ -174,6 +177,28 @@ pub struct Payer {
     pub route: &'static str,
 }
 
+/// Adds one request's usage to this node's ledger slot for the month; returns the ticket
+/// to wait on ([`Node::own_changes`] after it).
+pub fn record_usage(
+    node: &mut Node,
+    tenant: TenantId,
+    usage: Usage,
+    now: u64,
+) -> Result<u64, tessera_crdt::ledger::IncrementError> {
+    let period = Period::containing(PeriodKind::Month, now);
+    for (metric, amount) in [
+        (Metric::Requests, 1),
+        (Metric::CpuMicros, usage.cpu_micros),
+        (Metric::BytesIn, usage.bytes_in),
+        (Metric::BytesOut, usage.bytes_out),
+    ] {
+        if amount > 0 {
+            node.increment(now, CounterKey::new(tenant, period, metric), amount)?;
+        }
+    }
+    Ok(node.own_changes())
+}
+
 /// Adds the request's usage to this node's slot, with its raw usage record, and waits
 /// until both are durable. Returns the request id written in the record.
 pub async fn bill(
@@ -199,28 +224,17 @@ pub async fn bill(
             bytes_out: usage.bytes_out,
             cpu_micros: usage.cpu_micros,
         };
-        let period = Period::containing(PeriodKind::Month, now);
-        for (metric, amount) in [
-            (Metric::Requests, 1),
-            (Metric::CpuMicros, usage.cpu_micros),
-            (Metric::BytesIn, usage.bytes_in),
-            (Metric::BytesOut, usage.bytes_out),
-        ] {
-            if amount > 0 {
-                node.increment(now, CounterKey::new(tenant, period, metric), amount)
-                    .map_err(|e| {
-                        ApiError::new(
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            "metering_failed",
-                            e.to_string(),
-                        )
-                    })?;
-            }
-        }
+        let ticket = record_usage(&mut node, tenant, usage, now).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "metering_failed",
+                e.to_string(),
+            )
+        })?;
         state
             .replica
             .push_record(serde_json::to_vec(&record).expect("a record serialises"));
-        node.own_changes()
+        ticket
     };
     state.replica.wake_net();
     let started = Instant::now();

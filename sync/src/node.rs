@@ -36,11 +36,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError, Op};
+use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError, Op, SyncMessage};
 use tessera_crdt::ledger::{Delta, IncrementError};
 use tessera_crdt::{
     BoundedCounter, CounterKey, EscrowBook, EscrowError, Ledger, NodeId, Period, PeriodKind,
-    VersionVector,
+    TenantId, VersionVector,
 };
 
 use crate::config::SyncConfig;
@@ -206,7 +206,12 @@ pub struct Node {
     tokens_at_ms: u64,
     /// The quota policy may have changed (directory ops applied) or a period rolled.
     quotas_dirty: bool,
-    quotas_period: Option<Period>,
+    /// The hour of the last full pass (a new hour brings new hourly periods, a new month
+    /// new monthly ones).
+    quotas_hour: Option<Period>,
+    /// Tenants whose ops arrived since the last pass: only they are looked at again (a
+    /// pass over every tenant costs ~100 ms at 100K tenants, under the node's lock).
+    quota_tenants: BTreeSet<TenantId>,
     /// When the oldest change in the pending push batch was made.
     first_change_ms: Option<u64>,
     /// Count of changes to this node's own state (its ledger slot, its directory ops, its
@@ -254,7 +259,8 @@ impl Node {
             retry_tokens: f64::from(config.rights_retry_budget_per_s),
             tokens_at_ms: now_ms,
             quotas_dirty: true,
-            quotas_period: None,
+            quotas_hour: None,
+            quota_tenants: BTreeSet::new(),
             first_change_ms: None,
             own_changes: 0,
             persisted_own_seq,
@@ -418,7 +424,7 @@ impl Node {
     ) -> Result<Op, DirectoryError> {
         let op = self.directory.change(now_ms, actor, change)?;
         self.own_changes += 1;
-        self.quotas_dirty = true;
+        self.quota_tenants.insert(op.change.tenant());
         self.schedule_push(now_ms);
         self.reconcile_quotas(now_ms);
         Ok(op)
@@ -611,7 +617,10 @@ impl Node {
                     .directory
                     .handle_sync(&sync, self.config.directory_ops_max)
                     .map_err(|e| MessageError::Invalid(e.to_string()))?;
-                self.quotas_dirty = true;
+                if let SyncMessage::Ops { delta, .. } = &sync {
+                    self.quota_tenants
+                        .extend(delta.ops.iter().map(|op| op.change.tenant()));
+                }
                 if let Some(reply) = reply {
                     self.send(from, Message::Directory(reply));
                 }
@@ -705,7 +714,8 @@ impl Node {
             .apply_delta(delta)
             .map_err(|e| MessageError::Invalid(e.to_string()))?;
         if report.applied > 0 {
-            self.quotas_dirty = true;
+            self.quota_tenants
+                .extend(delta.ops.iter().map(|op| op.change.tenant()));
         } else {
             self.stats.messages_stale += 1;
         }
@@ -858,6 +868,9 @@ impl Node {
             if self.escrow.merge_counter(*key, counter) {
                 changed += 1;
                 self.persist_dirty.insert(*key);
+                // Rights arriving (a grant made under an older policy, a transfer after a
+                // call-back) may exceed a lowered quota: look at the tenant again.
+                self.quota_tenants.insert(key.tenant);
                 if let Some(merged) = self.escrow.get(key) {
                     self.escrow_digest.update(key, merged);
                 }
@@ -1050,14 +1063,26 @@ impl Node {
     /// The home node's duty: turn quota policy into grants (current and next period);
     /// every node's duty: call back rights above a lowered quota.
     fn reconcile_quotas(&mut self, now_ms: u64) {
-        let period = Period::containing(PeriodKind::Month, now_ms);
-        if !self.quotas_dirty && self.quotas_period == Some(period) {
+        let hour = Period::containing(PeriodKind::Hour, now_ms);
+        let full = self.quotas_dirty || self.quotas_hour != Some(hour);
+        if !full && self.quota_tenants.is_empty() {
             return;
         }
-        self.quotas_dirty = false;
-        self.quotas_period = Some(period);
+        let tenants: Vec<TenantId> = if full {
+            self.quotas_dirty = false;
+            self.quotas_hour = Some(hour);
+            self.quota_tenants.clear();
+            self.directory.tenants().map(|(id, _)| id).collect()
+        } else {
+            std::mem::take(&mut self.quota_tenants)
+                .into_iter()
+                .collect()
+        };
         let mut work: Vec<(CounterKey, u64, bool)> = Vec::new();
-        for (tenant_id, tenant) in self.directory.tenants() {
+        for tenant_id in tenants {
+            let Some(tenant) = self.directory.tenant(tenant_id) else {
+                continue;
+            };
             if !tenant.is_serving() {
                 continue;
             }

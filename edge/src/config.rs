@@ -19,7 +19,12 @@ use tessera_resize::Limits;
 pub const ENV_PREFIX: &str = "TESSERA_";
 
 /// Variables with the prefix that are not configuration keys (read by clap or tracing).
-const ENV_NOT_KEYS: &[&str] = &["TESSERA_CONFIG", "TESSERA_LOG"];
+const ENV_NOT_KEYS: &[&str] = &[
+    "TESSERA_CONFIG",
+    "TESSERA_LOG",
+    "TESSERA_TOKEN",
+    "TESSERA_NODE",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -741,6 +746,18 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_cli_variables_are_not_configuration_keys() {
+        // An operator exports these for the CLI and then starts a node in the same shell.
+        let config = Config::load(
+            None,
+            env(&[("TESSERA_TOKEN", "top_x"), ("TESSERA_NODE", "http://n:1")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config, Config::default());
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct SyncConfig {
     pub peer_stale_ms: u64,
     /// Escrow: a node with fewer local rights than this for a key asks peers for more.
     pub rights_low_water: u64,
+    /// Escrow: ... or with fewer than it spends in this long at its recent rate (so the
+    /// transfer lands before it runs dry; cover a round trip and a retry).
+    pub rights_lead_ms: u64,
     /// Escrow: the least a request asks for (it asks more when the limit is large).
     pub rights_request_min: u64,
     /// Escrow: a request unanswered for this long counts as failed.
@@ -57,6 +60,7 @@ impl Default for SyncConfig {
             pull_timeout_ms: 5_000,
             peer_stale_ms: 30_000,
             rights_low_water: 10,
+            rights_lead_ms: 500,
             rights_request_min: 20,
             rights_request_timeout_ms: 1_000,
             rights_retry_base_ms: 100,

@@ -19,7 +19,8 @@
 //!   puller pulls again at once until caught up, so a node offline for weeks catches up in
 //!   `changes / ledger_entries_max` round trips), the directory's two-party sync, and the
 //!   escrow digest root (then buckets, then the counters of differing buckets).
-//! - **Escrow transfers**: a node below `rights_low_water` for a key asks the connected
+//! - **Escrow transfers**: a node below its low-water mark for a key (`rights_low_water`,
+//!   or what it spends in `rights_lead_ms` at its recent rate if more) asks the connected
 //!   peer that holds the most rights in its view; one request per key at a time, timed
 //!   out, retried with capped exponential backoff and jitter under a retry budget. A
 //!   donor gives part of what it holds (half when idle for the key, only its surplus above
@@ -154,6 +155,49 @@ impl Changes {
 /// Ops per directory chunk in [`Changes`].
 const PERSIST_OPS_MAX: usize = 10_000;
 
+/// Recent consumption of one key here: when, and how fast.
+#[derive(Clone, Copy, Debug)]
+struct Demand {
+    last_ms: u64,
+    window_start_ms: u64,
+    /// Amount consumed (or asked for) in the current one-second window.
+    window_amount: u64,
+    /// Amount in the last complete window (per second).
+    rate_per_s: u64,
+}
+
+impl Demand {
+    fn new(now_ms: u64) -> Demand {
+        Demand {
+            last_ms: now_ms,
+            window_start_ms: now_ms,
+            window_amount: 0,
+            rate_per_s: 0,
+        }
+    }
+
+    fn record(&mut self, now_ms: u64, amount: u64) {
+        let elapsed = now_ms.saturating_sub(self.window_start_ms);
+        if elapsed >= 1_000 {
+            // A gap of more than a window means the rate fell to nothing in between.
+            self.rate_per_s = if elapsed < 2_000 {
+                self.window_amount
+            } else {
+                0
+            };
+            self.window_start_ms = now_ms;
+            self.window_amount = 0;
+        }
+        self.window_amount = self.window_amount.saturating_add(amount);
+        self.last_ms = now_ms;
+    }
+
+    /// Per second, at least: the last complete window, or the current one so far.
+    fn rate(&self) -> u64 {
+        self.rate_per_s.max(self.window_amount)
+    }
+}
+
 /// An escrow request in progress for one key.
 #[derive(Clone, Debug)]
 struct Request {
@@ -201,7 +245,7 @@ pub struct Node {
     /// Donor side: when each (requester, key) was last given rights.
     given_at: BTreeMap<(NodeId, CounterKey), u64>,
     /// When this node last consumed for each key.
-    consumed_at: BTreeMap<CounterKey, u64>,
+    consumed_at: BTreeMap<CounterKey, Demand>,
     retry_tokens: f64,
     tokens_at_ms: u64,
     /// The quota policy may have changed (directory ops applied) or a period rolled.
@@ -456,7 +500,10 @@ impl Node {
                 available: 0,
             }),
         };
-        self.consumed_at.insert(key, now_ms);
+        self.consumed_at
+            .entry(key)
+            .or_insert_with(|| Demand::new(now_ms))
+            .record(now_ms, amount);
         if result.is_ok() {
             self.touch(key);
             self.schedule_push(now_ms);
@@ -569,7 +616,7 @@ impl Node {
             .retain(|_, at| now_ms.saturating_sub(*at) <= grace);
         let busy = self.config.donor_busy_ms;
         self.consumed_at
-            .retain(|_, at| now_ms.saturating_sub(*at) <= busy);
+            .retain(|_, d| now_ms.saturating_sub(d.last_ms) <= busy);
     }
 
     fn receive(&mut self, now_ms: u64, from: NodeId, message: Message) -> Result<(), MessageError> {
@@ -921,11 +968,11 @@ impl Node {
         let busy = self
             .consumed_at
             .get(&key)
-            .is_some_and(|at| now_ms.saturating_sub(*at) < self.config.donor_busy_ms);
+            .is_some_and(|d| now_ms.saturating_sub(d.last_ms) < self.config.donor_busy_ms);
         let giveable = if recently {
             0
         } else if busy {
-            rights.saturating_sub(self.config.rights_low_water.saturating_mul(2)) / 2
+            rights.saturating_sub(self.low_water(&key).saturating_mul(2)) / 2
         } else {
             rights.div_ceil(2)
         };
@@ -956,8 +1003,18 @@ impl Node {
     }
 
     /// Starts, times out or retries the rights request for `key` as due.
+    /// The rights below which this node asks for more: the configured floor, or what it
+    /// will spend in `rights_lead_ms` at its recent rate, whichever is more — so a busy
+    /// node asks early enough for the transfer to land before it runs dry.
+    fn low_water(&self, key: &CounterKey) -> u64 {
+        let rate = self.consumed_at.get(key).map_or(0, Demand::rate);
+        self.config
+            .rights_low_water
+            .max(rate.saturating_mul(self.config.rights_lead_ms) / 1_000)
+    }
+
     fn maybe_request(&mut self, now_ms: u64, key: CounterKey) {
-        if self.local_rights(&key) >= self.config.rights_low_water {
+        if self.local_rights(&key) >= self.low_water(&key) {
             // Enough rights: forget the request (a late reply still merges harmlessly).
             self.requests.remove(&key);
             return;
@@ -968,7 +1025,7 @@ impl Node {
         let demand = self
             .consumed_at
             .get(&key)
-            .is_some_and(|at| now_ms.saturating_sub(*at) <= self.config.donor_busy_ms);
+            .is_some_and(|d| now_ms.saturating_sub(d.last_ms) <= self.config.donor_busy_ms);
         if !demand {
             self.requests.remove(&key);
             return;

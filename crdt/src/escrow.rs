@@ -116,7 +116,7 @@ impl BoundedCounter {
     }
 
     /// Rights `node` received: its grants plus transfers to it.
-    fn incoming(&self, node: NodeId) -> u128 {
+    pub fn incoming(&self, node: NodeId) -> u128 {
         let transfers_in: u128 = self
             .transferred
             .iter()

@@ -119,6 +119,8 @@ pub struct Stats {
     pub rights_requests_sent: u64,
     pub rights_retries: u64,
     pub rights_given: u64,
+    /// Rights that arrived here from peers (grants spread by a home, transfers), by
+    /// whatever message carried them.
     pub rights_received: u64,
     pub ledger_chunks_applied: u64,
     /// Valid messages that brought nothing new: duplicates, replays, or data that an
@@ -717,7 +719,6 @@ impl Node {
                     if matched {
                         request.in_flight = None;
                         if given > 0 {
-                            self.stats.rights_received += given;
                             request.failures = 0;
                             request.empty_donors.clear();
                             request.next_try_ms = now_ms;
@@ -912,7 +913,14 @@ impl Node {
     fn merge_counters(&mut self, counters: &[(CounterKey, BoundedCounter)]) -> usize {
         let mut changed = 0;
         for (key, counter) in counters {
+            let before = self.escrow.get(key).map_or(0, |c| c.incoming(self.id));
             if self.escrow.merge_counter(*key, counter) {
+                // Counted here, whatever message brought them (a reply, or the donor's
+                // push arriving first): replays merge to nothing and count nothing.
+                let after = self.escrow.get(key).map_or(0, |c| c.incoming(self.id));
+                self.stats.rights_received = self.stats.rights_received.saturating_add(
+                    u64::try_from(after.saturating_sub(before)).unwrap_or(u64::MAX),
+                );
                 changed += 1;
                 self.persist_dirty.insert(*key);
                 // Rights arriving (a grant made under an older policy, a transfer after a

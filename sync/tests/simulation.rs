@@ -198,6 +198,18 @@ fn escrow_traffic_at_one_node_uses_nearly_all_of_the_quota() {
     );
     assert!(admitted <= quota);
     sim.assert_converged(&BTreeMap::from([(k, quota)]));
+    // Every right node 2 holds or spent came from a peer (node 1 is the home), and the
+    // counter of rights received says exactly how many, whatever message carried them.
+    // (All counters: the home also spread the next period's grants.)
+    let busy = sim.ids[2];
+    let incoming: u128 = sim
+        .node(2)
+        .escrow()
+        .iter()
+        .map(|(_, counter)| counter.incoming(busy))
+        .sum();
+    assert_eq!(u128::from(sim.node(2).stats().rights_received), incoming);
+    assert!(incoming >= 2 * u128::from(quota) / 3, "{incoming}");
 }
 
 #[test]

@@ -9,8 +9,8 @@
 //!    (prefix probe, SHA-256 of the key, constant-time compare, standing, scope);
 //! 2. **rate**: `RateLimiter::check` (default table size, a rate that never refuses);
 //! 3. **admission**: under one lock the tenant's enforced quotas become demands (one
-//!    monthly `requests` quota here), then under a second lock `local_rights` is checked
-//!    and `consume` spends one right — the local path of `meter::admit`, no transfer;
+//!    monthly `requests` quota here), `local_rights` is checked and `consume` spends one
+//!    right — the local path of `meter::admit`, no transfer;
 //! 4. **metering**: under the lock four `increment`s (`Metric::ALL` for the month) and
 //!    `own_changes` (the ticket `meter::bill` would then wait on).
 //!
@@ -112,14 +112,16 @@ fn rate_check(rate: &RateLimiter, tenant: TenantId) {
     }
 }
 
-/// Step 3 (`meter::admit`, local path): `meter::demands` under one lock, then
-/// `meter::try_admit` under another, as the node does.
+/// Step 3 (`meter::admit`, local path): `meter::demands` and `meter::try_admit` under
+/// one hold of the lock, as the node does.
 fn admit(node: &Mutex<Node>, tenant: TenantId, bytes_in: u64) {
-    let demands = meter::demands(&lock(node), tenant, bytes_in, now_ms());
+    let mut node = lock(node);
+    let now = now_ms();
+    let demands = meter::demands(&node, tenant, bytes_in, now);
     if demands.is_empty() {
         return;
     }
-    meter::try_admit(&mut lock(node), &demands, now_ms())
+    meter::try_admit(&mut node, &demands, now)
         .unwrap_or_else(|e| panic!("the bench quota is never short: {e:?}"));
 }
 

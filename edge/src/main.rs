@@ -517,15 +517,7 @@ fn admin(command: Command) -> anyhow::Result<()> {
             unreachable!("handled in main")
         }
     };
-    let client = Client::new(
-        &remote.node,
-        remote.token.clone(),
-        Duration::from_millis(remote.timeout_ms),
-    )?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let (client, runtime) = connect(&remote)?;
     let (status, answer) = runtime.block_on(client.call(method, &path, body))?;
     if !status.is_success() {
         let code = answer["error"]["code"].as_str().unwrap_or("error");
@@ -565,15 +557,7 @@ fn export(
             None => format!("/admin/v1/export/totals?format={format}"),
         },
     };
-    let client = Client::new(
-        &remote.node,
-        remote.token.clone(),
-        Duration::from_millis(remote.timeout_ms),
-    )?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let (client, runtime) = connect(remote)?;
     let (status, body) = runtime.block_on(client.call_raw(Method::GET, &path, None))?;
     if !status.is_success() {
         anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body));
@@ -589,6 +573,20 @@ fn export(
         }
     }
     Ok(())
+}
+
+/// The admin API client for `remote`, and a runtime to drive it.
+fn connect(remote: &Remote) -> anyhow::Result<(Client, tokio::runtime::Runtime)> {
+    let client = Client::new(
+        &remote.node,
+        remote.token.clone(),
+        Duration::from_millis(remote.timeout_ms),
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok((client, runtime))
 }
 
 /// How an answer is shown to a person.

@@ -97,15 +97,22 @@ pub async fn admit(
     bytes_in: u64,
     deadline: Instant,
 ) -> Result<(), ApiError> {
-    let demands = demands(&state.replica.lock(), tenant, bytes_in, now_ms());
-    if demands.is_empty() {
-        return Ok(());
-    }
+    // The demands and the first attempt under one hold of the lock (the common case
+    // ends here).
+    let (demands, mut shortfall) = {
+        let mut node = state.replica.lock();
+        let now = now_ms();
+        let demands = demands(&node, tenant, bytes_in, now);
+        if demands.is_empty() {
+            return Ok(());
+        }
+        let shortfall = try_admit(&mut node, &demands, now).err();
+        (demands, shortfall)
+    };
     let wait = Duration::from_millis(state.config.quota.transfer_wait_ms);
     let give_up = deadline.min(Instant::now() + wait);
     let mut waited = false;
     loop {
-        let shortfall = try_admit(&mut state.replica.lock(), &demands, now_ms()).err();
         state.replica.wake_net();
         match shortfall {
             None => {
@@ -125,6 +132,7 @@ pub async fn admit(
                 waited = true;
                 tokio::time::sleep(TRANSFER_POLL).await;
                 state.metrics.quota_waits.inc();
+                shortfall = try_admit(&mut state.replica.lock(), &demands, now_ms()).err();
             }
             Some(Shortfall::Unavailable) => {
                 state

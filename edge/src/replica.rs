@@ -139,7 +139,7 @@ impl Replica {
         let node = Arc::new(Mutex::new(Node::new(
             id,
             sync_config,
-            net::node_id_of(&peer_id).0 ^ now,
+            id.0 ^ now,
             loaded.state,
             now,
         )));

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{request, Reply};
+use common::{json_of, request, Reply};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -282,13 +282,7 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 async fn admin(addr: SocketAddr, method: Method, path: &str, body: Option<Value>) -> Reply {
-    let bearer = format!("Bearer {TOKEN}");
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    request(addr, method, path, &[("authorization", &bearer)], body).await
-}
-
-fn json_of(reply: &Reply) -> Value {
-    serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {reply:?}"))
+    common::with_bearer(addr, TOKEN, method, path, body).await
 }
 
 /// A small PNG: cheap to resize, so quota tests measure the quota, not the codec.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{photo, photos_dir, test_config, Reply, TestNode};
+use common::{json_of, photo, photos_dir, test_config, Reply, TestNode};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use tessera_edge::config::Config;
@@ -24,13 +24,7 @@ fn config(data_dir: &std::path::Path) -> Config {
 }
 
 async fn admin(node: &TestNode, method: Method, path: &str, body: Option<Value>) -> Reply {
-    let bearer = format!("Bearer {TOKEN}");
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    common::request(node.addr, method, path, &[("authorization", &bearer)], body).await
-}
-
-fn json_of(reply: &Reply) -> Value {
-    serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {reply:?}"))
+    common::with_bearer(node.addr, TOKEN, method, path, body).await
 }
 
 async fn create_tenant(node: &TestNode, name: &str) -> String {

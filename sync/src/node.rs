@@ -385,20 +385,11 @@ impl Node {
     /// (restart from what is durable) rather than carry on.
     pub fn take_changes(&mut self) -> Changes {
         let mut ledger = std::mem::take(&mut self.persist_ledger);
-        let own = self.ledger.version_vector().get(self.id);
-        while self.persisted_own_seq < own {
-            let since = with_entry(
-                self.ledger.version_vector(),
-                self.id,
-                self.persisted_own_seq,
-            );
-            let delta = self.ledger.delta_since(&since, Delta::ENTRIES_MAX);
-            let Some(part) = delta.parts.into_iter().find(|p| p.origin == self.id) else {
-                break;
-            };
-            self.persisted_own_seq = part.to_seq;
-            ledger.push(Delta { parts: vec![part] });
+        let own = self.own_chunks(self.persisted_own_seq, Delta::ENTRIES_MAX);
+        if let Some(last) = own.last() {
+            self.persisted_own_seq = last.parts[0].to_seq;
         }
+        ledger.extend(own);
         let mut directory = Vec::new();
         loop {
             let chunk = self
@@ -835,27 +826,12 @@ impl Node {
     fn flush_push(&mut self, now_ms: u64) {
         self.push_due_ms = None;
         let first_change_ms = self.first_change_ms.take().unwrap_or(now_ms);
-        let own = self.ledger.version_vector().get(self.id);
-        while self.ledger_pushed < own {
-            let since = with_entry(self.ledger.version_vector(), self.id, self.ledger_pushed);
-            let delta = self
-                .ledger
-                .delta_since(&since, self.config.ledger_entries_max);
-            let Some(part) = delta.parts.iter().find(|p| p.origin == self.id) else {
-                break;
-            };
-            let to_seq = part.to_seq;
-            let own_only = Delta {
-                parts: vec![part.clone()],
-            };
+        for delta in self.own_chunks(self.ledger_pushed, self.config.ledger_entries_max) {
+            self.ledger_pushed = delta.parts[0].to_seq;
             self.outputs.push(Output::Broadcast(Message::LedgerPush {
-                delta: own_only,
+                delta,
                 first_change_ms,
             }));
-            if to_seq <= self.ledger_pushed {
-                break;
-            }
-            self.ledger_pushed = to_seq;
         }
         let own_ops = self.directory.version_vector().get(self.id);
         while self.directory_pushed < own_ops {
@@ -890,6 +866,27 @@ impl Node {
             self.outputs
                 .push(Output::Broadcast(Message::EscrowPush(counters)));
         }
+    }
+
+    /// This node's own ledger changes after sequence `after_seq`, as deltas of one part
+    /// each and at most `entries_max` entries, in order (for pushes and for the store).
+    fn own_chunks(&self, after_seq: u64, entries_max: usize) -> Vec<Delta> {
+        let own = self.ledger.version_vector().get(self.id);
+        let mut from = after_seq;
+        let mut chunks = Vec::new();
+        while from < own {
+            let since = with_entry(self.ledger.version_vector(), self.id, from);
+            let delta = self.ledger.delta_since(&since, entries_max);
+            let Some(part) = delta.parts.into_iter().find(|p| p.origin == self.id) else {
+                break;
+            };
+            if part.to_seq <= from {
+                break;
+            }
+            from = part.to_seq;
+            chunks.push(Delta { parts: vec![part] });
+        }
+        chunks
     }
 
     fn send(&mut self, to: NodeId, message: Message) {

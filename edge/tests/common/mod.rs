@@ -122,6 +122,24 @@ impl Reply {
     }
 }
 
+/// The JSON body of a reply (panics if it is not JSON).
+pub fn json_of(reply: &Reply) -> serde_json::Value {
+    serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {reply:?}"))
+}
+
+/// A request with `Authorization: Bearer <token>` and an optional JSON body.
+pub async fn with_bearer(
+    addr: SocketAddr,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Reply {
+    let bearer = format!("Bearer {token}");
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    request(addr, method, path, &[("authorization", &bearer)], body).await
+}
+
 pub async fn request(
     addr: SocketAddr,
     method: Method,

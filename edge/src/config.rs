@@ -99,6 +99,9 @@ pub struct FetchConfig {
     /// addresses (an internal image store); every other origin must resolve to public
     /// addresses.
     pub private_origins: Vec<String>,
+    /// PEM files of extra root certificates trusted for `https://` origins (an internal
+    /// CA), on top of the Mozilla root set.
+    pub tls_roots_pem_files: Vec<PathBuf>,
 }
 
 impl Default for FetchConfig {
@@ -109,6 +112,7 @@ impl Default for FetchConfig {
             bytes_max: 32 * 1024 * 1024,
             redirects_max: 3,
             private_origins: Vec::new(),
+            tls_roots_pem_files: Vec::new(),
         }
     }
 }
@@ -640,19 +644,31 @@ impl Config {
         in_range("fetch.timeout_ms", self.fetch.timeout_ms, 1, hour_ms)?;
         in_range("fetch.bytes_max", self.fetch.bytes_max, 1, 1 << 30)?;
         in_range("fetch.redirects_max", self.fetch.redirects_max, 0, 20)?;
+        for path in &self.fetch.tls_roots_pem_files {
+            crate::fetch::check_roots_file(path)
+                .map_err(|e| invalid("fetch.tls_roots_pem_files", e.to_string()))?;
+        }
         in_range("cache.bytes_max", self.cache.bytes_max, 0, 1 << 40)?;
         in_range("cache.ttl_s", self.cache.ttl_s, 1, 30 * 86_400)?;
         Ok(())
     }
 
-    pub fn fetch_policy(&self) -> crate::fetch::FetchPolicy {
-        crate::fetch::FetchPolicy {
+    /// The fetch policy, with its TLS client (reads the extra root files).
+    pub fn fetch_policy(&self) -> Result<crate::fetch::FetchPolicy, ConfigError> {
+        let tls = crate::fetch::tls_client(&self.fetch.tls_roots_pem_files).map_err(|e| {
+            ConfigError::Invalid {
+                key: "fetch.tls_roots_pem_files",
+                message: e.to_string(),
+            }
+        })?;
+        Ok(crate::fetch::FetchPolicy {
             connect_timeout: Duration::from_millis(self.fetch.connect_timeout_ms),
             timeout: Duration::from_millis(self.fetch.timeout_ms),
             bytes_max: self.fetch.bytes_max,
             redirects_max: self.fetch.redirects_max,
             private_origins: self.fetch.private_origins.clone(),
-        }
+            tls,
+        })
     }
 
     /// The cluster key, when one is configured and well formed.

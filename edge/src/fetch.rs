@@ -16,15 +16,24 @@
 //! the body is streamed under `bytes_max` and the same deadline, so a stalling origin or
 //! an endless body costs a bounded time and memory.
 //!
-//! Only `http://` origins are fetched for now: HTTPS origins are refused with a clear
-//! error (TLS client support is not built yet).
+//! `https://` origins are fetched over rustls (on *ring*, the crypto libp2p's noise
+//! already builds), verifying the certificate against the Mozilla root set plus any
+//! roots the operator adds (`fetch.tls_roots_pem_files`, for an internal CA), for the
+//! URL's host name; the TLS handshake is inside the connect timeout. A redirect from
+//! `https://` to `http://` is refused: it would hand the tenant's image to anyone on the
+//! path while the tenant asked for TLS.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{self, Budget, Buffered};
 use crate::error::ApiError;
@@ -38,6 +47,58 @@ pub struct FetchPolicy {
     pub redirects_max: u32,
     /// Origins (`scheme://host[:port]`) allowed to resolve to private addresses.
     pub private_origins: Vec<String>,
+    /// The TLS client for `https://` origins: which roots are trusted.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// Why the TLS client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsRootsError {
+    #[error("cannot read trusted roots from {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{path} holds no PEM certificate")]
+    Empty { path: PathBuf },
+    #[error("a certificate in {path} is not a usable root: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The TLS client configuration: the Mozilla roots (webpki-roots) plus the PEM
+/// certificates in `extra_roots` (an internal CA), HTTP/1.1 only.
+pub fn tls_client(extra_roots: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>, TlsRootsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in extra_roots {
+        let read = |message: String| TlsRootsError::Read {
+            path: path.clone(),
+            message,
+        };
+        let certificates = CertificateDer::pem_file_iter(path)
+            .map_err(|e| read(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| read(e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(TlsRootsError::Empty { path: path.clone() });
+        }
+        for certificate in certificates {
+            roots.add(certificate).map_err(|e| TlsRootsError::Invalid {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Whether `path` names a readable PEM bundle with at least one root (config checks).
+pub fn check_roots_file(path: &Path) -> Result<(), TlsRootsError> {
+    tls_client(&[path.to_path_buf()]).map(|_| ())
 }
 
 /// A source URL split into what the checks need.
@@ -218,13 +279,6 @@ pub async fn fetch(
                 source.origin
             )));
         }
-        if source.origin.starts_with("https://") {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "https_not_supported",
-                "fetching from https:// origins is not supported by this node yet",
-            ));
-        }
         let addr = resolve(&source, policy).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let response = tokio::time::timeout(remaining, request(addr, &source, policy))
@@ -265,7 +319,14 @@ pub async fn fetch(
             } else {
                 location.to_owned()
             };
-            source = parse_source(&next)?;
+            let next = parse_source(&next)?;
+            if source.origin.starts_with("https://") && next.origin.starts_with("http://") {
+                return Err(forbidden(format!(
+                    "the source redirected from https:// to {}, which is not encrypted",
+                    next.origin
+                )));
+            }
+            source = next;
             continue;
         }
         if status == StatusCode::NOT_FOUND {
@@ -332,6 +393,50 @@ async fn request(
         })?
         .map_err(|e| unavailable("connecting to", &e))?;
     let _ = stream.set_nodelay(true);
+    if !source.origin.starts_with("https://") {
+        return send(stream, source).await;
+    }
+    let host = source.host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+        ApiError::bad_parameter(format!("the source host {host:?} is not a valid TLS name"))
+    })?;
+    let tls = tokio::time::timeout(
+        policy.connect_timeout,
+        tokio_rustls::TlsConnector::from(policy.tls.clone()).connect(name, stream),
+    )
+    .await
+    .map_err(|_| {
+        source_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "source_timeout",
+            "the TLS handshake with the source timed out",
+        )
+    })?
+    .map_err(|e| {
+        source_error(
+            StatusCode::BAD_GATEWAY,
+            "source_tls",
+            format!("the TLS handshake with {} failed: {e}", source.origin),
+        )
+    })?;
+    send(tls, source).await
+}
+
+/// Sends the GET over an established (plain or TLS) connection.
+async fn send<S>(
+    stream: S,
+    source: &Source,
+) -> Result<hyper::Response<hyper::body::Incoming>, ApiError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        source_error(
+            StatusCode::BAD_GATEWAY,
+            "source_unavailable",
+            format!("{what} the source: {e}"),
+        )
+    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unavailable("talking to", &e))?;

@@ -769,7 +769,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", config.listen))?;
         let state = server::build_state(config)
             .await
-            .context("starting the replica")?;
+            .context("starting the node")?;
         if let Some(token) = &state.replica.new_operator_token {
             // Shown once: only its digest is kept.
             eprintln!(

@@ -30,9 +30,20 @@ use crate::pool::Pool;
 use crate::replica::{Replica, ReplicaError};
 use crate::routes::{self, AppState};
 
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+}
+
 /// Builds the shared state: metrics registry, the replica (store, state, transport) and
 /// the worker pool, sized from `config`. Must run inside a tokio runtime.
-pub async fn build_state(config: Config) -> Result<Arc<AppState>, ReplicaError> {
+pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+    // Before the store is touched: a bad roots file stops the start with nothing opened.
+    let fetch = config.fetch_policy()?;
     let replica = Arc::new(Replica::start(&config).await?);
     let operator_digests = config
         .auth
@@ -61,7 +72,6 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, ReplicaError> 
         config.idempotency.entries_max,
         config.idempotency.bytes_max,
     );
-    let fetch = config.fetch_policy();
     let results = crate::cache::ResultCache::new(
         Duration::from_secs(config.cache.ttl_s),
         config.cache.bytes_max,

@@ -2,7 +2,9 @@
 //! cases; SSRF attempts (loopback by address, [::1], the metadata address, 10.x,
 //! IPv4-mapped IPv6, a redirect to loopback) refused before any byte is fetched from
 //! them; an origin that stalls or sends an endless body cut off within its bounds; and
-//! only the successful requests billed.
+//! only the successful requests billed. HTTPS origins: served when the certificate
+//! verifies for the host against the configured roots; an untrusted certificate, a
+//! certificate for another name and a redirect down to plain HTTP refused.
 
 mod common;
 
@@ -16,79 +18,173 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use tessera_crdt::TenantId;
 use tessera_edge::signed::signed_path;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "top_signed-url-test";
 
 /// A tiny origin that misbehaves on request: raw HTTP/1.0-style answers by path.
 async fn origin(photo: Vec<u8>, fetches: Arc<AtomicUsize>) -> SocketAddr {
+    serve(photo, fetches, None, None).await
+}
+
+/// The same origin over TLS with the given certificate; `plain_port` is the plain
+/// origin a downgrading redirect points at.
+async fn tls_origin(
+    photo: Vec<u8>,
+    fetches: Arc<AtomicUsize>,
+    certificate: &rcgen::CertifiedKey,
+    plain_port: u16,
+) -> SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(certificate.cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                certificate.key_pair.serialize_der(),
+            )),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    serve(photo, fetches, Some(acceptor), Some(plain_port)).await
+}
+
+async fn serve(
+    photo: Vec<u8>,
+    fetches: Arc<AtomicUsize>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    plain_port: Option<u16>,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let photo = photo.clone();
-            let fetches = fetches.clone();
+            let site = Site {
+                photo: photo.clone(),
+                fetches: fetches.clone(),
+                own_port: addr.port(),
+                plain_port: plain_port.unwrap_or(addr.port()),
+            };
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let answer = |status: &str, extra: &str, len: usize| {
-                    format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {len}\r\nConnection: close\r\n\r\n")
-                };
-                match path.as_str() {
-                    "/photo.jpg" => {
-                        fetches.fetch_add(1, Ordering::SeqCst);
-                        let _ = stream
-                            .write_all(
-                                answer("200 OK", "Content-Type: image/jpeg\r\n", photo.len())
-                                    .as_bytes(),
-                            )
-                            .await;
-                        let _ = stream.write_all(&photo).await;
-                    }
-                    "/redirect-loopback" => {
-                        let to =
-                            format!("Location: http://127.0.0.1:{}/photo.jpg\r\n", addr.port());
-                        let _ = stream
-                            .write_all(answer("302 Found", &to, 0).as_bytes())
-                            .await;
-                    }
-                    "/redirect-same" => {
-                        let _ = stream
-                            .write_all(
-                                answer("302 Found", "Location: /photo.jpg\r\n", 0).as_bytes(),
-                            )
-                            .await;
-                    }
-                    "/stall" => tokio::time::sleep(Duration::from_secs(60)).await,
-                    "/endless" => {
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n\r\n")
-                            .await;
-                        let chunk = vec![0xffu8; 64 << 10];
-                        while stream.write_all(&chunk).await.is_ok() {}
-                    }
-                    _ => {
-                        let _ = stream
-                            .write_all(answer("404 Not Found", "", 0).as_bytes())
-                            .await;
+                match tls {
+                    None => site.answer(stream).await,
+                    // A client that refuses the certificate ends the handshake: no answer.
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            site.answer(stream).await;
+                        }
                     }
                 }
             });
         }
     });
     addr
+}
+
+/// What an origin serves, by path.
+struct Site {
+    photo: Vec<u8>,
+    fetches: Arc<AtomicUsize>,
+    own_port: u16,
+    plain_port: u16,
+}
+
+impl Site {
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(self, mut stream: S) {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let answer = |status: &str, extra: &str, len: usize| {
+            format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {len}\r\nConnection: close\r\n\r\n"
+            )
+        };
+        match path.as_str() {
+            "/photo.jpg" => {
+                self.fetches.fetch_add(1, Ordering::SeqCst);
+                let _ = stream
+                    .write_all(
+                        answer("200 OK", "Content-Type: image/jpeg\r\n", self.photo.len())
+                            .as_bytes(),
+                    )
+                    .await;
+                let _ = stream.write_all(&self.photo).await;
+            }
+            "/redirect-loopback" => {
+                let to = format!("Location: http://127.0.0.1:{}/photo.jpg\r\n", self.own_port);
+                let _ = stream
+                    .write_all(answer("302 Found", &to, 0).as_bytes())
+                    .await;
+            }
+            "/redirect-plain" => {
+                let to = format!(
+                    "Location: http://localhost:{}/photo.jpg\r\n",
+                    self.plain_port
+                );
+                let _ = stream
+                    .write_all(answer("302 Found", &to, 0).as_bytes())
+                    .await;
+            }
+            "/redirect-same" => {
+                let _ = stream
+                    .write_all(answer("302 Found", "Location: /photo.jpg\r\n", 0).as_bytes())
+                    .await;
+            }
+            "/stall" => tokio::time::sleep(Duration::from_secs(60)).await,
+            "/endless" => {
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+                let chunk = vec![0xffu8; 64 << 10];
+                while stream.write_all(&chunk).await.is_ok() {}
+            }
+            _ => {
+                let _ = stream
+                    .write_all(answer("404 Not Found", "", 0).as_bytes())
+                    .await;
+            }
+        }
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// The test configuration with the operator token and no anonymous resizing.
+fn signed_config() -> tessera_edge::config::Config {
+    let mut config = test_config();
+    config.auth.anonymous_resize = false;
+    config.auth.operator_token_sha256 = vec![tessera_edge::auth::hex(&tessera_edge::auth::sha256(
+        TOKEN.as_bytes(),
+    ))];
+    config
+}
+
+/// The tenant's merged usage totals.
+async fn totals(node: &TestNode, tenant: &str) -> Value {
+    let reply = admin(
+        node,
+        Method::GET,
+        &format!("/admin/v1/usage?tenant={tenant}"),
+        None,
+    )
+    .await;
+    json_of(&reply)["totals"].clone()
 }
 
 async fn admin(node: &TestNode, method: Method, path: &str, body: Option<Value>) -> Reply {
@@ -137,11 +233,7 @@ async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
     let origin_addr = origin(jpeg.clone(), fetches.clone()).await;
     let port = origin_addr.port();
     let local = format!("http://localhost:{port}");
-    let mut config = test_config();
-    config.auth.anonymous_resize = false;
-    config.auth.operator_token_sha256 = vec![tessera_edge::auth::hex(&tessera_edge::auth::sha256(
-        TOKEN.as_bytes(),
-    ))];
+    let mut config = signed_config();
     config.fetch.private_origins = vec![local.clone()];
     config.fetch.timeout_ms = 1_500;
     config.fetch.bytes_max = 2 << 20;
@@ -336,15 +428,98 @@ async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
     assert_eq!(reply.error_code(), "source_not_found");
 
     // Only the successes were billed.
-    let reply = admin(
-        &node,
-        Method::GET,
-        &format!("/admin/v1/usage?tenant={tenant}"),
-        None,
-    )
-    .await;
-    let totals = json_of(&reply)["totals"].clone();
+    let totals = totals(&node, &tenant).await;
     assert_eq!(totals["requests"], billed_ok, "{totals}");
     assert_eq!(totals["bytes_in"], fetched_bytes);
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origins_verify_the_certificate_and_refuse_downgrades() {
+    let Some(photos) = photos_dir() else { return };
+    let jpeg = photo(&photos, "seeding-256k.jpg");
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let plain = origin(jpeg.clone(), fetches.clone()).await;
+    // Trusted and for the right name; trusted but for another name; not trusted.
+    let good = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let other_name =
+        rcgen::generate_simple_self_signed(vec!["images.example.net".to_owned()]).unwrap();
+    let untrusted = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let good_addr = tls_origin(jpeg.clone(), fetches.clone(), &good, plain.port()).await;
+    let other_addr = tls_origin(jpeg.clone(), fetches.clone(), &other_name, plain.port()).await;
+    let untrusted_addr = tls_origin(jpeg.clone(), fetches.clone(), &untrusted, plain.port()).await;
+    let roots = tempfile::tempdir().unwrap();
+    let roots_file = roots.path().join("roots.pem");
+    std::fs::write(
+        &roots_file,
+        format!("{}{}", good.cert.pem(), other_name.cert.pem()),
+    )
+    .unwrap();
+
+    let origins: Vec<String> = [good_addr, other_addr, untrusted_addr]
+        .iter()
+        .map(|a| format!("https://localhost:{}", a.port()))
+        .chain([format!("http://localhost:{}", plain.port())])
+        .collect();
+    let mut config = signed_config();
+    config.fetch.private_origins = origins.clone();
+    config.fetch.tls_roots_pem_files = vec![roots_file.clone()];
+    let node = TestNode::start(config).await;
+    let reply = admin(
+        &node,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({ "name": "tls" })),
+    )
+    .await;
+    let tenant = json_of(&reply)["id"].as_str().unwrap().to_owned();
+    let tenant_id = TenantId(tenant.parse().unwrap());
+    for origin in &origins {
+        allow(&node, &tenant, origin).await;
+    }
+    let (_, secret) = add_secret(&node, &tenant).await;
+    let get = |source: String| {
+        let path = signed_path(tenant_id, &secret, "w=120", &source);
+        let addr = node.addr;
+        async move { common::request(addr, Method::GET, &path, &[], Vec::new()).await }
+    };
+
+    // Verified: fetched over TLS, resized, billed with the fetched bytes.
+    let reply = get(format!("{}/photo.jpg", origins[0])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(image::load_from_memory(&reply.body).unwrap().width(), 120);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // A same-origin redirect stays on TLS: fine.
+    let reply = get(format!("{}/redirect-same", origins[0])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+
+    // A trusted certificate for another name, and one nobody vouches for.
+    for (origin, what) in [(&origins[1], "another name"), (&origins[2], "untrusted")] {
+        let reply = get(format!("{origin}/photo.jpg")).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{what}: {reply:?}");
+        assert_eq!(reply.error_code(), "source_tls", "{what}");
+    }
+    // Down from https:// to http://, even to an allowed origin: refused before fetching.
+    let reply = get(format!("{}/redirect-plain", origins[0])).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_eq!(reply.error_code(), "source_forbidden");
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "only the two verified fetches"
+    );
+
+    // Only the two successes billed.
+    let totals = totals(&node, &tenant).await;
+    assert_eq!(totals["requests"], 2, "{totals}");
+    assert_eq!(totals["bytes_in"], 2 * jpeg.len() as u64);
+    node.stop().await;
+
+    // A roots file that holds no certificate stops the start, naming the key.
+    let bad = roots.path().join("empty.pem");
+    std::fs::write(&bad, "not a certificate\n").unwrap();
+    let mut config = test_config();
+    config.fetch.tls_roots_pem_files = vec![bad];
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("fetch.tls_roots_pem_files"), "{error}");
 }

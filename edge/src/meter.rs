@@ -216,22 +216,10 @@ pub async fn bill(
     usage: Usage,
 ) -> Result<String, ApiError> {
     let tenant = payer.tenant;
-    let request_id = crate::auth::hex(&crate::auth::random_bytes::<8>());
+    let request_id = crate::records::RequestId::next();
     let ticket = {
         let mut node = state.replica.lock();
         let now = now_ms();
-        let record = crate::records::Record {
-            at_ms: now,
-            tenant: tenant.0.to_string(),
-            key: payer.key.map(|k| k.0.to_string()),
-            node: node.id().to_string(),
-            request_id: request_id.clone(),
-            route: payer.route.to_owned(),
-            status,
-            bytes_in: usage.bytes_in,
-            bytes_out: usage.bytes_out,
-            cpu_micros: usage.cpu_micros,
-        };
         let ticket = record_usage(&mut node, tenant, usage, now).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -239,9 +227,18 @@ pub async fn bill(
                 e.to_string(),
             )
         })?;
-        state
-            .replica
-            .push_record(serde_json::to_vec(&record).expect("a record serialises"));
+        // Encoded by the writer, off the request path.
+        state.replica.push_record(crate::records::Pending {
+            at_ms: now,
+            tenant,
+            key: payer.key,
+            request_id,
+            route: payer.route,
+            status,
+            bytes_in: usage.bytes_in,
+            bytes_out: usage.bytes_out,
+            cpu_micros: usage.cpu_micros,
+        });
         ticket
     };
     state.replica.wake_net();
@@ -255,5 +252,5 @@ pub async fn bill(
         .metrics
         .commit_wait
         .observe(started.elapsed().as_secs_f64());
-    result.map(|()| request_id)
+    result.map(|()| request_id.to_string())
 }

@@ -76,7 +76,7 @@ pub struct Replica {
     takes: Arc<AtomicU64>,
     stop_writer: watch::Sender<bool>,
     /// Usage records of billed requests, taken by the writer with the changes.
-    records: Arc<Mutex<Vec<Vec<u8>>>>,
+    records: Arc<Mutex<Vec<crate::records::Pending>>>,
     rotate: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     net: Option<NetHandle>,
@@ -153,6 +153,7 @@ impl Replica {
         let fail_store = store.failure_switch();
         let (rotate, rotate_requests) = mpsc::channel(16);
         let writer = tokio::spawn(writer(Writer {
+            node_id: id,
             store,
             stopped: writer_stopped,
             node: node.clone(),
@@ -279,11 +280,11 @@ impl Replica {
 
     /// Queues a usage record. Call with the node locked, in the same hold as the usage
     /// increments it describes, so both land in the same commit.
-    pub fn push_record(&self, line: Vec<u8>) {
+    pub fn push_record(&self, record: crate::records::Pending) {
         self.records
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(line);
+            .push(record);
     }
 
     /// Moves every usage record committed so far to its file; returns once done.
@@ -342,6 +343,8 @@ impl Replica {
 
 /// The writer task's state.
 struct Writer {
+    /// This node, named in its usage records.
+    node_id: NodeId,
     store: Store,
     stopped: watch::Receiver<bool>,
     node: Arc<Mutex<Node>>,
@@ -351,7 +354,7 @@ struct Writer {
     gate: watch::Sender<u64>,
     failed: Arc<AtomicBool>,
     interval: Duration,
-    records: Arc<Mutex<Vec<Vec<u8>>>>,
+    records: Arc<Mutex<Vec<crate::records::Pending>>>,
     records_dir: std::path::PathBuf,
     records_interval: Duration,
     rotate_requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
@@ -362,6 +365,7 @@ struct Writer {
 /// the store.
 async fn writer(writer: Writer) {
     let Writer {
+        node_id,
         mut store,
         mut stopped,
         node,
@@ -399,6 +403,7 @@ async fn writer(writer: Writer) {
             takes.fetch_add(1, Ordering::AcqRel);
             (changes, usage_records, snapshot)
         };
+        let usage_records: Vec<Vec<u8>> = usage_records.iter().map(|r| r.encode(node_id)).collect();
         let take = takes.load(Ordering::Acquire);
         let own_changes = changes.own_changes;
         let rotate = !waiting.is_empty() || last || rotated_at.elapsed() >= records_interval;

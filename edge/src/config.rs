@@ -74,6 +74,9 @@ pub struct CacheConfig {
     pub bytes_max: usize,
     /// How long a result is served from the cache.
     pub ttl_s: u64,
+    /// Bytes of results kept on disk in `<data_dir>/cache/` behind the memory tier
+    /// (they survive a restart); 0 (the default) keeps no disk tier.
+    pub disk_bytes_max: u64,
 }
 
 impl Default for CacheConfig {
@@ -81,6 +84,7 @@ impl Default for CacheConfig {
         Self {
             bytes_max: 64 << 20,
             ttl_s: 300,
+            disk_bytes_max: 0,
         }
     }
 }
@@ -650,6 +654,12 @@ impl Config {
         }
         in_range("cache.bytes_max", self.cache.bytes_max, 0, 1 << 40)?;
         in_range("cache.ttl_s", self.cache.ttl_s, 1, 30 * 86_400)?;
+        in_range(
+            "cache.disk_bytes_max",
+            self.cache.disk_bytes_max,
+            0,
+            1 << 50,
+        )?;
         Ok(())
     }
 

@@ -37,6 +37,11 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
+    #[error("opening the disk cache in {dir}: {source}")]
+    DiskCache {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Builds the shared state: metrics registry, the replica (store, state, transport) and
@@ -72,10 +77,18 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         config.idempotency.entries_max,
         config.idempotency.bytes_max,
     );
-    let results = crate::cache::ResultCache::new(
-        Duration::from_secs(config.cache.ttl_s),
-        config.cache.bytes_max,
-    );
+    let cache_ttl = Duration::from_secs(config.cache.ttl_s);
+    let disk_cache = match config.cache.disk_bytes_max {
+        0 => None,
+        bytes_max => {
+            let dir = config.data_dir.join("cache");
+            Some(
+                crate::cache::DiskCache::open(&dir, cache_ttl, bytes_max)
+                    .map_err(|source| StartError::DiskCache { dir, source })?,
+            )
+        }
+    };
+    let results = crate::cache::ResultCache::new(cache_ttl, config.cache.bytes_max, disk_cache);
     Ok(Arc::new(AppState {
         body_budget: Budget::new(config.http.buffered_bytes_max),
         limits,

@@ -220,7 +220,7 @@ pub async fn handler(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let cache_key = cache_key(url.tenant, &url.message, &parsed);
-    if let Some(hit) = state.results.get(&cache_key, Instant::now()) {
+    if let Some(hit) = state.results.lookup(&cache_key, Instant::now()).await {
         return serve_hit(&state, payer, &hit, if_none_match.as_deref()).await;
     }
     if let Err(rejected) = state.pool.check_admission() {
@@ -250,14 +250,17 @@ pub async fn handler(
         .unwrap_or_default();
     let mut headers = head.headers.clone();
     headers.remove("x-request-id");
-    state.results.put(
-        cache_key,
-        crate::cache::Cached {
-            headers,
-            body: body.clone(),
-        },
-        Instant::now(),
-    );
+    state
+        .results
+        .store(
+            cache_key,
+            crate::cache::Cached {
+                headers,
+                body: body.clone(),
+            },
+            Instant::now(),
+        )
+        .await;
     head.headers
         .insert("x-cache", axum::http::HeaderValue::from_static("miss"));
     Ok(Response::from_parts(head, axum::body::Body::from(body)))

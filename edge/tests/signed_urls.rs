@@ -523,3 +523,50 @@ async fn https_origins_verify_the_certificate_and_refuse_downgrades() {
     let error = config.validate().unwrap_err().to_string();
     assert!(error.contains("fetch.tls_roots_pem_files"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_cache_serves_results_after_a_restart() {
+    let Some(photos) = photos_dir() else { return };
+    let jpeg = photo(&photos, "seeding-256k.jpg");
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let origin_addr = origin(jpeg.clone(), fetches.clone()).await;
+    let local = format!("http://localhost:{}", origin_addr.port());
+    let data = tempfile::tempdir().unwrap();
+    let mut config = signed_config();
+    config.data_dir = data.path().to_owned();
+    config.fetch.private_origins = vec![local.clone()];
+    config.cache.disk_bytes_max = 1 << 20;
+    let node = TestNode::start(config.clone()).await;
+    let reply = admin(
+        &node,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({ "name": "disk" })),
+    )
+    .await;
+    let tenant = json_of(&reply)["id"].as_str().unwrap().to_owned();
+    let tenant_id = TenantId(tenant.parse().unwrap());
+    allow(&node, &tenant, &local).await;
+    let (_, secret) = add_secret(&node, &tenant).await;
+    let path = signed_path(tenant_id, &secret, "w=150", &format!("{local}/photo.jpg"));
+    let first = common::request(node.addr, Method::GET, &path, &[], Vec::new()).await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert_eq!(first.header("x-cache"), Some("miss"));
+    assert!(node.state.results.disk_bytes().unwrap() > first.body.len() as u64);
+    node.stop().await;
+
+    // A new process on the same data directory: the memory tier is empty, the disk
+    // tier answers, and the origin is not asked again; the hit is still billed.
+    let node = TestNode::start(config).await;
+    let again = common::request(node.addr, Method::GET, &path, &[], Vec::new()).await;
+    assert_eq!(again.status, StatusCode::OK, "{again:?}");
+    assert_eq!(again.header("x-cache"), Some("hit"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(again.header("content-type"), Some("image/jpeg"));
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "fetched once");
+    let totals = totals(&node, &tenant).await;
+    assert_eq!(totals["requests"], 2, "{totals}");
+    assert_eq!(totals["bytes_out"], 2 * first.body.len() as u64, "{totals}");
+    node.stop().await;
+}

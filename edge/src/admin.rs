@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -30,7 +30,44 @@ use crate::routes::AppState;
 /// Ids handed out here stay below 2^53 so JavaScript clients read them exactly.
 const ID_MAX: u64 = (1 << 53) - 1;
 
-pub fn router() -> Router<Arc<AppState>> {
+/// An admin request's body, at most the router's `http.admin_body_bytes_max`; a refusal
+/// is a JSON error like every other (axum's own would be plain text).
+struct AdminBody(axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for AdminBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(AdminBody)
+            .map_err(|rejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the admin request body is larger than http.admin_body_bytes_max",
+                ),
+                status => ApiError::new(status, "body_read_failed", rejection.body_text()),
+            })
+    }
+}
+
+/// An admin query string of shape `T`; a malformed one is a JSON 400.
+struct AdminQuery<T>(T);
+
+impl<T: for<'de> Deserialize<'de> + Send, S: Send + Sync> FromRequestParts<S> for AdminQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(query)| AdminQuery(query))
+            .map_err(|rejection| ApiError::bad_parameter(rejection.body_text()))
+    }
+}
+
+/// The admin routes; bodies are bounded by `body_bytes_max`.
+pub fn router(body_bytes_max: usize) -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/v1/tenants", post(create_tenant).get(list_tenants))
         .route(
@@ -60,6 +97,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/export/records", get(export_records))
         .route("/admin/v1/export/totals", get(export_totals))
+        .layer(DefaultBodyLimit::max(body_bytes_max))
 }
 
 /// The operator's actor name in the audit history: a short digest of the token.
@@ -163,7 +201,7 @@ struct CreateTenant {
 async fn create_tenant(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    AdminBody(body): AdminBody,
 ) -> Result<Response, ApiError> {
     let actor = operator(&state, &headers)?;
     let request: CreateTenant = json_body(&body)?;
@@ -352,7 +390,7 @@ async fn set_status(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    body: axum::body::Bytes,
+    AdminBody(body): AdminBody,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
     let tenant = tenant_id(&tenant)?;
@@ -389,7 +427,7 @@ async fn create_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    body: axum::body::Bytes,
+    AdminBody(body): AdminBody,
 ) -> Result<Response, ApiError> {
     let actor = operator(&state, &headers)?;
     let tenant = tenant_id(&tenant)?;
@@ -467,7 +505,7 @@ async fn set_quota(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((tenant, metric, period)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
+    AdminBody(body): AdminBody,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
     let tenant = tenant_id(&tenant)?;
@@ -527,7 +565,7 @@ async fn set_origin(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    body: axum::body::Bytes,
+    AdminBody(body): AdminBody,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
     let tenant = tenant_id(&tenant)?;
@@ -621,7 +659,7 @@ async fn set_preset(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((tenant, name)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    AdminBody(body): AdminBody,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
     let tenant = tenant_id(&tenant)?;
@@ -654,7 +692,7 @@ struct UsageQuery {
 async fn usage(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(query): Query<UsageQuery>,
+    AdminQuery(query): AdminQuery<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     // Who asks first: nothing about tenants is told to an unauthenticated caller.
     let credential = auth::bearer(header_str(&headers, header::AUTHORIZATION.as_str()))?;
@@ -781,7 +819,7 @@ struct ClusterQuery {
 async fn cluster(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(query): Query<ClusterQuery>,
+    AdminQuery(query): AdminQuery<ClusterQuery>,
 ) -> Result<Json<Value>, ApiError> {
     operator(&state, &headers)?;
     let tenant = query.tenant.as_deref().map(tenant_id).transpose()?;
@@ -893,7 +931,7 @@ fn file_response(content_type: &'static str, body: Vec<u8>, rows: usize) -> Resp
 async fn export_records(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(query): Query<ExportQuery>,
+    AdminQuery(query): AdminQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     operator(&state, &headers)?;
     let parquet = export_format(query.format.as_deref())?;
@@ -944,7 +982,7 @@ async fn export_records(
 async fn export_totals(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(query): Query<ExportQuery>,
+    AdminQuery(query): AdminQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     operator(&state, &headers)?;
     if export_format(query.format.as_deref())? {

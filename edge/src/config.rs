@@ -262,6 +262,8 @@ pub struct HttpConfig {
     /// Bytes all request bodies held in memory may add up to; a body that would pass it
     /// is refused with 503. Keeps memory bounded under overload.
     pub buffered_bytes_max: usize,
+    /// Largest admin API request body (JSON edits are small).
+    pub admin_body_bytes_max: usize,
     /// Open connections beyond this are closed at accept.
     pub connections_max: usize,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
@@ -352,6 +354,7 @@ impl Default for HttpConfig {
             buffered_bytes_max: 512 * 1024 * 1024,
             connections_max: 4_096,
             shutdown_grace_ms: 15_000,
+            admin_body_bytes_max: 64 << 10,
         }
     }
 }
@@ -479,6 +482,12 @@ impl Config {
             self.http.request_deadline_ms,
             1,
             hour_ms,
+        )?;
+        in_range(
+            "http.admin_body_bytes_max",
+            self.http.admin_body_bytes_max,
+            1 << 10,
+            16 << 20,
         )?;
         in_range(
             "http.shutdown_grace_ms",

@@ -447,6 +447,32 @@ async fn admin_edits_are_validated() {
         assert_eq!(reply.status, status, "{method} {path}: {reply:?}");
         assert_eq!(reply.error_code(), code, "{method} {path}");
     }
+    // Refused by the extractors before any handler: still JSON errors, nothing created.
+    let bearer = format!("Bearer {TOKEN}");
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(70 << 10));
+    let reply = common::request(
+        node.addr,
+        Method::POST,
+        "/admin/v1/tenants",
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+        huge.into_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{reply:?}");
+    assert_eq!(reply.error_code(), "payload_too_large");
+    for path in [
+        "/admin/v1/export/records?from_ms=soon",
+        "/admin/v1/export/totals?to_ms=-1",
+    ] {
+        let reply = admin(&node, Method::GET, path, None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: {reply:?}");
+        assert_eq!(reply.error_code(), "invalid_parameter", "{path}");
+    }
+    let listed = json_of(&admin(&node, Method::GET, "/admin/v1/tenants", None).await);
+    assert_eq!(listed["tenants"].as_array().unwrap().len(), 1, "{listed}");
     // Valid edits show up in the tenant and its audit history.
     let reply = admin(
         &node,

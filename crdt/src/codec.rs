@@ -60,6 +60,13 @@ pub(crate) fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
     bytes
 }
 
+/// Writes exactly what [`encode`] returns into `out`, without building it (a digest hashes
+/// encodings on the request path).
+pub(crate) fn encode_into<T: Serialize, W: Extend<u8>>(kind: Kind, value: &T, mut out: W) -> W {
+    out.extend([FORMAT_VERSION, kind as u8]);
+    postcard::to_extend(value, out).expect("postcard serialises every type of this crate")
+}
+
 /// Decodes a value of `kind` from `bytes`, refusing more than `bytes_max` bytes.
 pub(crate) fn decode<T: DeserializeOwned>(
     kind: Kind,

@@ -43,13 +43,15 @@
 //! Why not `crdts`: it has no bounded counter, and its `PNCounter` lets any replica go
 //! below zero, which is exactly what escrow exists to prevent.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use crate::codec::{self, DecodeError, Kind};
-use crate::ids::{CounterKey, NodeId};
+use crate::ids::{CounterKey, IdHashMap, NodeId};
 
 /// Why an escrow operation was refused. Nothing was changed.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -314,6 +316,12 @@ impl BoundedCounter {
         codec::encode(Kind::BoundedCounter, self)
     }
 
+    /// Feeds the canonical encoding to `out` byte for byte, without allocating it (for
+    /// hashing).
+    pub fn encode_into<W: Extend<u8>>(&self, out: W) -> W {
+        codec::encode_into(Kind::BoundedCounter, self, out)
+    }
+
     /// Decodes at most [`BoundedCounter::BYTES_MAX`] bytes and refuses a counter that is
     /// not canonical or breaks the invariant.
     pub fn decode(bytes: &[u8]) -> Result<BoundedCounter, DecodeError> {
@@ -324,9 +332,73 @@ impl BoundedCounter {
 }
 
 /// Every bounded counter a replica holds, by (tenant, period, metric).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A hash table answers the request path's lookups in one probe (a B-tree of 200K
+/// counters cost several cache misses per lookup, and admission makes a few); the keys
+/// are also kept in order, for iteration and the canonical encoding, which are the same
+/// as when the book was one `BTreeMap` (a map of counters in key order).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct EscrowBook {
+    counters: IdHashMap<CounterKey, BoundedCounter>,
+    /// Every key of `counters`, in order.
+    keys: BTreeSet<CounterKey>,
+}
+
+/// The book's counters in key order, for `Serialize` and `Debug`.
+struct Ordered<'a>(&'a EscrowBook);
+
+impl Serialize for Ordered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter())
+    }
+}
+
+impl fmt::Debug for Ordered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+impl fmt::Debug for EscrowBook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EscrowBook")
+            .field("counters", &Ordered(self))
+            .finish()
+    }
+}
+
+/// The encoded shape: a struct of one map, ordered by key (as the derived encoding of a
+/// `BTreeMap` field wrote it).
+#[derive(Serialize)]
+#[serde(rename = "EscrowBook")]
+struct BookRef<'a> {
+    counters: Ordered<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "EscrowBook")]
+struct BookRepr {
     counters: BTreeMap<CounterKey, BoundedCounter>,
+}
+
+impl Serialize for EscrowBook {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        BookRef {
+            counters: Ordered(self),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for EscrowBook {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let repr = BookRepr::deserialize(deserializer)?;
+        let mut counters =
+            IdHashMap::with_capacity_and_hasher(repr.counters.len(), Default::default());
+        let keys = repr.counters.keys().copied().collect();
+        counters.extend(repr.counters);
+        Ok(EscrowBook { counters, keys })
+    }
 }
 
 impl EscrowBook {
@@ -342,9 +414,20 @@ impl EscrowBook {
         self.counters.get(key)
     }
 
+    /// The counter of `key` to change, if it exists (never creates one).
+    pub fn get_mut(&mut self, key: &CounterKey) -> Option<&mut BoundedCounter> {
+        self.counters.get_mut(key)
+    }
+
     /// The counter of `key`, created empty if absent.
     pub fn counter_mut(&mut self, key: CounterKey) -> &mut BoundedCounter {
-        self.counters.entry(key).or_default()
+        match self.counters.entry(key) {
+            Entry::Occupied(occupied) => occupied.into_mut(),
+            Entry::Vacant(vacant) => {
+                self.keys.insert(key);
+                vacant.insert(BoundedCounter::default())
+            }
+        }
     }
 
     /// Rights `node` holds for `key` (0 for an unknown key).
@@ -355,20 +438,35 @@ impl EscrowBook {
     /// Merges one counter received from a peer (counters travel whole; see the module doc).
     /// Returns whether the book changed (a cell grew, or the key is new here).
     pub fn merge_counter(&mut self, key: CounterKey, counter: &BoundedCounter) -> bool {
-        let new_key = !self.counters.contains_key(&key);
-        self.counter_mut(key).merge(counter) || new_key
+        match self.counters.entry(key) {
+            Entry::Occupied(mut occupied) => occupied.get_mut().merge(counter),
+            Entry::Vacant(vacant) => {
+                self.keys.insert(key);
+                vacant.insert(BoundedCounter::default()).merge(counter);
+                true
+            }
+        }
     }
 
     /// Merges every counter of another book.
     pub fn merge(&mut self, other: &EscrowBook) {
-        for (key, counter) in &other.counters {
+        for (key, counter) in other.iter() {
             self.merge_counter(*key, counter);
         }
     }
 
+    /// Number of counters.
+    pub fn len(&self) -> usize {
+        self.counters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty()
+    }
+
     /// Counters in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&CounterKey, &BoundedCounter)> {
-        self.counters.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&CounterKey, &BoundedCounter)> + '_ {
+        self.keys.iter().map(move |key| (key, &self.counters[key]))
     }
 
     /// The canonical encoding.
@@ -538,5 +636,43 @@ mod tests {
         assert_eq!(a.local_rights(&key, EDGE), 4);
         assert_eq!(a, b);
         assert_eq!(EscrowBook::decode(&a.encode()), Ok(a));
+    }
+
+    #[test]
+    fn book_encodes_as_one_ordered_map_of_counters() {
+        use crate::ids::{Metric, TenantId};
+        use crate::period::Period;
+        // The shape the book had as a derived struct over a `BTreeMap`: stored books and
+        // peers' encodings must keep decoding, and new ones must be the same bytes.
+        #[derive(Serialize)]
+        struct Before {
+            counters: BTreeMap<CounterKey, BoundedCounter>,
+        }
+        let mut book = EscrowBook::new();
+        let mut before = Before {
+            counters: BTreeMap::new(),
+        };
+        for t in [9u64, 3, 700, 1, 42, 5] {
+            for metric in [Metric::BytesIn, Metric::Requests] {
+                let key = CounterKey::new(TenantId(t), Period::month(2026, 11).unwrap(), metric);
+                let counter = book.counter_mut(key);
+                counter.grant(HOME, t + 10).unwrap();
+                counter.transfer(HOME, EDGE, t).unwrap();
+                before.counters.insert(key, counter.clone());
+            }
+        }
+        let bytes = book.encode();
+        assert_eq!(bytes, codec::encode(Kind::EscrowBook, &before));
+        let keys: Vec<CounterKey> = book.iter().map(|(k, _)| *k).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(EscrowBook::decode(&bytes), Ok(book.clone()));
+        assert_eq!(
+            format!("{book:?}"),
+            format!("EscrowBook {{ counters: {:?} }}", before.counters)
+        );
+        let c = book.iter().next().unwrap().1;
+        let mut streamed = Vec::new();
+        streamed = c.encode_into(streamed);
+        assert_eq!(streamed, c.encode());
     }
 }

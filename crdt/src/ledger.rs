@@ -33,15 +33,13 @@
 //! The digest is the version vector: O(nodes) bytes whatever the number of tenants. Two
 //! replicas exchange digests, and each sends what the other's vector lacks.
 
-use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::{btree_map, BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::codec::{self, DecodeError, Kind};
-use crate::ids::{CounterKey, Metric, NodeId, TenantId};
+use crate::ids::{CounterKey, IdHashMap, Metric, NodeId, TenantId};
 use crate::period::Period;
 use crate::version::VersionVector;
 
@@ -187,26 +185,115 @@ const KEY_MIN: CounterKey = CounterKey {
     metric: Metric::Requests,
 };
 
-/// Slots by (key, origin). SipHash with fixed keys: deterministic (this crate has no
-/// randomness), and the keys are directory-assigned ids, not attacker-chosen strings.
-/// A hash map rather than a B-tree because an increment at 1.2M slots was bound by the
-/// B-tree's cache misses (docs/BENCHMARKS.md has both runs).
-type SlotMap = HashMap<(CounterKey, NodeId), Slot, BuildHasherDefault<DefaultHasher>>;
+/// Slots grouped by (tenant, period, origin), one per metric, hashed with
+/// [`crate::ids::IdHasher`]: deterministic (this crate has no randomness), and the keys are
+/// directory-assigned ids, not attacker-chosen strings. A hash map rather than a B-tree
+/// because an increment at 1.2M slots was bound by the B-tree's cache misses
+/// (docs/BENCHMARKS.md has both runs); grouped because a request adds to every metric of
+/// its tenant at once, so its four increments find one entry (one cache miss, not four).
+type SlotMap = IdHashMap<GroupKey, SlotGroup>;
+
+/// (tenant, period, origin): what the slots of one [`SlotGroup`] share.
+type GroupKey = (TenantId, Period, NodeId);
+
+fn group_key(key: &CounterKey, origin: NodeId) -> GroupKey {
+    (key.tenant, key.period, origin)
+}
+
+/// One origin's slots of one tenant and period, by [`Metric::index`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SlotGroup {
+    /// Bit `i` set: the slot of metric `i` exists (an absent slot is all zero).
+    present: u8,
+    slots: [Slot; Metric::ALL.len()],
+}
+
+impl SlotGroup {
+    fn get(&self, metric: Metric) -> Option<&Slot> {
+        let i = metric.index();
+        (self.present & (1 << i) != 0).then(|| &self.slots[i])
+    }
+
+    /// The slot of `metric`, and whether it existed (created zero if not).
+    fn get_mut(&mut self, metric: Metric) -> (&mut Slot, bool) {
+        let i = metric.index();
+        let existed = self.present & (1 << i) != 0;
+        self.present |= 1 << i;
+        (&mut self.slots[i], existed)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Metric, Slot)> + '_ {
+        Metric::ALL
+            .into_iter()
+            .filter_map(|metric| self.get(metric).map(|slot| (metric, *slot)))
+    }
+}
 
 /// One replica of the usage ledger. See the module doc.
 #[derive(Clone, Debug)]
 pub struct Ledger {
     /// The local node: the only origin [`Ledger::increment`] writes.
     node: NodeId,
-    /// Every slot, by (key, origin): one hash probe per increment.
+    /// Every slot, by (tenant, period, origin) then metric: one hash probe per increment.
     slots: SlotMap,
+    /// Number of slots (`slots` holds groups).
+    slot_count: usize,
     /// Every key with a slot, ordered (for per-key reads in node order and exports).
     keys: BTreeSet<CounterKey>,
     /// Per origin, its slots ordered by `seq`: delta extraction walks only what changed.
     /// Its keys are also every origin with a slot (see [`Ledger::origins`]).
-    by_seq: BTreeMap<NodeId, BTreeSet<(u64, CounterKey)>>,
+    by_seq: BTreeMap<NodeId, SeqIndex>,
     /// Complete prefix per origin; `vv[node]` is the local sequence.
     vv: VersionVector,
+}
+
+/// One origin's slots as `(seq, key)` pairs, ordered. An origin gives each increment its
+/// own `seq`, so almost always a `seq` names one slot: those pairs live in a B-tree keyed
+/// by `seq` alone (8-byte keys: a search reads a fifth of the memory a B-tree of
+/// `(seq, key)` pairs did, and an increment's removal at a random position was the most
+/// expensive part of it). Pairs whose `seq` is already taken there (a merged or hostile
+/// state can hold some) go to a second, ordered set; reads merge the two.
+#[derive(Clone, Debug, Default)]
+struct SeqIndex {
+    by_seq: BTreeMap<u64, CounterKey>,
+    shared: BTreeSet<(u64, CounterKey)>,
+}
+
+impl SeqIndex {
+    fn insert(&mut self, seq: u64, key: CounterKey) {
+        match self.by_seq.entry(seq) {
+            btree_map::Entry::Vacant(vacant) => {
+                vacant.insert(key);
+            }
+            btree_map::Entry::Occupied(occupied) => {
+                if *occupied.get() != key {
+                    self.shared.insert((seq, key));
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, seq: u64, key: CounterKey) {
+        match self.by_seq.entry(seq) {
+            btree_map::Entry::Occupied(occupied) if *occupied.get() == key => {
+                occupied.remove();
+            }
+            _ => {
+                self.shared.remove(&(seq, key));
+            }
+        }
+    }
+
+    /// Every pair with `seq ≥ from`, ascending by `(seq, key)`.
+    fn from(&self, from: u64) -> impl Iterator<Item = (u64, CounterKey)> + '_ {
+        let mut one = self.by_seq.range(from..).map(|(s, k)| (*s, *k)).peekable();
+        let mut shared = self.shared.range((from, KEY_MIN)..).copied().peekable();
+        std::iter::from_fn(move || match (one.peek(), shared.peek()) {
+            (Some(a), Some(b)) if b < a => shared.next(),
+            (Some(_), _) => one.next(),
+            (None, _) => shared.next(),
+        })
+    }
 }
 
 /// The stored shape of a ledger: flat, sorted, canonical.
@@ -227,6 +314,7 @@ impl Ledger {
         Ledger {
             node,
             slots: SlotMap::default(),
+            slot_count: 0,
             keys: BTreeSet::new(),
             by_seq: BTreeMap::new(),
             vv: VersionVector::new(),
@@ -255,28 +343,29 @@ impl Ledger {
             .checked_add(1)
             .ok_or(IncrementError::SequenceExhausted(node))?;
         // One probe of the slot map; the by-seq index then moves this slot to the end.
-        let old = match self.slots.entry((key, node)) {
-            Entry::Occupied(mut occupied) => {
-                let slot = occupied.get_mut();
+        let group = self.slots.entry(group_key(&key, node)).or_default();
+        let old = match group.get(key.metric) {
+            Some(slot) => {
                 let value = slot
                     .value
                     .checked_add(amount)
                     .ok_or(IncrementError::Overflow { node, key })?;
                 let old_seq = slot.seq;
-                *slot = Slot { value, seq };
+                *group.get_mut(key.metric).0 = Slot { value, seq };
                 Some(old_seq)
             }
-            Entry::Vacant(vacant) => {
-                vacant.insert(Slot { value: amount, seq });
+            None => {
+                *group.get_mut(key.metric).0 = Slot { value: amount, seq };
                 self.keys.insert(key);
+                self.slot_count += 1;
                 None
             }
         };
         let index = self.by_seq.entry(node).or_default();
         if let Some(old_seq) = old {
-            index.remove(&(old_seq, key));
+            index.remove(old_seq, key);
         }
-        index.insert((seq, key));
+        index.insert(seq, key);
         self.vv.advance(node, seq);
         Ok(())
     }
@@ -289,13 +378,19 @@ impl Ledger {
 
     /// The slot of `origin` for `key` (zero if absent).
     pub fn slot(&self, key: &CounterKey, origin: NodeId) -> Slot {
-        self.slots.get(&(*key, origin)).copied().unwrap_or_default()
+        self.get_slot(key, origin).copied().unwrap_or_default()
+    }
+
+    fn get_slot(&self, key: &CounterKey, origin: NodeId) -> Option<&Slot> {
+        self.slots
+            .get(&group_key(key, origin))
+            .and_then(|group| group.get(key.metric))
     }
 
     /// The merged total of one counter: the sum over nodes (saturating at `u64::MAX`).
     pub fn total(&self, key: &CounterKey) -> u64 {
         self.origins()
-            .filter_map(|origin| self.slots.get(&(*key, *origin)))
+            .filter_map(|origin| self.get_slot(key, *origin))
             .fold(0u64, |sum, slot| sum.saturating_add(slot.value))
     }
 
@@ -308,8 +403,7 @@ impl Ledger {
     pub fn breakdown(&self, key: &CounterKey) -> Vec<(NodeId, u64)> {
         self.origins()
             .filter_map(|origin| {
-                self.slots
-                    .get(&(*key, *origin))
+                self.get_slot(key, *origin)
                     .map(|slot| (*origin, slot.value))
             })
             .collect()
@@ -319,8 +413,7 @@ impl Ledger {
     pub fn slots(&self) -> impl Iterator<Item = (CounterKey, NodeId, Slot)> + '_ {
         self.keys.iter().flat_map(move |key| {
             self.origins().filter_map(move |origin| {
-                self.slots
-                    .get(&(*key, *origin))
+                self.get_slot(key, *origin)
                     .map(|slot| (*key, *origin, *slot))
             })
         })
@@ -328,7 +421,7 @@ impl Ledger {
 
     /// Number of slots held (keys × nodes that wrote them).
     pub fn slot_count(&self) -> usize {
-        self.slots.len()
+        self.slot_count
     }
 
     /// Whether two replicas hold the same replicated state (slots and version vector); the
@@ -339,8 +432,10 @@ impl Ledger {
 
     /// Full-state merge: slot-wise maximum and version-vector maximum.
     pub fn merge(&mut self, other: &Ledger) {
-        for (&(key, origin), slot) in &other.slots {
-            self.join_slot(key, origin, *slot);
+        for (&(tenant, period, origin), group) in &other.slots {
+            for (metric, slot) in group.iter() {
+                self.join_slot(CounterKey::new(tenant, period, metric), origin, slot);
+            }
         }
         self.vv.merge(&other.vv);
     }
@@ -379,7 +474,7 @@ impl Ledger {
         let index = self.by_seq.get(&origin);
         let mut pending = index
             .into_iter()
-            .flat_map(|set| set.range((from_seq.saturating_add(1), KEY_MIN)..))
+            .flat_map(|index| index.from(from_seq.saturating_add(1)))
             .take_while(|(seq, _)| *seq <= have_seq)
             .peekable();
         let mut entries = Vec::new();
@@ -387,11 +482,11 @@ impl Ledger {
             let Some((seq, key)) = pending.next() else {
                 break;
             };
-            let slot = self.slot(key, origin);
+            let slot = self.slot(&key, origin);
             entries.push(DeltaEntry {
-                key: *key,
+                key,
                 value: slot.value,
-                seq: *seq,
+                seq,
             });
         }
         let to_seq = match pending.peek() {
@@ -442,25 +537,24 @@ impl Ledger {
     }
 
     fn join_slot(&mut self, key: CounterKey, origin: NodeId, incoming: Slot) {
-        let (old_seq, new_seq) = match self.slots.entry((key, origin)) {
-            Entry::Occupied(mut occupied) => {
-                let slot = occupied.get_mut();
-                let old_seq = slot.seq;
-                slot.join(incoming);
-                (Some(old_seq), slot.seq)
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(incoming);
-                self.keys.insert(key);
-                (None, incoming.seq)
-            }
+        let group = self.slots.entry(group_key(&key, origin)).or_default();
+        let (slot, existed) = group.get_mut(key.metric);
+        let (old_seq, new_seq) = if existed {
+            let old_seq = slot.seq;
+            slot.join(incoming);
+            (Some(old_seq), slot.seq)
+        } else {
+            *slot = incoming;
+            self.keys.insert(key);
+            self.slot_count += 1;
+            (None, incoming.seq)
         };
         if old_seq != Some(new_seq) {
             let index = self.by_seq.entry(origin).or_default();
             if let Some(old_seq) = old_seq {
-                index.remove(&(old_seq, key));
+                index.remove(old_seq, key);
             }
-            index.insert((new_seq, key));
+            index.insert(new_seq, key);
         }
     }
 
@@ -550,6 +644,46 @@ mod tests {
         );
         assert_eq!(a.slot(&key(7, Metric::Requests), NodeId(1)).seq, 1);
         assert_eq!(a.version_vector().get(NodeId(2)), 2);
+    }
+
+    #[test]
+    fn slots_sharing_a_seq_are_kept_and_read_in_seq_then_key_order() {
+        let origin = NodeId(2);
+        let entry = |tenant: u64, seq: u64| DeltaEntry {
+            key: key(tenant, Metric::Requests),
+            value: seq * 10,
+            seq,
+        };
+        let part = |from_seq: u64, to_seq: u64, entries: Vec<DeltaEntry>| Delta {
+            parts: vec![OriginDelta {
+                origin,
+                from_seq,
+                to_seq,
+                entries,
+            }],
+        };
+        let mut a = Ledger::new(NodeId(1));
+        // A (hostile or merged) state where seq 2 names two slots, the larger key first.
+        a.apply_delta(&part(0, 2, vec![entry(9, 1), entry(5, 2), entry(3, 2)]))
+            .unwrap();
+        let seqs = |a: &Ledger| -> Vec<(u64, u64)> {
+            a.delta_since(&VersionVector::new(), 100).parts[0]
+                .entries
+                .iter()
+                .map(|e| (e.seq, e.key.tenant.0))
+                .collect()
+        };
+        assert_eq!(seqs(&a), [(1, 9), (2, 3), (2, 5)]);
+        // Later increments move each slot out of whichever part of the index held it.
+        a.apply_delta(&part(2, 4, vec![entry(5, 3), entry(3, 4)]))
+            .unwrap();
+        assert_eq!(seqs(&a), [(1, 9), (3, 5), (4, 3)]);
+        // A cut never splits equal seqs.
+        a.apply_delta(&part(4, 5, vec![entry(7, 5), entry(8, 5)]))
+            .unwrap();
+        let first = a.delta_since(&VersionVector::new(), 4);
+        assert_eq!(first.parts[0].to_seq, 4);
+        assert_eq!(first.entry_count(), 3);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `tessera-crdt`: every replicated data type of Tessera, as pure state machines.
 //!
 //! Parts:
-//! - [`ids`]: `NodeId`, `TenantId`, `Metric`, `CounterKey`;
+//! - [`ids`]: `NodeId`, `TenantId`, `Metric`, `CounterKey`, and `IdHasher` for tables keyed
+//!   by them;
 //! - [`period`]: billing periods (UTC month) and chart buckets (UTC hour) from a timestamp
 //!   passed in;
 //! - [`version`]: the version vector, the ledger's compact anti-entropy digest;
@@ -33,7 +34,9 @@ pub use directory::{
     Change, Directory, DirectoryDelta, DirectoryError, KeyId, KeyStanding, Scopes, SecretId,
 };
 pub use escrow::{BoundedCounter, EscrowBook, EscrowError};
-pub use ids::{CounterKey, Metric, NodeId, TenantId};
+pub use ids::{
+    CounterKey, IdBuildHasher, IdHashMap, IdHashSet, IdHasher, Metric, NodeId, TenantId,
+};
 pub use ledger::{Delta, Ledger};
 pub use period::{Period, PeriodKind};
 pub use version::VersionVector;

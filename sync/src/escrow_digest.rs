@@ -7,11 +7,10 @@
 //! change updates it in O(1)), and the root hashes the buckets. Two idle replicas compare
 //! 8-byte roots; when they differ they compare buckets (2 KB) and exchange only the
 //! counters of differing buckets. FNV-1a is written out (not `DefaultHasher`) because the
-//! digest must be identical on every node and every build.
+//! digest must be identical on every node and every build. Encodings are fed to the hash
+//! as they are produced, never built: a consume updates the digest on the request path.
 
-use std::collections::BTreeMap;
-
-use tessera_crdt::{BoundedCounter, CounterKey};
+use tessera_crdt::{BoundedCounter, CounterKey, IdHashMap};
 
 /// Buckets per digest.
 pub const BUCKETS: usize = 256;
@@ -27,8 +26,16 @@ pub(crate) fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
 
 pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-fn key_bytes(key: &CounterKey) -> Vec<u8> {
-    postcard::to_allocvec(key).expect("postcard serialises counter keys")
+/// FNV-1a as a byte sink, so an encoder can write into the hash.
+struct Fnv1a(u64);
+
+impl Extend<u8> for Fnv1a {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        for byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// The bucket a key falls in.
@@ -36,8 +43,11 @@ pub fn bucket_of(key: &CounterKey) -> usize {
     bucket_of_hash(key_hash(key))
 }
 
+/// FNV-1a of the key's postcard encoding.
 fn key_hash(key: &CounterKey) -> u64 {
-    fnv1a(&key_bytes(key), FNV_OFFSET)
+    postcard::to_extend(key, Fnv1a(FNV_OFFSET))
+        .expect("postcard serialises counter keys")
+        .0
 }
 
 fn bucket_of_hash(key_hash: u64) -> usize {
@@ -48,21 +58,22 @@ fn bucket_of_hash(key_hash: u64) -> usize {
 /// bucket of hashes that cancel are told apart less often; collisions only cost an extra
 /// exchange, never correctness.
 fn counter_hash(key_hash: u64, counter: &BoundedCounter) -> u64 {
-    fnv1a(&counter.encode(), key_hash) | 1
+    counter.encode_into(Fnv1a(key_hash)).0 | 1
 }
 
 /// Bucket hashes kept current as counters change. See the module doc.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EscrowDigest {
     buckets: Vec<u64>,
-    hashes: BTreeMap<CounterKey, u64>,
+    /// Each counter's current hash (never iterated: a hash table).
+    hashes: IdHashMap<CounterKey, u64>,
 }
 
 impl Default for EscrowDigest {
     fn default() -> Self {
         EscrowDigest {
             buckets: vec![0; BUCKETS],
-            hashes: BTreeMap::new(),
+            hashes: IdHashMap::default(),
         }
     }
 }
@@ -112,6 +123,7 @@ impl EscrowDigest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use tessera_crdt::{Metric, NodeId, Period, TenantId};
 
     fn key(t: u64) -> CounterKey {
@@ -120,6 +132,21 @@ mod tests {
             Period::month(2026, 11).unwrap(),
             Metric::Requests,
         )
+    }
+
+    #[test]
+    fn streamed_hashes_equal_hashes_of_the_encodings() {
+        let k = key(42);
+        let key_bytes = postcard::to_allocvec(&k).unwrap();
+        assert_eq!(key_hash(&k), fnv1a(&key_bytes, FNV_OFFSET));
+        let mut c = BoundedCounter::new();
+        c.grant(NodeId(1), 1000).unwrap();
+        c.transfer(NodeId(1), NodeId(2), 300).unwrap();
+        c.consume(NodeId(2), 7).unwrap();
+        assert_eq!(
+            counter_hash(key_hash(&k), &c),
+            fnv1a(&c.encode(), key_hash(&k)) | 1
+        );
     }
 
     #[test]

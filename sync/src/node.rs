@@ -40,8 +40,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError, Op, SyncMessage};
 use tessera_crdt::ledger::{Delta, IncrementError};
 use tessera_crdt::{
-    BoundedCounter, CounterKey, EscrowBook, EscrowError, Ledger, NodeId, Period, PeriodKind,
-    TenantId, VersionVector,
+    BoundedCounter, CounterKey, EscrowBook, EscrowError, IdHashMap, IdHashSet, Ledger, NodeId,
+    Period, PeriodKind, TenantId, VersionVector,
 };
 
 use crate::config::SyncConfig;
@@ -237,7 +237,10 @@ pub struct Node {
     /// Own ledger sequence and directory sequence already pushed.
     ledger_pushed: u64,
     directory_pushed: u64,
-    escrow_dirty: BTreeSet<CounterKey>,
+    /// Counters changed here since the last push (sorted when pushed). Hash tables, here and
+    /// below, for what the request path touches per key (one probe each); anything whose
+    /// order reaches an output or the store is sorted when taken.
+    escrow_dirty: IdHashSet<CounterKey>,
     push_due_ms: Option<u64>,
     next_anti_entropy_ms: u64,
     /// Pulls sent and not answered yet, by peer: sent at.
@@ -245,9 +248,9 @@ pub struct Node {
     requests: BTreeMap<CounterKey, Request>,
     next_request_id: u64,
     /// Donor side: when each (requester, key) was last given rights.
-    given_at: BTreeMap<(NodeId, CounterKey), u64>,
+    given_at: IdHashMap<(NodeId, CounterKey), u64>,
     /// When this node last consumed for each key.
-    consumed_at: BTreeMap<CounterKey, Demand>,
+    consumed_at: IdHashMap<CounterKey, Demand>,
     retry_tokens: f64,
     tokens_at_ms: u64,
     /// The quota policy may have changed (directory ops applied) or a period rolled.
@@ -268,7 +271,9 @@ pub struct Node {
     /// Received ledger deltas that changed something, not yet handed out.
     persist_ledger: Vec<Delta>,
     persisted_directory: VersionVector,
-    persist_dirty: BTreeSet<CounterKey>,
+    /// Counters changed (here or by a merge) since the last [`Node::take_changes`] (sorted
+    /// when taken).
+    persist_dirty: IdHashSet<CounterKey>,
 }
 
 impl Node {
@@ -294,14 +299,14 @@ impl Node {
             stats: Stats::default(),
             ledger_pushed,
             directory_pushed,
-            escrow_dirty: BTreeSet::new(),
+            escrow_dirty: IdHashSet::default(),
             push_due_ms: None,
             next_anti_entropy_ms: now_ms + phase,
             pulls_in_flight: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request_id: 1,
-            given_at: BTreeMap::new(),
-            consumed_at: BTreeMap::new(),
+            given_at: IdHashMap::default(),
+            consumed_at: IdHashMap::default(),
             retry_tokens: f64::from(config.rights_retry_budget_per_s),
             tokens_at_ms: now_ms,
             quotas_dirty: true,
@@ -312,7 +317,7 @@ impl Node {
             persisted_own_seq,
             persist_ledger: Vec::new(),
             persisted_directory,
-            persist_dirty: BTreeSet::new(),
+            persist_dirty: IdHashSet::default(),
             config,
         }
     }
@@ -403,7 +408,7 @@ impl Node {
             }
             directory.push(chunk);
         }
-        let escrow = std::mem::take(&mut self.persist_dirty)
+        let escrow = sorted(&mut self.persist_dirty)
             .into_iter()
             .filter_map(|key| self.escrow.get(&key).map(|c| (key, c.clone())))
             .collect();
@@ -482,23 +487,37 @@ impl Node {
         amount: u64,
     ) -> Result<(), EscrowError> {
         self.reconcile_quotas(now_ms);
-        // No counter yet: refuse without creating an empty one (which the digest would not
-        // know of, and peers would exchange for nothing).
-        let result = match self.escrow.get(&key) {
-            Some(_) => self.escrow.counter_mut(key).consume(self.id, amount),
-            None if amount == 0 => Ok(()),
-            None => Err(EscrowError::InsufficientRights {
-                node: self.id,
-                requested: amount,
-                available: 0,
-            }),
+        // One probe of the book: spend, update the digest, read what is left. No counter
+        // yet: refuse without creating an empty one (which the digest would not know of,
+        // and peers would exchange for nothing).
+        let id = self.id;
+        let (result, rights) = match self.escrow.get_mut(&key) {
+            Some(counter) => {
+                let result = counter.consume(id, amount);
+                if result.is_ok() {
+                    self.escrow_digest.update(&key, counter);
+                }
+                (result, counter.local_rights(id))
+            }
+            None if amount == 0 => (Ok(()), 0),
+            None => (
+                Err(EscrowError::InsufficientRights {
+                    node: id,
+                    requested: amount,
+                    available: 0,
+                }),
+                0,
+            ),
         };
-        self.consumed_at
+        let demand = self
+            .consumed_at
             .entry(key)
-            .or_insert_with(|| Demand::new(now_ms))
-            .record(now_ms, amount);
+            .or_insert_with(|| Demand::new(now_ms));
+        demand.record(now_ms, amount);
+        let rate = demand.rate();
+        let low_water = self.low_water_at(rate);
         if result.is_ok() {
-            self.touch(key);
+            self.mark_changed(key);
             self.schedule_push(now_ms);
         } else if let Some(request) = self.requests.get_mut(&key) {
             // New demand after giving up: try again now.
@@ -508,7 +527,7 @@ impl Node {
                 request.empty_donors.clear();
             }
         }
-        self.maybe_request(now_ms, key);
+        self.maybe_request_with(now_ms, key, rights, low_water);
         result
     }
 
@@ -857,7 +876,7 @@ impl Node {
                 })));
             self.directory_pushed = last;
         }
-        let dirty: Vec<CounterKey> = std::mem::take(&mut self.escrow_dirty).into_iter().collect();
+        let dirty = sorted(&mut self.escrow_dirty);
         for chunk in dirty.chunks(self.config.escrow_counters_max.max(1)) {
             let counters = chunk
                 .iter()
@@ -901,6 +920,11 @@ impl Node {
         if let Some(counter) = self.escrow.get(&key) {
             self.escrow_digest.update(&key, counter);
         }
+        self.mark_changed(key);
+    }
+
+    /// [`Node::touch`] without the digest (the caller updated it).
+    fn mark_changed(&mut self, key: CounterKey) {
         self.escrow_dirty.insert(key);
         self.persist_dirty.insert(key);
         self.own_changes += 1;
@@ -1012,16 +1036,29 @@ impl Node {
     /// will spend in `rights_lead_ms` at its recent rate, whichever is more — so a busy
     /// node asks early enough for the transfer to land before it runs dry.
     fn low_water(&self, key: &CounterKey) -> u64 {
-        let rate = self.consumed_at.get(key).map_or(0, Demand::rate);
+        self.low_water_at(self.consumed_at.get(key).map_or(0, Demand::rate))
+    }
+
+    /// [`Node::low_water`] for a recent rate of `rate` per second.
+    fn low_water_at(&self, rate: u64) -> u64 {
         self.config
             .rights_low_water
             .max(rate.saturating_mul(self.config.rights_lead_ms) / 1_000)
     }
 
     fn maybe_request(&mut self, now_ms: u64, key: CounterKey) {
-        if self.local_rights(&key) >= self.low_water(&key) {
+        let rights = self.local_rights(&key);
+        let low_water = self.low_water(&key);
+        self.maybe_request_with(now_ms, key, rights, low_water);
+    }
+
+    /// [`Node::maybe_request`] with the key's local rights and low-water mark known.
+    fn maybe_request_with(&mut self, now_ms: u64, key: CounterKey, rights: u64, low_water: u64) {
+        if rights >= low_water {
             // Enough rights: forget the request (a late reply still merges harmlessly).
-            self.requests.remove(&key);
+            if !self.requests.is_empty() {
+                self.requests.remove(&key);
+            }
             return;
         }
         // Only demand keeps a request going: with no consume here lately, the rights are
@@ -1203,6 +1240,14 @@ impl Node {
                 .transfer(self.id, member, share);
         }
     }
+}
+
+/// Empties a set (keeping its table for the next batch) and returns its keys in order: what
+/// reaches an output or the store must not depend on a hash table's order.
+fn sorted(set: &mut IdHashSet<CounterKey>) -> Vec<CounterKey> {
+    let mut keys: Vec<CounterKey> = set.drain().collect();
+    keys.sort_unstable();
+    keys
 }
 
 /// When to try again after `delay_ms`: never the same millisecond, so every tick moves

@@ -6,17 +6,20 @@
 //! - a tenant's small collections (quotas, origins, presets, secrets, keys) are sorted
 //!   vectors ([`SmallMap`]), not `BTreeMap`s: a one-entry `BTreeMap` allocates a whole
 //!   eleven-slot node, which at 100K tenants × five maps was most of the memory;
+//! - tenants are found through a hash table (one probe: the request path reads a tenant's
+//!   quotas on every admission, and a B-tree of 100K tenants cost several cache misses),
+//!   with their ids also kept in order for listing;
 //! - the key index stores, per public prefix, everything the request path needs (tenant,
 //!   secret hash, scopes and the key's *standing*, kept current when the key or its tenant
 //!   changes), with the prefix inline in the table: a lookup is one hash and one probe, no
 //!   pointer chasing into the tenant or key maps.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
 use super::model::{limits, Change, KeyId, Op, Scopes, SecretId, Stamp, TenantStatus};
-use crate::ids::{Metric, NodeId, TenantId};
+use crate::ids::{IdHashMap, Metric, NodeId, TenantId};
 use crate::period::PeriodKind;
 
 /// A last-writer-wins register: the value of the op with the highest stamp.
@@ -442,12 +445,26 @@ impl IndexSlot {
     }
 }
 
+/// The tenant `id` in `tenants`, created empty (and its id recorded in `ids`) if absent.
+fn tenant_entry<'a>(
+    tenants: &'a mut IdHashMap<TenantId, Box<Tenant>>,
+    ids: &mut BTreeSet<TenantId>,
+    id: TenantId,
+) -> &'a mut Tenant {
+    tenants.entry(id).or_insert_with(|| {
+        ids.insert(id);
+        Box::default()
+    })
+}
+
 /// The view: tenants, keys and the key index. See the module doc.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct View {
     /// Boxed: B-tree nodes hold eleven entries and are often half full, so inline values
     /// of a few hundred bytes would double the memory (measured: 226 → 170 MB at 100K).
-    tenants: BTreeMap<TenantId, Box<Tenant>>,
+    tenants: IdHashMap<TenantId, Box<Tenant>>,
+    /// Every id of `tenants`, in order (what [`View::tenants`] walks).
+    tenant_ids: BTreeSet<TenantId>,
     keys: BTreeMap<KeyId, Box<ApiKey>>,
     /// Public prefix → the keys with that prefix. SipHash with a per-process random key:
     /// the prefix comes from the request, so the table must not be floodable. (Its
@@ -464,10 +481,10 @@ impl View {
     }
 
     pub(super) fn tenants(&self) -> impl Iterator<Item = (TenantId, &Tenant)> + '_ {
-        self.tenants
+        self.tenant_ids
             .iter()
+            .map(|id| (*id, self.tenants[id].as_ref()))
             .filter(|(_, t)| t.exists())
-            .map(|(id, t)| (*id, t.as_ref()))
     }
 
     /// A key, created or not (a revocation can arrive before its creation).
@@ -520,9 +537,7 @@ impl View {
                             tenant.keys.0.retain(|(id, ())| id != key);
                         }
                     }
-                    self.tenants
-                        .entry(tenant_id)
-                        .or_default()
+                    tenant_entry(&mut self.tenants, &mut self.tenant_ids, tenant_id)
                         .keys
                         .get_or_default(*key);
                     if let Some(old_prefix) = old_prefix.filter(|old| old != prefix) {
@@ -566,7 +581,7 @@ impl View {
         let stamp = op.stamp();
         let at_ms = op.at_ms;
         let tenant_id = op.change.tenant();
-        let tenant = self.tenants.entry(tenant_id).or_default();
+        let tenant = tenant_entry(&mut self.tenants, &mut self.tenant_ids, tenant_id);
         // Whether the standing of the tenant's keys may have changed.
         let standing_changed = match &op.change {
             Change::CreateTenant { name, home, .. } => {

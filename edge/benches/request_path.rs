@@ -5,14 +5,16 @@
 //! The steps are those of `routes::resize` → `routes::payer`, `meter::admit` and
 //! `meter::bill`, made with the same library calls and the same locking, against a
 //! `std::sync::Mutex<tessera_sync::Node>` holding a 100K-tenant directory:
-//! 1. **auth**: `auth::bearer` on the header, then under the lock `auth::check_key`
-//!    (prefix probe, SHA-256 of the key, constant-time compare, standing, scope);
+//! 1. **auth**: `auth::bearer` on the header, `auth::present` (parse, SHA-256 of the
+//!    key), then under the lock `auth::check_presented` (prefix probe, constant-time
+//!    compare, standing, scope);
 //! 2. **rate**: `RateLimiter::check` (default table size, a rate that never refuses);
 //! 3. **admission**: under one lock the tenant's enforced quotas become demands (one
 //!    monthly `requests` quota here), `local_rights` is checked and `consume` spends one
 //!    right — the local path of `meter::admit`, no transfer;
-//! 4. **metering**: under the lock four `increment`s (`Metric::ALL` for the month) and
-//!    `own_changes` (the ticket `meter::bill` would then wait on).
+//! 4. **metering**: a request id, then under the lock four `increment`s (`Metric::ALL`
+//!    for the month), `own_changes` (the ticket `meter::bill` would then wait on) and the
+//!    usage record queued for the writer.
 //!
 //! Left out because they are not this path's own work: the Prometheus counters, the
 //! transport wake-up (`wake_net`), and the wait for the ticket to become durable.
@@ -28,7 +30,8 @@
 //! Before timing, every tenant is served once (so its ledger slots and rate bucket exist,
 //! as on a node in mid-month), then a random warm-up. Tenants are drawn uniformly with a
 //! seeded SplitMix64. Every `DRAIN_EVERY` requests, outside the timed part, the bench does
-//! what the node's writer and transport do in the background: `take_changes`, and an
+//! what the node's writer and transport do in the background: `take_changes` (and the
+//! records queue; their encoding is done after the lock is released), and an
 //! `Input::Tick` plus `take_outputs` once `next_wakeup_ms` is due; so memory stays flat.
 //! That work is timed separately and reported per drain and per request.
 //!
@@ -50,6 +53,7 @@ use tessera_crdt::{EscrowBook, Ledger, Metric, NodeId, PeriodKind, TenantId};
 use tessera_edge::auth;
 use tessera_edge::meter::{self, Usage};
 use tessera_edge::rate::RateLimiter;
+use tessera_edge::records::{Pending, RequestId};
 use tessera_edge::replica::now_ms;
 use tessera_sync::{Input, Node, NodeState, SyncConfig};
 
@@ -97,9 +101,10 @@ fn lock(node: &Mutex<Node>) -> MutexGuard<'_, Node> {
 /// Step 1 (`routes::payer`): the bearer header, then the key against the directory.
 fn authenticate(node: &Mutex<Node>, header: &str) -> TenantId {
     let caller = auth::bearer(Some(header))
-        .and_then(|key| {
+        .and_then(auth::present)
+        .and_then(|presented| {
             let node = lock(node);
-            auth::check_key(node.directory(), key, Scopes::RESIZE)
+            auth::check_presented(node.directory(), &presented, Scopes::RESIZE)
         })
         .unwrap_or_else(|e| panic!("a minted key is accepted: {}", e.code));
     caller.tenant
@@ -125,11 +130,32 @@ fn admit(node: &Mutex<Node>, tenant: TenantId, bytes_in: u64) {
         .unwrap_or_else(|e| panic!("the bench quota is never short: {e:?}"));
 }
 
-/// Step 4 (`meter::bill` up to the durability wait): `meter::record_usage`; returns the
-/// ticket.
+/// The node's queue of usage records (`Replica::push_record`), drained by the writer.
+static RECORDS: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
+
+/// Step 4 (`meter::bill` up to the durability wait): a request id, `meter::record_usage`
+/// and the usage record queued, under one hold of the lock; returns the ticket.
 fn bill(node: &Mutex<Node>, tenant: TenantId, usage: Usage) -> u64 {
-    meter::record_usage(&mut lock(node), tenant, usage, now_ms())
-        .expect("metering never overflows here")
+    let request_id = RequestId::next();
+    let mut node = lock(node);
+    let now = now_ms();
+    let ticket =
+        meter::record_usage(&mut node, tenant, usage, now).expect("metering never overflows here");
+    RECORDS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Pending {
+            at_ms: now,
+            tenant,
+            key: None,
+            request_id,
+            route: "/v1/resize",
+            status: 200,
+            bytes_in: usage.bytes_in,
+            bytes_out: usage.bytes_out,
+            cpu_micros: usage.cpu_micros,
+        });
+    ticket
 }
 
 /// One whole request's auth, rate, admission and metering.
@@ -151,8 +177,14 @@ fn drain(node: &Mutex<Node>) -> u64 {
         black_box(node.take_outputs());
     }
     black_box(node.take_changes());
+    let records = std::mem::take(&mut *RECORDS.lock().unwrap_or_else(PoisonError::into_inner));
     drop(node);
-    started.elapsed().as_nanos() as u64
+    let held = started.elapsed().as_nanos() as u64;
+    // The writer encodes the records outside the lock.
+    for record in &records {
+        black_box(record.encode(NODE));
+    }
+    held
 }
 
 /// CPU time this thread has run (ns): what a chunk cost with the time it sat preempted

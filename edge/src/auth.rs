@@ -125,13 +125,39 @@ pub struct Caller {
     pub key: KeyId,
 }
 
-/// Checks a tenant key against the directory: well formed, known, digest equal (in
-/// constant time), usable, holding `scope`.
-pub fn check_key(directory: &Directory, key: &str, scope: Scopes) -> Result<Caller, ApiError> {
+/// A presented tenant key, parsed and hashed: the work that needs no lock, done before
+/// the directory is looked at.
+#[derive(Clone, Copy, Debug)]
+pub struct Presented<'a> {
+    prefix: &'a str,
+    digest: [u8; 32],
+}
+
+/// Parses a tenant key (`tsk_<prefix>_<secret>`) and hashes it.
+pub fn present(key: &str) -> Result<Presented<'_>, ApiError> {
     let prefix = key_prefix(key).ok_or_else(|| {
         ApiError::unauthorized("malformed_key", "the key is not a Tessera API key (tsk_…)")
     })?;
-    let digest = sha256(key.as_bytes());
+    Ok(Presented {
+        prefix,
+        digest: sha256(key.as_bytes()),
+    })
+}
+
+/// Checks a tenant key against the directory: well formed, known, digest equal (in
+/// constant time), usable, holding `scope`.
+pub fn check_key(directory: &Directory, key: &str, scope: Scopes) -> Result<Caller, ApiError> {
+    check_presented(directory, &present(key)?, scope)
+}
+
+/// [`check_key`] for a key already parsed and hashed (so the caller can do that before
+/// taking the lock the directory lives under).
+pub fn check_presented(
+    directory: &Directory,
+    presented: &Presented<'_>,
+    scope: Scopes,
+) -> Result<Caller, ApiError> {
+    let (prefix, digest) = (presented.prefix, presented.digest);
     let found = directory
         .lookup_key(prefix)
         .find(|m| bool::from(m.secret_hash.ct_eq(&digest)));

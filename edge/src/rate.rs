@@ -9,11 +9,10 @@
 //! completely (indistinguishable from a fresh one) are dropped first, and if none has,
 //! the request is limited rather than the table grown.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use tessera_crdt::TenantId;
+use tessera_crdt::{IdHashMap, TenantId};
 
 struct Bucket {
     tokens: f64,
@@ -24,7 +23,9 @@ pub struct RateLimiter {
     requests_per_s: f64,
     burst: f64,
     tenants_max: usize,
-    buckets: Mutex<HashMap<TenantId, Bucket>>,
+    /// Keyed by authenticated tenants only (ids the directory assigned), so the fast
+    /// unkeyed id hash is safe here.
+    buckets: Mutex<IdHashMap<TenantId, Bucket>>,
 }
 
 impl RateLimiter {
@@ -34,7 +35,7 @@ impl RateLimiter {
             requests_per_s,
             burst: burst.max(1.0),
             tenants_max: tenants_max.max(1),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(IdHashMap::default()),
         }
     }
 
@@ -44,7 +45,11 @@ impl RateLimiter {
             return Ok(());
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if !buckets.contains_key(&tenant) && buckets.len() >= self.tenants_max {
+        // The common case, a known tenant: one probe.
+        if let Some(bucket) = buckets.get_mut(&tenant) {
+            return self.take(bucket, now);
+        }
+        if buckets.len() >= self.tenants_max {
             let (rate, burst) = (self.requests_per_s, self.burst);
             buckets.retain(|_, b| {
                 b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
@@ -57,6 +62,10 @@ impl RateLimiter {
             tokens: self.burst,
             at: now,
         });
+        self.take(bucket, now)
+    }
+
+    fn take(&self, bucket: &mut Bucket, now: Instant) -> Result<(), u32> {
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.requests_per_s).min(self.burst);
         bucket.at = now;

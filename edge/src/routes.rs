@@ -197,10 +197,13 @@ fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<meter::Payer>, 
     if authorization.is_none() && state.config.auth.anonymous_resize {
         return Ok(None);
     }
-    let checked = auth::bearer(authorization).and_then(|key| {
-        let node = state.replica.lock();
-        auth::check_key(node.directory(), key, Scopes::RESIZE)
-    });
+    // Parsed and hashed before the lock; only the probe is made under it.
+    let checked = auth::bearer(authorization)
+        .and_then(auth::present)
+        .and_then(|presented| {
+            let node = state.replica.lock();
+            auth::check_presented(node.directory(), &presented, Scopes::RESIZE)
+        });
     match checked {
         Ok(caller) => Ok(Some(meter::Payer {
             tenant: caller.tenant,

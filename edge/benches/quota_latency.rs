@@ -8,7 +8,10 @@
 //!
 //! Usage: `cargo bench -p tessera-edge --bench quota_latency -- [DELAY_MS] [RATE] [SECONDS] [QUOTA]`
 //! (defaults 50 ms, 100 requests/s, 15 s, 4500: the node's third of the quota runs out
-//! mid-run, so rights must move to it across the slow links while it serves). Needs `oha`.
+//! mid-run, so rights must move to it across the slow links while it serves). A last
+//! round measures a *first touch*: a tenant whose quota was set before the home node saw
+//! its peers, so every right sits there and the loaded node starts with none (each
+//! round prints the rights per node, so the reader sees which case ran). Needs `oha`.
 
 use std::io::Write;
 use std::net::TcpListener as StdListener;
@@ -241,6 +244,34 @@ fn main() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // Set at once, before the nodes have connected: the home node keeps every right
+    // (the first-touch round below).
+    let early = cli(http[0], &["tenant", "create", "early"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cli(
+        http[0],
+        &["quota", "set", &early, "--limit", &quota.to_string()],
+    );
+    let early_key = cli(http[0], &["key", "create", &early])["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The home node spreads a new quota's rights over the members it is connected to:
+    // wait until it sees both peers, or it keeps them all.
+    let started = Instant::now();
+    while cli(http[0], &["cluster", "status"])["members"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["connected"] == true).count())
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the cluster never formed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let limited = cli(http[0], &["tenant", "create", "limited"])["id"]
         .as_str()
         .unwrap()
@@ -272,19 +303,19 @@ fn main() {
         "3 nodes, {delay_ms} ms one-way delay on every link; {rate} req/s for {seconds} s at one node; quota {quota}/month spread over 3"
     );
     println!("{:<10} {:>9} {:>9}  codes", "tenant", "p50 ms", "p99 ms");
-    for round in 0..2 {
-        let (p50, p99, codes) = oha(target, &free_key, &png, rate, seconds);
-        println!(
-            "{:<10} {p50:>9.2} {p99:>9.2}  {codes}",
-            format!("free#{round}")
-        );
+    let quota_round = |label: &str, tenant: &str, key: &str| {
+        let rights = |when: &str| {
+            let view = cli(target, &["cluster", "status", "--tenant", tenant]);
+            println!(
+                "           rights per node {when}: {}",
+                view["tenant"]["quotas"]
+            );
+        };
+        rights("before");
         let before = scrape(target);
-        let (p50, p99, codes) = oha(target, &limited_key, &png, rate, seconds);
+        let (p50, p99, codes) = oha(target, key, &png, rate, seconds);
         let after = scrape(target);
-        println!(
-            "{:<10} {p50:>9.2} {p99:>9.2}  {codes}",
-            format!("quota#{round}")
-        );
+        println!("{label:<10} {p50:>9.2} {p99:>9.2}  {codes}");
         let series = |o: &str| format!("tessera_quota_decisions_total{{outcome=\"{o}\"}}");
         let d = |o: &str| metric(&after, &series(o)) - metric(&before, &series(o));
         let (local, transfer, exhausted, unavailable) = (
@@ -294,11 +325,27 @@ fn main() {
             d("unavailable"),
         );
         let total = local + transfer + exhausted + unavailable;
+        let sync = |name: &str| metric(&after, name) - metric(&before, name);
         println!(
-            "           decisions: {total} — local {local} ({:.3}%), after a transfer {transfer}, exhausted {exhausted}, unavailable {unavailable}; rights received {}",
+            "           decisions: {total} — local {local} ({:.3}%), after a transfer {transfer}, exhausted {exhausted}, unavailable {unavailable}; rights requests {}, retries {}, received {}",
             100.0 * local / total.max(1.0),
-            metric(&after, "tessera_sync_rights_received_total")
+            sync("tessera_sync_rights_requests_total"),
+            sync("tessera_sync_rights_retries_total"),
+            sync("tessera_sync_rights_received_total"),
         );
+        rights("after");
         std::io::stdout().flush().unwrap();
+    };
+    for round in 0..2 {
+        let (p50, p99, codes) = oha(target, &free_key, &png, rate, seconds);
+        println!(
+            "{:<10} {p50:>9.2} {p99:>9.2}  {codes}",
+            format!("free#{round}")
+        );
+        quota_round(&format!("quota#{round}"), &limited, &limited_key);
     }
+    // First touch: a tenant whose rights all sit on its home node (its quota was set
+    // before the home node saw any peer), loaded on another node, which must fetch
+    // rights for its very first requests across the slow links.
+    quota_round("first", &early, &early_key);
 }

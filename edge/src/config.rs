@@ -195,8 +195,11 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuotaConfig {
-    /// When local rights are out but peers hold some, a request waits this long for a
-    /// transfer before it is refused with 429 `quota_unavailable`.
+    /// When local rights are out but a connected peer holds some, a request waits this
+    /// long for a transfer before it is refused with 429 `quota_unavailable`; cover one
+    /// round trip between your farthest nodes (a node's first request for a tenant whose
+    /// rights are all elsewhere pays one). With no connected peer holding rights, the
+    /// refusal is immediate.
     pub transfer_wait_ms: u64,
     /// Per-tenant request rate on this node (token bucket); 0 disables it.
     pub rate_per_s: f64,
@@ -238,7 +241,7 @@ impl Default for StoreConfig {
 impl Default for QuotaConfig {
     fn default() -> Self {
         Self {
-            transfer_wait_ms: 100,
+            transfer_wait_ms: 250,
             rate_per_s: 0.0,
             rate_burst: 100.0,
             rate_tenants_max: 1_000_000,

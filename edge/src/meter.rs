@@ -6,7 +6,8 @@
 //! the periods those quotas are set on. All counters are checked first and spent together
 //! under one lock, so a request refused on one quota spends nothing on another. With no
 //! local rights, the consume itself asks a peer for some; the request waits for the
-//! transfer only while `quota.transfer_wait_ms` and its deadline allow. Rights spent by a
+//! transfer only while `quota.transfer_wait_ms` and its deadline allow, and only when a
+//! connected peer could send rights at all (a cut-off node refuses at once). Rights spent by a
 //! request that then fails (a corrupt image, say) are not refunded — escrow only grows —
 //! but nothing is billed for it: a failed request costs its tenant one unit of quota.
 //!
@@ -54,7 +55,11 @@ pub enum Shortfall {
     /// Nothing left anywhere in this node's view: wait for the next period.
     Exhausted { period_end_ms: u64 },
     /// Rights exist elsewhere (or grants have not arrived yet) but are not here.
-    Unavailable,
+    /// `transfer_possible`: some connected peer could still send some (it holds rights
+    /// for the counter, or, with no counter here yet, it may bring the grants). When
+    /// none could, waiting is pointless: the request is refused at once (a partitioned
+    /// node answers 429 fast instead of holding every request for the transfer wait).
+    Unavailable { transfer_possible: bool },
 }
 
 /// Spends every demand's rights at once, or none: all are checked first, under the caller's
@@ -81,13 +86,17 @@ pub fn try_admit(
     let left = counter.map_or(0, |c| {
         u128::from(c.limit()).saturating_sub(c.total_consumed())
     });
-    Err(if counter.is_some() && left < u128::from(amount) {
-        Shortfall::Exhausted {
+    if counter.is_some() && left < u128::from(amount) {
+        return Err(Shortfall::Exhausted {
             period_end_ms: key.period.end_ms(),
-        }
-    } else {
-        Shortfall::Unavailable
-    })
+        });
+    }
+    let transfer_possible = node
+        .peers()
+        .iter()
+        .filter(|(_, peer)| peer.connected && !peer.left)
+        .any(|(peer, _)| counter.is_none_or(|c| c.local_rights(*peer) > 0));
+    Err(Shortfall::Unavailable { transfer_possible })
 }
 
 /// Spends the tenant's rights for this request, or says why not.
@@ -128,13 +137,15 @@ pub async fn admit(
                     .inc();
                 return Ok(());
             }
-            Some(Shortfall::Unavailable) if Instant::now() + TRANSFER_POLL < give_up => {
+            Some(Shortfall::Unavailable {
+                transfer_possible: true,
+            }) if Instant::now() + TRANSFER_POLL < give_up => {
                 waited = true;
                 tokio::time::sleep(TRANSFER_POLL).await;
                 state.metrics.quota_waits.inc();
                 shortfall = try_admit(&mut state.replica.lock(), &demands, now_ms()).err();
             }
-            Some(Shortfall::Unavailable) => {
+            Some(Shortfall::Unavailable { .. }) => {
                 state
                     .metrics
                     .quota_decisions
@@ -253,4 +264,43 @@ pub async fn bill(
         .commit_wait
         .observe(started.elapsed().as_secs_f64());
     result.map(|()| request_id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_crdt::directory::Change;
+    use tessera_crdt::NodeId;
+    use tessera_sync::{Node, SyncConfig};
+
+    #[test]
+    fn a_node_with_no_peer_to_ask_does_not_wait() {
+        let now = 1_790_000_000_000;
+        let mut node = Node::empty(NodeId(1), SyncConfig::default(), 7, now);
+        let tenant = TenantId(5);
+        for change in [
+            // Homed on a node this one is not connected to: no grant can arrive.
+            Change::CreateTenant {
+                tenant,
+                name: "far".into(),
+                home: NodeId(2),
+            },
+            Change::SetQuota {
+                tenant,
+                metric: Metric::Requests,
+                period: PeriodKind::Month,
+                limit: Some(10),
+            },
+        ] {
+            node.edit_directory(now, "test", change).unwrap();
+        }
+        let demands = demands(&node, tenant, 100, now);
+        assert_eq!(demands.len(), 1);
+        assert_eq!(
+            try_admit(&mut node, &demands, now),
+            Err(Shortfall::Unavailable {
+                transfer_possible: false
+            })
+        );
+    }
 }

@@ -26,7 +26,8 @@
 //! Why not `crdts::GCounter`: it keeps one number per actor for one counter, with no record
 //! of *when* a slot last changed, so "what changed since the peer's version" would mean
 //! shipping every slot (O(state)). The per-slot `seq` plus a per-origin index ordered by
-//! `seq` makes extraction O(changes · log n). The version vector itself is
+//! `seq` (paged, so that an increment moves its slot in O(1); see `SeqIndex`) makes
+//! extraction proportional to what changed. The version vector itself is
 //! `crdts::VClock` (see [`crate::version`]).
 //!
 //! # Digest
@@ -247,26 +248,145 @@ pub struct Ledger {
     vv: VersionVector,
 }
 
-/// One origin's slots as `(seq, key)` pairs, ordered. An origin gives each increment its
-/// own `seq`, so almost always a `seq` names one slot: those pairs live in a B-tree keyed
-/// by `seq` alone (8-byte keys: a search reads a fifth of the memory a B-tree of
-/// `(seq, key)` pairs did, and an increment's removal at a random position was the most
-/// expensive part of it). Pairs whose `seq` is already taken there (a merged or hostile
+/// One origin's slots as `(seq, key)` pairs, ordered by seq: a map from seq to key,
+/// paged. An origin gives each increment its own `seq`, so almost always a `seq` names one
+/// slot, and the seqs in use are close together: the index is cut into pages of [`PAGE`]
+/// consecutive seqs (a B-tree of pages, a few thousand at the brief's scale, so it stays
+/// in cache). A page is dense (an array indexed by `seq % PAGE`) while at least
+/// [`DENSE_MIN`] of its seqs name a slot, and sparse (an ordered list) below that, so an
+/// increment's removal of its slot's old seq is one direct write into a dense page (one
+/// cache miss) where a B-tree of 400K seqs cost a descent of several. Memory stays
+/// bounded: a dense page holds at most `PAGE / DENSE_MIN` entries per live slot, and a
+/// page with none is dropped. Pairs whose `seq` is already taken (a merged or hostile
 /// state can hold some) go to a second, ordered set; reads merge the two.
 #[derive(Clone, Debug, Default)]
 struct SeqIndex {
-    by_seq: BTreeMap<u64, CounterKey>,
+    pages: BTreeMap<u64, Page>,
     shared: BTreeSet<(u64, CounterKey)>,
+}
+
+/// Seqs per page of a [`SeqIndex`].
+const PAGE: u64 = 256;
+/// A dense page with fewer live entries becomes sparse.
+const DENSE_MIN: usize = PAGE as usize / 8;
+/// A sparse page with more entries becomes dense (above [`DENSE_MIN`]: no flapping).
+const SPARSE_MAX: usize = PAGE as usize / 4;
+
+/// The page number and the offset in it of `seq`.
+fn page_of(seq: u64) -> (u64, usize) {
+    (seq / PAGE, (seq % PAGE) as usize)
+}
+
+/// The seqs `page * PAGE + offset` of one page that name a slot, with their keys.
+#[derive(Clone, Debug)]
+enum Page {
+    /// `keys[offset]`, `PAGE` of them; `live` counts the `Some`s.
+    Dense {
+        live: usize,
+        keys: Box<[Option<CounterKey>]>,
+    },
+    /// `(offset, key)`, ascending by offset, at most [`SPARSE_MAX`].
+    Sparse(Vec<(u16, CounterKey)>),
+}
+
+impl Page {
+    fn get(&self, offset: usize) -> Option<&CounterKey> {
+        match self {
+            Page::Dense { keys, .. } => keys[offset].as_ref(),
+            Page::Sparse(entries) => entries
+                .binary_search_by_key(&offset, |e| usize::from(e.0))
+                .ok()
+                .map(|i| &entries[i].1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Page::Dense { live, .. } => *live,
+            Page::Sparse(entries) => entries.len(),
+        }
+    }
+
+    /// Sets the key at a free `offset`.
+    fn put(&mut self, offset: usize, key: CounterKey) {
+        match self {
+            Page::Dense { live, keys } => {
+                debug_assert!(keys[offset].is_none());
+                keys[offset] = Some(key);
+                *live += 1;
+            }
+            Page::Sparse(entries) => {
+                let at = entries
+                    .binary_search_by_key(&offset, |e| usize::from(e.0))
+                    .unwrap_or_else(|at| at);
+                entries.insert(at, (offset as u16, key));
+                if entries.len() > SPARSE_MAX {
+                    let mut keys = vec![None; PAGE as usize].into_boxed_slice();
+                    for (offset, key) in entries.iter() {
+                        keys[usize::from(*offset)] = Some(*key);
+                    }
+                    *self = Page::Dense {
+                        live: entries.len(),
+                        keys,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Clears an occupied `offset`.
+    fn clear(&mut self, offset: usize) {
+        match self {
+            Page::Dense { live, keys } => {
+                debug_assert!(keys[offset].is_some());
+                keys[offset] = None;
+                *live -= 1;
+                if *live < DENSE_MIN {
+                    *self = Page::Sparse(Self::entries(keys).collect());
+                }
+            }
+            Page::Sparse(entries) => {
+                if let Ok(at) = entries.binary_search_by_key(&offset, |e| usize::from(e.0)) {
+                    entries.remove(at);
+                }
+            }
+        }
+    }
+
+    fn entries(keys: &[Option<CounterKey>]) -> impl Iterator<Item = (u16, CounterKey)> + '_ {
+        keys.iter()
+            .enumerate()
+            .filter_map(|(offset, key)| key.map(|key| (offset as u16, key)))
+    }
+
+    /// `(offset, key)` ascending.
+    fn iter(&self) -> impl Iterator<Item = (u16, CounterKey)> + '_ {
+        let (dense, sparse) = match self {
+            Page::Dense { keys, .. } => (Some(keys), None),
+            Page::Sparse(entries) => (None, Some(entries)),
+        };
+        dense
+            .into_iter()
+            .flat_map(|keys| Self::entries(keys))
+            .chain(
+                sparse
+                    .into_iter()
+                    .flat_map(|entries| entries.iter().copied()),
+            )
+    }
 }
 
 impl SeqIndex {
     fn insert(&mut self, seq: u64, key: CounterKey) {
-        match self.by_seq.entry(seq) {
-            btree_map::Entry::Vacant(vacant) => {
-                vacant.insert(key);
-            }
-            btree_map::Entry::Occupied(occupied) => {
-                if *occupied.get() != key {
+        let (page_no, offset) = page_of(seq);
+        let page = self
+            .pages
+            .entry(page_no)
+            .or_insert_with(|| Page::Sparse(Vec::new()));
+        match page.get(offset) {
+            None => page.put(offset, key),
+            Some(taken) => {
+                if *taken != key {
                     self.shared.insert((seq, key));
                 }
             }
@@ -274,19 +394,31 @@ impl SeqIndex {
     }
 
     fn remove(&mut self, seq: u64, key: CounterKey) {
-        match self.by_seq.entry(seq) {
-            btree_map::Entry::Occupied(occupied) if *occupied.get() == key => {
-                occupied.remove();
-            }
-            _ => {
-                self.shared.remove(&(seq, key));
+        let (page_no, offset) = page_of(seq);
+        if let btree_map::Entry::Occupied(mut page) = self.pages.entry(page_no) {
+            if page.get().get(offset) == Some(&key) {
+                page.get_mut().clear(offset);
+                if page.get().len() == 0 {
+                    page.remove();
+                }
+                return;
             }
         }
+        self.shared.remove(&(seq, key));
     }
 
     /// Every pair with `seq ≥ from`, ascending by `(seq, key)`.
     fn from(&self, from: u64) -> impl Iterator<Item = (u64, CounterKey)> + '_ {
-        let mut one = self.by_seq.range(from..).map(|(s, k)| (*s, *k)).peekable();
+        let mut one = self
+            .pages
+            .range(page_of(from).0..)
+            .flat_map(|(page_no, page)| {
+                let base = page_no * PAGE;
+                page.iter()
+                    .map(move |(offset, key)| (base + u64::from(offset), key))
+            })
+            .filter(move |(seq, _)| *seq >= from)
+            .peekable();
         let mut shared = self.shared.range((from, KEY_MIN)..).copied().peekable();
         std::iter::from_fn(move || match (one.peek(), shared.peek()) {
             (Some(a), Some(b)) if b < a => shared.next(),
@@ -684,6 +816,78 @@ mod tests {
         let first = a.delta_since(&VersionVector::new(), 4);
         assert_eq!(first.parts[0].to_seq, 4);
         assert_eq!(first.entry_count(), 3);
+    }
+
+    #[test]
+    fn the_paged_index_lists_exactly_the_live_slots_in_seq_order() {
+        // Many increments over a few hundred slots: pages fill, thin out (dense to sparse),
+        // empty and go, and sparse ones fill up again.
+        let mut a = Ledger::new(NodeId(1));
+        let mut x: u64 = 7;
+        for round in 0..40_000u64 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            // Skewed: a few hot tenants, many cold ones.
+            let tenant = if round % 3 == 0 {
+                (x >> 33) % 5
+            } else {
+                (x >> 33) % 400
+            };
+            let metric = Metric::ALL[((x >> 20) % 4) as usize];
+            a.increment(key(tenant, metric), 1 + (x >> 60)).unwrap();
+            if round % 9_999 == 0 {
+                let index = &a.by_seq[&NodeId(1)];
+                for page in index.pages.values() {
+                    match page {
+                        Page::Dense { live, keys } => {
+                            assert!(*live >= DENSE_MIN);
+                            assert_eq!(keys.iter().filter(|k| k.is_some()).count(), *live);
+                        }
+                        Page::Sparse(entries) => {
+                            assert!(!entries.is_empty() && entries.len() <= SPARSE_MAX);
+                            assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+                        }
+                    }
+                }
+            }
+        }
+        let mut expected: Vec<(u64, CounterKey, u64)> = a
+            .slots()
+            .map(|(key, _, slot)| (slot.seq, key, slot.value))
+            .collect();
+        expected.sort_unstable();
+        let listed: Vec<(u64, CounterKey, u64)> = a
+            .delta_since(&VersionVector::new(), Delta::ENTRIES_MAX)
+            .parts[0]
+            .entries
+            .iter()
+            .map(|e| (e.seq, e.key, e.value))
+            .collect();
+        assert_eq!(listed, expected);
+        // From a point in the middle, and in chunks.
+        let mid = expected[expected.len() / 2].0;
+        let since = a.delta_since(&with(NodeId(1), mid - 1), Delta::ENTRIES_MAX);
+        assert_eq!(
+            since.parts[0].entries.len(),
+            expected.len() - expected.len() / 2
+        );
+        let mut b = Ledger::new(NodeId(2));
+        for chunk in a.chunks_since(VersionVector::new(), 97) {
+            b.apply_delta(&chunk).unwrap();
+        }
+        assert!(a.same_state(&b));
+        let all = |l: &Ledger| l.delta_since(&VersionVector::new(), Delta::ENTRIES_MAX);
+        assert_eq!(all(&b), all(&a));
+        let back = Ledger::decode(&a.encode()).unwrap();
+        assert!(back.same_state(&a));
+        assert_eq!(back.encode(), a.encode());
+    }
+
+    fn with(node: NodeId, seq: u64) -> VersionVector {
+        let mut vv = VersionVector::new();
+        vv.advance(node, seq);
+        vv
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! 8-byte roots; when they differ they compare buckets (2 KB) and exchange only the
 //! counters of differing buckets. FNV-1a is written out (not `DefaultHasher`) because the
 //! digest must be identical on every node and every build. Encodings are fed to the hash
-//! as they are produced, never built: a consume updates the digest on the request path.
+//! as they are produced, never built. The node updates the digest lazily for consumes (the
+//! request path only notes the key; the counter is rehashed before the digest is read or
+//! sent, and at every push), so peers see exactly what eager updates would give.
 
 use tessera_crdt::{BoundedCounter, CounterKey, IdHashMap};
 

@@ -231,6 +231,11 @@ pub struct Node {
     directory: Directory,
     escrow: EscrowBook,
     escrow_digest: EscrowDigest,
+    /// Keys whose counter a consume changed since the digest was last brought up to date
+    /// (in consume order, consecutive repeats dropped). A consume only notes its key here;
+    /// the digest is rehashed from the book before it is read or sent and at every push
+    /// (see [`Node::escrow_digest`]), so what peers see is what eager updates gave.
+    digest_stale: Vec<CounterKey>,
     peers: BTreeMap<NodeId, PeerView>,
     outputs: Vec<Output>,
     stats: Stats,
@@ -294,6 +299,7 @@ impl Node {
             directory: state.directory,
             escrow: state.escrow,
             escrow_digest,
+            digest_stale: Vec::new(),
             peers: BTreeMap::new(),
             outputs: Vec::new(),
             stats: Stats::default(),
@@ -487,15 +493,15 @@ impl Node {
         amount: u64,
     ) -> Result<(), EscrowError> {
         self.reconcile_quotas(now_ms);
-        // One probe of the book: spend, update the digest, read what is left. No counter
-        // yet: refuse without creating an empty one (which the digest would not know of,
-        // and peers would exchange for nothing).
+        // One probe of the book: spend, read what is left; the digest is brought up to date
+        // later (`digest_stale`). No counter yet: refuse without creating an empty one
+        // (which the digest would not know of, and peers would exchange for nothing).
         let id = self.id;
         let (result, rights) = match self.escrow.get_mut(&key) {
             Some(counter) => {
                 let result = counter.consume(id, amount);
-                if result.is_ok() {
-                    self.escrow_digest.update(&key, counter);
+                if result.is_ok() && amount > 0 && self.digest_stale.last() != Some(&key) {
+                    self.digest_stale.push(key);
                 }
                 (result, counter.local_rights(id))
             }
@@ -690,13 +696,14 @@ impl Node {
                 }
             }
             Message::EscrowDigest { root } => {
-                if root != self.escrow_digest.root() {
-                    let buckets = self.escrow_digest.buckets().to_vec();
+                let digest = self.escrow_digest();
+                if root != digest.root() {
+                    let buckets = digest.buckets().to_vec();
                     self.send(from, Message::EscrowBuckets { buckets });
                 }
             }
             Message::EscrowBuckets { buckets } => {
-                let want = self.escrow_digest.differing(&buckets);
+                let want = self.escrow_digest().differing(&buckets);
                 self.send_counters(from, &want, want.clone());
             }
             Message::EscrowCounters { counters, want } => {
@@ -822,7 +829,7 @@ impl Node {
         self.send_pull(now_ms, peer);
         let start = self.directory.sync_start();
         self.send(peer, Message::Directory(start));
-        let root = self.escrow_digest.root();
+        let root = self.escrow_digest().root();
         self.send(peer, Message::EscrowDigest { root });
     }
 
@@ -876,6 +883,8 @@ impl Node {
                 })));
             self.directory_pushed = last;
         }
+        // Bounds `digest_stale` by the push interval.
+        self.refresh_escrow_digest();
         let dirty = sorted(&mut self.escrow_dirty);
         for chunk in dirty.chunks(self.config.escrow_counters_max.max(1)) {
             let counters = chunk
@@ -913,6 +922,32 @@ impl Node {
     }
 
     // ---- escrow -------------------------------------------------------------------------
+
+    /// The escrow digest, first brought up to date with the counters consumes changed.
+    fn escrow_digest(&mut self) -> &EscrowDigest {
+        self.refresh_escrow_digest();
+        &self.escrow_digest
+    }
+
+    /// Rehashes every counter a consume changed since the last refresh. The digest is a
+    /// function of the counters only (bucket XORs, an unordered table), so the order and
+    /// repeats of `digest_stale` do not matter, and the result equals eager updates.
+    fn refresh_escrow_digest(&mut self) {
+        if self.digest_stale.is_empty() {
+            return;
+        }
+        let mut stale = std::mem::take(&mut self.digest_stale);
+        stale.sort_unstable();
+        stale.dedup();
+        for key in &stale {
+            if let Some(counter) = self.escrow.get(key) {
+                self.escrow_digest.update(key, counter);
+            }
+        }
+        // Keep the allocation for the next batch.
+        stale.clear();
+        self.digest_stale = stale;
+    }
 
     /// Records that this node changed a counter (its own cells): digest updated, pushed
     /// with the next batch, persisted with the next [`Node::take_changes`].

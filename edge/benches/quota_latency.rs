@@ -157,6 +157,22 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Creates a tenant (with a monthly request quota, if given) and a key: (id, key).
+fn tenant(http: u16, name: &str, quota: Option<u64>) -> (String, String) {
+    let id = cli(http, &["tenant", "create", name])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    if let Some(quota) = quota {
+        cli(http, &["quota", "set", &id, "--limit", &quota.to_string()]);
+    }
+    let key = cli(http, &["key", "create", &id])["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (id, key)
+}
+
 fn scrape(http: u16) -> String {
     let out = Command::new("curl")
         .args(["-fsS", &format!("http://127.0.0.1:{http}/metrics")])
@@ -246,18 +262,7 @@ fn main() {
     }
     // Set at once, before the nodes have connected: the home node keeps every right
     // (the first-touch round below).
-    let early = cli(http[0], &["tenant", "create", "early"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    cli(
-        http[0],
-        &["quota", "set", &early, "--limit", &quota.to_string()],
-    );
-    let early_key = cli(http[0], &["key", "create", &early])["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (early, early_key) = tenant(http[0], "early", Some(quota));
     // The home node spreads a new quota's rights over the members it is connected to:
     // wait until it sees both peers, or it keeps them all.
     let started = Instant::now();
@@ -272,26 +277,8 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let limited = cli(http[0], &["tenant", "create", "limited"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let free = cli(http[0], &["tenant", "create", "free"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    cli(
-        http[0],
-        &["quota", "set", &limited, "--limit", &quota.to_string()],
-    );
-    let limited_key = cli(http[0], &["key", "create", &limited])["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let free_key = cli(http[0], &["key", "create", &free])["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (limited, limited_key) = tenant(http[0], "limited", Some(quota));
+    let (_, free_key) = tenant(http[0], "free", None);
     // Let the directory and the grants reach every node (over the slow links).
     std::thread::sleep(Duration::from_secs(5));
 

@@ -175,6 +175,20 @@ fn signed_config() -> tessera_edge::config::Config {
     config
 }
 
+/// Creates a tenant: its id as text (for paths) and as a `TenantId` (for signing).
+async fn create_tenant(node: &TestNode, name: &str) -> (String, TenantId) {
+    let reply = admin(
+        node,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({ "name": name })),
+    )
+    .await;
+    let tenant = json_of(&reply)["id"].as_str().unwrap().to_owned();
+    let tenant_id = TenantId(tenant.parse().unwrap());
+    (tenant, tenant_id)
+}
+
 /// The tenant's merged usage totals.
 async fn totals(node: &TestNode, tenant: &str) -> Value {
     let reply = admin(
@@ -239,15 +253,7 @@ async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
     config.fetch.bytes_max = 2 << 20;
     let node = TestNode::start(config).await;
 
-    let reply = admin(
-        &node,
-        Method::POST,
-        "/admin/v1/tenants",
-        Some(json!({ "name": "acme" })),
-    )
-    .await;
-    let tenant = json_of(&reply)["id"].as_str().unwrap().to_owned();
-    let tenant_id = TenantId(tenant.parse().unwrap());
+    let (tenant, tenant_id) = create_tenant(&node, "acme").await;
     for origin in [
         local.clone(),
         format!("http://127.0.0.1:{port}"),
@@ -465,15 +471,7 @@ async fn https_origins_verify_the_certificate_and_refuse_downgrades() {
     config.fetch.private_origins = origins.clone();
     config.fetch.tls_roots_pem_files = vec![roots_file.clone()];
     let node = TestNode::start(config).await;
-    let reply = admin(
-        &node,
-        Method::POST,
-        "/admin/v1/tenants",
-        Some(json!({ "name": "tls" })),
-    )
-    .await;
-    let tenant = json_of(&reply)["id"].as_str().unwrap().to_owned();
-    let tenant_id = TenantId(tenant.parse().unwrap());
+    let (tenant, tenant_id) = create_tenant(&node, "tls").await;
     for origin in &origins {
         allow(&node, &tenant, origin).await;
     }
@@ -537,15 +535,7 @@ async fn disk_cache_serves_results_after_a_restart() {
     config.fetch.private_origins = vec![local.clone()];
     config.cache.disk_bytes_max = 1 << 20;
     let node = TestNode::start(config.clone()).await;
-    let reply = admin(
-        &node,
-        Method::POST,
-        "/admin/v1/tenants",
-        Some(json!({ "name": "disk" })),
-    )
-    .await;
-    let tenant = json_of(&reply)["id"].as_str().unwrap().to_owned();
-    let tenant_id = TenantId(tenant.parse().unwrap());
+    let (tenant, tenant_id) = create_tenant(&node, "disk").await;
     allow(&node, &tenant, &local).await;
     let (_, secret) = add_secret(&node, &tenant).await;
     let path = signed_path(tenant_id, &secret, "w=150", &format!("{local}/photo.jpg"));

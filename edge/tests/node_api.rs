@@ -28,15 +28,7 @@ async fn admin(node: &TestNode, method: Method, path: &str, body: Option<Value>)
 }
 
 async fn create_tenant(node: &TestNode, name: &str) -> String {
-    let reply = admin(
-        node,
-        Method::POST,
-        "/admin/v1/tenants",
-        Some(json!({ "name": name })),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    json_of(&reply)["id"].as_str().unwrap().to_owned()
+    common::create_tenant(node.addr, TOKEN, name).await
 }
 
 async fn create_key(node: &TestNode, tenant: &str, scopes: &str) -> (String, String) {

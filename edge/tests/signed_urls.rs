@@ -177,14 +177,7 @@ fn signed_config() -> tessera_edge::config::Config {
 
 /// Creates a tenant: its id as text (for paths) and as a `TenantId` (for signing).
 async fn create_tenant(node: &TestNode, name: &str) -> (String, TenantId) {
-    let reply = admin(
-        node,
-        Method::POST,
-        "/admin/v1/tenants",
-        Some(json!({ "name": name })),
-    )
-    .await;
-    let tenant = json_of(&reply)["id"].as_str().unwrap().to_owned();
+    let tenant = common::create_tenant(node.addr, TOKEN, name).await;
     let tenant_id = TenantId(tenant.parse().unwrap());
     (tenant, tenant_id)
 }

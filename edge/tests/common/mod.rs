@@ -209,3 +209,17 @@ pub fn photos_dir() -> Option<PathBuf> {
 pub fn photo(dir: &std::path::Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
+
+/// Creates a tenant through the admin API with the operator `token`; returns its id.
+pub async fn create_tenant(addr: SocketAddr, token: &str, name: &str) -> String {
+    let reply = with_bearer(
+        addr,
+        token,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(serde_json::json!({ "name": name })),
+    )
+    .await;
+    assert_eq!(reply.status, hyper::StatusCode::CREATED, "{reply:?}");
+    json_of(&reply)["id"].as_str().unwrap().to_owned()
+}

@@ -4,29 +4,45 @@
 //! orientation, ICC profile), check every [`Limits`] bound, and only then allocate and decode
 //! pixels. JPEG goes through libjpeg-turbo (via `mozjpeg`) because it is the fastest decoder
 //! and can scale by 1/2, 1/4 or 1/8 in the DCT domain ("shrink-on-load"), which the caller
-//! chooses from the header through a callback. PNG and GIF use `image`'s decoders, WebP uses
-//! `image-webp` directly (`image`'s wrapper hides the frame count). The pixel buffer is the
-//! caller's and is reused between calls.
+//! chooses from the header through a callback. PNG uses the `png` crate directly (not
+//! `image`'s wrapper, which inflates iCCP before any limit can be set and reads the frame in
+//! one call), GIF `image`'s decoder, WebP `image-webp` (`image`'s wrapper hides the frame
+//! count). The pixel buffer is the caller's and is reused between calls.
+//!
+//! Metadata is bounded before any decoder sees it: the JPEG markers before the first scan
+//! and the PNG and WebP chunks are walked here, and an ICC profile or EXIF block over
+//! `Limits::metadata_bytes_max` refuses the image ([`ResizeError::MetadataTooLarge`]). A
+//! compressed PNG profile (iCCP) is inflated here with a bound of that size, so a deflate
+//! bomb stops after `metadata_bytes_max` bytes; PNG text chunks (tEXt, zTXt, iTXt) are
+//! never inflated at all (the pipeline strips metadata, so it never needs them).
 //!
 //! Output is always 8-bit: 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels. CMYK
 //! JPEGs are converted to RGB here (see [`crate::color`]); 16-bit PNGs are rounded to 8 bits.
 //!
 //! libjpeg reports fatal errors by calling an `error_exit` hook that must not return; the
 //! `mozjpeg` crate and this module unwind out of it (`resume_unwind`, so no panic message is
-//! printed) and the unwind is caught here and turned into [`ResizeError::Corrupt`]. Two
-//! warnings are made fatal too: premature end of data (a truncated file would otherwise be
-//! padded with grey) and more than [`JPEG_SCANS_MAX`] scans (a known CPU-exhaustion trick with
-//! progressive JPEGs; libjpeg-turbo's own tools use the same bound).
+//! printed) and the unwind is caught here and turned into [`ResizeError::Corrupt`]. Warnings
+//! are fatal too, except the short list in [`jpeg_warning_is_harmless`]: libjpeg "recovers"
+//! from corrupt or missing data by padding with grey or skipping to the next restart
+//! marker, and a damaged photo must be refused, not served. More than [`JPEG_SCANS_MAX`]
+//! scans is fatal too (a known CPU-exhaustion trick with progressive JPEGs; libjpeg-turbo's
+//! own tools use the same bound).
+//!
+//! Cancellation: the caller's stop check runs every [`ROWS_PER_CHECK`] rows where a decoder
+//! reads by rows (JPEG, PNG), at every JPEG scan (a progressive JPEG is entropy-decoded scan
+//! by scan inside `jpeg_start_decompress`, through the trace hook), and before and after the
+//! calls that decode a whole frame at once (GIF, WebP).
 
 use std::cell::Cell;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use image::metadata::Orientation;
-use image::{ColorType, ImageDecoder};
+use image::ImageDecoder;
 use mozjpeg::{ColorSpace, Decompress, Marker};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr};
 
+use crate::cancel::{self, Cancelled, Stop, ROWS_PER_CHECK};
 use crate::color;
 use crate::error::panic_message;
 use crate::{InputFormat, Limits, ResizeError};
@@ -34,7 +50,8 @@ use crate::{InputFormat, Limits, ResizeError};
 /// Most scans accepted in one JPEG (libjpeg-turbo's `TJFLAG_LIMITSCANS` uses the same value).
 pub const JPEG_SCANS_MAX: u32 = 500;
 
-/// What the header of an image declares, before any pixel is decoded.
+/// What the header of an image declares, before any pixel is decoded: enough for the
+/// geometry plan, the output format and the job's memory estimate (`crate::budget`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Header {
     /// Stored (un-oriented) width.
@@ -43,6 +60,17 @@ pub(crate) struct Header {
     pub height: u32,
     /// EXIF orientation, 1..=8 (1 when absent or invalid).
     pub orientation: u8,
+    /// Channels of the decoded 8-bit buffer (1..=4).
+    pub channels: u8,
+    /// Frames (1 for a still image).
+    pub frames: u32,
+    /// An RGB ICC profile will be applied after resizing.
+    pub icc: bool,
+    /// Scratch bytes per decoded pixel besides the pixel buffer (CMYK before conversion).
+    pub scratch_bytes_per_pixel: u8,
+    /// What the decoder itself holds during the decode, in bytes: libjpeg's whole-image
+    /// coefficient buffer for multi-scan JPEGs, WebP/GIF frame and canvas buffers, row buffers.
+    pub decoder_bytes: u64,
 }
 
 /// A decoded image whose pixels are in the caller's buffer.
@@ -63,28 +91,33 @@ pub(crate) struct Decoded {
 pub(crate) struct DecodeBuffers {
     /// The decoded 8-bit pixels.
     pub pixels: Vec<u8>,
-    /// Scratch for 16-bit and CMYK data before conversion.
+    /// Scratch for CMYK data before conversion and for one PNG row.
     pub scratch: Vec<u8>,
 }
 
 /// Decodes `input`, calling `plan` with the header once every limit is checked; for JPEG the
 /// returned numerator (1, 2, 4 or 8, over 8) scales the decode in the DCT domain, the other
-/// formats ignore it.
+/// formats ignore it. `plan` may end the decode with an error before any pixel buffer is
+/// allocated (that is how [`crate::probe`] reads only the header). `stop` is consulted at
+/// the check points listed in the module doc.
 pub(crate) fn decode(
     format: InputFormat,
     input: &[u8],
     limits: &Limits,
     bufs: &mut DecodeBuffers,
     plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
+    cancel::check(stop)?;
     // Defence in depth: a panic in any decoder on hostile input is a refusal, not a crash.
     match catch_unwind(AssertUnwindSafe(|| match format {
-        InputFormat::Jpeg => decode_jpeg(input, limits, bufs, plan),
-        InputFormat::Png => decode_png(input, limits, bufs, plan),
-        InputFormat::Gif => decode_gif(input, limits, bufs, plan),
-        InputFormat::WebP => decode_webp(input, limits, bufs, plan),
+        InputFormat::Jpeg => decode_jpeg(input, limits, bufs, plan, stop),
+        InputFormat::Png => decode_png(input, limits, bufs, plan, stop),
+        InputFormat::Gif => decode_gif(input, limits, bufs, plan, stop),
+        InputFormat::WebP => decode_webp(input, limits, bufs, plan, stop),
     })) {
         Ok(result) => result,
+        Err(payload) if payload.is::<Cancelled>() => Err(ResizeError::Cancelled),
         Err(payload) => Err(ResizeError::Corrupt(panic_message(
             payload.as_ref(),
             "decoder failed",
@@ -101,16 +134,71 @@ fn prepare(buf: &mut Vec<u8>, len: usize) -> Result<&mut [u8], ResizeError> {
     Ok(&mut buf[..len])
 }
 
+/// `a * b * c` in bytes, saturating (header values are at most 2^32 each).
+fn bytes3(a: u32, b: u32, c: u64) -> u64 {
+    u64::from(a).saturating_mul(u64::from(b)).saturating_mul(c)
+}
+
 // ---------------------------------------------------------------- JPEG
 
 thread_local! {
     /// Scans seen by the JPEG decoder running on this thread (libjpeg's error manager has no
     /// room for user data, and a decode never migrates between threads).
     static JPEG_SCANS: Cell<u32> = const { Cell::new(0) };
+    /// The stop check of the JPEG decode running on this thread, for the trace hook; set by
+    /// [`StopInstalled`] for exactly the duration of that decode.
+    static JPEG_STOP: Cell<Option<*const (dyn Fn() -> bool + 'static)>> = const { Cell::new(None) };
+}
+
+/// Makes `stop` reachable from libjpeg's hooks while it lives (a guard, so an unwind out of
+/// libjpeg removes it too).
+struct StopInstalled;
+
+impl StopInstalled {
+    fn new(stop: Stop<'_>) -> Self {
+        // SAFETY: only the lifetime is erased. The pointer is read only by
+        // `jpeg_emit_message` on this thread while this guard lives, and the guard cannot
+        // outlive `stop` (it is dropped at the end of `decode_jpeg`, which borrows `stop`).
+        let ptr: *const (dyn Fn() -> bool + 'static) = unsafe {
+            std::mem::transmute::<*const (dyn Fn() -> bool + '_), *const (dyn Fn() -> bool + 'static)>(
+                stop,
+            )
+        };
+        JPEG_STOP.with(|s| s.set(Some(ptr)));
+        StopInstalled
+    }
+}
+
+impl Drop for StopInstalled {
+    fn drop(&mut self) {
+        JPEG_STOP.with(|s| s.set(None));
+    }
 }
 
 const JTRC_SOS: i32 = mozjpeg_sys::JTRC_SOS;
-const JWRN_JPEG_EOF: i32 = mozjpeg_sys::JWRN_JPEG_EOF;
+
+/// libjpeg warnings that do not mean lost or invented pixels, so a photo that raises them is
+/// still decoded. Every other warning (`JWRN_HIT_MARKER` "premature end of data segment",
+/// `JWRN_HUFF_BAD_CODE`, `JWRN_ARITH_BAD_CODE`, `JWRN_MUST_RESYNC`, `JWRN_NOT_SEQUENTIAL`,
+/// `JWRN_BOGUS_PROGRESSION`, `JWRN_JPEG_EOF`, `JWRN_TOO_MUCH_DATA` and any added later) is
+/// fatal: libjpeg goes on after them with grey or zeroed blocks.
+/// - `JWRN_JFIF_MAJOR`: an unknown JFIF version number in APP0 (metadata only).
+/// - `JWRN_ADOBE_XFORM`: an unknown Adobe transform code; libjpeg keeps the colour space
+///   the component count implies.
+/// - `JWRN_EXTRANEOUS_DATA`: bytes between the end of a segment and the next marker (some
+///   cameras pad scans); they are skipped after the segment was decoded completely, and a
+///   scan cut short raises `JWRN_HIT_MARKER` instead.
+/// - `JWRN_BOGUS_ICC`: raised only by `jpeg_read_icc_profile`, which is not used (profiles
+///   are assembled here, bounded).
+fn jpeg_warning_is_harmless(code: i32) -> bool {
+    [
+        mozjpeg_sys::JWRN_JFIF_MAJOR,
+        mozjpeg_sys::JWRN_ADOBE_XFORM,
+        mozjpeg_sys::JWRN_EXTRANEOUS_DATA,
+        mozjpeg_sys::JWRN_BOGUS_ICC,
+    ]
+    .contains(&code)
+}
 
 fn jpeg_message(cinfo: &mut jpeg_common_struct) -> String {
     // SAFETY: `err` is the error manager libjpeg is calling us through, so it is valid;
@@ -140,8 +228,9 @@ unsafe extern "C-unwind" fn jpeg_error_exit(cinfo: &mut jpeg_common_struct) {
 unsafe extern "C-unwind" fn jpeg_emit_message(cinfo: &mut jpeg_common_struct, level: i32) {
     // SAFETY: as in `jpeg_message`.
     let code = unsafe { cinfo.err.as_ref().map_or(0, |e| e.msg_code) };
-    if level < 0 && code == JWRN_JPEG_EOF {
-        std::panic::resume_unwind(Box::new("truncated JPEG: premature end of data".to_owned()));
+    if level < 0 && !jpeg_warning_is_harmless(code) {
+        let message = jpeg_message(cinfo);
+        std::panic::resume_unwind(Box::new(format!("corrupt JPEG: {message}")));
     }
     if level == 1 && code == JTRC_SOS {
         let scans = JPEG_SCANS.with(|s| {
@@ -152,6 +241,14 @@ unsafe extern "C-unwind" fn jpeg_emit_message(cinfo: &mut jpeg_common_struct, le
             std::panic::resume_unwind(Box::new(format!(
                 "JPEG has more than {JPEG_SCANS_MAX} scans"
             )));
+        }
+        // A progressive JPEG is entropy-decoded scan by scan before the first row comes
+        // out, so a scan is the check point there.
+        if let Some(stop) = JPEG_STOP.with(Cell::get) {
+            // SAFETY: see `StopInstalled::new`: set only while the closure is alive.
+            if unsafe { (*stop)() } {
+                std::panic::resume_unwind(Box::new(Cancelled));
+            }
         }
     }
 }
@@ -166,6 +263,67 @@ fn jpeg_error_mgr() -> jpeg_error_mgr {
     // Level-1 trace messages include one per scan (JTRC_SOS), which we count.
     err.trace_level = 1;
     err
+}
+
+/// What the markers before the first scan say, read without libjpeg.
+#[derive(Debug, Default)]
+struct JpegLayout {
+    /// Bytes of the segments libjpeg is asked to keep (APP1, APP2, APP14).
+    saved_bytes: u64,
+    /// Bytes of ICC profile data in APP2 `ICC_PROFILE` segments.
+    icc_bytes: u64,
+    /// The frame is decoded through a whole-image coefficient buffer: progressive, or a
+    /// first scan that does not hold every component (non-interleaved sequential).
+    multi_scan: bool,
+}
+
+/// Walks the marker segments from SOI to the first SOS (lengths only, no decoding).
+fn jpeg_layout(input: &[u8]) -> JpegLayout {
+    let mut layout = JpegLayout::default();
+    let mut components = 0u8;
+    let mut pos = 2;
+    loop {
+        while input.get(pos) == Some(&0xFF) && input.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (input.get(pos), input.get(pos + 1)) else {
+            return layout; // libjpeg will report what is wrong
+        };
+        let Some(len) = input
+            .get(pos + 2..pos + 4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return layout;
+        };
+        let segment = input
+            .get(pos + 4..(pos + 2 + len).min(input.len()))
+            .unwrap_or_default();
+        match marker {
+            0xE1 | 0xEE => layout.saved_bytes += len as u64,
+            0xE2 => {
+                layout.saved_bytes += len as u64;
+                if segment.starts_with(b"ICC_PROFILE\0") {
+                    layout.icc_bytes += segment.len().saturating_sub(14) as u64;
+                }
+            }
+            // SOF2, SOF6, SOF10, SOF14: progressive.
+            0xC2 | 0xC6 | 0xCA | 0xCE => {
+                layout.multi_scan = true;
+                components = segment.get(5).copied().unwrap_or(0);
+            }
+            0xC0 | 0xC1 | 0xC3 | 0xC5 | 0xC7 | 0xC9 | 0xCB | 0xCD | 0xCF => {
+                components = segment.get(5).copied().unwrap_or(0);
+            }
+            0xDA => {
+                let in_scan = segment.first().copied().unwrap_or(0);
+                layout.multi_scan |= in_scan < components;
+                return layout;
+            }
+            0xD9 => return layout,
+            _ => {}
+        }
+        pos += 2 + len;
+    }
 }
 
 const JPEG_MARKERS: &[Marker] = &[Marker::APP(1), Marker::APP(2), Marker::APP(14)];
@@ -270,10 +428,30 @@ fn decode_jpeg(
     limits: &Limits,
     bufs: &mut DecodeBuffers,
     plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
     // libjpeg errors unwind as panics; `decode` catches them for every format.
     JPEG_SCANS.with(|s| s.set(0));
-    decode_jpeg_inner(input, limits, bufs, plan)
+    let _installed = StopInstalled::new(stop);
+    decode_jpeg_inner(input, limits, bufs, plan, stop)
+}
+
+/// Rows of `dest` (`row_bytes` each) read from libjpeg in bands, with a stop check between
+/// bands. A file that ends before its declared height is an error (`UnexpectedEof` from
+/// `mozjpeg`), never a short image.
+fn read_jpeg_rows<R: std::io::BufRead>(
+    started: &mut mozjpeg::decompress::DecompressStarted<R>,
+    dest: &mut [u8],
+    row_bytes: usize,
+    stop: Stop<'_>,
+) -> Result<(), ResizeError> {
+    for band in dest.chunks_mut(row_bytes * ROWS_PER_CHECK) {
+        cancel::check(stop)?;
+        started
+            .read_scanlines_into(band)
+            .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
+    }
+    Ok(())
 }
 
 fn decode_jpeg_inner(
@@ -281,7 +459,13 @@ fn decode_jpeg_inner(
     limits: &Limits,
     bufs: &mut DecodeBuffers,
     plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
+    // Bounded before libjpeg copies the segments into its own memory.
+    let layout = jpeg_layout(input);
+    limits.check_metadata("ICC profile", layout.icc_bytes)?;
+    limits.check_metadata("metadata segments", layout.saved_bytes)?;
+
     let mut dec = Decompress::with_markers(JPEG_MARKERS)
         .with_err(jpeg_error_mgr())
         .from_reader(JpegInput::full(input))
@@ -314,10 +498,39 @@ fn decode_jpeg_inner(
             .collect()
     });
 
+    let (out_space, channels) = match dec.color_space() {
+        ColorSpace::JCS_GRAYSCALE => (ColorSpace::JCS_GRAYSCALE, 1u8),
+        ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => (ColorSpace::JCS_CMYK, 4u8),
+        _ => (ColorSpace::JCS_RGB, 3u8),
+    };
+    // A multi-scan frame keeps every DCT coefficient (2 bytes each, 64 per 8x8 block of
+    // each component, at full size whatever the scale) until the last scan is read.
+    let (h_max, v_max) = dec.components().iter().fold((1, 1), |(h, v), c| {
+        (h.max(c.h_samp_factor), v.max(c.v_samp_factor))
+    });
+    let coefficient_bytes: u64 = dec
+        .components()
+        .iter()
+        .map(|c| {
+            let w = (u64::from(width) * c.h_samp_factor as u64).div_ceil(h_max as u64 * 8) + 1;
+            let h = (u64::from(height) * c.v_samp_factor as u64).div_ceil(v_max as u64 * 8) + 1;
+            w * h * 128
+        })
+        .sum();
     let header = Header {
         width,
         height,
         orientation,
+        channels: if channels == 4 { 3 } else { channels },
+        frames: 1,
+        icc: channels == 3 && icc.is_some(),
+        scratch_bytes_per_pixel: if channels == 4 { 4 } else { 0 },
+        // Otherwise libjpeg holds a few MCU rows: 16 rows per component, plus tables.
+        decoder_bytes: if layout.multi_scan {
+            coefficient_bytes
+        } else {
+            bytes3(width, 16 * 4, 2) + (1 << 20)
+        },
     };
     let scale = plan(&header)?.clamp(1, 8);
     if scale <= PROGRESSIVE_TRIM_SCALE_MAX {
@@ -335,25 +548,20 @@ fn decode_jpeg_inner(
     // Smoothing only matters for incomplete progressive scans (buffered-image mode).
     dec.do_block_smoothing(false);
 
-    let (out_space, channels) = match dec.color_space() {
-        ColorSpace::JCS_GRAYSCALE => (ColorSpace::JCS_GRAYSCALE, 1u8),
-        ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => (ColorSpace::JCS_CMYK, 4u8),
-        _ => (ColorSpace::JCS_RGB, 3u8),
-    };
     let mut started = dec
         .to_colorspace(out_space)
         .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
     let (w, h) = (started.width() as u32, started.height() as u32);
-    let len = w as usize * h as usize * usize::from(channels);
+    let row_bytes = w as usize * usize::from(channels);
+    let len = row_bytes * h as usize;
 
     if out_space == ColorSpace::JCS_CMYK {
         let cmyk = prepare(&mut bufs.scratch, len)?;
-        started
-            .read_scanlines_into(cmyk)
-            .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
+        read_jpeg_rows(&mut started, cmyk, row_bytes, stop)?;
         started
             .finish()
             .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
+        cancel::check(stop)?;
         let rgb = prepare(&mut bufs.pixels, w as usize * h as usize * 3)?;
         color::cmyk_to_rgb(&bufs.scratch[..len], rgb, adobe, icc.as_deref());
         return Ok(Decoded {
@@ -366,9 +574,7 @@ fn decode_jpeg_inner(
     }
 
     let pixels = prepare(&mut bufs.pixels, len)?;
-    started
-        .read_scanlines_into(pixels)
-        .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
+    read_jpeg_rows(&mut started, pixels, row_bytes, stop)?;
     started
         .finish()
         .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
@@ -385,35 +591,67 @@ fn decode_jpeg_inner(
 
 // ---------------------------------------------------------------- PNG
 
-/// Frame count of an APNG from its `acTL` chunk (1 for a still PNG), walking chunk headers
-/// up to the first `IDAT` without decompressing anything.
-fn apng_frames(input: &[u8]) -> u32 {
-    let mut pos = 8;
-    while pos + 8 <= input.len() {
-        let len = u32::from_be_bytes([input[pos], input[pos + 1], input[pos + 2], input[pos + 3]]);
-        let kind = &input[pos + 4..pos + 8];
-        let data = pos + 8;
-        if kind == b"IDAT" {
-            break;
-        }
-        if kind == b"acTL" && data + 4 <= input.len() {
-            return u32::from_be_bytes([
-                input[data],
-                input[data + 1],
-                input[data + 2],
-                input[data + 3],
-            ]);
-        }
-        pos = data.saturating_add(len as usize).saturating_add(4);
-    }
-    1
+/// What the chunks before the first `IDAT` say, read and bounded here.
+#[derive(Debug, Default)]
+struct PngChunks {
+    /// Frames from `acTL` (1 for a still PNG).
+    frames: u32,
+    /// The inflated `iCCP` profile, when it is well-formed.
+    icc: Option<Vec<u8>>,
+    /// EXIF orientation from `eXIf`.
+    orientation: u8,
 }
 
-fn image_limits(limits: &Limits) -> image::Limits {
-    let mut l = image::Limits::default();
-    // Room for the largest accepted image at 16-bit RGBA plus decoder state.
-    l.max_alloc = Some(limits.pixels_max.saturating_mul(8).saturating_add(64 << 20));
-    l
+/// Walks the chunks up to the first `IDAT`, without trusting any of them: an `iCCP` profile
+/// is inflated with a bound of `metadata_bytes_max` (a deflate bomb stops there and refuses
+/// the image), an `eXIf` chunk over that size refuses it, and text chunks are skipped
+/// without inflating. Broken chunk framing is left to the `png` decoder to report.
+fn png_chunks(input: &[u8], limits: &Limits) -> Result<PngChunks, ResizeError> {
+    let mut chunks = PngChunks {
+        frames: 1,
+        icc: None,
+        orientation: 1,
+    };
+    let cap = usize::try_from(limits.metadata_bytes_max).unwrap_or(usize::MAX);
+    let mut pos = 8;
+    while let Some(head) = input.get(pos..pos + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = &head[4..8];
+        let Some(data) = input.get(pos + 8..(pos + 8).saturating_add(len)) else {
+            break;
+        };
+        match kind {
+            b"IDAT" => break,
+            b"acTL" if data.len() >= 4 => {
+                chunks.frames = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+            }
+            b"iCCP" if chunks.icc.is_none() => {
+                // Profile name (1..=79 bytes), NUL, compression method 0, zlib stream.
+                let Some(nul) = data.iter().take(80).position(|&b| b == 0) else {
+                    break;
+                };
+                if data.get(nul + 1) == Some(&0) {
+                    match fdeflate::decompress_to_vec_bounded(&data[nul + 2..], cap) {
+                        Ok(profile) => chunks.icc = Some(profile),
+                        Err(fdeflate::BoundedDecompressionError::OutputTooLarge { .. }) => {
+                            limits.check_metadata("ICC profile", (cap as u64).saturating_add(1))?;
+                        }
+                        // A corrupt profile is ignored, as `png` itself does.
+                        Err(_) => {}
+                    }
+                }
+            }
+            b"eXIf" => {
+                limits.check_metadata("EXIF", data.len() as u64)?;
+                if let Some(o) = Orientation::from_exif_chunk(data) {
+                    chunks.orientation = o.to_exif();
+                }
+            }
+            _ => {}
+        }
+        pos = pos + 12 + len;
+    }
+    Ok(chunks)
 }
 
 fn decode_png(
@@ -421,63 +659,125 @@ fn decode_png(
     limits: &Limits,
     bufs: &mut DecodeBuffers,
     plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
-    let corrupt = |e: image::ImageError| ResizeError::Corrupt(format!("PNG: {e}"));
-    let mut dec = image::codecs::png::PngDecoder::new(Cursor::new(input)).map_err(corrupt)?;
-    let (width, height) = dec.dimensions();
+    let corrupt = |e: png::DecodingError| ResizeError::Corrupt(format!("PNG: {e}"));
+    // IHDR must be the first chunk; its size is checked before the decoder exists.
+    let ihdr = input
+        .get(8..24)
+        .filter(|h| &h[4..8] == b"IHDR")
+        .ok_or_else(|| ResizeError::Corrupt("PNG: no IHDR chunk".to_owned()))?;
+    let width = u32::from_be_bytes([ihdr[8], ihdr[9], ihdr[10], ihdr[11]]);
+    let height = u32::from_be_bytes([ihdr[12], ihdr[13], ihdr[14], ihdr[15]]);
     limits.check_dimensions(width, height)?;
-    limits.check_frames(apng_frames(input))?;
-    dec.set_limits(image_limits(limits)).map_err(corrupt)?;
-    let orientation = dec.orientation().map(Orientation::to_exif).unwrap_or(1);
-    let icc = dec.icc_profile().ok().flatten();
+    let chunks = png_chunks(input, limits)?;
+    limits.check_frames(chunks.frames)?;
+
+    let mut dec = png::Decoder::new_with_limits(
+        Cursor::new(input),
+        png::Limits {
+            // Everything but the caller's pixel buffer: row buffers and the inflater.
+            bytes: 64 << 20,
+        },
+    );
+    // Profiles were read above with a bound; text is never needed.
+    dec.set_ignore_iccp_chunk(true);
+    dec.set_ignore_text_chunk(true);
+    dec.set_transformations(png::Transformations::EXPAND);
+    let mut reader = dec.read_info().map_err(corrupt)?;
+    let (color, depth) = reader.output_color_type();
+    let channels = color.samples() as u8;
+    let wide = depth == png::BitDepth::Sixteen;
+    let rgb = matches!(color, png::ColorType::Rgb | png::ColorType::Rgba);
+    let raw_row = reader
+        .output_line_size(width)
+        .ok_or_else(|| ResizeError::Corrupt("PNG: row too large".to_owned()))?;
     plan(&Header {
         width,
         height,
-        orientation,
+        orientation: chunks.orientation,
+        channels,
+        frames: chunks.frames,
+        icc: rgb && chunks.icc.is_some(),
+        scratch_bytes_per_pixel: 0,
+        // The current and previous raw rows, one 8-bit row, and the inflater's window.
+        decoder_bytes: 3 * raw_row as u64 + (1 << 20),
     })?;
-    let color = dec.color_type();
-    let channels = color.channel_count();
-    let len = dec.total_bytes() as usize;
-    if color.bytes_per_pixel() == channels {
-        let buf = prepare(&mut bufs.pixels, len)?;
-        dec.read_image(buf).map_err(corrupt)?;
-    } else {
-        let wide = prepare(&mut bufs.scratch, len)?;
-        dec.read_image(wide).map_err(corrupt)?;
-        let narrow = prepare(&mut bufs.pixels, len / 2)?;
-        for (out, v) in narrow.iter_mut().zip(bufs.scratch.chunks_exact(2)) {
-            // The decoder wrote native-endian u16; round to the nearest 8-bit value.
-            let v = u32::from(u16::from_ne_bytes([v[0], v[1]]));
-            *out = ((v * 255 + 32_895) >> 16) as u8;
+
+    let row_bytes = width as usize * usize::from(channels);
+    let pixels = prepare(&mut bufs.pixels, row_bytes * height as usize)?;
+    let row = prepare(&mut bufs.scratch, raw_row)?;
+    let mut rows = 0usize;
+    while let Some(interlace) = reader.read_row(row).map_err(corrupt)? {
+        if rows.is_multiple_of(ROWS_PER_CHECK) {
+            cancel::check(stop)?;
         }
+        if wide {
+            // In place: sample i is written after samples 2i and 2i+1 were read.
+            for i in 0..row.len() / 2 {
+                let v = u32::from(u16::from_be_bytes([row[2 * i], row[2 * i + 1]]));
+                row[i] = ((v * 255 + 32_895) >> 16) as u8;
+            }
+        }
+        match interlace {
+            png::InterlaceInfo::Null(_) => {
+                // Rows of a non-interlaced image come in order.
+                let dest = pixels
+                    .get_mut(rows * row_bytes..(rows + 1) * row_bytes)
+                    .ok_or_else(|| ResizeError::Corrupt("PNG: too many rows".to_owned()))?;
+                dest.copy_from_slice(&row[..row_bytes]);
+            }
+            png::InterlaceInfo::Adam7(info) => {
+                png::expand_interlaced_row(pixels, row_bytes, row, &info, channels * 8);
+            }
+        }
+        rows += 1;
     }
-    let icc = if matches!(
-        color,
-        ColorType::Rgb8 | ColorType::Rgba8 | ColorType::Rgb16 | ColorType::Rgba16
-    ) {
-        icc
-    } else {
-        None
-    };
+    if rows == 0 {
+        return Err(ResizeError::Corrupt("PNG: no image data".to_owned()));
+    }
+    // The end of the frame (a missing or cut IDAT stream is an error here).
+    reader.finish().map_err(corrupt)?;
+    let icc = if rgb { chunks.icc } else { None };
     Ok(Decoded {
         width,
         height,
         channels,
-        orientation,
+        orientation: chunks.orientation,
         icc,
     })
 }
 
 // ---------------------------------------------------------------- GIF
 
+/// `image`'s allocation bound for GIF and WebP decoding: the largest accepted image as RGBA
+/// twice (frame and canvas) plus decoder state. The job's memory estimate is the tighter
+/// check; this one stops a decoder that would allocate beyond what it declared.
+fn decoder_alloc_max(limits: &Limits) -> u64 {
+    limits.pixels_max.saturating_mul(8).saturating_add(64 << 20)
+}
+
 /// Counts frames without decompressing their pixels (the LZW data is skipped, so the cost
-/// is bounded by the input size, which is itself bounded).
-fn gif_frames(input: &[u8]) -> Result<u32, ResizeError> {
-    let corrupt = |e: gif::DecodingError| ResizeError::Corrupt(format!("GIF: {e}"));
+/// is bounded by the input size, which is itself bounded). The application extensions the
+/// `gif` crate keeps (ICC, XMP) are bounded by `metadata_bytes_max` through its memory
+/// limit; comment and other extensions are skipped without being kept.
+fn gif_frames(input: &[u8], limits: &Limits) -> Result<u32, ResizeError> {
+    let corrupt = |e: gif::DecodingError| match e {
+        gif::DecodingError::MemoryLimit => ResizeError::MetadataTooLarge {
+            kind: "GIF extensions",
+            bytes: limits.metadata_bytes_max.saturating_add(1),
+            max: limits.metadata_bytes_max,
+        },
+        e => ResizeError::Corrupt(format!("GIF: {e}")),
+    };
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::Indexed);
     options.skip_frame_decoding(true);
     options.check_frame_consistency(false);
+    options.set_memory_limit(gif::MemoryLimit::Bytes(
+        std::num::NonZeroU64::new(limits.metadata_bytes_max.max(1))
+            .unwrap_or(std::num::NonZeroU64::MIN),
+    ));
     let mut dec = options.read_info(Cursor::new(input)).map_err(corrupt)?;
     let mut frames = 0u32;
     while dec.next_frame_info().map_err(corrupt)?.is_some() {
@@ -491,25 +791,46 @@ fn decode_gif(
     limits: &Limits,
     bufs: &mut DecodeBuffers,
     plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
     let corrupt = |e: image::ImageError| ResizeError::Corrupt(format!("GIF: {e}"));
-    let mut dec = image::codecs::gif::GifDecoder::new(Cursor::new(input)).map_err(corrupt)?;
-    let (width, height) = dec.dimensions();
-    limits.check_dimensions(width, height)?;
-    let frames = gif_frames(input)?;
+    // The logical screen size is at bytes 6..10 (little-endian); checked before any decoder
+    // reads the extensions that follow it.
+    let screen = input
+        .get(6..10)
+        .ok_or_else(|| ResizeError::Corrupt("GIF: no logical screen descriptor".to_owned()))?;
+    limits.check_dimensions(
+        u32::from(u16::from_le_bytes([screen[0], screen[1]])),
+        u32::from(u16::from_le_bytes([screen[2], screen[3]])),
+    )?;
+    let frames = gif_frames(input, limits)?;
     if frames == 0 {
         return Err(ResizeError::Corrupt("GIF has no frames".to_owned()));
     }
     limits.check_frames(frames)?;
-    dec.set_limits(image_limits(limits)).map_err(corrupt)?;
+    let mut dec = image::codecs::gif::GifDecoder::new(Cursor::new(input)).map_err(corrupt)?;
+    let (width, height) = dec.dimensions();
+    limits.check_dimensions(width, height)?;
+    let mut image_limits = image::Limits::default();
+    image_limits.max_alloc = Some(decoder_alloc_max(limits));
+    dec.set_limits(image_limits).map_err(corrupt)?;
+    let channels = dec.color_type().channel_count();
     plan(&Header {
         width,
         height,
         orientation: 1,
+        channels,
+        frames,
+        icc: false,
+        scratch_bytes_per_pixel: 0,
+        // `image` decodes the first frame into its own RGBA buffer, then into ours.
+        decoder_bytes: bytes3(width, height, 4) + (1 << 20),
     })?;
-    let channels = dec.color_type().channel_count();
     let buf = prepare(&mut bufs.pixels, dec.total_bytes() as usize)?;
+    // One call decodes the whole frame: the check points are around it.
+    cancel::check(stop)?;
     dec.read_image(buf).map_err(corrupt)?;
+    cancel::check(stop)?;
     Ok(Decoded {
         width,
         height,
@@ -521,19 +842,49 @@ fn decode_gif(
 
 // ---------------------------------------------------------------- WebP
 
+/// Sum of the sizes of the `ICCP`, `EXIF` and `XMP ` chunks of a RIFF WebP file (walking
+/// chunk headers only), so a flood or an oversized chunk is refused before `image-webp`
+/// reads any of them.
+fn webp_metadata_bytes(input: &[u8]) -> u64 {
+    let mut total = 0u64;
+    let mut pos = 12;
+    while let Some(head) = input.get(pos..pos + 8) {
+        let len = u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
+        if matches!(&head[..4], b"ICCP" | b"EXIF" | b"XMP ") {
+            total = total.saturating_add(len);
+        }
+        // Chunks are padded to an even size.
+        let Some(next) = usize::try_from(len + (len & 1))
+            .ok()
+            .and_then(|l| (pos + 8).checked_add(l))
+        else {
+            break;
+        };
+        pos = next;
+    }
+    total
+}
+
 fn decode_webp(
     input: &[u8],
     limits: &Limits,
     bufs: &mut DecodeBuffers,
     plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
     let corrupt = |e: image_webp::DecodingError| ResizeError::Corrupt(format!("WebP: {e}"));
+    limits.check_metadata("metadata chunks", webp_metadata_bytes(input))?;
     let mut dec = image_webp::WebPDecoder::new(Cursor::new(input)).map_err(corrupt)?;
     let (width, height) = dec.dimensions();
     limits.check_dimensions(width, height)?;
-    if dec.is_animated() {
-        limits.check_frames(dec.num_frames())?;
-    }
+    let frames = if dec.is_animated() {
+        dec.num_frames()
+    } else {
+        1
+    };
+    limits.check_frames(frames)?;
+    // Metadata reads are held to the metadata bound, the pixel decode to the decoder's.
+    dec.set_memory_limit(usize::try_from(limits.metadata_bytes_max).unwrap_or(usize::MAX));
     let orientation = dec
         .exif_metadata()
         .ok()
@@ -541,20 +892,28 @@ fn decode_webp(
         .and_then(|exif| Orientation::from_exif_chunk(&exif))
         .map_or(1, Orientation::to_exif);
     let icc = dec.icc_profile().ok().flatten();
+    let channels: u8 = if dec.has_alpha() { 4 } else { 3 };
     plan(&Header {
         width,
         height,
         orientation,
+        channels,
+        frames,
+        icc: icc.is_some(),
+        scratch_bytes_per_pixel: 0,
+        // Lossless: ARGB words and transform buffers; lossy: YUV planes; animated: a canvas
+        // besides the frame. Four bytes per pixel covers each.
+        decoder_bytes: bytes3(width, height, 4) + (1 << 20),
     })?;
-    dec.set_memory_limit(
-        usize::try_from(image_limits(limits).max_alloc.unwrap_or(u64::MAX)).unwrap_or(usize::MAX),
-    );
-    let channels: u8 = if dec.has_alpha() { 4 } else { 3 };
+    dec.set_memory_limit(usize::try_from(decoder_alloc_max(limits)).unwrap_or(usize::MAX));
     let len = dec
         .output_buffer_size()
         .ok_or_else(|| ResizeError::Corrupt("WebP: image too large".to_owned()))?;
     let buf = prepare(&mut bufs.pixels, len)?;
+    // One call decodes the whole frame: the check points are around it.
+    cancel::check(stop)?;
     dec.read_image(buf).map_err(corrupt)?;
+    cancel::check(stop)?;
     Ok(Decoded {
         width,
         height,

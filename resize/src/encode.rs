@@ -10,12 +10,18 @@
 //! request cannot take minutes. rav1e's `asm` feature was measured and left out: it made a
 //! 400x266 thumbnail at speed 8 only 16% faster (526 vs 624 ms; 3x faster at speed 10 on
 //! 6 MP) for a nasm build of rav1e that adds minutes to a clean build on 2 cores.
+//!
+//! Cancellation: JPEG and PNG are written in bands of [`ROWS_PER_CHECK`] rows with a stop
+//! check between bands; WebP goes through libwebp directly (`libwebp-sys`, already built
+//! for `webp`) because only there can its progress hook, called several times per encode,
+//! abort the encode; AVIF (rav1e via `ravif`) has no hook and runs to the end once started,
+//! which `Limits::avif_output_pixels_max` bounds.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use image::ImageEncoder;
 use mozjpeg::{ColorSpace, Compress};
 
+use crate::cancel::{self, Stop, ROWS_PER_CHECK};
 use crate::error::panic_message;
 use crate::options::avif_speed_min;
 use crate::{OutputFormat, ResizeError};
@@ -44,12 +50,14 @@ pub(crate) fn encode(
     frame: &Frame<'_>,
     settings: EncodeSettings,
     out: &mut Vec<u8>,
+    stop: Stop<'_>,
 ) -> Result<(), ResizeError> {
     out.clear();
+    cancel::check(stop)?;
     match catch_unwind(AssertUnwindSafe(|| match format {
-        OutputFormat::Jpeg => encode_jpeg(frame, settings, out),
-        OutputFormat::Png => encode_png(frame, out),
-        OutputFormat::WebP => encode_webp(frame, settings, out),
+        OutputFormat::Jpeg => encode_jpeg(frame, settings, out, stop),
+        OutputFormat::Png => encode_png(frame, out, stop),
+        OutputFormat::WebP => encode_webp(frame, settings, out, stop),
         OutputFormat::Avif => encode_avif(frame, settings, out),
     })) {
         Ok(result) => result,
@@ -64,6 +72,7 @@ fn encode_jpeg(
     frame: &Frame<'_>,
     settings: EncodeSettings,
     out: &mut Vec<u8>,
+    stop: Stop<'_>,
 ) -> Result<(), ResizeError> {
     let space = match frame.channels {
         1 => ColorSpace::JCS_GRAYSCALE,
@@ -100,39 +109,69 @@ fn encode_jpeg(
         .start_compress(std::mem::take(out))
         .map_err(|e| ResizeError::Encode(format!("JPEG: {e}")))?;
     let mut started = started;
-    started
-        .write_scanlines(frame.pixels)
-        .map_err(|e| ResizeError::Encode(format!("JPEG: {e}")))?;
+    let row_bytes = frame.width as usize * usize::from(frame.channels);
+    for band in frame.pixels.chunks(row_bytes * ROWS_PER_CHECK) {
+        // Dropping `started` destroys the compressor (`mozjpeg`'s `Drop`).
+        cancel::check(stop)?;
+        started
+            .write_scanlines(band)
+            .map_err(|e| ResizeError::Encode(format!("JPEG: {e}")))?;
+    }
     *out = started
         .finish()
         .map_err(|e| ResizeError::Encode(format!("JPEG: {e}")))?;
     Ok(())
 }
 
-fn encode_png(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), ResizeError> {
+fn encode_png(frame: &Frame<'_>, out: &mut Vec<u8>, stop: Stop<'_>) -> Result<(), ResizeError> {
+    let err = |e: png::EncodingError| ResizeError::Encode(format!("PNG: {e}"));
     let color = match frame.channels {
-        1 => image::ExtendedColorType::L8,
-        2 => image::ExtendedColorType::La8,
-        3 => image::ExtendedColorType::Rgb8,
-        _ => image::ExtendedColorType::Rgba8,
+        1 => png::ColorType::Grayscale,
+        2 => png::ColorType::GrayscaleAlpha,
+        3 => png::ColorType::Rgb,
+        _ => png::ColorType::Rgba,
     };
-    image::codecs::png::PngEncoder::new_with_quality(
-        &mut *out,
-        image::codecs::png::CompressionType::Default,
-        image::codecs::png::FilterType::Adaptive,
-    )
-    .write_image(frame.pixels, frame.width, frame.height, color)
-    .map_err(|e| ResizeError::Encode(format!("PNG: {e}")))
+    // The settings `image`'s `PngEncoder` used here before (CompressionType::Default,
+    // FilterType::Adaptive), written through a stream so rows go in bands.
+    let mut encoder = png::Encoder::new(&mut *out, frame.width, frame.height);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Balanced);
+    encoder.set_filter(png::Filter::Adaptive);
+    let mut writer = encoder.write_header().map_err(err)?;
+    let mut stream = writer.stream_writer().map_err(err)?;
+    let row_bytes = frame.width as usize * usize::from(frame.channels);
+    for band in frame.pixels.chunks(row_bytes * ROWS_PER_CHECK) {
+        cancel::check(stop)?;
+        std::io::Write::write_all(&mut stream, band)
+            .map_err(|e| ResizeError::Encode(format!("PNG: {e}")))?;
+    }
+    stream.finish().map_err(err)?;
+    writer.finish().map_err(err)
+}
+
+/// libwebp's progress hook: returning 0 aborts the encode (`VP8_ENC_ERROR_USER_ABORT`).
+/// `user_data` points at the caller's [`Stop`] for the duration of `WebPEncode`.
+unsafe extern "C" fn webp_progress(_percent: i32, picture: *const libwebp_sys::WebPPicture) -> i32 {
+    // SAFETY: `encode_webp` sets `user_data` to a `Stop` that outlives `WebPEncode`.
+    let stop = unsafe { &*((*picture).user_data as *const Stop<'_>) };
+    // A panicking stop check must not unwind into C: it counts as a stop.
+    match catch_unwind(AssertUnwindSafe(stop)) {
+        Ok(false) => 1,
+        _ => 0,
+    }
 }
 
 fn encode_webp(
     frame: &Frame<'_>,
     settings: EncodeSettings,
     out: &mut Vec<u8>,
+    stop: Stop<'_>,
 ) -> Result<(), ResizeError> {
-    let layout = match frame.channels {
-        3 => webp::PixelLayout::Rgb,
-        4 => webp::PixelLayout::Rgba,
+    use libwebp_sys as ffi;
+    let import = match frame.channels {
+        3 => ffi::WebPPictureImportRGB,
+        4 => ffi::WebPPictureImportRGBA,
         n => {
             return Err(ResizeError::Encode(format!(
                 "WebP cannot take {n} channels"
@@ -144,12 +183,52 @@ fn encode_webp(
             "WebP is limited to 16383 pixels per side".to_owned(),
         ));
     }
-    let encoder = webp::Encoder::new(frame.pixels, layout, frame.width, frame.height);
-    let memory = encoder
-        .encode_simple(false, f32::from(settings.quality))
-        .map_err(|e| ResizeError::Encode(format!("WebP: {e:?}")))?;
-    out.extend_from_slice(&memory);
-    Ok(())
+    let stride = frame.width as usize * usize::from(frame.channels);
+    if frame.pixels.len() < stride * frame.height as usize {
+        return Err(ResizeError::Encode("WebP: short pixel buffer".to_owned()));
+    }
+    // The settings of `webp::Encoder::encode_simple(false, quality)`, used here before.
+    let mut config =
+        ffi::WebPConfig::new().map_err(|()| ResizeError::Encode("WebP: config".to_owned()))?;
+    config.lossless = 0;
+    config.alpha_compression = 1;
+    config.quality = f32::from(settings.quality);
+    let mut picture =
+        ffi::WebPPicture::new().map_err(|()| ResizeError::Encode("WebP: picture".to_owned()))?;
+    picture.use_argb = 1;
+    picture.width = frame.width as i32;
+    picture.height = frame.height as i32;
+    let mut writer = std::mem::MaybeUninit::<ffi::WebPMemoryWriter>::uninit();
+    // SAFETY: the pixel buffer holds `height` rows of `stride` bytes (checked above); the
+    // writer is initialised before use and cleared after; `user_data` points at `stop`,
+    // which outlives `WebPEncode`; the picture is freed on every path after the import.
+    let (ok, error) = unsafe {
+        if import(&mut picture, frame.pixels.as_ptr(), stride as i32) == 0 {
+            ffi::WebPPictureFree(&mut picture);
+            return Err(ResizeError::Encode(
+                "WebP: out of memory importing".to_owned(),
+            ));
+        }
+        ffi::WebPMemoryWriterInit(writer.as_mut_ptr());
+        picture.writer = Some(ffi::WebPMemoryWrite);
+        picture.custom_ptr = writer.as_mut_ptr().cast();
+        picture.progress_hook = Some(webp_progress);
+        picture.user_data = (&stop as *const Stop<'_>).cast_mut().cast();
+        let ok =
+            ffi::WebPValidateConfig(&config) != 0 && ffi::WebPEncode(&config, &mut picture) != 0;
+        let mut writer = writer.assume_init();
+        if ok && !writer.mem.is_null() {
+            out.extend_from_slice(std::slice::from_raw_parts(writer.mem, writer.size));
+        }
+        ffi::WebPMemoryWriterClear(&mut writer);
+        ffi::WebPPictureFree(&mut picture);
+        (ok, picture.error_code)
+    };
+    match (ok, error) {
+        (true, _) => Ok(()),
+        (false, ffi::WebPEncodingError::VP8_ENC_ERROR_USER_ABORT) => Err(ResizeError::Cancelled),
+        (false, e) => Err(ResizeError::Encode(format!("WebP: {e:?}"))),
+    }
 }
 
 fn encode_avif(

@@ -2,7 +2,7 @@
 //!
 //! Every failure a hostile or broken input can cause is an ordinary value here (never a
 //! panic), so the node can answer it with a 4xx and never bill it. `class` and `code` are the
-//! only mapping the node needs: the crate knows nothing of HTTP itself, only which of five
+//! only mapping the node needs: the crate knows nothing of HTTP itself, only which of six
 //! broad classes a failure belongs to, and a stable snake_case code for JSON bodies.
 
 /// Why a resize was refused or failed.
@@ -36,6 +36,26 @@ pub enum ResizeError {
     /// A request option is out of range or its result would exceed the output limits.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// An embedded metadata item the pipeline reads (ICC profile, EXIF) is, or inflates to,
+    /// more than `Limits::metadata_bytes_max`. Refused rather than ignored: dropping an ICC
+    /// profile would serve wrong colours as a success, and no real camera or editor writes
+    /// metadata this large (it is a decompression bomb or a flood).
+    #[error("the image's {kind} is {bytes} bytes or more, over the limit of {max} bytes")]
+    MetadataTooLarge {
+        /// What was too large: "ICC profile", "EXIF", "metadata segments".
+        kind: &'static str,
+        /// The size seen when the bound was crossed (a lower bound for inflated data).
+        bytes: u64,
+        max: u64,
+    },
+    /// The job's estimated peak working memory (decode, resize and encode buffers, see
+    /// `crate::budget`) is over `Limits::job_bytes_max`; refused from the header, before
+    /// any pixel buffer is allocated.
+    #[error("the job would need about {bytes} bytes of memory, over the limit of {max} bytes")]
+    JobMemoryExceeded { bytes: u64, max: u64 },
+    /// The caller's stop check returned true (deadline passed, client gone); no output.
+    #[error("the job was cancelled")]
+    Cancelled,
     /// The encoder failed (should not happen on validated input).
     #[error("encoding failed: {0}")]
     Encode(String),
@@ -54,6 +74,9 @@ pub enum ErrorClass {
     Unprocessable,
     /// A failure on our side (500).
     Internal,
+    /// The caller cancelled the job through its stop check (the node answers 503 when its
+    /// deadline passed, nothing when the client went away).
+    Cancelled,
 }
 
 impl ResizeError {
@@ -65,9 +88,11 @@ impl ResizeError {
             ResizeError::UnsupportedFormat | ResizeError::Corrupt(_) => {
                 ErrorClass::UnsupportedMedia
             }
-            ResizeError::DimensionsTooLarge { .. } | ResizeError::TooManyFrames { .. } => {
-                ErrorClass::Unprocessable
-            }
+            ResizeError::DimensionsTooLarge { .. }
+            | ResizeError::TooManyFrames { .. }
+            | ResizeError::MetadataTooLarge { .. }
+            | ResizeError::JobMemoryExceeded { .. } => ErrorClass::Unprocessable,
+            ResizeError::Cancelled => ErrorClass::Cancelled,
             ResizeError::Encode(_) => ErrorClass::Internal,
         }
     }
@@ -82,6 +107,9 @@ impl ResizeError {
             ResizeError::DimensionsTooLarge { .. } => "image_too_large",
             ResizeError::TooManyFrames { .. } => "too_many_frames",
             ResizeError::InvalidOption(_) => "invalid_parameter",
+            ResizeError::MetadataTooLarge { .. } => "metadata_too_large",
+            ResizeError::JobMemoryExceeded { .. } => "job_memory_exceeded",
+            ResizeError::Cancelled => "cancelled",
             ResizeError::Encode(_) => "encode_failed",
         }
     }

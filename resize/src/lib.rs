@@ -27,9 +27,18 @@
 //! - `image-webp`: the WebP decoder `image` wraps, used directly for its frame count.
 //! - `moxcms`: ICC profiles (already built as part of `image`; see `color`).
 //! - `libc`: `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` for billing CPU time.
+//! - `png` (already built for `image`): decoding row by row, with the iCCP and text chunks
+//!   left alone (`image`'s wrapper inflates iCCP before limits can be set, and decodes a
+//!   frame in one call, so it can neither bound metadata nor be cancelled), and encoding in
+//!   bands.
+//! - `fdeflate` (already built for `png`): inflating a PNG's ICC profile with a bound.
+//! - `libwebp-sys` (already built for `webp`): the encoder's progress hook, which can abort
+//!   an encode; `webp` does not expose it.
 //!
 //! What this crate must never know about: HTTP, tenants, billing, the network, tokio.
 
+mod budget;
+mod cancel;
 mod color;
 mod decode;
 mod encode;
@@ -46,5 +55,5 @@ pub use limits::Limits;
 pub use options::{
     avif_speed_min, Fit, FormatRequest, Gravity, Options, OutputFormat, ParseError, SIDE_MAX,
 };
-pub use pipeline::{Output, Pipeline, Timings, JPEG_SHRINK_MARGIN};
+pub use pipeline::{probe, Output, Pipeline, Probe, Timings, JPEG_SHRINK_MARGIN};
 pub use sniff::{sniff, InputFormat};

@@ -6,15 +6,23 @@
 //! ICC to sRGB (on the small output) → orientation (on the small output) → alpha handling
 //! for the target format → encode. `Timings` reports wall time per stage and the thread CPU
 //! time of the whole call, which is what the node bills.
+//!
+//! Everything that decides the cost of a job is settled from the header, in [`plan_job`]:
+//! the geometry plan, the JPEG DCT scale, the output format (see [`resolve_format`]) and
+//! the memory estimate (`crate::budget`). [`probe`] runs exactly that and stops, so the
+//! node's admission sees the same numbers and the same refusals as the pipeline.
 
 use std::time::Instant;
 
 use fast_image_resize as fir;
 
+use crate::cancel::{self, Stop};
 use crate::decode::{self, DecodeBuffers, Header};
 use crate::encode::{self, EncodeSettings, Frame};
 use crate::geometry::{self, Plan};
-use crate::{color, sniff, FormatRequest, InputFormat, Limits, Options, OutputFormat, ResizeError};
+use crate::{
+    budget, color, sniff, FormatRequest, InputFormat, Limits, Options, OutputFormat, ResizeError,
+};
 
 /// Default JPEG shrink-on-load margin: decode at the smallest DCT scale that still leaves at
 /// least this many decoded pixels per output pixel along each axis, so the Lanczos3 pass has
@@ -91,54 +99,55 @@ impl Pipeline {
 
     /// Converts `input` as `options` asks.
     pub fn process(&mut self, input: &[u8], options: &Options) -> Result<Output, ResizeError> {
+        self.process_cancellable(input, options, &|| false)
+    }
+
+    /// Converts `input` as `options` asks, calling `stop` at check points (between stages,
+    /// every 64 rows of a JPEG/PNG decode or JPEG/PNG encode, at each JPEG scan, at
+    /// libwebp's progress reports) and returning [`ResizeError::Cancelled`] at the first
+    /// one where it returns true. `stop` should be cheap (a clock read and a flag); the
+    /// longest stretches without a check are listed in the crate doc.
+    pub fn process_cancellable(
+        &mut self,
+        input: &[u8],
+        options: &Options,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Output, ResizeError> {
         let cpu_start_us = thread_cpu_us();
-        let mut output = self.process_inner(input, options)?;
+        let mut output = self.process_inner(input, options, stop)?;
         output.timings.cpu_us = thread_cpu_us().saturating_sub(cpu_start_us);
         Ok(output)
     }
 
-    fn process_inner(&mut self, input: &[u8], options: &Options) -> Result<Output, ResizeError> {
-        options.validate(&self.limits)?;
-        if input.is_empty() {
-            return Err(ResizeError::Empty);
-        }
-        if input.len() > self.limits.input_bytes_max {
-            return Err(ResizeError::InputTooLarge {
-                bytes: input.len(),
-                max: self.limits.input_bytes_max,
-            });
-        }
-        let input_format = sniff(input).ok_or(ResizeError::UnsupportedFormat)?;
+    fn process_inner(
+        &mut self,
+        input: &[u8],
+        options: &Options,
+        stop: Stop<'_>,
+    ) -> Result<Output, ResizeError> {
+        let input_format = admit(input, options, &self.limits)?;
 
         // ---- decode
         let start = Instant::now();
         let limits = &self.limits;
         let margin = self.jpeg_shrink_margin;
-        let mut planned: Option<(Header, Plan)> = None;
+        let mut planned: Option<(Header, JobPlan)> = None;
         let decoded = decode::decode(
             input_format,
             input,
             limits,
             &mut self.decode,
             &mut |header| {
-                let plan = geometry::plan(
-                    header.width,
-                    header.height,
-                    header.orientation,
-                    options,
-                    limits,
-                )?;
-                planned = Some((*header, plan));
-                Ok(if input_format == InputFormat::Jpeg {
-                    geometry::jpeg_scale(&plan, margin)
-                } else {
-                    8
-                })
+                let job = plan_job(header, input_format, options, limits, margin)?;
+                planned = Some((*header, job));
+                Ok(job.scale)
             },
+            stop,
         )?;
-        let (header, plan) =
+        let (header, JobPlan { plan, .. }) =
             planned.ok_or_else(|| ResizeError::Corrupt("the decoder read no header".to_owned()))?;
         let decode_us = elapsed_us(start);
+        cancel::check(stop)?;
 
         // ---- resize, colour, orientation
         let start = Instant::now();
@@ -204,23 +213,20 @@ impl Pipeline {
         };
         let pixels = &pixels[..plan.out_w as usize * plan.out_h as usize * bpp];
         let resize_us = elapsed_us(start);
+        cancel::check(stop)?;
 
         // ---- alpha handling and encoding
         let start = Instant::now();
         let has_alpha =
             (channels == 2 || channels == 4) && pixels.chunks_exact(bpp).any(|p| p[bpp - 1] != 255);
-        let format = match options.format {
-            FormatRequest::Fixed(f) => f,
-            FormatRequest::Auto { webp: true, .. } => OutputFormat::WebP,
-            FormatRequest::Auto { avif: true, .. } => OutputFormat::Avif,
-            FormatRequest::Auto { .. } if has_alpha => OutputFormat::Png,
-            FormatRequest::Auto { .. } => OutputFormat::Jpeg,
-            FormatRequest::Original => match input_format {
-                InputFormat::Jpeg => OutputFormat::Jpeg,
-                InputFormat::Png | InputFormat::Gif => OutputFormat::Png,
-                InputFormat::WebP => OutputFormat::WebP,
-            },
-        };
+        let out_pixels = u64::from(plan.out_w) * u64::from(plan.out_h);
+        let format = resolve_format(
+            options.format,
+            input_format,
+            has_alpha,
+            out_pixels,
+            &self.limits,
+        )?;
         let (pixels, out_channels) =
             adapt_channels(pixels, channels, has_alpha, format, &mut self.converted);
         let frame = Frame {
@@ -235,7 +241,7 @@ impl Pipeline {
             avif_speed: options.avif_speed,
         };
         let mut bytes = Vec::with_capacity(pixels.len() / 8 + 1024);
-        encode::encode(format, &frame, settings, &mut bytes)?;
+        encode::encode(format, &frame, settings, &mut bytes, stop)?;
         let encode_us = elapsed_us(start);
 
         Ok(Output {
@@ -251,6 +257,167 @@ impl Pipeline {
                 cpu_us: 0,
             },
         })
+    }
+}
+
+/// What the header settles about a job: the geometry, the JPEG DCT scale (8 for other
+/// formats) and the output format as far as the header can tell.
+#[derive(Clone, Copy, Debug)]
+struct JobPlan {
+    plan: Plan,
+    scale: u8,
+    format: OutputFormat,
+}
+
+/// The checks that need no decoder: options, empty and oversized bodies, the format.
+fn admit(input: &[u8], options: &Options, limits: &Limits) -> Result<InputFormat, ResizeError> {
+    options.validate(limits)?;
+    if input.is_empty() {
+        return Err(ResizeError::Empty);
+    }
+    if input.len() > limits.input_bytes_max {
+        return Err(ResizeError::InputTooLarge {
+            bytes: input.len(),
+            max: limits.input_bytes_max,
+        });
+    }
+    sniff(input).ok_or(ResizeError::UnsupportedFormat)
+}
+
+/// Plans a job from its header: geometry, DCT scale, output format (with a declared alpha
+/// channel standing for alpha: the worst case, PNG rather than JPEG, for `format=auto`) and
+/// the memory estimate, refused over `Limits::job_bytes_max`.
+fn plan_job(
+    header: &Header,
+    input_format: InputFormat,
+    options: &Options,
+    limits: &Limits,
+    margin: f64,
+) -> Result<JobPlan, ResizeError> {
+    let plan = geometry::plan(
+        header.width,
+        header.height,
+        header.orientation,
+        options,
+        limits,
+    )?;
+    let scale = if input_format == InputFormat::Jpeg {
+        geometry::jpeg_scale(&plan, margin)
+    } else {
+        8
+    };
+    let alpha = header.channels == 2 || header.channels == 4;
+    let out_pixels = u64::from(plan.out_w) * u64::from(plan.out_h);
+    let format = resolve_format(options.format, input_format, alpha, out_pixels, limits)?;
+    budget::check(limits, header, scale, &plan, format)?;
+    Ok(JobPlan {
+        plan,
+        scale,
+        format,
+    })
+}
+
+/// The output format for a request, an input format, whether the output has alpha, and its
+/// size. `format=auto` takes WebP if accepted, else AVIF if accepted, each only while the
+/// output is within that format's pixel bound (`Limits::webp_output_pixels_max`,
+/// `avif_output_pixels_max`), else PNG with alpha and JPEG without. An explicit WebP or AVIF
+/// over its bound is refused.
+pub(crate) fn resolve_format(
+    request: FormatRequest,
+    input_format: InputFormat,
+    has_alpha: bool,
+    out_pixels: u64,
+    limits: &Limits,
+) -> Result<OutputFormat, ResizeError> {
+    let fits = |format: OutputFormat| match format {
+        OutputFormat::WebP => out_pixels <= limits.webp_output_pixels_max,
+        OutputFormat::Avif => out_pixels <= limits.avif_output_pixels_max,
+        OutputFormat::Jpeg | OutputFormat::Png => true,
+    };
+    let format = match request {
+        FormatRequest::Fixed(f) => f,
+        FormatRequest::Auto { webp: true, .. } if fits(OutputFormat::WebP) => OutputFormat::WebP,
+        FormatRequest::Auto { avif: true, .. } if fits(OutputFormat::Avif) => OutputFormat::Avif,
+        FormatRequest::Auto { .. } if has_alpha => OutputFormat::Png,
+        FormatRequest::Auto { .. } => OutputFormat::Jpeg,
+        FormatRequest::Original => match input_format {
+            InputFormat::Jpeg => OutputFormat::Jpeg,
+            InputFormat::Png | InputFormat::Gif => OutputFormat::Png,
+            InputFormat::WebP => OutputFormat::WebP,
+        },
+    };
+    if !fits(format) {
+        let max = match format {
+            OutputFormat::WebP => limits.webp_output_pixels_max,
+            _ => limits.avif_output_pixels_max,
+        };
+        return Err(ResizeError::InvalidOption(format!(
+            "a {} output of {out_pixels} pixels is over its limit of {max} pixels",
+            format.as_str()
+        )));
+    }
+    Ok(format)
+}
+
+/// What [`probe`] reads from a header: enough for the node to predict a job's cost before
+/// queueing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The format the bytes were sniffed as.
+    pub input_format: InputFormat,
+    /// Declared (stored, un-oriented) width and height.
+    pub width: u32,
+    pub height: u32,
+    /// Frames (1 for a still image; GIF frames are counted without decoding them).
+    pub frames: u32,
+    /// The output format the pipeline will use. For `format=auto` without WebP or AVIF and
+    /// an input with an alpha channel this is PNG, though the pipeline answers JPEG when
+    /// every pixel turns out opaque (which is cheaper): an upper bound of the cost.
+    pub output_format: OutputFormat,
+    /// Output width and height (displayed frame), exactly as the pipeline produces them.
+    pub output_width: u32,
+    pub output_height: u32,
+    /// The job's estimated peak working memory in bytes (checked against
+    /// `Limits::job_bytes_max`), at the default [`JPEG_SHRINK_MARGIN`].
+    pub job_bytes: u64,
+}
+
+/// Reads only the header of `input` (no pixel is decoded, metadata is read within
+/// `Limits::metadata_bytes_max`) and returns what the job would be, or the error the
+/// pipeline would refuse it with from its header (limits, metadata, job memory, options).
+/// Errors that only decoding finds (corrupt pixel data) are not found here.
+pub fn probe(input: &[u8], options: &Options, limits: &Limits) -> Result<Probe, ResizeError> {
+    let input_format = admit(input, options, limits)?;
+    let mut planned: Option<(Header, JobPlan)> = None;
+    // The header callback refuses to go on once the job is planned, so the decoder stops
+    // before allocating pixels; `Cancelled` is that refusal, not the caller's.
+    let result = decode::decode(
+        input_format,
+        input,
+        limits,
+        &mut DecodeBuffers::default(),
+        &mut |header| {
+            let job = plan_job(header, input_format, options, limits, JPEG_SHRINK_MARGIN)?;
+            planned = Some((*header, job));
+            Err(ResizeError::Cancelled)
+        },
+        &|| false,
+    );
+    match (result, planned) {
+        (Err(ResizeError::Cancelled), Some((header, job))) => Ok(Probe {
+            input_format,
+            width: header.width,
+            height: header.height,
+            frames: header.frames,
+            output_format: job.format,
+            output_width: job.plan.out_w,
+            output_height: job.plan.out_h,
+            job_bytes: budget::job_bytes(&header, job.scale, &job.plan, job.format),
+        }),
+        (Err(e), _) => Err(e),
+        (Ok(_), _) => Err(ResizeError::Corrupt(
+            "the decoder read no header".to_owned(),
+        )),
     }
 }
 

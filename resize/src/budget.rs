@@ -1,0 +1,87 @@
+//! The job memory estimate: how many bytes one conversion will hold at its peak, computed
+//! from the header and the plan before any pixel buffer is allocated, and checked against
+//! `Limits::job_bytes_max` ([`ResizeError::JobMemoryExceeded`]).
+//!
+//! The estimate is the sum of every buffer the job may hold at once (an upper bound: the
+//! decode buffers are still alive while the encoder runs, as they are in `Pipeline`):
+//! - decode: the decoded pixels at the chosen JPEG DCT scale, scratch (CMYK before
+//!   conversion), and what the decoder keeps itself (`Header::decoder_bytes`: libjpeg's
+//!   whole-image coefficient buffer for progressive files, at full size whatever the scale;
+//!   `image`'s GIF frame; WebP planes);
+//! - resize: the resized image, `fast_image_resize`'s intermediate (output width × decoded
+//!   height) and, with alpha, its premultiplied copy of the source;
+//! - after resizing: the ICC scratch, the oriented copy and the channel-adapted copy (one
+//!   output image each, where the job needs it);
+//! - encode: the output bytes (counted at the raw size) plus the encoder's working set per
+//!   output pixel ([`encoder_bytes_per_pixel`]).
+//!
+//! Not counted: allocator overhead and the input itself (the caller holds it either way).
+//! The bound this gives is the one the node's admission relies on: workers × `job_bytes_max`
+//! plus the input bodies.
+
+use crate::decode::Header;
+use crate::geometry::Plan;
+use crate::{Limits, OutputFormat, ResizeError};
+
+/// The encoder's working set per output pixel, in bytes, besides the output itself.
+/// - JPEG: with optimised Huffman tables libjpeg keeps every DCT coefficient of the image
+///   (2 bytes × 1.5 coefficients per pixel at 4:2:0, 3 at 4:4:4): 6.
+/// - PNG: row filters and the deflate state are a few rows and ~300 KiB: counted as 1.
+/// - WebP: libwebp's ARGB and YUVA copies of the picture and per-macroblock state: 12
+///   (measured peak growth for a 16 MP encode: ~9.6 bytes per pixel).
+/// - AVIF: ravif's YUV planes and rav1e's frame, reference and lookahead state: 64
+///   (measured peak growth for a 4 MP encode at speed 10: ~45 bytes per pixel).
+pub(crate) fn encoder_bytes_per_pixel(format: OutputFormat) -> u64 {
+    match format {
+        OutputFormat::Jpeg => 6,
+        OutputFormat::Png => 1,
+        OutputFormat::WebP => 12,
+        OutputFormat::Avif => 64,
+    }
+}
+
+/// Fixed overhead of any job (tables, encoder state, small buffers), bytes.
+const JOB_OVERHEAD_BYTES: u64 = 4 << 20;
+
+/// The decoded size for a JPEG DCT scale numerator (libjpeg rounds up).
+pub(crate) fn scaled(side: u32, scale: u8) -> u64 {
+    (u64::from(side) * u64::from(scale)).div_ceil(8)
+}
+
+/// The estimated peak working memory of a job, bytes (see the module doc).
+pub(crate) fn job_bytes(header: &Header, scale: u8, plan: &Plan, format: OutputFormat) -> u64 {
+    let ch = u64::from(header.channels);
+    let (dw, dh) = (scaled(header.width, scale), scaled(header.height, scale));
+    let decoded = dw * dh;
+    let decode = decoded * (ch + u64::from(header.scratch_bytes_per_pixel)) + header.decoder_bytes;
+    let (rw, rh) = (u64::from(plan.resize_w), u64::from(plan.resize_h));
+    let alpha = header.channels == 2 || header.channels == 4;
+    let resize = rw * rh * ch + rw * dh * ch + if alpha { decoded * ch } else { 0 };
+    let out = u64::from(plan.out_w) * u64::from(plan.out_h);
+    // The ICC scratch and the oriented copy exist only when there is a profile or a
+    // rotation; the channel-adapted copy only when the encoder takes other channels.
+    let oriented = u64::from(header.icc) + u64::from(header.orientation > 1);
+    let same_channels = header.channels == 3
+        || (header.channels == 1 && matches!(format, OutputFormat::Jpeg | OutputFormat::Png));
+    let after = out * ch * oriented + if same_channels { 0 } else { out * 4 };
+    let encode = out * (ch + encoder_bytes_per_pixel(format));
+    decode + resize + after + encode + JOB_OVERHEAD_BYTES
+}
+
+/// Checks the estimate against `limits.job_bytes_max`.
+pub(crate) fn check(
+    limits: &Limits,
+    header: &Header,
+    scale: u8,
+    plan: &Plan,
+    format: OutputFormat,
+) -> Result<(), ResizeError> {
+    let bytes = job_bytes(header, scale, plan, format);
+    if bytes > limits.job_bytes_max {
+        return Err(ResizeError::JobMemoryExceeded {
+            bytes,
+            max: limits.job_bytes_max,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,500 @@
+//! The hostile corpus of issue #11, generated here: deflate bombs in every compressed PNG
+//! metadata chunk, metadata floods in JPEG, WebP and GIF, files cut short and closed as if
+//! complete, tiny files declaring huge frames, jobs over the memory ceiling. One table of
+//! (name, bytes, expected code); "ok" means the image is valid and must be served. Each
+//! case also goes through `probe`, which must refuse what the header refuses, with the same
+//! code. Peak memory per bomb is measured in `hostile_memory.rs` (a process of its own).
+
+mod common;
+mod hostile_inputs;
+
+use std::sync::OnceLock;
+
+use hostile_inputs as gen;
+use tessera_resize::{
+    probe, ErrorClass, FormatRequest, Limits, Options, OutputFormat, Pipeline, ResizeError,
+};
+
+/// zlib of 1 GiB of zeros (~1 MB), made once per test process.
+fn gib_of_zeros() -> &'static [u8] {
+    static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
+    BOMB.get_or_init(|| gen::zlib_zeros(1 << 30))
+}
+
+fn options() -> Options {
+    Options {
+        width: Some(64),
+        height: Some(64),
+        format: FormatRequest::Fixed(OutputFormat::Png),
+        ..Options::default()
+    }
+}
+
+/// (name, input, expected code or "ok").
+fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let bomb = gib_of_zeros();
+    let base_jpeg = gen::jpeg(256, 256, false);
+    let payload = |n: usize| vec![0x33u8; n];
+    let mut exif = b"MM\0*\0\0\0\x08".to_vec();
+    exif.resize(5 << 20, 0);
+    vec![
+        // PNG: compressed metadata chunks inflating to 1 GiB.
+        (
+            "png iCCP bomb (1 GiB)",
+            gen::png_with(16, 16, &[gen::iccp(bomb)]),
+            "metadata_too_large",
+        ),
+        // Text is never inflated (the pipeline strips metadata), so the pixels are served.
+        (
+            "png zTXt bomb (1 GiB)",
+            gen::png_with(16, 16, &[gen::ztxt(bomb)]),
+            "ok",
+        ),
+        (
+            "png iTXt bomb (1 GiB)",
+            gen::png_with(16, 16, &[gen::itxt(bomb)]),
+            "ok",
+        ),
+        (
+            "png eXIf of 5 MiB",
+            gen::png_with(16, 16, &[gen::chunk(b"eXIf", &exif)]),
+            "metadata_too_large",
+        ),
+        (
+            "png small iCCP",
+            gen::png_with(16, 16, &[gen::iccp(&gen::zlib(&payload(3000)))]),
+            "ok",
+        ),
+        (
+            "png corrupt iCCP stream",
+            gen::png_with(16, 16, &[gen::iccp(&payload(100))]),
+            "ok",
+        ),
+        (
+            "png 7000x7000 header, one row of data",
+            gen::png_huge_header(7000, 7000),
+            "undecodable_image",
+        ),
+        (
+            "png IDAT cut, IEND appended",
+            gen::png_truncated(256, 256),
+            "undecodable_image",
+        ),
+        // JPEG: segments libjpeg would keep in memory, and files cut short.
+        (
+            "jpeg ICC flood (70 x 65000 B)",
+            gen::jpeg_with_segments(&base_jpeg, &gen::icc_segments(70, 65_000)),
+            "metadata_too_large",
+        ),
+        (
+            "jpeg APP1 flood (70 x 65000 B)",
+            gen::jpeg_with_segments(&base_jpeg, &vec![(0xE1, payload(65_000)); 70]),
+            "metadata_too_large",
+        ),
+        (
+            "jpeg APP15 flood (not kept)",
+            gen::jpeg_with_segments(&base_jpeg, &vec![(0xEF, payload(65_000)); 70]),
+            "ok",
+        ),
+        (
+            "jpeg small ICC",
+            gen::jpeg_with_segments(&base_jpeg, &gen::icc_segments(2, 1000)),
+            "ok",
+        ),
+        (
+            "jpeg baseline cut, FFD9 appended",
+            gen::jpeg_cut_with_eoi(&base_jpeg, 0.5),
+            "undecodable_image",
+        ),
+        (
+            "jpeg progressive cut, FFD9 appended",
+            gen::jpeg_cut_with_eoi(&gen::jpeg(256, 256, true), 0.5),
+            "undecodable_image",
+        ),
+        (
+            "jpeg 16x16 declaring 7000x7000",
+            gen::jpeg_declaring(&gen::jpeg(16, 16, false), 7000, 7000),
+            "undecodable_image",
+        ),
+        // WebP: metadata chunks in a VP8X container.
+        (
+            "webp ICCP of 5 MiB",
+            gen::webp_with(64, 64, &[gen::riff_chunk(b"ICCP", &payload(5 << 20))]),
+            "metadata_too_large",
+        ),
+        (
+            "webp EXIF flood (100 x 64 KiB)",
+            gen::webp_with(
+                64,
+                64,
+                &vec![gen::riff_chunk(b"EXIF", &payload(64 << 10)); 100],
+            ),
+            "metadata_too_large",
+        ),
+        (
+            "webp small EXIF",
+            gen::webp_with(64, 64, &[gen::riff_chunk(b"EXIF", &payload(100))]),
+            "ok",
+        ),
+        (
+            "webp bitstream cut",
+            gen::webp_truncated(256, 256),
+            "undecodable_image",
+        ),
+        // GIF: extension floods and a cut frame.
+        (
+            "gif comment flood (20000 x 255 B)",
+            gen::gif_with(16, 16, &gen::gif_comments(20_000)),
+            "ok",
+        ),
+        (
+            "gif ICC extension of 5 MiB",
+            gen::gif_with(16, 16, &gen::gif_icc_extension(5 << 20)),
+            "metadata_too_large",
+        ),
+        (
+            "gif frame data cut",
+            {
+                let g = gen::gif_with(256, 256, &[]);
+                g[..g.len() / 2].to_vec()
+            },
+            "undecodable_image",
+        ),
+        // Over the job memory ceiling from the header alone: a 50 MP RGBA PNG at its
+        // original size (decode, premultiplied copy, resize, 16.7 MP encode).
+        (
+            "png 7071x7071 RGBA at original size",
+            png_rgba_header(7071, 7071),
+            "job_memory_exceeded",
+        ),
+    ]
+}
+
+/// A PNG header declaring an RGBA image, with a token IDAT (refused before decoding).
+fn png_rgba_header(w: u32, h: u32) -> Vec<u8> {
+    let mut d = Vec::new();
+    d.extend_from_slice(&w.to_be_bytes());
+    d.extend_from_slice(&h.to_be_bytes());
+    d.extend_from_slice(&[8, 6, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(gen::chunk(b"IHDR", &d));
+    out.extend(gen::chunk(b"IDAT", &gen::zlib(&[0; 64])));
+    out.extend(gen::chunk(b"IEND", &[]));
+    out
+}
+
+fn code(result: &Result<tessera_resize::Output, ResizeError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    }
+}
+
+#[test]
+fn hostile_corpus_is_refused_with_the_right_code() {
+    let mut pipeline = Pipeline::new(Limits::default());
+    let mut failures = Vec::new();
+    for (name, bytes, expected) in corpus() {
+        let options = if expected == "job_memory_exceeded" {
+            Options {
+                format: FormatRequest::Fixed(OutputFormat::Png),
+                ..Options::default()
+            }
+        } else {
+            options()
+        };
+        let result = pipeline.process(&bytes, &options);
+        let got = code(&result);
+        eprintln!(
+            "{name} ({} bytes): {got} {:?}",
+            bytes.len(),
+            result.as_ref().err()
+        );
+        if got != expected {
+            failures.push(format!(
+                "{name}: expected {expected}, got {got} ({:?})",
+                result.err()
+            ));
+            continue;
+        }
+        if let Err(e) = &result {
+            let class = e.class();
+            let want = match expected {
+                "undecodable_image" => ErrorClass::UnsupportedMedia,
+                _ => ErrorClass::Unprocessable,
+            };
+            assert_eq!(class, want, "{name}");
+        }
+        // The probe refuses what the header refuses, with the same code; corrupt pixel
+        // data is found only by decoding.
+        let probed = probe(&bytes, &options, &Limits::default());
+        match (expected, probed) {
+            ("ok" | "undecodable_image", Ok(_)) => {}
+            ("ok", Err(e)) => failures.push(format!("{name}: probe refused a valid image: {e}")),
+            (want, Err(e)) if e.code() == want => {}
+            (want, other) => failures.push(format!("{name}: probe gave {other:?}, wanted {want}")),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn metadata_bound_is_configurable() {
+    // The same 3000-byte profile is refused under a 1000-byte bound.
+    let png = gen::png_with(16, 16, &[gen::iccp(&gen::zlib(&[0x44; 3000]))]);
+    let limits = Limits {
+        metadata_bytes_max: 1000,
+        ..Limits::default()
+    };
+    let err = Pipeline::new(limits).process(&png, &options()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ResizeError::MetadataTooLarge {
+                kind: "ICC profile",
+                max: 1000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "metadata_too_large");
+}
+
+#[test]
+fn job_memory_ceiling_refuses_from_the_header_and_probe_agrees() {
+    let png = gen::png_with(512, 512, &[]);
+    let limits = Limits {
+        job_bytes_max: 1 << 20,
+        ..Limits::default()
+    };
+    let err = Pipeline::new(limits.clone())
+        .process(&png, &options())
+        .unwrap_err();
+    assert!(
+        matches!(err, ResizeError::JobMemoryExceeded { max, .. } if max == 1 << 20),
+        "{err:?}"
+    );
+    assert_eq!(err.class(), ErrorClass::Unprocessable);
+    assert_eq!(err.code(), "job_memory_exceeded");
+    let probed = probe(&png, &options(), &limits).unwrap_err();
+    assert_eq!(probed.code(), "job_memory_exceeded");
+    // With the default ceiling the estimate is reported and the job runs.
+    let p = probe(&png, &options(), &Limits::default()).unwrap();
+    assert!(
+        p.job_bytes > 512 * 512 * 3 && p.job_bytes < 64 << 20,
+        "{p:?}"
+    );
+    Pipeline::new(Limits::default())
+        .process(&png, &options())
+        .unwrap();
+}
+
+#[test]
+fn avif_and_webp_outputs_are_bounded_per_format() {
+    let png = gen::png_with(64, 64, &[]);
+    let limits = Limits {
+        avif_output_pixels_max: 100 * 100,
+        webp_output_pixels_max: 100 * 100,
+        ..Limits::default()
+    };
+    let big = |format| Options {
+        width: Some(200),
+        height: Some(200),
+        format,
+        ..Options::default()
+    };
+    for format in [OutputFormat::Avif, OutputFormat::WebP] {
+        let err = Pipeline::new(limits.clone())
+            .process(&png, &big(FormatRequest::Fixed(format)))
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid_parameter", "{format:?}: {err}");
+        let probed = probe(&png, &big(FormatRequest::Fixed(format)), &limits).unwrap_err();
+        assert_eq!(probed.code(), "invalid_parameter");
+    }
+    // `auto` falls back to what fits: JPEG for an opaque image.
+    let auto = big(FormatRequest::Auto {
+        webp: true,
+        avif: true,
+    });
+    let out = Pipeline::new(limits.clone()).process(&png, &auto).unwrap();
+    assert_eq!(out.format, OutputFormat::Jpeg);
+    assert_eq!(
+        probe(&png, &auto, &limits).unwrap().output_format,
+        OutputFormat::Jpeg
+    );
+}
+
+/// Real photos cut inside their entropy-coded data and closed with FFD9 (libjpeg would pad
+/// the rest with grey and warn): refused, baseline and progressive, at full and reduced
+/// DCT scale. One exception, by design: at 1/4 or 1/8 scale a progressive file's trailing
+/// luma refinement scans are not read at all (`trailing_refinement_scans` in decode.rs), so
+/// a cut inside them cannot be seen; the output is then byte-identical to the uncut file's.
+#[test]
+fn real_photos_cut_and_closed_with_eoi_are_refused() {
+    for name in [
+        "free_by_Peter_Nerlich.jpg",
+        "friends_by_Aitzol_Berasategi.jpg",
+    ] {
+        let Some(bytes) = common::photo(name) else {
+            return;
+        };
+        for width in [200, 2000] {
+            let options = Options {
+                width: Some(width),
+                ..Options::default()
+            };
+            let whole = Pipeline::new(Limits::default())
+                .process(&bytes, &options)
+                .unwrap();
+            for fraction in [0.3, 0.7, 0.95] {
+                let cut = gen::jpeg_cut_with_eoi(&bytes, fraction);
+                match Pipeline::new(Limits::default()).process(&cut, &options) {
+                    Err(e) => assert_eq!(e.code(), "undecodable_image", "{name} at {fraction}"),
+                    Ok(out) => {
+                        eprintln!("{name} cut at {fraction}, width {width}: served (cut in skipped scans)");
+                        assert!(
+                            width == 200 && name.starts_with("friends"),
+                            "{name} at {fraction}, w {width}"
+                        );
+                        assert_eq!(
+                            out.bytes, whole.bytes,
+                            "{name} at {fraction}: the output changed"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Strict decoding must not refuse real camera files: every photo of the shared set decodes,
+/// at full scale and at the smallest DCT scale (the trimmed progressive path).
+#[test]
+fn every_shared_photo_still_decodes_under_strict_mode() {
+    let Some(dir) = common::photos_dir() else {
+        return;
+    };
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| {
+            n.ends_with(".jpg")
+                || n.ends_with(".png")
+                || n.ends_with(".webp")
+                || n.ends_with(".gif")
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "{names:?}");
+    let mut pipeline = Pipeline::new(Limits::default());
+    for name in names {
+        let bytes = std::fs::read(dir.join(&name)).unwrap();
+        for width in [100, 4000] {
+            let options = Options {
+                width: Some(width),
+                fit: tessera_resize::Fit::ScaleDown,
+                ..Options::default()
+            };
+            let out = pipeline.process(&bytes, &options);
+            assert!(out.is_ok(), "{name} at width {width}: {:?}", out.err());
+        }
+    }
+}
+
+/// `probe` predicts exactly what `process` produces: format and size, for each way the
+/// format is chosen.
+#[test]
+fn probe_matches_the_pipeline() {
+    let rgb = gen::png_with(300, 200, &[]);
+    let jpeg = gen::jpeg(300, 200, false);
+    let table = [
+        (&rgb, FormatRequest::Original, Some(120), None),
+        (&jpeg, FormatRequest::Original, None, Some(50)),
+        (
+            &jpeg,
+            FormatRequest::Auto {
+                webp: true,
+                avif: false,
+            },
+            Some(64),
+            Some(64),
+        ),
+        (
+            &jpeg,
+            FormatRequest::Auto {
+                webp: false,
+                avif: true,
+            },
+            Some(64),
+            None,
+        ),
+        (
+            &rgb,
+            FormatRequest::Auto {
+                webp: false,
+                avif: false,
+            },
+            None,
+            None,
+        ),
+        (
+            &jpeg,
+            FormatRequest::Fixed(OutputFormat::Png),
+            Some(1000),
+            Some(10),
+        ),
+    ];
+    for (input, format, width, height) in table {
+        let options = Options {
+            width,
+            height,
+            format,
+            avif_speed: 10,
+            ..Options::default()
+        };
+        let p = probe(input, &options, &Limits::default()).unwrap();
+        let out = Pipeline::new(Limits::default())
+            .process(input, &options)
+            .unwrap();
+        assert_eq!(
+            (
+                p.output_format,
+                p.output_width,
+                p.output_height,
+                p.input_format
+            ),
+            (out.format, out.width, out.height, out.input_format),
+            "{format:?} {width:?}x{height:?}"
+        );
+        assert_eq!(p.frames, 1);
+        assert!(p.width == 300 && p.height == 200);
+    }
+    // An animated GIF: frames counted from the header walk.
+    if let Some(gif) = common::photo("friends-animated.gif") {
+        let p = probe(&gif, &Options::default(), &Limits::default()).unwrap();
+        assert_eq!(p.frames, 6);
+    }
+    // The same option errors as the pipeline.
+    let bad = Options {
+        quality: 0,
+        ..Options::default()
+    };
+    assert_eq!(
+        probe(&rgb, &bad, &Limits::default()).unwrap_err().code(),
+        "invalid_parameter"
+    );
+    assert_eq!(
+        probe(&[], &Options::default(), &Limits::default())
+            .unwrap_err()
+            .code(),
+        "empty_body"
+    );
+    assert_eq!(
+        probe(b"not an image", &Options::default(), &Limits::default())
+            .unwrap_err()
+            .code(),
+        "unsupported_media_type"
+    );
+}

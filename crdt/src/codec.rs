@@ -4,6 +4,9 @@
 //! Why so: the version byte lets a later format be told apart instead of misread; the kind
 //! byte stops a delta from being decoded as a state; postcard is compact (a counter entry
 //! is a few bytes) and stable (its wire format is specified and frozen at 1.0).
+//! Versions are per kind ([`Kind::version`]): a kind whose body changes writes the next
+//! version, and its owner keeps decoding the older ones it lists (stored snapshots outlive
+//! builds). Every other kind keeps its bytes.
 //! Decoding is bounded: input longer than the caller's cap is refused before it is parsed,
 //! sequence lengths read from the input only pre-allocate through serde's cautious size
 //! hint (at most 1 MiB), and every error is a [`DecodeError`], never a panic. Decoded
@@ -13,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-/// The current format version, written first in every encoding.
+/// The first format version, still written by every kind whose body never changed.
 pub const FORMAT_VERSION: u8 = 1;
 
 /// What an encoding holds; written second.
@@ -30,6 +33,18 @@ pub enum Kind {
     DirectorySync = 8,
 }
 
+impl Kind {
+    /// The format version this build writes for the kind, written first. Version 2 of the
+    /// escrow kinds added the refund cells of bounded counters; they still decode version
+    /// 1 (see `crate::escrow`).
+    pub const fn version(self) -> u8 {
+        match self {
+            Kind::BoundedCounter | Kind::EscrowBook => 2,
+            _ => FORMAT_VERSION,
+        }
+    }
+}
+
 /// Why bytes could not be decoded. Every variant is a refusal of the input; none is a bug.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum DecodeError {
@@ -37,7 +52,7 @@ pub enum DecodeError {
     TooLarge { bytes: usize, bytes_max: usize },
     #[error("input is shorter than the two-byte header")]
     Truncated,
-    #[error("unknown format version {0} (this build reads version {FORMAT_VERSION})")]
+    #[error("unknown format version {0} for this kind")]
     Version(u8),
     #[error("expected a {expected:?} encoding, found kind byte {found}")]
     Kind { expected: Kind, found: u8 },
@@ -51,7 +66,7 @@ pub enum DecodeError {
 
 /// Encodes `value` with the envelope for `kind`.
 pub(crate) fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
-    let mut bytes = vec![FORMAT_VERSION, kind as u8];
+    let mut bytes = vec![kind.version(), kind as u8];
     // Postcard fails only on sequences of unknown length or unsupported types; every type
     // of this crate is plain structs, enums, integers and sized collections, so a failure
     // is a programming error.
@@ -63,7 +78,7 @@ pub(crate) fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
 /// Writes exactly what [`encode`] returns into `out`, without building it (a digest hashes
 /// encodings on the request path).
 pub(crate) fn encode_into<T: Serialize, W: Extend<u8>>(kind: Kind, value: &T, mut out: W) -> W {
-    out.extend([FORMAT_VERSION, kind as u8]);
+    out.extend([kind.version(), kind as u8]);
     postcard::to_extend(value, out).expect("postcard serialises every type of this crate")
 }
 
@@ -73,7 +88,11 @@ pub(crate) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     bytes_max: usize,
 ) -> Result<T, DecodeError> {
-    let body = open(kind, bytes, bytes_max)?;
+    parse(open(kind, bytes, bytes_max)?)
+}
+
+/// Decodes a whole body (after [`open`] or [`open_versioned`]).
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     let (value, rest) =
         postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
@@ -82,9 +101,20 @@ pub(crate) fn decode<T: DeserializeOwned>(
     Ok(value)
 }
 
-/// Checks the size cap and the envelope of a `kind` encoding and returns its body, for
-/// owners that parse the body piece by piece.
+/// Checks the size cap and the envelope of a `kind` encoding of the current version and
+/// returns its body, for owners that parse the body piece by piece.
 pub(crate) fn open(kind: Kind, bytes: &[u8], bytes_max: usize) -> Result<&[u8], DecodeError> {
+    open_versioned(kind, bytes, bytes_max, kind.version()).map(|(_, body)| body)
+}
+
+/// [`open`] for an owner that still reads versions from `oldest` on: returns the version
+/// found with the body.
+pub(crate) fn open_versioned(
+    kind: Kind,
+    bytes: &[u8],
+    bytes_max: usize,
+    oldest: u8,
+) -> Result<(u8, &[u8]), DecodeError> {
     if bytes.len() > bytes_max {
         return Err(DecodeError::TooLarge {
             bytes: bytes.len(),
@@ -94,7 +124,7 @@ pub(crate) fn open(kind: Kind, bytes: &[u8], bytes_max: usize) -> Result<&[u8], 
     let [version, found, body @ ..] = bytes else {
         return Err(DecodeError::Truncated);
     };
-    if *version != FORMAT_VERSION {
+    if !(oldest..=kind.version()).contains(version) {
         return Err(DecodeError::Version(*version));
     }
     if *found != kind as u8 {
@@ -103,7 +133,7 @@ pub(crate) fn open(kind: Kind, bytes: &[u8], bytes_max: usize) -> Result<&[u8], 
             found: *found,
         });
     }
-    Ok(body)
+    Ok((*version, body))
 }
 
 #[cfg(test)]
@@ -142,6 +172,33 @@ mod tests {
         assert_eq!(
             decode::<Vec<u64>>(Kind::VersionVector, &trailing, 64),
             Err(DecodeError::Trailing(1))
+        );
+    }
+
+    #[test]
+    fn versions_are_per_kind_and_older_ones_only_where_the_owner_asks() {
+        let v2 = encode(Kind::BoundedCounter, &7u64);
+        assert_eq!(&v2[..2], &[2, Kind::BoundedCounter as u8]);
+        let mut v1 = v2.clone();
+        v1[0] = 1;
+        let counter = Kind::BoundedCounter;
+        assert_eq!(open(counter, &v2, 64), Ok(&v2[2..]));
+        assert_eq!(open(counter, &v1, 64), Err(DecodeError::Version(1)));
+        assert_eq!(open_versioned(counter, &v1, 64, 1), Ok((1, &v1[2..])));
+        assert_eq!(open_versioned(counter, &v2, 64, 1), Ok((2, &v2[2..])));
+        let mut v3 = v2.clone();
+        v3[0] = 3;
+        assert_eq!(
+            open_versioned(counter, &v3, 64, 1),
+            Err(DecodeError::Version(3))
+        );
+        // A kind whose body never changed neither writes nor reads version 2.
+        let mut vv = encode(Kind::VersionVector, &vec![1u64]);
+        assert_eq!(vv[0], FORMAT_VERSION);
+        vv[0] = 2;
+        assert_eq!(
+            decode::<Vec<u64>>(Kind::VersionVector, &vv, 64),
+            Err(DecodeError::Version(2))
         );
     }
 

@@ -7,23 +7,39 @@
 //! - `granted[i]`: rights node `i` created (only the tenant's home node grants, see below);
 //! - `transferred[i→j]`: rights node `i` gave node `j` (a running total, written by `i`);
 //! - `consumed[i]`: rights node `i` spent on admitted usage;
+//! - `refunded[i]`: rights node `i` took back from its own consumption, for admitted work
+//!   that was then not delivered (shed, failed, timed out); always `refunded[i] ≤
+//!   consumed[i]`, so `consumed[i] − refunded[i]` is node `i`'s net consumption;
 //! - `retired[i]`: rights node `i` destroyed when a quota was lowered (written by `i`).
 //!
-//! `local_rights(i) = granted[i] + Σ_j transferred[j→i] − Σ_j transferred[i→j] − consumed[i]
-//! − retired[i]`. A node may consume, transfer or retire only its own local rights, checked
-//! against its own replica, so it never needs another machine to decide.
+//! `local_rights(i) = granted[i] + Σ_j transferred[j→i] − Σ_j transferred[i→j]
+//! − (consumed[i] − refunded[i]) − retired[i]`. A node may consume, transfer or retire only
+//! its own local rights, and refund only its own consumption, checked against its own
+//! replica, so it never needs another machine to decide. A refund is the only way a
+//! node's rights go back up without a grant or a transfer: quota follows delivered work.
 //!
 //! # Invariant
-//! In every replica and every merge of replicas, for every node, what it spent, gave away
-//! or retired is at most what it was granted or received; summed over nodes (transfers
-//! cancel): `Σ consumed + Σ retired ≤ Σ granted`, so total consumed ≤ the limit
-//! `Σ granted − Σ retired`. Why merging keeps it: a node's own cells only grow along its
-//! single history, so in a join they come from one state of that node, which also held the
-//! incoming cells that justified them; the join's incoming cells are at least those.
+//! In every replica and every merge of replicas, for every node, what it spent net of
+//! refunds, gave away or retired is at most what it was granted or received, and it never
+//! refunded more than it consumed. Summed over nodes (transfers cancel):
+//! `Σ (consumed − refunded) + Σ retired ≤ Σ granted`, so total net consumption ≤ the
+//! limit `Σ granted − Σ retired`. Why merging keeps it: a node's own cells (consumed,
+//! refunded, retired, its transfers out) only grow along its single history, so in a join
+//! they come from one state of that node — the later of the two views, each cell being a
+//! maximum along one chain — which also held the incoming cells that justified them and
+//! had `refunded ≤ consumed`; the join's incoming cells are at least those. (A node's net
+//! outgoing may go down along its history, by a refund; the argument never needed it to
+//! grow, only that all of the node's own cells come from one of its states.)
 //! Because of that argument, a counter is replicated as a whole (its full state per key,
-//! O(nodes²) cells), never cell by cell. Transfers are running totals, so a duplicated or
-//! replayed message cannot create rights. [`BoundedCounter::decode`] refuses a state that
-//! breaks the invariant.
+//! O(nodes²) cells), never cell by cell. Transfers and refunds are running totals, so a
+//! duplicated or replayed message cannot create rights. [`BoundedCounter::decode`] refuses
+//! a state that breaks the invariant.
+//!
+//! # Encoding
+//! The refund cells came with format version 2 of [`Kind::BoundedCounter`] and
+//! [`Kind::EscrowBook`] (the body gained a fifth map, after the other four, always
+//! written, ordered by node: deterministic). Version 1 (no refunds) still decodes, as a
+//! counter with no refund: stores hold snapshots written before.
 //!
 //! # Quota policy rules (rights are created exactly once)
 //! - **Set or raise**: only the tenant's home node (recorded in the directory) calls
@@ -39,9 +55,14 @@
 //!   force before the lowering until the call-back reaches every holder. Concurrent
 //!   call-backs may retire more than the excess; the home node then restores the shortfall
 //!   with `grant(deficit(q))` — never above `q`, by the rule above.
+//! - **Refund after a lowering**: a refund gives its node back rights the limit still
+//!   counts, so a node that had spent everything when it called back may hold some again;
+//!   it calls back again (the sync core looks at the tenant after every refund).
 //!
 //! Why not `crdts`: it has no bounded counter, and its `PNCounter` lets any replica go
-//! below zero, which is exactly what escrow exists to prevent.
+//! below zero, which is exactly what escrow exists to prevent. A refund is not a
+//! PN-counter's decrement: a node takes back only what it consumed itself, so its net
+//! consumption never goes below zero.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +87,12 @@ pub enum EscrowError {
     SelfTransfer(NodeId),
     #[error("a cell of node {0} would overflow u64")]
     Overflow(NodeId),
+    #[error("node {node} may refund {refundable} rights, {requested} requested")]
+    RefundBeyondConsumed {
+        node: NodeId,
+        requested: u64,
+        refundable: u64,
+    },
 }
 
 /// One bounded counter (one tenant, period and metric). See the module doc.
@@ -75,7 +102,34 @@ pub struct BoundedCounter {
     transferred: BTreeMap<(NodeId, NodeId), u64>,
     consumed: BTreeMap<NodeId, u64>,
     retired: BTreeMap<NodeId, u64>,
+    /// Last in the encoding (format version 2 appended it; see the module doc).
+    refunded: BTreeMap<NodeId, u64>,
 }
+
+/// A counter as format version 1 encoded it: no refund cells.
+#[derive(Deserialize)]
+#[serde(rename = "BoundedCounter")]
+struct CounterV1 {
+    granted: BTreeMap<NodeId, u64>,
+    transferred: BTreeMap<(NodeId, NodeId), u64>,
+    consumed: BTreeMap<NodeId, u64>,
+    retired: BTreeMap<NodeId, u64>,
+}
+
+impl From<CounterV1> for BoundedCounter {
+    fn from(v1: CounterV1) -> Self {
+        BoundedCounter {
+            granted: v1.granted,
+            transferred: v1.transferred,
+            consumed: v1.consumed,
+            retired: v1.retired,
+            refunded: BTreeMap::new(),
+        }
+    }
+}
+
+/// The oldest format version of the escrow kinds this build decodes.
+const OLDEST_VERSION: u8 = 1;
 
 fn add_cell<K: Ord>(
     cells: &mut BTreeMap<K, u64>,
@@ -108,10 +162,10 @@ fn sum(cells: &BTreeMap<NodeId, u64>) -> u128 {
 }
 
 impl BoundedCounter {
-    /// Cells one counter may hold (all four kinds together) when decoded.
+    /// Cells one counter may hold (all five kinds together) when decoded.
     pub const CELLS_MAX: usize = 65_536;
     /// Cap on an encoded counter: every cell at worst (two node ids and a value, 30 bytes).
-    pub const BYTES_MAX: usize = 2 + 4 * 5 + Self::CELLS_MAX * 30;
+    pub const BYTES_MAX: usize = 2 + 5 * 5 + Self::CELLS_MAX * 30;
 
     pub fn new() -> Self {
         BoundedCounter::default()
@@ -128,16 +182,23 @@ impl BoundedCounter {
         u128::from(self.granted.get(&node).copied().unwrap_or(0)) + transfers_in
     }
 
-    /// Rights `node` used: consumed, retired and transferred away.
+    /// Rights `node` used: consumed net of refunds, retired and transferred away.
     fn outgoing(&self, node: NodeId) -> u128 {
         let transfers_out: u128 = self
             .transferred
             .range((node, NodeId(0))..=(node, NodeId(u64::MAX)))
             .map(|(_, v)| u128::from(*v))
             .sum();
-        u128::from(self.consumed.get(&node).copied().unwrap_or(0))
+        u128::from(self.refundable(node))
             + u128::from(self.retired.get(&node).copied().unwrap_or(0))
             + transfers_out
+    }
+
+    /// What `node` consumed and has not refunded: its net consumption, and the most it may
+    /// still refund.
+    pub fn refundable(&self, node: NodeId) -> u64 {
+        let consumed = self.consumed.get(&node).copied().unwrap_or(0);
+        consumed.saturating_sub(self.refunded.get(&node).copied().unwrap_or(0))
     }
 
     /// Rights `node` may still consume, transfer or retire, in this replica's view.
@@ -174,6 +235,24 @@ impl BoundedCounter {
         }
         self.require(node, amount)?;
         add_cell(&mut self.consumed, node, amount, node)
+    }
+
+    /// `node` takes back `amount` of what it consumed, for admitted work that was not
+    /// delivered: the rights are its own again. Refused beyond what it consumed and has not
+    /// refunded yet. The cell is a running total, like a transfer.
+    pub fn refund(&mut self, node: NodeId, amount: u64) -> Result<(), EscrowError> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let refundable = self.refundable(node);
+        if amount > refundable {
+            return Err(EscrowError::RefundBeyondConsumed {
+                node,
+                requested: amount,
+                refundable,
+            });
+        }
+        add_cell(&mut self.refunded, node, amount, node)
     }
 
     /// `from` gives `amount` of its local rights to `to`. The cell is a running total, so
@@ -217,9 +296,15 @@ impl BoundedCounter {
         sum(&self.granted)
     }
 
-    /// Rights consumed in total: the usage admitted under this counter.
+    /// Rights consumed in total net of refunds: the usage admitted under this counter and
+    /// not given back (what a quota decision compares with the limit).
     pub fn total_consumed(&self) -> u128 {
-        sum(&self.consumed)
+        sum(&self.consumed).saturating_sub(sum(&self.refunded))
+    }
+
+    /// Rights refunded in total (admitted work not delivered).
+    pub fn total_refunded(&self) -> u128 {
+        sum(&self.refunded)
     }
 
     /// Rights retired in total.
@@ -248,9 +333,9 @@ impl BoundedCounter {
         nodes
     }
 
-    /// Whether every node's outgoing rights are covered by its incoming ones — which
-    /// implies `Σ consumed + Σ retired ≤ Σ granted`. True of every state built by this
-    /// type's operations and merges.
+    /// Whether every node's outgoing rights are covered by its incoming ones and no node
+    /// refunded more than it consumed — which implies `Σ (consumed − refunded) + Σ retired
+    /// ≤ Σ granted`. True of every state built by this type's operations and merges.
     ///
     /// One pass over the cells (it runs on every decoded counter, so a hostile counter with
     /// tens of thousands of cells must not cost a pass per node).
@@ -267,6 +352,13 @@ impl BoundedCounter {
         for (node, v) in self.consumed.iter().chain(&self.retired) {
             flows.entry(*node).or_default().1 += u128::from(*v);
         }
+        for (node, v) in &self.refunded {
+            if *v > self.consumed.get(node).copied().unwrap_or(0) {
+                return false;
+            }
+            // Within what the node consumed, so within its outgoing.
+            flows.entry(*node).or_default().1 -= u128::from(*v);
+        }
         flows
             .values()
             .all(|(incoming, outgoing)| outgoing <= incoming)
@@ -281,10 +373,15 @@ impl BoundedCounter {
             | join_cells(&mut self.transferred, &other.transferred)
             | join_cells(&mut self.consumed, &other.consumed)
             | join_cells(&mut self.retired, &other.retired)
+            | join_cells(&mut self.refunded, &other.refunded)
     }
 
     fn cell_count(&self) -> usize {
-        self.granted.len() + self.transferred.len() + self.consumed.len() + self.retired.len()
+        self.granted.len()
+            + self.transferred.len()
+            + self.consumed.len()
+            + self.retired.len()
+            + self.refunded.len()
     }
 
     /// Structural and invariant checks applied to every decoded counter; callers that
@@ -298,6 +395,7 @@ impl BoundedCounter {
         if zero(&self.granted)
             || zero(&self.consumed)
             || zero(&self.retired)
+            || zero(&self.refunded)
             || self.transferred.values().any(|v| *v == 0)
         {
             return invalid("zero cell (not canonical)");
@@ -306,7 +404,9 @@ impl BoundedCounter {
             return invalid("self transfer");
         }
         if !self.invariant_holds() {
-            return invalid("a node used more rights than it holds");
+            return invalid(
+                "a node used more rights than it holds, or refunded more than it consumed",
+            );
         }
         Ok(())
     }
@@ -322,10 +422,15 @@ impl BoundedCounter {
         codec::encode_into(Kind::BoundedCounter, self, out)
     }
 
-    /// Decodes at most [`BoundedCounter::BYTES_MAX`] bytes and refuses a counter that is
-    /// not canonical or breaks the invariant.
+    /// Decodes at most [`BoundedCounter::BYTES_MAX`] bytes (format version 1 or 2) and
+    /// refuses a counter that is not canonical or breaks the invariant.
     pub fn decode(bytes: &[u8]) -> Result<BoundedCounter, DecodeError> {
-        let counter: BoundedCounter = codec::decode(Kind::BoundedCounter, bytes, Self::BYTES_MAX)?;
+        let (version, body) =
+            codec::open_versioned(Kind::BoundedCounter, bytes, Self::BYTES_MAX, OLDEST_VERSION)?;
+        let counter = match version {
+            1 => codec::parse::<CounterV1>(body)?.into(),
+            _ => codec::parse::<BoundedCounter>(body)?,
+        };
         counter.validate()?;
         Ok(counter)
     }
@@ -377,8 +482,18 @@ struct BookRef<'a> {
 
 #[derive(Deserialize)]
 #[serde(rename = "EscrowBook")]
-struct BookRepr {
-    counters: BTreeMap<CounterKey, BoundedCounter>,
+struct BookRepr<C> {
+    counters: BTreeMap<CounterKey, C>,
+}
+
+impl<C: Into<BoundedCounter>> From<BookRepr<C>> for EscrowBook {
+    fn from(repr: BookRepr<C>) -> Self {
+        let mut counters =
+            IdHashMap::with_capacity_and_hasher(repr.counters.len(), Default::default());
+        let keys = repr.counters.keys().copied().collect();
+        counters.extend(repr.counters.into_iter().map(|(k, c)| (k, c.into())));
+        EscrowBook { counters, keys }
+    }
 }
 
 impl Serialize for EscrowBook {
@@ -392,12 +507,7 @@ impl Serialize for EscrowBook {
 
 impl<'de> Deserialize<'de> for EscrowBook {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let repr = BookRepr::deserialize(deserializer)?;
-        let mut counters =
-            IdHashMap::with_capacity_and_hasher(repr.counters.len(), Default::default());
-        let keys = repr.counters.keys().copied().collect();
-        counters.extend(repr.counters);
-        Ok(EscrowBook { counters, keys })
+        Ok(BookRepr::<BoundedCounter>::deserialize(deserializer)?.into())
     }
 }
 
@@ -474,9 +584,15 @@ impl EscrowBook {
         codec::encode(Kind::EscrowBook, self)
     }
 
-    /// Decodes at most [`EscrowBook::BYTES_MAX`] bytes, validating every counter.
+    /// Decodes at most [`EscrowBook::BYTES_MAX`] bytes (format version 1 or 2), validating
+    /// every counter.
     pub fn decode(bytes: &[u8]) -> Result<EscrowBook, DecodeError> {
-        let book: EscrowBook = codec::decode(Kind::EscrowBook, bytes, Self::BYTES_MAX)?;
+        let (version, body) =
+            codec::open_versioned(Kind::EscrowBook, bytes, Self::BYTES_MAX, OLDEST_VERSION)?;
+        let book: EscrowBook = match version {
+            1 => codec::parse::<BookRepr<CounterV1>>(body)?.into(),
+            _ => codec::parse(body)?,
+        };
         for counter in book.counters.values() {
             counter.validate()?;
         }
@@ -616,6 +732,129 @@ mod tests {
         let mut selfish = c;
         selfish.transferred.insert((HOME, HOME), 1);
         assert!(BoundedCounter::decode(&selfish.encode()).is_err());
+    }
+
+    #[test]
+    fn a_refund_gives_back_only_what_the_node_consumed() {
+        let mut home = BoundedCounter::new();
+        home.grant(HOME, 4).unwrap();
+        home.transfer(HOME, EDGE, 2).unwrap();
+        home.consume(HOME, 2).unwrap();
+        assert_eq!(home.local_rights(HOME), 0);
+        // The work of one admitted request was not delivered: its right comes back.
+        home.refund(HOME, 1).unwrap();
+        assert_eq!(home.local_rights(HOME), 1);
+        assert_eq!(home.total_consumed(), 1);
+        assert_eq!(home.total_refunded(), 1);
+        assert_eq!(home.refundable(HOME), 1);
+        // Never beyond what the node itself consumed and has not refunded.
+        assert_eq!(
+            home.refund(HOME, 2),
+            Err(EscrowError::RefundBeyondConsumed {
+                node: HOME,
+                requested: 2,
+                refundable: 1
+            })
+        );
+        assert_eq!(
+            home.refund(EDGE, 1),
+            Err(EscrowError::RefundBeyondConsumed {
+                node: EDGE,
+                requested: 1,
+                refundable: 0
+            })
+        );
+        home.consume(HOME, 1).unwrap();
+        assert_eq!(home.total_consumed(), 2);
+        assert!(home.invariant_holds());
+        // Replicated twice, the refund gives nothing extra.
+        let mut edge = BoundedCounter::new();
+        edge.merge(&home);
+        edge.merge(&home);
+        assert_eq!(edge, home);
+        assert_eq!(edge.local_rights(HOME), 0);
+        assert_eq!(edge.local_rights(EDGE), 2);
+    }
+
+    #[test]
+    fn a_refund_after_a_lowering_is_called_back_again() {
+        let mut home = BoundedCounter::new();
+        home.grant(HOME, 10).unwrap();
+        home.consume(HOME, 10).unwrap();
+        // Lowered to 4 with nothing unspent: nothing to retire.
+        assert_eq!(home.call_back(HOME, 4).unwrap(), 0);
+        home.refund(HOME, 5).unwrap();
+        assert_eq!(home.call_back(HOME, 4).unwrap(), 5);
+        assert_eq!(home.limit(), 5);
+        assert_eq!(home.total_consumed(), 5);
+        assert_eq!(home.local_rights(HOME), 0);
+        assert!(home.invariant_holds());
+    }
+
+    #[test]
+    fn decode_refuses_a_refund_beyond_consumption() {
+        let mut c = BoundedCounter::new();
+        c.grant(HOME, 5).unwrap();
+        c.consume(HOME, 3).unwrap();
+        c.refund(HOME, 2).unwrap();
+        assert_eq!(BoundedCounter::decode(&c.encode()), Ok(c.clone()));
+        let mut forged = c.clone();
+        forged.refunded.insert(HOME, 4);
+        assert!(!forged.invariant_holds());
+        assert!(BoundedCounter::decode(&forged.encode()).is_err());
+        // A refund by a node that never consumed (it would hand it rights from nothing).
+        let mut foreign = c.clone();
+        foreign.refunded.insert(EDGE, 1);
+        assert!(BoundedCounter::decode(&foreign.encode()).is_err());
+        let mut zero = c;
+        zero.refunded.insert(EDGE, 0);
+        assert!(BoundedCounter::decode(&zero.encode()).is_err());
+    }
+
+    /// Bytes written by the build before refunds (format version 1): grant 300 to HOME,
+    /// 200 of them to EDGE, EDGE consumed 150, HOME retired 7; and a book of that counter
+    /// (tenant 9, requests) and a grant of 5 to EDGE (tenant 3, bytes in), November 2026.
+    const COUNTER_V1: &str = "01040101ac02010102c80101029601010107";
+    const BOOK_V1: &str =
+        "0105020300ea0f0b020102050000000900ea0f0b000101ac02010102c80101029601010107";
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn version_1_encodings_still_decode_and_re_encode_as_version_2() {
+        use crate::ids::{Metric, TenantId};
+        use crate::period::Period;
+        let mut expected = BoundedCounter::new();
+        expected.grant(HOME, 300).unwrap();
+        expected.transfer(HOME, EDGE, 200).unwrap();
+        expected.consume(EDGE, 150).unwrap();
+        expected.retire(HOME, 7).unwrap();
+        let v1 = unhex(COUNTER_V1);
+        let counter = BoundedCounter::decode(&v1).unwrap();
+        assert_eq!(counter, expected);
+        // Version 2: the same body plus an empty refund map.
+        let mut v2 = vec![2, Kind::BoundedCounter as u8];
+        v2.extend_from_slice(&v1[2..]);
+        v2.push(0);
+        assert_eq!(counter.encode(), v2);
+        let month = Period::month(2026, 11).unwrap();
+        let mut book = EscrowBook::new();
+        *book.counter_mut(CounterKey::new(TenantId(9), month, Metric::Requests)) = expected;
+        book.counter_mut(CounterKey::new(TenantId(3), month, Metric::BytesIn))
+            .grant(EDGE, 5)
+            .unwrap();
+        let stored = EscrowBook::decode(&unhex(BOOK_V1)).unwrap();
+        assert_eq!(stored, book);
+        assert_eq!(EscrowBook::decode(&stored.encode()), Ok(book));
+        // A version-1 body is never read as version 2 (its fifth map is missing).
+        let mut relabelled = unhex(COUNTER_V1);
+        relabelled[0] = 2;
+        assert!(BoundedCounter::decode(&relabelled).is_err());
     }
 
     #[test]

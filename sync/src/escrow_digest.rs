@@ -8,9 +8,11 @@
 //! 8-byte roots; when they differ they compare buckets (2 KB) and exchange only the
 //! counters of differing buckets. FNV-1a is written out (not `DefaultHasher`) because the
 //! digest must be identical on every node and every build. Encodings are fed to the hash
-//! as they are produced, never built. The node updates the digest lazily for consumes (the
-//! request path only notes the key; the counter is rehashed before the digest is read or
-//! sent, and at every push), so peers see exactly what eager updates would give.
+//! as they are produced, never built; the encoding holds every cell, refunds included, so
+//! a refund a peer missed makes the digests differ and anti-entropy carries it. The node
+//! updates the digest lazily for consumes and refunds (the request path only notes the
+//! key; the counter is rehashed before the digest is read or sent, and at every push), so
+//! peers see exactly what eager updates would give.
 
 use tessera_crdt::{BoundedCounter, CounterKey, IdHashMap};
 
@@ -167,6 +169,17 @@ mod tests {
         c.consume(NodeId(1), 1).unwrap();
         digest.update(&key(7), c);
         assert_ne!(digest.root(), before);
+        assert_eq!(digest, EscrowDigest::of(&counters));
+        // A refund changes the root, and a replica without it differs in that bucket.
+        let without_refund = digest.clone();
+        let c = counters.get_mut(&key(7)).unwrap();
+        c.refund(NodeId(1), 1).unwrap();
+        digest.update(&key(7), c);
+        assert_ne!(digest.root(), without_refund.root());
+        assert_eq!(
+            digest.differing(without_refund.buckets()),
+            vec![bucket_of(&key(7)) as u16]
+        );
         assert_eq!(digest, EscrowDigest::of(&counters));
         let theirs = EscrowDigest::default();
         assert!(digest

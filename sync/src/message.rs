@@ -19,8 +19,9 @@ use crate::escrow_digest::BUCKETS;
 /// Counters one message may carry.
 pub const COUNTERS_MAX: usize = 4096;
 
-/// The wire format version, first byte of every encoded message.
-pub const WIRE_VERSION: u8 = 2;
+/// The wire format version, first byte of every encoded message. 3: bounded counters carry
+/// refund cells (a node of version 2 would misread them, so it refuses them whole).
+pub const WIRE_VERSION: u8 = 3;
 
 /// Everything a node sends another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +196,8 @@ mod tests {
         );
         let mut counter = BoundedCounter::new();
         counter.grant(NodeId(1), 10).unwrap();
+        counter.consume(NodeId(1), 3).unwrap();
+        counter.refund(NodeId(1), 2).unwrap();
         let message = Message::RightsReply {
             request_id: 3,
             key,

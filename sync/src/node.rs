@@ -4,11 +4,11 @@
 //! # Driving it
 //! The caller (the libp2p adapter, or the simulator in tests) owns the clock and the
 //! network. It calls local operations ([`Node::increment`], [`Node::edit_directory`],
-//! [`Node::consume`], [`Node::leave`]) and [`Node::handle`] with `(now_ms, Input)` for a
-//! message, a peer coming or going, or a tick; then drains [`Node::take_outputs`] and
-//! sends them; then calls [`Node::handle`] with [`Input::Tick`] again no later than
-//! [`Node::next_wakeup_ms`]. Outputs must leave only after the node's state is persisted
-//! (a transfer sent and then forgotten by a crash would be given twice).
+//! [`Node::consume`], [`Node::refund`], [`Node::leave`]) and [`Node::handle`] with
+//! `(now_ms, Input)` for a message, a peer coming or going, or a tick; then drains
+//! [`Node::take_outputs`] and sends them; then calls [`Node::handle`] with [`Input::Tick`]
+//! again no later than [`Node::next_wakeup_ms`]. Outputs must leave only after the node's
+//! state is persisted (a transfer sent and then forgotten by a crash would be given twice).
 //!
 //! # What it does
 //! - **Push**: local ledger increments, directory ops and changed bounded counters are
@@ -231,8 +231,8 @@ pub struct Node {
     directory: Directory,
     escrow: EscrowBook,
     escrow_digest: EscrowDigest,
-    /// Keys whose counter a consume changed since the digest was last brought up to date
-    /// (in consume order, consecutive repeats dropped). A consume only notes its key here;
+    /// Keys whose counter a consume or a refund changed since the digest was last brought up
+    /// to date (in that order, consecutive repeats dropped). They only note their key here;
     /// the digest is rehashed from the book before it is read or sent and at every push
     /// (see [`Node::escrow_digest`]), so what peers see is what eager updates gave.
     digest_stale: Vec<CounterKey>,
@@ -500,9 +500,6 @@ impl Node {
         let (result, rights) = match self.escrow.get_mut(&key) {
             Some(counter) => {
                 let result = counter.consume(id, amount);
-                if result.is_ok() && amount > 0 && self.digest_stale.last() != Some(&key) {
-                    self.digest_stale.push(key);
-                }
                 (result, counter.local_rights(id))
             }
             None if amount == 0 => (Ok(()), 0),
@@ -523,8 +520,7 @@ impl Node {
         let rate = demand.rate();
         let low_water = self.low_water_at(rate);
         if result.is_ok() {
-            self.mark_changed(key);
-            self.schedule_push(now_ms);
+            self.own_cell_changed(now_ms, key, amount);
         } else if let Some(request) = self.requests.get_mut(&key) {
             // New demand after giving up: try again now.
             if request.in_flight.is_none() && request.failures >= self.config.rights_attempts_max {
@@ -535,6 +531,42 @@ impl Node {
         }
         self.maybe_request_with(now_ms, key, rights, low_water);
         result
+    }
+
+    /// Gives back `amount` of the rights this node consumed for `key`, for admitted work that
+    /// was not delivered (shed, failed, timed out): quota follows delivered work. Like a
+    /// consume it is an own change (counted in [`Node::own_changes`], handed to
+    /// [`Node::take_changes`], pushed within `push_delay_ms`). Refused beyond what this node
+    /// consumed for `key` and has not refunded yet. The tenant's quota policy is looked at
+    /// again: rights given back above a lowered quota are called back.
+    pub fn refund(&mut self, now_ms: u64, key: CounterKey, amount: u64) -> Result<(), EscrowError> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let id = self.id;
+        let Some(counter) = self.escrow.get_mut(&key) else {
+            return Err(EscrowError::RefundBeyondConsumed {
+                node: id,
+                requested: amount,
+                refundable: 0,
+            });
+        };
+        counter.refund(id, amount)?;
+        self.own_cell_changed(now_ms, key, amount);
+        self.quota_tenants.insert(key.tenant);
+        self.reconcile_quotas(now_ms);
+        Ok(())
+    }
+
+    /// A consume or a refund of `amount` changed this node's cells of `key` (nothing if 0):
+    /// the digest noted stale (rehashed later, see `digest_stale`), pushed with the next
+    /// batch, persisted with the next [`Node::take_changes`].
+    fn own_cell_changed(&mut self, now_ms: u64, key: CounterKey, amount: u64) {
+        if amount > 0 && self.digest_stale.last() != Some(&key) {
+            self.digest_stale.push(key);
+        }
+        self.mark_changed(key);
+        self.schedule_push(now_ms);
     }
 
     /// Whether some other node holds rights for `key`, in this node's view.
@@ -923,13 +955,14 @@ impl Node {
 
     // ---- escrow -------------------------------------------------------------------------
 
-    /// The escrow digest, first brought up to date with the counters consumes changed.
+    /// The escrow digest, first brought up to date with the counters consumes and refunds
+    /// changed.
     fn escrow_digest(&mut self) -> &EscrowDigest {
         self.refresh_escrow_digest();
         &self.escrow_digest
     }
 
-    /// Rehashes every counter a consume changed since the last refresh. The digest is a
+    /// Rehashes every counter a consume or a refund changed since the last refresh. The digest is a
     /// function of the counters only (bucket XORs, an unordered table), so the order and
     /// repeats of `digest_stale` do not matter, and the result equals eager updates.
     fn refresh_escrow_digest(&mut self) {

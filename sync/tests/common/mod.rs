@@ -3,8 +3,8 @@
 //! delays, drops, duplicates and reorders messages, cuts links in any shape, and crashes
 //! and restarts nodes from their persisted state. Everything is driven by one seed.
 //!
-//! The simulator also keeps the *truth* — what each node incremented, which consumes
-//! succeeded — so tests can check replicas against it, not just against each other.
+//! The simulator also keeps the *truth* — what each node incremented, which consumes and
+//! refunds succeeded — so tests can check replicas against it, not just against each other.
 
 #![allow(dead_code)] // Each test file uses a different part.
 
@@ -78,8 +78,10 @@ struct Delivery {
 pub struct Truth {
     /// Sum of local increments per (key, node).
     pub increments: BTreeMap<(CounterKey, NodeId), u64>,
-    /// Successful consumes per key.
+    /// Net consumption per key: successful consumes less successful refunds.
     pub consumed: BTreeMap<CounterKey, u64>,
+    /// Successful refunds per key.
+    pub refunded: BTreeMap<CounterKey, u64>,
 }
 
 pub struct Sim {
@@ -201,6 +203,17 @@ impl Sim {
         let result = self.with_node(i, |node, now| node.consume(now, key, amount));
         if result.is_ok() {
             *self.truth.consumed.entry(key).or_default() += amount;
+        }
+        result
+    }
+
+    /// A refund at node `i` (admitted work not delivered), recorded in the truth when it
+    /// succeeds.
+    pub fn refund(&mut self, i: usize, key: CounterKey, amount: u64) -> Result<(), EscrowError> {
+        let result = self.with_node(i, |node, now| node.refund(now, key, amount));
+        if result.is_ok() {
+            *self.truth.consumed.entry(key).or_default() -= amount;
+            *self.truth.refunded.entry(key).or_default() += amount;
         }
         result
     }
@@ -433,7 +446,8 @@ impl Sim {
         };
         for (key, counter) in node.escrow().iter() {
             assert!(
-                counter.invariant_holds() && counter.total_consumed() <= counter.total_granted(),
+                counter.invariant_holds()
+                    && counter.total_consumed() <= u128::from(counter.limit()),
                 "seed {}: escrow invariant broken at node {i} for {key:?}: {counter:?}",
                 self.seed
             );
@@ -499,7 +513,8 @@ impl Sim {
                 self.seed
             );
         }
-        // Escrow: consumed equals the successful consumes, never above the quota.
+        // Escrow: net consumption equals the successful consumes less the successful
+        // refunds, never above the quota.
         for (key, consumed) in &self.truth.consumed {
             let counter = first
                 .escrow()
@@ -509,6 +524,13 @@ impl Sim {
                 counter.total_consumed(),
                 u128::from(*consumed),
                 "seed {}: consumed of {key:?}",
+                self.seed
+            );
+            let refunded = self.truth.refunded.get(key).copied().unwrap_or(0);
+            assert_eq!(
+                counter.total_refunded(),
+                u128::from(refunded),
+                "seed {}: refunded of {key:?}",
                 self.seed
             );
         }

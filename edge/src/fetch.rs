@@ -3,10 +3,13 @@
 //!
 //! Why hand-rolled on hyper's client connection rather than a general HTTP client: the
 //! check that matters is on the *address actually connected to*, after DNS. So this
-//! module resolves the host itself (with a timeout), refuses every address in a
-//! forbidden range (loopback, private, link-local, CGNAT, metadata, unspecified,
-//! multicast, unique-local IPv6, and IPv4 hidden in IPv6: mapped, compatible, 6to4,
-//! NAT64), and connects to the checked address — never re-resolving, so DNS rebinding
+//! module resolves the host itself (with a timeout), refuses every address that is not
+//! globally reachable (the table in [`refusal`]: loopback, private, link-local and cloud
+//! metadata, CGNAT, documentation, benchmarking, multicast, reserved, unique-local and
+//! site-local IPv6, everything outside IPv6 global unicast, and IPv4 hidden in IPv6 —
+//! checked as the IPv4 address where it is the destination, refused whole where a
+//! translator or tunnel decides), and connects to the checked address — never
+//! re-resolving, so DNS rebinding
 //! cannot swap in another address after the check. Origins named in
 //! `fetch.private_origins` may resolve to private addresses (an internal image store).
 //!
@@ -156,61 +159,240 @@ pub fn parse_source(url: &str) -> Result<Source, ApiError> {
     })
 }
 
-/// Whether an address may be fetched from without an explicit allowance.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = embedded_v4(v6) {
-                return is_public_v4(v4);
+/// What an address range is to the SSRF check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// Nothing in it may be fetched without an allowance.
+    Refused,
+    /// An IPv6 form that carries an IPv4 address in the 32 bits above the lowest
+    /// `shift_bits`: the address is allowed or refused as that IPv4 address is.
+    Embeds { shift_bits: u32 },
+}
+
+/// A range of addresses, and why it is special.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Range {
+    net: IpAddr,
+    prefix_len: u8,
+    name: &'static str,
+    form: Form,
+}
+
+impl Range {
+    const fn v4(net: [u8; 4], prefix_len: u8, name: &'static str) -> Range {
+        Range {
+            net: IpAddr::V4(Ipv4Addr::new(net[0], net[1], net[2], net[3])),
+            prefix_len,
+            name,
+            form: Form::Refused,
+        }
+    }
+
+    const fn v6(net: [u16; 8], prefix_len: u8, name: &'static str, form: Form) -> Range {
+        let [a, b, c, d, e, f, g, h] = net;
+        Range {
+            net: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)),
+            prefix_len,
+            name,
+            form,
+        }
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let (net, ip, width) = match (self.net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                (u128::from(u32::from(net)), u128::from(u32::from(ip)), 32)
             }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7 (incl. fd00:ec2::254)
-                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+            (IpAddr::V6(net), IpAddr::V6(ip)) => (u128::from(net), u128::from(ip), 128),
+            _ => return false,
+        };
+        (net ^ ip)
+            .checked_shr(width - u32::from(self.prefix_len))
+            .unwrap_or(0)
+            == 0
+    }
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} ({})", self.net, self.prefix_len, self.name)
+    }
+}
+
+const EMBEDS_LOW_32: Form = Form::Embeds { shift_bits: 0 };
+
+/// Every range a source may not be fetched from without `fetch.private_origins`, the
+/// more specific first (the first match decides). IPv4: every special-purpose block
+/// that is not globally reachable. IPv6: the same, then everything outside global
+/// unicast (2000::/3), which nothing public is numbered from.
+///
+/// IPv6 forms that carry an IPv4 address: where the IPv4 address *is* the destination
+/// — IPv4-mapped (the socket connects to it over IPv4), well-known NAT64 64:ff9b::/96
+/// (RFC 6052 forbids it for non-global IPv4; DNS64 networks need it for every
+/// IPv4-only origin) and 6to4 (2002:aabb:ccdd::, the relay delivers to aa.bb.cc.dd) —
+/// the embedded address is checked by the IPv4 rules. Where a translator or tunnel
+/// we do not see decides what is reached — IPv4-compatible ::/96 (deprecated),
+/// IPv4-translated ::ffff:0:0:0/96 (SIIT), local-use NAT64 64:ff9b:1::/48 (the
+/// operator's own translator, with any prefix length) and Teredo 2001::/32 (server
+/// IPv4 in bits 32..64, the client's XOR-ed in the last 32: two addresses, neither
+/// the one the packet is addressed to) — the whole range is refused.
+const REFUSED: [Range; 35] = [
+    Range::v4([0, 0, 0, 0], 8, "\"this network\""),
+    Range::v4([10, 0, 0, 0], 8, "private"),
+    Range::v4([100, 64, 0, 0], 10, "shared address space, CGNAT"),
+    Range::v4([127, 0, 0, 0], 8, "loopback"),
+    Range::v4([169, 254, 0, 0], 16, "link-local, cloud metadata"),
+    Range::v4([172, 16, 0, 0], 12, "private"),
+    Range::v4([192, 0, 0, 0], 24, "IETF protocol assignments"),
+    Range::v4([192, 0, 2, 0], 24, "documentation"),
+    Range::v4([192, 88, 99, 0], 24, "6to4 relay anycast"),
+    Range::v4([192, 168, 0, 0], 16, "private"),
+    Range::v4([198, 18, 0, 0], 15, "benchmarking"),
+    Range::v4([198, 51, 100, 0], 24, "documentation"),
+    Range::v4([203, 0, 113, 0], 24, "documentation"),
+    Range::v4([224, 0, 0, 0], 4, "multicast"),
+    Range::v4([255, 255, 255, 255], 32, "limited broadcast"),
+    Range::v4([240, 0, 0, 0], 4, "reserved"),
+    Range::v6([0; 8], 128, "unspecified", Form::Refused),
+    Range::v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "loopback", Form::Refused),
+    Range::v6([0; 8], 96, "IPv4-compatible", Form::Refused),
+    Range::v6(
+        [0, 0, 0, 0, 0, 0xffff, 0, 0],
+        96,
+        "IPv4-mapped",
+        EMBEDS_LOW_32,
+    ),
+    Range::v6(
+        [0, 0, 0, 0, 0xffff, 0, 0, 0],
+        96,
+        "IPv4-translated, SIIT",
+        Form::Refused,
+    ),
+    Range::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96, "NAT64", EMBEDS_LOW_32),
+    Range::v6(
+        [0x64, 0xff9b, 1, 0, 0, 0, 0, 0],
+        48,
+        "local-use NAT64",
+        Form::Refused,
+    ),
+    Range::v6(
+        [0x100, 0, 0, 0, 0, 0, 0, 0],
+        64,
+        "discard-only",
+        Form::Refused,
+    ),
+    Range::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32, "Teredo", Form::Refused),
+    Range::v6(
+        [0x2001, 2, 0, 0, 0, 0, 0, 0],
+        48,
+        "benchmarking",
+        Form::Refused,
+    ),
+    Range::v6(
+        [0x2001, 0x10, 0, 0, 0, 0, 0, 0],
+        28,
+        "ORCHID",
+        Form::Refused,
+    ),
+    Range::v6(
+        [0x2001, 0x20, 0, 0, 0, 0, 0, 0],
+        28,
+        "ORCHIDv2",
+        Form::Refused,
+    ),
+    Range::v6(
+        [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
+        32,
+        "documentation",
+        Form::Refused,
+    ),
+    Range::v6(
+        [0x3fff, 0, 0, 0, 0, 0, 0, 0],
+        20,
+        "documentation",
+        Form::Refused,
+    ),
+    Range::v6(
+        [0x2002, 0, 0, 0, 0, 0, 0, 0],
+        16,
+        "6to4",
+        Form::Embeds { shift_bits: 80 },
+    ),
+    Range::v6(
+        [0xfc00, 0, 0, 0, 0, 0, 0, 0],
+        7,
+        "unique local",
+        Form::Refused,
+    ),
+    Range::v6(
+        [0xfe80, 0, 0, 0, 0, 0, 0, 0],
+        10,
+        "link-local",
+        Form::Refused,
+    ),
+    Range::v6(
+        [0xfec0, 0, 0, 0, 0, 0, 0, 0],
+        10,
+        "site-local",
+        Form::Refused,
+    ),
+    Range::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, "multicast", Form::Refused),
+];
+
+/// IPv6 outside global unicast 2000::/3, checked after [`REFUSED`] (which names the
+/// special ranges in it).
+const NOT_GLOBAL_UNICAST: [Range; 3] = [
+    Range::v6([0; 8], 3, "not global unicast", Form::Refused),
+    Range::v6(
+        [0x4000, 0, 0, 0, 0, 0, 0, 0],
+        2,
+        "not global unicast",
+        Form::Refused,
+    ),
+    Range::v6(
+        [0x8000, 0, 0, 0, 0, 0, 0, 0],
+        1,
+        "not global unicast",
+        Form::Refused,
+    ),
+];
+
+/// Why an address may not be fetched without an allowance: its range, and the IPv6
+/// form it was found in when it is an embedded IPv4 address.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub range: &'static Range,
+    pub inside: Option<&'static Range>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.inside {
+            None => write!(f, "{}", self.range),
+            Some(inside) => write!(f, "{} inside {inside}", self.range),
         }
     }
 }
 
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local() // 169.254/16, the metadata address included
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || o[0] == 0 // "this network"
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // CGNAT 100.64/10
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18/15
-        || o[0] >= 240) // reserved
-}
-
-/// IPv4 addresses carried inside IPv6 ones: mapped (::ffff:a.b.c.d), compatible
-/// (::a.b.c.d), 6to4 (2002:aabb:ccdd::) and NAT64 (64:ff9b::a.b.c.d).
-fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = v6.segments();
-    let from =
-        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return Some(v4);
+/// Why `ip` may not be fetched from without an explicit allowance; `None` if it may.
+pub fn refusal(ip: IpAddr) -> Option<Refusal> {
+    let range = REFUSED
+        .iter()
+        .chain(&NOT_GLOBAL_UNICAST)
+        .find(|range| range.contains(ip))?;
+    match (range.form, ip) {
+        (Form::Embeds { shift_bits }, IpAddr::V6(v6)) => {
+            let v4 = Ipv4Addr::from((u128::from(v6) >> shift_bits) as u32);
+            refusal(IpAddr::V4(v4)).map(|embedded| Refusal {
+                range: embedded.range,
+                inside: Some(range),
+            })
+        }
+        _ => Some(Refusal {
+            range,
+            inside: None,
+        }),
     }
-    if s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
-        return Some(from(s[6], s[7]));
-    }
-    if s[0] == 0x2002 {
-        return Some(from(s[1], s[2]));
-    }
-    if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        return Some(from(s[6], s[7]));
-    }
-    None
 }
 
 /// Resolves `source` and returns the first address the policy allows to connect to.
@@ -243,14 +425,17 @@ async fn resolve(source: &Source, policy: &FetchPolicy) -> Result<SocketAddr, Ap
     addrs
         .iter()
         .copied()
-        .find(|addr| private_ok || is_public(addr.ip()))
+        .find(|addr| private_ok || refusal(addr.ip()).is_none())
         .ok_or_else(|| {
             forbidden(format!(
                 "the source {} resolves only to addresses that may not be fetched ({})",
                 source.origin,
                 addrs
                     .iter()
-                    .map(|a| a.ip().to_string())
+                    .map(|a| match refusal(a.ip()) {
+                        Some(why) => format!("{}: {why}", a.ip()),
+                        None => a.ip().to_string(),
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ))
@@ -464,38 +649,302 @@ where
 mod tests {
     use super::*;
 
+    /// Every refused range, from inside (its first and last address) and from just
+    /// outside (the neighbours of those), with the reason it is refused or `None`.
     #[test]
-    fn forbidden_ranges() {
-        for bad in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "224.0.0.1",
-            "::1",
-            "::",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "::127.0.0.1",
-            "2002:7f00:1::",
-            "64:ff9b::a9fe:a9fe",
-            "fd00:ec2::254",
-            "fe80::1",
-        ] {
-            assert!(!is_public(bad.parse().unwrap()), "{bad} must be refused");
+    fn addresses_refused_with_their_range_and_allowed_just_outside() {
+        let cases: &[(&str, Option<&str>)] = &[
+            // IPv4.
+            ("0.0.0.0", Some("0.0.0.0/8 (\"this network\")")),
+            ("0.255.255.255", Some("0.0.0.0/8 (\"this network\")")),
+            ("1.0.0.0", None),
+            ("9.255.255.255", None),
+            ("10.0.0.0", Some("10.0.0.0/8 (private)")),
+            ("10.255.255.255", Some("10.0.0.0/8 (private)")),
+            ("11.0.0.0", None),
+            ("100.63.255.255", None),
+            (
+                "100.64.0.0",
+                Some("100.64.0.0/10 (shared address space, CGNAT)"),
+            ),
+            (
+                "100.127.255.255",
+                Some("100.64.0.0/10 (shared address space, CGNAT)"),
+            ),
+            ("100.128.0.0", None),
+            ("126.255.255.255", None),
+            ("127.0.0.0", Some("127.0.0.0/8 (loopback)")),
+            ("127.255.255.255", Some("127.0.0.0/8 (loopback)")),
+            ("128.0.0.0", None),
+            ("169.253.255.255", None),
+            (
+                "169.254.0.0",
+                Some("169.254.0.0/16 (link-local, cloud metadata)"),
+            ),
+            (
+                "169.254.169.254",
+                Some("169.254.0.0/16 (link-local, cloud metadata)"),
+            ),
+            (
+                "169.254.255.255",
+                Some("169.254.0.0/16 (link-local, cloud metadata)"),
+            ),
+            ("169.255.0.0", None),
+            ("172.15.255.255", None),
+            ("172.16.0.0", Some("172.16.0.0/12 (private)")),
+            ("172.31.255.255", Some("172.16.0.0/12 (private)")),
+            ("172.32.0.0", None),
+            ("191.255.255.255", None),
+            (
+                "192.0.0.0",
+                Some("192.0.0.0/24 (IETF protocol assignments)"),
+            ),
+            (
+                "192.0.0.255",
+                Some("192.0.0.0/24 (IETF protocol assignments)"),
+            ),
+            ("192.0.1.0", None),
+            ("192.0.1.255", None),
+            ("192.0.2.0", Some("192.0.2.0/24 (documentation)")),
+            ("192.0.2.255", Some("192.0.2.0/24 (documentation)")),
+            ("192.0.3.0", None),
+            ("192.88.98.255", None),
+            ("192.88.99.0", Some("192.88.99.0/24 (6to4 relay anycast)")),
+            ("192.88.99.255", Some("192.88.99.0/24 (6to4 relay anycast)")),
+            ("192.88.100.0", None),
+            ("192.167.255.255", None),
+            ("192.168.0.0", Some("192.168.0.0/16 (private)")),
+            ("192.168.255.255", Some("192.168.0.0/16 (private)")),
+            ("192.169.0.0", None),
+            ("198.17.255.255", None),
+            ("198.18.0.0", Some("198.18.0.0/15 (benchmarking)")),
+            ("198.19.255.255", Some("198.18.0.0/15 (benchmarking)")),
+            ("198.20.0.0", None),
+            ("198.51.99.255", None),
+            ("198.51.100.0", Some("198.51.100.0/24 (documentation)")),
+            ("198.51.100.255", Some("198.51.100.0/24 (documentation)")),
+            ("198.51.101.0", None),
+            ("203.0.112.255", None),
+            ("203.0.113.0", Some("203.0.113.0/24 (documentation)")),
+            ("203.0.113.255", Some("203.0.113.0/24 (documentation)")),
+            ("203.0.114.0", None),
+            ("223.255.255.255", None),
+            ("224.0.0.0", Some("224.0.0.0/4 (multicast)")),
+            ("239.255.255.255", Some("224.0.0.0/4 (multicast)")),
+            ("240.0.0.0", Some("240.0.0.0/4 (reserved)")),
+            ("255.255.255.254", Some("240.0.0.0/4 (reserved)")),
+            (
+                "255.255.255.255",
+                Some("255.255.255.255/32 (limited broadcast)"),
+            ),
+            ("8.8.8.8", None),
+            ("93.184.216.34", None),
+            // IPv6: loopback, unspecified and IPv4-compatible.
+            ("::", Some("::/128 (unspecified)")),
+            ("::1", Some("::1/128 (loopback)")),
+            ("::2", Some("::/96 (IPv4-compatible)")),
+            ("::8.8.8.8", Some("::/96 (IPv4-compatible)")),
+            ("::255.255.255.255", Some("::/96 (IPv4-compatible)")),
+            ("::1:0:0", Some("::/3 (not global unicast)")),
+            // IPv4-mapped: the embedded address decides.
+            ("::ffff:8.8.8.8", None),
+            (
+                "::ffff:0.0.0.0",
+                Some("0.0.0.0/8 (\"this network\") inside ::ffff:0.0.0.0/96 (IPv4-mapped)"),
+            ),
+            (
+                "::ffff:10.0.0.1",
+                Some("10.0.0.0/8 (private) inside ::ffff:0.0.0.0/96 (IPv4-mapped)"),
+            ),
+            (
+                "::ffff:127.0.0.1",
+                Some("127.0.0.0/8 (loopback) inside ::ffff:0.0.0.0/96 (IPv4-mapped)"),
+            ),
+            (
+                "::ffff:255.255.255.255",
+                Some(
+                    "255.255.255.255/32 (limited broadcast) inside ::ffff:0.0.0.0/96 (IPv4-mapped)",
+                ),
+            ),
+            ("::fffe:ffff:ffff", Some("::/3 (not global unicast)")),
+            ("::1:0:0:0", Some("::/3 (not global unicast)")),
+            // SIIT: refused whole, a public IPv4 address inside too.
+            ("::fffe:ffff:ffff:ffff", Some("::/3 (not global unicast)")),
+            (
+                "::ffff:0:0:0",
+                Some("::ffff:0:0:0/96 (IPv4-translated, SIIT)"),
+            ),
+            (
+                "::ffff:0:808:808",
+                Some("::ffff:0:0:0/96 (IPv4-translated, SIIT)"),
+            ),
+            (
+                "::ffff:0:a00:1",
+                Some("::ffff:0:0:0/96 (IPv4-translated, SIIT)"),
+            ),
+            (
+                "::ffff:0:ffff:ffff",
+                Some("::ffff:0:0:0/96 (IPv4-translated, SIIT)"),
+            ),
+            ("::ffff:1:0:0", Some("::/3 (not global unicast)")),
+            // NAT64, well-known prefix: the embedded address decides.
+            ("64:ff9b::808:808", None),
+            (
+                "64:ff9b::a9fe:a9fe",
+                Some("169.254.0.0/16 (link-local, cloud metadata) inside 64:ff9b::/96 (NAT64)"),
+            ),
+            (
+                "64:ff9b::7f00:1",
+                Some("127.0.0.0/8 (loopback) inside 64:ff9b::/96 (NAT64)"),
+            ),
+            ("64:ff9b::1:0:0", Some("::/3 (not global unicast)")),
+            (
+                "64:ff9a:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("::/3 (not global unicast)"),
+            ),
+            // NAT64, local-use prefix: refused whole.
+            ("64:ff9b:1::", Some("64:ff9b:1::/48 (local-use NAT64)")),
+            (
+                "64:ff9b:1:0:808:808::",
+                Some("64:ff9b:1::/48 (local-use NAT64)"),
+            ),
+            (
+                "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
+                Some("64:ff9b:1::/48 (local-use NAT64)"),
+            ),
+            ("64:ff9b:2::", Some("::/3 (not global unicast)")),
+            (
+                "64:ff9b:0:ffff:ffff:ffff:ffff:ffff",
+                Some("::/3 (not global unicast)"),
+            ),
+            // Discard-only.
+            (
+                "ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("::/3 (not global unicast)"),
+            ),
+            ("100::", Some("100::/64 (discard-only)")),
+            ("100::ffff:ffff:ffff:ffff", Some("100::/64 (discard-only)")),
+            ("100:0:0:1::", Some("::/3 (not global unicast)")),
+            // Global unicast starts at 2000::.
+            (
+                "1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("::/3 (not global unicast)"),
+            ),
+            ("2000::", None),
+            ("2000:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+            // Teredo: refused whole (server and obfuscated client IPv4 inside).
+            ("2001::", Some("2001::/32 (Teredo)")),
+            (
+                "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+                Some("2001::/32 (Teredo)"),
+            ),
+            (
+                "2001:0:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("2001::/32 (Teredo)"),
+            ),
+            ("2001:1::", None),
+            ("2001:1:ffff:ffff:ffff:ffff:ffff:ffff", None),
+            ("2001:2::", Some("2001:2::/48 (benchmarking)")),
+            (
+                "2001:2:0:ffff:ffff:ffff:ffff:ffff",
+                Some("2001:2::/48 (benchmarking)"),
+            ),
+            ("2001:2:1::", None),
+            ("2001:f:ffff:ffff:ffff:ffff:ffff:ffff", None),
+            ("2001:10::", Some("2001:10::/28 (ORCHID)")),
+            (
+                "2001:1f:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("2001:10::/28 (ORCHID)"),
+            ),
+            ("2001:20::", Some("2001:20::/28 (ORCHIDv2)")),
+            (
+                "2001:2f:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("2001:20::/28 (ORCHIDv2)"),
+            ),
+            ("2001:30::", None),
+            ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", None),
+            ("2001:db8::", Some("2001:db8::/32 (documentation)")),
+            (
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("2001:db8::/32 (documentation)"),
+            ),
+            ("2001:db9::", None),
+            // 6to4: the embedded address (bits 16..48) decides.
+            ("2001:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+            ("2002:808:808::1", None),
+            (
+                "2002::",
+                Some("0.0.0.0/8 (\"this network\") inside 2002::/16 (6to4)"),
+            ),
+            (
+                "2002:7f00:1::",
+                Some("127.0.0.0/8 (loopback) inside 2002::/16 (6to4)"),
+            ),
+            (
+                "2002:a00:1:ffff:ffff:ffff:ffff:ffff",
+                Some("10.0.0.0/8 (private) inside 2002::/16 (6to4)"),
+            ),
+            (
+                "2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("255.255.255.255/32 (limited broadcast) inside 2002::/16 (6to4)"),
+            ),
+            ("2003::", None),
+            ("2606:4700::1111", None),
+            // The newer documentation block.
+            ("3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+            ("3fff::", Some("3fff::/20 (documentation)")),
+            (
+                "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("3fff::/20 (documentation)"),
+            ),
+            ("3fff:1000::", None),
+            ("3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+            ("4000::", Some("4000::/2 (not global unicast)")),
+            (
+                "7fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("4000::/2 (not global unicast)"),
+            ),
+            ("8000::", Some("8000::/1 (not global unicast)")),
+            (
+                "fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("8000::/1 (not global unicast)"),
+            ),
+            ("fc00::", Some("fc00::/7 (unique local)")),
+            ("fd00:ec2::254", Some("fc00::/7 (unique local)")),
+            (
+                "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("fc00::/7 (unique local)"),
+            ),
+            ("fe00::", Some("8000::/1 (not global unicast)")),
+            (
+                "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("8000::/1 (not global unicast)"),
+            ),
+            ("fe80::", Some("fe80::/10 (link-local)")),
+            (
+                "febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("fe80::/10 (link-local)"),
+            ),
+            ("fec0::", Some("fec0::/10 (site-local)")),
+            (
+                "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("fec0::/10 (site-local)"),
+            ),
+            ("ff00::", Some("ff00::/8 (multicast)")),
+            ("ff02::1", Some("ff00::/8 (multicast)")),
+            (
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some("ff00::/8 (multicast)"),
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (address, expected) in cases {
+            let got = refusal(address.parse().unwrap()).map(|why| why.to_string());
+            if got.as_deref() != *expected {
+                wrong.push(format!("{address}: expected {expected:?}, got {got:?}"));
+            }
         }
-        for good in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
-            assert!(is_public(good.parse().unwrap()), "{good} is public");
-        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 
     #[test]

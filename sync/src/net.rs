@@ -12,13 +12,21 @@
 //!   strict validation, messages reported valid only after [`Message::decode`] accepts
 //!   them, mesh sized for small clusters); request-response (cbor frames holding encoded
 //!   [`Message`]s, answered with an empty ack) for [`Output::Send`]; optional mDNS;
-//!   connection limits.
+//!   per-address admission of inbound connections ([`admission`]) and global connection
+//!   limits.
 //! - **Loop**: one task owns the swarm and the shared [`Node`]: it feeds swarm events and
 //!   ticks (at [`Node::next_wakeup_ms`]) into the node and sends its outputs; local
 //!   operations lock the node and call [`NetHandle::wake`] so their pushes leave at once.
 //! - **Hostile peers**: every frame is size-capped by the codec and the gossip config and
 //!   decoded with [`Message::decode`]; a refused frame changes nothing and is counted, and
-//!   a peer that sends `garbage_max` refused frames is disconnected.
+//!   a peer that sends `garbage_max` refused frames is disconnected. Before any of that,
+//!   inbound connections are admitted per remote address ([`admission`]): a few handshakes
+//!   in progress and a bounded number of established connections per address (the global
+//!   pending cap is larger, so one address cannot fill it), every inbound handshake bounded
+//!   by `handshake_timeout_ms`, and an address whose handshakes keep failing (no key,
+//!   garbage, silence) refused at once for a growing, jittered backoff that decays when it
+//!   behaves; refusals are counted in [`NetStats::admission`]. Without this, sockets held
+//!   open from one keyless host filled the pending cap and kept restarting peers out.
 //! - **Bootstrap**: configured addresses are dialled, and redialled when not connected,
 //!   with capped exponential backoff and jitter.
 //! - **Durability**: with a [`DurabilityGate`], outputs that may reflect the node's own
@@ -32,6 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use libp2p::connection_limits::{self, ConnectionLimits};
+use libp2p::core::transport::timeout::TransportTimeout;
 use libp2p::core::upgrade::Version;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, ProtocolSupport};
@@ -54,6 +63,10 @@ use crate::node::{Input, Node, Output};
 use crate::rng::{mix, Rng};
 use tessera_crdt::NodeId;
 
+pub mod admission;
+
+pub use admission::{AdmissionSettings, AdmissionStats};
+
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/tessera/sync/1");
 const IDENTIFY_PROTOCOL: &str = "/tessera/id/1";
 const TOPIC: &str = "tessera/sync/1";
@@ -73,6 +86,10 @@ pub struct NetSettings {
     pub redial_max_ms: u64,
     /// Refused frames from one peer before it is disconnected.
     pub garbage_max: u32,
+    /// Bounds on inbound connections per remote address, the inbound handshake timeout and
+    /// the backoff of addresses whose handshakes fail (defaults in
+    /// [`AdmissionSettings::default`]).
+    pub admission: AdmissionSettings,
 }
 
 impl NetSettings {
@@ -88,6 +105,7 @@ impl NetSettings {
             redial_base_ms: 500,
             redial_max_ms: 30_000,
             garbage_max: 16,
+            admission: AdmissionSettings::default(),
         }
     }
 }
@@ -98,6 +116,8 @@ pub enum NetError {
     Build(String),
     #[error("listening on {addr}: {reason}")]
     Listen { addr: Multiaddr, reason: String },
+    #[error("transport settings: {0}")]
+    Settings(&'static str),
 }
 
 /// What the loop counted, for metrics and tests.
@@ -115,6 +135,8 @@ pub struct NetStats {
     pub per_peer: BTreeMap<NodeId, (u64, u64)>,
     /// Output batches dropped because the store did not make them durable in time.
     pub held_back: u64,
+    /// Inbound connections refused per address, failed handshakes, backoffs.
+    pub admission: AdmissionStats,
 }
 
 /// Holds outputs back until the node's own changes they may reflect are durable.
@@ -174,6 +196,8 @@ mod serde_bytes_vec {
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// First: an address in backoff is refused before any other behaviour counts it.
+    admission: admission::Behaviour,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     gossipsub: gossipsub::Behaviour,
@@ -186,11 +210,25 @@ pub fn node_id_of(peer: &PeerId) -> NodeId {
     NodeId(mix(fnv1a(&peer.to_bytes(), FNV_OFFSET)))
 }
 
+/// The transport's random seed: the node id mixed with the start time, so restarts and
+/// nodes differ.
+fn rng_seed(node_id: NodeId) -> u64 {
+    mix(node_id.0) ^ now_ms()
+}
+
 /// Builds the swarm: TCP + pnet + noise + yamux, and the behaviours above.
 pub fn build_swarm(
     keypair: identity::Keypair,
     settings: &NetSettings,
 ) -> Result<Swarm<Behaviour>, NetError> {
+    let bounds = settings.admission.clone();
+    if bounds.pending_incoming_max <= bounds.pending_per_ip_max {
+        return Err(NetError::Settings(
+            "pending_incoming_max must exceed pending_per_ip_max (one address could fill it)",
+        ));
+    }
+    let handshake_timeout = Duration::from_millis(bounds.handshake_timeout_ms);
+    let admission_seed = !rng_seed(node_id_of(&keypair.public().to_peer_id()));
     let psk = PreSharedKey::new(settings.cluster_key);
     let bytes_max = settings.message_bytes_max;
     let request_timeout = Duration::from_millis(settings.request_timeout_ms);
@@ -202,14 +240,18 @@ pub fn build_swarm(
         .with_other_transport(
             |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
                 let noise_config = noise::Config::new(key)?;
-                Ok(
-                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                        // The cluster key first: without it nothing else of the stack is reached.
-                        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
-                        .upgrade(Version::V1Lazy)
-                        .authenticate(noise_config)
-                        .multiplex(yamux::Config::default()),
-                )
+                let upgraded = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    // The cluster key first: without it nothing else of the stack is reached.
+                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise_config)
+                    .multiplex(yamux::Config::default());
+                // An accepted socket must finish the whole stack within the handshake
+                // timeout (dials keep the swarm's connection timeout below).
+                Ok(TransportTimeout::with_ingoing_timeout(
+                    upgraded,
+                    handshake_timeout,
+                ))
             },
         )
         .map_err(|e| build(&e))?
@@ -254,12 +296,13 @@ pub fn build_swarm(
                 };
                 let limits = connection_limits::Behaviour::new(
                     ConnectionLimits::default()
-                        .with_max_pending_incoming(Some(16))
+                        .with_max_pending_incoming(Some(bounds.pending_incoming_max))
                         .with_max_pending_outgoing(Some(16))
                         .with_max_established(Some(connections_max))
                         .with_max_established_per_peer(Some(2)),
                 );
                 Ok(Behaviour {
+                    admission: admission::Behaviour::new(bounds, admission_seed),
                     limits,
                     identify,
                     gossipsub,
@@ -380,7 +423,7 @@ pub async fn spawn(
         peers: BTreeMap::new(),
         garbage: BTreeMap::new(),
         redials,
-        rng: Rng::new(mix(node_id.0) ^ now_ms()),
+        rng: Rng::new(rng_seed(node_id)),
         gate,
     };
     tokio::spawn(driver.run(wake, stopped));
@@ -415,7 +458,11 @@ impl Driver {
                 .unwrap_or(u64::MAX);
             let sleep_ms = wakeup.min(redial_at).saturating_sub(now_ms()).min(1_000);
             tokio::select! {
-                event = self.swarm.select_next_some() => self.on_event(event),
+                event = self.swarm.select_next_some() => {
+                    self.on_event(event);
+                    let admission = self.swarm.behaviour().admission.stats();
+                    self.stats.lock().expect("stats lock").admission = admission;
+                }
                 () = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {
                     let now = now_ms();
                     let mut node = self.node.lock().expect("node lock");

@@ -2,10 +2,13 @@
 //! increments reach every node; a node started late catches up; a node without the
 //! cluster key cannot connect or inject anything; malformed and oversized frames are
 //! refused and their sender disconnected; escrow rights move to where the traffic is and
-//! an isolated node stops exactly at the rights it holds.
+//! an isolated node stops exactly at the rights it holds; a keyless flood from one address
+//! does not keep a keyed node out.
 
 #![cfg(feature = "net")]
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +21,8 @@ use tessera_sync::net::{
     build_swarm, node_id_of, send_frame, spawn, Frame, NetHandle, NetSettings,
 };
 use tessera_sync::{Node, SyncConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
 
 const KEY: [u8; 32] = [7; 32];
 
@@ -43,7 +48,20 @@ struct Peer {
 }
 
 async fn start(cluster_key: [u8; 32], bootstrap: Vec<Multiaddr>) -> Peer {
-    let keypair = identity::Keypair::generate_ed25519();
+    start_as(
+        identity::Keypair::generate_ed25519(),
+        cluster_key,
+        bootstrap,
+    )
+    .await
+}
+
+/// Starts a node with `keypair` (a restart keeps the node's identity).
+async fn start_as(
+    keypair: identity::Keypair,
+    cluster_key: [u8; 32],
+    bootstrap: Vec<Multiaddr>,
+) -> Peer {
     let peer_id = keypair.public().to_peer_id();
     let node = Arc::new(Mutex::new(Node::empty(
         node_id_of(&peer_id),
@@ -302,5 +320,144 @@ async fn an_isolated_node_stops_exactly_at_the_rights_it_holds() {
         }
     }
     assert_eq!(admitted, held);
+    b.net.stop();
+}
+
+/// A keyless flooder: `sockets` connections from `source` to `target`, each re-opened as
+/// soon as it closes; each sends garbage and closes its side (`garbage`) or sits silent.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    connects: Arc<AtomicU64>,
+}
+
+impl Flood {
+    fn start(source: Ipv4Addr, target: SocketAddr, sockets: usize, garbage: bool) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let connects = Arc::new(AtomicU64::new(0));
+        for _ in 0..sockets {
+            let (stop, connects) = (stop.clone(), connects.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let opened = async {
+                        let socket = TcpSocket::new_v4()?;
+                        socket.bind(SocketAddr::from((source, 0)))?;
+                        socket.connect(target).await
+                    };
+                    let Ok(Ok(mut stream)) =
+                        tokio::time::timeout(Duration::from_secs(2), opened).await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    connects.fetch_add(1, Ordering::Relaxed);
+                    if garbage {
+                        let _ = stream.write_all(&[0x5a; 64]).await;
+                        let _ = stream.shutdown().await;
+                    }
+                    // Held until the listener closes it (or for a minute at most).
+                    let mut sink = [0u8; 256];
+                    let held =
+                        async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+                    let _ = tokio::time::timeout(Duration::from_secs(60), held).await;
+                }
+            });
+        }
+        Flood { stop, connects }
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn socket_addr(addr: &Multiaddr) -> SocketAddr {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(a),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    SocketAddr::from((ip.expect("ip4 address"), port.expect("tcp port")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_flood_from_one_address_does_not_keep_a_keyed_node_out() {
+    let a = start(KEY, vec![]).await;
+    // Silent sockets from one address: they hold handshake slots until the handshake
+    // timeout (before admission per address, 16 of them filled the pending cap).
+    let silent = Flood::start(Ipv4Addr::new(127, 0, 0, 2), socket_addr(&a.addr), 64, false);
+    let connects = || silent.connects.load(Ordering::Relaxed);
+    assert!(
+        eventually(Duration::from_secs(10), || connects() >= 64).await,
+        "the flood is running"
+    );
+    // B first connects while the flood runs, and must exchange a message with A.
+    let keypair = identity::Keypair::generate_ed25519();
+    let started = Instant::now();
+    let b = start_as(keypair.clone(), KEY, vec![a.addr.clone()]).await;
+    increment(&b, 1, 5);
+    let through = eventually(Duration::from_secs(20), || total(&a, 1) == 5).await;
+    eprintln!(
+        "flood: B's first increment reached A after {:?} ({through}; {} flood connects so far)",
+        started.elapsed(),
+        connects()
+    );
+    assert!(
+        through,
+        "B connected to A and exchanged a message under the flood"
+    );
+    // Silence past the handshake timeout counts as a failed handshake, until the address
+    // is backed off.
+    assert!(
+        eventually(Duration::from_secs(20), || a.net.stats().admission.backoffs
+            >= 1)
+        .await,
+        "the silent address was backed off: {:?}",
+        a.net.stats().admission
+    );
+    // Garbage from another address on top (those handshakes fail at once).
+    let garbage = Flood::start(Ipv4Addr::new(127, 0, 0, 3), socket_addr(&a.addr), 16, true);
+    assert!(
+        eventually(Duration::from_secs(10), || garbage
+            .connects
+            .load(Ordering::Relaxed)
+            >= 16)
+        .await,
+        "the garbage flood is running"
+    );
+    // B restarts (same identity, empty state) while the flood goes on, and catches up.
+    b.net.stop();
+    assert!(
+        eventually(Duration::from_secs(20), || a.net.stats().peers_connected
+            == 0)
+        .await,
+        "A saw B go"
+    );
+    let restarted = Instant::now();
+    let b = start_as(keypair, KEY, vec![a.addr.clone()]).await;
+    let through = eventually(Duration::from_secs(20), || total(&b, 1) == 5).await;
+    let admission = a.net.stats().admission;
+    eprintln!(
+        "flood: restarted B caught up from A after {:?} ({through}); A's admission: {admission:?}",
+        restarted.elapsed()
+    );
+    assert!(
+        through,
+        "restarted B reconnected and caught up under the flood"
+    );
+    assert!(admission.denied_backoff >= 1 && admission.denied_pending_per_ip >= 1);
+    assert!(admission.handshake_failures >= 16);
+    assert_eq!(
+        admission.addresses_tracked, 2,
+        "both flooding addresses have a record"
+    );
+    assert_eq!(admission.denied_established_per_ip, 0);
+    drop((silent, garbage));
+    a.net.stop();
     b.net.stop();
 }

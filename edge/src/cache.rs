@@ -8,9 +8,19 @@
 //! (`ttl_s`). A hit is still a request the tenant makes: it is admitted by the quota and
 //! billed (bytes out, no CPU, no bytes in), and only successful answers are kept.
 //!
+//! A result is only as good as the policy that let it be made: each keeps the origins
+//! its source came through (the source's, then each redirect's), and the caller serves a
+//! hit only after the same checks as a miss — the tenant serving and the signature
+//! verifying under a current secret (before the lookup), and every one of those origins
+//! still allowed (on the hit) — against the directory of the moment, so a policy change
+//! turns a hit away at once, in memory and on disk, across restarts too. Checking rather
+//! than keying by a policy version keeps the tenant's other results when it only adds
+//! an origin or a secret.
+//!
 //! The disk tier keeps one file per result in `<data_dir>/cache/` (`<key hex>.bin`:
 //! magic, version, write time as Unix ms — the TTL must hold across restarts, so wall
-//! time here —, the headers, the body), written to a temporary name and renamed, never
+//! time here —, the headers, the origins, the body; files of an older version, which
+//! lack the origins, are foreign and deleted), written to a temporary name and renamed, never
 //! fsynced: a result lost in a crash is fetched again, and a torn or foreign file fails
 //! its checks and is deleted as a miss. Its index (key → write time, size) lives in
 //! memory, rebuilt at start from the files' headers; the oldest files go first when the
@@ -31,6 +41,9 @@ use bytes::Bytes;
 pub struct Cached {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The origins the source came through ([`crate::fetch::Fetched::origins`]), never
+    /// empty: a hit is served only while the tenant allows each.
+    pub origins: Vec<String>,
 }
 
 struct Inner {
@@ -138,10 +151,10 @@ impl ResultCache {
 }
 
 /// Magic and format version at the head of every cache file.
-const DISK_MAGIC: &[u8; 5] = b"TSRC1";
-/// Magic, write time (u64) and header length (u32).
-const DISK_HEAD: usize = DISK_MAGIC.len() + 8 + 4;
-/// Headers longer than this mark a file as not ours.
+const DISK_MAGIC: &[u8; 5] = b"TSRC2";
+/// Magic, write time (u64), header length (u32) and origins length (u32).
+const DISK_HEAD: usize = DISK_MAGIC.len() + 8 + 4 + 4;
+/// Headers (or origins) longer than this mark a file as not ours.
 const DISK_HEADERS_MAX: usize = 64 << 10;
 
 struct DiskIndex {
@@ -190,7 +203,7 @@ impl DiskCache {
                 let mut head = [0u8; DISK_HEAD];
                 let mut file = std::fs::File::open(&path).ok()?;
                 file.read_exact(&mut head).ok()?;
-                let written = decode_head(&head)?.0;
+                let written = decode_head(&head)?.written_ms;
                 let size = file.metadata().ok()?.len();
                 (now.saturating_sub(written) < ttl_ms).then_some((written, key, size))
             });
@@ -332,17 +345,35 @@ impl DiskCache {
     }
 }
 
-fn decode_head(head: &[u8]) -> Option<(u64, usize)> {
+/// The head of a file: its write time and the lengths of its headers and origins.
+struct DiskHead {
+    written_ms: u64,
+    headers_len: usize,
+    origins_len: usize,
+}
+
+fn decode_head(head: &[u8]) -> Option<DiskHead> {
     if head.len() < DISK_HEAD || &head[..DISK_MAGIC.len()] != DISK_MAGIC {
         return None;
     }
     let at = DISK_MAGIC.len();
-    let written = u64::from_le_bytes(head[at..at + 8].try_into().ok()?);
-    let headers_len = u32::from_le_bytes(head[at + 8..at + 12].try_into().ok()?) as usize;
-    (headers_len <= DISK_HEADERS_MAX).then_some((written, headers_len))
+    let length = |from: usize| {
+        head[from..from + 4]
+            .try_into()
+            .ok()
+            .map(|word| u32::from_le_bytes(word) as usize)
+    };
+    let decoded = DiskHead {
+        written_ms: u64::from_le_bytes(head[at..at + 8].try_into().ok()?),
+        headers_len: length(at + 8)?,
+        origins_len: length(at + 12)?,
+    };
+    (decoded.headers_len <= DISK_HEADERS_MAX && decoded.origins_len <= DISK_HEADERS_MAX)
+        .then_some(decoded)
 }
 
-/// `name: value` lines (header values never hold a newline), then the body.
+/// `name: value` lines (header values never hold a newline), the origins one a line
+/// (an origin holds no newline either), then the body.
 fn encode(written_ms: u64, cached: &Cached) -> Vec<u8> {
     let mut headers = Vec::new();
     for (name, value) in &cached.headers {
@@ -351,18 +382,22 @@ fn encode(written_ms: u64, cached: &Cached) -> Vec<u8> {
         headers.extend_from_slice(value.as_bytes());
         headers.push(b'\n');
     }
-    let mut out = Vec::with_capacity(DISK_HEAD + headers.len() + cached.body.len());
+    let origins = cached.origins.join("\n");
+    let mut out = Vec::with_capacity(DISK_HEAD + headers.len() + origins.len() + cached.body.len());
     out.extend_from_slice(DISK_MAGIC);
     out.extend_from_slice(&written_ms.to_le_bytes());
     out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(origins.len() as u32).to_le_bytes());
     out.extend_from_slice(&headers);
+    out.extend_from_slice(origins.as_bytes());
     out.extend_from_slice(&cached.body);
     out
 }
 
 fn decode(bytes: &[u8]) -> Option<(u64, Cached)> {
-    let (written, headers_len) = decode_head(bytes)?;
-    let headers_end = DISK_HEAD.checked_add(headers_len)?;
+    let head = decode_head(bytes)?;
+    let headers_end = DISK_HEAD.checked_add(head.headers_len)?;
+    let origins_end = headers_end.checked_add(head.origins_len)?;
     let text = std::str::from_utf8(bytes.get(DISK_HEAD..headers_end)?).ok()?;
     let mut headers = HeaderMap::new();
     for line in text.lines() {
@@ -372,8 +407,19 @@ fn decode(bytes: &[u8]) -> Option<(u64, Cached)> {
             HeaderValue::from_str(value).ok()?,
         );
     }
-    let body = Bytes::copy_from_slice(&bytes[headers_end..]);
-    (!body.is_empty()).then_some((written, Cached { headers, body }))
+    let origins: Vec<String> = std::str::from_utf8(bytes.get(headers_end..origins_end)?)
+        .ok()?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let body = Bytes::copy_from_slice(&bytes[origins_end..]);
+    let cached = Cached {
+        headers,
+        body,
+        origins,
+    };
+    // Without an origin to check a hit against, a result cannot be served.
+    (!cached.body.is_empty() && !cached.origins.is_empty()).then_some((head.written_ms, cached))
 }
 
 #[cfg(test)]
@@ -384,6 +430,7 @@ mod tests {
         Arc::new(Cached {
             headers: HeaderMap::new(),
             body: Bytes::from(vec![7u8; n]),
+            origins: vec!["http://img.example.com".to_owned()],
         })
     }
 
@@ -419,6 +466,11 @@ mod tests {
         Cached {
             headers,
             body: Bytes::from(vec![fill; n]),
+            // A source that redirected once.
+            origins: vec![
+                "http://img.example.com".to_owned(),
+                "https://cdn.example.net:8443".to_owned(),
+            ],
         }
     }
 
@@ -432,6 +484,7 @@ mod tests {
         let hit = disk.get(&[1; 32]).unwrap();
         assert_eq!(hit.body, Bytes::from(vec![1u8; 3_000]));
         assert_eq!(hit.headers, with_headers(3_000, 1).headers);
+        assert_eq!(hit.origins, with_headers(3_000, 1).origins);
         drop(disk);
 
         // Reopened (a restart): indexed from the files; a leftover temporary and a
@@ -473,5 +526,44 @@ mod tests {
         let disk = DiskCache::open(dir.path(), Duration::from_millis(30), 10_000).unwrap();
         assert_eq!(disk.bytes(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A file that does not say which origins its result came through cannot be checked
+    /// against the tenant's policy: at open and at a read it is foreign, deleted, a miss.
+    #[test]
+    fn disk_files_without_their_origins_are_misses() {
+        let now = unix_ms();
+        let version_1 = {
+            let mut file = b"TSRC1".to_vec();
+            file.extend_from_slice(&now.to_le_bytes());
+            let headers = b"content-type: image/webp\n";
+            file.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+            file.extend_from_slice(headers);
+            file.extend_from_slice(&[1; 100]);
+            file
+        };
+        let no_origins = encode(
+            now,
+            &Cached {
+                origins: Vec::new(),
+                ..with_headers(100, 2)
+            },
+        );
+        let scenarios: [(&str, Vec<u8>, bool); 3] = [
+            ("with its origins", encode(now, &with_headers(100, 3)), true),
+            ("version 1, before origins were kept", version_1, false),
+            ("no origin", no_origins, false),
+        ];
+        for (what, file, served) in scenarios {
+            // Read by a running node.
+            assert_eq!(decode(&file).is_some(), served, "{what}, read");
+            // Found at open (a restart).
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("{}.bin", hex_key(&[5; 32])));
+            std::fs::write(&path, &file).unwrap();
+            let disk = DiskCache::open(dir.path(), Duration::from_secs(60), 10_000).unwrap();
+            assert_eq!(disk.get(&[5; 32]).is_some(), served, "{what}, at open");
+            assert_eq!(path.exists(), served, "{what}, at open");
+        }
     }
 }

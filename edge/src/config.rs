@@ -267,8 +267,18 @@ pub struct HttpConfig {
     pub buffered_bytes_max: usize,
     /// Largest admin API request body (JSON edits are small).
     pub admin_body_bytes_max: usize,
-    /// Open connections beyond this are closed at accept.
+    /// Open connections, all clients together; beyond this a connection goes to the
+    /// overflow lane (see `overflow_connections_max`).
     pub connections_max: usize,
+    /// Open connections per client address (IPv6: per /64); 0 = no per-client cap (a node
+    /// behind a proxy sees one address). Beyond it a connection goes to the overflow lane.
+    pub connections_per_client_max: usize,
+    /// Connections over a cap that are still answered once (health checks served, the
+    /// rest a JSON 429/503 with Retry-After) instead of being closed at accept.
+    pub overflow_connections_max: usize,
+    /// Bytes of request bodies one tenant may hold in memory; 0 = a quarter of
+    /// `buffered_bytes_max`.
+    pub tenant_buffered_bytes_max: usize,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     pub shutdown_grace_ms: u64,
 }
@@ -278,9 +288,12 @@ pub struct HttpConfig {
 pub struct PoolConfig {
     /// Resize worker threads; 0 means one per available core.
     pub workers: usize,
-    /// Jobs waiting for a worker; beyond this, requests are refused at once with 503.
-    /// 0 means 8 per worker.
+    /// Jobs waiting for a worker; beyond this, requests are refused at once with 503 (or
+    /// push out the newest job of the tenant with the most work queued). 0 means 8 per
+    /// worker.
     pub queue_max: usize,
+    /// Jobs one tenant may have waiting; 0 means half of `queue_max` (at least 1).
+    pub tenant_queue_max: usize,
     /// How many nice levels below the event loop the workers run (0 = same priority), so
     /// refusals and health checks are answered promptly while every core is busy.
     pub worker_niceness: i32,
@@ -291,6 +304,7 @@ impl Default for PoolConfig {
         Self {
             workers: 0,
             queue_max: 0,
+            tenant_queue_max: 0,
             worker_niceness: 5,
         }
     }
@@ -304,6 +318,15 @@ pub struct LimitsConfig {
     pub pixels_max: u64,
     pub frames_max: u32,
     pub output_pixels_max: u64,
+    /// Largest metadata item read or inflated (ICC profile, EXIF), and largest total of the
+    /// JPEG segments kept, in bytes.
+    pub metadata_bytes_max: u64,
+    /// Largest estimated peak working memory of one job, in bytes.
+    pub job_bytes_max: u64,
+    /// Largest WebP output, in pixels.
+    pub webp_output_pixels_max: u64,
+    /// Largest AVIF output, in pixels (an AVIF encode cannot be interrupted).
+    pub avif_output_pixels_max: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,6 +379,9 @@ impl Default for HttpConfig {
             body_bytes_max: 32 * 1024 * 1024,
             buffered_bytes_max: 512 * 1024 * 1024,
             connections_max: 4_096,
+            connections_per_client_max: 256,
+            overflow_connections_max: 64,
+            tenant_buffered_bytes_max: 0,
             shutdown_grace_ms: 15_000,
             admin_body_bytes_max: 64 << 10,
         }
@@ -371,6 +397,10 @@ impl Default for LimitsConfig {
             pixels_max: limits.pixels_max,
             frames_max: limits.frames_max,
             output_pixels_max: limits.output_pixels_max,
+            metadata_bytes_max: limits.metadata_bytes_max,
+            job_bytes_max: limits.job_bytes_max,
+            webp_output_pixels_max: limits.webp_output_pixels_max,
+            avif_output_pixels_max: limits.avif_output_pixels_max,
         }
     }
 }
@@ -507,6 +537,24 @@ impl Config {
         )?;
         in_range("pool.workers", self.pool.workers, 0, 1024)?;
         in_range("pool.queue_max", self.pool.queue_max, 0, 1 << 20)?;
+        in_range(
+            "pool.tenant_queue_max",
+            self.pool.tenant_queue_max,
+            0,
+            1 << 20,
+        )?;
+        in_range(
+            "http.connections_per_client_max",
+            self.http.connections_per_client_max,
+            0,
+            1 << 20,
+        )?;
+        in_range(
+            "http.overflow_connections_max",
+            self.http.overflow_connections_max,
+            0,
+            1 << 16,
+        )?;
         in_range("pool.worker_niceness", self.pool.worker_niceness, 0, 19)?;
         in_range("limits.width_max", self.limits.width_max, 1, 1 << 20)?;
         in_range("limits.height_max", self.limits.height_max, 1, 1 << 20)?;
@@ -515,6 +563,30 @@ impl Config {
         in_range(
             "limits.output_pixels_max",
             self.limits.output_pixels_max,
+            1,
+            1 << 32,
+        )?;
+        in_range(
+            "limits.metadata_bytes_max",
+            self.limits.metadata_bytes_max,
+            1 << 10,
+            1 << 30,
+        )?;
+        in_range(
+            "limits.job_bytes_max",
+            self.limits.job_bytes_max,
+            1 << 20,
+            1 << 40,
+        )?;
+        in_range(
+            "limits.webp_output_pixels_max",
+            self.limits.webp_output_pixels_max,
+            1,
+            1 << 32,
+        )?;
+        in_range(
+            "limits.avif_output_pixels_max",
+            self.limits.avif_output_pixels_max,
             1,
             1 << 32,
         )?;
@@ -712,6 +784,29 @@ impl Config {
         }
     }
 
+    pub fn tenant_queue_max(&self) -> usize {
+        match self.pool.tenant_queue_max {
+            0 => (self.queue_max() / 2).max(1),
+            n => n,
+        }
+    }
+
+    pub fn pool_size(&self) -> crate::pool::PoolSize {
+        crate::pool::PoolSize {
+            workers: self.workers(),
+            queue_max: self.queue_max(),
+            tenant_queue_max: self.tenant_queue_max(),
+            worker_niceness: self.pool.worker_niceness,
+        }
+    }
+
+    pub fn tenant_buffered_bytes_max(&self) -> usize {
+        match self.http.tenant_buffered_bytes_max {
+            0 => self.http.buffered_bytes_max / 4,
+            n => n,
+        }
+    }
+
     pub fn resize_limits(&self) -> Limits {
         Limits {
             input_bytes_max: self.http.body_bytes_max,
@@ -720,6 +815,10 @@ impl Config {
             pixels_max: self.limits.pixels_max,
             frames_max: self.limits.frames_max,
             output_pixels_max: self.limits.output_pixels_max,
+            metadata_bytes_max: self.limits.metadata_bytes_max,
+            job_bytes_max: self.limits.job_bytes_max,
+            webp_output_pixels_max: self.limits.webp_output_pixels_max,
+            avif_output_pixels_max: self.limits.avif_output_pixels_max,
         }
     }
 

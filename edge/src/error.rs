@@ -78,6 +78,11 @@ impl ApiError {
 impl From<ResizeError> for ApiError {
     fn from(err: ResizeError) -> Self {
         let status = match err.class() {
+            // The pool answers a job stopped at its deadline before this is reached; a
+            // stop for another reason is still the node giving up, so 503.
+            ErrorClass::Cancelled => {
+                return Self::overloaded(err.code(), err.to_string(), 1);
+            }
             ErrorClass::BadRequest => StatusCode::BAD_REQUEST,
             ErrorClass::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorClass::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,

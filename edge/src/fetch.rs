@@ -446,6 +446,25 @@ fn source_error(status: StatusCode, code: &'static str, message: impl Into<Strin
     ApiError::new(status, code, message)
 }
 
+/// A fetched source: its bytes, and every origin they came through.
+pub struct Fetched {
+    pub body: Buffered,
+    /// The source's origin, then each redirect's, in order: what a result made from
+    /// these bytes depends on the tenant still allowing.
+    pub origins: Vec<String>,
+}
+
+/// Refuses `origin` unless `allowed` (the tenant's allowed origins) says yes: the same
+/// answer whether the origin is about to be fetched or a cached result came from it.
+pub fn check_origin(origin: &str, allowed: &(dyn Fn(&str) -> bool + Sync)) -> Result<(), ApiError> {
+    if allowed(origin) {
+        return Ok(());
+    }
+    Err(forbidden(format!(
+        "the origin {origin} is not allowed for this tenant"
+    )))
+}
+
 /// Fetches `url` for a tenant whose allowed origins `allowed` decides, following checked
 /// redirects, under the policy's bounds, reserving memory from `budget`.
 pub async fn fetch(
@@ -453,17 +472,14 @@ pub async fn fetch(
     allowed: &(dyn Fn(&str) -> bool + Sync),
     policy: &FetchPolicy,
     budget: &Budget,
-) -> Result<Buffered, ApiError> {
+) -> Result<Fetched, ApiError> {
     let deadline = Instant::now() + policy.timeout;
     let mut source = parse_source(url)?;
+    let mut origins = Vec::new();
     let mut redirects = 0;
     loop {
-        if !allowed(&source.origin) {
-            return Err(forbidden(format!(
-                "the origin {} is not allowed for this tenant",
-                source.origin
-            )));
-        }
+        check_origin(&source.origin, allowed)?;
+        origins.push(source.origin.clone());
         let addr = resolve(&source, policy).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let response = tokio::time::timeout(remaining, request(addr, &source, policy))
@@ -536,6 +552,7 @@ pub async fn fetch(
             budget,
         )
         .await
+        .map(|body| Fetched { body, origins })
         .map_err(|error| match error.code {
             "payload_too_large" => source_error(
                 StatusCode::BAD_GATEWAY,

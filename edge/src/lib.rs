@@ -1,11 +1,13 @@
 //! `tessera-edge`: the Tessera edge node (the `tessera` binary and its library).
 //!
 //! Parts, in request order:
-//! - [`server`]: accept loop, connection limits and timeouts, graceful shutdown;
+//! - [`server`]: accept loop, timeouts, graceful shutdown; [`connections`]: caps per
+//!   client and for the node, and the overflow lane that answers what is over them;
 //! - [`routes`]: HTTP handlers (`POST /v1/resize`, health, readiness, metrics);
 //! - [`body`]: request bodies under size, time and memory bounds;
 //! - [`params`]: query string and `Accept` → resize options;
-//! - [`pool`]: the bounded pool of blocking resize workers, with admission control;
+//! - [`pool`]: the bounded pool of blocking resize workers, with a fair queue between
+//!   tenants and admission control; [`cost`]: its model of what a job costs;
 //! - [`etag`]: entity tags and conditional requests;
 //! - [`error`]: the JSON error shape every refusal takes;
 //! - [`metrics`]: Prometheus metrics;
@@ -31,6 +33,8 @@ pub mod body;
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod connections;
+pub mod cost;
 pub mod error;
 pub mod etag;
 pub mod fetch;

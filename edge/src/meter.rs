@@ -7,14 +7,19 @@
 //! under one lock, so a request refused on one quota spends nothing on another. With no
 //! local rights, the consume itself asks a peer for some; the request waits for the
 //! transfer only while `quota.transfer_wait_ms` and its deadline allow, and only when a
-//! connected peer could send rights at all (a cut-off node refuses at once). Rights spent by a
-//! request that then fails (a corrupt image, say) are not refunded — escrow only grows —
-//! but nothing is billed for it: a failed request costs its tenant one unit of quota.
+//! connected peer could send rights at all (a cut-off node refuses at once). **Rights
+//! follow delivered work**: admission hands back a [`Spent`] that returns the rights to
+//! this node's local rights (the escrow's refunded cell, written only by this node and
+//! never above what it consumed) unless the answer was billed — a request shed after
+//! admission, refused by the pipeline, cancelled at its deadline or abandoned by its
+//! client costs its tenant no quota. Before, a tenant with a quota of 4 got 2 answers
+//! when another tenant's overload made its other 2 requests fail.
 //!
 //! **Metering** adds requests, CPU time, bytes in and bytes out to this node's ledger slot
 //! for the month, and waits for the group commit that makes them durable before the
 //! response leaves (ack after durable). A commit that fails or times out answers 503.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_crdt::directory::KeyId;
@@ -22,7 +27,7 @@ use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
 use tessera_sync::Node;
 
 use crate::error::ApiError;
-use crate::replica::now_ms;
+use crate::replica::{now_ms, Replica};
 use crate::routes::AppState;
 
 /// How often a request waiting for a rights transfer looks again.
@@ -99,13 +104,59 @@ pub fn try_admit(
     Err(Shortfall::Unavailable { transfer_possible })
 }
 
+/// Rights one admitted request spent: given back to this node's local rights when
+/// dropped, unless [`Spent::delivered`] said the answer was billed.
+#[must_use = "dropping Spent refunds the request's quota rights at once"]
+pub struct Spent {
+    replica: Option<Arc<Replica>>,
+    demands: Vec<(CounterKey, u64)>,
+}
+
+impl Spent {
+    /// Nothing spent (no quota, or no payer).
+    pub fn nothing() -> Self {
+        Spent {
+            replica: None,
+            demands: Vec::new(),
+        }
+    }
+
+    /// The answer was billed: the rights stay spent.
+    pub fn delivered(mut self) {
+        self.demands.clear();
+    }
+}
+
+impl Drop for Spent {
+    fn drop(&mut self) {
+        let Some(replica) = self.replica.as_ref() else {
+            return;
+        };
+        if self.demands.is_empty() {
+            return;
+        }
+        {
+            let mut node = replica.lock();
+            let now = now_ms();
+            for (key, amount) in self.demands.drain(..) {
+                // Cannot fail: this node consumed at least `amount` of `key` for this very
+                // request, and consumed cells only grow.
+                if let Err(error) = node.refund(now, key, amount) {
+                    tracing::error!(%error, "quota refund refused");
+                }
+            }
+        }
+        replica.wake_net();
+    }
+}
+
 /// Spends the tenant's rights for this request, or says why not.
 pub async fn admit(
     state: &AppState,
     tenant: TenantId,
     bytes_in: u64,
     deadline: Instant,
-) -> Result<(), ApiError> {
+) -> Result<Spent, ApiError> {
     // The demands and the first attempt under one hold of the lock (the common case
     // ends here).
     let (demands, mut shortfall) = {
@@ -113,7 +164,7 @@ pub async fn admit(
         let now = now_ms();
         let demands = demands(&node, tenant, bytes_in, now);
         if demands.is_empty() {
-            return Ok(());
+            return Ok(Spent::nothing());
         }
         let shortfall = try_admit(&mut node, &demands, now).err();
         (demands, shortfall)
@@ -135,7 +186,10 @@ pub async fn admit(
                     .quota_decisions
                     .get_or_create(&outcome(how))
                     .inc();
-                return Ok(());
+                return Ok(Spent {
+                    replica: Some(state.replica.clone()),
+                    demands,
+                });
             }
             Some(Shortfall::Unavailable {
                 transfer_possible: true,

@@ -53,6 +53,7 @@ pub struct Metrics {
     pub requests_in_flight: Gauge,
     pub connections_open: Gauge,
     pub connections_refused: Counter,
+    pub connections_overflow: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub stage_duration: Family<StageLabels, Histogram, fn() -> Histogram>,
@@ -85,6 +86,7 @@ impl Metrics {
         let requests_in_flight = Gauge::default();
         let connections_open = Gauge::default();
         let connections_refused = Counter::default();
+        let connections_overflow = Counter::default();
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
         let stage_duration = Family::new_with_constructor(latency_histogram as fn() -> _);
@@ -148,8 +150,13 @@ impl Metrics {
         );
         registry.register(
             "http_connections_refused",
-            "Connections closed at accept because connections_max was reached",
+            "Connections closed at accept: over a connection cap, with the overflow lane full",
             connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections_overflow",
+            "Connections over a cap (per client or the node's) answered once in the overflow lane",
+            connections_overflow.clone(),
         );
         registry.register(
             "resize_bytes_in",
@@ -194,6 +201,7 @@ impl Metrics {
             requests_in_flight,
             connections_open,
             connections_refused,
+            connections_overflow,
             bytes_in,
             bytes_out,
             stage_duration,

@@ -1,4 +1,4 @@
-//! The bounded pool of blocking resize workers.
+//! The bounded pool of blocking resize workers, with a fair queue between tenants.
 //!
 //! Image work is CPU-bound and synchronous, so it never runs on the async event loop. The
 //! pool is a fixed set of OS threads (one per core by default), each owning one
@@ -6,28 +6,50 @@
 //! next without locking — the reason this is a hand-rolled pool and not `spawn_blocking`,
 //! whose threads are anonymous and unbounded in number.
 //!
+//! **Fair share.** Jobs queue per *flow* (the paying tenant; anonymous callers are one
+//! flow) and workers take them in start-time fair queuing order: each job gets a virtual
+//! start tag `max(now_v, its flow's last finish tag)` and a finish tag `start + predicted
+//! cost`, and the job with the smallest start tag runs next. Flows with equal weight share
+//! the workers in proportion to CPU time, not to how many requests they send, so a tenant
+//! flooding at three times capacity delays another tenant's modest traffic by about one
+//! job, not by the whole queue. (A FIFO served a light tenant 22% of the time under such a
+//! flood.)
+//!
 //! Admission is decided at once, never by waiting:
-//! - the queue has an explicit bound; a job beyond it is refused ([`Rejected::QueueFull`]);
-//! - the expected wait (queued input bytes × measured seconds per input byte ÷ workers)
-//!   is compared with the job's deadline; a job that cannot start in time is refused
-//!   ([`Rejected::DeadlineUnreachable`]) instead of occupying a slot it will waste;
-//! - a worker that picks up a job whose deadline has passed, or whose requester has gone
-//!   away, drops it without doing the work.
+//! - a job whose predicted cost ([`crate::cost`]) exceeds its deadline even on an idle
+//!   node is refused before any work ([`Rejected::TooCostly`]): some stages (an AVIF
+//!   encode) cannot be interrupted once started;
+//! - each flow may queue at most `tenant_queue_max` jobs ([`Rejected::QueueFull`]);
+//! - when the whole queue (`queue_max`) is full, a job from a lighter flow pushes out the
+//!   newest job of the heaviest flow (answered [`JobOutcome::PushedOut`]); a job from the
+//!   heaviest flow itself is refused;
+//! - the expected wait in the fair queue (what every flow would be served before this
+//!   job, over the workers) plus the job's own cost is compared with its deadline; a job
+//!   that cannot finish in time is refused ([`Rejected::DeadlineUnreachable`]) instead of
+//!   occupying a slot it will waste.
+//!
+//! **Work stops when nobody will take the answer.** A worker drops a job whose deadline
+//! passed or whose requester went away before starting it, and the pipeline checks the
+//! same two conditions between stages and inside its long loops
+//! (`Pipeline::process_cancellable`), so a job stops within a check interval of either.
+//! The cost model learns from every job, completed or not.
 //!
 //! A panic inside the pipeline is caught, answered as an internal error, and the worker
 //! carries on with a fresh pipeline: one poisoned image must not take a worker away.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
+use tessera_crdt::TenantId;
 use tessera_resize::{Limits, Options, Output, Pipeline, ResizeError};
 use tokio::sync::oneshot;
+
+use crate::cost::{CostModel, Shape};
 
 /// What a worker reports back for one job.
 #[derive(Debug)]
@@ -40,8 +62,10 @@ pub enum JobOutcome {
     },
     /// The requester's `If-None-Match` matched the job's ETag; no work was done.
     NotModified { etag: String },
-    /// The deadline passed while the job waited in the queue; no work was done.
+    /// The deadline passed while the job waited or ran; the work was not finished.
     Expired,
+    /// A lighter flow's job took this job's place in a full queue; no work was done.
+    PushedOut { retry_after_s: u32 },
     /// The pipeline panicked on this input (a bug, reported as 500).
     Panicked,
 }
@@ -56,16 +80,25 @@ pub enum Rejected {
         wait_estimate: Duration,
         retry_after_s: u32,
     },
+    /// The job alone would take longer than its deadline allows.
+    TooCostly {
+        predicted: Duration,
+        deadline: Duration,
+    },
     ShuttingDown,
 }
 
-/// One unit of work: the input, what to do with it, and where to answer.
+/// One unit of work: the input, what to do with it, who it is for, and where to answer.
 pub struct Job {
     pub input: Bytes,
     pub options: Options,
     /// The `If-None-Match` header value, checked against the job's ETag before any work.
     pub if_none_match: Option<String>,
     pub deadline: Instant,
+    /// The fair queue's flow: the paying tenant (`None`: anonymous callers, one flow).
+    pub flow: Option<TenantId>,
+    /// What the header says the work is, for the cost model.
+    pub shape: Shape,
     pub reply: oneshot::Sender<JobOutcome>,
 }
 
@@ -76,6 +109,18 @@ pub struct PoolGauges {
     pub busy_workers: Gauge,
 }
 
+/// How the pool is sized.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSize {
+    pub workers: usize,
+    /// Jobs waiting in the whole queue.
+    pub queue_max: usize,
+    /// Jobs one flow may have waiting.
+    pub tenant_queue_max: usize,
+    /// How many nice levels below the event loop the workers run.
+    pub worker_niceness: i32,
+}
+
 pub struct Pool {
     shared: Arc<Shared>,
     handles: Mutex<Vec<JoinHandle<()>>>,
@@ -84,47 +129,103 @@ pub struct Pool {
 struct Shared {
     state: Mutex<State>,
     available: Condvar,
-    workers: usize,
-    queue_max: usize,
-    worker_niceness: i32,
-    /// Measured cost of the work, as an exponentially weighted mean of nanoseconds per
-    /// input byte (stored as f64 bits); 0 until the first job has run.
-    ewma_ns_per_byte: AtomicU64,
+    size: PoolSize,
+    cost: CostModel,
     gauges: PoolGauges,
 }
 
 struct Queued {
     job: Job,
     submitted: Instant,
+    /// Virtual start tag (ns of fair service).
+    start_v: u64,
+    cost_ns: u64,
+}
+
+/// One flow's waiting jobs, oldest first.
+#[derive(Default)]
+struct Flow {
+    jobs: VecDeque<Queued>,
+    /// Predicted ns of the jobs waiting.
+    queued_ns: u64,
+    /// Virtual finish tag of the newest job.
+    finish_v: u64,
 }
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Queued>,
-    queued_bytes: u64,
+    flows: HashMap<Option<TenantId>, Flow>,
+    /// Jobs waiting, over all flows.
+    queued: usize,
+    /// Virtual time: the start tag of the job most recently taken.
+    now_v: u64,
     closed: bool,
 }
 
+impl State {
+    /// The flow with the most predicted work waiting.
+    fn heaviest(&self) -> Option<(Option<TenantId>, &Flow)> {
+        self.flows
+            .iter()
+            .max_by_key(|(_, flow)| (flow.queued_ns, flow.jobs.len()))
+            .map(|(id, flow)| (*id, flow))
+    }
+
+    /// Fair-queue wait of a job of `flow` with virtual start `start_v`: in the fluid model
+    /// every flow is served up to that virtual time before it, at most what it has queued.
+    fn wait_ns(&self, start_v: u64) -> u64 {
+        let span = start_v.saturating_sub(self.now_v);
+        self.flows
+            .values()
+            .map(|flow| flow.queued_ns.min(span))
+            .sum()
+    }
+
+    fn pop_newest(&mut self, flow: Option<TenantId>) -> Option<Queued> {
+        let entry = self.flows.get_mut(&flow)?;
+        let queued = entry.jobs.pop_back()?;
+        entry.queued_ns -= queued.cost_ns;
+        // The flow's next job starts where the pushed-out one would have.
+        entry.finish_v = queued.start_v;
+        if entry.jobs.is_empty() {
+            self.flows.remove(&flow);
+        }
+        self.queued -= 1;
+        Some(queued)
+    }
+
+    /// The job with the smallest start tag.
+    fn pop_next(&mut self) -> Option<Queued> {
+        let flow = self
+            .flows
+            .iter()
+            .filter_map(|(id, flow)| flow.jobs.front().map(|q| (q.start_v, *id)))
+            .min()
+            .map(|(_, id)| id)?;
+        let entry = self.flows.get_mut(&flow)?;
+        let queued = entry.jobs.pop_front()?;
+        entry.queued_ns -= queued.cost_ns;
+        if entry.jobs.is_empty() {
+            self.flows.remove(&flow);
+        }
+        self.queued -= 1;
+        self.now_v = self.now_v.max(queued.start_v);
+        Some(queued)
+    }
+}
+
 impl Pool {
-    /// Starts `workers` threads sharing a queue of at most `queue_max` waiting jobs.
-    pub fn start(
-        workers: usize,
-        queue_max: usize,
-        worker_niceness: i32,
-        limits: Limits,
-        gauges: PoolGauges,
-    ) -> Self {
-        assert!(workers >= 1, "a pool needs at least one worker");
+    /// Starts `size.workers` threads sharing a fair queue.
+    pub fn start(size: PoolSize, limits: Limits, gauges: PoolGauges) -> Self {
+        assert!(size.workers >= 1, "a pool needs at least one worker");
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             available: Condvar::new(),
-            workers,
-            queue_max,
-            worker_niceness,
-            ewma_ns_per_byte: AtomicU64::new(0f64.to_bits()),
+            size,
+            cost: CostModel::default(),
             gauges,
         });
-        let handles = (0..workers)
+        let handles = (0..size.workers)
             .map(|index| {
                 let shared = Arc::clone(&shared);
                 let limits = limits.clone();
@@ -141,45 +242,81 @@ impl Pool {
     }
 
     pub fn workers(&self) -> usize {
-        self.shared.workers
+        self.shared.size.workers
     }
 
     /// Jobs that may wait in the queue.
     pub fn queue_max(&self) -> usize {
-        self.shared.queue_max
+        self.shared.size.queue_max
+    }
+
+    /// What the cost model predicts `shape` takes on one worker.
+    pub fn predict(&self, shape: &Shape) -> Duration {
+        self.shared.cost.predict(shape)
     }
 
     /// Queues `job` or refuses it at once; never blocks.
     pub fn submit(&self, job: Job, now: Instant) -> Result<(), Rejected> {
         let shared = &self.shared;
-        let mut state = shared.lock();
-        let drain = shared.admit(&state)?;
-        if now + drain > job.deadline {
-            return Err(Rejected::DeadlineUnreachable {
-                wait_estimate: drain,
-                retry_after_s: retry_after_s(drain),
+        let cost = shared.cost.predict(&job.shape);
+        let budget = job.deadline.saturating_duration_since(now);
+        if cost > budget {
+            return Err(Rejected::TooCostly {
+                predicted: cost,
+                deadline: budget,
             });
         }
-        state.queued_bytes += job.input.len() as u64;
-        state.queue.push_back(Queued {
+        let cost_ns = u64::try_from(cost.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let mut state = shared.lock();
+        let pushed_out = shared.make_room(&mut state, job.flow)?;
+        let flow_finish_v = state.flows.get(&job.flow).map_or(0, |f| f.finish_v);
+        let start_v = state.now_v.max(flow_finish_v);
+        let wait = Duration::from_nanos(state.wait_ns(start_v) / shared.size.workers as u64);
+        if now + wait + cost > job.deadline {
+            let retry_after_s = retry_after_s(wait);
+            if let Some(pushed) = pushed_out {
+                // Nothing was gained: the pushed-out job goes back where it was.
+                shared.requeue(&mut state, pushed);
+            }
+            return Err(Rejected::DeadlineUnreachable {
+                wait_estimate: wait,
+                retry_after_s,
+            });
+        }
+        let flow = state.flows.entry(job.flow).or_default();
+        flow.finish_v = start_v.saturating_add(cost_ns);
+        flow.queued_ns += cost_ns;
+        flow.jobs.push_back(Queued {
             job,
             submitted: now,
+            start_v,
+            cost_ns,
         });
-        shared.gauges.queue_depth.set(state.queue.len() as i64);
+        state.queued += 1;
+        shared.gauges.queue_depth.set(state.queued as i64);
         drop(state);
+        if let Some(pushed) = pushed_out {
+            let retry_after_s = retry_after_s(wait);
+            let _ = pushed
+                .job
+                .reply
+                .send(JobOutcome::PushedOut { retry_after_s });
+        }
         shared.available.notify_one();
         Ok(())
     }
 
-    /// Whether a job would be refused for a full queue or shutdown right now; lets a
-    /// handler shed load before it reads a body.
-    pub fn check_admission(&self) -> Result<(), Rejected> {
-        self.shared.admit(&self.shared.lock()).map(drop)
+    /// Whether a job of `flow` would be refused for a full queue or shutdown right now;
+    /// lets a handler shed load before it reads a body.
+    pub fn check_admission(&self, flow: Option<TenantId>) -> Result<(), Rejected> {
+        let shared = &self.shared;
+        let state = shared.lock();
+        shared.refusal(&state, flow).map_or(Ok(()), Err)
     }
 
     /// Jobs waiting for a worker right now.
     pub fn queue_len(&self) -> usize {
-        self.shared.lock().queue.len()
+        self.shared.lock().queued
     }
 
     /// Refuses new jobs; workers finish what is queued and then exit.
@@ -208,54 +345,67 @@ impl Drop for Pool {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // The state is a queue and counters; a panic elsewhere cannot leave it half-updated.
+        // The state is queues and counters; a panic elsewhere cannot leave it half-updated.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The refusals that depend only on the pool (shut down, queue full); otherwise the
-    /// expected wait before a new job would start.
-    fn admit(&self, state: &State) -> Result<Duration, Rejected> {
+    fn queue_full(&self, state: &State) -> Rejected {
+        let wait_ns = state.flows.values().map(|f| f.queued_ns).sum::<u64>();
+        Rejected::QueueFull {
+            retry_after_s: retry_after_s(Duration::from_nanos(wait_ns / self.size.workers as u64)),
+        }
+    }
+
+    /// The refusal a job of `flow` would get from the queue's bounds alone, if any.
+    fn refusal(&self, state: &State, flow: Option<TenantId>) -> Option<Rejected> {
         if state.closed {
-            return Err(Rejected::ShuttingDown);
+            return Some(Rejected::ShuttingDown);
         }
-        let drain = self.wait_estimate(state.queued_bytes);
-        if state.queue.len() >= self.queue_max {
-            return Err(Rejected::QueueFull {
-                retry_after_s: retry_after_s(drain),
-            });
+        let own = state.flows.get(&flow).map_or(0, |f| f.jobs.len());
+        if own >= self.size.tenant_queue_max {
+            return Some(self.queue_full(state));
         }
-        Ok(drain)
+        if state.queued >= self.size.queue_max {
+            let heaviest = state.heaviest().map(|(id, f)| (id, f.jobs.len()));
+            if heaviest.is_none_or(|(id, jobs)| id == flow || jobs <= own + 1) {
+                return Some(self.queue_full(state));
+            }
+        }
+        None
     }
 
-    fn wait_estimate(&self, queued_bytes: u64) -> Duration {
-        let ns_per_byte = f64::from_bits(self.ewma_ns_per_byte.load(Ordering::Relaxed));
-        let ns = ns_per_byte * queued_bytes as f64 / self.workers as f64;
-        Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
+    /// Checks the queue's bounds for a job of `flow`; when the queue is full and a heavier
+    /// flow exists, takes that flow's newest job out to make room and returns it.
+    fn make_room(
+        &self,
+        state: &mut State,
+        flow: Option<TenantId>,
+    ) -> Result<Option<Queued>, Rejected> {
+        if let Some(refused) = self.refusal(state, flow) {
+            return Err(refused);
+        }
+        if state.queued < self.size.queue_max {
+            return Ok(None);
+        }
+        let heaviest = state.heaviest().map(|(id, _)| id);
+        Ok(heaviest.and_then(|id| state.pop_newest(id)))
     }
 
-    fn record_cost(&self, input_bytes: usize, elapsed: Duration) {
-        if input_bytes == 0 {
-            return;
-        }
-        let sample = elapsed.as_nanos() as f64 / input_bytes as f64;
-        let old = f64::from_bits(self.ewma_ns_per_byte.load(Ordering::Relaxed));
-        let new = if old == 0.0 {
-            sample
-        } else {
-            0.9 * old + 0.1 * sample
-        };
-        // Races between workers lose a sample at worst; the estimate stays a mean.
-        self.ewma_ns_per_byte
-            .store(new.to_bits(), Ordering::Relaxed);
+    /// Puts a pushed-out job back at the end of its flow.
+    fn requeue(&self, state: &mut State, queued: Queued) {
+        let flow = state.flows.entry(queued.job.flow).or_default();
+        flow.finish_v = queued.start_v.saturating_add(queued.cost_ns);
+        flow.queued_ns += queued.cost_ns;
+        flow.jobs.push_back(queued);
+        state.queued += 1;
     }
 
     /// Blocks until a job is available; `None` once the pool is closed and drained.
     fn next(&self) -> Option<Queued> {
         let mut state = self.lock();
         loop {
-            if let Some(queued) = state.queue.pop_front() {
-                state.queued_bytes -= queued.job.input.len() as u64;
-                self.gauges.queue_depth.set(state.queue.len() as i64);
+            if let Some(queued) = state.pop_next() {
+                self.gauges.queue_depth.set(state.queued as i64);
                 return Some(queued);
             }
             if state.closed {
@@ -294,9 +444,9 @@ fn lower_priority(niceness: i32) {
 }
 
 fn worker_loop(shared: &Shared, limits: Limits) {
-    lower_priority(shared.worker_niceness);
+    lower_priority(shared.size.worker_niceness);
     let mut pipeline = Pipeline::new(limits.clone());
-    while let Some(Queued { job, submitted }) = shared.next() {
+    while let Some(Queued { job, submitted, .. }) = shared.next() {
         let started = Instant::now();
         if job.reply.is_closed() {
             continue; // the requester gave up (timeout or disconnect)
@@ -314,14 +464,31 @@ fn worker_loop(shared: &Shared, limits: Limits) {
         {
             JobOutcome::NotModified { etag }
         } else {
+            // Checked at the pipeline's check points: a few per stage, one per band of rows.
+            let stop = || job.reply.is_closed() || Instant::now() > job.deadline;
             match catch_unwind(AssertUnwindSafe(|| {
-                pipeline.process(&job.input, &job.options)
+                pipeline.process_cancellable(&job.input, &job.options, &stop)
             })) {
-                Ok(result) => JobOutcome::Done {
-                    result,
-                    etag,
-                    queue_wait: started - submitted,
-                },
+                Ok(Ok(output)) => {
+                    shared.cost.completed(&job.shape, &output.timings);
+                    JobOutcome::Done {
+                        result: Ok(output),
+                        etag,
+                        queue_wait: started - submitted,
+                    }
+                }
+                Ok(Err(ResizeError::Cancelled)) => {
+                    shared.cost.unfinished(&job.shape, started.elapsed());
+                    JobOutcome::Expired
+                }
+                Ok(Err(error)) => {
+                    shared.cost.unfinished(&job.shape, started.elapsed());
+                    JobOutcome::Done {
+                        result: Err(error),
+                        etag,
+                        queue_wait: started - submitted,
+                    }
+                }
                 Err(_) => {
                     tracing::error!(
                         input_bytes = job.input.len(),
@@ -332,11 +499,74 @@ fn worker_loop(shared: &Shared, limits: Limits) {
                 }
             }
         };
-        if matches!(&outcome, JobOutcome::Done { result: Ok(_), .. }) {
-            // Only completed conversions say what work costs; refusals are near free.
-            shared.record_cost(job.input.len(), started.elapsed());
-        }
         shared.gauges.busy_workers.dec();
         let _ = job.reply.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_resize::{InputFormat, OutputFormat};
+
+    fn queued(flow: u64, cost_ns: u64) -> (Option<TenantId>, u64) {
+        (Some(TenantId(flow)), cost_ns)
+    }
+
+    /// Drives the queue's bookkeeping alone (no threads): tags, order and push-out.
+    fn order(jobs: &[(Option<TenantId>, u64)]) -> Vec<u64> {
+        let mut state = State::default();
+        for (i, &(flow, cost_ns)) in jobs.iter().enumerate() {
+            let finish = state.flows.get(&flow).map_or(0, |f| f.finish_v);
+            let start_v = state.now_v.max(finish);
+            let entry = state.flows.entry(flow).or_default();
+            entry.finish_v = start_v + cost_ns;
+            entry.queued_ns += cost_ns;
+            let (reply, _) = oneshot::channel();
+            entry.jobs.push_back(Queued {
+                job: Job {
+                    input: Bytes::from(vec![0; i]),
+                    options: Options::default(),
+                    if_none_match: None,
+                    deadline: Instant::now(),
+                    flow,
+                    shape: Shape {
+                        input_format: InputFormat::Jpeg,
+                        input_bytes: 0,
+                        output_format: OutputFormat::Jpeg,
+                        output_pixels: 0,
+                    },
+                    reply,
+                },
+                submitted: Instant::now(),
+                start_v,
+                cost_ns,
+            });
+            state.queued += 1;
+        }
+        std::iter::from_fn(|| state.pop_next().map(|q| q.job.input.len() as u64)).collect()
+    }
+
+    #[test]
+    fn a_flood_does_not_delay_a_light_flow_by_more_than_a_job() {
+        // Tenant 1 queues eight jobs, then tenant 2 queues one: it runs second, not ninth.
+        let mut jobs: Vec<_> = (0..8).map(|_| queued(1, 100)).collect();
+        jobs.push(queued(2, 100));
+        let order = order(&jobs);
+        assert_eq!(order[..2], [0, 8], "{order:?}");
+    }
+
+    #[test]
+    fn flows_share_by_cost_not_by_count() {
+        // Tenant 1's jobs cost 4x tenant 2's: tenant 2 runs about four jobs per one of 1.
+        let mut jobs: Vec<_> = (0..4).map(|_| queued(1, 400)).collect();
+        jobs.extend((0..8).map(|_| queued(2, 100)));
+        let order = order(&jobs);
+        let first_five: Vec<_> = order[..5].iter().map(|&i| i < 4).collect();
+        assert_eq!(
+            first_five.iter().filter(|&&heavy| heavy).count(),
+            1,
+            "{order:?}"
+        );
     }
 }

@@ -28,6 +28,8 @@ use tokio::sync::oneshot;
 
 use crate::body::{self, Budget};
 use crate::config::Config;
+use crate::connections::Over;
+use crate::cost::Shape;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, ReasonLabels, RouteLabels, RouteStatusLabels, StageLabels};
 use crate::params::{self, Defaults};
@@ -126,6 +128,30 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// The overflow lane's router ([`crate::connections`]): health and readiness answered as
+/// usual, everything else refused with the cap that was hit.
+pub fn overflow_router(state: Arc<AppState>, over: Over) -> Router {
+    let refuse = move || async move {
+        match over {
+            Over::Client => ApiError::too_many(
+                "too_many_connections",
+                "this client holds its share of the node's connections; reuse or close one",
+                1,
+            ),
+            Over::Node => ApiError::overloaded(
+                "overloaded",
+                "the node holds as many connections as it serves; retry later",
+                1,
+            ),
+        }
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(refuse)
+        .with_state(state)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -246,7 +272,7 @@ async fn resize(
 
     // Shed before reading the body when the queue is already full: refusing costs a
     // few microseconds, reading a large upload first would not.
-    if let Err(rejected) = state.pool.check_admission() {
+    if let Err(rejected) = state.pool.check_admission(payer.map(|p| p.tenant)) {
         let expects_continue = headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
@@ -261,11 +287,15 @@ async fn resize(
         }
         return Err(shed(&state.metrics, rejected));
     }
+    let account = body::Account {
+        budget: &state.body_budget,
+        payer: payer.map(|p| p.tenant),
+    };
     let buffered = body::read(
         body,
         config.http.body_bytes_max,
         config.body_read_timeout(),
-        &state.body_budget,
+        account,
     )
     .await?;
     let input = buffered.bytes.clone();
@@ -353,15 +383,28 @@ pub(crate) async fn convert(
         return Err(ResizeError::Empty.into());
     }
     let input_bytes = input.len() as u64;
-    if let Some(payer) = payer {
-        meter::admit(state, payer.tenant, input_bytes, deadline).await?;
-    }
+    // The header alone (no pixels, no metadata inflated): a refusal it can decide costs
+    // no quota and no queue slot, and what it reads sizes the job for the fair queue.
+    let probe = tessera_resize::probe(&input, &parsed.options, &state.limits)?;
+    let shape = Shape {
+        input_format: probe.input_format,
+        input_bytes,
+        output_format: probe.output_format,
+        output_pixels: u64::from(probe.output_width) * u64::from(probe.output_height),
+    };
+    // Rights spent here come back unless the answer is billed (dropping `spent`).
+    let spent = match payer {
+        Some(payer) => meter::admit(state, payer.tenant, input_bytes, deadline).await?,
+        None => meter::Spent::nothing(),
+    };
     let (reply, outcome) = oneshot::channel();
     let job = Job {
         input,
         options: parsed.options,
         if_none_match,
         deadline,
+        flow: payer.map(|p| p.tenant),
+        shape,
         reply,
     };
     if let Err(rejected) = state.pool.submit(job, Instant::now()) {
@@ -391,6 +434,7 @@ pub(crate) async fn convert(
                 request_id = Some(meter::bill(state, payer, 304, usage).await?);
                 state.metrics.billed.inc();
             }
+            spent.delivered();
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             if let Some(id) = &request_id {
                 set(response.headers_mut(), "x-request-id", id);
@@ -416,6 +460,7 @@ pub(crate) async fn convert(
                 request_id = Some(meter::bill(state, payer, 200, usage).await?);
                 state.metrics.billed.inc();
             }
+            spent.delivered();
             let timing = format!(
                 "queue;dur={:.1}, decode;dur={:.1}, resize;dur={:.1}, encode;dur={:.1}",
                 queue_wait.as_secs_f64() * 1e3,
@@ -441,6 +486,9 @@ pub(crate) async fn convert(
             Ok(response)
         }
         JobOutcome::Expired => Err(deadline_exceeded(&state.metrics)),
+        JobOutcome::PushedOut { retry_after_s } => {
+            Err(shed(&state.metrics, Rejected::QueueFull { retry_after_s }))
+        }
         JobOutcome::Panicked => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
@@ -524,6 +572,21 @@ pub(crate) fn shed(metrics: &Metrics, rejected: Rejected) -> ApiError {
                     wait_estimate.as_millis()
                 ),
                 retry_after_s,
+            ),
+        ),
+        Rejected::TooCostly {
+            predicted,
+            deadline,
+        } => (
+            "too_costly",
+            ApiError::unprocessable(
+                "too_costly",
+                format!(
+                    "this conversion is expected to take {} ms of work, more than the request \
+                     deadline of {} ms allows; ask for a smaller output or a faster format",
+                    predicted.as_millis(),
+                    deadline.as_millis()
+                ),
             ),
         ),
         Rejected::ShuttingDown => (

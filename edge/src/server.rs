@@ -6,8 +6,11 @@
 //!
 //! Served with hyper's HTTP/1 connection builder directly (not `axum::serve`) because the
 //! node needs knobs axum does not expose: a header read timeout (which also closes idle
-//! keep-alive connections: slowloris protection) and a cap on open connections, enforced
-//! at accept by closing the newcomer — a bounded refusal instead of unbounded memory.
+//! keep-alive connections: slowloris protection) and caps on open connections, per client
+//! and for the node, enforced at accept ([`crate::connections`]): a connection over a cap
+//! is answered once in a small overflow lane (health checks served, everything else a JSON
+//! 429/503 with `Retry-After`), and closed only when that lane is full too — a bounded
+//! refusal instead of unbounded memory.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -19,11 +22,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::auth;
 use crate::body::Budget;
 use crate::config::Config;
+use crate::connections::{Admission, ConnectionCaps, Doorman, Over};
 use crate::metrics::Metrics;
 use crate::params::Defaults;
 use crate::pool::Pool;
@@ -59,13 +62,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         .collect();
     let metrics = Arc::new(Metrics::new());
     let limits = config.resize_limits();
-    let pool = Pool::start(
-        config.workers(),
-        config.queue_max(),
-        config.pool.worker_niceness,
-        limits.clone(),
-        metrics.pool.clone(),
-    );
+    let pool = Pool::start(config.pool_size(), limits.clone(), metrics.pool.clone());
     let cache_control = format!("public, max-age={}", config.output.cache_max_age_s);
     let rate = crate::rate::RateLimiter::new(
         config.quota.rate_per_s,
@@ -90,7 +87,10 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     };
     let results = crate::cache::ResultCache::new(cache_ttl, config.cache.bytes_max, disk_cache);
     Ok(Arc::new(AppState {
-        body_budget: Budget::new(config.http.buffered_bytes_max),
+        body_budget: Budget::new(
+            config.http.buffered_bytes_max,
+            config.tenant_buffered_bytes_max(),
+        ),
         limits,
         defaults: Defaults {
             quality: config.output.quality_default,
@@ -111,6 +111,9 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     }))
 }
 
+/// How long a connection in the overflow lane may take to send its request head.
+const OVERFLOW_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish for at most `http.shutdown_grace_ms`, and stops the worker pool.
 pub async fn run(
@@ -120,13 +123,26 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let config: &Config = &state.config;
     let router = routes::router(state.clone());
-    let connections = Arc::new(Semaphore::new(config.http.connections_max));
+    let doorman = Doorman::new(ConnectionCaps {
+        connections_max: config.http.connections_max,
+        per_client_max: config.http.connections_per_client_max,
+        overflow_max: config.http.overflow_connections_max,
+    });
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout())
         .keep_alive(true)
         .max_headers(100);
+    // The overflow lane: one request per connection, and a short wait for its head.
+    let mut overflow_http = hyper::server::conn::http1::Builder::new();
+    overflow_http
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout().min(OVERFLOW_HEAD_TIMEOUT))
+        .keep_alive(false)
+        .max_headers(100);
+    let overflow_routers =
+        [Over::Client, Over::Node].map(|over| routes::overflow_router(state.clone(), over));
     tracing::info!(
         address = %listener.local_addr()?,
         workers = state.pool.workers(),
@@ -148,14 +164,31 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            state.metrics.connections_refused.inc();
-            drop(stream);
-            continue;
-        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let (slot, connection) = match doorman.admit(peer.ip()) {
+            Admission::Serve(slot) => {
+                let service = TowerToHyperService::new(router.clone());
+                (
+                    slot,
+                    graceful.watch(http.serve_connection(TokioIo::new(stream), service)),
+                )
+            }
+            Admission::Overflow(slot, over) => {
+                state.metrics.connections_overflow.inc();
+                let router = overflow_routers[usize::from(over == Over::Node)].clone();
+                let service = TowerToHyperService::new(router);
+                let io = TokioIo::new(stream);
+                (
+                    slot,
+                    graceful.watch(overflow_http.serve_connection(io, service)),
+                )
+            }
+            Admission::Close => {
+                state.metrics.connections_refused.inc();
+                drop(stream);
+                continue;
+            }
+        };
         let metrics = state.metrics.clone();
         metrics.connections_open.inc();
         tokio::spawn(async move {
@@ -163,7 +196,7 @@ pub async fn run(
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
             metrics.connections_open.dec();
-            drop(permit);
+            drop(slot);
         });
     }
 

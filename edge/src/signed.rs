@@ -223,7 +223,7 @@ pub async fn handler(
     if let Some(hit) = state.results.lookup(&cache_key, Instant::now()).await {
         return serve_hit(&state, payer, &hit, if_none_match.as_deref()).await;
     }
-    if let Err(rejected) = state.pool.check_admission() {
+    if let Err(rejected) = state.pool.check_admission(Some(payer.tenant)) {
         return Err(routes::shed(&state.metrics, rejected));
     }
     let allowed = move |origin: &str| allowed_origins.iter().any(|o| o == origin);
@@ -285,7 +285,8 @@ async fn serve_hit(
     if_none_match: Option<&str>,
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.config.request_deadline();
-    crate::meter::admit(state, payer.tenant, 0, deadline).await?;
+    // Refunded unless billed (a failed commit answers 503 and costs no quota).
+    let spent = crate::meter::admit(state, payer.tenant, 0, deadline).await?;
     let etag = hit.headers.get(header::ETAG).and_then(|v| v.to_str().ok());
     let not_modified = matches!((if_none_match, etag), (Some(header), Some(etag)) if crate::etag::matches(header, etag));
     let (status, body) = if not_modified {
@@ -298,6 +299,7 @@ async fn serve_hit(
         ..crate::meter::Usage::default()
     };
     let request_id = crate::meter::bill(state, payer, status.as_u16(), usage).await?;
+    spent.delivered();
     state.metrics.billed.inc();
     let mut response = Response::new(axum::body::Body::from(body));
     *response.status_mut() = status;

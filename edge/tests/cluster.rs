@@ -368,15 +368,7 @@ where
 }
 
 async fn totals(addr: SocketAddr, tenant: &str) -> Value {
-    let reply = admin(
-        addr,
-        Method::GET,
-        &format!("/admin/v1/usage?tenant={tenant}"),
-        None,
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    json_of(&reply)["totals"].clone()
+    common::totals(addr, TOKEN, tenant).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -315,27 +315,49 @@ async fn slow_and_idle_clients_are_cut_off() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_cap_are_closed_at_accept() {
+async fn connections_beyond_the_cap_are_answered_once_then_closed_at_accept() {
     let mut config = test_config();
     config.http.connections_max = 1;
+    config.http.overflow_connections_max = 1;
     let node = TestNode::start(config).await;
     let mut first = TcpStream::connect(node.addr).await.unwrap();
     write_all(&mut first, b"GET /healthz HTTP/1.1\r\nhost: t\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // Over the cap: the overflow lane answers health checks, and work with a JSON 503.
+    for (request, expected) in [
+        ("GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n", "HTTP/1.1 200"),
+        ("GET /metrics HTTP/1.1\r\nhost: t\r\n\r\n", "HTTP/1.1 503"),
+    ] {
+        let mut over = TcpStream::connect(node.addr).await.unwrap();
+        write_all(&mut over, request.as_bytes()).await.unwrap();
+        let (received, closed) = read_until_close(&mut over, Duration::from_secs(5)).await;
+        let received = String::from_utf8_lossy(&received);
+        assert!(closed && received.starts_with(expected), "{received}");
+        if expected.ends_with("503") {
+            assert!(received.contains("\"overloaded\"") && received.contains("retry-after"));
+        }
+    }
+    // With the lane held too, a newcomer is closed at accept.
     let mut second = TcpStream::connect(node.addr).await.unwrap();
-    let _ = write_all(&mut second, b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n").await;
-    let (received, closed) = read_until_close(&mut second, Duration::from_secs(5)).await;
+    write_all(&mut second, b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(node.addr).await.unwrap();
+    let _ = write_all(&mut third, b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    let (received, closed) = read_until_close(&mut third, Duration::from_secs(5)).await;
     assert!(
         closed && received.is_empty(),
         "{:?}",
         String::from_utf8_lossy(&received)
     );
     write_all(&mut first, b"\r\n").await.unwrap();
-    drop(first);
+    drop((first, second));
     let metrics = node.metrics().await;
     assert!(metric_value(&metrics, "tessera_http_connections_refused_total") >= 1.0);
+    assert!(metric_value(&metrics, "tessera_http_connections_overflow_total") >= 2.0);
     node.stop().await;
 }
 

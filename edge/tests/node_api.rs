@@ -6,20 +6,16 @@
 
 mod common;
 
-use common::{json_of, photo, photos_dir, test_config, Reply, TestNode};
+use common::{json_of, photo, photos_dir, Reply, TestNode};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use tessera_edge::config::Config;
 
-const TOKEN: &str = "top_test-operator-token";
+use common::TOKEN;
 
 fn config(data_dir: &std::path::Path) -> Config {
-    let mut config = test_config();
-    config.auth.anonymous_resize = false;
+    let mut config = common::keyed_config();
     config.data_dir = data_dir.to_owned();
-    config.auth.operator_token_sha256 = vec![tessera_edge::auth::hex(&tessera_edge::auth::sha256(
-        TOKEN.as_bytes(),
-    ))];
     config
 }
 
@@ -32,19 +28,7 @@ async fn create_tenant(node: &TestNode, name: &str) -> String {
 }
 
 async fn create_key(node: &TestNode, tenant: &str, scopes: &str) -> (String, String) {
-    let reply = admin(
-        node,
-        Method::POST,
-        &format!("/admin/v1/tenants/{tenant}/keys"),
-        Some(json!({ "scopes": scopes, "label": "test" })),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    let body = json_of(&reply);
-    (
-        body["id"].as_str().unwrap().to_owned(),
-        body["key"].as_str().unwrap().to_owned(),
-    )
+    common::create_key(node.addr, tenant, scopes).await
 }
 
 async fn resize(node: &TestNode, key: Option<&str>, query: &str, body: Vec<u8>) -> Reply {
@@ -70,9 +54,7 @@ async fn usage(node: &TestNode, tenant: &str, credential: &str) -> Reply {
 }
 
 async fn totals(node: &TestNode, tenant: &str) -> Value {
-    let reply = usage(node, tenant, TOKEN).await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    json_of(&reply)["totals"].clone()
+    common::totals(node.addr, common::TOKEN, tenant).await
 }
 
 #[tokio::test]

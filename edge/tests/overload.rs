@@ -1,6 +1,6 @@
 //! Overload and shutdown: more concurrent work than workers + queue gets fast 503s with
 //! `Retry-After` while the admitted requests succeed; a request that cannot finish by its
-//! deadline is refused; SIGTERM-style shutdown lets in-flight requests finish.
+//! deadline is refused before any work; SIGTERM-style shutdown lets in-flight requests finish.
 
 mod common;
 
@@ -76,7 +76,7 @@ async fn excess_requests_are_shed_while_the_rest_succeed() {
 }
 
 #[tokio::test]
-async fn a_request_that_cannot_meet_its_deadline_gets_503() {
+async fn a_request_that_cannot_meet_its_deadline_is_refused_before_work() {
     let Some(photos) = photos_dir() else { return };
     let mut config = test_config();
     config.http.request_deadline_ms = 1;
@@ -88,9 +88,10 @@ async fn a_request_that_cannot_meet_its_deadline_gets_503() {
             photo(&photos, "seeding_by_Clements_Engelhardt.jpg"),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.error_code(), "deadline_exceeded");
-    assert!(reply.header("retry-after").is_some());
+    // The cost model says tens of milliseconds against a 1 ms budget: no retry can help.
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.error_code(), "too_costly");
+    assert_eq!(node.state.pool.queue_len(), 0, "nothing was queued");
     node.stop().await;
 }
 

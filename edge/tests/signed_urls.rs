@@ -4,7 +4,10 @@
 //! them; an origin that stalls or sends an endless body cut off within its bounds; and
 //! only the successful requests billed. HTTPS origins: served when the certificate
 //! verifies for the host against the configured roots; an untrusted certificate, a
-//! certificate for another name and a redirect down to plain HTTP refused.
+//! certificate for another name and a redirect down to plain HTTP refused. Cached
+//! results: served again, from memory and from disk after a restart, but refused like an
+//! uncached URL, and not billed, once the tenant's policy changes (an origin denied, the
+//! signing secret retired, the tenant suspended or deleted).
 
 mod common;
 
@@ -552,4 +555,140 @@ async fn disk_cache_serves_results_after_a_restart() {
     assert_eq!(totals["requests"], 2, "{totals}");
     assert_eq!(totals["bytes_out"], 2 * first.body.len() as u64, "{totals}");
     node.stop().await;
+}
+
+/// A change to a tenant's policy made after one of its signed URLs was answered and
+/// kept in the result cache.
+#[derive(Clone, Copy, Debug)]
+enum PolicyChange {
+    /// `tessera origin deny` of the URL's own origin.
+    OriginDenied,
+    /// The URL's origin stays allowed; the one it redirects to is denied.
+    RedirectTargetDenied,
+    /// The secret that signed the URL (the tenant's only one).
+    SecretRetired,
+    TenantSuspended,
+    TenantDeleted,
+}
+
+impl PolicyChange {
+    async fn apply(self, node: &TestNode, tenant: &str, secret_id: &str, origins: [&str; 2]) {
+        let (method, path, body) = match self {
+            PolicyChange::OriginDenied | PolicyChange::RedirectTargetDenied => {
+                let origin = match self {
+                    PolicyChange::OriginDenied => origins[0],
+                    _ => origins[1],
+                };
+                (
+                    Method::PUT,
+                    format!("/admin/v1/tenants/{tenant}/origins"),
+                    Some(json!({ "origin": origin, "allowed": false })),
+                )
+            }
+            PolicyChange::SecretRetired => (
+                Method::DELETE,
+                format!("/admin/v1/tenants/{tenant}/secrets/{secret_id}"),
+                None,
+            ),
+            PolicyChange::TenantSuspended => (
+                Method::POST,
+                format!("/admin/v1/tenants/{tenant}/status"),
+                Some(json!({ "status": "suspended" })),
+            ),
+            PolicyChange::TenantDeleted => {
+                (Method::DELETE, format!("/admin/v1/tenants/{tenant}"), None)
+            }
+        };
+        let reply = admin(node, method, &path, body).await;
+        assert!(reply.status.is_success(), "{self:?}: {reply:?}");
+    }
+}
+
+/// A cached result is served only while a miss would be: after each policy change, the
+/// next request for a cached URL is refused exactly as one for a URL never asked for
+/// (same status, code and message), from the memory tier and from the disk tier after a
+/// restart, nothing is fetched, and only the two answers before the change are billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_results_are_refused_after_a_policy_change() {
+    let Some(photos) = photos_dir() else { return };
+    let jpeg = photo(&photos, "seeding-256k.jpg");
+    let scenarios = [
+        (PolicyChange::OriginDenied, "source_forbidden"),
+        (PolicyChange::RedirectTargetDenied, "source_forbidden"),
+        (PolicyChange::SecretRetired, "invalid_signature"),
+        (PolicyChange::TenantSuspended, "tenant_suspended"),
+        (PolicyChange::TenantDeleted, "tenant_deleted"),
+    ];
+    for (change, code) in scenarios {
+        for restart in [false, true] {
+            let scenario = format!("{change:?}, restart: {restart}");
+            let fetches = Arc::new(AtomicUsize::new(0));
+            // The URL's origin, whose /redirect-plain sends to the second one.
+            let target = origin(jpeg.clone(), fetches.clone()).await;
+            let first = serve(jpeg.clone(), fetches.clone(), None, Some(target.port())).await;
+            let origins = [first, target].map(|a| format!("http://localhost:{}", a.port()));
+            let data = tempfile::tempdir().unwrap();
+            let mut config = signed_config();
+            config.data_dir = data.path().to_owned();
+            config.fetch.private_origins = origins.to_vec();
+            config.cache.disk_bytes_max = 1 << 20;
+            let mut node = TestNode::start(config.clone()).await;
+            let (tenant, tenant_id) = create_tenant(&node, "policy").await;
+            for origin in &origins {
+                allow(&node, &tenant, origin).await;
+            }
+            let (secret_id, secret) = add_secret(&node, &tenant).await;
+            let source = match change {
+                PolicyChange::RedirectTargetDenied => format!("{}/redirect-plain", origins[0]),
+                _ => format!("{}/photo.jpg", origins[0]),
+            };
+            let cached = signed_path(tenant_id, &secret, "w=150", &source);
+            let never_asked = signed_path(tenant_id, &secret, "w=151", &source);
+            let get = |addr: SocketAddr, path: String| async move {
+                common::request(addr, Method::GET, &path, &[], Vec::new()).await
+            };
+            let answered = get(node.addr, cached.clone()).await;
+            assert_eq!(answered.status, StatusCode::OK, "{scenario}: {answered:?}");
+            let hit = get(node.addr, cached.clone()).await;
+            assert_eq!(
+                hit.header("x-cache"),
+                Some("hit"),
+                "{scenario}: {}",
+                hit.status
+            );
+
+            change
+                .apply(&node, &tenant, &secret_id, [&origins[0], &origins[1]])
+                .await;
+            if restart {
+                node.stop().await;
+                node = TestNode::start(config).await;
+            }
+            let fetched = fetches.load(Ordering::SeqCst);
+            let uncached = get(node.addr, never_asked).await;
+            assert_eq!(uncached.status, StatusCode::FORBIDDEN, "{scenario}");
+            assert_eq!(uncached.error_code(), code, "{scenario}: {uncached:?}");
+            let refused = get(node.addr, cached).await;
+            assert_eq!(
+                refused.status,
+                uncached.status,
+                "{scenario}: x-cache {:?}",
+                refused.header("x-cache")
+            );
+            assert_eq!(
+                json_of(&refused)["error"],
+                json_of(&uncached)["error"],
+                "{scenario}"
+            );
+            assert_eq!(fetches.load(Ordering::SeqCst), fetched, "{scenario}");
+            let totals = totals(&node, &tenant).await;
+            assert_eq!(totals["requests"], 2, "{scenario}: {totals}");
+            assert_eq!(
+                totals["bytes_out"],
+                2 * answered.body.len() as u64,
+                "{scenario}: {totals}"
+            );
+            node.stop().await;
+        }
+    }
 }

@@ -223,3 +223,48 @@ pub async fn create_tenant(addr: SocketAddr, token: &str, name: &str) -> String 
     assert_eq!(reply.status, hyper::StatusCode::CREATED, "{reply:?}");
     json_of(&reply)["id"].as_str().unwrap().to_owned()
 }
+
+/// The operator token of [`keyed_config`] nodes.
+pub const TOKEN: &str = "top_test-operator-token";
+
+/// [`test_config`] with keys required and [`TOKEN`] as the operator token.
+pub fn keyed_config() -> Config {
+    let mut config = test_config();
+    config.auth.anonymous_resize = false;
+    config.auth.operator_token_sha256 = vec![tessera_edge::auth::hex(&tessera_edge::auth::sha256(
+        TOKEN.as_bytes(),
+    ))];
+    config
+}
+
+/// Creates a key for `tenant` with `scopes` (comma separated); returns (key id, key).
+pub async fn create_key(addr: SocketAddr, tenant: &str, scopes: &str) -> (String, String) {
+    let reply = with_bearer(
+        addr,
+        TOKEN,
+        Method::POST,
+        &format!("/admin/v1/tenants/{tenant}/keys"),
+        Some(serde_json::json!({ "scopes": scopes, "label": "test" })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let body = json_of(&reply);
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The merged usage totals of `tenant`, read with the operator `token`.
+pub async fn totals(addr: SocketAddr, token: &str, tenant: &str) -> serde_json::Value {
+    let reply = with_bearer(
+        addr,
+        token,
+        Method::GET,
+        &format!("/admin/v1/usage?tenant={tenant}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    json_of(&reply)["totals"].clone()
+}

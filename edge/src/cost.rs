@@ -1,0 +1,204 @@
+//! The pool's cost model: how many nanoseconds of one worker a job will take, predicted
+//! from what its header says before any pixel is decoded.
+//!
+//! A job's cost is `decode + encode`: decoding grows with the input's bytes and depends on
+//! its format; resampling and encoding grow with the output's pixels and depend on the
+//! output format (an AVIF pixel costs ~100x a JPEG pixel). Each rate starts from a prior
+//! measured on the reference machine (docs/BENCHMARKS.md) and then follows what jobs on
+//! this node actually took, as an exponentially weighted mean:
+//! - a completed job teaches both rates from its stage timings;
+//! - a job that failed or was cancelled teaches only when it ran longer than predicted
+//!   (its elapsed time is then a lower bound of its cost), by scaling both rates up.
+//!   Learning from successes alone let a tenant whose every job blew its deadline keep a
+//!   model that called those jobs cheap.
+//!
+//! The pool uses the prediction three ways: to refuse up front a job that cannot finish
+//! by its deadline even on an idle node (no work is done for it at all: an AVIF encode
+//! cannot be interrupted once started), to estimate a new job's wait in the fair queue,
+//! and as the job's size in that queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tessera_resize::{InputFormat, OutputFormat, Timings};
+
+/// What the model needs to know of a job, read from the header by `tessera_resize::probe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub input_format: InputFormat,
+    pub input_bytes: u64,
+    pub output_format: OutputFormat,
+    pub output_pixels: u64,
+}
+
+/// Learned rates, each an `f64` in an atomic (workers update them without a lock; a lost
+/// update under a race costs one sample).
+pub struct CostModel {
+    decode_ns_per_byte: [Rate; 4],
+    encode_ns_per_pixel: [Rate; 4],
+}
+
+struct Rate(AtomicU64);
+
+impl Rate {
+    fn new(value: f64) -> Self {
+        Rate(AtomicU64::new(value.to_bits()))
+    }
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+    fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+    /// Moves the rate a tenth of the way towards `sample`.
+    fn learn(&self, sample: f64) {
+        if sample.is_finite() && sample > 0.0 {
+            self.set((1.0 - SAMPLE_WEIGHT) * self.get() + SAMPLE_WEIGHT * sample);
+        }
+    }
+}
+
+/// Weight of one sample in the moving means.
+const SAMPLE_WEIGHT: f64 = 0.1;
+
+fn input_index(format: InputFormat) -> usize {
+    match format {
+        InputFormat::Jpeg => 0,
+        InputFormat::Png => 1,
+        InputFormat::WebP => 2,
+        InputFormat::Gif => 3,
+    }
+}
+
+fn output_index(format: OutputFormat) -> usize {
+    match format {
+        OutputFormat::Jpeg => 0,
+        OutputFormat::Png => 1,
+        OutputFormat::WebP => 2,
+        OutputFormat::Avif => 3,
+    }
+}
+
+impl Default for CostModel {
+    /// Priors measured on the reference machine (2 vCPU EPYC, `cargo bench -p
+    /// tessera-resize --bench versus_vips` and the AVIF figures in docs/BENCHMARKS.md),
+    /// rounded up: a cold node errs towards refusing work it could have done in time
+    /// rather than starting work it cannot finish.
+    fn default() -> Self {
+        CostModel {
+            // JPEG decodes at reduced DCT scale (~90 ns per input byte on the photos);
+            // PNG, WebP and GIF decode every pixel of a better-compressed stream.
+            decode_ns_per_byte: [
+                Rate::new(120.0),
+                Rate::new(150.0),
+                Rate::new(200.0),
+                Rate::new(150.0),
+            ],
+            // Resample + encode, per output pixel.
+            encode_ns_per_pixel: [
+                Rate::new(30.0),
+                Rate::new(60.0),
+                Rate::new(150.0),
+                Rate::new(1_500.0),
+            ],
+        }
+    }
+}
+
+impl CostModel {
+    /// Predicted worker time for `shape`.
+    pub fn predict(&self, shape: &Shape) -> Duration {
+        let ns = self.decode_ns_per_byte[input_index(shape.input_format)].get()
+            * shape.input_bytes as f64
+            + self.encode_ns_per_pixel[output_index(shape.output_format)].get()
+                * shape.output_pixels as f64;
+        Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
+    }
+
+    /// Learns from a completed job's stage timings.
+    pub fn completed(&self, shape: &Shape, timings: &Timings) {
+        if shape.input_bytes > 0 {
+            self.decode_ns_per_byte[input_index(shape.input_format)]
+                .learn(timings.decode_us as f64 * 1e3 / shape.input_bytes as f64);
+        }
+        if shape.output_pixels > 0 {
+            self.encode_ns_per_pixel[output_index(shape.output_format)].learn(
+                (timings.resize_us + timings.encode_us) as f64 * 1e3 / shape.output_pixels as f64,
+            );
+        }
+    }
+
+    /// Learns from a job that failed or was cancelled after running for `elapsed`: only
+    /// when that is more than predicted, scaling both of its rates up.
+    pub fn unfinished(&self, shape: &Shape, elapsed: Duration) {
+        let predicted = self.predict(shape).as_secs_f64();
+        let ran = elapsed.as_secs_f64();
+        if predicted <= 0.0 || ran <= predicted {
+            return;
+        }
+        let factor = 1.0 + SAMPLE_WEIGHT * (ran / predicted - 1.0);
+        for rate in [
+            &self.decode_ns_per_byte[input_index(shape.input_format)],
+            &self.encode_ns_per_pixel[output_index(shape.output_format)],
+        ] {
+            rate.set(rate.get() * factor);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn avif(pixels: u64) -> Shape {
+        Shape {
+            input_format: InputFormat::Jpeg,
+            input_bytes: 250_000,
+            output_format: OutputFormat::Avif,
+            output_pixels: pixels,
+        }
+    }
+
+    #[test]
+    fn completed_jobs_pull_the_rates_towards_what_they_took() {
+        let model = CostModel::default();
+        let shape = avif(1_000_000);
+        let before = model.predict(&shape);
+        // Ten times faster than the prior, many times over: the prediction converges.
+        let timings = Timings {
+            decode_us: 25_000,
+            resize_us: 10_000,
+            encode_us: 140_000,
+            cpu_us: 0,
+        };
+        for _ in 0..100 {
+            model.completed(&shape, &timings);
+        }
+        let after = model.predict(&shape);
+        assert!(after < before / 5, "{before:?} -> {after:?}");
+        assert!((after.as_millis() as i64 - 175).abs() < 10, "{after:?}");
+    }
+
+    #[test]
+    fn an_unfinished_job_only_ever_raises_the_prediction() {
+        let model = CostModel::default();
+        let shape = avif(16_000_000);
+        let before = model.predict(&shape);
+        model.unfinished(&shape, before / 2);
+        assert_eq!(
+            model.predict(&shape),
+            before,
+            "a quick failure says nothing"
+        );
+        model.unfinished(&shape, before * 3);
+        let after = model.predict(&shape);
+        assert!(after > before, "{before:?} -> {after:?}");
+        // Other output formats' rates are untouched.
+        let jpeg = Shape {
+            output_format: OutputFormat::Jpeg,
+            input_bytes: 0,
+            ..shape
+        };
+        assert_eq!(model.predict(&jpeg), CostModel::default().predict(&jpeg));
+    }
+}

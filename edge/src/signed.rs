@@ -13,6 +13,12 @@
 //! The tenant id travels in the clear in front of the signature because the node must
 //! know whose secrets to try (one lookup, no search over tenants). The source is fetched
 //! through [`crate::fetch`] from the tenant's allowed origins only.
+//!
+//! A result kept in [`crate::cache`] answers only a request that would be served
+//! without it: the signature, the tenant's standing and the URL's expiry are checked
+//! first, against the directory of the moment (one short lock, HMACs and clones only),
+//! and a hit is then refused, as a miss would be, if the tenant no longer allows an
+//! origin its source came through — the URL's own or a redirect's.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -219,21 +225,26 @@ pub async fn handler(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let allowed = move |origin: &str| allowed_origins.iter().any(|o| o == origin);
     let cache_key = cache_key(url.tenant, &url.message, &parsed);
     if let Some(hit) = state.results.lookup(&cache_key, Instant::now()).await {
+        // The tenant and the signature passed above, against the directory of now; the
+        // origins are what a miss would check while fetching.
+        for origin in &hit.origins {
+            fetch::check_origin(origin, &allowed)?;
+        }
         return serve_hit(&state, payer, &hit, if_none_match.as_deref()).await;
     }
     if let Err(rejected) = state.pool.check_admission(Some(payer.tenant)) {
         return Err(routes::shed(&state.metrics, rejected));
     }
-    let allowed = move |origin: &str| allowed_origins.iter().any(|o| o == origin);
-    let buffered = fetch::fetch(&url.source, &allowed, &state.fetch, &state.body_budget).await?;
+    let fetched = fetch::fetch(&url.source, &allowed, &state.fetch, &state.body_budget).await?;
     let deadline = Instant::now() + state.config.request_deadline();
     let response = routes::convert(
         &state,
         Some(payer),
         parsed,
-        buffered,
+        fetched.body,
         if_none_match,
         deadline,
         None,
@@ -257,6 +268,7 @@ pub async fn handler(
             crate::cache::Cached {
                 headers,
                 body: body.clone(),
+                origins: fetched.origins,
             },
             Instant::now(),
         )

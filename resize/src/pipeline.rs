@@ -24,6 +24,22 @@ use crate::{
     budget, color, sniff, FormatRequest, InputFormat, Limits, Options, OutputFormat, ResizeError,
 };
 
+/// Lanczos3's support, in source pixels at scale 1 (as `fast_image_resize` uses it).
+const LANCZOS3_SUPPORT: f64 = 3.0;
+
+/// Source plus output pixels one resize call may touch before the next stop check: about
+/// 10-20 ms of Lanczos3 on one core here. Below it (every thumbnail of a camera photo) the
+/// resize is one call, as it always was.
+const RESIZE_BAND_PIXELS: f64 = 4_000_000.0;
+
+/// Output rows per resize band for a source `src_w` wide whose crop is `crop_h` rows high,
+/// resized to `rw` x `rh` (at least 16 rows, so the overlap of neighbouring bands' filter
+/// reach stays a small part of the work).
+fn resize_band_rows(src_w: f64, crop_h: f64, rw: u32, rh: u32) -> u32 {
+    let per_row = crop_h / f64::from(rh) * src_w + f64::from(rw);
+    ((RESIZE_BAND_PIXELS / per_row).ceil() as u32).clamp(16, rh.max(16))
+}
+
 /// Default JPEG shrink-on-load margin: decode at the smallest DCT scale that still leaves at
 /// least this many decoded pixels per output pixel along each axis, so the Lanczos3 pass has
 /// real detail to filter. Measured with `benches/versus_vips.rs` (fit in 400x400, JPEG q80,
@@ -172,22 +188,75 @@ impl Pipeline {
                 _ => fir::PixelType::U8x4,
             };
             let internal = |e: &dyn std::fmt::Display| ResizeError::Encode(format!("resize: {e}"));
-            let src = fir::images::ImageRef::new(dw, dh, &self.decode.pixels, pixel_type)
-                .map_err(|e| internal(&e))?;
             self.resized.clear();
             self.resized.resize(rw as usize * rh as usize * bpp, 0);
-            let mut dst = fir::images::Image::from_slice_u8(rw, rh, &mut self.resized, pixel_type)
-                .map_err(|e| internal(&e))?;
             // Alpha is premultiplied before and divided after resampling (`use_alpha`).
-            let mut resize_options = fir::ResizeOptions::new()
+            let resize_options = fir::ResizeOptions::new()
                 .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
                 .use_alpha(channels == 2 || channels == 4);
-            if !whole {
-                resize_options = resize_options.crop(cx, cy, cw, ch);
+            let band_rows = resize_band_rows(f64::from(dw), ch, rw, rh);
+            if band_rows >= rh {
+                // One call, as before banding existed: thumbnails never take the band path.
+                let src = fir::images::ImageRef::new(dw, dh, &self.decode.pixels, pixel_type)
+                    .map_err(|e| internal(&e))?;
+                let mut dst =
+                    fir::images::Image::from_slice_u8(rw, rh, &mut self.resized, pixel_type)
+                        .map_err(|e| internal(&e))?;
+                let resize_options = if whole {
+                    resize_options
+                } else {
+                    resize_options.crop(cx, cy, cw, ch)
+                };
+                self.resizer
+                    .resize(&src, &mut dst, &resize_options)
+                    .map_err(|e| internal(&e))?;
+            } else {
+                // Output rows in bands, each from the source rows its filter reaches (so the
+                // filter windows are those of the one-call resize: `fast_image_resize` clamps
+                // them at the image's edges, not at the crop's; only its per-call fixed-point
+                // rounding can move a few samples by 1-2 levels), with a stop check between
+                // bands. The source view is cut to those rows because with alpha
+                // the resizer premultiplies its whole source view on every call.
+                let scale_y = ch / f64::from(rh);
+                let reach = LANCZOS3_SUPPORT * scale_y.max(1.0) + 2.0;
+                let row_src = dw as usize * bpp;
+                let row_dst = rw as usize * bpp;
+                for y0 in (0..rh).step_by(band_rows as usize) {
+                    cancel::check(stop)?;
+                    let y1 = (y0 + band_rows).min(rh);
+                    let top = cy + f64::from(y0) * scale_y;
+                    let bottom = if y1 == rh {
+                        cy + ch
+                    } else {
+                        cy + f64::from(y1) * scale_y
+                    };
+                    let r0 = (top - reach).floor().max(0.0) as u32;
+                    let r1 = ((bottom + reach).ceil() as u32).min(dh);
+                    let src = fir::images::ImageRef::new(
+                        dw,
+                        r1 - r0,
+                        &self.decode.pixels[r0 as usize * row_src..r1 as usize * row_src],
+                        pixel_type,
+                    )
+                    .map_err(|e| internal(&e))?;
+                    let mut dst = fir::images::Image::from_slice_u8(
+                        rw,
+                        y1 - y0,
+                        &mut self.resized[y0 as usize * row_dst..y1 as usize * row_dst],
+                        pixel_type,
+                    )
+                    .map_err(|e| internal(&e))?;
+                    let band = resize_options.crop(
+                        cx,
+                        top - f64::from(r0),
+                        cw,
+                        (bottom - top).min(f64::from(r1) - top),
+                    );
+                    self.resizer
+                        .resize(&src, &mut dst, &band)
+                        .map_err(|e| internal(&e))?;
+                }
             }
-            self.resizer
-                .resize(&src, &mut dst, &resize_options)
-                .map_err(|e| internal(&e))?;
             &mut self.resized
         };
         if let Some(icc) = &decoded.icc {

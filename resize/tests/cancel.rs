@@ -1,0 +1,227 @@
+//! Cooperative cancellation: a job whose stop check turns true returns `Cancelled` at the
+//! next check point, whatever stage it is in. Each case first runs to the end with a stop
+//! check that only counts its calls (N), then again with a check that turns true at call k
+//! for k spread over 1..=N: every such run must return `Cancelled` having consulted the
+//! check exactly k times (so it returned at the first check after the flip, not later).
+//! Printed, not asserted (no wall-clock limits in tests): the time from the flip to the
+//! return, and the longest gap between two consecutive checks of an uncancelled run (the
+//! longest stretch a stop could wait for), in a debug build of this crate (its loops
+//! unoptimised, the codecs optimised).
+
+mod hostile_inputs;
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use hostile_inputs as gen;
+use tessera_resize::{
+    ErrorClass, FormatRequest, Limits, Options, OutputFormat, Pipeline, ResizeError,
+};
+
+/// A large PNG and JPEGs (baseline and progressive) of the same gradient, made once.
+fn inputs() -> Vec<(&'static str, Vec<u8>)> {
+    let png = gen::png_with(2400, 1600, &[]);
+    let to_jpeg = |progressive| gen::convert(&png, OutputFormat::Jpeg, 2400, 1600, progressive);
+    vec![
+        ("png 2400x1600", png.clone()),
+        ("jpeg 2400x1600", to_jpeg(false)),
+        ("progressive jpeg 2400x1600", to_jpeg(true)),
+    ]
+}
+
+/// Runs `options` on `input` with a check that turns true at call `flip_at` (never if 0);
+/// returns the result, the calls made and the time from the flip to the return.
+fn run(
+    pipeline: &mut Pipeline,
+    input: &[u8],
+    options: &Options,
+    flip_at: u64,
+) -> (
+    Result<tessera_resize::Output, ResizeError>,
+    u64,
+    Option<Duration>,
+    Duration,
+) {
+    let calls = Cell::new(0u64);
+    let flipped: Cell<Option<Instant>> = Cell::new(None);
+    let last = Cell::new(Instant::now());
+    let gap = Cell::new(Duration::ZERO);
+    let stop = || {
+        calls.set(calls.get() + 1);
+        gap.set(gap.get().max(last.get().elapsed()));
+        last.set(Instant::now());
+        if flip_at > 0 && calls.get() >= flip_at {
+            if flipped.get().is_none() {
+                flipped.set(Some(Instant::now()));
+            }
+            return true;
+        }
+        false
+    };
+    let result = pipeline.process_cancellable(input, options, &stop);
+    let latency = flipped.get().map(|t| t.elapsed());
+    let gap = gap.get().max(last.get().elapsed());
+    (result, calls.get(), latency, gap)
+}
+
+#[test]
+fn a_stopped_job_returns_cancelled_at_the_next_check_point() {
+    let mut pipeline = Pipeline::new(Limits::default());
+    for (name, input) in inputs() {
+        for (format, width) in [
+            (OutputFormat::Png, 3600),
+            (OutputFormat::Jpeg, 3600),
+            (OutputFormat::WebP, 3600),
+            (OutputFormat::Png, 300),
+        ] {
+            let options = Options {
+                width: Some(width),
+                format: FormatRequest::Fixed(format),
+                ..Options::default()
+            };
+            let (done, total, _, gap) = run(&mut pipeline, &input, &options, 0);
+            assert!(done.is_ok(), "{name} -> {format:?}: {:?}", done.err());
+            // Stages alone make 4 checks; bands and scans add the rest.
+            assert!(
+                total > 8,
+                "{name} -> {format:?} {width}: only {total} checks"
+            );
+            let mut worst = Duration::ZERO;
+            let ks: Vec<u64> = (1..=16).map(|i| (total * i / 16).max(1)).collect();
+            for k in ks {
+                let (result, calls, latency, _) = run(&mut pipeline, &input, &options, k);
+                let err = result.expect_err("a flipped check cancels the job");
+                assert!(
+                    matches!(err, ResizeError::Cancelled),
+                    "{name} at {k}: {err:?}"
+                );
+                assert_eq!(err.class(), ErrorClass::Cancelled);
+                assert_eq!(err.code(), "cancelled");
+                assert_eq!(
+                    calls, k,
+                    "{name} -> {format:?}: returned at the first check after the flip"
+                );
+                worst = worst.max(latency.unwrap_or_default());
+            }
+            eprintln!(
+                "{name} -> {} {width} wide: {total} checks, longest gap between checks {:.1} ms, slowest return after a flip {:.1} ms",
+                format.as_str(),
+                gap.as_secs_f64() * 1e3,
+                worst.as_secs_f64() * 1e3
+            );
+            // The pipeline is usable after a cancelled job.
+            assert!(pipeline.process(&input, &options).is_ok());
+        }
+    }
+}
+
+/// A deadline as the node passes it: the check compares the clock with a deadline set a
+/// few milliseconds into a long job (a 2400x1600 PNG to a 3600-wide PNG).
+#[test]
+fn a_deadline_check_ends_a_long_job() {
+    let input = gen::png_with(2400, 1600, &[]);
+    let options = Options {
+        width: Some(3600),
+        format: FormatRequest::Fixed(OutputFormat::Png),
+        ..Options::default()
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(20);
+    let calls = Cell::new(0u32);
+    let stop = || {
+        calls.set(calls.get() + 1);
+        Instant::now() >= deadline
+    };
+    let result = Pipeline::new(Limits::default()).process_cancellable(&input, &options, &stop);
+    let late = Instant::now().saturating_duration_since(deadline);
+    assert!(matches!(result, Err(ResizeError::Cancelled)), "{result:?}");
+    assert!(calls.get() > 2, "consulted {} times", calls.get());
+    eprintln!(
+        "deadline 20 ms into the job: returned {:.1} ms after it, {} checks",
+        late.as_secs_f64() * 1e3,
+        calls.get()
+    );
+}
+
+/// The banded resize (large jobs, so a stop is seen between bands) computes what one
+/// `fast_image_resize` call over the whole image computes: the bands use the same filter
+/// windows, and only the fixed-point rounding `fast_image_resize` picks per call (from that
+/// call's coefficients) can differ: measured, 0.26% of samples by 1 or 2 levels out of 255.
+#[test]
+fn banded_resize_matches_one_call() {
+    use fast_image_resize as fir;
+    let (w, h) = (2400u32, 1600u32);
+    // A noisy image, so a wrong filter window would show.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let px: Vec<u8> = (0..w * h * 3)
+        .map(|i| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((i % 251) as u8).wrapping_add((seed >> 60) as u8)
+        })
+        .collect();
+    let mut raw = Vec::new();
+    for row in px.chunks(w as usize * 3) {
+        raw.push(0);
+        raw.extend_from_slice(row);
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(gen::ihdr(w, h));
+    png.extend(gen::chunk(b"IDAT", &gen::zlib(&raw)));
+    png.extend(gen::chunk(b"IEND", &[]));
+    for (tw, th, fit) in [
+        (3600, 2400, tessera_resize::Fit::Fill),
+        (1000, 1000, tessera_resize::Fit::Cover),
+        (700, 2100, tessera_resize::Fit::Cover),
+    ] {
+        let options = Options {
+            width: Some(tw),
+            height: Some(th),
+            fit,
+            format: FormatRequest::Fixed(OutputFormat::Png),
+            ..Options::default()
+        };
+        let out = Pipeline::new(Limits::default())
+            .process(&png, &options)
+            .unwrap();
+        let got = image::load_from_memory(&out.bytes)
+            .unwrap()
+            .to_rgb8()
+            .into_raw();
+        // The reference: one call, with the crop the pipeline's cover plan makes.
+        let (sw, sh) = (f64::from(w), f64::from(h));
+        let scale = (f64::from(tw) / sw).max(f64::from(th) / sh);
+        let (cw, ch) = (
+            (f64::from(tw) / scale).min(sw),
+            (f64::from(th) / scale).min(sh),
+        );
+        let src = fir::images::ImageRef::new(w, h, &px, fir::PixelType::U8x3).unwrap();
+        let mut dst = fir::images::Image::new(tw, th, fir::PixelType::U8x3);
+        let mut resize = fir::ResizeOptions::new()
+            .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
+            .use_alpha(false);
+        if fit == tessera_resize::Fit::Cover && (cw < sw || ch < sh) {
+            resize = resize.crop((sw - cw) * 0.5, (sh - ch) * 0.5, cw, ch);
+        }
+        fir::Resizer::new().resize(&src, &mut dst, &resize).unwrap();
+        let want = dst.buffer();
+        assert_eq!(got.len(), want.len());
+        let differing = got.iter().zip(want).filter(|(a, b)| a != b).count();
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(&a, &b)| a.abs_diff(b))
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "{tw}x{th} {fit:?}: {differing} of {} samples differ, by at most {worst}",
+            got.len()
+        );
+        assert!(worst <= 2, "{tw}x{th}: a sample differs by {worst}");
+        assert!(
+            differing * 100 <= got.len(),
+            "{tw}x{th}: {differing} samples differ"
+        );
+    }
+}

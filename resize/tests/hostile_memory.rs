@@ -1,0 +1,117 @@
+//! Peak memory of hostile inputs: each runs on a fresh thread, in a test process of its own
+//! (one test, so nothing else allocates meanwhile), with the process's peak RSS (VmHWM)
+//! reset before and read after. The bound: 64 MiB per job beyond the pixel buffer the
+//! header makes the pipeline allocate (zero for every bomb; the declared image for the
+//! tiny files declaring huge frames, which are refused only when their data runs out).
+
+mod hostile_inputs;
+
+use hostile_inputs as gen;
+use tessera_resize::{FormatRequest, Limits, Options, OutputFormat, Pipeline};
+
+/// What a job may add to the peak RSS besides its pixel buffer.
+const JOB_OVERHEAD_MAX_BYTES: u64 = 64 << 20;
+
+#[test]
+fn hostile_inputs_stay_within_the_memory_bound() {
+    let bomb = gen::zlib_zeros(1 << 30);
+    let big = vec![0x33u8; 65_000];
+    let base_jpeg = gen::jpeg(256, 256, false);
+    let mut exif = b"MM\0*\0\0\0\x08".to_vec();
+    exif.resize(5 << 20, 0);
+    let declared = 7000u64 * 7000 * 3;
+    // (name, input, pixel bytes the header makes the pipeline allocate)
+    let cases: Vec<(&str, Vec<u8>, u64)> = vec![
+        (
+            "png iCCP bomb (1 GiB)",
+            gen::png_with(16, 16, &[gen::iccp(&bomb)]),
+            0,
+        ),
+        (
+            "png zTXt bomb (1 GiB)",
+            gen::png_with(16, 16, &[gen::ztxt(&bomb)]),
+            0,
+        ),
+        (
+            "png iTXt bomb (1 GiB)",
+            gen::png_with(16, 16, &[gen::itxt(&bomb)]),
+            0,
+        ),
+        (
+            "png eXIf of 5 MiB",
+            gen::png_with(16, 16, &[gen::chunk(b"eXIf", &exif)]),
+            0,
+        ),
+        (
+            "jpeg ICC flood",
+            gen::jpeg_with_segments(&base_jpeg, &gen::icc_segments(70, 65_000)),
+            0,
+        ),
+        (
+            "jpeg APP1 flood",
+            gen::jpeg_with_segments(&base_jpeg, &vec![(0xE1, big.clone()); 70]),
+            0,
+        ),
+        (
+            "webp ICCP of 5 MiB",
+            gen::webp_with(64, 64, &[gen::riff_chunk(b"ICCP", &vec![1; 5 << 20])]),
+            0,
+        ),
+        (
+            "gif ICC extension of 5 MiB",
+            gen::gif_with(16, 16, &gen::gif_icc_extension(5 << 20)),
+            0,
+        ),
+        (
+            "gif comment flood",
+            gen::gif_with(16, 16, &gen::gif_comments(20_000)),
+            0,
+        ),
+        (
+            "jpeg 16x16 declaring 7000x7000",
+            gen::jpeg_declaring(&gen::jpeg(16, 16, false), 7000, 7000),
+            declared,
+        ),
+        (
+            "png 7000x7000 header, one row",
+            gen::png_huge_header(7000, 7000),
+            declared,
+        ),
+    ];
+    let options = Options {
+        width: Some(64),
+        height: Some(64),
+        format: FormatRequest::Fixed(OutputFormat::Png),
+        ..Options::default()
+    };
+    let mut failures = Vec::new();
+    for (name, input, pixel_bytes) in &cases {
+        if !gen::reset_peak_rss() {
+            eprintln!("SKIP: /proc/self/clear_refs cannot reset the peak RSS here");
+            return;
+        }
+        let (_, before_kib) = gen::rss_kib();
+        let code = std::thread::scope(|s| {
+            s.spawn(
+                || match Pipeline::new(Limits::default()).process(input, &options) {
+                    Ok(_) => "ok",
+                    Err(e) => e.code(),
+                },
+            )
+            .join()
+            .unwrap()
+        });
+        let (peak_kib, _) = gen::rss_kib();
+        let growth = peak_kib.saturating_sub(before_kib) * 1024;
+        eprintln!(
+            "{name} ({} bytes): {code}, peak RSS growth {:.1} MiB (pixel buffer {:.1} MiB)",
+            input.len(),
+            growth as f64 / (1 << 20) as f64,
+            *pixel_bytes as f64 / (1 << 20) as f64
+        );
+        if growth > pixel_bytes + JOB_OVERHEAD_MAX_BYTES {
+            failures.push(format!("{name}: {growth} bytes"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}

@@ -70,6 +70,9 @@ pub use admission::{AdmissionSettings, AdmissionStats};
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/tessera/sync/1");
 const IDENTIFY_PROTOCOL: &str = "/tessera/id/1";
 const TOPIC: &str = "tessera/sync/1";
+/// How long a dial (TCP connect and the whole handshake) may take; also the outer bound on
+/// inbound handshakes, so never below `handshake_timeout_ms`.
+const DIAL_TIMEOUT_MS: u64 = 5_000;
 
 /// Transport settings (the edge fills them from its config).
 #[derive(Clone, Debug)]
@@ -313,7 +316,7 @@ pub fn build_swarm(
         )
         .map_err(|e| build(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .with_connection_timeout(Duration::from_secs(5))
+        .with_connection_timeout(Duration::from_millis(DIAL_TIMEOUT_MS).max(handshake_timeout))
         .build();
     Ok(swarm)
 }

@@ -390,6 +390,7 @@ async fn a_keyless_flood_from_one_address_does_not_keep_a_keyed_node_out() {
     let a = start(KEY, vec![]).await;
     // Silent sockets from one address: they hold handshake slots until the handshake
     // timeout (before admission per address, 16 of them filled the pending cap).
+    let flood_started = Instant::now();
     let silent = Flood::start(Ipv4Addr::new(127, 0, 0, 2), socket_addr(&a.addr), 64, false);
     let connects = || silent.connects.load(Ordering::Relaxed);
     assert!(
@@ -412,13 +413,17 @@ async fn a_keyless_flood_from_one_address_does_not_keep_a_keyed_node_out() {
         "B connected to A and exchanged a message under the flood"
     );
     // Silence past the handshake timeout counts as a failed handshake, until the address
-    // is backed off.
+    // is backed off (8 failures, 4 at a time: about two handshake timeouts).
     assert!(
         eventually(Duration::from_secs(20), || a.net.stats().admission.backoffs
             >= 1)
         .await,
         "the silent address was backed off: {:?}",
         a.net.stats().admission
+    );
+    eprintln!(
+        "flood: the silent address backed off {:?} after the flood started",
+        flood_started.elapsed()
     );
     // Garbage from another address on top (those handshakes fail at once).
     let garbage = Flood::start(Ipv4Addr::new(127, 0, 0, 3), socket_addr(&a.addr), 16, true);

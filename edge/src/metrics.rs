@@ -193,6 +193,12 @@ impl Metrics {
             "Resize workers running a job",
             pool.busy_workers.clone(),
         );
+        registry.register(
+            "pool_work_past_deadline_seconds",
+            "Worker time a job used after its deadline (cancelled at a check point, or \
+             finished too late to be answered)",
+            pool.past_deadline.clone(),
+        );
         Self {
             registry,
             requests_received,

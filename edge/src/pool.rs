@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tessera_crdt::TenantId;
 use tessera_resize::{Limits, Options, Output, Pipeline, ResizeError};
 use tokio::sync::oneshot;
@@ -103,10 +104,24 @@ pub struct Job {
 }
 
 /// Gauges the pool keeps current (registered by the caller's metrics registry).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PoolGauges {
     pub queue_depth: Gauge,
     pub busy_workers: Gauge,
+    /// Worker time spent on a job after its deadline: what a stop check's interval and the
+    /// stages it cannot interrupt cost (the bound issue #11 asks to document).
+    pub past_deadline: Histogram,
+}
+
+impl Default for PoolGauges {
+    fn default() -> Self {
+        Self {
+            queue_depth: Gauge::default(),
+            busy_workers: Gauge::default(),
+            // 100 µs to ~26 s.
+            past_deadline: Histogram::new(exponential_buckets(0.000_1, 2.0, 19)),
+        }
+    }
 }
 
 /// How the pool is sized.
@@ -499,6 +514,13 @@ fn worker_loop(shared: &Shared, limits: Limits) {
                 }
             }
         };
+        let ended = Instant::now();
+        if ended > job.deadline {
+            shared
+                .gauges
+                .past_deadline
+                .observe((ended - job.deadline).as_secs_f64());
+        }
         shared.gauges.busy_workers.dec();
         let _ = job.reply.send(outcome);
     }

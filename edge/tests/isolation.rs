@@ -346,3 +346,53 @@ async fn a_request_whose_client_leaves_stops_its_work_and_costs_no_quota() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_that_overruns_its_deadline_is_stopped_and_costs_no_quota() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let Some(photos) = photos_dir() else { return };
+    let mut config = common::keyed_config();
+    config.pool.workers = 1;
+    config.http.request_deadline_ms = 1_500;
+    let node = TestNode::start(config).await;
+    let (tenant, key) = tenant_with_key(&node, "overrun").await;
+    set_request_quota(&node, &tenant, 1).await;
+    // 16 megapixels of lossless PNG: the cost model's prior (a cold node) says ~1.1 s, the
+    // encoder takes ~6 s here; the worker must stop at a check point.
+    let started = Instant::now();
+    let reply = resize(
+        node.addr,
+        &key,
+        "w=4000&h=4000&fit=fill&format=png",
+        photo(&photos, "aitzgorri-1m.jpg"),
+    )
+    .await;
+    eprintln!("answered {} in {:?}", reply.status, started.elapsed());
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert_eq!(reply.error_code(), "deadline_exceeded");
+    let text = loop {
+        let text = node.metrics().await;
+        if metric(&text, "tessera_pool_busy_workers") == 0.0 {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the worker kept working"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let past = metric(&text, "tessera_pool_work_past_deadline_seconds_sum");
+    eprintln!("worker time past the deadline: {:.1} ms", past * 1e3);
+    assert!(
+        metric(&text, "tessera_pool_work_past_deadline_seconds_count") >= 1.0,
+        "{text}"
+    );
+    // The right came back and nothing was billed.
+    let reply = resize(node.addr, &key, "w=64", photo(&photos, "seeding-256k.jpg")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(
+        common::totals(node.addr, common::TOKEN, &tenant).await["requests"],
+        1
+    );
+    node.stop().await;
+}

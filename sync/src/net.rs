@@ -428,6 +428,7 @@ pub async fn spawn(
         redials,
         rng: Rng::new(rng_seed(node_id)),
         gate,
+        touched: true,
     };
     tokio::spawn(driver.run(wake, stopped));
     Ok(handle)
@@ -445,13 +446,20 @@ struct Driver {
     redials: Vec<Redial>,
     rng: Rng,
     gate: Option<DurabilityGate>,
+    /// The node may have changed since its outputs and next wakeup were last read (an
+    /// input, a tick or a local operation). Swarm events that never reach the node, such
+    /// as a flood of refused connections, then cost no node lock.
+    touched: bool,
 }
 
 impl Driver {
     async fn run(mut self, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
+        let mut wakeup = 0;
         loop {
             self.redial();
-            let wakeup = self.node.lock().expect("node lock").next_wakeup_ms();
+            if std::mem::take(&mut self.touched) {
+                wakeup = self.node.lock().expect("node lock").next_wakeup_ms();
+            }
             let redial_at = self
                 .redials
                 .iter()
@@ -472,16 +480,20 @@ impl Driver {
                     if node.next_wakeup_ms() <= now {
                         node.handle(now, Input::Tick);
                     }
+                    self.touched = true;
                 }
-                () = wake.notified() => {}
+                () = wake.notified() => self.touched = true,
                 _ = stopped.changed() => return,
             }
-            self.flush().await;
+            if self.touched {
+                self.flush().await;
+            }
         }
     }
 
     fn input(&mut self, input: Input) {
         self.node.lock().expect("node lock").handle(now_ms(), input);
+        self.touched = true;
     }
 
     /// Sends everything the node produced, once the own changes it may reflect are

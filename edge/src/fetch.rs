@@ -38,7 +38,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{self, Budget, Buffered};
+use crate::body::{self, Buffered};
 use crate::error::ApiError;
 
 /// The fetch policy (from `[fetch]` in the configuration).
@@ -466,12 +466,13 @@ pub fn check_origin(origin: &str, allowed: &(dyn Fn(&str) -> bool + Sync)) -> Re
 }
 
 /// Fetches `url` for a tenant whose allowed origins `allowed` decides, following checked
-/// redirects, under the policy's bounds, reserving memory from `budget`.
+/// redirects, under the policy's bounds, charging the body's memory to `account` (the
+/// tenant's share of the body budget, as an upload would be).
 pub async fn fetch(
     url: &str,
     allowed: &(dyn Fn(&str) -> bool + Sync),
     policy: &FetchPolicy,
-    budget: &Budget,
+    account: body::Account<'_>,
 ) -> Result<Fetched, ApiError> {
     let deadline = Instant::now() + policy.timeout;
     let mut source = parse_source(url)?;
@@ -549,7 +550,7 @@ pub async fn fetch(
             Body::new(response.into_body()),
             policy.bytes_max,
             remaining,
-            budget,
+            account,
         )
         .await
         .map(|body| Fetched { body, origins })

@@ -238,7 +238,11 @@ pub async fn handler(
     if let Err(rejected) = state.pool.check_admission(Some(payer.tenant)) {
         return Err(routes::shed(&state.metrics, rejected));
     }
-    let fetched = fetch::fetch(&url.source, &allowed, &state.fetch, &state.body_budget).await?;
+    let account = crate::body::Account {
+        budget: &state.body_budget,
+        payer: Some(payer.tenant),
+    };
+    let fetched = fetch::fetch(&url.source, &allowed, &state.fetch, account).await?;
     let deadline = Instant::now() + state.config.request_deadline();
     let response = routes::convert(
         &state,

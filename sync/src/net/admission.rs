@@ -42,8 +42,8 @@ use crate::rng::Rng;
 /// Bounds on inbound connections (part of the transport's settings).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdmissionSettings {
-    /// Inbound connections in their handshake, all addresses together (default 64). Must
-    /// exceed `pending_per_ip_max`.
+    /// Inbound connections in their handshake, all addresses together (default 64;
+    /// enforced by libp2p's connection limits). Must exceed `pending_per_ip_max`.
     pub pending_incoming_max: u32,
     /// Inbound connections in their handshake from one address (default 4).
     pub pending_per_ip_max: u32,
@@ -51,12 +51,14 @@ pub struct AdmissionSettings {
     /// share a host or a NAT).
     pub established_per_ip_max: u32,
     /// How long an inbound connection's pnet + noise + yamux handshake may take before it
-    /// is dropped (and counted as a failed handshake; default 3 000 ms).
+    /// is dropped (and counted as a failed handshake; default 3 000 ms). Dials keep their
+    /// own timeout (5 s, or this if longer).
     pub handshake_timeout_ms: u64,
     /// Failed handshakes from one address, within `handshake_failure_window_ms`, that put
     /// it in backoff (default 8).
     pub handshake_failures_max: u32,
-    /// Default 10 000 ms.
+    /// The window over which failed handshakes add up (default 10 000 ms): failures
+    /// further apart than this never put an address in backoff.
     pub handshake_failure_window_ms: u64,
     /// The first backoff (default 1 000 ms); each repeat doubles it.
     pub backoff_base_ms: u64,

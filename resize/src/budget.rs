@@ -23,14 +23,17 @@ use crate::decode::Header;
 use crate::geometry::Plan;
 use crate::{Limits, OutputFormat, ResizeError};
 
-/// The encoder's working set per output pixel, in bytes, besides the output itself.
+/// The encoder's working set per output pixel, in bytes, besides the output itself; set
+/// above what `examples/stretches.rs` measured (peak RSS growth of a 64x64 PNG enlarged, less
+/// the resized image), since an estimate must not come in under the real figure.
 /// - JPEG: with optimised Huffman tables libjpeg keeps every DCT coefficient of the image
-///   (2 bytes × 1.5 coefficients per pixel at 4:2:0, 3 at 4:4:4): 6.
+///   (2 bytes × 1.5 coefficients per pixel at 4:2:0, 3 at 4:4:4): 6 (measured ~5.5 at
+///   16.7 MP, quality 80).
 /// - PNG: row filters and the deflate state are a few rows and ~300 KiB: counted as 1.
 /// - WebP: libwebp's ARGB and YUVA copies of the picture and per-macroblock state: 12
-///   (measured peak growth for a 16 MP encode: ~9.6 bytes per pixel).
-/// - AVIF: ravif's YUV planes and rav1e's frame, reference and lookahead state: 64
-///   (measured peak growth for a 4 MP encode at speed 10: ~45 bytes per pixel).
+///   (measured ~5.4 at 16.7 MP).
+/// - AVIF: ravif's RGB and YUV copies and rav1e's frame, reference and lookahead state: 64
+///   (measured ~25 at 4.2 MP, speed 10).
 pub(crate) fn encoder_bytes_per_pixel(format: OutputFormat) -> u64 {
     match format {
         OutputFormat::Jpeg => 6,

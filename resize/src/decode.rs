@@ -6,8 +6,8 @@
 //! and can scale by 1/2, 1/4 or 1/8 in the DCT domain ("shrink-on-load"), which the caller
 //! chooses from the header through a callback. PNG uses the `png` crate directly (not
 //! `image`'s wrapper, which inflates iCCP before any limit can be set and reads the frame in
-//! one call), GIF `image`'s decoder, WebP `image-webp` (`image`'s wrapper hides the frame
-//! count). The pixel buffer is the caller's and is reused between calls.
+//! one call), GIF the `gif` crate directly (row by row, for the same reason), WebP
+//! `image-webp` (`image`'s wrapper hides the frame count). The pixel buffer is the caller's and is reused between calls.
 //!
 //! Metadata is bounded before any decoder sees it: the JPEG markers before the first scan
 //! and the PNG and WebP chunks are walked here, and an ICC profile or EXIF block over
@@ -29,16 +29,15 @@
 //! own tools use the same bound).
 //!
 //! Cancellation: the caller's stop check runs every [`ROWS_PER_CHECK`] rows where a decoder
-//! reads by rows (JPEG, PNG), at every JPEG scan (a progressive JPEG is entropy-decoded scan
-//! by scan inside `jpeg_start_decompress`, through the trace hook), and before and after the
-//! calls that decode a whole frame at once (GIF, WebP).
+//! reads by rows (JPEG, PNG, GIF), at every JPEG scan (a progressive JPEG is entropy-decoded
+//! scan by scan inside `jpeg_start_decompress`, through the trace hook), and before and after
+//! the one call that decodes a whole WebP frame.
 
 use std::cell::Cell;
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use image::metadata::Orientation;
-use image::ImageDecoder;
 use mozjpeg::{ColorSpace, Decompress, Marker};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr};
 
@@ -750,8 +749,8 @@ fn decode_png(
 
 // ---------------------------------------------------------------- GIF
 
-/// `image`'s allocation bound for GIF and WebP decoding: the largest accepted image as RGBA
-/// twice (frame and canvas) plus decoder state. The job's memory estimate is the tighter
+/// The `gif` and `image-webp` decoders' own allocation bound: the largest accepted image as
+/// RGBA twice (frame and canvas) plus decoder state. The job's memory estimate is the tighter
 /// check; this one stops a decoder that would allocate beyond what it declared.
 fn decoder_alloc_max(limits: &Limits) -> u64 {
     limits.pixels_max.saturating_mul(8).saturating_add(64 << 20)
@@ -786,6 +785,26 @@ fn gif_frames(input: &[u8], limits: &Limits) -> Result<u32, ResizeError> {
     Ok(frames)
 }
 
+/// The stored order of a frame's rows: top to bottom, or GIF's four interlace passes
+/// (every 8th row from 0, every 8th from 4, every 4th from 2, every 2nd from 1).
+fn gif_row_order(height: usize, interlaced: bool) -> Box<dyn Iterator<Item = usize>> {
+    if interlaced {
+        Box::new(
+            (0..height)
+                .step_by(8)
+                .chain((4..height).step_by(8))
+                .chain((2..height).step_by(4))
+                .chain((1..height).step_by(2)),
+        )
+    } else {
+        Box::new(0..height)
+    }
+}
+
+/// Decodes the first frame with the `gif` crate, row by row (a stop check every
+/// [`ROWS_PER_CHECK`] rows: an LZW stream that resets its dictionary at every pixel takes
+/// ~0.1 s per megapixel), onto a transparent RGBA canvas of the logical screen size, as
+/// `image`'s GIF decoder did before.
 fn decode_gif(
     input: &[u8],
     limits: &Limits,
@@ -793,48 +812,67 @@ fn decode_gif(
     plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
     stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
-    let corrupt = |e: image::ImageError| ResizeError::Corrupt(format!("GIF: {e}"));
+    let corrupt = |e: gif::DecodingError| ResizeError::Corrupt(format!("GIF: {e}"));
     // The logical screen size is at bytes 6..10 (little-endian); checked before any decoder
     // reads the extensions that follow it.
     let screen = input
         .get(6..10)
         .ok_or_else(|| ResizeError::Corrupt("GIF: no logical screen descriptor".to_owned()))?;
-    limits.check_dimensions(
-        u32::from(u16::from_le_bytes([screen[0], screen[1]])),
-        u32::from(u16::from_le_bytes([screen[2], screen[3]])),
-    )?;
+    let width = u32::from(u16::from_le_bytes([screen[0], screen[1]]));
+    let height = u32::from(u16::from_le_bytes([screen[2], screen[3]]));
+    limits.check_dimensions(width, height)?;
     let frames = gif_frames(input, limits)?;
     if frames == 0 {
         return Err(ResizeError::Corrupt("GIF has no frames".to_owned()));
     }
     limits.check_frames(frames)?;
-    let mut dec = image::codecs::gif::GifDecoder::new(Cursor::new(input)).map_err(corrupt)?;
-    let (width, height) = dec.dimensions();
-    limits.check_dimensions(width, height)?;
-    let mut image_limits = image::Limits::default();
-    image_limits.max_alloc = Some(decoder_alloc_max(limits));
-    dec.set_limits(image_limits).map_err(corrupt)?;
-    let channels = dec.color_type().channel_count();
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    options.set_memory_limit(gif::MemoryLimit::Bytes(
+        std::num::NonZeroU64::new(decoder_alloc_max(limits)).unwrap_or(std::num::NonZeroU64::MIN),
+    ));
+    let mut dec = options.read_info(Cursor::new(input)).map_err(corrupt)?;
+    let frame = dec
+        .next_frame_info()
+        .map_err(corrupt)?
+        .ok_or_else(|| ResizeError::Corrupt("GIF has no frames".to_owned()))?;
+    let (left, top) = (usize::from(frame.left), usize::from(frame.top));
+    let (fw, fh) = (usize::from(frame.width), usize::from(frame.height));
+    let interlaced = frame.interlaced;
     plan(&Header {
         width,
         height,
         orientation: 1,
-        channels,
+        channels: 4,
         frames,
         icc: false,
         scratch_bytes_per_pixel: 0,
-        // `image` decodes the first frame into its own RGBA buffer, then into ours.
-        decoder_bytes: bytes3(width, height, 4) + (1 << 20),
+        // One row of the frame, and the LZW table.
+        decoder_bytes: bytes3(u32::from(frame.width), 4, 1) + (1 << 20),
     })?;
-    let buf = prepare(&mut bufs.pixels, dec.total_bytes() as usize)?;
-    // One call decodes the whole frame: the check points are around it.
-    cancel::check(stop)?;
-    dec.read_image(buf).map_err(corrupt)?;
-    cancel::check(stop)?;
+    let (sw, sh) = (width as usize, height as usize);
+    let canvas = prepare(&mut bufs.pixels, sw * sh * 4)?;
+    let row = prepare(&mut bufs.scratch, fw * 4)?;
+    // The part of each frame row that lies on the screen.
+    let visible = fw.min(sw.saturating_sub(left)) * 4;
+    for (i, y) in gif_row_order(fh, interlaced).enumerate() {
+        if i.is_multiple_of(ROWS_PER_CHECK) {
+            cancel::check(stop)?;
+        }
+        if !dec.fill_buffer(row).map_err(corrupt)? {
+            return Err(ResizeError::Corrupt(
+                "GIF: the frame data ends early".to_owned(),
+            ));
+        }
+        if top + y < sh && visible > 0 {
+            let at = ((top + y) * sw + left) * 4;
+            canvas[at..at + visible].copy_from_slice(&row[..visible]);
+        }
+    }
     Ok(Decoded {
         width,
         height,
-        channels,
+        channels: 4,
         orientation: 1,
         icc: None,
     })

@@ -1,4 +1,4 @@
-//! Encoders: JPEG (libjpeg-turbo via `mozjpeg`), PNG (`image`), WebP (libwebp via `webp`),
+//! Encoders: JPEG (libjpeg-turbo via `mozjpeg`), PNG (`png`), WebP (libwebp via `libwebp-sys`),
 //! AVIF (rav1e via `ravif`). Nothing but pixels is written: no EXIF, ICC, XMP or comments
 //! (pixels are already sRGB and upright, so nothing of the input's metadata is needed).
 //!
@@ -12,9 +12,8 @@
 //! 6 MP) for a nasm build of rav1e that adds minutes to a clean build on 2 cores.
 //!
 //! Cancellation: JPEG and PNG are written in bands of [`ROWS_PER_CHECK`] rows with a stop
-//! check between bands; WebP goes through libwebp directly (`libwebp-sys`, already built
-//! for `webp`) because only there can its progress hook, called several times per encode,
-//! abort the encode; AVIF (rav1e via `ravif`) has no hook and runs to the end once started,
+//! check between bands; WebP goes through libwebp directly (`libwebp-sys`) because only
+//! there can its progress hook, called several times per encode, abort the encode; AVIF (rav1e via `ravif`) has no hook and runs to the end once started,
 //! which `Limits::avif_output_pixels_max` bounds.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -187,7 +186,8 @@ fn encode_webp(
     if frame.pixels.len() < stride * frame.height as usize {
         return Err(ResizeError::Encode("WebP: short pixel buffer".to_owned()));
     }
-    // The settings of `webp::Encoder::encode_simple(false, quality)`, used here before.
+    // The settings `webp::Encoder::encode_simple(false, quality)` used before (the `webp`
+    // crate hides the progress hook): lossy, compressed alpha.
     let mut config =
         ffi::WebPConfig::new().map_err(|()| ResizeError::Encode("WebP: config".to_owned()))?;
     config.lossless = 0;

@@ -7,6 +7,27 @@
 //! (CMYK, ICC profiles, gray, 16-bit) → resize with `fast_image_resize` → apply EXIF
 //! orientation → encode (JPEG, PNG, WebP, AVIF) with all metadata stripped.
 //!
+//! Every byte and CPU-second a request can cost is bounded from its header, before pixels
+//! are allocated: input bytes, declared width/height/pixels, frames, metadata
+//! (`metadata_bytes_max`: ICC and EXIF read or inflated, JPEG segments kept; PNG text is
+//! never inflated), the job's estimated peak memory (`job_bytes_max`, see `budget`), output
+//! pixels overall and per uninterruptible encoder (`webp_output_pixels_max`,
+//! `avif_output_pixels_max`). Decoding is strict: a libjpeg warning about corrupt or missing
+//! data, a PNG/GIF/WebP stream that ends early, or fewer JPEG rows than declared is
+//! [`ResizeError::Corrupt`], never an image padded with grey. [`probe`] runs the header
+//! stage alone, so the node can price a job (output format and pixels, memory) before
+//! queueing it, and refuses what the pipeline would refuse from the header.
+//!
+//! Cancellation is cooperative ([`Pipeline::process_cancellable`]): the caller's stop check
+//! runs between stages, every 64 rows of JPEG/PNG/GIF decoding and JPEG/PNG encoding, at
+//! each JPEG scan, between resize bands of ~4 M source+output pixels, and at libwebp's
+//! progress reports. What runs without a check, measured with `examples/stretches.rs` on the
+//! shared 2-core machine (loaded, so ranges): an AVIF encode (4.2 MP at speed 10: 2.7-4.3 s;
+//! 1 MP: 0.9-1.8 s; bounded by `avif_output_pixels_max`, and the node refuses AVIF work up
+//! front by its cost model), a WebP frame decode (49 MP: 0.36-0.72 s), one scan of a
+//! progressive JPEG (50 MP: ~0.2 s), the gaps between libwebp's progress reports (16.7 MP:
+//! ~0.15 s); everything else ~0.1 s at most.
+//!
 //! The crate is synchronous and never sees an async runtime: the node runs it on its own
 //! bounded pool of blocking workers, one [`Pipeline`] per worker, so the buffers a
 //! `Pipeline` keeps are reused from one request to the next without locking.
@@ -14,16 +35,20 @@
 //! Parts: [`limits`] (bounds), [`options`] (what a request asks, parsing, validation),
 //! `sniff` (format from magic bytes), `decode` (bounded decoders), `color` (CMYK and ICC to
 //! sRGB), `geometry` (fit, crop, shrink-on-load, orientation), `encode` (encoders),
-//! [`pipeline`] (the call that ties them together), [`error`].
+//! `budget` (the job memory estimate), `cancel` (stop checks), [`pipeline`] (the call that
+//! ties them together, and [`probe`]), [`error`].
 //!
 //! Dependencies beyond `image`, `fast_image_resize` and `thiserror`, and why:
 //! - `mozjpeg` (+ `mozjpeg-sys` for its error-manager types): libjpeg-turbo's SIMD decoder
 //!   with DCT-domain scaling and its encoder; the fastest JPEG path available, and the
 //!   benchmark target (1.5x libvips per core) is unreachable without shrink-on-load.
-//! - `webp`: libwebp's lossy encoder (`image` only encodes lossless WebP).
+//! - `libwebp-sys`: libwebp's lossy encoder (`image` only encodes lossless WebP), called
+//!   directly (not through the `webp` crate) for its progress hook, which can abort an
+//!   encode.
 //! - `ravif`: AVIF encoding (rav1e), built without `asm` (no nasm build of rav1e) and without
 //!   threading (the node parallelises across requests).
-//! - `gif`: counting frames without decoding them (`image`'s GIF decoder hides this).
+//! - `gif`: counting frames without decoding them (`image`'s GIF decoder hides this), and
+//!   decoding the first frame row by row (cancellable, extensions bounded).
 //! - `image-webp`: the WebP decoder `image` wraps, used directly for its frame count.
 //! - `moxcms`: ICC profiles (already built as part of `image`; see `color`).
 //! - `libc`: `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` for billing CPU time.
@@ -32,8 +57,6 @@
 //!   frame in one call, so it can neither bound metadata nor be cancelled), and encoding in
 //!   bands.
 //! - `fdeflate` (already built for `png`): inflating a PNG's ICC profile with a bound.
-//! - `libwebp-sys` (already built for `webp`): the encoder's progress hook, which can abort
-//!   an encode; `webp` does not expose it.
 //!
 //! What this crate must never know about: HTTP, tenants, billing, the network, tokio.
 

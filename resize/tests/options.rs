@@ -230,6 +230,21 @@ fn error_classes_and_codes() {
             "invalid_parameter",
         ),
         (
+            ResizeError::MetadataTooLarge {
+                kind: "ICC profile",
+                bytes: 2,
+                max: 1,
+            },
+            ErrorClass::Unprocessable,
+            "metadata_too_large",
+        ),
+        (
+            ResizeError::JobMemoryExceeded { bytes: 2, max: 1 },
+            ErrorClass::Unprocessable,
+            "job_memory_exceeded",
+        ),
+        (ResizeError::Cancelled, ErrorClass::Cancelled, "cancelled"),
+        (
             ResizeError::Encode("x".into()),
             ErrorClass::Internal,
             "encode_failed",

@@ -4,7 +4,8 @@
 //! only by the handshake (pnet, then noise) that an accepted socket starts. Without bounds
 //! per address, one host holding sockets open or re-opening them as they close fills the
 //! swarm's pending-connection cap and keeps every keyed peer out. So, per remote address
-//! (an IPv4 address, or an IPv6 /64, which one host usually owns whole):
+//! (an IPv4 address, or an IPv6 prefix of `ipv6_prefix_bits`, by default the /64 one host
+//! usually owns whole):
 //! - at most [`AdmissionSettings::pending_per_ip_max`] inbound connections may be in their
 //!   handshake and [`AdmissionSettings::established_per_ip_max`] established at once (the
 //!   global pending cap, `pending_incoming_max`, enforced by libp2p's connection limits,
@@ -67,6 +68,10 @@ pub struct AdmissionSettings {
     pub backoff_max_ms: u64,
     /// Addresses with a failure record kept at most (default 1 024).
     pub addresses_max: usize,
+    /// How much of an IPv6 address names one remote (default 64: a host often owns a
+    /// whole /64, so counting full addresses would let it count as 2^64 remotes). Raise
+    /// it to 128 when cluster nodes share a /64 subnet, so they are counted apart.
+    pub ipv6_prefix_bits: u8,
 }
 
 impl Default for AdmissionSettings {
@@ -81,6 +86,7 @@ impl Default for AdmissionSettings {
             backoff_base_ms: 1_000,
             backoff_max_ms: 60_000,
             addresses_max: 1_024,
+            ipv6_prefix_bits: 64,
         }
     }
 }
@@ -115,14 +121,19 @@ pub enum Refusal {
     EstablishedPerIp(u32),
 }
 
-/// The key connections are counted under: the IPv4 address, or the IPv6 /64 (an
-/// IPv4-mapped IPv6 address counts as its IPv4 address).
-pub fn address_key(ip: IpAddr) -> IpAddr {
+/// The key connections are counted under: the IPv4 address, or the IPv6 address's first
+/// `ipv6_prefix_bits` bits (an IPv4-mapped IPv6 address counts as its IPv4 address).
+pub fn address_key(ip: IpAddr, ipv6_prefix_bits: u8) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+            None => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(ipv6_prefix_bits.min(128)))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
         },
     }
 }
@@ -201,7 +212,7 @@ impl Admission {
         ip: IpAddr,
         now_ms: u64,
     ) -> Result<(), Refusal> {
-        let key = address_key(ip);
+        let key = address_key(ip, self.settings.ipv6_prefix_bits);
         if let Some(record) = self.records.get(&key) {
             if record.backing_off(now_ms) {
                 self.stats.denied_backoff += 1;
@@ -509,16 +520,28 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_addresses_count_per_64() {
-        let mut table = Admission::new(settings(), 1);
-        let mut conns = Conns(0);
+    fn ipv6_addresses_count_per_prefix() {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        // By default a /64 is one remote: a and b share its two pending slots.
+        let mut table = Admission::new(settings(), 1);
+        let mut conns = Conns(0);
         table.admit_pending(conns.next(), a, 0).unwrap();
         table.admit_pending(conns.next(), b, 0).unwrap();
         assert!(table.admit_pending(conns.next(), a, 0).is_err());
         table.admit_pending(conns.next(), other, 0).unwrap();
+        // Counted by full address, they are apart.
+        let full = AdmissionSettings {
+            ipv6_prefix_bits: 128,
+            ..settings()
+        };
+        let mut table = Admission::new(full, 1);
+        for _ in 0..2 {
+            table.admit_pending(conns.next(), a, 0).unwrap();
+        }
+        table.admit_pending(conns.next(), b, 0).unwrap();
+        assert!(table.admit_pending(conns.next(), a, 0).is_err());
     }
 
     #[test]

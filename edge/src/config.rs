@@ -165,6 +165,18 @@ pub struct ClusterConfig {
     /// `redial_max_ms` while they stay unreachable.
     pub redial_base_ms: u64,
     pub redial_max_ms: u64,
+    /// Inbound replication handshakes in progress, all addresses together; must exceed
+    /// `pending_per_ip_max` (so one address cannot hold the port shut).
+    pub pending_incoming_max: u32,
+    /// Inbound handshakes in progress from one address (IPv6: one prefix).
+    pub pending_per_ip_max: u32,
+    /// Established inbound connections from one address.
+    pub established_per_ip_max: u32,
+    /// An inbound pnet + noise + yamux handshake must finish within this; one that does
+    /// not counts as failed, and addresses that keep failing are backed off.
+    pub handshake_timeout_ms: u64,
+    /// How much of an IPv6 address names one remote (128 when nodes share a /64).
+    pub ipv6_prefix_bits: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,6 +235,11 @@ impl Default for ClusterConfig {
             peer_stale_ms: 30_000,
             redial_base_ms: 500,
             redial_max_ms: 30_000,
+            pending_incoming_max: 64,
+            pending_per_ip_max: 4,
+            established_per_ip_max: 16,
+            handshake_timeout_ms: 3_000,
+            ipv6_prefix_bits: 64,
         }
     }
 }
@@ -639,6 +656,36 @@ impl Config {
             self.cluster.connections_max,
             1,
             10_000,
+        )?;
+        in_range(
+            "cluster.pending_per_ip_max",
+            self.cluster.pending_per_ip_max,
+            1,
+            10_000,
+        )?;
+        in_range(
+            "cluster.pending_incoming_max",
+            self.cluster.pending_incoming_max,
+            self.cluster.pending_per_ip_max + 1,
+            100_000,
+        )?;
+        in_range(
+            "cluster.established_per_ip_max",
+            self.cluster.established_per_ip_max,
+            1,
+            10_000,
+        )?;
+        in_range(
+            "cluster.handshake_timeout_ms",
+            self.cluster.handshake_timeout_ms,
+            100,
+            60_000,
+        )?;
+        in_range(
+            "cluster.ipv6_prefix_bits",
+            self.cluster.ipv6_prefix_bits,
+            16,
+            128,
         )?;
         in_range(
             "cluster.durable_wait_ms",

@@ -115,6 +115,18 @@ impl CostModel {
         Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
     }
 
+    /// The predicted part of `shape`'s work that no stop check can interrupt once begun:
+    /// an AVIF encode (rav1e runs to the end). A job whose deadline is nearer than this
+    /// is stopped before it starts the encode, not after.
+    pub fn uninterruptible(&self, shape: &Shape) -> Duration {
+        if shape.output_format != OutputFormat::Avif {
+            return Duration::ZERO;
+        }
+        let ns = self.encode_ns_per_pixel[output_index(shape.output_format)].get()
+            * shape.output_pixels as f64;
+        Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
+    }
+
     /// Learns from a completed job's stage timings.
     pub fn completed(&self, shape: &Shape, timings: &Timings) {
         if shape.input_bytes > 0 {
@@ -177,6 +189,19 @@ mod tests {
         let after = model.predict(&shape);
         assert!(after < before / 5, "{before:?} -> {after:?}");
         assert!((after.as_millis() as i64 - 175).abs() < 10, "{after:?}");
+    }
+
+    #[test]
+    fn only_an_avif_encode_is_uninterruptible() {
+        let model = CostModel::default();
+        let shape = avif(1_000_000);
+        let tail = model.uninterruptible(&shape);
+        assert!(tail > Duration::ZERO && tail < model.predict(&shape));
+        let webp = Shape {
+            output_format: OutputFormat::WebP,
+            ..shape
+        };
+        assert_eq!(model.uninterruptible(&webp), Duration::ZERO);
     }
 
     #[test]

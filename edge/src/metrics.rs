@@ -420,6 +420,45 @@ impl SyncSnapshot {
         let _ = writeln!(out, "# HELP tessera_sync_held_back Output batches dropped because the store did not make them durable in time");
         let _ = writeln!(out, "# TYPE tessera_sync_held_back counter");
         let _ = writeln!(out, "tessera_sync_held_back_total {}", net.held_back);
+        let admission = &net.admission;
+        let _ = writeln!(out, "# HELP tessera_sync_inbound_denied Inbound replication connections refused at admission, by reason");
+        let _ = writeln!(out, "# TYPE tessera_sync_inbound_denied counter");
+        for (reason, count) in [
+            ("backoff", admission.denied_backoff),
+            ("pending_per_ip", admission.denied_pending_per_ip),
+            ("established_per_ip", admission.denied_established_per_ip),
+        ] {
+            let _ = writeln!(
+                out,
+                "tessera_sync_inbound_denied_total{{reason=\"{reason}\"}} {count}"
+            );
+        }
+        for (name, help, value) in [
+            (
+                "handshake_failures",
+                "Inbound handshakes that failed or timed out (no cluster key, garbage, silence)",
+                admission.handshake_failures,
+            ),
+            (
+                "handshake_backoffs",
+                "Times an address was put in backoff for failed handshakes",
+                admission.backoffs,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP tessera_sync_{name} {help}");
+            let _ = writeln!(out, "# TYPE tessera_sync_{name} counter");
+            let _ = writeln!(out, "tessera_sync_{name}_total {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_sync_admission_addresses Addresses with a handshake-failure record"
+        );
+        let _ = writeln!(out, "# TYPE tessera_sync_admission_addresses gauge");
+        let _ = writeln!(
+            out,
+            "tessera_sync_admission_addresses {}",
+            admission.addresses_tracked
+        );
     }
 }
 

@@ -32,6 +32,9 @@
 //! passed or whose requester went away before starting it, and the pipeline checks the
 //! same two conditions between stages and inside its long loops
 //! (`Pipeline::process_cancellable`), so a job stops within a check interval of either.
+//! For an AVIF output the deadline checked is moved forward by the predicted encode,
+//! which cannot be interrupted once begun: a job that can no longer finish stops before
+//! the encode rather than running seconds past its deadline.
 //! The cost model learns from every job, completed or not.
 //!
 //! A panic inside the pipeline is caught, answered as an internal error, and the worker
@@ -480,7 +483,10 @@ fn worker_loop(shared: &Shared, limits: Limits) {
             JobOutcome::NotModified { etag }
         } else {
             // Checked at the pipeline's check points: a few per stage, one per band of rows.
-            let stop = || job.reply.is_closed() || Instant::now() > job.deadline;
+            // The deadline is moved forward by what cannot be interrupted (an AVIF
+            // encode): a job that can no longer finish stops now, not after the encode.
+            let tail = shared.cost.uninterruptible(&job.shape);
+            let stop = || job.reply.is_closed() || Instant::now() + tail > job.deadline;
             match catch_unwind(AssertUnwindSafe(|| {
                 pipeline.process_cancellable(&job.input, &job.options, &stop)
             })) {

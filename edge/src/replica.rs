@@ -186,6 +186,14 @@ impl Replica {
                     connections_max: config.cluster.connections_max,
                     redial_base_ms: config.cluster.redial_base_ms,
                     redial_max_ms: config.cluster.redial_max_ms,
+                    admission: net::AdmissionSettings {
+                        pending_incoming_max: config.cluster.pending_incoming_max,
+                        pending_per_ip_max: config.cluster.pending_per_ip_max,
+                        established_per_ip_max: config.cluster.established_per_ip_max,
+                        handshake_timeout_ms: config.cluster.handshake_timeout_ms,
+                        ipv6_prefix_bits: config.cluster.ipv6_prefix_bits,
+                        ..net::AdmissionSettings::default()
+                    },
                     ..NetSettings::new(cluster_key)
                 };
                 let gate = DurabilityGate {

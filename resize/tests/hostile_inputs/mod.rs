@@ -331,6 +331,156 @@ pub fn gif_icc_extension(bytes: usize) -> Vec<u8> {
     out
 }
 
+/// The hostile corpus: (name, input, expected code or "ok") for a request of a 64x64 PNG
+/// (the `job_memory_exceeded` case at the source's own size). `bomb` is zlib of 1 GiB of
+/// zeros ([`zlib_zeros`]), made once by the caller.
+pub fn corpus(bomb: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let base_jpeg = jpeg(256, 256, false);
+    let payload = |n: usize| vec![0x33u8; n];
+    let mut exif = b"MM\0*\0\0\0\x08".to_vec();
+    exif.resize(5 << 20, 0);
+    vec![
+        // PNG: compressed metadata chunks inflating to 1 GiB.
+        (
+            "png iCCP bomb (1 GiB)",
+            png_with(16, 16, &[iccp(bomb)]),
+            "metadata_too_large",
+        ),
+        // Text is never inflated (the pipeline strips metadata), so the pixels are served.
+        (
+            "png zTXt bomb (1 GiB)",
+            png_with(16, 16, &[ztxt(bomb)]),
+            "ok",
+        ),
+        (
+            "png iTXt bomb (1 GiB)",
+            png_with(16, 16, &[itxt(bomb)]),
+            "ok",
+        ),
+        (
+            "png eXIf of 5 MiB",
+            png_with(16, 16, &[chunk(b"eXIf", &exif)]),
+            "metadata_too_large",
+        ),
+        (
+            "png small iCCP",
+            png_with(16, 16, &[iccp(&zlib(&payload(3000)))]),
+            "ok",
+        ),
+        (
+            "png corrupt iCCP stream",
+            png_with(16, 16, &[iccp(&payload(100))]),
+            "ok",
+        ),
+        (
+            "png 7000x7000 header, one row of data",
+            png_huge_header(7000, 7000),
+            "undecodable_image",
+        ),
+        (
+            "png IDAT cut, IEND appended",
+            png_truncated(256, 256),
+            "undecodable_image",
+        ),
+        // JPEG: segments libjpeg would keep in memory, and files cut short.
+        (
+            "jpeg ICC flood (70 x 65000 B)",
+            jpeg_with_segments(&base_jpeg, &icc_segments(70, 65_000)),
+            "metadata_too_large",
+        ),
+        (
+            "jpeg APP1 flood (70 x 65000 B)",
+            jpeg_with_segments(&base_jpeg, &vec![(0xE1, payload(65_000)); 70]),
+            "metadata_too_large",
+        ),
+        (
+            "jpeg APP15 flood (not kept)",
+            jpeg_with_segments(&base_jpeg, &vec![(0xEF, payload(65_000)); 70]),
+            "ok",
+        ),
+        (
+            "jpeg small ICC",
+            jpeg_with_segments(&base_jpeg, &icc_segments(2, 1000)),
+            "ok",
+        ),
+        (
+            "jpeg baseline cut, FFD9 appended",
+            jpeg_cut_with_eoi(&base_jpeg, 0.5),
+            "undecodable_image",
+        ),
+        (
+            "jpeg progressive cut, FFD9 appended",
+            jpeg_cut_with_eoi(&jpeg(256, 256, true), 0.5),
+            "undecodable_image",
+        ),
+        (
+            "jpeg 16x16 declaring 7000x7000",
+            jpeg_declaring(&jpeg(16, 16, false), 7000, 7000),
+            "undecodable_image",
+        ),
+        // WebP: metadata chunks in a VP8X container.
+        (
+            "webp ICCP of 5 MiB",
+            webp_with(64, 64, &[riff_chunk(b"ICCP", &payload(5 << 20))]),
+            "metadata_too_large",
+        ),
+        (
+            "webp EXIF flood (100 x 64 KiB)",
+            webp_with(64, 64, &vec![riff_chunk(b"EXIF", &payload(64 << 10)); 100]),
+            "metadata_too_large",
+        ),
+        (
+            "webp small EXIF",
+            webp_with(64, 64, &[riff_chunk(b"EXIF", &payload(100))]),
+            "ok",
+        ),
+        (
+            "webp bitstream cut",
+            webp_truncated(256, 256),
+            "undecodable_image",
+        ),
+        // GIF: extension floods and a cut frame.
+        (
+            "gif comment flood (20000 x 255 B)",
+            gif_with(16, 16, &gif_comments(20_000)),
+            "ok",
+        ),
+        (
+            "gif ICC extension of 5 MiB",
+            gif_with(16, 16, &gif_icc_extension(5 << 20)),
+            "metadata_too_large",
+        ),
+        (
+            "gif frame data cut",
+            {
+                let g = gif_with(256, 256, &[]);
+                g[..g.len() / 2].to_vec()
+            },
+            "undecodable_image",
+        ),
+        // Over the job memory ceiling from the header alone: a 50 MP RGBA PNG at its
+        // original size (decode, premultiplied copy, resize, 16.7 MP encode).
+        (
+            "png 7071x7071 RGBA at original size",
+            png_rgba_header(7071, 7071),
+            "job_memory_exceeded",
+        ),
+    ]
+}
+
+/// A PNG header declaring an RGBA image, with a token IDAT (refused before decoding).
+pub fn png_rgba_header(w: u32, h: u32) -> Vec<u8> {
+    let mut d = Vec::new();
+    d.extend_from_slice(&w.to_be_bytes());
+    d.extend_from_slice(&h.to_be_bytes());
+    d.extend_from_slice(&[8, 6, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(chunk(b"IHDR", &d));
+    out.extend(chunk(b"IDAT", &zlib(&[0; 64])));
+    out.extend(chunk(b"IEND", &[]));
+    out
+}
+
 /// Peak resident set size of this process (VmHWM) and current RSS (VmRSS), in KiB.
 pub fn rss_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

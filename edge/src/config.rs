@@ -311,6 +311,10 @@ pub struct PoolConfig {
     pub queue_max: usize,
     /// Jobs one tenant may have waiting; 0 means half of `queue_max` (at least 1).
     pub tenant_queue_max: usize,
+    /// While every worker is busy, one extra thread runs the next job of a tenant with
+    /// nothing running if it is predicted to take at most this long (a light tenant is
+    /// not kept waiting behind a heavy tenant's long jobs); 0 = no express lane.
+    pub express_cost_max_ms: u64,
     /// How many nice levels below the event loop the workers run (0 = same priority), so
     /// refusals and health checks are answered promptly while every core is busy.
     pub worker_niceness: i32,
@@ -322,6 +326,7 @@ impl Default for PoolConfig {
             workers: 0,
             queue_max: 0,
             tenant_queue_max: 0,
+            express_cost_max_ms: 50,
             worker_niceness: 5,
         }
     }
@@ -559,6 +564,12 @@ impl Config {
             self.pool.tenant_queue_max,
             0,
             1 << 20,
+        )?;
+        in_range(
+            "pool.express_cost_max_ms",
+            self.pool.express_cost_max_ms,
+            0,
+            10_000,
         )?;
         in_range(
             "http.connections_per_client_max",
@@ -844,6 +855,7 @@ impl Config {
             queue_max: self.queue_max(),
             tenant_queue_max: self.tenant_queue_max(),
             worker_niceness: self.pool.worker_niceness,
+            express_cost_max: Duration::from_millis(self.pool.express_cost_max_ms),
         }
     }
 

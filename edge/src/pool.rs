@@ -32,10 +32,11 @@
 //! tenant's long jobs, a light tenant's 15 ms job would wait for one of them to end
 //! (~250 ms for a 1 MB photo to WebP). One extra thread takes, only while every worker is
 //! busy, the next job of a tenant that has nothing running, if it is predicted to take at
-//! most `pool.express_cost_max_ms`. It briefly oversubscribes the cores by one thread; the
-//! scheduler then shares them, so the light job runs at once at a fraction of a core
-//! instead of queueing behind a whole heavy job, and the heavy tenant loses only that
-//! fraction for that long.
+//! most `pool.express_cost_max_ms`; it runs at half the workers' niceness. It briefly
+//! oversubscribes the cores by one thread; the scheduler then shares them, so the light
+//! job runs at once on most of a core instead of queueing behind a whole heavy job, and
+//! the heavy tenant loses that share for that long. A tenant gets the lane only for one
+//! short job at a time, never more than one core's worth.
 //!
 //! **Work stops when nobody will take the answer.** A worker drops a job whose deadline
 //! passed or whose requester went away before starting it, and the pipeline checks the
@@ -540,7 +541,12 @@ fn lower_priority(niceness: i32) {
 }
 
 fn worker_loop(shared: &Shared, limits: Limits, lane: Lane) {
-    lower_priority(shared.size.worker_niceness);
+    // The express thread runs between the event loop and the workers: its short jobs
+    // take the larger share of a core from the workers they run beside.
+    lower_priority(match lane {
+        Lane::Regular => shared.size.worker_niceness,
+        Lane::Express => shared.size.worker_niceness / 2,
+    });
     let mut pipeline = Pipeline::new(limits.clone());
     while let Some(queued) = shared.next(lane) {
         let flow = queued.job.flow;

@@ -59,16 +59,6 @@ pub struct Account<'a> {
     pub payer: Option<TenantId>,
 }
 
-impl<'a> From<&'a Budget> for Account<'a> {
-    /// Charged to the anonymous share.
-    fn from(budget: &'a Budget) -> Self {
-        Account {
-            budget,
-            payer: None,
-        }
-    }
-}
-
 /// Memory charged to the global budget and to one payer's share; given back on drop.
 struct Charge {
     permit: Option<OwnedSemaphorePermit>,
@@ -181,13 +171,12 @@ impl Account<'_> {
 /// Reads `body` whole, within `bytes_max` and `timeout`, charging `account` as the buffer
 /// grows. The declared length is hyper's (from a validated `Content-Length`), `None`
 /// when chunked; it is checked against `bytes_max` and caps the growth steps, nothing more.
-pub async fn read<'a>(
+pub async fn read(
     body: Body,
     bytes_max: usize,
     timeout: Duration,
-    account: impl Into<Account<'a>>,
+    account: Account<'_>,
 ) -> Result<Buffered, ApiError> {
-    let account = account.into();
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -289,6 +278,13 @@ mod tests {
         Body::new(body)
     }
 
+    fn anonymous(budget: &Budget) -> Account<'_> {
+        Account {
+            budget,
+            payer: None,
+        }
+    }
+
     #[tokio::test]
     async fn budget_is_reserved_and_returned() {
         let budget = Budget::new(1_000, 1_000);
@@ -296,7 +292,7 @@ mod tests {
             Body::from(vec![7u8; 600]),
             800,
             Duration::from_secs(1),
-            &budget,
+            anonymous(&budget),
         )
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
@@ -306,7 +302,7 @@ mod tests {
             Body::from(vec![7u8; 600]),
             800,
             Duration::from_secs(1),
-            &budget,
+            anonymous(&budget),
         )
         .await
         .err()
@@ -318,7 +314,7 @@ mod tests {
             chunked(vec![7u8; 600]).await,
             800,
             Duration::from_secs(1),
-            &budget,
+            anonymous(&budget),
         )
         .await
         .err()
@@ -334,7 +330,7 @@ mod tests {
             chunked(vec![7u8; 900]).await,
             800,
             Duration::from_secs(1),
-            &budget,
+            anonymous(&budget),
         )
         .await
         .err()

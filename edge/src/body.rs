@@ -67,6 +67,25 @@ struct Charge {
     bytes: usize,
 }
 
+impl Buffered {
+    /// Bytes charged to no budget (the pool's unit tests).
+    #[cfg(test)]
+    pub(crate) fn uncharged(bytes: Bytes) -> Self {
+        Buffered {
+            bytes,
+            _charge: Charge {
+                permit: None,
+                shares: Arc::new(Shares {
+                    held: Mutex::new(HashMap::new()),
+                    tenant_bytes_max: 0,
+                }),
+                payer: None,
+                bytes: 0,
+            },
+        }
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         if self.bytes == 0 {

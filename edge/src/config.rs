@@ -634,6 +634,32 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        // One body must fit in a tenant's share of the memory budget, or a body over the
+        // share would be refused as "retry later" forever.
+        let share = self.tenant_buffered_bytes_max();
+        if share > self.http.buffered_bytes_max {
+            return Err(invalid(
+                "http.tenant_buffered_bytes_max",
+                format!(
+                    "is {share}; it must not exceed http.buffered_bytes_max ({})",
+                    self.http.buffered_bytes_max
+                ),
+            ));
+        }
+        for (key, bytes) in [
+            ("http.body_bytes_max", self.http.body_bytes_max),
+            ("fetch.bytes_max", self.fetch.bytes_max),
+        ] {
+            if bytes > share {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "is {bytes}; one body must fit in a tenant's share of the body \
+                         memory (http.tenant_buffered_bytes_max, effective {share})"
+                    ),
+                ));
+            }
+        }
         if !self.cluster.cluster_key.is_empty() && self.cluster_key().is_none() {
             return Err(invalid(
                 "cluster.cluster_key",
@@ -1008,6 +1034,17 @@ mod tests {
             ("TESSERA_HTTP__NO_SUCH_KEY", "1", "no_such_key"),
             ("TESSERA_LISTEN", "not-an-address", "listen"),
             ("TESSERA_POOL__WORKERS", "-1", "workers"),
+            // A body that cannot fit in one tenant's share of the memory budget.
+            (
+                "TESSERA_HTTP__TENANT_BUFFERED_BYTES_MAX",
+                "1048576",
+                "http.body_bytes_max",
+            ),
+            (
+                "TESSERA_CLUSTER__PENDING_INCOMING_MAX",
+                "4",
+                "cluster.pending_incoming_max",
+            ),
         ];
         for (name, value, expected) in cases {
             let err = Config::load(None, env(&[(name, value)]), &Overrides::default())

@@ -279,6 +279,7 @@ pub async fn bill(
     payer: Payer,
     status: u16,
     usage: Usage,
+    spent: Spent,
 ) -> Result<String, ApiError> {
     let tenant = payer.tenant;
     let request_id = crate::records::RequestId::next();
@@ -306,6 +307,10 @@ pub async fn bill(
         });
         ticket
     };
+    // From here the usage is in the ledger and will be committed whatever happens to this
+    // request (a failed commit stops the node; a client that leaves does not unwrite it):
+    // its quota rights stay spent, or usage could pass the quota.
+    spent.delivered();
     state.replica.wake_net();
     let started = Instant::now();
     let result = state

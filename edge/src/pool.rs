@@ -56,13 +56,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tessera_crdt::TenantId;
 use tessera_resize::{Limits, Options, Output, Pipeline, ResizeError};
 use tokio::sync::oneshot;
 
+use crate::body::Buffered;
 use crate::cost::{CostModel, Shape};
 
 /// What a worker reports back for one job.
@@ -104,7 +104,9 @@ pub enum Rejected {
 
 /// One unit of work: the input, what to do with it, who it is for, and where to answer.
 pub struct Job {
-    pub input: Bytes,
+    /// The input with its charge to the body-memory budget, released only when the job
+    /// is dropped: a requester that leaves does not free memory its queued job still holds.
+    pub input: Buffered,
     pub options: Options,
     /// The `If-None-Match` header value, checked against the job's ETag before any work.
     pub if_none_match: Option<String>,
@@ -230,10 +232,8 @@ impl State {
         entry.queued_ns -= queued.cost_ns;
         // The flow's next job starts where the pushed-out one would have.
         entry.finish_v = queued.start_v;
-        if entry.jobs.is_empty() {
-            self.flows.remove(&flow);
-        }
         self.queued -= 1;
+        self.forget_idle();
         Some(queued)
     }
 
@@ -250,12 +250,20 @@ impl State {
         let entry = self.flows.get_mut(&flow)?;
         let queued = entry.jobs.pop_front()?;
         entry.queued_ns -= queued.cost_ns;
-        if entry.jobs.is_empty() {
-            self.flows.remove(&flow);
-        }
         self.queued -= 1;
         self.now_v = self.now_v.max(queued.start_v);
+        self.forget_idle();
         Some(queued)
+    }
+
+    /// Drops flows with nothing queued whose last finish tag virtual time has passed. A
+    /// flow that has just emptied keeps its tag until then: forgetting it at once let a
+    /// tenant with one job queued at a time restart at `now_v` every time, ahead of
+    /// everyone (and two such tenants tie there for good).
+    fn forget_idle(&mut self) {
+        let now_v = self.now_v;
+        self.flows
+            .retain(|_, flow| !flow.jobs.is_empty() || flow.finish_v > now_v);
     }
 }
 
@@ -483,6 +491,10 @@ impl Shared {
             if let Some(queued) = taken {
                 if lane == Lane::Regular {
                     state.busy += 1;
+                    if state.busy >= self.size.workers && state.queued > 0 {
+                        // The express lane opens only now: nothing else would wake it.
+                        self.express.notify_one();
+                    }
                 }
                 *state.running.entry(queued.job.flow).or_insert(0) += 1;
                 self.gauges.queue_depth.set(state.queued as i64);
@@ -568,7 +580,7 @@ fn run(shared: &Shared, pipeline: &mut Pipeline, limits: &Limits, queued: Queued
             return;
         }
         shared.gauges.busy_workers.inc();
-        let etag = crate::etag::compute(&job.input, &job.options);
+        let etag = crate::etag::compute(&job.input.bytes, &job.options);
         let outcome = if job
             .if_none_match
             .as_deref()
@@ -582,7 +594,7 @@ fn run(shared: &Shared, pipeline: &mut Pipeline, limits: &Limits, queued: Queued
             let tail = shared.cost.uninterruptible(&job.shape);
             let stop = || job.reply.is_closed() || Instant::now() + tail > job.deadline;
             match catch_unwind(AssertUnwindSafe(|| {
-                pipeline.process_cancellable(&job.input, &job.options, &stop)
+                pipeline.process_cancellable(&job.input.bytes, &job.options, &stop)
             })) {
                 Ok(Ok(output)) => {
                     shared.cost.completed(&job.shape, &output.timings);
@@ -606,7 +618,7 @@ fn run(shared: &Shared, pipeline: &mut Pipeline, limits: &Limits, queued: Queued
                 }
                 Err(_) => {
                     tracing::error!(
-                        input_bytes = job.input.len(),
+                        input_bytes = job.input.bytes.len(),
                         "resize pipeline panicked; worker continues with a fresh pipeline"
                     );
                     *pipeline = Pipeline::new(limits.clone());
@@ -635,43 +647,69 @@ mod tests {
         (Some(TenantId(flow)), cost_ns)
     }
 
+    /// Queues a job of `flow` as `submit` tags it; the job's input is `id` bytes long.
+    fn push(state: &mut State, flow: Option<TenantId>, cost_ns: u64, id: usize) {
+        let finish = state.flows.get(&flow).map_or(0, |f| f.finish_v);
+        let start_v = state.now_v.max(finish);
+        let entry = state.flows.entry(flow).or_default();
+        entry.finish_v = start_v + cost_ns;
+        entry.queued_ns += cost_ns;
+        let (reply, _) = oneshot::channel();
+        entry.jobs.push_back(Queued {
+            job: Job {
+                input: Buffered::uncharged(bytes::Bytes::from(vec![0; id])),
+                options: Options::default(),
+                if_none_match: None,
+                deadline: Instant::now(),
+                flow,
+                shape: Shape {
+                    input_format: InputFormat::Jpeg,
+                    input_bytes: 0,
+                    output_format: OutputFormat::Jpeg,
+                    output_pixels: 0,
+                },
+                reply,
+            },
+            submitted: Instant::now(),
+            start_v,
+            cost_ns,
+        });
+        state.queued += 1;
+    }
+
+    fn pop(state: &mut State) -> Option<usize> {
+        state.pop_next(|_, _| true).map(|q| q.job.input.bytes.len())
+    }
+
     /// Drives the queue's bookkeeping alone (no threads): tags, order and push-out.
-    fn order(jobs: &[(Option<TenantId>, u64)]) -> Vec<u64> {
+    fn order(jobs: &[(Option<TenantId>, u64)]) -> Vec<usize> {
         let mut state = State::default();
         for (i, &(flow, cost_ns)) in jobs.iter().enumerate() {
-            let finish = state.flows.get(&flow).map_or(0, |f| f.finish_v);
-            let start_v = state.now_v.max(finish);
-            let entry = state.flows.entry(flow).or_default();
-            entry.finish_v = start_v + cost_ns;
-            entry.queued_ns += cost_ns;
-            let (reply, _) = oneshot::channel();
-            entry.jobs.push_back(Queued {
-                job: Job {
-                    input: Bytes::from(vec![0; i]),
-                    options: Options::default(),
-                    if_none_match: None,
-                    deadline: Instant::now(),
-                    flow,
-                    shape: Shape {
-                        input_format: InputFormat::Jpeg,
-                        input_bytes: 0,
-                        output_format: OutputFormat::Jpeg,
-                        output_pixels: 0,
-                    },
-                    reply,
-                },
-                submitted: Instant::now(),
-                start_v,
-                cost_ns,
-            });
-            state.queued += 1;
+            push(&mut state, flow, cost_ns, i);
         }
-        std::iter::from_fn(|| {
-            state
-                .pop_next(|_, _| true)
-                .map(|q| q.job.input.len() as u64)
-        })
-        .collect()
+        std::iter::from_fn(|| pop(&mut state)).collect()
+    }
+
+    #[test]
+    fn a_flow_that_empties_and_refills_keeps_its_place() {
+        // Tenant 1 has three jobs queued, tenant 2 one at a time (closed loop).
+        let mut state = State::default();
+        for id in 0..3 {
+            push(&mut state, Some(TenantId(1)), 100, id);
+        }
+        push(&mut state, Some(TenantId(2)), 100, 10);
+        assert_eq!(pop(&mut state), Some(0));
+        assert_eq!(pop(&mut state), Some(10));
+        // Tenant 2's next job comes after its last one's finish, not at the front again.
+        push(&mut state, Some(TenantId(2)), 100, 11);
+        assert_eq!(pop(&mut state), Some(1));
+        assert_eq!(pop(&mut state), Some(11));
+        assert_eq!(pop(&mut state), Some(2));
+        assert_eq!(pop(&mut state), None);
+        assert!(
+            state.flows.len() <= 2,
+            "idle flows are forgotten once passed"
+        );
     }
 
     #[test]

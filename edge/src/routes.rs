@@ -399,7 +399,7 @@ pub(crate) async fn convert(
     };
     let (reply, outcome) = oneshot::channel();
     let job = Job {
-        input,
+        input: buffered,
         options: parsed.options,
         if_none_match,
         deadline,
@@ -422,7 +422,6 @@ pub(crate) async fn convert(
         Err(_) => return Err(deadline_exceeded(&state.metrics)),
     };
 
-    drop(buffered); // the job is done with the input: give its bytes back to the budget
     match outcome {
         JobOutcome::NotModified { etag } => {
             let mut request_id = None;
@@ -431,10 +430,9 @@ pub(crate) async fn convert(
                     bytes_in: input_bytes,
                     ..meter::Usage::default()
                 };
-                request_id = Some(meter::bill(state, payer, 304, usage).await?);
+                request_id = Some(meter::bill(state, payer, 304, usage, spent).await?);
                 state.metrics.billed.inc();
             }
-            spent.delivered();
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             if let Some(id) = &request_id {
                 set(response.headers_mut(), "x-request-id", id);
@@ -457,10 +455,9 @@ pub(crate) async fn convert(
                     bytes_in: input_bytes,
                     bytes_out: output.bytes.len() as u64,
                 };
-                request_id = Some(meter::bill(state, payer, 200, usage).await?);
+                request_id = Some(meter::bill(state, payer, 200, usage, spent).await?);
                 state.metrics.billed.inc();
             }
-            spent.delivered();
             let timing = format!(
                 "queue;dur={:.1}, decode;dur={:.1}, resize;dur={:.1}, encode;dur={:.1}",
                 queue_wait.as_secs_f64() * 1e3,

@@ -314,8 +314,7 @@ async fn serve_hit(
         bytes_out: body.len() as u64,
         ..crate::meter::Usage::default()
     };
-    let request_id = crate::meter::bill(state, payer, status.as_u16(), usage).await?;
-    spent.delivered();
+    let request_id = crate::meter::bill(state, payer, status.as_u16(), usage, spent).await?;
     state.metrics.billed.inc();
     let mut response = Response::new(axum::body::Body::from(body));
     *response.status_mut() = status;

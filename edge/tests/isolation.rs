@@ -157,7 +157,9 @@ async fn declared_bodies_that_never_arrive_hold_no_memory() {
     let Some(photos) = photos_dir() else { return };
     let mut config = common::keyed_config();
     config.http.buffered_bytes_max = 64 << 20;
+    config.http.tenant_buffered_bytes_max = 32 << 20;
     config.http.body_bytes_max = 32 << 20;
+    config.fetch.bytes_max = 32 << 20;
     let node = TestNode::start(config).await;
     let (_, idle) = tenant_with_key(&node, "idle").await;
     let (tenant, busy) = tenant_with_key(&node, "busy").await;

@@ -10,9 +10,11 @@
 //! connected peer could send rights at all (a cut-off node refuses at once). **Rights
 //! follow delivered work**: admission hands back a [`Spent`] that returns the rights to
 //! this node's local rights (the escrow's refunded cell, written only by this node and
-//! never above what it consumed) unless the answer was billed — a request shed after
+//! never above what it consumed) unless its usage was written — a request shed after
 //! admission, refused by the pipeline, cancelled at its deadline or abandoned by its
-//! client costs its tenant no quota. Before, a tenant with a quota of 4 got 2 answers
+//! client before billing costs its tenant no quota. Once [`bill`] has put the usage in the
+//! ledger, the rights stay spent whatever happens next (a client leaving during the
+//! commit wait cannot unwrite the usage, so it must not get the rights back). Before, a tenant with a quota of 4 got 2 answers
 //! when another tenant's overload made its other 2 requests fail.
 //!
 //! **Metering** adds requests, CPU time, bytes in and bytes out to this node's ledger slot

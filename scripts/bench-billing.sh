@@ -17,23 +17,8 @@ seconds=${BENCH_SECONDS:-15}
 port=${BENCH_PORT:-18081}
 workers=${BENCH_WORKERS:-2}
 rounds=${BENCH_ROUNDS:-2}
-command -v oha >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
-
-cargo build --release --quiet --bin tessera
-out=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$out"' EXIT
-token=top_bench-billing-operator-token
-digest=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
-
-TESSERA_LOG=warn TESSERA_AUTH__ANONYMOUS_RESIZE=true \
-  TESSERA_AUTH__OPERATOR_TOKEN_SHA256="[\"$digest\"]" \
-  target/release/tessera serve --listen "127.0.0.1:$port" --workers "$workers" \
-  --data-dir "$out/data" >"$out/server.log" 2>&1 &
-server=$!
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-
-cli() { target/release/tessera "$@" --node "http://127.0.0.1:$port" --token "$token" --json; }
-jget() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+export TESSERA_AUTH__ANONYMOUS_RESIZE=true
+source scripts/bench-node.sh
 tenant=$(cli tenant create bench | jget id)
 key=$(cli key create "$tenant" | jget key)
 qtenant=$(cli tenant create bench-quota | jget id)

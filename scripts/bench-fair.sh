@@ -17,25 +17,11 @@ photo=${1:-../shared/photos/aitzgorri-256k.jpg}
 seconds=${BENCH_SECONDS:-15}
 port=${BENCH_PORT:-18082}
 workers=${BENCH_WORKERS:-2}
-command -v oha >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
-
-cargo build --release --quiet --bin tessera
-out=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$out"' EXIT
-token=top_bench-fair-operator-token
-digest=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
 # Both load generators connect from 127.0.0.1: the per-client connection cap would count
 # them as one client (B's connections would go to the overflow lane), so it is off here.
-TESSERA_LOG=warn TESSERA_AUTH__OPERATOR_TOKEN_SHA256="[\"$digest\"]" \
-  TESSERA_HTTP__CONNECTIONS_PER_CLIENT_MAX=0 \
-  TESSERA_POOL__EXPRESS_COST_MAX_MS="${BENCH_EXPRESS_MS:-50}" \
-  target/release/tessera serve --listen "127.0.0.1:$port" --workers "$workers" \
-  --data-dir "$out/data" >"$out/server.log" 2>&1 &
-server=$!
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-
-cli() { target/release/tessera "$@" --node "http://127.0.0.1:$port" --token "$token" --json; }
-jget() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+export TESSERA_HTTP__CONNECTIONS_PER_CLIENT_MAX=0
+export TESSERA_POOL__EXPRESS_COST_MAX_MS="${BENCH_EXPRESS_MS:-50}"
+source scripts/bench-node.sh
 key_a=$(cli key create "$(cli tenant create flood | jget id)" | jget key)
 key_b=$(cli key create "$(cli tenant create light | jget id)" | jget key)
 

@@ -49,6 +49,19 @@ async fn resize(addr: SocketAddr, key: &str, query: &str, body: Vec<u8>) -> comm
     .await
 }
 
+/// Refused work spent none of the tenant's quota: each of its `limit` requests still
+/// serves, and exactly those are billed.
+async fn whole_quota_serves(node: &TestNode, key: &str, tenant: &str, limit: u64, input: &[u8]) {
+    for _ in 0..limit {
+        let reply = resize(node.addr, key, "w=64", input.to_vec()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+    assert_eq!(
+        common::totals(node.addr, common::TOKEN, tenant).await["requests"],
+        limit
+    );
+}
+
 /// A connection from `source` (an address in 127.0.0.0/8) to `addr`.
 async fn connect_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
@@ -290,17 +303,10 @@ async fn work_past_its_deadline_is_refused_up_front_and_costs_no_quota() {
         assert!(reply.status.is_client_error(), "{reply:?}");
         assert_eq!(reply.error_code(), code);
     }
-    // Nothing billed, no right spent: both requests of the quota still serve.
-    for _ in 0..2 {
-        let reply = resize(node.addr, &key, "w=64", input.clone()).await;
-        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    }
+    // Nothing billed, no right spent: both requests of the quota still serve, and no more.
+    whole_quota_serves(&node, &key, &tenant, 2, &input).await;
     let reply = resize(node.addr, &key, "w=64", input.clone()).await;
     assert_eq!(reply.error_code(), "quota_exhausted");
-    assert_eq!(
-        common::totals(node.addr, common::TOKEN, &tenant).await["requests"],
-        2
-    );
     node.stop().await;
 }
 
@@ -340,12 +346,7 @@ async fn a_request_whose_client_leaves_stops_its_work_and_costs_no_quota() {
     }
     eprintln!("worker released {:?} after the client left", left.elapsed());
     // Its right came back: the quota of one still serves one request.
-    let reply = resize(node.addr, &key, "w=64", photo(&photos, "seeding-256k.jpg")).await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    assert_eq!(
-        common::totals(node.addr, common::TOKEN, &tenant).await["requests"],
-        1
-    );
+    whole_quota_serves(&node, &key, &tenant, 1, &photo(&photos, "seeding-256k.jpg")).await;
     node.stop().await;
 }
 
@@ -393,11 +394,6 @@ async fn work_that_overruns_its_deadline_is_stopped_and_costs_no_quota() {
         "{text}"
     );
     // The right came back and nothing was billed.
-    let reply = resize(node.addr, &key, "w=64", photo(&photos, "seeding-256k.jpg")).await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    assert_eq!(
-        common::totals(node.addr, common::TOKEN, &tenant).await["requests"],
-        1
-    );
+    whole_quota_serves(&node, &key, &tenant, 1, &photo(&photos, "seeding-256k.jpg")).await;
     node.stop().await;
 }

@@ -22,6 +22,7 @@
 //! - [`replica`]: the replicated state, its writer and its transport;
 //! - [`store`]: the redb file that makes it durable;
 //! - [`records`]: raw usage records (hourly files) and their export (JSONL, Parquet);
+//! - [`cli`]: the `tessera` command (serve, config, admin commands);
 //! - [`client`]: the CLI's HTTP client for the admin API.
 //!
 //! This crate is the only one with a runtime, configuration loading and `main`; the image
@@ -31,6 +32,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connections;

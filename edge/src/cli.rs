@@ -1,0 +1,829 @@
+//! The `tessera` command: `tessera serve` runs a node; `tessera config` prints the
+//! effective configuration after every layer (file, environment, flags) is applied; the
+//! other commands (`tenant`, `key`, `secret`, `origin`, `quota`, `preset`, `usage`,
+//! `cluster`) talk to a node's admin API, printing tables for people and JSON with
+//! `--json`; `token new` mints an operator token offline.
+//!
+//! It lives in the library so that every binary that is "a tessera" runs the same code:
+//! `edge/src/main.rs` and the fault harness's shim (`tests/src/bin/tessera.rs`, which
+//! `CARGO_BIN_EXE_tessera` can then name from the multi-process suites).
+//!
+//! `anyhow` lives here and only here: the command line reports errors to a human, the
+//! other modules return typed errors.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::config::{Config, Overrides};
+use crate::server;
+use hyper::Method;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera edge node: image resizing at the edge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node: serve HTTP until SIGTERM or SIGINT.
+    Serve(ConfigArgs),
+    /// Print the effective configuration as TOML and exit.
+    Config(ConfigArgs),
+    /// Tenants: create, list, show, suspend, activate, delete, history.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// API keys: create (the key is shown once), revoke.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// URL-signing secrets: add (shown once), primary, retire.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Allowed source origins for signed URLs.
+    Origin {
+        #[command(subcommand)]
+        action: OriginAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Hard quotas (requests or bytes_in, per month or hour).
+    Quota {
+        #[command(subcommand)]
+        action: QuotaAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Named sets of resize options.
+    Preset {
+        #[command(subcommand)]
+        action: PresetAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Merged usage of a tenant, with each node's contribution and freshness.
+    Usage {
+        tenant: String,
+        /// Billing period, e.g. 2026-11 (default: the current month).
+        #[arg(long)]
+        period: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Cluster members, freshness, replication lag; escrow rights with --tenant.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Export this node's raw usage records (jsonl or parquet) or merged totals (jsonl).
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+        /// Where to write (default: standard output).
+        #[arg(long, global = true)]
+        out: Option<PathBuf>,
+        #[arg(long, global = true, default_value = "jsonl")]
+        format: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Operator tokens (offline).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// Where the admin commands go and how they print.
+#[derive(Args)]
+struct Remote {
+    /// The node's HTTP address.
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_NODE",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    node: String,
+    /// Operator token (or a tenant key with the usage scope, for `usage`).
+    #[arg(long, global = true, env = "TESSERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the node's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up after this many milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+#[derive(Subcommand)]
+enum TenantAction {
+    Create {
+        name: String,
+        /// Home node (hex id) that turns quotas into escrow grants; default: the node
+        /// the command talks to.
+        #[arg(long)]
+        home: Option<String>,
+    },
+    List,
+    Show {
+        tenant: String,
+    },
+    Suspend {
+        tenant: String,
+    },
+    Activate {
+        tenant: String,
+    },
+    Delete {
+        tenant: String,
+    },
+    History {
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    Create {
+        tenant: String,
+        /// Comma-separated: resize, usage.
+        #[arg(long, default_value = "resize")]
+        scopes: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    Revoke {
+        tenant: String,
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretAction {
+    Add { tenant: String },
+    Primary { tenant: String, secret: String },
+    Retire { tenant: String, secret: String },
+}
+
+#[derive(Subcommand)]
+enum OriginAction {
+    Allow { tenant: String, origin: String },
+    Deny { tenant: String, origin: String },
+}
+
+#[derive(Subcommand)]
+enum QuotaAction {
+    Set {
+        tenant: String,
+        /// requests or bytes_in.
+        #[arg(long, default_value = "requests")]
+        metric: String,
+        /// month or hour.
+        #[arg(long, default_value = "month")]
+        period: String,
+        #[arg(long)]
+        limit: u64,
+    },
+    Clear {
+        tenant: String,
+        #[arg(long, default_value = "requests")]
+        metric: String,
+        #[arg(long, default_value = "month")]
+        period: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PresetAction {
+    Set {
+        tenant: String,
+        name: String,
+        /// A resize query string, e.g. `w=400&h=400&fit=cover`.
+        options: String,
+    },
+    Clear {
+        tenant: String,
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    Status {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// Every request this node billed.
+    Records {
+        #[arg(long)]
+        from_ms: Option<u64>,
+        #[arg(long)]
+        to_ms: Option<u64>,
+    },
+    /// Merged totals per tenant for a period.
+    Totals {
+        #[arg(long)]
+        period: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Mint an operator token; put its digest in `auth.operator_token_sha256`.
+    New,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file (every key optional; defaults apply).
+    #[arg(long, short, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:8080.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory for the node's durable state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Resize worker threads (0 = one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            workers: self.workers,
+            log_format: self.log_format.clone(),
+        };
+        Ok(Config::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &overrides,
+        )?)
+    }
+}
+
+/// Parses the process's arguments and runs the command they name.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(args) => {
+            let config = args.load()?;
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+        Command::Serve(args) => serve(args.load()?),
+        Command::Token {
+            action: TokenAction::New,
+        } => {
+            let (token, digest) = crate::auth::new_operator_token();
+            println!("token:  {token}\nsha256: {digest}");
+            println!(
+                "(configure the digest on every node: auth.operator_token_sha256 = [\"{digest}\"],"
+            );
+            println!(
+                " or TESSERA_AUTH__OPERATOR_TOKEN_SHA256='[\"{digest}\"]'; keep the token secret)"
+            );
+            Ok(())
+        }
+        Command::Export {
+            what,
+            out,
+            format,
+            remote,
+        } => export(what, out, &format, &remote),
+        command => admin(command),
+    }
+}
+
+/// One admin API call from the command line.
+fn admin(command: Command) -> anyhow::Result<()> {
+    use serde_json::json;
+    use Method as M;
+    let (remote, method, path, body, view): (
+        Remote,
+        Method,
+        String,
+        Option<serde_json::Value>,
+        View,
+    ) = match command {
+        Command::Tenant { action, remote } => match action {
+            TenantAction::Create { name, home } => (
+                remote,
+                M::POST,
+                "/admin/v1/tenants".into(),
+                Some(json!({ "name": name, "home": home })),
+                View::Record,
+            ),
+            TenantAction::List => (
+                remote,
+                M::GET,
+                "/admin/v1/tenants".into(),
+                None,
+                View::List("tenants", &["id", "name", "status", "home"]),
+            ),
+            TenantAction::Show { tenant } => (
+                remote,
+                M::GET,
+                format!("/admin/v1/tenants/{tenant}"),
+                None,
+                View::Record,
+            ),
+            TenantAction::Suspend { tenant } => (
+                remote,
+                M::POST,
+                format!("/admin/v1/tenants/{tenant}/status"),
+                Some(json!({ "status": "suspended" })),
+                View::Done,
+            ),
+            TenantAction::Activate { tenant } => (
+                remote,
+                M::POST,
+                format!("/admin/v1/tenants/{tenant}/status"),
+                Some(json!({ "status": "active" })),
+                View::Done,
+            ),
+            TenantAction::Delete { tenant } => (
+                remote,
+                M::DELETE,
+                format!("/admin/v1/tenants/{tenant}"),
+                None,
+                View::Done,
+            ),
+            TenantAction::History { tenant } => (
+                remote,
+                M::GET,
+                format!("/admin/v1/tenants/{tenant}/history"),
+                None,
+                View::List("history", &["at_ms", "actor", "node", "change"]),
+            ),
+        },
+        Command::Key { action, remote } => match action {
+            KeyAction::Create {
+                tenant,
+                scopes,
+                label,
+            } => (
+                remote,
+                M::POST,
+                format!("/admin/v1/tenants/{tenant}/keys"),
+                Some(json!({ "scopes": scopes, "label": label })),
+                View::Record,
+            ),
+            KeyAction::Revoke { tenant, key } => (
+                remote,
+                M::DELETE,
+                format!("/admin/v1/tenants/{tenant}/keys/{key}"),
+                None,
+                View::Done,
+            ),
+        },
+        Command::Secret { action, remote } => match action {
+            SecretAction::Add { tenant } => (
+                remote,
+                M::POST,
+                format!("/admin/v1/tenants/{tenant}/secrets"),
+                None,
+                View::Record,
+            ),
+            SecretAction::Primary { tenant, secret } => (
+                remote,
+                M::POST,
+                format!("/admin/v1/tenants/{tenant}/secrets/{secret}/primary"),
+                None,
+                View::Done,
+            ),
+            SecretAction::Retire { tenant, secret } => (
+                remote,
+                M::DELETE,
+                format!("/admin/v1/tenants/{tenant}/secrets/{secret}"),
+                None,
+                View::Done,
+            ),
+        },
+        Command::Origin { action, remote } => match action {
+            OriginAction::Allow { tenant, origin } => (
+                remote,
+                M::PUT,
+                format!("/admin/v1/tenants/{tenant}/origins"),
+                Some(json!({ "origin": origin, "allowed": true })),
+                View::Done,
+            ),
+            OriginAction::Deny { tenant, origin } => (
+                remote,
+                M::PUT,
+                format!("/admin/v1/tenants/{tenant}/origins"),
+                Some(json!({ "origin": origin, "allowed": false })),
+                View::Done,
+            ),
+        },
+        Command::Quota { action, remote } => match action {
+            QuotaAction::Set {
+                tenant,
+                metric,
+                period,
+                limit,
+            } => (
+                remote,
+                M::PUT,
+                format!("/admin/v1/tenants/{tenant}/quotas/{metric}/{period}"),
+                Some(json!({ "limit": limit })),
+                View::Done,
+            ),
+            QuotaAction::Clear {
+                tenant,
+                metric,
+                period,
+            } => (
+                remote,
+                M::PUT,
+                format!("/admin/v1/tenants/{tenant}/quotas/{metric}/{period}"),
+                Some(json!({ "limit": null })),
+                View::Done,
+            ),
+        },
+        Command::Preset { action, remote } => match action {
+            PresetAction::Set {
+                tenant,
+                name,
+                options,
+            } => (
+                remote,
+                M::PUT,
+                format!("/admin/v1/tenants/{tenant}/presets/{name}"),
+                Some(json!({ "options": options })),
+                View::Done,
+            ),
+            PresetAction::Clear { tenant, name } => (
+                remote,
+                M::PUT,
+                format!("/admin/v1/tenants/{tenant}/presets/{name}"),
+                Some(json!({ "options": null })),
+                View::Done,
+            ),
+        },
+        Command::Usage {
+            tenant,
+            period,
+            remote,
+        } => {
+            let mut path = format!("/admin/v1/usage?tenant={tenant}");
+            if let Some(period) = period {
+                path.push_str(&format!("&period={period}"));
+            }
+            (remote, M::GET, path, None, View::Usage)
+        }
+        Command::Cluster {
+            action: ClusterAction::Status { tenant },
+            remote,
+        } => {
+            let path = match tenant {
+                Some(tenant) => format!("/admin/v1/cluster?tenant={tenant}"),
+                None => "/admin/v1/cluster".into(),
+            };
+            (remote, M::GET, path, None, View::Cluster)
+        }
+        Command::Serve(_) | Command::Config(_) | Command::Token { .. } | Command::Export { .. } => {
+            unreachable!("handled in main")
+        }
+    };
+    let (client, runtime) = connect(&remote)?;
+    let (status, answer) = runtime.block_on(client.call(method, &path, body))?;
+    if !status.is_success() {
+        let code = answer["error"]["code"].as_str().unwrap_or("error");
+        let message = answer["error"]["message"].as_str().unwrap_or("");
+        if remote.json {
+            println!("{answer}");
+        }
+        anyhow::bail!("{status}: {code}: {message}");
+    }
+    if remote.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    print!("{}", render(&view, &answer));
+    Ok(())
+}
+
+fn export(
+    what: ExportWhat,
+    out: Option<PathBuf>,
+    format: &str,
+    remote: &Remote,
+) -> anyhow::Result<()> {
+    let path = match what {
+        ExportWhat::Records { from_ms, to_ms } => {
+            let mut path = format!("/admin/v1/export/records?format={format}");
+            if let Some(from) = from_ms {
+                path.push_str(&format!("&from_ms={from}"));
+            }
+            if let Some(to) = to_ms {
+                path.push_str(&format!("&to_ms={to}"));
+            }
+            path
+        }
+        ExportWhat::Totals { period } => match period {
+            Some(period) => format!("/admin/v1/export/totals?format={format}&period={period}"),
+            None => format!("/admin/v1/export/totals?format={format}"),
+        },
+    };
+    let (client, runtime) = connect(remote)?;
+    let (status, body) = runtime.block_on(client.call_raw(Method::GET, &path, None))?;
+    if !status.is_success() {
+        anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body));
+    }
+    match out {
+        Some(file) => {
+            std::fs::write(&file, &body).with_context(|| format!("writing {}", file.display()))?;
+            eprintln!("wrote {} bytes to {}", body.len(), file.display());
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&body)?;
+        }
+    }
+    Ok(())
+}
+
+/// The admin API client for `remote`, and a runtime to drive it.
+fn connect(remote: &Remote) -> anyhow::Result<(Client, tokio::runtime::Runtime)> {
+    let client = Client::new(
+        &remote.node,
+        remote.token.clone(),
+        Duration::from_millis(remote.timeout_ms),
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok((client, runtime))
+}
+
+/// How an answer is shown to a person.
+enum View {
+    Done,
+    Record,
+    List(&'static str, &'static [&'static str]),
+    Usage,
+    Cluster,
+}
+
+fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A plain text table: a header row and left-aligned columns.
+fn table(columns: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.len()).collect();
+    for row in rows {
+        for (i, value) in row.iter().enumerate() {
+            widths[i] = widths[i].max(value.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, values: &[String]| {
+        let cells: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{v:<width$}", width = widths[i]))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(
+        &mut out,
+        &columns.iter().map(|c| c.to_uppercase()).collect::<Vec<_>>(),
+    );
+    for row in rows {
+        line(&mut out, row);
+    }
+    out
+}
+
+fn render(view: &View, answer: &serde_json::Value) -> String {
+    match view {
+        View::Done => "ok\n".into(),
+        View::Record => match answer.as_object() {
+            Some(map) => map
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                        format!("{k}: {v}\n")
+                    }
+                    _ => format!("{k}: {}\n", cell(v)),
+                })
+                .collect(),
+            None => format!("{answer}\n"),
+        },
+        View::List(field, columns) => {
+            let rows: Vec<Vec<String>> = answer[*field]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|item| columns.iter().map(|c| cell(&item[*c])).collect())
+                        .collect()
+                })
+                .unwrap_or_default();
+            table(columns, &rows)
+        }
+        View::Usage => {
+            let mut out = format!(
+                "tenant {} period {}{}\n",
+                cell(&answer["tenant"]),
+                cell(&answer["period"]),
+                if answer["stale"].as_bool() == Some(true) {
+                    "  (INCOMPLETE: some node is stale)"
+                } else {
+                    ""
+                }
+            );
+            let metrics = ["requests", "cpu_micros", "bytes_in", "bytes_out"];
+            let mut rows = Vec::new();
+            if let Some(nodes) = answer["nodes"].as_array() {
+                for node in nodes {
+                    let mut row = vec![cell(&node["node"])];
+                    row.extend(metrics.iter().map(|m| cell(&node["usage"][*m])));
+                    row.push(cell(&node["last_heard_age_ms"]));
+                    row.push(if node["stale"].as_bool() == Some(true) {
+                        "stale".into()
+                    } else {
+                        String::new()
+                    });
+                    rows.push(row);
+                }
+            }
+            let mut total = vec!["TOTAL".to_owned()];
+            total.extend(metrics.iter().map(|m| cell(&answer["totals"][*m])));
+            total.extend([String::new(), String::new()]);
+            rows.push(total);
+            out.push_str(&table(
+                &[
+                    "node",
+                    "requests",
+                    "cpu_micros",
+                    "bytes_in",
+                    "bytes_out",
+                    "heard_ms_ago",
+                    "",
+                ],
+                &rows,
+            ));
+            out
+        }
+        View::Cluster => {
+            let mut out = format!(
+                "this node {} (peer {})\n",
+                cell(&answer["node"]["id"]),
+                cell(&answer["node"]["peer_id"])
+            );
+            let columns = [
+                "node",
+                "connected",
+                "last_heard_age_ms",
+                "replication_lag_ms",
+                "messages_sent",
+                "messages_received",
+                "stale",
+            ];
+            let rows: Vec<Vec<String>> = answer["members"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .map(|item| columns.iter().map(|c| cell(&item[*c])).collect())
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push_str(&table(&columns, &rows));
+            if let Some(quotas) = answer["tenant"]["quotas"].as_array() {
+                for quota in quotas {
+                    out.push_str(&format!(
+                        "\nquota {} {}: {} (consumed {})\n",
+                        cell(&quota["metric"]),
+                        cell(&quota["period"]),
+                        cell(&quota["quota"]),
+                        cell(&quota["consumed"])
+                    ));
+                    let rows: Vec<Vec<String>> = quota["rights"]
+                        .as_array()
+                        .map(|r| {
+                            r.iter()
+                                .map(|item| vec![cell(&item["node"]), cell(&item["rights"])])
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push_str(&table(&["node", "rights"], &rows));
+                }
+            }
+            out
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tessera-io")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let state = server::build_state(config)
+            .await
+            .context("starting the node")?;
+        if let Some(token) = &state.replica.new_operator_token {
+            // Shown once: only its digest is kept.
+            eprintln!(
+                "tessera: no operator token configured; generated one (shown once, only its \
+                 digest is stored):\n  {token}"
+            );
+        }
+        tracing::info!(
+            node = %state.replica.id(),
+            peer_id = state.replica.peer_id(),
+            replayed_records = state.replica.replayed,
+            "replica ready"
+        );
+        server::run(listener, state, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = match std::env::var("TESSERA_LOG") {
+        Ok(directive) => EnvFilter::try_new(directive).context("parsing TESSERA_LOG")?,
+        Err(_) => EnvFilter::try_new(&config.log.level).context("parsing log.level")?,
+    };
+    // Colour only for a human at a terminal; log files and collectors get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown signal received");
+}

@@ -191,10 +191,133 @@ fn resize_of(entry: &Entry) -> Option<(&str, &str)> {
     }
 }
 
+/// What every check reads from a history, computed once.
+struct Facts<'a> {
+    /// `(node, at_ms)` of every wipe.
+    wipes: Vec<(NodeIndex, u64)>,
+    final_heal_ms: u64,
+    /// Successful reads and the tenant read.
+    reads: Vec<(&'a Entry, &'a str)>,
+    /// Every tenant billed by a resize.
+    tenants: BTreeSet<&'a str>,
+    /// Acknowledged resizes per tenant.
+    acknowledged: BTreeMap<&'a str, u64>,
+    /// Acknowledged resizes per tenant whose node was not wiped afterwards: what a final
+    /// read must reach.
+    lower: BTreeMap<&'a str, u64>,
+    at_risk_by_wipe: usize,
+}
+
+impl<'a> Facts<'a> {
+    fn of(history: &'a History) -> Self {
+        let entries = &history.entries;
+        let wipes: Vec<(NodeIndex, u64)> = history
+            .events
+            .iter()
+            .filter_map(|e| match e.fault {
+                Fault::Wipe { node } => Some((node, e.at_ms)),
+                _ => None,
+            })
+            .collect();
+        let final_heal_ms = history
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.fault == Fault::Heal)
+            .map_or(0, |e| e.at_ms);
+        let reads = entries
+            .iter()
+            .filter(|e| e.outcome == Outcome::Ok && e.value.is_some())
+            .filter_map(|e| match &e.op {
+                Op::ReadUsage { tenant, .. } => Some((e, tenant.as_str())),
+                _ => None,
+            })
+            .collect();
+        let mut facts = Self {
+            wipes,
+            final_heal_ms,
+            reads,
+            tenants: entries
+                .iter()
+                .filter_map(resize_of)
+                .map(|(t, _)| t)
+                .collect(),
+            acknowledged: BTreeMap::new(),
+            lower: BTreeMap::new(),
+            at_risk_by_wipe: 0,
+        };
+        for e in entries.iter().filter(|e| e.outcome == Outcome::Ok) {
+            if let Some((tenant, _)) = resize_of(e) {
+                *facts.acknowledged.entry(tenant).or_default() += 1;
+                if facts.wiped_after(e.node, e.invoked_ms) {
+                    facts.at_risk_by_wipe += 1;
+                } else {
+                    *facts.lower.entry(tenant).or_default() += 1;
+                }
+            }
+        }
+        facts
+    }
+
+    fn wiped_after(&self, node: NodeIndex, t: u64) -> bool {
+        self.wipes.iter().any(|&(n, at)| n == node && at >= t)
+    }
+
+    fn lower(&self, tenant: &str) -> u64 {
+        self.lower.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// When the first polling round after the final heal completed in which each of the
+    /// `nodes` nodes read, for every tenant, the same total, covering [`Facts::lower`].
+    fn converged_at(&self, nodes: usize) -> Option<u64> {
+        let mut rounds: BTreeMap<u64, Vec<(&Entry, &str)>> = BTreeMap::new();
+        for &(e, tenant) in &self.reads {
+            if let Op::ReadUsage {
+                round: Some(round), ..
+            } = e.op
+            {
+                if e.invoked_ms >= self.final_heal_ms {
+                    rounds.entry(round).or_default().push((e, tenant));
+                }
+            }
+        }
+        rounds
+            .values()
+            .filter(|round| {
+                self.tenants.iter().all(|&tenant| {
+                    let values: Vec<(NodeIndex, u64)> = round
+                        .iter()
+                        .filter(|(_, t)| *t == tenant)
+                        .map(|(e, _)| (e.node, e.value.unwrap_or(0)))
+                        .collect();
+                    let readers: BTreeSet<NodeIndex> = values.iter().map(|&(n, _)| n).collect();
+                    let distinct: BTreeSet<u64> = values.iter().map(|&(_, v)| v).collect();
+                    readers.len() == nodes
+                        && distinct.len() == 1
+                        && distinct.iter().all(|&v| v >= self.lower(tenant))
+                })
+            })
+            .map(|round| round.iter().map(|(e, _)| e.completed_ms).max().unwrap_or(0))
+            .min()
+    }
+}
+
+/// Milliseconds from the final heal to convergence (see the module doc), if the history
+/// shows it yet: cheap enough for a suite to poll while the run goes on.
+pub fn convergence_ms(history: &History, nodes: usize) -> Option<u64> {
+    let facts = Facts::of(history);
+    let at = facts.converged_at(nodes)?;
+    Some(at.saturating_sub(facts.final_heal_ms))
+}
+
 /// Runs every check over `history`.
 pub fn check(history: &History, spec: &Spec) -> Report {
-    let mut report = Report::default();
     let entries = &history.entries;
+    let facts = Facts::of(history);
+    let mut report = Report {
+        at_risk_by_wipe: facts.at_risk_by_wipe,
+        ..Report::default()
+    };
     for e in entries.iter().filter(|e| resize_of(e).is_some()) {
         match e.outcome {
             Outcome::Ok => report.ok += 1,
@@ -202,58 +325,25 @@ pub fn check(history: &History, spec: &Spec) -> Report {
             Outcome::Unknown => report.unknown += 1,
         }
     }
-    let wipes: Vec<(NodeIndex, u64)> = history
-        .events
-        .iter()
-        .filter_map(|e| match e.fault {
-            Fault::Wipe { node } => Some((node, e.at_ms)),
-            _ => None,
-        })
-        .collect();
-    let wiped_after = |node: NodeIndex, t: u64| wipes.iter().any(|&(n, at)| n == node && at >= t);
-    let final_heal_ms = history
-        .events
-        .iter()
-        .rev()
-        .find(|e| e.fault == Fault::Heal)
-        .map_or(0, |e| e.at_ms);
+    let Facts {
+        wipes,
+        final_heal_ms,
+        reads,
+        tenants,
+        acknowledged,
+        ..
+    } = &facts;
+    let final_heal_ms = *final_heal_ms;
     let first_fault_ms = history.events.first().map_or(u64::MAX, |e| e.at_ms);
-    let reads: Vec<(&Entry, &str)> = entries
-        .iter()
-        .filter(|e| e.outcome == Outcome::Ok && e.value.is_some())
-        .filter_map(|e| match &e.op {
-            Op::ReadUsage { tenant, .. } => Some((e, tenant.as_str())),
-            _ => None,
-        })
-        .collect();
-    let tenants: BTreeSet<&str> = entries
-        .iter()
-        .filter_map(resize_of)
-        .map(|(t, _)| t)
-        .collect();
-
-    // Per tenant: what was acknowledged, and the lower bound a final read must reach.
-    let mut acknowledged: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut lower: BTreeMap<&str, u64> = BTreeMap::new();
-    for e in entries.iter().filter(|e| e.outcome == Outcome::Ok) {
-        if let Some((tenant, _)) = resize_of(e) {
-            *acknowledged.entry(tenant).or_default() += 1;
-            if wiped_after(e.node, e.invoked_ms) {
-                report.at_risk_by_wipe += 1;
-            } else {
-                *lower.entry(tenant).or_default() += 1;
-            }
-        }
-    }
 
     // Lost: each node's last read of each tenant after the final heal.
     for node in 0..spec.nodes {
-        for &tenant in &tenants {
+        for &tenant in tenants {
             let last = reads
                 .iter()
                 .filter(|(e, t)| *t == tenant && e.node == node && e.invoked_ms >= final_heal_ms)
                 .max_by_key(|(e, _)| e.completed_ms);
-            let want = lower.get(tenant).copied().unwrap_or(0);
+            let want = facts.lower(tenant);
             if let Some((e, _)) = last {
                 let read = e.value.unwrap_or(0);
                 if read < want {
@@ -269,7 +359,7 @@ pub fn check(history: &History, spec: &Spec) -> Report {
     }
 
     // Double counting: every read against what may have been billed before it completed.
-    for (e, tenant) in &reads {
+    for (e, tenant) in reads {
         let bound = entries
             .iter()
             .filter(|r| r.outcome != Outcome::Fail && r.invoked_ms < e.completed_ms)
@@ -326,45 +416,14 @@ pub fn check(history: &History, spec: &Spec) -> Report {
 
     // Convergence: the first round after the final heal in which every node read every
     // tenant at the same total, covering every acknowledged request.
-    let mut rounds: BTreeMap<u64, Vec<(&Entry, &str)>> = BTreeMap::new();
-    for &(e, tenant) in &reads {
-        if let Op::ReadUsage {
-            round: Some(round), ..
-        } = e.op
-        {
-            if e.invoked_ms >= final_heal_ms {
-                rounds.entry(round).or_default().push((e, tenant));
-            }
-        }
-    }
-    let converged_at = rounds
-        .values()
-        .filter(|round| {
-            tenants.iter().all(|&tenant| {
-                let values: Vec<(NodeIndex, u64)> = round
-                    .iter()
-                    .filter(|(_, t)| *t == tenant)
-                    .map(|(e, _)| (e.node, e.value.unwrap_or(0)))
-                    .collect();
-                let nodes: BTreeSet<NodeIndex> = values.iter().map(|&(n, _)| n).collect();
-                let distinct: BTreeSet<u64> = values.iter().map(|&(_, v)| v).collect();
-                nodes.len() == spec.nodes
-                    && distinct.len() == 1
-                    && distinct
-                        .iter()
-                        .all(|&v| v >= lower.get(tenant).copied().unwrap_or(0))
-            })
-        })
-        .map(|round| round.iter().map(|(e, _)| e.completed_ms).max().unwrap_or(0))
-        .min();
-    match converged_at {
+    match facts.converged_at(spec.nodes) {
         Some(at) => report.convergence_ms = Some(at.saturating_sub(final_heal_ms)),
         None => report.violations.push(Violation::NotConverged),
     }
 
     // Monotonic reads per node: a read invoked after another completed on the same node
     // (and no wipe of the node between them) reads at least as much.
-    for (later, tenant) in &reads {
+    for (later, tenant) in reads {
         let earlier = reads
             .iter()
             .filter(|(e, t)| {
@@ -390,7 +449,7 @@ pub fn check(history: &History, spec: &Spec) -> Report {
         }
     }
 
-    check_revocations(history, spec, &wipes, &mut report);
+    check_revocations(history, spec, wipes, &mut report);
     report
 }
 
@@ -556,6 +615,8 @@ mod tests {
         assert_eq!((report.ok, report.fail, report.unknown), (2, 1, 1));
         // Round 2 completed at 1305, the heal was at 1000.
         assert_eq!(report.convergence_ms, Some(305));
+        assert_eq!(convergence_ms(&good(), 2), Some(305));
+        assert_eq!(convergence_ms(&good(), 3), None, "a third node never read");
     }
 
     #[test]

@@ -27,8 +27,25 @@
 //!   garbage, silence) refused at once for a growing, jittered backoff that decays when it
 //!   behaves; refusals are counted in [`NetStats::admission`]. Without this, sockets held
 //!   open from one keyless host filled the pending cap and kept restarting peers out.
+//! - **Liveness**: every connection is pinged every `ping_interval_ms` (500 ms), and one
+//!   that has answered no ping for `liveness_timeout_ms` (1.5 s) is closed and its peer
+//!   reported disconnected at once (a peer that does not speak ping is exempt). TCP alone
+//!   cannot tell: through a partition that drops packets a connection stays open, every
+//!   peer looked connected, and after the heal the nodes waited on TCP's retransmission
+//!   backoff (12-20 s); a cut-off node also made quota requests wait for transfers that
+//!   could not come. A stall of the transport's own loop is no evidence against its
+//!   peers: it extends their deadlines.
 //! - **Bootstrap**: configured addresses are dialled, and redialled when not connected,
-//!   with capped exponential backoff and jitter.
+//!   with jittered exponential backoff, capped at `redial_max_ms` (30 s) for an address
+//!   that never answered and at `redial_lost_max_ms` (500 ms) for one whose peer was
+//!   connected before, so a healed link is used again within about a second however long
+//!   the partition lasted; a lost peer is redialled at once. Every dial is bounded by
+//!   `dial_timeout_ms` (a dial into a silent network cannot hold the link back) and a few
+//!   may be in flight per address. The exchange on connect ([`Input::PeerConnected`]
+//!   makes the node sync with the peer) repairs what the partition held back; gossip
+//!   pushes go to every subscribed peer again as soon as its subscription arrives.
+//! - **Clock**: the node's clock is the wall clock plus `clock_offset_ms` (0 but in fault
+//!   tests that skew one node).
 //! - **Durability**: with a [`DurabilityGate`], outputs that may reflect the node's own
 //!   changes leave only once the store says those changes are durable (a transfer sent
 //!   and then forgotten by a crash would hand out the same rights twice; an increment
@@ -45,10 +62,11 @@ use libp2p::core::upgrade::Version;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    gossipsub, identify, identity, mdns, noise, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
-    Transport,
+    gossipsub, identify, identity, mdns, noise, ping, tcp, yamux, StreamProtocol, Swarm,
+    SwarmBuilder, Transport,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -70,9 +88,10 @@ pub use admission::{AdmissionSettings, AdmissionStats};
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/tessera/sync/1");
 const IDENTIFY_PROTOCOL: &str = "/tessera/id/1";
 const TOPIC: &str = "tessera/sync/1";
-/// How long a dial (TCP connect and the whole handshake) may take; also the outer bound on
-/// inbound handshakes, so never below `handshake_timeout_ms`.
-const DIAL_TIMEOUT_MS: u64 = 5_000;
+/// Dials to one bootstrap address that may be in flight at once (redials overlap when the
+/// dial timeout is longer than the redial interval, so one dial lost in a silent network
+/// does not hold the link back until it times out).
+const DIALS_IN_FLIGHT_MAX: usize = 4;
 
 /// Transport settings (the edge fills them from its config).
 #[derive(Clone, Debug)]
@@ -83,10 +102,29 @@ pub struct NetSettings {
     pub mdns: bool,
     /// Largest frame accepted or sent, gossip or request.
     pub message_bytes_max: usize,
+    /// How long a frame sent may wait for its ack (a frame on a connection found dead
+    /// fails as soon as the connection is closed).
     pub request_timeout_ms: u64,
     pub connections_max: u32,
+    /// A bootstrap address is redialled after this long, doubling with jitter while it
+    /// stays unreachable...
     pub redial_base_ms: u64,
+    /// ...up to this long for an address that never answered...
     pub redial_max_ms: u64,
+    /// ...and up to this long for one whose peer was connected before: a lost link
+    /// (partition, restart) must be used again within about this long after it heals.
+    pub redial_lost_max_ms: u64,
+    /// How long a dial (TCP connect and the whole handshake) may take.
+    pub dial_timeout_ms: u64,
+    /// How often every connection is pinged.
+    pub ping_interval_ms: u64,
+    /// A connection that answered no ping for this long is closed and its peer reported
+    /// disconnected (longer than `ping_interval_ms` plus a round trip, with margin for a
+    /// loaded machine).
+    pub liveness_timeout_ms: u64,
+    /// Added to the wall clock to make the node's clock (a per-node skew in fault tests;
+    /// 0 in production).
+    pub clock_offset_ms: i64,
     /// Refused frames from one peer before it is disconnected.
     pub garbage_max: u32,
     /// Bounds on inbound connections per remote address, the inbound handshake timeout and
@@ -107,6 +145,11 @@ impl NetSettings {
             connections_max: 64,
             redial_base_ms: 500,
             redial_max_ms: 30_000,
+            redial_lost_max_ms: 500,
+            dial_timeout_ms: 2_000,
+            ping_interval_ms: 500,
+            liveness_timeout_ms: 1_500,
+            clock_offset_ms: 0,
             garbage_max: 16,
             admission: AdmissionSettings::default(),
         }
@@ -132,6 +175,8 @@ pub struct NetStats {
     pub refused_frames: u64,
     pub disconnected_for_garbage: u64,
     pub peers_connected: usize,
+    /// Connections closed because they answered no ping within `liveness_timeout_ms`.
+    pub connections_dead: u64,
     pub listen_addrs: Vec<Multiaddr>,
     /// By peer: (messages sent to it, messages received from it). Gossip counts once per
     /// publish on the sending side and once per delivery on the receiving side.
@@ -203,6 +248,7 @@ pub struct Behaviour {
     admission: admission::Behaviour,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
+    ping: ping::Behaviour,
     gossipsub: gossipsub::Behaviour,
     frames: request_response::cbor::Behaviour<Frame, Ack>,
     mdns: Toggle<mdns::tokio::Behaviour>,
@@ -230,7 +276,16 @@ pub fn build_swarm(
             "pending_incoming_max must exceed pending_per_ip_max (one address could fill it)",
         ));
     }
+    if settings.ping_interval_ms == 0 || settings.liveness_timeout_ms <= settings.ping_interval_ms {
+        return Err(NetError::Settings(
+            "liveness_timeout_ms must exceed a nonzero ping_interval_ms (live peers would be cut)",
+        ));
+    }
     let handshake_timeout = Duration::from_millis(bounds.handshake_timeout_ms);
+    let dial_timeout = Duration::from_millis(settings.dial_timeout_ms);
+    let ping_config = ping::Config::new()
+        .with_interval(Duration::from_millis(settings.ping_interval_ms))
+        .with_timeout(Duration::from_millis(settings.liveness_timeout_ms));
     let admission_seed = !rng_seed(node_id_of(&keypair.public().to_peer_id()));
     let psk = PreSharedKey::new(settings.cluster_key);
     let bytes_max = settings.message_bytes_max;
@@ -250,9 +305,9 @@ pub fn build_swarm(
                     .authenticate(noise_config)
                     .multiplex(yamux::Config::default());
                 // An accepted socket must finish the whole stack within the handshake
-                // timeout (dials keep the swarm's connection timeout below).
+                // timeout, a dial within the dial timeout.
                 Ok(TransportTimeout::with_ingoing_timeout(
-                    upgraded,
+                    TransportTimeout::with_outgoing_timeout(upgraded, dial_timeout),
                     handshake_timeout,
                 ))
             },
@@ -300,7 +355,7 @@ pub fn build_swarm(
                 let limits = connection_limits::Behaviour::new(
                     ConnectionLimits::default()
                         .with_max_pending_incoming(Some(bounds.pending_incoming_max))
-                        .with_max_pending_outgoing(Some(16))
+                        .with_max_pending_outgoing(Some(64))
                         .with_max_established(Some(connections_max))
                         .with_max_established_per_peer(Some(2)),
                 );
@@ -308,6 +363,7 @@ pub fn build_swarm(
                     admission: admission::Behaviour::new(bounds, admission_seed),
                     limits,
                     identify,
+                    ping: ping::Behaviour::new(ping_config),
                     gossipsub,
                     frames,
                     mdns: Toggle::from(mdns),
@@ -316,7 +372,8 @@ pub fn build_swarm(
         )
         .map_err(|e| build(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .with_connection_timeout(Duration::from_millis(DIAL_TIMEOUT_MS).max(handshake_timeout))
+        // The outer bound; the transport above bounds each direction more tightly.
+        .with_connection_timeout(dial_timeout.max(handshake_timeout))
         .build();
     Ok(swarm)
 }
@@ -361,9 +418,44 @@ fn now_ms() -> u64 {
 /// One bootstrap address's redial state.
 struct Redial {
     addr: Multiaddr,
+    /// The peer the address stands for: from its `/p2p/` part, else learned from the
+    /// first dial that reached it (an inbound connection from it counts as connected).
+    expected: Option<PeerId>,
+    /// The peer connected through (or as) this address, while connected.
     peer: Option<PeerId>,
+    /// Whether a peer was ever connected through this address (its backoff is then
+    /// capped at `redial_lost_max_ms`).
+    known: bool,
     failures: u32,
     next_ms: u64,
+    in_flight: Vec<ConnectionId>,
+}
+
+impl Redial {
+    fn new(addr: &Multiaddr) -> Redial {
+        let expected = addr.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        });
+        Redial {
+            addr: addr.clone(),
+            expected,
+            peer: None,
+            known: false,
+            failures: 0,
+            next_ms: 0,
+            in_flight: Vec::new(),
+        }
+    }
+}
+
+/// One established connection's liveness.
+struct Liveness {
+    peer: PeerId,
+    /// When it last answered a ping (or was established).
+    alive_ms: u64,
+    /// False once the peer said it does not speak ping: exempt from the check.
+    pinged: bool,
 }
 
 /// Starts the transport for `node` (whose id must be [`node_id_of`] the keypair's peer
@@ -407,16 +499,7 @@ pub async fn spawn(
         peer_id,
         node_id,
     };
-    let redials = settings
-        .bootstrap
-        .iter()
-        .map(|addr| Redial {
-            addr: addr.clone(),
-            peer: None,
-            failures: 0,
-            next_ms: 0,
-        })
-        .collect();
+    let redials = settings.bootstrap.iter().map(Redial::new).collect();
     let driver = Driver {
         swarm,
         node,
@@ -424,6 +507,7 @@ pub async fn spawn(
         topic,
         stats,
         peers: BTreeMap::new(),
+        connections: BTreeMap::new(),
         garbage: BTreeMap::new(),
         redials,
         rng: Rng::new(rng_seed(node_id)),
@@ -440,8 +524,10 @@ struct Driver {
     settings: NetSettings,
     topic: gossipsub::IdentTopic,
     stats: Arc<Mutex<NetStats>>,
-    /// Connected peers by node id, with their connection count.
+    /// Connected peers by node id, with their count of live connections.
     peers: BTreeMap<NodeId, (PeerId, u32)>,
+    /// Live connections: established, not closed and not found dead.
+    connections: BTreeMap<ConnectionId, Liveness>,
     garbage: BTreeMap<PeerId, u32>,
     redials: Vec<Redial>,
     rng: Rng,
@@ -467,7 +553,19 @@ impl Driver {
                 .map(|r| r.next_ms)
                 .min()
                 .unwrap_or(u64::MAX);
-            let sleep_ms = wakeup.min(redial_at).saturating_sub(now_ms()).min(1_000);
+            let dead_at = self
+                .connections
+                .values()
+                .filter(|c| c.pinged)
+                .map(|c| c.alive_ms + self.settings.liveness_timeout_ms + 1)
+                .min()
+                .unwrap_or(u64::MAX);
+            let sleep_ms = wakeup
+                .min(redial_at)
+                .min(dead_at)
+                .saturating_sub(self.now_ms())
+                .min(1_000);
+            let due_ms = self.now_ms() + sleep_ms;
             tokio::select! {
                 event = self.swarm.select_next_some() => {
                     self.on_event(event);
@@ -475,7 +573,16 @@ impl Driver {
                     self.stats.lock().expect("stats lock").admission = admission;
                 }
                 () = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {
-                    let now = now_ms();
+                    let now = self.now_ms();
+                    // Woken late: this process stalled, which says nothing about the
+                    // peers (their answers may be waiting to be read), so they count as
+                    // alive when the loop should have woken.
+                    if now.saturating_sub(due_ms) > self.settings.ping_interval_ms / 2 {
+                        for connection in self.connections.values_mut() {
+                            connection.alive_ms = connection.alive_ms.max(due_ms);
+                        }
+                    }
+                    self.bury_dead(now);
                     let mut node = self.node.lock().expect("node lock");
                     if node.next_wakeup_ms() <= now {
                         node.handle(now, Input::Tick);
@@ -491,9 +598,92 @@ impl Driver {
         }
     }
 
+    /// The node's clock: the wall clock plus the configured offset.
+    fn now_ms(&self) -> u64 {
+        now_ms().saturating_add_signed(self.settings.clock_offset_ms)
+    }
+
     fn input(&mut self, input: Input) {
-        self.node.lock().expect("node lock").handle(now_ms(), input);
+        let now = self.now_ms();
+        self.node.lock().expect("node lock").handle(now, input);
         self.touched = true;
+    }
+
+    /// Closes the connections that answered no ping within the liveness timeout; their
+    /// peers count as gone at once (closing a dead connection may itself take a while).
+    fn bury_dead(&mut self, now: u64) {
+        let timeout_ms = self.settings.liveness_timeout_ms;
+        let dead: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.pinged && now.saturating_sub(c.alive_ms) > timeout_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.swarm.close_connection(id);
+            self.stats.lock().expect("stats lock").connections_dead += 1;
+            self.connection_gone(id);
+        }
+    }
+
+    /// A connection was established: its peer is connected, and a bootstrap address it
+    /// was dialled at (or stands for) stops redialling.
+    fn connection_up(&mut self, id: ConnectionId, peer_id: PeerId, dialed: Option<&Multiaddr>) {
+        let now = self.now_ms();
+        self.connections.insert(
+            id,
+            Liveness {
+                peer: peer_id,
+                alive_ms: now,
+                pinged: true,
+            },
+        );
+        let node_id = node_id_of(&peer_id);
+        let entry = self.peers.entry(node_id).or_insert((peer_id, 0));
+        entry.1 += 1;
+        if entry.1 == 1 {
+            self.input(Input::PeerConnected(node_id));
+        }
+        for redial in &mut self.redials {
+            redial.in_flight.retain(|dial| *dial != id);
+            let dialed_here =
+                dialed.is_some_and(|addr| redial.addr == *addr || strip_p2p(&redial.addr) == *addr);
+            if dialed_here {
+                redial.expected = Some(peer_id);
+            }
+            if dialed_here || redial.expected == Some(peer_id) {
+                redial.peer = Some(peer_id);
+                redial.known = true;
+                redial.failures = 0;
+            }
+        }
+        self.stats.lock().expect("stats lock").peers_connected = self.peers.len();
+    }
+
+    /// A connection closed or was found dead: once its peer has no live connection left,
+    /// the peer is disconnected and its bootstrap addresses are redialled at once.
+    fn connection_gone(&mut self, id: ConnectionId) {
+        let Some(connection) = self.connections.remove(&id) else {
+            return; // found dead earlier, or never established
+        };
+        let node_id = node_id_of(&connection.peer);
+        let Some(entry) = self.peers.get_mut(&node_id) else {
+            return;
+        };
+        entry.1 = entry.1.saturating_sub(1);
+        if entry.1 > 0 {
+            return;
+        }
+        self.peers.remove(&node_id);
+        self.input(Input::PeerDisconnected(node_id));
+        let now = self.now_ms();
+        for redial in &mut self.redials {
+            if redial.peer == Some(connection.peer) {
+                redial.peer = None;
+                redial.next_ms = now;
+            }
+        }
+        self.stats.lock().expect("stats lock").peers_connected = self.peers.len();
     }
 
     /// Sends everything the node produced, once the own changes it may reflect are
@@ -617,39 +807,34 @@ impl Driver {
                     .push(address);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
-            } => {
-                let id = node_id_of(&peer_id);
-                let entry = self.peers.entry(id).or_insert((peer_id, 0));
-                entry.1 += 1;
-                if entry.1 == 1 {
-                    self.input(Input::PeerConnected(id));
-                }
-                let remote = endpoint.get_remote_address().clone();
-                for redial in &mut self.redials {
-                    if redial.addr == remote || strip_p2p(&redial.addr) == remote {
-                        redial.peer = Some(peer_id);
-                        redial.failures = 0;
-                    }
-                }
-                self.stats.lock().expect("stats lock").peers_connected = self.peers.len();
-            }
-            SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                endpoint,
                 ..
             } => {
-                let id = node_id_of(&peer_id);
-                self.peers.remove(&id);
-                self.input(Input::PeerDisconnected(id));
-                let now = now_ms();
+                let dialed = endpoint.is_dialer().then(|| endpoint.get_remote_address());
+                self.connection_up(connection_id, peer_id, dialed);
+            }
+            SwarmEvent::ConnectionClosed { connection_id, .. } => {
+                self.connection_gone(connection_id);
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
                 for redial in &mut self.redials {
-                    if redial.peer == Some(peer_id) {
-                        redial.peer = None;
-                        redial.next_ms = now + self.settings.redial_base_ms;
+                    redial.in_flight.retain(|dial| *dial != connection_id);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                connection, result, ..
+            })) => {
+                let now = self.now_ms();
+                if let Some(live) = self.connections.get_mut(&connection) {
+                    match result {
+                        Ok(_) => live.alive_ms = now,
+                        Err(ping::Failure::Unsupported) => live.pinged = false,
+                        // Timeouts and stream errors: the deadline decides.
+                        Err(_) => {}
                     }
                 }
-                self.stats.lock().expect("stats lock").peers_connected = self.peers.len();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Frames(request_response::Event::Message {
                 peer,
@@ -702,18 +887,31 @@ impl Driver {
 
     /// Dials bootstrap addresses that are not connected and due.
     fn redial(&mut self) {
-        let now = now_ms();
+        let now = self.now_ms();
         for redial in &mut self.redials {
             if redial.peer.is_some() || redial.next_ms > now {
                 continue;
             }
-            let _ = self.swarm.dial(redial.addr.clone());
+            if redial.in_flight.len() < DIALS_IN_FLIGHT_MAX {
+                let dial = DialOpts::unknown_peer_id()
+                    .address(redial.addr.clone())
+                    .build();
+                let id = dial.connection_id();
+                if self.swarm.dial(dial).is_ok() {
+                    redial.in_flight.push(id);
+                }
+            }
             redial.failures = redial.failures.saturating_add(1);
+            let cap_ms = if redial.known {
+                self.settings.redial_lost_max_ms
+            } else {
+                self.settings.redial_max_ms
+            };
             let backoff = self
                 .settings
                 .redial_base_ms
-                .saturating_mul(1u64 << redial.failures.min(16))
-                .min(self.settings.redial_max_ms);
+                .saturating_mul(1u64 << (redial.failures - 1).min(16))
+                .min(cap_ms);
             redial.next_ms = now + self.rng.jitter(backoff, 0.5).max(1);
         }
     }

@@ -90,7 +90,8 @@ const IDENTIFY_PROTOCOL: &str = "/tessera/id/1";
 const TOPIC: &str = "tessera/sync/1";
 /// Dials to one bootstrap address that may be in flight at once (redials overlap when the
 /// dial timeout is longer than the redial interval, so one dial lost in a silent network
-/// does not hold the link back until it times out).
+/// does not hold the link back until it times out). No more than the peer's admission
+/// lets one address hold in its handshake (`pending_per_ip_max`, 4 by default).
 const DIALS_IN_FLIGHT_MAX: usize = 4;
 
 /// Transport settings (the edge fills them from its config).
@@ -177,6 +178,10 @@ pub struct NetStats {
     pub peers_connected: usize,
     /// Connections closed because they answered no ping within `liveness_timeout_ms`.
     pub connections_dead: u64,
+    /// Established connections the swarm still holds, including dead ones whose close is
+    /// under way (more than the live peers need for long means closes hang, and frames
+    /// may still be routed onto dead connections).
+    pub connections_open: u32,
     pub listen_addrs: Vec<Multiaddr>,
     /// By peer: (messages sent to it, messages received from it). Gossip counts once per
     /// publish on the sending side and once per delivery on the receiving side.
@@ -570,7 +575,10 @@ impl Driver {
                 event = self.swarm.select_next_some() => {
                     self.on_event(event);
                     let admission = self.swarm.behaviour().admission.stats();
-                    self.stats.lock().expect("stats lock").admission = admission;
+                    let open = self.swarm.network_info().connection_counters().num_established();
+                    let mut stats = self.stats.lock().expect("stats lock");
+                    stats.admission = admission;
+                    stats.connections_open = open;
                 }
                 () = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {
                     let now = self.now_ms();

@@ -672,6 +672,15 @@ async fn cut_then_heal(cut: Link, held: Duration) {
         detected && detection < Duration::from_secs(4),
         "{cut:?}: dead peer detected within 4 s (took {detection:?}, detected: {detected})"
     );
+    // Closed for real, not just forgotten: nothing can be routed onto them after the heal.
+    assert!(
+        eventually(Duration::from_secs(5), || a.net.stats().connections_open
+            == 0
+            && b.net.stats().connections_open == 0)
+        .await,
+        "{cut:?}: the dead connections closed"
+    );
+    assert!(cut == Link::Refused || b.net.stats().connections_dead >= 1);
     increment(&a, 1, 7);
     increment(&b, 2, 11);
     tokio::time::sleep(held.saturating_sub(cut_at.elapsed())).await;
@@ -723,4 +732,45 @@ async fn a_silent_link_is_detected_and_used_again_at_once_after_the_heal() {
 async fn a_refusing_link_is_used_again_at_once_after_the_heal() {
     // Long enough for a doubling redial backoff to have grown past several seconds.
     cut_then_heal(Link::Refused, Duration::from_secs(12)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_clock_is_the_wall_clock_plus_the_offset() {
+    let hour_ms = 3_600_000;
+    let a = start(KEY, vec![]).await;
+    let b = start_with(
+        identity::Keypair::generate_ed25519(),
+        KEY,
+        vec![a.addr.clone()],
+        config(),
+        |settings| settings.clock_offset_ms = hour_ms,
+    )
+    .await;
+    increment(&a, 1, 5);
+    assert!(eventually(Duration::from_secs(10), || total(&b, 1) == 5).await);
+    // B heard A at B's clock: an hour ahead of the wall clock (A's view of B is not).
+    let heard = |p: &Peer, q: &Peer| {
+        p.node.lock().unwrap().peers()[&q.net.node_id]
+            .last_heard_ms
+            .expect("heard")
+    };
+    let wall = now_ms();
+    let ahead = heard(&b, &a).abs_diff(wall + hour_ms as u64);
+    assert!(
+        ahead < 60_000,
+        "B's clock is an hour ahead ({ahead} ms off)"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || a
+            .node
+            .lock()
+            .unwrap()
+            .peers()
+            .get(&b.net.node_id)
+            .is_some_and(|v| v.last_heard_ms.is_some()))
+        .await
+    );
+    assert!(heard(&a, &b) <= now_ms(), "A's clock has no offset");
+    a.net.stop();
+    b.net.stop();
 }

@@ -53,7 +53,7 @@ pub struct AdmissionSettings {
     pub established_per_ip_max: u32,
     /// How long an inbound connection's pnet + noise + yamux handshake may take before it
     /// is dropped (and counted as a failed handshake; default 3 000 ms). Dials keep their
-    /// own timeout (5 s, or this if longer).
+    /// own timeout (`NetSettings::dial_timeout_ms`).
     pub handshake_timeout_ms: u64,
     /// Failed handshakes from one address, within `handshake_failure_window_ms`, that put
     /// it in backoff (default 8).

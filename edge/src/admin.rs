@@ -68,7 +68,7 @@ impl<T: for<'de> Deserialize<'de> + Send, S: Send + Sync> FromRequestParts<S> fo
 
 /// The admin routes; bodies are bounded by `body_bytes_max`.
 pub fn router(body_bytes_max: usize) -> Router<Arc<AppState>> {
-    Router::new()
+    let router = Router::new()
         .route("/admin/v1/tenants", post(create_tenant).get(list_tenants))
         .route(
             "/admin/v1/tenants/{tenant}",
@@ -96,8 +96,35 @@ pub fn router(body_bytes_max: usize) -> Router<Arc<AppState>> {
         .route("/admin/v1/usage", get(usage))
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/export/records", get(export_records))
-        .route("/admin/v1/export/totals", get(export_totals))
-        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .route("/admin/v1/export/totals", get(export_totals));
+    #[cfg(feature = "fault-injection")]
+    let router = router.route("/admin/v1/faults", put(set_faults));
+    router.layer(DefaultBodyLimit::max(body_bytes_max))
+}
+
+/// The store's injected fault (feature `fault-injection`, for the fault harness).
+#[cfg(feature = "fault-injection")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetFaults {
+    store: crate::faults::StoreMode,
+    #[serde(default)]
+    stall_ms: u64,
+}
+
+/// `PUT /admin/v1/faults` (feature `fault-injection` only): switches the store's commits
+/// to fail or stall, or back to normal. Operator only, like every admin route.
+#[cfg(feature = "fault-injection")]
+async fn set_faults(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    AdminBody(body): AdminBody,
+) -> Result<StatusCode, ApiError> {
+    operator(&state, &headers)?;
+    let request: SetFaults = json_body(&body)?;
+    state.replica.faults().set(request.store, request.stall_ms);
+    tracing::warn!(store = ?request.store, stall_ms = request.stall_ms, "injected store fault");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The operator's actor name in the audit history: a short digest of the token.
@@ -187,6 +214,21 @@ async fn edit(state: &AppState, actor: &Operator, changes: Vec<Change>) -> Resul
 fn json_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}
+
+/// Reads `body` as the JSON body of the admin route whose body type is `route`
+/// (`CreateTenant`, `SetStatus`, `CreateKey`, `SetQuota`, `SetOrigin`, `SetPreset`), as that
+/// route does first; the entry of the `admin_body` fuzz target (fuzz/).
+pub fn parse_body(route: &str, body: &[u8]) -> Result<(), ApiError> {
+    match route {
+        "CreateTenant" => json_body::<CreateTenant>(body).map(drop),
+        "SetStatus" => json_body::<SetStatus>(body).map(drop),
+        "CreateKey" => json_body::<CreateKey>(body).map(drop),
+        "SetQuota" => json_body::<SetQuota>(body).map(drop),
+        "SetOrigin" => json_body::<SetOrigin>(body).map(drop),
+        "SetPreset" => json_body::<SetPreset>(body).map(drop),
+        _ => Err(ApiError::not_found()),
+    }
 }
 
 #[derive(Deserialize)]

@@ -761,6 +761,15 @@ fn render(view: &View, answer: &serde_json::Value) -> String {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
+    // The fault harness's clock skew (a test build's feature; see `crate::faults`).
+    #[cfg(feature = "fault-injection")]
+    if let Ok(offset) = std::env::var("TESSERA_FAULT_CLOCK_OFFSET_MS") {
+        let offset_ms: i64 = offset
+            .parse()
+            .context("parsing TESSERA_FAULT_CLOCK_OFFSET_MS")?;
+        crate::faults::set_clock_offset_ms(offset_ms);
+        tracing::warn!(offset_ms, "injected clock offset");
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

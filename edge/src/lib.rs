@@ -10,6 +10,8 @@
 //!   tenants and admission control; [`cost`]: its model of what a job costs;
 //! - [`etag`]: entity tags and conditional requests;
 //! - [`error`]: the JSON error shape every refusal takes;
+//! - [`faults`]: injected store and clock faults for the fault harness (feature
+//!   `fault-injection`; switches nothing without it);
 //! - [`metrics`]: Prometheus metrics;
 //! - [`config`]: layered, validated configuration;
 //! - [`auth`]: API keys, operator tokens, the local key check;
@@ -39,6 +41,7 @@ pub mod connections;
 pub mod cost;
 pub mod error;
 pub mod etag;
+pub mod faults;
 pub mod fetch;
 pub mod idempotency;
 pub mod meter;

@@ -23,6 +23,8 @@ use tessera_crdt::{Directory, EscrowBook, Ledger, NodeId};
 use tessera_sync::{Changes, NodeState};
 use thiserror::Error;
 
+use crate::faults::StoreFaults;
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -72,8 +74,8 @@ pub struct Store {
     /// Bytes in the log since the last snapshot.
     log_bytes: u64,
     log_bytes_max: u64,
-    /// Set by tests to make every later commit fail, as a full disk would.
-    fail_commits: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Injected faults (feature `fault-injection`; a no-op without it).
+    faults: StoreFaults,
 }
 
 /// What [`Store::load`] found.
@@ -130,13 +132,13 @@ impl Store {
             next_record,
             log_bytes,
             log_bytes_max,
-            fail_commits: Default::default(),
+            faults: StoreFaults::default(),
         })
     }
 
-    /// A switch that makes every later commit fail (tests of the fail-stop path).
-    pub fn failure_switch(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-        self.fail_commits.clone()
+    /// The switch of this store's injected faults (see [`crate::faults`]).
+    pub fn faults(&self) -> StoreFaults {
+        self.faults.clone()
     }
 
     /// A value of the meta table (the node's identity key, the operator token hash).
@@ -205,9 +207,9 @@ impl Store {
         usage_records: &[Vec<u8>],
         snapshot: Option<&NodeState>,
     ) -> Result<bool, StoreError> {
-        if self.fail_commits.load(std::sync::atomic::Ordering::Acquire) {
+        if let Err(injected) = self.faults.before_commit() {
             return Err(StoreError::Storage(redb::StorageError::Io(
-                std::io::Error::other("injected failure: no space left on device"),
+                std::io::Error::other(injected),
             )));
         }
         let record = encode_record(changes);

@@ -699,6 +699,9 @@ async fn usage_records_export_as_jsonl_and_parquet_and_the_cli_drives_it_all() {
     node.stop().await;
 }
 
+// The switch exists only in test builds with the feature (`cargo test --workspace` turns it
+// on through `tessera-tests`; `cargo test -p tessera-edge --features fault-injection`).
+#[cfg(feature = "fault-injection")]
 #[tokio::test]
 async fn a_store_that_cannot_commit_stops_billable_work_and_bills_nothing() {
     let Some(photos) = photos_dir() else { return };
@@ -717,8 +720,8 @@ async fn a_store_that_cannot_commit_stops_billable_work_and_bills_nothing() {
     // The disk "fills up": the request in flight is refused, not answered unbilled.
     node.state
         .replica
-        .fail_store
-        .store(true, std::sync::atomic::Ordering::Release);
+        .faults()
+        .set(tessera_edge::faults::StoreMode::Fail, 0);
     let reply = resize(&node, Some(&key), "w=81", input.clone()).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
     assert_eq!(reply.error_code(), "store_unavailable");

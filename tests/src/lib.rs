@@ -12,3 +12,8 @@
 pub mod checker;
 pub mod history;
 pub mod nemesis;
+
+pub mod client;
+pub mod cluster;
+pub mod link;
+pub mod netns;

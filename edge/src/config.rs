@@ -165,6 +165,16 @@ pub struct ClusterConfig {
     /// `redial_max_ms` while they stay unreachable.
     pub redial_base_ms: u64,
     pub redial_max_ms: u64,
+    /// ...but at most this long for a peer that was connected before: a link lost to a
+    /// partition or a restart is used again within about this long after it heals.
+    pub redial_lost_max_ms: u64,
+    /// An outbound dial (TCP connect and the whole handshake) must finish within this.
+    pub dial_timeout_ms: u64,
+    /// Every replication connection is pinged this often...
+    pub ping_interval_ms: u64,
+    /// ...and one that answered no ping for this long is closed, its peer reported
+    /// disconnected (a partition that drops packets silently is seen within this).
+    pub liveness_timeout_ms: u64,
     /// Inbound replication handshakes in progress, all addresses together; must exceed
     /// `pending_per_ip_max` (so one address cannot hold the port shut).
     pub pending_incoming_max: u32,
@@ -235,6 +245,10 @@ impl Default for ClusterConfig {
             peer_stale_ms: 30_000,
             redial_base_ms: 500,
             redial_max_ms: 30_000,
+            redial_lost_max_ms: 500,
+            dial_timeout_ms: 2_000,
+            ping_interval_ms: 500,
+            liveness_timeout_ms: 1_500,
             pending_incoming_max: 64,
             pending_per_ip_max: 4,
             established_per_ip_max: 16,
@@ -747,6 +761,31 @@ impl Config {
             self.cluster.redial_max_ms,
             self.cluster.redial_base_ms,
             hour_ms,
+        )?;
+        in_range(
+            "cluster.redial_lost_max_ms",
+            self.cluster.redial_lost_max_ms,
+            self.cluster.redial_base_ms.min(self.cluster.redial_max_ms),
+            self.cluster.redial_max_ms,
+        )?;
+        in_range(
+            "cluster.dial_timeout_ms",
+            self.cluster.dial_timeout_ms,
+            100,
+            60_000,
+        )?;
+        in_range(
+            "cluster.ping_interval_ms",
+            self.cluster.ping_interval_ms,
+            50,
+            60_000,
+        )?;
+        // A connection must get the chance to answer at least one ping before it is judged.
+        in_range(
+            "cluster.liveness_timeout_ms",
+            self.cluster.liveness_timeout_ms,
+            self.cluster.ping_interval_ms.saturating_mul(2),
+            10 * 60_000,
         )?;
         in_range(
             "store.flush_interval_ms",

@@ -190,6 +190,11 @@ impl Replica {
                     connections_max: config.cluster.connections_max,
                     redial_base_ms: config.cluster.redial_base_ms,
                     redial_max_ms: config.cluster.redial_max_ms,
+                    redial_lost_max_ms: config.cluster.redial_lost_max_ms,
+                    dial_timeout_ms: config.cluster.dial_timeout_ms,
+                    ping_interval_ms: config.cluster.ping_interval_ms,
+                    liveness_timeout_ms: config.cluster.liveness_timeout_ms,
+                    clock_offset_ms: crate::faults::clock_offset_ms(),
                     admission: net::AdmissionSettings {
                         pending_incoming_max: config.cluster.pending_incoming_max,
                         pending_per_ip_max: config.cluster.pending_per_ip_max,

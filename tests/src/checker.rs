@@ -126,6 +126,9 @@ pub struct Report {
     /// Acknowledged requests not counted in the lost-usage bound because their node was
     /// wiped afterwards.
     pub at_risk_by_wipe: usize,
+    /// Acknowledged requests missing from the lowest final read, summed over tenants: the
+    /// usage a wipe actually lost (what exceeds `at_risk_by_wipe` is a [`Violation::Lost`]).
+    pub acknowledged_missing: u64,
     /// Milliseconds from the final heal to the first round of equal, complete totals.
     pub convergence_ms: Option<u64>,
     /// Per quota'd tenant, acknowledged requests over the quota.
@@ -337,6 +340,7 @@ pub fn check(history: &History, spec: &Spec) -> Report {
     let first_fault_ms = history.events.first().map_or(u64::MAX, |e| e.at_ms);
 
     // Lost: each node's last read of each tenant after the final heal.
+    let mut missing: BTreeMap<&str, u64> = tenants.iter().map(|&t| (t, 0)).collect();
     for node in 0..spec.nodes {
         for &tenant in tenants {
             let last = reads
@@ -346,6 +350,8 @@ pub fn check(history: &History, spec: &Spec) -> Report {
             let want = facts.lower(tenant);
             if let Some((e, _)) = last {
                 let read = e.value.unwrap_or(0);
+                let acked = acknowledged.get(tenant).copied().unwrap_or(0);
+                missing.insert(tenant, missing[tenant].max(acked.saturating_sub(read)));
                 if read < want {
                     report.violations.push(Violation::Lost {
                         tenant: tenant.to_owned(),
@@ -357,6 +363,8 @@ pub fn check(history: &History, spec: &Spec) -> Report {
             }
         }
     }
+
+    report.acknowledged_missing = missing.values().sum();
 
     // Double counting: every read against what may have been billed before it completed.
     for (e, tenant) in reads {
@@ -647,6 +655,7 @@ mod tests {
         h.events.insert(2, event(800, Fault::Restart { node: 1 }));
         let report = check(&h, &SPEC);
         assert_eq!(report.at_risk_by_wipe, 2, "{report:?}");
+        assert_eq!(report.acknowledged_missing, 1, "4 acknowledged, 3 read");
         assert_eq!(report.violations, vec![]);
     }
 

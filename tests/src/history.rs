@@ -183,11 +183,11 @@ impl Recorder {
         self.lock().entries.push(entry);
     }
 
-    /// Records `fault` as applied now; returns the time recorded.
-    pub fn event(&self, fault: Fault) -> u64 {
-        let at_ms = self.now_ms();
+    /// Records `fault` as applied at `at_ms` (from [`Recorder::now_ms`]: before a fault is
+    /// applied, after an undo is done, so the healthy windows the checker derives are never
+    /// longer than the real ones).
+    pub fn event_at(&self, at_ms: u64, fault: Fault) {
         self.lock().events.push(Event { at_ms, fault });
-        at_ms
     }
 
     /// A copy of everything recorded so far.

@@ -378,7 +378,7 @@ fn process_track(
     track(rng, plan, heal_ms, (1000, 4000), PROC_FAULT_MS, |rng| {
         let node = rng.pick(nodes);
         let roll = rng.range(0, 100);
-        let (fault, undo) = if roll < 8 && !*wiped {
+        let (fault, undo) = if roll < 5 && !*wiped {
             *wiped = true;
             (Fault::Wipe { node }, Fault::Restart { node })
         } else if roll < 55 {

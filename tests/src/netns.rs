@@ -81,7 +81,8 @@ pub fn unavailable_reason() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("network namespaces need root".to_owned());
     }
-    let probe = format!("{PREFIX}{}-probe", std::process::id());
+    let n = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+    let probe = format!("{PREFIX}{}-{n}-probe", std::process::id());
     match ip(&["netns", "add", &probe]) {
         Ok(_) => {
             let _ = ip(&["netns", "del", &probe]);

@@ -332,22 +332,29 @@ fn track(
     }
 }
 
-/// Partitions (of a random shape and kind) and degraded links, one at a time.
+/// A partition of a random shape and kind.
+fn partition(rng: &mut Rng, nodes: usize) -> Fault {
+    let kind = rng.pick(&[CutKind::Reset, CutKind::Drop]);
+    let mut sides: Vec<NodeIndex> = (0..nodes).collect();
+    rng.shuffle(&mut sides);
+    let shape = match rng.range(0, 4) {
+        0 => Shape::Halves,
+        1 => Shape::Isolated { node: sides[0] },
+        2 => Shape::Bridge { bridge: sides[0] },
+        _ => Shape::Ring,
+    };
+    let cut = cut_links(nodes, shape, &sides);
+    Fault::Partition { kind, shape, cut }
+}
+
+/// Partitions and degraded links, one at a time; the last episode is a partition that the
+/// final heal ends (so convergence is measured from a partition's heal, not from a heal
+/// of a network that was already whole).
 fn network_track(rng: &mut Rng, plan: Plan, heal_ms: u64) -> Vec<(u64, Fault)> {
     let nodes = plan.nodes;
-    track(rng, plan, heal_ms, (300, 2000), NET_FAULT_MS, |rng| {
+    let mut out = track(rng, plan, heal_ms, (300, 2000), NET_FAULT_MS, |rng| {
         if rng.chance(65) {
-            let kind = rng.pick(&[CutKind::Reset, CutKind::Drop]);
-            let mut sides: Vec<NodeIndex> = (0..nodes).collect();
-            rng.shuffle(&mut sides);
-            let shape = match rng.range(0, 4) {
-                0 => Shape::Halves,
-                1 => Shape::Isolated { node: sides[0] },
-                2 => Shape::Bridge { bridge: sides[0] },
-                _ => Shape::Ring,
-            };
-            let cut = cut_links(nodes, shape, &sides);
-            (vec![Fault::Partition { kind, shape, cut }], Fault::Heal)
+            (vec![partition(rng, nodes)], Fault::Heal)
         } else {
             let links = (0..rng.range(1, 4))
                 .map(|_| {
@@ -364,7 +371,20 @@ fn network_track(rng: &mut Rng, plan: Plan, heal_ms: u64) -> Vec<(u64, Fault)> {
                 .collect();
             (links, Fault::Heal)
         }
-    })
+    });
+    // The last episode's undo gives way to a partition lasting until the final heal (at
+    // least NET_FAULT_MS.0, over the end of that episode if need be).
+    let last_undo = match out.last() {
+        Some((at, Fault::Heal)) => {
+            let at = *at;
+            out.pop();
+            at
+        }
+        _ => heal_ms,
+    };
+    let start = last_undo.min(heal_ms - NET_FAULT_MS.0);
+    out.push((start, partition(rng, nodes)));
+    out
 }
 
 /// Kills, pauses and (at most once per schedule) a wipe, one node of `nodes` at a time.
@@ -441,9 +461,14 @@ mod tests {
                 let mut state = ClusterState::new(nodes);
                 let mut down_max = 0;
                 for (at, fault) in &s.faults {
-                    // Nothing is left to undo at the final heal but the network.
+                    // Nothing is left to undo at the final heal but the network, and
+                    // it heals a partition.
                     if *at == s.heal_ms {
                         assert!(state.nodes.iter().all(|&n| n == NodeState::Running));
+                        assert!(
+                            !state.cut.is_empty(),
+                            "seed {seed}: the final heal heals a cut"
+                        );
                     }
                     state.apply(fault);
                     let down = state.nodes.iter().filter(|&&n| n != NodeState::Running);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
-use tessera_tests::client::{self, tiny_png, Reply};
+use tessera_tests::client::{self, tiny_png, ClientError, Reply};
 use tessera_tests::cluster::{Backend, Cluster, ClusterSpec};
 use tessera_tests::link::{isolating, CutKind};
 use tessera_tests::node_bin;
@@ -407,4 +407,69 @@ async fn a_node_cut_off_keeps_serving_never_overruns_and_reconciles() {
     );
     let free_requests = requests(&cluster, 1, &free.tenant).await;
     assert!(free_requests >= 8, "{free_requests}");
+}
+
+/// The harness's process faults do what they say: a paused node answers nothing until
+/// resumed, a stopped or killed one refuses connections, a restart keeps the identity,
+/// and a wipe brings the node back as a new member that its peer then hears from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn process_faults_pause_stop_kill_restart_and_wipe() {
+    let mut cluster = Cluster::start(ClusterSpec::new(2, Backend::Direct), node_bin!()).await;
+    let addr = cluster.addr(1);
+    let health = || {
+        client::request(
+            addr,
+            hyper::Method::GET,
+            "/healthz",
+            &[],
+            Vec::new(),
+            Duration::from_millis(500),
+        )
+    };
+    let identity = |view: serde_json::Value| view["node"]["id"].as_str().unwrap().to_owned();
+    let original = identity(cluster.admin(1).cluster(None).await.unwrap());
+
+    cluster.pause(1);
+    let paused = health().await;
+    assert!(
+        matches!(paused, Err(ClientError::Timeout { .. })),
+        "{paused:?}"
+    );
+    cluster.resume(1);
+    assert_eq!(health().await.unwrap().status, StatusCode::OK);
+
+    assert!(
+        cluster.stop(1).await,
+        "SIGTERM stops a node within the grace"
+    );
+    let stopped = health().await;
+    assert!(
+        matches!(stopped, Err(ClientError::Connect { .. })),
+        "{stopped:?}"
+    );
+    cluster.start_node(1).await;
+    cluster.kill(1);
+    cluster.start_node(1).await;
+    cluster.restart(1).await;
+    let restarted = identity(cluster.admin(1).cluster(None).await.unwrap());
+    assert_eq!(restarted, original, "a restart keeps the node's identity");
+
+    cluster.wipe_and_restart(1).await;
+    assert_eq!(cluster.node(1).incarnation(), 1);
+    let wiped = identity(cluster.admin(1).cluster(None).await.unwrap());
+    assert_ne!(wiped, original, "a wiped node returns as a new identity");
+    cluster
+        .eventually(
+            Duration::from_secs(15),
+            "the peer connected to the new identity",
+            || async {
+                let view = cluster.admin(0).cluster(None).await.ok()?;
+                view["members"]
+                    .as_array()?
+                    .iter()
+                    .any(|m| m["node"] == wiped.as_str() && m["connected"] == true)
+                    .then_some(())
+            },
+        )
+        .await;
 }

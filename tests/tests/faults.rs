@@ -2,8 +2,8 @@
 //! recording a history, and the checker over it ([`tessera_tests::checker`]).
 //!
 //! One run: a cluster of N nodes (userspace proxies between them, or network namespaces as
-//! root), a tenant with a requests quota (set, acknowledged and read back from every node
-//! before the first fault, so the quota guarantee applies) and a tenant without one, with
+//! root), a tenant with a requests quota (set after some usage in the period, acknowledged
+//! and read back from every node before the first fault, so the quota guarantee applies) and a tenant without one, with
 //! two keys; four clients sending tiny resizes to random nodes (two on the quota'd tenant,
 //! one per key of the other), a revoke of the second key in the middle of the faults, and a
 //! reader polling every node's totals in rounds. At the final heal the billing clients
@@ -57,6 +57,9 @@ const CLIENT_PAUSE_MS: u64 = 20;
 const READ_EVERY_MS: u64 = 100;
 /// The quota'd tenant's requests a month: used up during the faults.
 const QUOTA_REQUESTS: u64 = 400;
+/// Requests the quota'd tenant is billed in the period before its quota is set (the
+/// README's "N requests a month" counts them).
+const PRIOR_REQUESTS: u64 = 50;
 /// Client ids in the history beyond the four clients.
 const READER: u32 = 4;
 const OPERATOR: u32 = 5;
@@ -307,14 +310,41 @@ struct Tenants {
     doomed: (String, String),
 }
 
-/// Creates the tenants on node 0, sets the quota (recorded), and waits until every node
-/// knows the quota and both keys' tenant.
+/// Creates the tenants on node 0, bills [`PRIOR_REQUESTS`] to the quota'd tenant, sets its
+/// quota (all recorded), and waits until every node knows the quota and both keys.
 async fn set_up(cluster: &Cluster, recorder: &Recorder) -> Tenants {
     let admin = cluster.admin(0);
     let quota = admin
         .tenant_with_key("quota", None)
         .await
         .expect("the quota'd tenant");
+    // Usage billed in the period before the quota is set: the quota counts it.
+    let png = client::tiny_png();
+    for _ in 0..PRIOR_REQUESTS {
+        let invoked_ms = recorder.now_ms();
+        let timeout = Duration::from_millis(RESIZE_TIMEOUT_MS);
+        let result = client::resize(cluster.addr(0), &quota.key, png.clone(), timeout).await;
+        let (outcome, status, code) = outcome_of(&result);
+        assert_eq!(
+            outcome,
+            Outcome::Ok,
+            "a resize before the quota: {result:?}"
+        );
+        recorder.record(Entry {
+            client: OPERATOR,
+            node: 0,
+            op: Op::Resize {
+                tenant: quota.tenant.clone(),
+                key: quota.key.clone(),
+            },
+            invoked_ms,
+            completed_ms: recorder.now_ms(),
+            outcome,
+            status,
+            code,
+            value: None,
+        });
+    }
     let invoked_ms = recorder.now_ms();
     let set = admin.set_quota(&quota.tenant, QUOTA_REQUESTS).await;
     recorder.record(Entry {
@@ -381,8 +411,16 @@ async fn set_up(cluster: &Cluster, recorder: &Recorder) -> Tenants {
     }
 }
 
+/// At most two clusters at once in this test binary: CI has two cores, and a starved
+/// cluster would measure the machine, not the protocol.
+static CLUSTERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Runs one schedule and checks it.
 async fn run(config: RunConfig) -> RunResult {
+    let _turn = CLUSTERS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let plan = Plan::new(config.nodes, config.run_s);
     let schedule = if config.healthy {
         let heal_ms = plan.run_ms - plan.quiet_ms;

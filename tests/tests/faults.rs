@@ -10,8 +10,8 @@
 //! stop (so totals can settle); the client of the revoked key keeps probing every node;
 //! the run ends once the totals converged and the revocation bound has passed (or at
 //! [`SETTLE_LIMIT_MS`]). A failing run prints its seed and writes its history (JSON lines),
-//! schedule, report and node logs to `target/fault-runs/<seed>-<backend>/`;
-//! `FAULT_SEED=<n>` replays a schedule.
+//! schedule, report and node logs to `target/fault-runs/<seed>-<backend>/` (every run
+//! does with `FAULT_KEEP=1`); `FAULT_SEED=<n>` replays a schedule.
 //!
 //! In CI: [`fault_schedules_proxy`] (a fixed seed list, then seeds drawn per run) and
 //! [`fault_schedules_netns`] (root only, skipped with a message otherwise), 3 nodes, 30 s
@@ -525,7 +525,7 @@ async fn run(config: RunConfig) -> RunResult {
     };
     let failed = !result.report.violations.is_empty()
         || (config.healthy && result.report.liveness(0.99).is_err());
-    if failed {
+    if failed || std::env::var_os("FAULT_KEEP").is_some() {
         let dir = runs_dir().join(format!("{}-{:?}", config.seed, config.backend).to_lowercase());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("the fault-run folder");
@@ -609,6 +609,10 @@ async fn run_one(
     .await;
     println!("{prefix} {}", result.summary());
     let dir = result.saved.as_ref()?;
+    if result.report.violations.is_empty() {
+        println!("  kept (FAULT_KEEP): {}", dir.display());
+        return None;
+    }
     for v in &result.report.violations {
         println!("  violation (seed {seed}): {v}");
     }

@@ -54,6 +54,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+// The nemesis's splitmix64: seeded, so a schedule's link faults can be replayed (up to
+// the order in which the runtime happens to read segments).
+use crate::nemesis::Rng;
+
 /// The largest chunk the proxy reads at once: its unit for loss, reordering and jitter.
 pub const SEGMENT_BYTES: usize = 16 * 1024;
 /// The first retransmission timeout of the loss model (Linux's minimum RTO).
@@ -116,32 +120,9 @@ pub fn isolating(node: usize, nodes: usize) -> BTreeSet<Link> {
     between(&[node], &others)
 }
 
-/// splitmix64: the fault decisions' randomness, seeded so a schedule can be replayed
-/// (up to the order in which the runtime happens to read segments).
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// True with probability `p`.
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
-    fn below(&mut self, max_inclusive: u64) -> u64 {
-        if max_inclusive == 0 {
-            0
-        } else {
-            self.next_u64() % (max_inclusive + 1)
-        }
-    }
+/// True with probability `p` (the link's decisions need fractions of a percent).
+fn chance(rng: &mut Rng, p: f64) -> bool {
+    p > 0.0 && (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
 }
 
 /// The live state of one direction of a link.
@@ -166,7 +147,7 @@ impl Direction {
                 faults: LinkFaults::default(),
                 cut: None,
                 next_free: Instant::now(),
-                rng: Rng(seed),
+                rng: Rng::new(seed),
             }),
             changed: watch::channel(0).0,
         }
@@ -185,22 +166,22 @@ impl Direction {
     fn schedule(&self, len: usize, now: Instant) -> Instant {
         let mut state = self.state.lock().expect("link state");
         let faults = state.faults.clone();
-        let jitter_ms = state.rng.below(faults.jitter_ms);
+        let jitter_ms = state.rng.range(0, faults.jitter_ms + 1);
         let mut at = now + Duration::from_millis(faults.delay_ms + jitter_ms);
-        if state.rng.chance(faults.loss) {
+        if chance(&mut state.rng, faults.loss) {
             let mut rto_ms = RTO_MIN_MS;
             let mut waited_ms = rto_ms;
-            while state.rng.chance(faults.loss) && waited_ms < RTO_MAX_MS {
+            while chance(&mut state.rng, faults.loss) && waited_ms < RTO_MAX_MS {
                 rto_ms = (rto_ms * 2).min(RTO_MAX_MS);
                 waited_ms += rto_ms;
             }
             at += Duration::from_millis(waited_ms);
         }
-        if state.rng.chance(faults.reorder) {
+        if chance(&mut state.rng, faults.reorder) {
             at += Duration::from_millis(faults.reorder_delay_ms);
         }
         if let Some(rate) = faults.bandwidth_bytes_per_s.filter(|r| *r > 0) {
-            let copies = if state.rng.chance(faults.duplicate) {
+            let copies = if chance(&mut state.rng, faults.duplicate) {
                 2
             } else {
                 1

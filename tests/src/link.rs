@@ -325,33 +325,45 @@ async fn serve(listener: TcpListener, pair: Pair, source: Ipv4Addr, target: Sock
 }
 
 /// Waits until the pair is not cut with [`CutKind::Drop`]; false when it is (or becomes)
-/// cut with [`CutKind::Reset`].
-async fn wait_until_not_dropped(pair: &Pair) -> bool {
+/// cut with [`CutKind::Reset`], or the client gives up first. What the client sends
+/// meanwhile is kept in `held` (up to [`SEGMENT_BYTES`]), so a client that closes is
+/// noticed and its socket freed instead of piling up through a long cut.
+async fn wait_until_not_dropped(pair: &Pair, inbound: &mut TcpStream, held: &mut Vec<u8>) -> bool {
     let mut forward = pair.forward.changed.subscribe();
     let mut backward = pair.backward.changed.subscribe();
+    let mut buf = vec![0u8; SEGMENT_BYTES];
     loop {
         match pair.cut() {
             None => return true,
             Some(CutKind::Reset) => return false,
             Some(CutKind::Drop) => {}
         }
+        let room = SEGMENT_BYTES.saturating_sub(held.len());
         tokio::select! {
             _ = forward.changed() => {}
             _ = backward.changed() => {}
+            read = inbound.read(&mut buf[..room]), if room > 0 => match read {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => held.extend_from_slice(&buf[..n]),
+            },
         }
     }
 }
 
-async fn connection(inbound: TcpStream, pair: Pair, source: Ipv4Addr, target: SocketAddrV4) {
+async fn connection(mut inbound: TcpStream, pair: Pair, source: Ipv4Addr, target: SocketAddrV4) {
     // A new connection needs both directions: held while either is dropped, closed at
     // once while either is reset.
-    if !wait_until_not_dropped(&pair).await {
+    let mut held = Vec::new();
+    if !wait_until_not_dropped(&pair, &mut inbound, &mut held).await {
         return;
     }
     let outbound = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), async {
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))?;
-        socket.connect(SocketAddr::V4(target)).await
+        let mut outbound = socket.connect(SocketAddr::V4(target)).await?;
+        // What arrived while the connection was held goes first, at the heal.
+        outbound.write_all(&held).await?;
+        Ok::<_, std::io::Error>(outbound)
     })
     .await;
     let Ok(Ok(outbound)) = outbound else {

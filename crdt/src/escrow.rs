@@ -55,6 +55,18 @@
 //!   force before the lowering until the call-back reaches every holder. Concurrent
 //!   call-backs may retire more than the excess; the home node then restores the shortfall
 //!   with `grant(deficit(q))` — never above `q`, by the rule above.
+//! - **Usage served without rights** (before the node serving it knew of the quota: set
+//!   later, or set on a home that crashed before telling anyone) counts against the quota:
+//!   that node, once it knows the quota, records it with
+//!   [`BoundedCounter::declare_unmetered`] — a grant to itself consumed at once, so the
+//!   limit and the consumption both grow by it and no spendable right is created. A node's
+//!   unmetered usage is what its ledger slot billed beyond its net consumption (the sync
+//!   core computes it). The home's `deficit` then sees a limit that already holds that
+//!   usage, and a declaration that lifts the limit above the quota makes every node call
+//!   back its unspent rights, as a lowering does. Before a node has consumed or declared
+//!   anything ([`BoundedCounter::consumed_by`] is 0), the home counts its ledger slot as
+//!   unmetered (and grants that much less), so usage it already knows of is not granted
+//!   on top.
 //! - **Refund after a lowering**: a refund gives its node back rights the limit still
 //!   counts, so a node that had spent everything when it called back may hold some again;
 //!   it calls back again (the sync core looks at the tenant after every refund).
@@ -226,6 +238,32 @@ impl BoundedCounter {
             return Ok(());
         }
         add_cell(&mut self.granted, node, amount, node)
+    }
+
+    /// `node` records `amount` of usage it admitted without spending rights (served before
+    /// it knew of the quota): granted to itself and consumed in one step, so the limit and
+    /// the consumption both count it and no spendable right is created (see the module
+    /// doc). Nothing changes if either cell would overflow.
+    pub fn declare_unmetered(&mut self, node: NodeId, amount: u64) -> Result<(), EscrowError> {
+        if amount == 0 {
+            return Ok(());
+        }
+        let granted = self.granted.get(&node).copied().unwrap_or(0);
+        let consumed = self.consumed.get(&node).copied().unwrap_or(0);
+        let (Some(granted), Some(consumed)) =
+            (granted.checked_add(amount), consumed.checked_add(amount))
+        else {
+            return Err(EscrowError::Overflow(node));
+        };
+        self.granted.insert(node, granted);
+        self.consumed.insert(node, consumed);
+        Ok(())
+    }
+
+    /// What `node` ever consumed (refunds not deducted): 0 means it has neither spent a right
+    /// nor declared unmetered usage for this counter.
+    pub fn consumed_by(&self, node: NodeId) -> u64 {
+        self.consumed.get(&node).copied().unwrap_or(0)
     }
 
     /// `node` spends `amount` of its local rights on admitted usage.
@@ -712,6 +750,35 @@ mod tests {
         assert_eq!(home.deficit(60), 0);
         home.merge(&edge);
         assert_eq!(home.limit(), 60);
+    }
+
+    #[test]
+    fn declared_unmetered_usage_counts_against_the_quota_and_creates_no_rights() {
+        let mut c = BoundedCounter::new();
+        // Node EDGE served 80 before it knew of a quota of 100; the home grants the rest.
+        c.declare_unmetered(EDGE, 80).unwrap();
+        assert_eq!(
+            (c.limit(), c.total_consumed(), c.local_rights(EDGE)),
+            (80, 80, 0)
+        );
+        assert_eq!(c.deficit(100), 20);
+        c.grant(HOME, c.deficit(100)).unwrap();
+        assert_eq!(c.local_rights(HOME), 20);
+        // Declared above the quota: the excess is called back from unspent rights.
+        c.declare_unmetered(EDGE, 50).unwrap();
+        assert_eq!(c.call_back(HOME, 100).unwrap(), 20);
+        assert_eq!(c.local_rights(HOME) + c.local_rights(EDGE), 0);
+        assert!(c.invariant_holds());
+        assert_eq!(c.consumed_by(EDGE), 130);
+        assert_eq!(
+            c.declare_unmetered(EDGE, u64::MAX),
+            Err(EscrowError::Overflow(EDGE))
+        );
+        assert_eq!(
+            c.consumed_by(EDGE),
+            130,
+            "a refused declaration changes nothing"
+        );
     }
 
     #[test]

@@ -383,9 +383,15 @@ struct Writer {
     rotate_requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
 }
 
-/// The writer: commits pending changes when woken (a request waits) or every `interval`
-/// (changes from peers), one transaction at a time; on stop, commits once more and closes
-/// the store.
+/// How often the writer looks whether peers' directory ops wait for a commit. They are
+/// enforced only once durable ([`Node::promote`] after the commit), so this, plus one
+/// commit, bounds how long a revocation learned from a peer waits to be enforced here.
+const STAGED_POLL: Duration = Duration::from_millis(5);
+
+/// The writer: commits pending changes when woken (a request waits), when peers' directory
+/// ops are staged (looked at every [`STAGED_POLL`]) or every `interval` (other changes
+/// from peers), one transaction at a time; after each commit, enforces the peers'
+/// directory ops it made durable; on stop, commits once more and closes the store.
 async fn writer(writer: Writer) {
     let Writer {
         node_id,
@@ -407,13 +413,24 @@ async fn writer(writer: Writer) {
     let mut last = false;
     let mut rotated_at = Instant::now();
     let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+    let mut flush_at = tokio::time::Instant::now() + interval;
     while !last {
         tokio::select! {
             () = wake.notified() => {}
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep_until(flush_at) => {}
+            () = tokio::time::sleep(STAGED_POLL) => {
+                let staged = node
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .staged_directory_ops();
+                if staged == 0 {
+                    continue;
+                }
+            }
             Some(reply) = rotate_requests.recv() => waiting.push(reply),
             _ = stopped.changed() => last = true,
         }
+        flush_at = tokio::time::Instant::now() + interval;
         let (changes, usage_records, snapshot) = {
             let mut node = node.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let changes = node.take_changes();
@@ -429,6 +446,7 @@ async fn writer(writer: Writer) {
         let usage_records: Vec<Vec<u8>> = usage_records.iter().map(|r| r.encode(node_id)).collect();
         let take = takes.load(Ordering::Acquire);
         let own_changes = changes.own_changes;
+        let directory_through = changes.directory_through.clone();
         let rotate = !waiting.is_empty() || last || rotated_at.elapsed() >= records_interval;
         if changes.is_empty() && snapshot.is_none() && !rotate {
             durable.send_if_modified(|d| {
@@ -455,6 +473,10 @@ async fn writer(writer: Writer) {
             Ok((returned, Ok(due), rotated)) => {
                 store = returned;
                 snapshot_due = due;
+                // Durable now: the peers' directory ops this batch carried may be enforced.
+                node.lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .promote(&directory_through);
                 durable.send_modify(|d| {
                     d.own_changes = d.own_changes.max(own_changes);
                     d.takes = d.takes.max(take);

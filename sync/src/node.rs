@@ -10,6 +10,27 @@
 //! again no later than [`Node::next_wakeup_ms`]. Outputs must leave only after the node's
 //! state is persisted (a transfer sent and then forgotten by a crash would be given twice).
 //!
+//! # Peers' directory ops: durable before enforced
+//! Auth must never enforce what a crash can take back: a node that refused a revoked key
+//! and then, after a kill -9, accepted it again (the revocation having reached it from a
+//! peer but not its disk) breaks the promise a revocation makes. So directory ops from
+//! peers (pushes and anti-entropy sync alike) are *staged* ([`Directory::stage_delta`]):
+//! held in the log, counted in the digest this node advertises (so peers do not resend
+//! them; a resend is a duplicate, one comparison each), served onward to other peers,
+//! handed to the store by [`Node::take_changes`] in [`Changes::directory`] — but not in
+//! the view that requests read. Once the batch carrying them is committed, the caller
+//! passes its [`Changes::directory_through`] to [`Node::promote`], which enforces them.
+//! [`Node::state`] (a snapshot) includes staged ops, and a loaded state enforces all it
+//! holds: anything persisted is durable. Directory causality is per origin (an origin's
+//! op `n` only after `n − 1`), and staged ops extend each origin's prefix, so persisted
+//! deltas replay in order on load whichever of their predecessors were also staged; the
+//! view is order-independent across origins. A caller without a store promotes right
+//! after it has recorded the batch (the simulator does: "commit, then promote"). Own
+//! edits ([`Node::edit_directory`]) are enforced at once; the admin API answers only once
+//! they are durable, and they leave the node only then (outputs wait for durability).
+//! A persisting caller should commit promptly when [`Node::staged_directory_ops`] is
+//! non-zero: that delay is how long a revocation from a peer waits to be enforced here.
+//!
 //! # What it does
 //! - **Push**: local ledger increments, directory ops and changed bounded counters are
 //!   batched for `push_delay_ms` and broadcast, in size-bounded messages.
@@ -31,13 +52,32 @@
 //!   quota into grants, for the current period and the next; raising adds the deficit,
 //!   lowering makes every node call back its unspent excess (rules in
 //!   `tessera_crdt::escrow`). New grants are spread over the members the home knows.
+//!
+//! # What a quota bounds
+//! A quota bounds the period's total usage as known to the tenant's home node. A node that
+//! has not heard of a quota serves without it; what it served counts against the quota
+//! once it hears of the quota (it declares its ledger usage beyond its net consumption
+//! into the counter: `BoundedCounter::declare_unmetered`) — and, before that, once the home
+//! sees it in the ledger (the home grants only `quota − usage of nodes that have not
+//! consumed or declared anything`, looked at again as ledger data arrives). So usage
+//! billed before `quota set` stands and leaves only the rest of the quota; a lowering below
+//! it admits nothing more. Why the home's two sources cannot overrun together: a node's
+//! declaration is written before its first consume of the counter (every consume runs the
+//! quota pass first), and its counter cells travel as one state, so a view that shows any
+//! consumption of that node also shows its declaration; a view in which its ledger slot is
+//! ahead of its counter only counts metered usage as unmetered (the home grants less, and
+//! grants again when the counter arrives: self-correcting). The overrun that remains is
+//! inherent to serving without coordination: usage served by nodes that had not heard of
+//! the quota and that the home had not heard of when it granted; it is called back from
+//! unspent rights as soon as it is declared. Only monthly counters see prior usage (the
+//! ledger bills by month; hourly quotas count from when they are known).
 //! - **Membership**: when each peer was last heard from, and whether it is connected.
 //! - **Hostile input**: every message is validated before use; a push carrying another
 //!   node's data is refused (a node pushes only its own); refusals are counted.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError, Op, SyncMessage};
+use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError, Op};
 use tessera_crdt::ledger::{Delta, IncrementError};
 use tessera_crdt::{
     BoundedCounter, CounterKey, EscrowBook, EscrowError, IdHashMap, IdHashSet, Ledger, NodeId,
@@ -146,6 +186,10 @@ pub struct Changes {
     /// [`Node::own_changes`] when the batch was taken: once it is durable, outputs
     /// reflecting own changes up to this point may leave.
     pub own_changes: u64,
+    /// Every directory op this batch and the ones before it hand out (each origin's prefix):
+    /// once the batch is durable, pass it to [`Node::promote`] to enforce the peers' ops it
+    /// carries.
+    pub directory_through: VersionVector,
 }
 
 impl Changes {
@@ -375,7 +419,8 @@ impl Node {
             .collect()
     }
 
-    /// The state to persist.
+    /// The state to persist (staged directory ops included: a snapshot taken with the
+    /// batch that hands them out makes them durable with it).
     pub fn state(&self) -> NodeState {
         NodeState {
             ledger: self.ledger.clone(),
@@ -423,7 +468,27 @@ impl Node {
             directory,
             escrow,
             own_changes: self.own_changes,
+            directory_through: self.persisted_directory.clone(),
         }
+    }
+
+    /// Enforces the peers' directory ops that a committed batch made durable: call it with
+    /// that batch's [`Changes::directory_through`] once the batch is durable (see the
+    /// module doc, "Peers' directory ops"). Returns how many ops it enforced. Calling it
+    /// again, or with an older batch's vector, does nothing.
+    pub fn promote(&mut self, directory_through: &VersionVector) -> usize {
+        let tenants = self.directory.promote(directory_through);
+        let promoted = tenants.len();
+        // A quota, a home or a status may have changed: look at those tenants again.
+        self.quota_tenants.extend(tenants);
+        promoted
+    }
+
+    /// Peers' directory ops held but not enforced until a commit covers them: a persisting
+    /// caller commits soon when this is non-zero (the delay is that of an enforced
+    /// revocation).
+    pub fn staged_directory_ops(&self) -> usize {
+        self.directory.staged()
     }
 
     /// Outputs produced since the last call.
@@ -707,17 +772,14 @@ impl Node {
                         origin: op.origin.0,
                     });
                 }
-                self.apply_directory(&delta)?;
+                self.stage_directory(&delta)?;
             }
             Message::Directory(sync) => {
+                // Staged, like a push: enforced by `promote` once durable.
                 let reply = self
                     .directory
-                    .handle_sync(&sync, self.config.directory_ops_max)
+                    .stage_sync(&sync, self.config.directory_ops_max)
                     .map_err(|e| MessageError::Invalid(e.to_string()))?;
-                if let SyncMessage::Ops { delta, .. } = &sync {
-                    self.quota_tenants
-                        .extend(delta.ops.iter().map(|op| op.change.tenant()));
-                }
                 if let Some(reply) = reply {
                     self.send(from, Message::Directory(reply));
                 }
@@ -800,20 +862,31 @@ impl Node {
         if stale {
             self.stats.messages_stale += 1;
         } else {
+            // Usage from a node that has not declared anything for a quota'd counter: the
+            // home grants that much less (see `undeclared_usage`), so look again.
+            for part in &delta.parts {
+                for entry in &part.entries {
+                    if self
+                        .escrow
+                        .get(&entry.key)
+                        .is_some_and(|c| c.consumed_by(part.origin) == 0)
+                    {
+                        self.quota_tenants.insert(entry.key.tenant);
+                    }
+                }
+            }
             self.persist_ledger.push(delta.clone());
         }
         Ok(())
     }
 
-    fn apply_directory(&mut self, delta: &DirectoryDelta) -> Result<(), MessageError> {
+    /// Stages a peer's ops (held, enforced by [`Node::promote`] once durable).
+    fn stage_directory(&mut self, delta: &DirectoryDelta) -> Result<(), MessageError> {
         let report = self
             .directory
-            .apply_delta(delta)
+            .stage_delta(delta)
             .map_err(|e| MessageError::Invalid(e.to_string()))?;
-        if report.applied > 0 {
-            self.quota_tenants
-                .extend(delta.ops.iter().map(|op| op.change.tenant()));
-        } else {
+        if report.applied == 0 {
             self.stats.messages_stale += 1;
         }
         Ok(())
@@ -1262,12 +1335,19 @@ impl Node {
             }
         }
         for (key, quota, home) in work {
+            self.declare_unmetered(now_ms, key);
+            // The home grants only what the usage it knows of leaves of the quota.
+            let target = if home {
+                quota.saturating_sub(self.undeclared_usage(&key))
+            } else {
+                quota
+            };
             let limit = self.escrow.get(&key).map_or(0, BoundedCounter::limit);
-            if limit > quota {
+            if limit > target {
                 let retired = self
                     .escrow
                     .counter_mut(key)
-                    .call_back(self.id, quota)
+                    .call_back(self.id, target)
                     .unwrap_or(0);
                 if retired > 0 {
                     self.touch(key);
@@ -1275,7 +1355,7 @@ impl Node {
                 }
             }
             if home {
-                let deficit = self.escrow.get(&key).map_or(quota, |c| c.deficit(quota));
+                let deficit = self.escrow.get(&key).map_or(target, |c| c.deficit(target));
                 if deficit > 0 && self.escrow.counter_mut(key).grant(self.id, deficit).is_ok() {
                     if self.config.spread_grants {
                         self.spread(key, deficit);
@@ -1285,6 +1365,40 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Records in the counter of `key` the usage this node billed for it without spending
+    /// rights (its ledger slot beyond its net consumption: served before it knew of the
+    /// quota), so it counts against the quota (`BoundedCounter::declare_unmetered`). Usage
+    /// admitted and not billed yet only makes the difference smaller for now: it is declared
+    /// at a later pass if it is never matched by a consume.
+    fn declare_unmetered(&mut self, now_ms: u64, key: CounterKey) {
+        let billed = self.ledger.slot(&key, self.id).value;
+        let metered = self.escrow.get(&key).map_or(0, |c| c.refundable(self.id));
+        let unmetered = billed.saturating_sub(metered);
+        if unmetered > 0
+            && self
+                .escrow
+                .counter_mut(key)
+                .declare_unmetered(self.id, unmetered)
+                .is_ok()
+        {
+            self.touch(key);
+            self.schedule_push(now_ms);
+        }
+    }
+
+    /// The home's reserve: usage of `key` in this node's ledger billed by nodes that, in
+    /// this view, have neither consumed nor declared anything for it (all they billed was
+    /// served without rights; they declare it once they hear of the quota, and from then
+    /// on their usage is in the counter).
+    fn undeclared_usage(&self, key: &CounterKey) -> u64 {
+        let counter = self.escrow.get(key);
+        self.ledger
+            .breakdown(key)
+            .into_iter()
+            .filter(|(origin, _)| counter.is_none_or(|c| c.consumed_by(*origin) == 0))
+            .fold(0u64, |sum, (_, billed)| sum.saturating_add(billed))
     }
 
     /// Gives each known member an equal share of a new grant (the home keeps its share and

@@ -13,11 +13,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{fast_config, for_each_seed, NetConfig, Sim, START_MS};
-use tessera_crdt::directory::{Change, KeyId, Scopes};
+use common::{empty_state, fast_config, for_each_seed, persist, NetConfig, Sim, START_MS};
+use tessera_crdt::directory::{Change, DirectoryDelta, KeyId, KeyStanding, Scopes, SyncMessage};
 use tessera_crdt::ledger::{Delta, DeltaEntry, OriginDelta};
-use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
-use tessera_sync::{Input, Message};
+use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId, VersionVector};
+use tessera_sync::{Input, Message, Node, NodeState};
 
 fn period() -> Period {
     Period::containing(PeriodKind::Month, START_MS)
@@ -41,20 +41,10 @@ fn create_tenant(sim: &mut Sim, at: usize, t: u64, home: usize, quota: Option<u6
             },
         )
         .expect("create tenant");
-        if let Some(limit) = quota {
-            node.edit_directory(
-                now,
-                "admin",
-                Change::SetQuota {
-                    tenant: TenantId(t),
-                    metric: Metric::Requests,
-                    period: PeriodKind::Month,
-                    limit: Some(limit),
-                },
-            )
-            .expect("set quota");
-        }
     });
+    if let Some(limit) = quota {
+        set_quota(sim, at, t, limit);
+    }
 }
 
 fn write_everywhere(sim: &mut Sim, rounds: u64) {
@@ -489,7 +479,10 @@ fn randomized_runs_converge_and_keep_every_invariant() {
             let at = up[sim.rng.below(up.len() as u64) as usize];
             match roll {
                 0..=39 => {
-                    let counter = key(sim.rng.below(6), Metric::ALL[sim.rng.below(4) as usize]);
+                    // Usage of tenants without a quota (billing a quota'd counter without
+                    // admission is usage served without rights: it counts against the
+                    // quota, see `usage_billed_before_a_quota_counts_against_it`).
+                    let counter = key(2 + sim.rng.below(6), Metric::ALL[sim.rng.below(4) as usize]);
                     let amount = 1 + sim.rng.below(9);
                     sim.increment(at, counter, amount);
                 }
@@ -684,4 +677,261 @@ fn a_donor_gives_the_same_requester_once_per_grace_period() {
     let given = donor_before - sim.node(0).local_rights(&k);
     assert_eq!(given, 100, "one donation, not three");
     assert_eq!(sim.node(0).stats().rights_given, 100);
+}
+
+/// How node `node` reads the key `prefix` now.
+fn standing(node: &Node, prefix: &str) -> Option<KeyStanding> {
+    node.directory()
+        .lookup_key(prefix)
+        .next()
+        .map(|m| m.standing)
+}
+
+/// A node restarted after a kill -9 from `durable`, what its store would load (through
+/// the encodings).
+fn restart_from(id: NodeId, durable: &NodeState) -> Node {
+    let state = NodeState {
+        ledger: tessera_crdt::Ledger::decode(&durable.ledger.encode()).expect("ledger"),
+        directory: tessera_crdt::Directory::decode(&durable.directory.encode(), usize::MAX)
+            .expect("directory"),
+        escrow: tessera_crdt::EscrowBook::decode(&durable.escrow.encode()).expect("escrow"),
+    };
+    Node::new(id, fast_config(), 9, state, START_MS)
+}
+
+#[test]
+fn a_revocation_from_a_peer_is_enforced_only_once_durable_and_survives_a_crash() {
+    // Node A makes the edits; node B learns them by push and by anti-entropy, persisting
+    // each batch `take_changes` hands out into `durable` (what its store holds).
+    let (a_id, b_id) = (NodeId(1), NodeId(2));
+    let mut a = Node::empty(a_id, fast_config(), 1, START_MS);
+    let mut b = Node::empty(b_id, fast_config(), 2, START_MS);
+    let mut durable = empty_state(b_id);
+    let t = TenantId(5);
+    let now = START_MS;
+    a.edit_directory(
+        now,
+        "admin",
+        Change::CreateTenant {
+            tenant: t,
+            name: "acme".into(),
+            home: a_id,
+        },
+    )
+    .unwrap();
+    a.edit_directory(
+        now,
+        "admin",
+        Change::CreateKey {
+            tenant: t,
+            key: KeyId(50),
+            prefix: "tk_acme50".into(),
+            secret_hash: [5; 32],
+            scopes: Scopes::RESIZE,
+            label: "ci".into(),
+        },
+    )
+    .unwrap();
+    let created = a.directory().delta_since(&VersionVector::new(), 100);
+    b.handle(
+        now,
+        Input::Message {
+            from: a_id,
+            message: Message::DirectoryPush(created),
+        },
+    );
+    let batch = b.take_changes();
+    persist(&mut durable, &batch);
+    b.promote(&batch.directory_through);
+    assert_eq!(standing(&b, "tk_acme50"), Some(KeyStanding::Usable));
+
+    // The revocation arrives by anti-entropy (a sync reply), then again by push.
+    let held = b.directory().version_vector().clone();
+    a.edit_directory(
+        now,
+        "admin",
+        Change::RevokeKey {
+            tenant: t,
+            key: KeyId(50),
+        },
+    )
+    .unwrap();
+    let revoke = a.directory().delta_since(&held, 100);
+    b.handle(
+        now + 25,
+        Input::Message {
+            from: a_id,
+            message: Message::Directory(SyncMessage::Ops {
+                delta: revoke.clone(),
+                digest: a.directory().version_vector().clone(),
+            }),
+        },
+    );
+    // Held, not enforced: a crash now must not take back a refusal, so there is none.
+    assert_eq!(
+        standing(&b, "tk_acme50"),
+        Some(KeyStanding::Usable),
+        "enforced before it is durable"
+    );
+    assert_eq!(b.staged_directory_ops(), 1);
+    assert_eq!(
+        b.directory().version_vector(),
+        a.directory().version_vector()
+    );
+    let stale = b.stats().messages_stale;
+    b.handle(
+        now + 26,
+        Input::Message {
+            from: a_id,
+            message: Message::DirectoryPush(revoke),
+        },
+    );
+    assert_eq!(
+        b.stats().messages_stale,
+        stale + 1,
+        "a resend is a duplicate"
+    );
+    let batch = b.take_changes();
+    assert_eq!(
+        batch.directory.iter().map(|d| d.ops.len()).sum::<usize>(),
+        1,
+        "the staged op goes to the store"
+    );
+    // Crash before the commit: the restarted node never refused the key, and still has
+    // not heard of the revocation (anti-entropy brings it again).
+    let before = restart_from(b_id, &durable);
+    assert_eq!(standing(&before, "tk_acme50"), Some(KeyStanding::Usable));
+    // Commit, then promote: refused from now on, and after any crash.
+    persist(&mut durable, &batch);
+    assert_eq!(b.promote(&batch.directory_through), 1);
+    assert_eq!(standing(&b, "tk_acme50"), Some(KeyStanding::Revoked));
+    let after = restart_from(b_id, &durable);
+    assert_eq!(standing(&after, "tk_acme50"), Some(KeyStanding::Revoked));
+    // A snapshot taken with a batch that hands out staged ops holds them too.
+    let mut c = Node::empty(NodeId(3), fast_config(), 3, START_MS);
+    c.handle(
+        now,
+        Input::Message {
+            from: a_id,
+            message: Message::DirectoryPush(DirectoryDelta {
+                ops: a.directory().delta_since(&VersionVector::new(), 100).ops,
+            }),
+        },
+    );
+    let _ = c.take_changes();
+    let snapshot = restart_from(NodeId(3), &c.state());
+    assert_eq!(standing(&snapshot, "tk_acme50"), Some(KeyStanding::Revoked));
+}
+
+/// Serves one request of tenant `t` at node `i` as the edge does: with a monthly request
+/// quota known there, admitted by a consume and billed only if admitted; with none known,
+/// billed without rights. Returns whether it was served.
+fn serve(sim: &mut Sim, i: usize, t: u64) -> bool {
+    let k = key(t, Metric::Requests);
+    let quota_known = sim
+        .node(i)
+        .directory()
+        .tenant(TenantId(t))
+        .and_then(|tenant| tenant.quota(Metric::Requests, PeriodKind::Month))
+        .is_some();
+    if quota_known && sim.consume(i, k, 1).is_err() {
+        return false;
+    }
+    sim.increment(i, k, 1);
+    true
+}
+
+fn set_quota(sim: &mut Sim, at: usize, t: u64, limit: u64) {
+    sim.with_node(at, |node, now| {
+        node.edit_directory(
+            now,
+            "admin",
+            Change::SetQuota {
+                tenant: TenantId(t),
+                metric: Metric::Requests,
+                period: PeriodKind::Month,
+                limit: Some(limit),
+            },
+        )
+    })
+    .expect("set quota");
+}
+
+#[test]
+fn usage_billed_before_a_quota_counts_against_it() {
+    // 100 requests billed, then `quota set`: a quota below that admits nothing more, one
+    // above it admits only the rest ("N requests a month").
+    for (quota, seed) in [(50, 21), (150, 22)] {
+        let mut sim = Sim::new(3, seed, fast_config(), NetConfig::perfect());
+        create_tenant(&mut sim, 0, 1, 0, None);
+        sim.run_for(2_000);
+        for _ in 0..100 {
+            assert!(serve(&mut sim, 1, 1));
+            sim.run_for(3);
+        }
+        sim.run_for(3_000);
+        set_quota(&mut sim, 0, 1, quota);
+        sim.run_for(1_000);
+        let mut admitted = 0;
+        for _ in 0..200 {
+            for i in 0..3 {
+                admitted += u64::from(serve(&mut sim, i, 1));
+            }
+            sim.run_for(5);
+        }
+        sim.run_for(5_000);
+        let total = sim.node(0).ledger().total(&key(1, Metric::Requests));
+        assert!(
+            total <= quota.max(100),
+            "quota {quota} after 100 billed: {total} billed in all"
+        );
+        if quota > 100 {
+            // The rest of the quota is usable (escrow leaves a few rights stranded at most).
+            assert!(admitted >= quota - 100 - 10, "only {admitted} admitted");
+        }
+    }
+}
+
+#[test]
+fn a_quota_set_on_a_home_that_crashes_at_once_is_not_granted_on_top() {
+    // The home acknowledges `quota set` (durable there) and dies before telling anyone; the
+    // others serve without the quota meanwhile. Once the home is back, what they served
+    // counts: the home does not grant the full quota on top.
+    let quota = 200;
+    let mut sim = Sim::new(3, 31, fast_config(), NetConfig::perfect());
+    create_tenant(&mut sim, 0, 1, 0, None);
+    sim.run_for(2_000);
+    sim.partition(&[vec![0], vec![1, 2]]);
+    set_quota(&mut sim, 0, 1, quota);
+    sim.crash(0);
+    for _ in 0..150 {
+        for i in [1, 2] {
+            assert!(serve(&mut sim, i, 1), "no quota known: served");
+        }
+        sim.run_for(5);
+    }
+    sim.heal();
+    sim.restart(0);
+    for _ in 0..300 {
+        for i in 0..3 {
+            serve(&mut sim, i, 1);
+        }
+        sim.run_for(5);
+    }
+    sim.run_for(5_000);
+    let total = sim.node(0).ledger().total(&key(1, Metric::Requests));
+    // 300 were served without the quota; the home may spend a few rights of its own grant
+    // in the milliseconds before the others' usage reaches it (one request per 5 ms here).
+    assert!(
+        total <= 300 + 10,
+        "{total} billed against a quota of {quota}"
+    );
+    let counter = sim.node(0).escrow().get(&key(1, Metric::Requests)).unwrap();
+    assert!(
+        counter.total_consumed() >= 300,
+        "the usage is declared: {counter:?}"
+    );
+    for i in 0..3 {
+        assert_eq!(sim.node(i).local_rights(&key(1, Metric::Requests)), 0);
+    }
 }

@@ -222,10 +222,12 @@ impl Sim {
         let Some(node) = self.nodes[from].as_mut() else {
             return;
         };
-        // Persist before anything leaves (the driver's contract).
+        // Persist before anything leaves (the driver's contract), then enforce the peers'
+        // directory ops that batch made durable: commit, then promote, as the edge's writer.
         let changes = node.take_changes();
         let outputs = node.take_outputs();
         persist(&mut self.durable[from], &changes);
+        node.promote(&changes.directory_through);
         for output in outputs {
             match output {
                 Output::Send { to, message } => {
@@ -541,8 +543,10 @@ impl Sim {
                     "seed {}: quota {quota} overrun: {counter:?}",
                     self.seed
                 );
+                // Usage declared as served without rights lifts the limit with the
+                // consumption: never a spendable right above the quota.
                 assert!(
-                    counter.limit() <= *quota,
+                    u128::from(counter.limit()) <= u128::from(*quota).max(counter.total_consumed()),
                     "seed {}: rights created: limit {} > quota {quota}",
                     self.seed,
                     counter.limit()
@@ -596,7 +600,8 @@ pub fn for_each_seed(default_count: u64, run: impl Fn(u64) + std::panic::RefUnwi
     }
 }
 
-fn empty_state(id: NodeId) -> NodeState {
+/// A fresh node's persisted state.
+pub fn empty_state(id: NodeId) -> NodeState {
     NodeState {
         ledger: tessera_crdt::Ledger::new(id),
         directory: tessera_crdt::Directory::new(id),
@@ -605,7 +610,7 @@ fn empty_state(id: NodeId) -> NodeState {
 }
 
 /// Applies one batch of changes to a durable state, through the batch's encodings.
-fn persist(state: &mut NodeState, changes: &tessera_sync::Changes) {
+pub fn persist(state: &mut NodeState, changes: &tessera_sync::Changes) {
     for delta in &changes.ledger {
         let delta = tessera_crdt::ledger::Delta::decode(&delta.encode()).expect("delta decodes");
         state.ledger.apply_delta(&delta).expect("delta applies");

@@ -258,6 +258,8 @@ pub struct Schedule {
 
 /// The shortest and longest a network fault lasts.
 const NET_FAULT_MS: (u64, u64) = (1000, 7000);
+/// The longest the final partition lasts (it may span most of a short run's faults).
+const FINAL_PARTITION_MS_MAX: u64 = 15_000;
 /// The shortest and longest a process stays killed or paused.
 const PROC_FAULT_MS: (u64, u64) = (500, 5000);
 
@@ -372,8 +374,9 @@ fn network_track(rng: &mut Rng, plan: Plan, heal_ms: u64) -> Vec<(u64, Fault)> {
             (links, Fault::Heal)
         }
     });
-    // The last episode's undo gives way to a partition lasting until the final heal (at
-    // least NET_FAULT_MS.0, over the end of that episode if need be).
+    // The last episode's undo gives way to a partition lasting until the final heal: from
+    // then, or longer (up to FINAL_PARTITION_MS_MAX, over the episodes before it), since
+    // what a long silent cut does to reconnection is what convergence must survive.
     let last_undo = match out.last() {
         Some((at, Fault::Heal)) => {
             let at = *at;
@@ -382,7 +385,11 @@ fn network_track(rng: &mut Rng, plan: Plan, heal_ms: u64) -> Vec<(u64, Fault)> {
         }
         _ => heal_ms,
     };
-    let start = last_undo.min(heal_ms - NET_FAULT_MS.0);
+    let len_ms = rng.range(NET_FAULT_MS.0, FINAL_PARTITION_MS_MAX);
+    let start = last_undo.min(heal_ms - len_ms).max(plan.warmup_ms);
+    // What would have happened in the network from then on is replaced (a heal inside the
+    // final partition would end it); an episode still open then joins it until the heal.
+    out.retain(|(at, _)| *at < start);
     out.push((start, partition(rng, nodes)));
     out
 }

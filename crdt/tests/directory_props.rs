@@ -5,7 +5,8 @@
 //! origins' logs were interleaved; a revocation wins every race (scope change, relabel,
 //! re-creation of the key id, tenant rename, suspension); concurrent quota edits end with
 //! the same value everywhere; the audit history lists every change with its actor; and
-//! encodings round-trip while arbitrary bytes never panic the decoders.
+//! encodings round-trip while arbitrary bytes never panic the decoders; ops staged and
+//! promoted in any steps are enforced exactly as promoted.
 
 use proptest::prelude::*;
 use tessera_crdt::directory::{
@@ -457,6 +458,55 @@ proptest! {
             let seqs: Vec<u64> = history.iter().filter(|op| op.origin == node(i)).map(|op| op.seq).collect();
             prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]), "origin order broken: {:?}", seqs);
         }
+    }
+
+    #[test]
+    fn staged_ops_are_enforced_exactly_as_promoted(
+        replicas in directories_strategy(),
+        chunk in 1usize..6,
+        cuts in prop::collection::vec(0u64..8, 0..6),
+    ) {
+        // Replica 0 learns what the others hold by staging it in chunks, promoting each
+        // origin's prefix up to a random cut after each chunk: its view is always that of
+        // exactly the ops promoted (and its own), and promoting everything ends where
+        // applying does.
+        let mut full = replicas[0].clone();
+        for other in &replicas[1..] {
+            full.merge(other);
+        }
+        let mut staged = replicas[0].clone();
+        let mut step = 0;
+        loop {
+            let delta = full.delta_since(staged.version_vector(), chunk);
+            if delta.is_empty() {
+                break;
+            }
+            staged.stage_delta(&delta).unwrap();
+            let cut = cuts.get(step).copied().unwrap_or(0);
+            step += 1;
+            let mut through = VersionVector::new();
+            for i in 0..NODES {
+                through.advance(node(i), cut);
+            }
+            staged.promote(&through);
+            let enforced = staged.enforced().clone();
+            let mut reference = Directory::new(node(0));
+            reference
+                .apply_delta(&DirectoryDelta {
+                    ops: full
+                        .delta_since(&VersionVector::new(), usize::MAX)
+                        .ops
+                        .into_iter()
+                        .filter(|op| op.seq <= enforced.get(op.origin))
+                        .collect(),
+                })
+                .unwrap();
+            prop_assert!(staged.same_view(&reference), "the view is not the promoted prefix");
+        }
+        prop_assert!(staged.same_state(&full));
+        staged.promote(full.version_vector());
+        prop_assert_eq!(staged.staged(), 0);
+        assert_same(&staged, &full)?;
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
@@ -192,11 +193,26 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
+/// The ports the harness gives nodes: below Linux's ephemeral range (32768 and up), so
+/// no outgoing connection (the proxies make many) takes a node's port while it is down
+/// between a kill and a restart, or between the pick and the start.
+const NODE_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+static PORTS_PICKED: AtomicU32 = AtomicU32::new(0);
+
+/// A loopback port that is free now, from [`NODE_PORTS`]; successive calls (and other
+/// processes, by their pid) start from different places.
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+    let span = NODE_PORTS.end - NODE_PORTS.start;
+    let start = std::process::id().wrapping_mul(7_919).wrapping_add(
+        PORTS_PICKED
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(104_729),
+    );
+    (0..span)
+        .map(|k| (NODE_PORTS.start + start.wrapping_add(k) % span) as u16)
+        .find(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).is_ok())
+        .expect("a free loopback port below the ephemeral range")
 }
 
 impl Cluster {

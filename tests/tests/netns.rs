@@ -1,8 +1,9 @@
 //! The namespace backend end to end (root only; skipped with a message otherwise): three
 //! nodes, each in its own network namespace, one isolated by a router that silently drops
-//! its packets (no reset, no error: TCP backs off as after a real cut), writes on both
-//! sides of the partition, then the heal; every node must then report the same totals.
-//! Prints the measured convergence time after the heal.
+//! its packets (no reset, no error: TCP backs off as after a real cut) or by blackhole
+//! routes, writes on both sides of the partition, then the heal; every node must then
+//! report the same totals. The same scenario runs through the userspace link layer too
+//! (any user), for comparison. Prints the measured convergence time after the heal.
 
 use std::time::{Duration, Instant};
 
@@ -31,12 +32,14 @@ async fn write(cluster: &Cluster, i: usize, key: &str, count: u64) -> (u64, u64)
     (ok, unknown)
 }
 
-async fn partition_of_silently_dropped_packets_heals_to_identical_totals(kind: CutKind) {
-    if let Some(reason) = netns::unavailable_reason() {
-        eprintln!("SKIP: the namespace backend is unavailable: {reason}");
-        return;
+async fn isolated_then_healed(backend: Backend, kind: CutKind) {
+    if backend == Backend::Netns {
+        if let Some(reason) = netns::unavailable_reason() {
+            eprintln!("SKIP: the namespace backend is unavailable: {reason}");
+            return;
+        }
     }
-    let mut cluster = Cluster::start(ClusterSpec::new(3, Backend::Netns), node_bin!()).await;
+    let mut cluster = Cluster::start(ClusterSpec::new(3, backend), node_bin!()).await;
     let acme = cluster
         .admin(0)
         .tenant_with_key("acme", None)
@@ -74,7 +77,7 @@ async fn partition_of_silently_dropped_packets_heals_to_identical_totals(kind: C
     }
     let isolated = cluster.admin(2).requests(&acme.tenant).await.unwrap();
     let majority = cluster.admin(0).requests(&acme.tenant).await.unwrap();
-    eprintln!("{kind:?} partition: {acknowledged} acknowledged, {unknown} unknown; isolated node sees {isolated}, node 0 sees {majority}");
+    eprintln!("{backend:?} {kind:?} partition: {acknowledged} acknowledged, {unknown} unknown; isolated node sees {isolated}, node 0 sees {majority}");
     assert!(
         isolated < acknowledged && majority < acknowledged,
         "the partition let usage through ({isolated}, {majority} of {acknowledged})"
@@ -94,7 +97,7 @@ async fn partition_of_silently_dropped_packets_heals_to_identical_totals(kind: C
         )
         .await;
     let took = healed.elapsed();
-    eprintln!("{kind:?} partition: identical totals ({total}) {took:?} after the heal");
+    eprintln!("{backend:?} {kind:?} partition: identical totals ({total}) {took:?} after the heal");
     assert!(
         total <= acknowledged + unknown,
         "{total} billed: more than {acknowledged} acknowledged + {unknown} unknown"
@@ -103,10 +106,20 @@ async fn partition_of_silently_dropped_packets_heals_to_identical_totals(kind: C
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_isolated_by_dropped_packets_converges_after_the_heal() {
-    partition_of_silently_dropped_packets_heals_to_identical_totals(CutKind::Drop).await;
+    isolated_then_healed(Backend::Netns, CutKind::Drop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_isolated_by_blackhole_routes_converges_after_the_heal() {
-    partition_of_silently_dropped_packets_heals_to_identical_totals(CutKind::Reset).await;
+    isolated_then_healed(Backend::Netns, CutKind::Reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_the_link_layer_a_node_isolated_by_dropped_packets_converges_after_the_heal() {
+    isolated_then_healed(Backend::Proxy, CutKind::Drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_the_link_layer_a_node_isolated_by_resets_converges_after_the_heal() {
+    isolated_then_healed(Backend::Proxy, CutKind::Reset).await;
 }

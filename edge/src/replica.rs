@@ -383,15 +383,10 @@ struct Writer {
     rotate_requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
 }
 
-/// How often the writer looks whether peers' directory ops wait for a commit. They are
-/// enforced only once durable ([`Node::promote`] after the commit), so this, plus one
-/// commit, bounds how long a revocation learned from a peer waits to be enforced here.
-const STAGED_POLL: Duration = Duration::from_millis(5);
-
-/// The writer: commits pending changes when woken (a request waits), when peers' directory
-/// ops are staged (looked at every [`STAGED_POLL`]) or every `interval` (other changes
-/// from peers), one transaction at a time; after each commit, enforces the peers'
-/// directory ops it made durable; on stop, commits once more and closes the store.
+/// The writer: commits pending changes when woken (a request waits, or the transport
+/// staged peers' directory ops, which are enforced only once durable: [`Node::promote`]
+/// after the commit) or every `interval` (other changes from peers), one transaction at a
+/// time; on stop, commits once more and closes the store.
 async fn writer(writer: Writer) {
     let Writer {
         node_id,
@@ -418,15 +413,6 @@ async fn writer(writer: Writer) {
         tokio::select! {
             () = wake.notified() => {}
             () = tokio::time::sleep_until(flush_at) => {}
-            () = tokio::time::sleep(STAGED_POLL) => {
-                let staged = node
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .staged_directory_ops();
-                if staged == 0 {
-                    continue;
-                }
-            }
             Some(reply) = rotate_requests.recv() => waiting.push(reply),
             _ = stopped.changed() => last = true,
         }

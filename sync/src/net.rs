@@ -611,9 +611,24 @@ impl Driver {
         now_ms().saturating_add_signed(self.settings.clock_offset_ms)
     }
 
+    /// Hands one input to the node. Peers' directory ops it stages are enforced only once
+    /// durable ([`Node::promote`]): with a store, its writer is asked to commit now (it
+    /// promotes after the commit); without one, nothing here persists, so they are
+    /// enforced at once.
     fn input(&mut self, input: Input) {
         let now = self.now_ms();
-        self.node.lock().expect("node lock").handle(now, input);
+        let mut node = self.node.lock().expect("node lock");
+        node.handle(now, input);
+        if node.staged_directory_ops() > 0 {
+            match &self.gate {
+                Some(gate) => gate.request.notify_one(),
+                None => {
+                    let through = node.directory().version_vector().clone();
+                    node.promote(&through);
+                }
+            }
+        }
+        drop(node);
         self.touched = true;
     }
 

@@ -15,7 +15,7 @@
 //!
 //! What this crate must never know about: IO, async runtimes, networks, storage engines,
 //! clocks or randomness. Time (`at_ms`) and identity (`NodeId`) are passed in; the sync
-//! layer moves the bytes, the store persists them. A test (`edge/tests/tidy.rs`) fails if the
+//! layer moves the bytes, the store persists them. A test (`tests/tests/tidy.rs`) fails if the
 //! dependency closure gains tokio, libp2p, redb, hyper, axum, mio, futures or reqwest.
 //!
 //! Every merge here is commutative, associative and idempotent, so at-least-once delivery

@@ -15,7 +15,7 @@
 //! - [`rng`]: the seeded generator;
 //! - `net` (feature `net`, on by default): the libp2p transport that drives a node between
 //!   processes — the only module with IO, a clock and tokio. The core compiles without it
-//!   (`--no-default-features`), and `edge/tests/tidy.rs` checks that build's dependencies.
+//!   (`--no-default-features`), and `tests/tests/tidy.rs` checks that build's dependencies.
 
 pub mod config;
 pub mod escrow_digest;

@@ -371,6 +371,20 @@ impl SyncSnapshot {
         );
         let _ = writeln!(out, "# TYPE tessera_sync_peers_connected gauge");
         let _ = writeln!(out, "tessera_sync_peers_connected {}", net.peers_connected);
+        let _ = writeln!(out, "# HELP tessera_sync_connections_open Replication connections the transport holds (including ones being closed)");
+        let _ = writeln!(out, "# TYPE tessera_sync_connections_open gauge");
+        let _ = writeln!(
+            out,
+            "tessera_sync_connections_open {}",
+            net.connections_open
+        );
+        let _ = writeln!(out, "# HELP tessera_sync_connections_dead Replication connections closed because they answered no ping within cluster.liveness_timeout_ms");
+        let _ = writeln!(out, "# TYPE tessera_sync_connections_dead counter");
+        let _ = writeln!(
+            out,
+            "tessera_sync_connections_dead_total {}",
+            net.connections_dead
+        );
         for (direction, by_kind) in [("sent", &net.sent), ("received", &net.received)] {
             let _ = writeln!(out, "# HELP tessera_sync_messages_{direction} Replication messages {direction}, by kind");
             let _ = writeln!(out, "# TYPE tessera_sync_messages_{direction} counter");

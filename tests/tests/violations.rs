@@ -268,6 +268,16 @@ async fn a_silent_partition_is_seen_and_repaired_within_two_seconds_of_the_heal(
         )
         .await;
     eprintln!("{backend:?}: the isolated node saw its peers gone {seen:?} after the cut");
+    // Found dead by the liveness check (a silent link never fails on its own).
+    let metrics = cluster.admin(isolated).metrics().await.unwrap();
+    let dead = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_sync_connections_dead_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(
+        dead.is_some_and(|d| d > 0),
+        "no connection found dead: {dead:?}"
+    );
     // Writes on both sides; a revocation on the majority side.
     for node in [0, 1, isolated] {
         for _ in 0..10 {

@@ -82,7 +82,7 @@ done
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 
 # --- summary ------------------------------------------------------------------------------
-stat() { sed -n "s/^$1 *: *//p" "$2" 2>/dev/null | head -n 1; }
+field() { sed -n "s/^$1 *: *//p" "$2" 2>/dev/null | head -n 1; }
 printf '%-14s %12s %10s %8s %8s %8s %10s\n' target executions execs/s corpus crashes hangs stability
 found=()
 for target in "${targets[@]}"; do
@@ -90,9 +90,9 @@ for target in "${targets[@]}"; do
   stats="$dir/fuzzer_stats"
   crashes=$(find "$dir/crashes" -name 'id:*' 2>/dev/null | wc -l)
   hangs=$(find "$dir/hangs" -name 'id:*' 2>/dev/null | wc -l)
-  printf '%-14s %12s %10s %8s %8s %8s %10s\n' "$target" "$(stat execs_done "$stats")" \
-    "$(stat execs_per_sec "$stats")" "$(stat corpus_count "$stats")" "$crashes" "$hangs" \
-    "$(stat stability "$stats")"
+  printf '%-14s %12s %10s %8s %8s %8s %10s\n' "$target" "$(field execs_done "$stats")" \
+    "$(field execs_per_sec "$stats")" "$(field corpus_count "$stats")" "$crashes" "$hangs" \
+    "$(field stability "$stats")"
   while IFS= read -r file; do found+=("$file"); done < <(find "$dir/crashes" "$dir/hangs" -name 'id:*' 2>/dev/null)
   [ -f "$stats" ] || failed=1
 done

@@ -643,6 +643,13 @@ impl Driver {
             .map(|(id, _)| *id)
             .collect();
         for id in dead {
+            if let Some(connection) = self.connections.get(&id) {
+                tracing::warn!(
+                    peer = %node_id_of(&connection.peer),
+                    silent_ms = now.saturating_sub(connection.alive_ms),
+                    "replication connection answered no ping: closed"
+                );
+            }
             self.swarm.close_connection(id);
             self.stats.lock().expect("stats lock").connections_dead += 1;
             self.connection_gone(id);
@@ -665,6 +672,7 @@ impl Driver {
         let entry = self.peers.entry(node_id).or_insert((peer_id, 0));
         entry.1 += 1;
         if entry.1 == 1 {
+            tracing::info!(peer = %node_id, "replication peer connected");
             self.input(Input::PeerConnected(node_id));
         }
         for redial in &mut self.redials {
@@ -698,6 +706,7 @@ impl Driver {
             return;
         }
         self.peers.remove(&node_id);
+        tracing::info!(peer = %node_id, "replication peer disconnected");
         self.input(Input::PeerDisconnected(node_id));
         let now = self.now_ms();
         for redial in &mut self.redials {

@@ -169,6 +169,9 @@ pub struct Stats {
     /// Rights replies matching no request in flight (late, duplicated or replayed): the
     /// counter they carry merges harmlessly, and they start nothing.
     pub replies_unmatched: u64,
+    /// Ledger parts not applied because they started beyond what this replica held of
+    /// their origin (pushes lost before them); each pulls the gap from the sender.
+    pub ledger_gaps: u64,
     pub lag: LagHistogram,
 }
 
@@ -750,7 +753,7 @@ impl Node {
                         origin: part.origin.0,
                     });
                 }
-                self.apply_ledger(&delta)?;
+                self.apply_ledger(now_ms, from, &delta)?;
                 let lag_ms = now_ms.saturating_sub(first_change_ms);
                 self.stats.lag.observe(lag_ms);
                 self.peers.entry(from).or_default().lag_ms = Some(lag_ms);
@@ -758,7 +761,7 @@ impl Node {
             Message::LedgerPull { digest } => self.answer_pull(now_ms, from, &digest),
             Message::LedgerChunk { delta, more } => {
                 self.pulls_in_flight.remove(&from);
-                self.apply_ledger(&delta)?;
+                self.apply_ledger(now_ms, from, &delta)?;
                 self.stats.ledger_chunks_applied += 1;
                 if more {
                     self.send_pull(now_ms, from);
@@ -851,11 +854,42 @@ impl Node {
 
     // ---- ledger and directory -----------------------------------------------------------
 
-    fn apply_ledger(&mut self, delta: &Delta) -> Result<(), MessageError> {
+    fn apply_ledger(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        delta: &Delta,
+    ) -> Result<(), MessageError> {
         // Everything it carries is within what this replica already holds (a complete
         // prefix per origin): a duplicate or a replay.
         let vv = self.ledger.version_vector();
         let stale = delta.parts.iter().all(|p| vv.get(p.origin) >= p.to_seq);
+        // A part that starts beyond what this replica holds of its origin (a push after
+        // pushes lost to a partition) is not applied: its slots would sit past the version
+        // vector, where no pull answer carries them on, so if the origin then vanished (a
+        // wiped node) this replica would show usage it could never pass on, and the bill
+        // would read differently here for ever. The sender holds the gap: pull it.
+        if delta.parts.iter().any(|p| p.from_seq > vv.get(p.origin)) {
+            let contiguous = Delta {
+                parts: delta
+                    .parts
+                    .iter()
+                    .filter(|p| p.from_seq <= vv.get(p.origin))
+                    .cloned()
+                    .collect(),
+            };
+            self.stats.ledger_gaps += 1;
+            self.send_pull(now_ms, from);
+            return self.apply_contiguous(&contiguous, stale);
+        }
+        self.apply_contiguous(delta, stale)
+    }
+
+    /// Applies a delta whose parts each start within what this replica holds.
+    fn apply_contiguous(&mut self, delta: &Delta, stale: bool) -> Result<(), MessageError> {
+        if delta.parts.is_empty() {
+            return Ok(());
+        }
         self.ledger
             .apply_delta(delta)
             .map_err(|e| MessageError::Invalid(e.to_string()))?;

@@ -141,6 +141,45 @@ fn crashed_node_restarts_from_persisted_state_and_catches_up() {
 }
 
 #[test]
+fn a_push_after_lost_pushes_is_not_held_where_no_pull_can_pass_it_on() {
+    // Found by the fault harness (seed 279223014353238, 5 nodes): node 0's pushes are lost
+    // to a partition, then one reaches node 1 alone, and node 0 is wiped before anyone
+    // pulls. Node 1 held that push's slots beyond its version vector, which no pull answer
+    // carries, so it read 13 more requests than every other node for ever after the heal.
+    let mut sim = Sim::new(3, 11, fast_config(), NetConfig::perfect());
+    let requests = key(1, Metric::Requests);
+    let bytes = key(1, Metric::BytesIn);
+    sim.run_for(1_000);
+    sim.only_links(&[]);
+    sim.increment(0, requests, 5);
+    sim.run_for(500);
+    // Only 0 → 1 carries anything now: node 1's pulls towards 0 are lost.
+    let cut = (0..3)
+        .flat_map(|a| (0..3).map(move |b| (a, b)))
+        .filter(|&(a, b)| a != b && (a, b) != (0, 1))
+        .collect();
+    sim.set_cut(cut);
+    sim.increment(0, bytes, 7);
+    sim.increment(0, requests, 3);
+    sim.run_for(500);
+    sim.crash(0);
+    sim.heal();
+    sim.run_for(10_000);
+    let totals = |sim: &Sim, i: usize| {
+        (
+            sim.node(i).ledger().total(&requests),
+            sim.node(i).ledger().total(&bytes),
+        )
+    };
+    assert_eq!(
+        totals(&sim, 1),
+        totals(&sim, 2),
+        "nodes 1 and 2 read different bills after the heal"
+    );
+    assert!(sim.node(1).stats().ledger_gaps > 0, "the gap was not seen");
+}
+
+#[test]
 fn late_node_catches_up_in_bounded_chunks() {
     // 2000 distinct slots written while node 2 is cut off; chunks are 64 entries, so the
     // catch-up must take many bounded messages, not one giant one.

@@ -440,12 +440,16 @@ async fn run(config: RunConfig) -> RunResult {
     let addrs: Vec<SocketAddr> = (0..cluster.len()).map(|i| cluster.addr(i)).collect();
     let stop_billing = Arc::new(AtomicBool::new(false));
     let stop_all = Arc::new(AtomicBool::new(false));
+    // The revoked key's prober: on to the end when the revoke was acknowledged (its probes
+    // are then refused and bill nothing), stopped with the billing clients otherwise (a key
+    // still valid would keep billing, and totals never settle while writes go on).
+    let stop_probing = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     let clients = [
         (0, &tenants.quota.tenant, &tenants.quota.key, &stop_billing),
         (1, &tenants.quota.tenant, &tenants.quota.key, &stop_billing),
         (2, &tenants.free.tenant, &tenants.free.key, &stop_billing),
-        (3, &tenants.free.tenant, &tenants.doomed.1, &stop_all),
+        (3, &tenants.free.tenant, &tenants.doomed.1, &stop_probing),
     ];
     for (id, tenant, key, stop) in clients {
         tasks.push(tokio::spawn(client_loop(
@@ -468,6 +472,7 @@ async fn run(config: RunConfig) -> RunResult {
     // The nemesis, with the revoke in the middle of the faults.
     let revoke_at_ms = (plan.warmup_ms + schedule.heal_ms) / 2;
     let mut revoked = false;
+    let mut revoke_acknowledged = false;
     let mut state = ClusterState::new(config.nodes);
     let mut wiped = BTreeSet::new();
     let start = Instant::now();
@@ -478,7 +483,7 @@ async fn run(config: RunConfig) -> RunResult {
     for (at_ms, fault) in &schedule.faults {
         if !revoked && revoke_at_ms <= *at_ms {
             sleep_until(revoke_at_ms).await;
-            revoke(&cluster, &state, &tenants, &recorder).await;
+            revoke_acknowledged = revoke(&cluster, &state, &tenants, &recorder).await;
             revoked = true;
         }
         sleep_until(*at_ms).await;
@@ -492,6 +497,9 @@ async fn run(config: RunConfig) -> RunResult {
     }
     let heal_ms = recorder.now_ms();
     stop_billing.store(true, Ordering::Relaxed);
+    if !revoke_acknowledged {
+        stop_probing.store(true, Ordering::Relaxed);
+    }
 
     // Settle: until converged and past the revocation bound, or the limit.
     loop {
@@ -504,6 +512,7 @@ async fn run(config: RunConfig) -> RunResult {
         }
     }
     stop_all.store(true, Ordering::Relaxed);
+    stop_probing.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await.expect("a client task");
     }
@@ -548,38 +557,50 @@ async fn run(config: RunConfig) -> RunResult {
     result
 }
 
-/// Revokes the doomed key through a running node (recorded; the outcome as answered).
-async fn revoke(cluster: &Cluster, state: &ClusterState, tenants: &Tenants, recorder: &Recorder) {
-    let node = (0..cluster.len())
-        .find(|&i| state.nodes[i] == NodeState::Running)
-        .unwrap_or(0);
-    let invoked_ms = recorder.now_ms();
-    let result = cluster
-        .admin(node)
-        .revoke_key(&tenants.free.tenant, &tenants.doomed.0)
-        .await;
-    let (outcome, status) = match &result {
-        Ok(()) => (Outcome::Ok, Some(204)),
-        Err(ClientError::Status { status, .. }) => {
-            (classify(status.as_u16(), None), Some(status.as_u16()))
+/// Revokes the doomed key on the running nodes in turn, until one acknowledges it (a node
+/// wiped and still cut off does not know the tenant yet: 404; a paused one does not
+/// answer); every attempt is recorded. Returns whether one acknowledged.
+async fn revoke(
+    cluster: &Cluster,
+    state: &ClusterState,
+    tenants: &Tenants,
+    recorder: &Recorder,
+) -> bool {
+    let running = (0..cluster.len()).filter(|&i| state.nodes[i] == NodeState::Running);
+    for node in running {
+        let invoked_ms = recorder.now_ms();
+        let result = cluster
+            .admin(node)
+            .revoke_key(&tenants.free.tenant, &tenants.doomed.0)
+            .await;
+        let (outcome, status) = match &result {
+            Ok(()) => (Outcome::Ok, Some(204)),
+            Err(ClientError::Status { status, .. }) => {
+                (classify(status.as_u16(), None), Some(status.as_u16()))
+            }
+            Err(ClientError::Connect { .. }) => (Outcome::Fail, None),
+            Err(_) => (Outcome::Unknown, None),
+        };
+        let acknowledged = outcome == Outcome::Ok;
+        recorder.record(Entry {
+            client: OPERATOR,
+            node,
+            op: Op::RevokeKey {
+                tenant: tenants.free.tenant.clone(),
+                key: tenants.doomed.1.clone(),
+            },
+            invoked_ms,
+            completed_ms: recorder.now_ms(),
+            outcome,
+            status,
+            code: result.err().map(|e| e.to_string()),
+            value: None,
+        });
+        if acknowledged {
+            return true;
         }
-        Err(ClientError::Connect { .. }) => (Outcome::Fail, None),
-        Err(_) => (Outcome::Unknown, None),
-    };
-    recorder.record(Entry {
-        client: OPERATOR,
-        node,
-        op: Op::RevokeKey {
-            tenant: tenants.free.tenant.clone(),
-            key: tenants.doomed.1.clone(),
-        },
-        invoked_ms,
-        completed_ms: recorder.now_ms(),
-        outcome,
-        status,
-        code: result.err().map(|e| e.to_string()),
-        value: None,
-    });
+    }
+    false
 }
 
 /// Where failing runs write their evidence.

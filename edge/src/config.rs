@@ -18,12 +18,14 @@ use tessera_resize::Limits;
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "TESSERA_";
 
-/// Variables with the prefix that are not configuration keys (read by clap or tracing).
+/// Variables with the prefix that are not configuration keys (read by clap or tracing, or,
+/// in builds with the feature `fault-injection`, by `cli` for the clock offset).
 const ENV_NOT_KEYS: &[&str] = &[
     "TESSERA_CONFIG",
     "TESSERA_LOG",
     "TESSERA_TOKEN",
     "TESSERA_NODE",
+    "TESSERA_FAULT_CLOCK_OFFSET_MS",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -229,7 +229,7 @@ async fn a_node_whose_clock_is_in_the_next_month_bills_it_and_every_node_agrees(
         .await
         .unwrap();
     let mut billed = [0u64; 3];
-    for i in 0..3 {
+    for (i, billed) in billed.iter_mut().enumerate() {
         let addr = cluster.addr(i);
         let key = acme.key.clone();
         cluster
@@ -238,10 +238,10 @@ async fn a_node_whose_clock_is_in_the_next_month_bills_it_and_every_node_agrees(
                 async move { (resize(addr, &key).await?.0 == StatusCode::OK).then_some(()) }
             })
             .await;
-        billed[i] += 1;
+        *billed += 1;
         for _ in 0..(3 + i as u64) {
             assert_eq!(resize(addr, &acme.key).await.unwrap().0, StatusCode::OK);
-            billed[i] += 1;
+            *billed += 1;
         }
     }
     let in_this = billed[0] + billed[1];

@@ -248,6 +248,12 @@ async fn a_node_whose_clock_is_in_the_next_month_bills_it_and_every_node_agrees(
     let in_next = billed[2];
     let this_total = agreed(&cluster, &acme.tenant, Some(&this), in_this, in_this).await;
     let next_total = agreed(&cluster, &acme.tenant, Some(&next), in_next, in_next).await;
+    // Staleness is judged on each node's own clock (when it last heard from a peer), so a
+    // skewed peer is not reported stale, nor does a skewed node find its peers stale.
+    for i in 0..3 {
+        let report = cluster.admin(i).usage(&acme.tenant).await.unwrap();
+        assert_eq!(report["stale"], false, "node {i} under skew: {report}");
+    }
     eprintln!(
         "clock skew (node 1 -2 min, node 2 +{} s into {next}): {this} reads {this_total} \
          and {next} reads {next_total} on every node",

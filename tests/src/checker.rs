@@ -131,6 +131,10 @@ pub struct Report {
     pub acknowledged_missing: u64,
     /// Milliseconds from the final heal to the first round of equal, complete totals.
     pub convergence_ms: Option<u64>,
+    /// The same, from the later of the final heal and the completion of the last request
+    /// that billed or may have (a request admitted before the heal, answered after it, moves
+    /// the point where totals can agree): the replication's own share of `convergence_ms`.
+    pub settled_ms: Option<u64>,
     /// Per quota'd tenant, acknowledged requests over the quota.
     pub quota_usable: BTreeMap<String, f64>,
     pub violations: Vec<Violation>,
@@ -209,6 +213,8 @@ struct Facts<'a> {
     /// read must reach.
     lower: BTreeMap<&'a str, u64>,
     at_risk_by_wipe: usize,
+    /// Completion of the last resize that billed or may have (ok or unknown).
+    last_write_ms: u64,
 }
 
 impl<'a> Facts<'a> {
@@ -248,6 +254,12 @@ impl<'a> Facts<'a> {
             acknowledged: BTreeMap::new(),
             lower: BTreeMap::new(),
             at_risk_by_wipe: 0,
+            last_write_ms: entries
+                .iter()
+                .filter(|e| e.outcome != Outcome::Fail && resize_of(e).is_some())
+                .map(|e| e.completed_ms)
+                .max()
+                .unwrap_or(0),
         };
         for e in entries.iter().filter(|e| e.outcome == Outcome::Ok) {
             if let Some((tenant, _)) = resize_of(e) {
@@ -425,7 +437,10 @@ pub fn check(history: &History, spec: &Spec) -> Report {
     // Convergence: the first round after the final heal in which every node read every
     // tenant at the same total, covering every acknowledged request.
     match facts.converged_at(spec.nodes) {
-        Some(at) => report.convergence_ms = Some(at.saturating_sub(final_heal_ms)),
+        Some(at) => {
+            report.convergence_ms = Some(at.saturating_sub(final_heal_ms));
+            report.settled_ms = Some(at.saturating_sub(final_heal_ms.max(facts.last_write_ms)));
+        }
         None => report.violations.push(Violation::NotConverged),
     }
 
@@ -625,6 +640,24 @@ mod tests {
         assert_eq!(report.convergence_ms, Some(305));
         assert_eq!(convergence_ms(&good(), 2), Some(305));
         assert_eq!(convergence_ms(&good(), 3), None, "a third node never read");
+        // Every write ended before the heal: all of it is the replication's.
+        assert_eq!(report.settled_ms, Some(305));
+    }
+
+    #[test]
+    fn a_write_answered_after_the_heal_is_not_counted_as_replication_time() {
+        let mut history = good();
+        // Admitted before the heal, answered at 1155; the round of 1300 reads it everywhere.
+        history.entries.push(resize(0, "k", 1150, Outcome::Ok));
+        for entry in &mut history.entries {
+            if matches!(entry.op, Op::ReadUsage { round: Some(2), .. }) {
+                entry.value = Some(4);
+            }
+        }
+        let report = check(&history, &SPEC);
+        assert_eq!(report.violations, vec![]);
+        assert_eq!(report.convergence_ms, Some(305));
+        assert_eq!(report.settled_ms, Some(150));
     }
 
     #[test]

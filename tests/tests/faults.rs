@@ -105,7 +105,7 @@ impl RunResult {
             .collect();
         format!(
             "seed={} backend={:?} nodes={} faults={} ok={} fail={} unknown={} at_risk_by_wipe={} \
-             missing={} violations={} [{}] convergence_ms={} quota_usable={}",
+             missing={} violations={} [{}] convergence_ms={} settled_ms={} quota_usable={}",
             self.config.seed,
             self.config.backend,
             self.config.nodes,
@@ -119,6 +119,9 @@ impl RunResult {
             kinds.into_iter().collect::<Vec<_>>().join(","),
             self.report
                 .convergence_ms
+                .map_or_else(|| "none".to_owned(), |ms| ms.to_string()),
+            self.report
+                .settled_ms
                 .map_or_else(|| "none".to_owned(), |ms| ms.to_string()),
             usable.join(","),
         )

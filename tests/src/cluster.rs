@@ -605,6 +605,30 @@ impl Cluster {
         }
     }
 
+    /// Polls node `i` with a resize under `key` until it is answered `status` (200: the
+    /// key reached the node, and that probe is billed; 401: its revocation did), within
+    /// 15 s; returns how long it took.
+    pub async fn until_key_answers(&self, i: usize, key: &str, status: StatusCode) -> Duration {
+        let addr = self.addr(i);
+        let (_, took) = self
+            .eventually(
+                Duration::from_secs(15),
+                "the key's state reaching a node",
+                || {
+                    let key = key.to_owned();
+                    async move {
+                        let reply =
+                            client::resize(addr, &key, client::tiny_png(), Duration::from_secs(5))
+                                .await
+                                .ok()?;
+                        (reply.status == status).then_some(())
+                    }
+                },
+            )
+            .await;
+        took
+    }
+
     /// Each node's total billed requests of `tenant` (`None` where no answer came).
     pub async fn requests_everywhere(&self, tenant: &str) -> Vec<Option<u64>> {
         let mut all = Vec::new();

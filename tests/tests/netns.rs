@@ -48,19 +48,8 @@ async fn isolated_then_healed(backend: Backend, kind: CutKind) {
     // The key reaches every node (each successful probe is billed).
     let mut acknowledged = 0;
     for i in 0..3 {
-        let addr = cluster.addr(i);
-        let key = acme.key.clone();
         cluster
-            .eventually(Duration::from_secs(15), "the key reaching a node", || {
-                let key = key.clone();
-                async move {
-                    let reply =
-                        client::resize(addr, &key, tiny_png(), Duration::from_secs(5)).await;
-                    reply
-                        .is_ok_and(|r| r.status == StatusCode::OK)
-                        .then_some(())
-                }
-            })
+            .until_key_answers(i, &acme.key, StatusCode::OK)
             .await;
         acknowledged += 1;
     }

@@ -82,13 +82,8 @@ async fn a_stalled_or_failed_store_bills_nothing_it_did_not_answer() {
     let mut acknowledged = 0;
     let mut unknown = 0;
     for i in 0..3 {
-        let addr = cluster.addr(i);
-        let key = acme.key.clone();
         cluster
-            .eventually(Duration::from_secs(15), "the key reaching a node", || {
-                let key = key.clone();
-                async move { (resize(addr, &key).await?.0 == StatusCode::OK).then_some(()) }
-            })
+            .until_key_answers(i, &acme.key, StatusCode::OK)
             .await;
         acknowledged += 1;
     }
@@ -231,12 +226,8 @@ async fn a_node_whose_clock_is_in_the_next_month_bills_it_and_every_node_agrees(
     let mut billed = [0u64; 3];
     for (i, billed) in billed.iter_mut().enumerate() {
         let addr = cluster.addr(i);
-        let key = acme.key.clone();
         cluster
-            .eventually(Duration::from_secs(15), "the key reaching a node", || {
-                let key = key.clone();
-                async move { (resize(addr, &key).await?.0 == StatusCode::OK).then_some(()) }
-            })
+            .until_key_answers(i, &acme.key, StatusCode::OK)
             .await;
         *billed += 1;
         for _ in 0..(3 + i as u64) {

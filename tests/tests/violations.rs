@@ -35,26 +35,12 @@ async fn status(addr: SocketAddr, key: &str) -> Option<StatusCode> {
 
 /// Polls until the key is accepted (`accepted`) or refused as revoked on node `i`.
 async fn until_key(cluster: &Cluster, i: usize, key: &str, accepted: bool) -> Duration {
-    let addr = cluster.addr(i);
-    let (_, took) = cluster
-        .eventually(
-            Duration::from_secs(15),
-            "the key's state reaching a node",
-            || {
-                let key = key.to_owned();
-                async move {
-                    let status = status(addr, &key).await?;
-                    let wanted = if accepted {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::UNAUTHORIZED
-                    };
-                    (status == wanted).then_some(())
-                }
-            },
-        )
-        .await;
-    took
+    let wanted = if accepted {
+        StatusCode::OK
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    cluster.until_key_answers(i, key, wanted).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

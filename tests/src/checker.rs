@@ -496,6 +496,25 @@ fn check_revocations(
         let Op::RevokeKey { key, .. } = &revoke.op else {
             continue;
         };
+        // Acknowledged by a node whose disk was then wiped, and never seen enforced
+        // anywhere else: it may have died with that disk before any peer heard of it (as
+        // usage does, `at_risk_by_wipe`), so no bound holds for it.
+        let wiped_at = wipes
+            .iter()
+            .filter(|&&(n, at)| n == revoke.node && at >= revoke.completed_ms)
+            .map(|&(_, at)| at)
+            .min();
+        if let Some(wiped_at) = wiped_at {
+            let escaped = entries.iter().any(|e| {
+                e.outcome == Outcome::Fail
+                    && e.code.as_deref() == Some(KEY_REVOKED)
+                    && resize_of(e).is_some_and(|(_, k)| k == key)
+                    && (e.node != revoke.node || e.invoked_ms > wiped_at)
+            });
+            if !escaped {
+                continue;
+            }
+        }
         let Some(deadline) =
             deadline_after(&windows, revoke.completed_ms, spec.revocation_bound_ms)
         else {
@@ -877,6 +896,24 @@ mod tests {
         assert_eq!(revocation_violations(&h), vec![]);
         h.entries.push(resize(1, "r", 3700, Outcome::Ok));
         assert_eq!(revocation_violations(&h), vec![late(3700, 2000)]);
+    }
+
+    #[test]
+    fn a_revocation_that_died_with_a_wiped_disk_has_no_bound_unless_it_escaped() {
+        // Acknowledged on node 0 at 200 while it was cut off, node 0 wiped at 400: nobody
+        // else may ever have heard of it (fault seed 268287883345394, proxy backend).
+        let mut h = good();
+        h.entries.push(revoke(0, 200));
+        h.events.insert(1, event(400, Fault::Wipe { node: 0 }));
+        h.events.insert(2, event(500, Fault::Restart { node: 0 }));
+        h.entries.push(resize(1, "r", 2100, Outcome::Ok));
+        assert_eq!(revocation_violations(&h), vec![]);
+        // Seen enforced on node 1 first: it escaped the wipe, and the bound holds again.
+        h.entries.push(refused(1, 300));
+        assert!(matches!(
+            revocation_violations(&h)[..],
+            [Violation::RevokedAccepted { node: 1, .. }, ..]
+        ));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The admin API (`/admin/v1/...`): tenants, keys, signing secrets, origins, quotas,
-//! presets, merged usage with harvest, and the cluster view.
+//! presets, merged usage with harvest, the cluster view, and leaving the cluster.
 //!
 //! Every edit is a directory op made on this node's replica: it is durable (group commit)
 //! before the answer leaves, and reaches the other nodes by push and anti-entropy. Reads
@@ -95,6 +95,7 @@ pub fn router(body_bytes_max: usize) -> Router<Arc<AppState>> {
         .route("/admin/v1/tenants/{tenant}/presets/{name}", put(set_preset))
         .route("/admin/v1/usage", get(usage))
         .route("/admin/v1/cluster", get(cluster))
+        .route("/admin/v1/cluster/leave", post(cluster_leave))
         .route("/admin/v1/export/records", get(export_records))
         .route("/admin/v1/export/totals", get(export_totals));
     #[cfg(feature = "fault-injection")]
@@ -939,6 +940,34 @@ async fn cluster(
         report["tenant"] = json!({ "id": tenant.0.to_string(), "quotas": quotas });
     }
     Ok(Json(report))
+}
+
+/// `POST /admin/v1/cluster/leave`: this node stops as on SIGTERM — no new connections,
+/// in-flight requests finished — and, whatever `cluster.leave_on_shutdown` says, hands
+/// its unspent quota rights to its connected peers before it exits. Answered 202 at once:
+/// the hand-over comes after every in-flight request, this one included.
+async fn cluster_leave(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let first = state.leave.request();
+    let node = state.replica.id().to_string();
+    if first {
+        tracing::info!(actor = actor.0, "leave requested: shutting down");
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "node": node,
+            "status": "leaving",
+            "already_requested": !first,
+            "replication": state.replica.is_replicating(),
+            "shutdown_grace_ms": state.config.http.shutdown_grace_ms,
+            "leave_timeout_ms": state.config.cluster.leave_timeout_ms,
+        })),
+    )
+        .into_response())
 }
 
 impl AppState {

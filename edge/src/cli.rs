@@ -1,8 +1,8 @@
 //! The `tessera` command: `tessera serve` runs a node; `tessera config` prints the
 //! effective configuration after every layer (file, environment, flags) is applied; the
 //! other commands (`tenant`, `key`, `secret`, `origin`, `quota`, `preset`, `usage`,
-//! `cluster`) talk to a node's admin API, printing tables for people and JSON with
-//! `--json`; `token new` mints an operator token offline.
+//! `cluster status|leave`) talk to a node's admin API, printing tables for people and
+//! JSON with `--json`; `token new` mints an operator token offline.
 //!
 //! It lives in the library so that every binary that is "a tessera" runs the same code:
 //! `edge/src/main.rs` and the fault harness's shim (`tests/src/bin/tessera.rs`, which
@@ -93,7 +93,7 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Cluster members, freshness, replication lag; escrow rights with --tenant.
+    /// Cluster members, freshness, replication lag; escrow rights with --tenant; leave.
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
@@ -239,6 +239,9 @@ enum ClusterAction {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Stop the node as on SIGTERM, handing its unspent quota rights to its peers first
+    /// (whatever `cluster.leave_on_shutdown` says).
+    Leave,
 }
 
 #[derive(Subcommand)]
@@ -518,6 +521,16 @@ fn admin(command: Command) -> anyhow::Result<()> {
             };
             (remote, M::GET, path, None, View::Cluster)
         }
+        Command::Cluster {
+            action: ClusterAction::Leave,
+            remote,
+        } => (
+            remote,
+            M::POST,
+            "/admin/v1/cluster/leave".into(),
+            None,
+            View::Record,
+        ),
         Command::Serve(_) | Command::Config(_) | Command::Token { .. } | Command::Export { .. } => {
             unreachable!("handled in main")
         }

@@ -189,6 +189,16 @@ pub struct ClusterConfig {
     pub handshake_timeout_ms: u64,
     /// How much of an IPv6 address names one remote (128 when nodes share a /64).
     pub ipv6_prefix_bits: u8,
+    /// On SIGTERM/SIGINT, once in-flight requests are done, hand this node's unspent
+    /// quota rights to connected peers before exiting (what `tessera cluster leave` does
+    /// whatever this says). Off: a stopped node keeps its rights until it comes back, and
+    /// the quota they stand for cannot be spent elsewhere meanwhile.
+    pub leave_on_shutdown: bool,
+    /// The hand-over's bound: making it durable, sending it, and handing over again what
+    /// arrives meanwhile (answers to rights requests made just before, which stop one
+    /// second after the last admission); rights still here when it ends stay here until
+    /// the node returns. Comes after `http.shutdown_grace_ms`.
+    pub leave_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -256,6 +266,8 @@ impl Default for ClusterConfig {
             established_per_ip_max: 16,
             handshake_timeout_ms: 3_000,
             ipv6_prefix_bits: 64,
+            leave_on_shutdown: true,
+            leave_timeout_ms: 2_000,
         }
     }
 }
@@ -790,6 +802,12 @@ impl Config {
             10 * 60_000,
         )?;
         in_range(
+            "cluster.leave_timeout_ms",
+            self.cluster.leave_timeout_ms,
+            1,
+            10 * 60_000,
+        )?;
+        in_range(
             "store.flush_interval_ms",
             self.store.flush_interval_ms,
             1,
@@ -963,6 +981,10 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.http.shutdown_grace_ms)
     }
+
+    pub fn leave_timeout(&self) -> Duration {
+        Duration::from_millis(self.cluster.leave_timeout_ms)
+    }
 }
 
 /// Sets the key that `TESSERA_SECTION__KEY` names. The value is read as a TOML value when
@@ -1085,6 +1107,11 @@ mod tests {
                 "TESSERA_CLUSTER__PENDING_INCOMING_MAX",
                 "4",
                 "cluster.pending_incoming_max",
+            ),
+            (
+                "TESSERA_CLUSTER__LEAVE_TIMEOUT_MS",
+                "0",
+                "cluster.leave_timeout_ms",
             ),
         ];
         for (name, value, expected) in cases {

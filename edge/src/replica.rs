@@ -343,25 +343,98 @@ impl Replica {
         self.failed.load(Ordering::Acquire)
     }
 
+    /// Whether the replication transport runs (a cluster key is configured).
+    pub fn is_replicating(&self) -> bool {
+        self.net.is_some()
+    }
+
     pub fn net_stats(&self) -> Option<NetStats> {
         self.net.as_ref().map(NetHandle::stats)
     }
 
-    /// Graceful leave: hand unused rights to peers, let the transport send it, stop.
-    pub async fn leave(&self, wait: Duration) {
-        let ticket = {
-            let mut node = self.lock();
-            node.leave();
-            node.own_changes()
+    /// Graceful leave: hands this node's unspent quota rights to connected peers
+    /// ([`Node::leave`]: each counter's rights to the peer holding most of it, then a
+    /// goodbye), lets the transport send that once it is durable, and stops the
+    /// transport; within `wait`.
+    ///
+    /// Call it after the last request that could consume or refund has finished: a refund
+    /// after the hand-over would give the rights back to a node that is going away.
+    /// Rights may still arrive after a hand-over — answers to rights requests this node
+    /// sent while it was serving, and the requests its recent demand makes until that
+    /// demand is a second old — so each pass waits [`LEAVE_SETTLE`] and hands over again
+    /// whatever came, until a pass brings nothing (no rights here, no request sent) or
+    /// `wait` is spent. Rights that arrive after that stay here until the node returns.
+    pub async fn leave(&self, wait: Duration) -> Handover {
+        let mut handover = Handover::default();
+        let Some(net) = &self.net else {
+            return handover;
         };
-        let _ = self.durable(ticket, wait).await;
-        if let Some(net) = &self.net {
+        let deadline = Instant::now() + wait;
+        loop {
+            let (requests_sent, ticket) = {
+                let mut node = self.lock();
+                if !node
+                    .peers()
+                    .values()
+                    .any(|peer| peer.connected && !peer.left)
+                {
+                    // Nobody to hand the rights to: they stay here.
+                    handover.kept = own_rights(&node);
+                    break;
+                }
+                let before = own_rights(&node);
+                node.leave();
+                handover.rights += before.saturating_sub(own_rights(&node));
+                handover.passes += 1;
+                (node.stats().rights_requests_sent, node.own_changes())
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if let Err(error) = self.durable(ticket, remaining).await {
+                // Not durable: the transport holds it back (and so nothing leaves).
+                handover.failed = Some(error);
+                handover.kept = own_rights(&self.lock());
+                break;
+            }
             net.wake();
-            // Give the transport a moment to send the hand-over and the goodbye.
-            tokio::time::sleep(Duration::from_millis(200).min(wait)).await;
-            net.stop();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(LEAVE_SETTLE.min(remaining)).await;
+            let node = self.lock();
+            handover.kept = own_rights(&node);
+            let quiet = handover.kept == 0 && node.stats().rights_requests_sent == requests_sent;
+            if quiet || Instant::now() >= deadline {
+                break;
+            }
         }
+        net.stop();
+        handover
     }
+}
+
+/// How long a leave lets the transport send a hand-over before it looks for rights that
+/// arrived meanwhile (several round trips on a LAN; the transport is stopped after the
+/// last pass).
+pub const LEAVE_SETTLE: Duration = Duration::from_millis(200);
+
+/// What [`Replica::leave`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Handover {
+    /// Rights handed to peers, every counter and pass together.
+    pub rights: u64,
+    /// Hand-overs made ([`Node::leave`] calls): more than one when rights kept arriving.
+    pub passes: u32,
+    /// Rights still held when the leave ended (no connected peer, `wait` spent, or the
+    /// store failed): they stay with this node until it returns.
+    pub kept: u64,
+    /// The hand-over could not be made durable, so it was not sent.
+    pub failed: Option<DurableError>,
+}
+
+/// This node's unspent rights, every counter together.
+fn own_rights(node: &Node) -> u64 {
+    node.escrow()
+        .iter()
+        .map(|(key, _)| node.local_rights(key))
+        .fold(0, u64::saturating_add)
 }
 
 /// The writer task's state.

@@ -66,6 +66,9 @@ pub struct AppState {
     pub fetch: crate::fetch::FetchPolicy,
     /// Signed-URL results kept for identical requests.
     pub results: crate::cache::ResultCache,
+    /// Set by `POST /admin/v1/cluster/leave`; the server then shuts down and hands this
+    /// node's rights to its peers.
+    pub leave: crate::server::LeaveRequest,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -2,7 +2,14 @@
 //!
 //! Shaped like mini-redis's `server::run`: it takes an already bound listener and a
 //! shutdown future, so tests bind port 0 and stop the server whenever they like, and
-//! `main` passes a future that completes on SIGTERM/SIGINT.
+//! `main` passes a future that completes on SIGTERM/SIGINT. An operator's leave
+//! (`POST /admin/v1/cluster/leave`, [`LeaveRequest`]) stops it the same way.
+//!
+//! Shutdown runs in an order that keeps quota rights where they can be spent: stop
+//! accepting, let in-flight requests finish (then drop the stragglers, which refunds their
+//! rights), stop the pool, and only then hand this node's unspent rights to its peers
+//! (`cluster.leave_on_shutdown`, or always on a leave): nothing can consume or refund
+//! after the hand-over. Last, the replica's final commit.
 //!
 //! Served with hyper's HTTP/1 connection builder directly (not `axum::serve`) because the
 //! node needs knobs axum does not expose: a header read timeout (which also closes idle
@@ -22,6 +29,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::auth;
 use crate::body::Budget;
@@ -108,14 +117,48 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         results,
         replica,
         operator_digests,
+        leave: LeaveRequest::new(),
     }))
+}
+
+/// An operator's request that this node leave the cluster: hand its unspent rights to
+/// its peers and shut down as on SIGTERM. [`run`] waits for it beside its shutdown future.
+/// A watch rather than a notification: a request made before the accept loop looks is
+/// not lost, and requests after the first change nothing.
+pub struct LeaveRequest(watch::Sender<bool>);
+
+impl LeaveRequest {
+    pub fn new() -> Self {
+        LeaveRequest(watch::Sender::new(false))
+    }
+
+    /// Asks the node to leave; true for the first request, false if one was made before.
+    pub fn request(&self) -> bool {
+        self.0
+            .send_if_modified(|requested| !std::mem::replace(requested, true))
+    }
+
+    /// Completes once a leave is requested.
+    async fn requested(&self) {
+        let mut requested = self.0.subscribe();
+        // The sender lives in the state that `run` holds: it cannot be dropped first.
+        let _ = requested.wait_for(|requested| *requested).await;
+    }
+}
+
+impl Default for LeaveRequest {
+    fn default() -> Self {
+        LeaveRequest::new()
+    }
 }
 
 /// How long a connection in the overflow lane may take to send its request head.
 const OVERFLOW_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight
-/// requests finish for at most `http.shutdown_grace_ms`, and stops the worker pool.
+/// Serves `listener` until `shutdown` completes or a leave is requested, then stops
+/// accepting, lets in-flight requests finish for at most `http.shutdown_grace_ms` (and
+/// drops the rest), stops the worker pool, hands this node's quota rights to its peers
+/// (on a leave, or with `cluster.leave_on_shutdown`) and closes the replica.
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -151,7 +194,10 @@ pub async fn run(
     );
 
     tokio::pin!(shutdown);
-    loop {
+    // Every connection's task, so that none outlives the shutdown (finished ones are
+    // reaped at each accept).
+    let mut connections = JoinSet::new();
+    let leaving = loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -162,8 +208,10 @@ pub async fn run(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown => break false,
+            () = state.leave.requested() => break true,
         };
+        while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let (slot, connection) = match doorman.admit(peer.ip()) {
             Admission::Serve(slot) => {
@@ -191,16 +239,19 @@ pub async fn run(
         };
         let metrics = state.metrics.clone();
         metrics.connections_open.inc();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
             metrics.connections_open.dec();
             drop(slot);
         });
-    }
+    };
 
-    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    tracing::info!(
+        leaving,
+        "shutting down: no new connections, finishing in-flight requests"
+    );
     state.ready.store(false, Ordering::Release);
     drop(listener);
     if tokio::time::timeout(config.shutdown_grace(), graceful.shutdown())
@@ -212,9 +263,46 @@ pub async fn run(
             "grace period over; remaining connections are dropped"
         );
     }
+    // Dropped, not left running: a request dropped here refunds its quota rights now,
+    // before any hand-over, never after it.
+    connections.shutdown().await;
     let pool_state = state.clone();
     let _ = tokio::task::spawn_blocking(move || pool_state.pool.join()).await;
+    if leaving || config.cluster.leave_on_shutdown {
+        leave(&state).await;
+    }
     state.replica.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Hands this node's unspent quota rights to its peers ([`Replica::leave`]), bounded by
+/// `cluster.leave_timeout_ms`, and says how it went.
+async fn leave(state: &AppState) {
+    if !state.replica.is_replicating() {
+        return; // alone: no peer to hand anything to
+    }
+    let timeout = state.config.leave_timeout();
+    let handover = state.replica.leave(timeout).await;
+    let timeout_ms = state.config.cluster.leave_timeout_ms;
+    match handover.failed {
+        Some(error) => tracing::warn!(
+            %error,
+            kept = handover.kept,
+            "leaving the cluster: the hand-over could not be made durable; rights stay here"
+        ),
+        None if handover.kept > 0 => tracing::warn!(
+            rights = handover.rights,
+            passes = handover.passes,
+            kept = handover.kept,
+            timeout_ms,
+            "leaving the cluster: some rights stay with this node until it returns (no \
+             connected peer, or they arrived too late)"
+        ),
+        None => tracing::info!(
+            rights = handover.rights,
+            passes = handover.passes,
+            "left the cluster: unspent quota rights handed to peers"
+        ),
+    }
 }

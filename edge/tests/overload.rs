@@ -1,13 +1,15 @@
 //! Overload and shutdown: more concurrent work than workers + queue gets fast 503s with
 //! `Retry-After` while the admitted requests succeed; a request that cannot finish by its
-//! deadline is refused before any work; SIGTERM-style shutdown lets in-flight requests finish.
+//! deadline is refused before any work; SIGTERM-style shutdown lets in-flight requests finish,
+//! and so does an operator's leave (`POST /admin/v1/cluster/leave`), which stops the node
+//! the same way.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{photo, photos_dir, test_config, TestNode};
-use hyper::StatusCode;
+use common::{keyed_config, photo, photos_dir, test_config, with_bearer, TestNode, TOKEN};
+use hyper::{Method, StatusCode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_requests_are_shed_while_the_rest_succeed() {
@@ -185,4 +187,46 @@ async fn a_full_queue_refuses_before_the_body_is_sent() {
         eprintln!("attempt {attempt}: the queue drained before the probe; trying again");
     }
     panic!("never observed a full queue refusing a 100-continue request");
+}
+
+/// An operator's leave stops the server as its shutdown future would: answered 202 first,
+/// then no more connections. (Alone, with no peers, there is nothing to hand over; the
+/// hand-over itself is tested with real processes in `tests/tests/cluster.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_leave_stops_the_node_like_sigterm() {
+    let mut node = TestNode::start(keyed_config()).await;
+    let addr = node.addr;
+    let leave = |token: &'static str| {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            with_bearer(addr, token, Method::POST, "/admin/v1/cluster/leave", None),
+        )
+    };
+    let refused = leave("top_not-the-operator").await.unwrap();
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        !node.stopped_within(Duration::from_millis(300)).await,
+        "a refused leave stops nothing"
+    );
+    let accepted = leave(TOKEN).await.unwrap();
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+    let answer = common::json_of(&accepted);
+    assert_eq!(answer["status"], "leaving", "{answer}");
+    assert_eq!(answer["already_requested"], false, "{answer}");
+    assert_eq!(answer["replication"], false, "{answer}");
+    assert_eq!(
+        answer["node"],
+        node.state.replica.id().to_string().as_str(),
+        "{answer}"
+    );
+    assert!(
+        node.stopped_within(Duration::from_secs(10)).await,
+        "the server stops after a leave"
+    );
+    assert!(!node.state.ready.load(std::sync::atomic::Ordering::Acquire));
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+    node.stop().await;
 }

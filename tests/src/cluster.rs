@@ -18,14 +18,16 @@
 //!   namespaces, true partitions, root only; see [`crate::netns`]).
 //! - **Logs.** Each node appends stdout and stderr to `node<i>.log` beside (not in) its
 //!   data directory, so a wiped node keeps its history; a marker line precedes each start.
+//! - **Command line.** [`Cluster::cli`] runs the same binary's admin commands
+//!   (`tessera cluster leave`, …) against a node, as an operator would.
 //! - **Cleanup.** Dropping the [`Cluster`] kills (SIGKILL) every process it started and
 //!   removes its namespaces and temporary directory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -456,6 +458,50 @@ impl Cluster {
         graceful
     }
 
+    /// Waits up to `limit` for node `i`'s process to exit by itself (after
+    /// `tessera cluster leave`, say) and reaps it. `None`: still running after `limit`, or
+    /// no process.
+    pub async fn wait_exit(&mut self, i: usize, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            let node = &mut self.nodes[i];
+            match node.child.as_mut().map(Child::try_wait)? {
+                Ok(Some(status)) => {
+                    node.child = None;
+                    node.paused = false;
+                    return Some(status);
+                }
+                Ok(None) if started.elapsed() < limit => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Runs the `tessera` command line (`args`, e.g. `["cluster", "leave"]`) against
+    /// node `i`'s admin API with the operator token, bounded by its `--timeout-ms`
+    /// ([`CALL_TIMEOUT_MS`]).
+    pub async fn cli(&self, i: usize, args: &[&str]) -> Output {
+        let mut command = Command::new(&self.bin);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("TESSERA_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .args(args)
+            .arg("--node")
+            .arg(format!("http://{}", self.nodes[i].http))
+            .args(["--timeout-ms", &CALL_TIMEOUT_MS.to_string()])
+            .env("TESSERA_TOKEN", OPERATOR_TOKEN)
+            .stdin(Stdio::null());
+        tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("the command line's thread")
+            .unwrap_or_else(|e| panic!("running the command line: {e}"))
+    }
+
     /// SIGKILL and reap: the process gets no chance to flush anything.
     pub fn kill(&mut self, i: usize) {
         let node = &mut self.nodes[i];
@@ -801,6 +847,30 @@ impl Admin {
             None => "/admin/v1/cluster".to_owned(),
         };
         self.json(Method::GET, &path, None, StatusCode::OK).await
+    }
+
+    /// The rights each node holds, in this node's view, of `tenant`'s first quota in the
+    /// current period, by node id (empty before the node knows of a grant).
+    pub async fn rights(&self, tenant: &str) -> Result<BTreeMap<String, u64>, ClientError> {
+        let view = self.cluster(Some(tenant)).await?;
+        let rights = view["tenant"]["quotas"][0]["rights"]
+            .as_array()
+            .map(|cells| {
+                cells
+                    .iter()
+                    .filter_map(|cell| {
+                        Some((cell["node"].as_str()?.to_owned(), cell["rights"].as_u64()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(rights)
+    }
+
+    /// This node's id.
+    pub async fn node_id(&self) -> Result<String, ClientError> {
+        let view = self.cluster(None).await?;
+        string_field(&view["node"], "id", "cluster view")
     }
 
     /// The node's Prometheus exposition.

@@ -3,7 +3,10 @@
 //! within seconds; a quota hammered on all three ends with at most Q billed successes
 //! and at least 0.99·Q; a node killed with SIGKILL under load and restarted loses no
 //! acknowledged usage, and no node's totals ever go down; a node cut off (proxy backend)
-//! keeps serving from the rights it holds, never overruns, and reconciles after the heal.
+//! keeps serving from the rights it holds, never overruns, and reconciles after the heal;
+//! a node stopped with SIGTERM, or told `tessera cluster leave`, hands its unspent rights
+//! to the others first (the rest of the quota stays usable), and serves again from its
+//! peers' rights once restarted.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -472,4 +475,262 @@ async fn process_faults_pause_stop_kill_restart_and_wipe() {
             },
         )
         .await;
+}
+
+/// The quota of the leave scenarios, and the node that leaves.
+const LEAVE_QUOTA: u64 = 300;
+const LEAVER: usize = 2;
+
+/// The rights node `holder` holds of `tenant`'s quota in node `viewer`'s view.
+async fn rights_of(cluster: &Cluster, viewer: usize, holder: &str, tenant: &str) -> Option<u64> {
+    let rights = cluster.admin(viewer).rights(tenant).await.ok()?;
+    Some(rights.get(holder).copied().unwrap_or(0))
+}
+
+/// Starts three nodes with a tenant whose monthly quota is [`LEAVE_QUOTA`]; once every
+/// node has served it (one billed request each) and node [`LEAVER`] holds rights in its
+/// own view, returns the tenant, the leaver's id and the rights it holds.
+async fn three_nodes_holding_rights() -> (Cluster, tessera_tests::cluster::TenantKey, String, u64) {
+    let cluster = start(Backend::Direct).await;
+    let acme = cluster
+        .admin(0)
+        .tenant_with_key("acme", Some(LEAVE_QUOTA))
+        .await
+        .unwrap();
+    let png = tiny_png();
+    for i in 0..3 {
+        until_key_works(&cluster, i, &acme.key, &png).await;
+    }
+    let id = cluster.admin(LEAVER).node_id().await.unwrap();
+    let (held, _) = cluster
+        .eventually(
+            Duration::from_secs(10),
+            "the leaving node holding rights",
+            || async {
+                rights_of(&cluster, LEAVER, &id, &acme.tenant)
+                    .await
+                    .filter(|r| *r > 0)
+            },
+        )
+        .await;
+    (cluster, acme, id, held)
+}
+
+/// [`hammer`] on each of `nodes` at once; the successes of each.
+async fn hammer_each(cluster: &Cluster, nodes: &[usize], key: &str) -> Vec<u64> {
+    let tasks: Vec<_> = nodes
+        .iter()
+        .map(|i| {
+            let addr = cluster.addr(*i);
+            tokio::spawn(hammer(
+                addr,
+                key.to_owned(),
+                tiny_png(),
+                Duration::from_secs(30),
+            ))
+        })
+        .collect();
+    let mut each = Vec::new();
+    for task in tasks {
+        each.push(task.await.unwrap());
+    }
+    each
+}
+
+/// `successes` admitted in all: never above [`LEAVE_QUOTA`], and at least 99% of it.
+fn assert_nearly_all_used(cluster: &Cluster, successes: u64, when: &str) {
+    assert!(
+        successes <= LEAVE_QUOTA,
+        "quota overrun {when}: {successes} > {LEAVE_QUOTA}"
+    );
+    assert!(
+        successes * 100 >= LEAVE_QUOTA * 99,
+        "only {successes} of {LEAVE_QUOTA} used {when}\n{}",
+        cluster.logs()
+    );
+}
+
+/// Once node [`LEAVER`] (`id`) is gone: nodes 0 and 1 see it holding no rights of
+/// `tenant`, and both bill what their clients saw (`successes` in all).
+async fn survivors_hold_all(cluster: &Cluster, id: &str, tenant: &str, successes: u64) {
+    for viewer in [0, 1] {
+        until_no_rights(cluster, viewer, id, tenant).await;
+    }
+    cluster
+        .eventually(
+            Duration::from_secs(10),
+            "billed totals equal successes on the survivors",
+            || async {
+                let all = cluster.requests_everywhere(tenant).await;
+                (all[0] == Some(successes) && all[1] == Some(successes)).then_some(())
+            },
+        )
+        .await;
+}
+
+/// Polls until node `viewer` sees node `holder` holding no rights of `tenant`.
+async fn until_no_rights(cluster: &Cluster, viewer: usize, holder: &str, tenant: &str) {
+    cluster
+        .eventually(
+            Duration::from_secs(10),
+            "the leaver's rights gone from a survivor's view",
+            || async { (rights_of(cluster, viewer, holder, tenant).await? == 0).then_some(()) },
+        )
+        .await;
+}
+
+/// Issue #13: a node stopped with SIGTERM kept its unspent rights, stranded while it was
+/// down — the survivors answered `quota_unavailable` with a third of the quota left
+/// (before the fix this test measured 201 of 300 admitted: node 2's 99 rights stayed
+/// with it). Now it hands them over before exiting, and the other two use ≥ 0.99·Q,
+/// never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_with_sigterm_hands_its_rights_to_the_others() {
+    let (mut cluster, acme, id, held) = three_nodes_holding_rights().await;
+    // One billed request on each node so far.
+    let mut successes = 3;
+    assert!(
+        cluster.stop(LEAVER).await,
+        "SIGTERM stops a node within the grace"
+    );
+    let log = cluster.log_tail(LEAVER, 30);
+    eprintln!(
+        "node {LEAVER} held {held} rights; its leave: {}",
+        log.lines()
+            .find(|l| l.contains("the cluster"))
+            .unwrap_or("(no leave logged)")
+    );
+    let each = hammer_each(&cluster, &[0, 1], &acme.key).await;
+    let (a, b) = (each[0], each[1]);
+    successes += a + b;
+    // How the quota answers now: `quota_exhausted` once nothing is stranded.
+    let end = resize(cluster.addr(0), &acme.key, tiny_png()).await;
+    successes += u64::from(end.status == StatusCode::OK);
+    eprintln!(
+        "after the SIGTERM: {a} + {b} more on the two others; {successes} of {LEAVE_QUOTA}; \
+         then {} {}",
+        end.status,
+        end.error_code()
+    );
+    assert_nearly_all_used(&cluster, successes, "after a SIGTERM");
+    assert!(log.contains("left the cluster"), "{log}");
+    survivors_hold_all(&cluster, &id, &acme.tenant, successes).await;
+}
+
+/// The same with a client on the node when SIGTERM comes, well past the node's first
+/// share (so rights have been moving to it on demand): its last request finishes before
+/// the hand-over (nothing consumes or refunds after it), what its demand still brings is
+/// handed over too, and the quota is still used ≥ 0.99·Q, all of it billed. (Measured:
+/// 125-127 served there, about 70 of this month's rights handed over in one pass.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_with_sigterm_under_load_strands_nothing() {
+    let (mut cluster, acme, id, _) = three_nodes_holding_rights().await;
+    let mut successes = 3;
+    let served = Arc::new(AtomicU64::new(0));
+    let busy = {
+        let (addr, key, served) = (cluster.addr(LEAVER), acme.key.clone(), served.clone());
+        tokio::spawn(async move {
+            // Until the node stops answering.
+            while let Ok(reply) = client::resize(addr, &key, tiny_png(), REQUEST_TIMEOUT).await {
+                if reply.status == StatusCode::OK {
+                    served.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+    cluster
+        .eventually(
+            Duration::from_secs(10),
+            "the node serving past its first share",
+            || async { (served.load(Ordering::Relaxed) >= 120).then_some(()) },
+        )
+        .await;
+    assert!(
+        cluster.stop(LEAVER).await,
+        "SIGTERM stops a node within the grace"
+    );
+    busy.await.unwrap();
+    let on_leaver = served.load(Ordering::Relaxed);
+    successes += on_leaver;
+    let log = cluster.log_tail(LEAVER, 30);
+    let each = hammer_each(&cluster, &[0, 1], &acme.key).await;
+    successes += each.iter().sum::<u64>();
+    eprintln!(
+        "{on_leaver} served on node {LEAVER} until its SIGTERM ({}), then {each:?} on the \
+         others: {successes} of {LEAVE_QUOTA}",
+        log.lines()
+            .find(|l| l.contains("the cluster"))
+            .unwrap_or("no leave logged")
+    );
+    assert_nearly_all_used(&cluster, successes, "after a SIGTERM under load");
+    survivors_hold_all(&cluster, &id, &acme.tenant, successes).await;
+}
+
+/// `tessera cluster leave` stops a node after handing its rights over; restarted, the node
+/// rejoins (its peers no longer count it as gone), serves again from rights its peers give
+/// it, and the quota is still used ≥ 0.99·Q in all, never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_left_serves_again_once_restarted() {
+    let (mut cluster, acme, id, held) = three_nodes_holding_rights().await;
+    let mut successes = 3;
+    let output = cluster.cli(LEAVER, &["cluster", "leave", "--json"]).await;
+    assert!(output.status.success(), "{output:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["status"], "leaving", "{answer}");
+    assert_eq!(answer["node"], id.as_str(), "{answer}");
+    let exit = cluster.wait_exit(LEAVER, Duration::from_secs(15)).await;
+    assert!(
+        exit.is_some_and(|status| status.success()),
+        "the node exits after leaving: {exit:?}\n{}",
+        cluster.log_tail(LEAVER, 30)
+    );
+    for viewer in [0, 1] {
+        until_no_rights(&cluster, viewer, &id, &acme.tenant).await;
+    }
+    let view = cluster.admin(0).cluster(None).await.unwrap();
+    let member = |view: &serde_json::Value| {
+        view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["node"] == id.as_str())
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(member(&view)["left"], true, "{view}");
+    eprintln!("node {LEAVER} left with {held} rights; the others hold them now");
+
+    cluster.start_node(LEAVER).await;
+    let png = tiny_png();
+    let (_, took) = cluster
+        .eventually(
+            Duration::from_secs(15),
+            "the restarted node serving from its peers' rights",
+            || async {
+                let reply = resize(cluster.addr(LEAVER), &acme.key, png.clone()).await;
+                (reply.status == StatusCode::OK).then_some(())
+            },
+        )
+        .await;
+    successes += 1;
+    eprintln!("restarted node {LEAVER} served {took:?} after it was ready");
+    let view = cluster.admin(0).cluster(None).await.unwrap();
+    assert_eq!(member(&view)["left"], false, "{view}");
+    assert_eq!(member(&view)["connected"], true, "{view}");
+    let each = hammer_each(&cluster, &[0, 1, LEAVER], &acme.key).await;
+    let (a, b, c) = (each[0], each[1], each[2]);
+    successes += a + b + c;
+    eprintln!("then {a} + {b} + {c} on the three nodes: {successes} of {LEAVE_QUOTA}");
+    assert!(c > 0, "the restarted node kept serving");
+    assert_nearly_all_used(&cluster, successes, "after a leave and a restart");
+    until_identical(
+        &cluster,
+        Duration::from_secs(10),
+        "billed totals equal successes everywhere",
+        &acme.tenant,
+        |t| t == successes,
+    )
+    .await;
 }

@@ -69,6 +69,22 @@ impl TestNode {
         }
     }
 
+    /// Waits up to `limit` for the server to stop by itself (an operator's leave); true
+    /// once it has returned without error.
+    pub async fn stopped_within(&mut self, limit: Duration) -> bool {
+        let Some(handle) = self.handle.as_mut() else {
+            return true;
+        };
+        match tokio::time::timeout(limit, handle).await {
+            Ok(result) => {
+                self.handle = None;
+                result.unwrap().unwrap();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
         request(self.addr, Method::POST, path, headers, body).await
     }

@@ -3,17 +3,15 @@
 //! node that missed 1M increments needs to catch up (messages, bytes, round trips, virtual
 //! time at 1–5 ms one-way delay, and the real CPU time the simulation took).
 //!
-//! Run: `cargo bench -p tessera-sync --bench catch_up`. Default protocol settings
+//! Run: `cargo bench -p tessera-sync --bench catch_up` (the crate's dev-dependency on
+//! itself turns on the `sim` feature it needs). Default protocol settings
 //! (`SyncConfig::default()`: 4096 ledger entries per chunk, 3 s rounds).
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use common::{NetConfig, Sim, START_MS};
 use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
+use tessera_sync::sim::{NetConfig, Sim, START_MS};
 use tessera_sync::SyncConfig;
 
 fn key(tenant: u64, metric: Metric) -> CounterKey {

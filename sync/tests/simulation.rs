@@ -9,14 +9,14 @@
 //! A failing randomized run prints its seed; replay it with `TESSERA_SIM_SEED=<seed>`.
 //! `TESSERA_SIM_SEEDS=<n>` runs more seeds.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{empty_state, fast_config, for_each_seed, persist, NetConfig, Sim, START_MS};
 use tessera_crdt::directory::{Change, DirectoryDelta, KeyId, KeyStanding, Scopes, SyncMessage};
 use tessera_crdt::ledger::{Delta, DeltaEntry, OriginDelta};
 use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId, VersionVector};
+use tessera_sync::sim::{
+    empty_state, fast_config, for_each_seed, persist, NetConfig, Sim, START_MS,
+};
 use tessera_sync::{Input, Message, Node, NodeState};
 
 fn period() -> Period {

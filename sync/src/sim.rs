@@ -1,26 +1,63 @@
-//! A simulated network for the protocol core, in the manner of raft-rs's test harness and
-//! chitchat's simulator: N nodes in one process, a virtual clock, and a network that
-//! delays, drops, duplicates and reorders messages, cuts links in any shape, and crashes
-//! and restarts nodes from their persisted state. Everything is driven by one seed.
+//! A simulated network for the protocol core (feature `sim`), in the manner of raft-rs's
+//! test harness and chitchat's simulator: N nodes in one process, a virtual clock, and a
+//! network that delays, drops, duplicates and reorders messages, cuts links in any shape,
+//! and crashes and restarts nodes from their persisted state. Everything is driven by one
+//! seed, so a failing run replays exactly.
 //!
 //! The simulator also keeps the *truth* — what each node incremented, which consumes and
 //! refunds succeeded — so tests can check replicas against it, not just against each other.
+//!
+//! # Why a module of the crate
+//! The protocol's tests (`sync/tests/simulation.rs`), its benches (`catch_up`,
+//! `fleet_scale`) and any suite that wants to drive many cores at once share one
+//! simulator; a copy pulled in with `#[path]` drifts. It is behind the `sim` feature so
+//! the node binary never carries it; the crate's own tests and benches enable it (see
+//! `sync/Cargo.toml`). Like the core it drives, it does no IO, reads no clock and never
+//! sees tokio: time is [`Sim::now_ms`], and every random choice comes from the seed.
+//!
+//! # What it models, and how faithfully
+//! - **Delivery**: each message is encoded once, then delivered to each recipient after a
+//!   delay drawn from [`NetConfig`], lost or duplicated with its probabilities; a
+//!   broadcast is one send per other node (a full mesh, what the core assumes). Messages
+//!   are decoded on arrival, so everything crosses the real encoding.
+//! - **The frame limit**: the transport drops, silently, any message over its
+//!   `message_bytes_max` (1 MiB by default). The simulator drops it too and counts it in
+//!   [`Sim::oversized_messages`]; [`Sim::assert_converged`] fails when any was dropped, so
+//!   a chunking bug fails the tests that check convergence.
+//! - **Durability**: before a step's outputs leave, its [`Node::take_changes`] batch is
+//!   applied to a durable copy through the encodings (as the edge's store does); a crash
+//!   keeps exactly that copy, and a restart loads it through the encodings again.
+//! - **Node ids**: `100 + i` by default (small, readable in failures); [`random_ids`]
+//!   draws 64-bit ids from the seed, as production nodes have (a postcard varint of a
+//!   random id is 9–10 bytes, not 1), for measurements of message sizes at fleet scale.
+//! - **Accounting**: every message put on a link is counted ([`Sim::messages_sent`],
+//!   [`Sim::bytes_sent`], and per kind in [`Sim::bytes_by_kind`]), lost ones included:
+//!   they were sent.
+//!
+//! [`cells`] counts the cells of a bounded counter whatever its internal shape (for
+//! fleet-scale measurements).
 
-#![allow(dead_code)] // Each test file uses a different part.
+pub mod cells;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 
 use tessera_crdt::{CounterKey, EscrowError, NodeId};
-use tessera_sync::rng::Rng;
-use tessera_sync::{Input, Message, Node, NodeState, Output, SyncConfig};
 
-/// Messages larger than this are a bug in the core's chunking.
+use crate::rng::{mix, Rng};
+use crate::{Changes, Input, Message, Node, NodeState, Output, SyncConfig};
+
+/// The transport's default frame limit (`cluster.message_bytes_max`, 1 MiB): a larger
+/// message is dropped there, and here.
 pub const MESSAGE_BYTES_MAX: usize = 1 << 20;
 
 /// 2026-11-10T00:00:00Z: every simulated run happens inside one billing month.
 pub const START_MS: u64 = 1_794_268_800_000;
 
+/// How the simulated network treats each message: a one-way delay uniform in
+/// `delay_min_ms..=delay_max_ms`, lost with probability `loss`, else delivered twice with
+/// probability `duplicate`.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
     pub delay_min_ms: u64,
@@ -30,6 +67,7 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// A LAN: 1–5 ms one way, nothing lost or duplicated.
     pub fn perfect() -> NetConfig {
         NetConfig {
             delay_min_ms: 1,
@@ -39,6 +77,17 @@ impl NetConfig {
         }
     }
 
+    /// Links between regions: 20–60 ms one way, nothing lost or duplicated.
+    pub fn wan() -> NetConfig {
+        NetConfig {
+            delay_min_ms: 20,
+            delay_max_ms: 60,
+            loss: 0.0,
+            duplicate: 0.0,
+        }
+    }
+
+    /// A bad network: 1–200 ms one way (so heavy reordering), 20% lost, 10% duplicated.
     pub fn faulty() -> NetConfig {
         NetConfig {
             delay_min_ms: 1,
@@ -64,13 +113,37 @@ pub fn fast_config() -> SyncConfig {
     }
 }
 
+/// Node ids `100`, `101`, …: small and readable in failure messages (what [`Sim::new`]
+/// uses).
+pub fn small_ids(n: usize) -> Vec<NodeId> {
+    (0..n).map(|i| NodeId(100 + i as u64)).collect()
+}
+
+/// `n` distinct random 64-bit node ids drawn from `seed`, as production nodes choose
+/// theirs: what fleet-scale measurements of message sizes need. The stream is separate
+/// from the simulator's own, so the same seed drives the same network either way.
+pub fn random_ids(n: usize, seed: u64) -> Vec<NodeId> {
+    let mut rng = Rng::new(mix(seed ^ 0x1d50_f1d5));
+    let mut seen = BTreeSet::new();
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        let id = rng.next_u64();
+        if id != 0 && seen.insert(id) {
+            ids.push(NodeId(id));
+        }
+    }
+    ids
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Delivery {
     at_ms: u64,
+    /// Unique, so deliveries at the same time keep their sending order and the bytes are
+    /// never compared.
     order: u64,
     from: usize,
     to: usize,
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
 }
 
 /// What really happened, to check replicas against.
@@ -84,6 +157,7 @@ pub struct Truth {
     pub refunded: BTreeMap<CounterKey, u64>,
 }
 
+/// N nodes on a simulated network. See the module doc.
 pub struct Sim {
     pub now_ms: u64,
     pub rng: Rng,
@@ -106,11 +180,25 @@ pub struct Sim {
     pub bytes_sent: u64,
     pub messages_sent: u64,
     pub bytes_by_kind: BTreeMap<&'static str, u64>,
+    /// Frame limit: a message encoded larger is dropped before it is sent, as the
+    /// transport drops it (default [`MESSAGE_BYTES_MAX`]).
+    pub message_bytes_max: usize,
+    /// Messages dropped for being over `message_bytes_max` (a broadcast counts once, as in
+    /// the transport), and the same per message kind.
+    pub oversized_messages: u64,
+    pub oversized_by_kind: BTreeMap<&'static str, u64>,
 }
 
 impl Sim {
+    /// `n` nodes with ids `100 + i` ([`small_ids`]), all connected.
     pub fn new(n: usize, seed: u64, config: SyncConfig, net: NetConfig) -> Sim {
-        let ids: Vec<NodeId> = (0..n).map(|i| NodeId(100 + i as u64)).collect();
+        Sim::with_ids(small_ids(n), seed, config, net)
+    }
+
+    /// One node per id (for example [`random_ids`]), all connected. Node `i` runs with seed
+    /// `seed + i`.
+    pub fn with_ids(ids: Vec<NodeId>, seed: u64, config: SyncConfig, net: NetConfig) -> Sim {
+        let n = ids.len();
         let durable = ids.iter().map(|id| empty_state(*id)).collect();
         let nodes = ids
             .iter()
@@ -142,6 +230,9 @@ impl Sim {
             bytes_sent: 0,
             messages_sent: 0,
             bytes_by_kind: BTreeMap::new(),
+            message_bytes_max: MESSAGE_BYTES_MAX,
+            oversized_messages: 0,
+            oversized_by_kind: BTreeMap::new(),
         };
         for a in 0..n {
             for b in 0..n {
@@ -157,6 +248,10 @@ impl Sim {
         self.ids.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
     pub fn node(&self, i: usize) -> &Node {
         self.nodes[i].as_ref().expect("node is up")
     }
@@ -167,6 +262,11 @@ impl Sim {
 
     pub fn up_nodes(&self) -> Vec<usize> {
         (0..self.len()).filter(|i| self.is_up(*i)).collect()
+    }
+
+    /// Messages waiting in the network (sent, not yet delivered or dropped).
+    pub fn in_flight(&self) -> usize {
+        self.queue.len()
     }
 
     fn linked(&self, a: usize, b: usize) -> bool {
@@ -229,16 +329,29 @@ impl Sim {
         persist(&mut self.durable[from], &changes);
         node.promote(&changes.directory_through);
         for output in outputs {
-            match output {
-                Output::Send { to, message } => {
+            let (to, message) = match output {
+                Output::Send { to, message } => (Some(to), message),
+                Output::Broadcast(message) => (None, message),
+            };
+            let bytes: Arc<[u8]> = message.encode().into();
+            let kind = message.kind();
+            if bytes.len() > self.message_bytes_max {
+                // The transport drops it before it is sent; so does the simulator, and
+                // counts it (convergence checks fail on any).
+                self.oversized_messages += 1;
+                *self.oversized_by_kind.entry(kind).or_default() += 1;
+                continue;
+            }
+            match to {
+                Some(to) => {
                     if let Some(to) = self.ids.iter().position(|id| *id == to) {
-                        self.transmit(from, to, &message);
+                        self.transmit(from, to, kind, &bytes);
                     }
                 }
-                Output::Broadcast(message) => {
+                None => {
                     for to in 0..self.len() {
                         if to != from {
-                            self.transmit(from, to, &message);
+                            self.transmit(from, to, kind, &bytes);
                         }
                     }
                 }
@@ -246,17 +359,10 @@ impl Sim {
         }
     }
 
-    fn transmit(&mut self, from: usize, to: usize, message: &Message) {
-        let bytes = message.encode();
-        assert!(
-            bytes.len() <= MESSAGE_BYTES_MAX,
-            "{} message of {} bytes",
-            message.kind(),
-            bytes.len()
-        );
+    fn transmit(&mut self, from: usize, to: usize, kind: &'static str, bytes: &Arc<[u8]>) {
         self.messages_sent += 1;
         self.bytes_sent += bytes.len() as u64;
-        *self.bytes_by_kind.entry(message.kind()).or_default() += bytes.len() as u64;
+        *self.bytes_by_kind.entry(kind).or_default() += bytes.len() as u64;
         if !self.linked(from, to) || self.rng.unit() < self.net.loss {
             return;
         }
@@ -274,14 +380,19 @@ impl Sim {
                 order: self.order,
                 from,
                 to,
-                bytes: bytes.clone(),
+                bytes: Arc::clone(bytes),
             }));
         }
     }
 
     /// Advances virtual time to `until_ms`, delivering messages and ticking nodes.
     pub fn run_until(&mut self, until_ms: u64) {
-        let mut same_time_steps = 0u32;
+        // Ticks at one instant: a node whose wakeup never advances would repeat them for
+        // ever. (Deliveries cannot, with `delay_min_ms` ≥ 1 as in every `NetConfig` here:
+        // each takes one message off the queue, and what it sends arrives later. So the
+        // guard does not depend on how many messages one millisecond holds: tens of
+        // thousands at N = 200.)
+        let mut same_time_ticks = 0u32;
         let mut last_time = self.now_ms;
         loop {
             let next_delivery = self.queue.peek().map(|Reverse(d)| d.at_ms);
@@ -296,28 +407,27 @@ impl Sim {
                 break;
             };
             self.now_ms = self.now_ms.max(next);
-            if self.now_ms == last_time {
-                same_time_steps += 1;
-                assert!(
-                    same_time_steps < 100_000,
-                    "seed {}: time stuck at {} (a wakeup that never advances)",
-                    self.seed,
-                    self.now_ms
-                );
-            } else {
-                same_time_steps = 0;
+            if self.now_ms != last_time {
+                same_time_ticks = 0;
                 last_time = self.now_ms;
             }
             if next_delivery == Some(next) {
                 let Reverse(d) = self.queue.pop().expect("peeked");
                 // A link cut while the message was in flight drops it.
                 if self.linked(d.from, d.to) {
-                    let message =
-                        Message::decode(&d.bytes, MESSAGE_BYTES_MAX).expect("own messages decode");
+                    let message = Message::decode(&d.bytes, self.message_bytes_max)
+                        .expect("own messages decode");
                     let from = self.ids[d.from];
                     self.input(d.to, Input::Message { from, message });
                 }
             } else {
+                same_time_ticks += 1;
+                assert!(
+                    same_time_ticks < 100_000,
+                    "seed {}: time stuck at {} (a wakeup that never advances)",
+                    self.seed,
+                    self.now_ms
+                );
                 for i in 0..self.len() {
                     if self.nodes[i]
                         .as_ref()
@@ -456,9 +566,14 @@ impl Sim {
         }
     }
 
-    /// Every replica agrees with the others and with the truth. Call after healing and a
-    /// quiet period.
+    /// Every replica agrees with the others and with the truth, and no message was
+    /// dropped for its size. Call after healing and a quiet period.
     pub fn assert_converged(&self, quotas: &BTreeMap<CounterKey, u64>) {
+        assert_eq!(
+            self.oversized_messages, 0,
+            "seed {}: messages over the {}-byte frame limit were dropped: {:?}",
+            self.seed, self.message_bytes_max, self.oversized_by_kind
+        );
         let up = self.up_nodes();
         let first = self.node(up[0]);
         for &i in &up[1..] {
@@ -610,7 +725,7 @@ pub fn empty_state(id: NodeId) -> NodeState {
 }
 
 /// Applies one batch of changes to a durable state, through the batch's encodings.
-pub fn persist(state: &mut NodeState, changes: &tessera_sync::Changes) {
+pub fn persist(state: &mut NodeState, changes: &Changes) {
     for delta in &changes.ledger {
         let delta = tessera_crdt::ledger::Delta::decode(&delta.encode()).expect("delta decodes");
         state.ledger.apply_delta(&delta).expect("delta applies");
@@ -632,5 +747,80 @@ pub fn persist(state: &mut NodeState, changes: &tessera_sync::Changes) {
         let counter =
             tessera_crdt::BoundedCounter::decode(&counter.encode()).expect("counter decodes");
         state.escrow.merge_counter(*key, &counter);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_crdt::{Metric, Period, PeriodKind, TenantId};
+
+    fn key(tenant: u64) -> CounterKey {
+        CounterKey::new(
+            TenantId(tenant),
+            Period::containing(PeriodKind::Month, START_MS),
+            Metric::Requests,
+        )
+    }
+
+    #[test]
+    fn random_ids_are_distinct_large_and_replayable() {
+        let ids = random_ids(200, 7);
+        assert_eq!(ids, random_ids(200, 7));
+        assert_ne!(ids, random_ids(200, 8));
+        assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 200);
+        // Production-sized: most need the full 9–10 varint bytes.
+        let large = ids.iter().filter(|id| id.0 >= 1 << 56).count();
+        assert!(large > 150, "{large}");
+        let sim = Sim::with_ids(ids.clone(), 7, fast_config(), NetConfig::perfect());
+        assert_eq!(sim.ids, ids);
+        assert_eq!(sim.node(3).id(), ids[3]);
+    }
+
+    #[test]
+    fn oversized_messages_are_counted_and_dropped_like_the_transport_drops_them() {
+        let mut sim = Sim::new(3, 1, fast_config(), NetConfig::perfect());
+        sim.run_for(1_000);
+        let pushed = |sim: &Sim| sim.bytes_by_kind.get("ledger_push").copied();
+        let before = pushed(&sim);
+        // One push of 60 slots (a chunk holds 64) is far over a 200-byte frame limit:
+        // dropped, counted once (a broadcast is one message for the transport), never
+        // sent. A pull answered meanwhile carries the same slots: dropped too. Nothing
+        // else here is that large.
+        sim.message_bytes_max = 200;
+        for t in 0..60 {
+            sim.increment(0, key(t), 1);
+        }
+        sim.run_for(fast_config().push_delay_ms + 10);
+        assert_eq!(sim.oversized_by_kind.get("ledger_push"), Some(&1));
+        let chunks = sim.oversized_by_kind.get("ledger_chunk").copied();
+        assert_eq!(
+            sim.oversized_messages,
+            1 + chunks.unwrap_or(0),
+            "{:?}",
+            sim.oversized_by_kind
+        );
+        assert_eq!(pushed(&sim), before, "nothing of it was sent");
+        assert_eq!(sim.node(1).ledger().total(&key(0)), 0, "nothing arrived");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sim.assert_converged(&BTreeMap::new())
+        }));
+        assert!(outcome.is_err(), "a dropped message fails convergence");
+    }
+
+    #[test]
+    fn the_wan_network_is_slower_than_the_perfect_one_and_loses_nothing() {
+        let wan = NetConfig::wan();
+        assert!(wan.delay_min_ms >= 20 && wan.delay_max_ms <= 60);
+        assert_eq!((wan.loss, wan.duplicate), (0.0, 0.0));
+        let mut sim = Sim::new(2, 3, fast_config(), wan);
+        sim.run_for(1_000);
+        sim.increment(0, key(1), 5);
+        let config = fast_config();
+        sim.run_for(config.push_delay_ms + 19);
+        assert_eq!(sim.node(1).ledger().total(&key(1)), 0, "not before 20 ms");
+        sim.run_for(41);
+        assert_eq!(sim.node(1).ledger().total(&key(1)), 5);
+        sim.assert_converged(&BTreeMap::new());
     }
 }

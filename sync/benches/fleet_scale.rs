@@ -1,0 +1,825 @@
+//! Fleet-scale figures of the protocol core (issue #13): the core driven on the simulated
+//! network (`tessera_sync::sim`) at N nodes, default `SyncConfig` (production), random
+//! 64-bit node ids (production byte sizes), printed as one markdown table with a column
+//! per N.
+//!
+//! Run (release; the `sim` feature comes with the crate's dev-dependency on itself):
+//! `cargo bench -p tessera-sync --bench fleet_scale` (or with `--features sim`, the same).
+//! `FLEET_N=5,20,50` (the default) picks the fleet sizes, `FLEET_N=100,200` the large
+//! ones; `FLEET_SEED` (default 1) the seed every run uses (node ids, network, nodes,
+//! traffic), printed; `FLEET_THREADS` (default: the machine's cores) how many runs go at
+//! once. Cost on a 2-core AMD EPYC (CPU time, all runs of a column): about 1 s at N=5,
+//! 5 s at 20, 25 s at 50, 2 minutes at 100, 9 minutes at 200 — so N=5,20,50 take under a
+//! minute of wall time on two threads, N=200 ten minutes or more. Each column prints its
+//! CPU and wall time (docs/BENCHMARKS.md has the figures). Nothing here asserts a time:
+//! only safety (never more admitted than the quota) is checked.
+//!
+//! # What each row measures
+//! Networks (`sim::NetConfig`): *perfect* 1–5 ms one way; *wan* 20–60 ms, no loss;
+//! *faulty* 1–200 ms, 20% lost, 10% duplicated.
+//!
+//! - **Quota liveness.** One tenant, home node 0, a monthly request quota Q = 10,000 set
+//!   at the home; 10 s later traffic starts: 1,000 requests/s offered (one per simulated
+//!   ms), each admitted by `consume` and then billed (a ledger increment), as the edge
+//!   does; refused requests are not retried. The *ideal time* is Q / offered rate = 10 s:
+//!   what admitting the whole quota takes if rights were never the bottleneck. The row
+//!   gives the share of Q admitted within 1x / 1.5x / 3x the ideal time from the first
+//!   request. Traffic shapes: *1 node* (all at node 1, never the home), *3 nodes* (nodes
+//!   1, 2, 3 in turn, a third each), *moving* (one node at a time, a new one drawn every
+//!   2 s from the seed, starting at node 1). Safety is asserted: the true consumption never
+//!   exceeds Q (each node's own net consumption ≤ its limit is checked at every step by
+//!   the simulator).
+//! - **Propagation.** On a quiet fleet, 200 increments, one every 250 ms, each of a fresh
+//!   key at a node drawn from the seed; a sample's time is from its increment until every
+//!   node's replica holds it (polled every 5 ms); p50 / p99 / max of the 200. Runs stop
+//!   120 s after the last sample; a sample not everywhere by then is reported.
+//! - **Heal.** wan. Halves (nodes `0..N/2` and `N/2..N`) partitioned; for 19 s every node
+//!   increments one key every 100 ms (tenants drawn from 1,000, metrics from 4), then 1 s
+//!   quiet (each half converges within itself), then the heal. Measured: bytes of every
+//!   message sent cluster-wide from the heal until every node's ledger version vector is
+//!   the same (polled every 10 ms), over the *minimum*: each node must receive, once, the
+//!   entries the other half wrote that it lacks, and nothing else — per receiver, the
+//!   encoded `LedgerChunk` messages carrying exactly those entries in the fewest chunks
+//!   the protocol allows (`ledger_entries_max` each), summed over every receiver. Digests,
+//!   pulls, duplicates and repeats from several peers are what the measured bytes add.
+//! - **Escrow cells.** After the 1-node wan run and after the moving wan run: the most
+//!   cells (grant, transfer, consumption, retirement and refund cells; `sim::cells`) any
+//!   replica holds in the tenant's counter, and that counter's encoded size. A counter
+//!   travels whole (it is pushed whole on every change), so this is also each push's size.
+//! - **Escrow push bytes/s.** The 1-node traffic shape on the perfect network: bytes of
+//!   `escrow_push` messages sent cluster-wide during the ideal time (the first 10 s of
+//!   traffic, when the tenant is busy throughout), per second; and every escrow message
+//!   kind together (pushes, digests, buckets, counters, rights requests and replies).
+//! - **Ledger memory per node.** A replica holding, for each of N writing nodes, all four
+//!   metrics of every tenant in one month — what every node holds when every node serves
+//!   every tenant. Measured at 10,000 tenants (each origin's ledger built by increments,
+//!   three passes over its keys in a fresh random order each, then merged into one
+//!   replica), with a counting allocator: heap bytes of the replica per slot, and
+//!   `Ledger::encode` bytes per slot. The row gives `100,000 tenants × 4 metrics × N
+//!   writers × bytes per slot` for both (the in-memory figure first), and the per-slot
+//!   sizes.
+//! - **Oversized**: messages the simulator dropped, across all of the N's runs, for being
+//!   over the transport's 1 MiB frame limit (the transport drops them silently), by kind.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tessera_crdt::directory::Change;
+use tessera_crdt::{CounterKey, Ledger, Metric, NodeId, Period, PeriodKind, TenantId};
+use tessera_sync::rng::{mix, Rng};
+use tessera_sync::sim::{cells, random_ids, NetConfig, Sim, START_MS};
+use tessera_sync::{Message, SyncConfig};
+
+/// Heap bytes live on this thread (allocated here minus freed here): the ledger memory
+/// figure builds and measures its replica on one thread.
+struct CountingAlloc;
+
+thread_local! {
+    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    // `try_with`: an allocation during the thread's teardown is not counted.
+    let _ = LIVE_BYTES.try_with(|live| live.set(live.get() + delta));
+}
+
+// SAFETY: every call forwards to `System` with the caller's arguments unchanged; counting
+// touches only a thread-local integer.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc`, passed on.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc`, passed on.
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract for `realloc`, passed on.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+fn live_bytes() -> isize {
+    LIVE_BYTES.with(Cell::get)
+}
+
+const QUOTA: u64 = 10_000;
+const RATE_PER_S: u64 = 1_000;
+const IDEAL_MS: u64 = QUOTA * 1_000 / RATE_PER_S;
+/// From the quota set at the home to the first request.
+const SETUP_MS: u64 = 10_000;
+const MOVE_EVERY_MS: u64 = 2_000;
+const PROPAGATION_SAMPLES: u64 = 200;
+const PROPAGATION_EVERY_MS: u64 = 250;
+const PROPAGATION_POLL_MS: u64 = 5;
+const PROPAGATION_WAIT_MS: u64 = 120_000;
+const HEAL_WRITE_MS: u64 = 19_000;
+const HEAL_QUIET_MS: u64 = 1_000;
+const HEAL_WRITE_EVERY_MS: u64 = 100;
+const HEAL_TENANTS: u64 = 1_000;
+const HEAL_POLL_MS: u64 = 10;
+const HEAL_WAIT_MS: u64 = 120_000;
+const MEMORY_SAMPLE_TENANTS: u64 = 10_000;
+const MEMORY_TENANTS: u64 = 100_000;
+
+const TENANT: u64 = 1;
+
+fn key(tenant: u64, metric: Metric) -> CounterKey {
+    CounterKey::new(
+        TenantId(tenant),
+        Period::containing(PeriodKind::Month, START_MS),
+        metric,
+    )
+}
+
+/// The traffic's own random stream (the network's is the simulator's).
+fn traffic_rng(seed: u64, salt: u64) -> Rng {
+    Rng::new(mix(seed ^ mix(salt)))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Net {
+    Perfect,
+    Wan,
+    Faulty,
+}
+
+impl Net {
+    fn config(self) -> NetConfig {
+        match self {
+            Net::Perfect => NetConfig::perfect(),
+            Net::Wan => NetConfig::wan(),
+            Net::Faulty => NetConfig::faulty(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Shape {
+    OneNode,
+    ThreeNodes,
+    Moving,
+}
+
+fn fleet(n: usize, seed: u64, net: Net) -> Sim {
+    Sim::with_ids(
+        random_ids(n, seed),
+        seed,
+        SyncConfig::default(),
+        net.config(),
+    )
+}
+
+/// What a run dropped for its size, by kind.
+type Oversized = BTreeMap<&'static str, u64>;
+
+struct Liveness {
+    /// Admitted by 1x, 1.5x and 3x the ideal time.
+    admitted: [u64; 3],
+    /// Most cells any replica holds in the counter, and its encoded bytes there.
+    cells: usize,
+    counter_bytes: usize,
+    escrow_push_bytes_per_s: f64,
+    escrow_bytes_per_s: f64,
+    oversized: Oversized,
+}
+
+const ESCROW_KINDS: [&str; 6] = [
+    "escrow_push",
+    "escrow_digest",
+    "escrow_buckets",
+    "escrow_counters",
+    "rights_request",
+    "rights_reply",
+];
+
+fn liveness(n: usize, seed: u64, shape: Shape, net: Net) -> Liveness {
+    assert!(
+        n >= 4,
+        "the 3-node shape needs nodes 1 to 3 besides the home"
+    );
+    let mut sim = fleet(n, seed, net);
+    let home = sim.ids[0];
+    sim.with_node(0, |node, now| {
+        node.edit_directory(
+            now,
+            "admin",
+            Change::CreateTenant {
+                tenant: TenantId(TENANT),
+                name: "busy".into(),
+                home,
+            },
+        )?;
+        node.edit_directory(
+            now,
+            "admin",
+            Change::SetQuota {
+                tenant: TenantId(TENANT),
+                metric: Metric::Requests,
+                period: PeriodKind::Month,
+                limit: Some(QUOTA),
+            },
+        )
+    })
+    .expect("tenant and quota");
+    sim.run_for(SETUP_MS);
+    let k = key(TENANT, Metric::Requests);
+    let mut rng = traffic_rng(seed, 1);
+    let mut busy = 1;
+    let mut admitted = 0u64;
+    let mut at_marks = [0u64; 3];
+    let marks_ms = [IDEAL_MS, IDEAL_MS * 3 / 2, IDEAL_MS * 3];
+    let before = sim.bytes_by_kind.clone();
+    let mut window_bytes = BTreeMap::new();
+    for t in 0..marks_ms[2] {
+        let at = match shape {
+            Shape::OneNode => 1,
+            Shape::ThreeNodes => 1 + (t % 3) as usize,
+            Shape::Moving => {
+                if t > 0 && t % MOVE_EVERY_MS == 0 {
+                    // Another node than the busy one, uniformly.
+                    busy = (busy + 1 + rng.below(n as u64 - 1) as usize) % n;
+                }
+                busy
+            }
+        };
+        if sim.consume(at, k, 1).is_ok() {
+            admitted += 1;
+            sim.increment(at, k, 1);
+        }
+        sim.run_for(1);
+        for (mark, at_ms) in marks_ms.iter().enumerate() {
+            if t + 1 == *at_ms {
+                at_marks[mark] = admitted;
+            }
+        }
+        if t + 1 == IDEAL_MS {
+            window_bytes = sim.bytes_by_kind.clone();
+        }
+    }
+    let consumed = sim.truth.consumed.get(&k).copied().unwrap_or(0);
+    assert!(
+        consumed <= QUOTA && admitted == consumed,
+        "seed {seed}: {consumed} admitted against a quota of {QUOTA}"
+    );
+    let grew = |kind: &str| {
+        window_bytes.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0)
+    };
+    let window_s = IDEAL_MS as f64 / 1_000.0;
+    let (cells, counter_bytes) = sim
+        .up_nodes()
+        .into_iter()
+        .filter_map(|i| sim.node(i).escrow().get(&k).cloned())
+        .map(|c| (cells::counter_cells(&c), c.encode().len()))
+        .max()
+        .unwrap_or((0, 0));
+    Liveness {
+        admitted: at_marks,
+        cells,
+        counter_bytes,
+        escrow_push_bytes_per_s: grew("escrow_push") as f64 / window_s,
+        escrow_bytes_per_s: ESCROW_KINDS.iter().map(|k| grew(k)).sum::<u64>() as f64 / window_s,
+        oversized: sim.oversized_by_kind.clone(),
+    }
+}
+
+struct Propagation {
+    /// Milliseconds per sample that reached every node in time, sorted.
+    latencies_ms: Vec<u64>,
+    /// Samples some node still lacked when the run stopped.
+    incomplete: usize,
+    oversized: Oversized,
+}
+
+fn propagation(n: usize, seed: u64, net: Net) -> Propagation {
+    let mut sim = fleet(n, seed, net);
+    sim.run_for(5_000);
+    let mut rng = traffic_rng(seed, 2);
+    // (increment time, origin, key, nodes that lack it)
+    let mut pending: Vec<(u64, NodeId, CounterKey, Vec<usize>)> = Vec::new();
+    let mut latencies_ms = Vec::new();
+    let mut next_sample_ms = sim.now_ms;
+    let mut samples = 0;
+    let mut last_sample_ms = sim.now_ms;
+    loop {
+        if samples < PROPAGATION_SAMPLES && sim.now_ms >= next_sample_ms {
+            let origin = rng.below(n as u64) as usize;
+            let k = key(10_000 + samples, Metric::Requests);
+            sim.increment(origin, k, 1);
+            let others = (0..n).filter(|j| *j != origin).collect();
+            pending.push((sim.now_ms, sim.ids[origin], k, others));
+            samples += 1;
+            last_sample_ms = sim.now_ms;
+            next_sample_ms += PROPAGATION_EVERY_MS;
+        }
+        sim.run_for(PROPAGATION_POLL_MS);
+        let now = sim.now_ms;
+        pending.retain_mut(|(at, origin, k, lacking)| {
+            lacking.retain(|j| sim.node(*j).ledger().slot(k, *origin).value == 0);
+            if lacking.is_empty() {
+                latencies_ms.push(now - *at);
+            }
+            !lacking.is_empty()
+        });
+        let done = samples == PROPAGATION_SAMPLES
+            && (pending.is_empty() || now > last_sample_ms + PROPAGATION_WAIT_MS);
+        if done {
+            break;
+        }
+    }
+    latencies_ms.sort_unstable();
+    Propagation {
+        latencies_ms,
+        incomplete: pending.len(),
+        oversized: sim.oversized_by_kind.clone(),
+    }
+}
+
+struct Heal {
+    bytes: u64,
+    minimum_bytes: u64,
+    /// From the heal to identical version vectors everywhere (`None`: not within the wait).
+    converged_ms: Option<u64>,
+    oversized: Oversized,
+}
+
+fn heal(n: usize, seed: u64) -> Heal {
+    let mut sim = fleet(n, seed, Net::Wan);
+    sim.run_for(5_000);
+    let (a, b): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| *i < n / 2);
+    sim.partition(&[a.clone(), b.clone()]);
+    let mut rng = traffic_rng(seed, 3);
+    for _ in 0..HEAL_WRITE_MS / HEAL_WRITE_EVERY_MS {
+        for i in 0..n {
+            let tenant = rng.below(HEAL_TENANTS);
+            let metric = Metric::ALL[rng.below(Metric::ALL.len() as u64) as usize];
+            sim.increment(i, key(tenant, metric), 1 + rng.below(100));
+        }
+        sim.run_for(HEAL_WRITE_EVERY_MS);
+    }
+    sim.run_for(HEAL_QUIET_MS);
+    for half in [&a, &b] {
+        for i in &half[1..] {
+            assert!(
+                sim.node(*i).ledger().same_state(sim.node(half[0]).ledger()),
+                "seed {seed}: a half did not converge within itself before the heal"
+            );
+        }
+    }
+    // Per receiver: the entries it lacks, from a node of the other half, in chunks.
+    let entries_max = sim.config.ledger_entries_max;
+    let mut minimum_bytes = 0u64;
+    for (receivers, provider) in [(&a, b[0]), (&b, a[0])] {
+        for r in receivers {
+            let have = sim.node(*r).ledger().version_vector().clone();
+            for delta in sim.node(provider).ledger().chunks_since(have, entries_max) {
+                let chunk = Message::LedgerChunk { delta, more: false };
+                minimum_bytes += chunk.encode().len() as u64;
+            }
+        }
+    }
+    let before = sim.bytes_sent;
+    let healed_at = sim.now_ms;
+    sim.heal();
+    let mut converged_ms = None;
+    while sim.now_ms < healed_at + HEAL_WAIT_MS {
+        sim.run_for(HEAL_POLL_MS);
+        let first = sim.node(0).ledger().version_vector().clone();
+        if (1..n).all(|i| *sim.node(i).ledger().version_vector() == first) {
+            converged_ms = Some(sim.now_ms - healed_at);
+            break;
+        }
+    }
+    let bytes = sim.bytes_sent - before;
+    if converged_ms.is_some() {
+        for i in 1..n {
+            assert!(
+                sim.node(i).ledger().same_state(sim.node(0).ledger()),
+                "seed {seed}: equal version vectors, different ledgers"
+            );
+        }
+    }
+    Heal {
+        bytes,
+        minimum_bytes,
+        converged_ms,
+        oversized: sim.oversized_by_kind.clone(),
+    }
+}
+
+struct Memory {
+    heap_bytes_per_slot: f64,
+    encoded_bytes_per_slot: f64,
+}
+
+/// One replica holding `n` origins' slots of every tenant of the sample (see the doc).
+fn ledger_memory(n: usize, seed: u64) -> Memory {
+    let ids = random_ids(n, seed);
+    let mut rng = traffic_rng(seed, 4);
+    let keys: Vec<CounterKey> = (0..MEMORY_SAMPLE_TENANTS)
+        .flat_map(|t| Metric::ALL.map(|m| key(t, m)))
+        .collect();
+    let live_before = live_bytes();
+    let mut replica = Ledger::new(ids[0]);
+    for origin in &ids {
+        let mut ledger = Ledger::new(*origin);
+        let mut order = keys.clone();
+        for _ in 0..3 {
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            for k in &order {
+                ledger.increment(*k, 1).expect("increment");
+            }
+        }
+        replica.merge(&ledger);
+    }
+    let heap = live_bytes() - live_before;
+    let slots = replica.slot_count();
+    assert_eq!(slots, keys.len() * n);
+    let encoded = replica.encode().len();
+    Memory {
+        heap_bytes_per_slot: heap as f64 / slots as f64,
+        encoded_bytes_per_slot: encoded as f64 / slots as f64,
+    }
+}
+
+enum Outcome {
+    Liveness(Liveness),
+    Propagation(Propagation),
+    Heal(Heal),
+    Memory(Memory),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Run {
+    Liveness(Shape, Net),
+    Propagation(Net),
+    Heal,
+    Memory,
+}
+
+fn execute(run: Run, n: usize, seed: u64) -> Outcome {
+    match run {
+        Run::Liveness(shape, net) => Outcome::Liveness(liveness(n, seed, shape, net)),
+        Run::Propagation(net) => Outcome::Propagation(propagation(n, seed, net)),
+        Run::Heal => Outcome::Heal(heal(n, seed)),
+        Run::Memory => Outcome::Memory(ledger_memory(n, seed)),
+    }
+}
+
+fn runs() -> Vec<Run> {
+    let mut runs = Vec::new();
+    for net in [Net::Wan, Net::Faulty] {
+        for shape in [Shape::OneNode, Shape::ThreeNodes, Shape::Moving] {
+            runs.push(Run::Liveness(shape, net));
+        }
+        runs.push(Run::Propagation(net));
+    }
+    runs.push(Run::Liveness(Shape::OneNode, Net::Perfect));
+    runs.push(Run::Heal);
+    runs.push(Run::Memory);
+    runs
+}
+
+/// This thread's CPU time (user + system) from `/proc/thread-self/stat` (Linux; fields 14
+/// and 15 of proc(5), in clock ticks of 10 ms: `USER_HZ` is 100 on Linux), or `None`. CPU
+/// time rather than elapsed time: the figure must not depend on what else the machine runs.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+    Some(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+}
+
+/// How long a run took: its thread's CPU time where `/proc` tells it, else elapsed time.
+#[derive(Clone, Copy)]
+struct Took {
+    cpu: Option<Duration>,
+    elapsed: Duration,
+}
+
+impl Took {
+    fn best(&self) -> Duration {
+        self.cpu.unwrap_or(self.elapsed)
+    }
+}
+
+/// Every run of one N, on `threads` threads; each result with the time its run took.
+fn run_all(n: usize, seed: u64, threads: usize) -> BTreeMap<Run, (Outcome, Took)> {
+    let queue = Mutex::new(runs().into_iter().collect::<VecDeque<Run>>());
+    let results = Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let Some(run) = queue.lock().expect("queue").pop_front() else {
+                    break;
+                };
+                let (started, cpu_before) = (Instant::now(), thread_cpu());
+                let outcome = execute(run, n, seed);
+                let took = Took {
+                    cpu: thread_cpu()
+                        .zip(cpu_before)
+                        .map(|(after, before)| after - before),
+                    elapsed: started.elapsed(),
+                };
+                eprintln!(
+                    "  N={n} {run:?}: CPU {:.1?}, elapsed {:.1?}",
+                    took.cpu.unwrap_or_default(),
+                    took.elapsed
+                );
+                results
+                    .lock()
+                    .expect("results")
+                    .insert(run, (outcome, took));
+            });
+        }
+    });
+    results.into_inner().expect("results")
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    let p = 100.0 * part as f64 / whole as f64;
+    if p >= 99.95 || p == 0.0 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+fn bytes(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} KB", b / 1e3)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+fn seconds(ms: u64) -> String {
+    if ms >= 1_000 {
+        format!("{:.1} s", ms as f64 / 1_000.0)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
+/// A row's cell for one N, from that N's results.
+type RowCell = fn(&BTreeMap<Run, (Outcome, Took)>, usize) -> String;
+
+fn liveness_of(results: &BTreeMap<Run, (Outcome, Took)>, run: Run) -> &Liveness {
+    match &results[&run].0 {
+        Outcome::Liveness(l) => l,
+        _ => unreachable!("a liveness run"),
+    }
+}
+
+fn shares(results: &BTreeMap<Run, (Outcome, Took)>, shape: Shape, net: Net) -> String {
+    let l = liveness_of(results, Run::Liveness(shape, net));
+    l.admitted
+        .iter()
+        .map(|a| percent(*a, QUOTA))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn propagation_cell(results: &BTreeMap<Run, (Outcome, Took)>, net: Net) -> String {
+    let Outcome::Propagation(p) = &results[&Run::Propagation(net)].0 else {
+        unreachable!("a propagation run")
+    };
+    let lat = &p.latencies_ms;
+    if lat.is_empty() {
+        return format!("none of {PROPAGATION_SAMPLES} arrived everywhere");
+    }
+    // Nearest rank over every sample, those that never arrived counting as the slowest.
+    let total = lat.len() + p.incomplete;
+    let rank = |q: f64| ((q * total as f64).ceil() as usize).max(1) - 1;
+    let at = |q: f64| {
+        lat.get(rank(q))
+            .map_or(format!("> {}", seconds(PROPAGATION_WAIT_MS)), |ms| {
+                seconds(*ms)
+            })
+    };
+    let mut cell = format!("{} / {} / {}", at(0.5), at(0.99), at(1.0));
+    if p.incomplete > 0 {
+        cell += &format!(" ({} never arrived)", p.incomplete);
+    }
+    cell
+}
+
+fn rows() -> Vec<(&'static str, RowCell)> {
+    vec![
+        (
+            "quota liveness: share of Q=10,000 admitted within 1x / 1.5x / 3x the ideal time, traffic at 1 node, wan",
+            |r, _| shares(r, Shape::OneNode, Net::Wan),
+        ),
+        ("same, faulty network", |r, _| {
+            shares(r, Shape::OneNode, Net::Faulty)
+        }),
+        ("same, perfect network", |r, _| {
+            shares(r, Shape::OneNode, Net::Perfect)
+        }),
+        ("traffic at 3 nodes, wan (1x / 1.5x / 3x)", |r, _| {
+            shares(r, Shape::ThreeNodes, Net::Wan)
+        }),
+        ("same, faulty network", |r, _| {
+            shares(r, Shape::ThreeNodes, Net::Faulty)
+        }),
+        (
+            "traffic moving between nodes every 2 s, wan (1x / 1.5x / 3x)",
+            |r, _| shares(r, Shape::Moving, Net::Wan),
+        ),
+        ("same, faulty network", |r, _| {
+            shares(r, Shape::Moving, Net::Faulty)
+        }),
+        (
+            "propagation of one increment to every node, wan: p50 / p99 / max",
+            |r, _| propagation_cell(r, Net::Wan),
+        ),
+        ("same, faulty network", |r, _| {
+            propagation_cell(r, Net::Faulty)
+        }),
+        (
+            "bytes sent cluster-wide to heal a 20 s half/half partition (wan), × the minimum (measured / minimum, time to converge)",
+            |r, _| {
+                let Outcome::Heal(h) = &r[&Run::Heal].0 else {
+                    unreachable!("the heal run")
+                };
+                let time = h
+                    .converged_ms
+                    .map_or(format!("not converged in {}", seconds(HEAL_WAIT_MS)), seconds);
+                format!(
+                    "{:.1}x ({} / {}, {time})",
+                    h.bytes as f64 / h.minimum_bytes as f64,
+                    bytes(h.bytes as f64),
+                    bytes(h.minimum_bytes as f64)
+                )
+            },
+        ),
+        (
+            "escrow cells of the counter after the run (encoded size), 1-node / moving traffic, wan",
+            |r, _| {
+                let one = liveness_of(r, Run::Liveness(Shape::OneNode, Net::Wan));
+                let moving = liveness_of(r, Run::Liveness(Shape::Moving, Net::Wan));
+                format!(
+                    "{} ({}) / {} ({})",
+                    one.cells,
+                    bytes(one.counter_bytes as f64),
+                    moving.cells,
+                    bytes(moving.counter_bytes as f64)
+                )
+            },
+        ),
+        (
+            "escrow push traffic for ONE busy tenant (1 node, 1,000 req/s), perfect network: escrow_push / all escrow kinds, per second",
+            |r, _| {
+                let l = liveness_of(r, Run::Liveness(Shape::OneNode, Net::Perfect));
+                format!(
+                    "{}/s / {}/s",
+                    bytes(l.escrow_push_bytes_per_s),
+                    bytes(l.escrow_bytes_per_s)
+                )
+            },
+        ),
+        (
+            "ledger memory per node, 100K tenants × 4 metrics, every node writing every tenant, one month: in memory / encoded (bytes per slot)",
+            |r, n| {
+                let Outcome::Memory(m) = &r[&Run::Memory].0 else {
+                    unreachable!("the memory run")
+                };
+                let slots = (MEMORY_TENANTS * Metric::ALL.len() as u64 * n as u64) as f64;
+                format!(
+                    "{} / {} ({:.0} / {:.0} B)",
+                    bytes(slots * m.heap_bytes_per_slot),
+                    bytes(slots * m.encoded_bytes_per_slot),
+                    m.heap_bytes_per_slot,
+                    m.encoded_bytes_per_slot
+                )
+            },
+        ),
+        (
+            "messages dropped over the 1 MiB frame limit, all runs",
+            |r, _| {
+                let mut by_kind: Oversized = BTreeMap::new();
+                for (outcome, _) in r.values() {
+                    let oversized = match outcome {
+                        Outcome::Liveness(l) => &l.oversized,
+                        Outcome::Propagation(p) => &p.oversized,
+                        Outcome::Heal(h) => &h.oversized,
+                        Outcome::Memory(_) => continue,
+                    };
+                    for (kind, count) in oversized {
+                        *by_kind.entry(kind).or_default() += count;
+                    }
+                }
+                if by_kind.is_empty() {
+                    return "0".to_owned();
+                }
+                by_kind
+                    .iter()
+                    .map(|(kind, count)| format!("{count} {kind}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
+        (
+            "CPU time of the column's runs, summed (each run is single-threaded)",
+            |r, _| {
+                let total: Duration = r.values().map(|(_, took)| took.best()).sum();
+                let what = if r.values().all(|(_, took)| took.cpu.is_some()) {
+                    ""
+                } else {
+                    " (elapsed: no /proc)"
+                };
+                format!("{:.0} s{what}", total.as_secs_f64())
+            },
+        ),
+    ]
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value}: not a number")),
+        Err(_) => default,
+    }
+}
+
+fn main() {
+    let ns: Vec<usize> = std::env::var("FLEET_N")
+        .unwrap_or_else(|_| "5,20,50".to_owned())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("FLEET_N: {n:?} is not a node count"))
+        })
+        .collect();
+    assert!(
+        ns.iter().all(|n| *n >= 4),
+        "FLEET_N: at least 4 nodes (the home and three traffic nodes)"
+    );
+    let seed: u64 = env_or("FLEET_SEED", 1);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads: usize = env_or("FLEET_THREADS", cores).max(1);
+    println!(
+        "fleet scale: N = {ns:?}, seed {seed} for every run, {threads} threads, default SyncConfig, random 64-bit node ids"
+    );
+    let mut columns = Vec::new();
+    for n in &ns {
+        let started = Instant::now();
+        let results = run_all(*n, seed, threads);
+        let wall = started.elapsed();
+        println!("N={n}: {:.0} s wall", wall.as_secs_f64());
+        columns.push((*n, results, wall));
+    }
+    println!();
+    let header: Vec<String> = columns.iter().map(|(n, _, _)| format!("N={n}")).collect();
+    println!("| measured | {} |", header.join(" | "));
+    println!("|---|{}", "---|".repeat(columns.len()));
+    for (name, cell) in rows() {
+        let cells: Vec<String> = columns.iter().map(|(n, r, _)| cell(r, *n)).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    let walls: Vec<String> = columns
+        .iter()
+        .map(|(_, _, wall)| format!("{:.0} s", wall.as_secs_f64()))
+        .collect();
+    println!(
+        "| wall time of the column ({threads} threads) | {} |",
+        walls.join(" | ")
+    );
+}

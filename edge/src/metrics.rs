@@ -265,7 +265,7 @@ impl SyncSnapshot {
         let _ = writeln!(out, "# TYPE tessera_store_failed gauge");
         let _ = writeln!(out, "tessera_store_failed {}", u8::from(self.store_failed));
         let stats = &self.stats;
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "sync_messages_refused",
                 "Messages refused by validation (changed nothing)",
@@ -280,6 +280,16 @@ impl SyncSnapshot {
                 "sync_messages_stale",
                 "Valid messages that brought nothing new (duplicates, replays)",
                 stats.messages_stale,
+            ),
+            (
+                "sync_counters_oversize",
+                "Escrow counters not sent because one alone is over the message byte limit (an error)",
+                stats.counters_oversize,
+            ),
+            (
+                "sync_ledger_gaps",
+                "Ledger pushes that started beyond this replica (pushes lost before them); each pulled the gap",
+                stats.ledger_gaps,
             ),
             (
                 "sync_replies_unmatched",
@@ -434,6 +444,13 @@ impl SyncSnapshot {
         let _ = writeln!(out, "# HELP tessera_sync_held_back Output batches dropped because the store did not make them durable in time");
         let _ = writeln!(out, "# TYPE tessera_sync_held_back counter");
         let _ = writeln!(out, "tessera_sync_held_back_total {}", net.held_back);
+        let _ = writeln!(out, "# HELP tessera_sync_messages_oversize Messages not sent for being over the frame limit (an error: the core's and the transport's caps disagree)");
+        let _ = writeln!(out, "# TYPE tessera_sync_messages_oversize counter");
+        let _ = writeln!(
+            out,
+            "tessera_sync_messages_oversize_total {}",
+            net.messages_oversize
+        );
         let admission = &net.admission;
         let _ = writeln!(out, "# HELP tessera_sync_inbound_denied Inbound replication connections refused at admission, by reason");
         let _ = writeln!(out, "# TYPE tessera_sync_inbound_denied counter");

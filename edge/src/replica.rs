@@ -137,6 +137,8 @@ impl Replica {
         let loaded = store.load(id)?;
         let sync_config = SyncConfig {
             peer_stale_ms: config.cluster.peer_stale_ms,
+            // The transport's frame limit: the core cuts its messages below it.
+            message_bytes_max: config.cluster.message_bytes_max,
             ..SyncConfig::default()
         };
         let now = now_ms();

@@ -13,6 +13,10 @@ pub struct SyncConfig {
     pub directory_ops_max: usize,
     /// Counters per escrow message (at most `message::COUNTERS_MAX`).
     pub escrow_counters_max: usize,
+    /// Largest encoded message the transport carries (its frame limit): escrow batches are
+    /// cut by bytes as well as by count, so none is over it (a counter's size grows with
+    /// the nodes that touched it, so a count alone cannot bound a batch).
+    pub message_bytes_max: usize,
     /// Mean time between anti-entropy rounds (each with one random peer).
     pub anti_entropy_interval_ms: u64,
     /// Spread of that interval, as a fraction (0.25 = ±25%).
@@ -26,8 +30,16 @@ pub struct SyncConfig {
     /// Escrow: ... or with fewer than it spends in this long at its recent rate (so the
     /// transfer lands before it runs dry; cover a round trip and a retry).
     pub rights_lead_ms: u64,
-    /// Escrow: the least a request asks for (it asks more when the limit is large).
+    /// Escrow: the least a request asks for (it asks more when the limit is large, or when
+    /// its recent demand is: see `rights_request_cover_ms`).
     pub rights_request_min: u64,
+    /// Escrow: a request asks for at least what this node spends in this long at its recent
+    /// rate, so a busy node collects its rights in few round trips, whatever the fleet size.
+    pub rights_request_cover_ms: u64,
+    /// Escrow: requests in flight at once for one key, to distinct donors (the rights
+    /// held in the fleet are spread; one donor at a time made collecting them O(N)
+    /// sequential round trips). Every request after the first draws from the retry budget.
+    pub rights_donors_max: usize,
     /// Escrow: a request unanswered for this long counts as failed.
     pub rights_request_timeout_ms: u64,
     /// Escrow: first retry delay; doubled per failure up to `rights_retry_max_ms`, with
@@ -44,7 +56,8 @@ pub struct SyncConfig {
     /// Escrow: a node that consumed for the key within this long has *demand*: as a donor
     /// it keeps a reserve, and only with demand does it ask peers for rights.
     pub donor_busy_ms: u64,
-    /// Escrow: the home node spreads newly granted rights evenly over the members it knows.
+    /// Escrow: the home node spreads newly granted rights evenly over the live members that
+    /// billed the tenant (this period or the last); with none, it keeps them.
     pub spread_grants: bool,
 }
 
@@ -55,6 +68,7 @@ impl Default for SyncConfig {
             ledger_entries_max: 4096,
             directory_ops_max: 1024,
             escrow_counters_max: 1024,
+            message_bytes_max: 1 << 20,
             anti_entropy_interval_ms: 3_000,
             anti_entropy_jitter: 0.25,
             pull_timeout_ms: 5_000,
@@ -62,6 +76,8 @@ impl Default for SyncConfig {
             rights_low_water: 10,
             rights_lead_ms: 500,
             rights_request_min: 20,
+            rights_request_cover_ms: 2_000,
+            rights_donors_max: 4,
             rights_request_timeout_ms: 1_000,
             rights_retry_base_ms: 100,
             rights_retry_max_ms: 5_000,

@@ -188,6 +188,10 @@ pub struct NetStats {
     pub per_peer: BTreeMap<NodeId, (u64, u64)>,
     /// Output batches dropped because the store did not make them durable in time.
     pub held_back: u64,
+    /// Messages not sent because their encoding is over `message_bytes_max` (an error,
+    /// logged: the core cuts its messages below its own `SyncConfig::message_bytes_max`,
+    /// so this means the two caps disagree).
+    pub messages_oversize: u64,
     /// Inbound connections refused per address, failed handshakes, backoffs.
     pub admission: AdmissionStats,
 }
@@ -747,9 +751,16 @@ impl Driver {
             };
             let bytes = message.encode();
             if bytes.len() > self.settings.message_bytes_max {
-                // The core chunks below the cap; a bigger message is a configuration
-                // mismatch (a cap lower than the core's chunks). Drop it: anti-entropy
-                // will carry the data in smaller pieces once the caps agree.
+                // The core cuts its messages below its own cap; a bigger one means the
+                // caps disagree. Peers would refuse the frame, so it is not sent; what it
+                // carries stays undelivered until the caps agree: an error, said loudly.
+                self.stats.lock().expect("stats lock").messages_oversize += 1;
+                tracing::error!(
+                    kind = message.kind(),
+                    bytes = bytes.len(),
+                    bytes_max = self.settings.message_bytes_max,
+                    "replication message over the frame limit not sent"
+                );
                 continue;
             }
             {

@@ -86,7 +86,7 @@ use tessera_crdt::{
 
 use crate::config::SyncConfig;
 use crate::escrow_digest::{bucket_of, EscrowDigest};
-use crate::message::{Message, MessageError};
+use crate::message::{Message, MessageError, COUNTERS_MAX};
 use crate::rng::{mix, Rng};
 
 /// Something that happened to the node.
@@ -172,6 +172,11 @@ pub struct Stats {
     /// Ledger parts not applied because they started beyond what this replica held of
     /// their origin (pushes lost before them); each pulls the gap from the sender.
     pub ledger_gaps: u64,
+    /// Counters left out of an escrow message because their encoding alone is over the
+    /// byte budget (`message_bytes_max`): the transport would drop the frame, so they are
+    /// not sent and no peer hears of their change. An error, exported for the caller to
+    /// log and alert on; a counter's size grows with the nodes that touched it.
+    pub counters_oversize: u64,
     pub lag: LagHistogram,
 }
 
@@ -247,11 +252,22 @@ impl Demand {
     }
 }
 
+/// One rights request sent and not answered yet.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    id: u64,
+    donor: NodeId,
+    sent_ms: u64,
+    /// What this request may bring: what was asked, or half of what the donor holds in
+    /// this view if less (what an idle donor gives).
+    expected: u64,
+}
+
 /// An escrow request in progress for one key.
 #[derive(Clone, Debug)]
 struct Request {
-    /// The outstanding request, if one is in flight: (id, donor, sent at).
-    in_flight: Option<(u64, NodeId, u64)>,
+    /// Requests in flight, to distinct donors (at most `rights_donors_max`).
+    in_flight: Vec<Asked>,
     /// Failed attempts in a row.
     failures: u32,
     /// No new attempt before this.
@@ -506,8 +522,9 @@ impl Node {
             next = next.min(due);
         }
         for request in self.requests.values() {
-            next = next.min(match request.in_flight {
-                Some((_, _, sent)) => sent + self.config.rights_request_timeout_ms,
+            let timeout_ms = self.config.rights_request_timeout_ms;
+            next = next.min(match request.in_flight.iter().map(|a| a.sent_ms).min() {
+                Some(sent_ms) => sent_ms + timeout_ms,
                 // Gave up: only new demand (a consume) wakes it.
                 None if request.failures >= self.config.rights_attempts_max => continue,
                 None => request.next_try_ms,
@@ -591,7 +608,7 @@ impl Node {
             self.own_cell_changed(now_ms, key, amount);
         } else if let Some(request) = self.requests.get_mut(&key) {
             // New demand after giving up: try again now.
-            if request.in_flight.is_none() && request.failures >= self.config.rights_attempts_max {
+            if request.in_flight.is_empty() && request.failures >= self.config.rights_attempts_max {
                 request.failures = 0;
                 request.next_try_ms = now_ms;
                 request.empty_donors.clear();
@@ -821,26 +838,23 @@ impl Node {
                 counter,
             } => {
                 self.merge_counters(&[(key, counter)]);
-                let matched = self.requests.get(&key).is_some_and(|request| {
-                    request
+                let matched = self.requests.get_mut(&key).and_then(|request| {
+                    let at = request
                         .in_flight
-                        .is_some_and(|(id, donor, _)| id == request_id && donor == from)
-                });
-                if !matched {
-                    self.stats.replies_unmatched += 1;
-                }
-                if let Some(request) = self.requests.get_mut(&key) {
-                    if matched {
-                        request.in_flight = None;
-                        if given > 0 {
-                            request.failures = 0;
-                            request.empty_donors.clear();
-                            request.next_try_ms = now_ms;
-                        } else {
-                            request.empty_donors.insert(from);
-                            request.next_try_ms = now_ms;
-                        }
+                        .iter()
+                        .position(|a| a.id == request_id && a.donor == from)?;
+                    request.in_flight.swap_remove(at);
+                    if given > 0 {
+                        request.failures = 0;
+                        request.empty_donors.clear();
+                    } else {
+                        request.empty_donors.insert(from);
                     }
+                    request.next_try_ms = now_ms;
+                    Some(())
+                });
+                if matched.is_none() {
+                    self.stats.replies_unmatched += 1;
                 }
                 self.maybe_request(now_ms, key);
             }
@@ -1025,14 +1039,46 @@ impl Node {
         // Bounds `digest_stale` by the push interval.
         self.refresh_escrow_digest();
         let dirty = sorted(&mut self.escrow_dirty);
-        for chunk in dirty.chunks(self.config.escrow_counters_max.max(1)) {
-            let counters = chunk
-                .iter()
-                .filter_map(|key| self.escrow.get(key).map(|c| (*key, c.clone())))
-                .collect();
+        let counters = dirty
+            .into_iter()
+            .filter_map(|key| self.escrow.get(&key).map(|c| (key, c.clone())))
+            .collect();
+        for batch in self.escrow_batches(counters) {
             self.outputs
-                .push(Output::Broadcast(Message::EscrowPush(counters)));
+                .push(Output::Broadcast(Message::EscrowPush(batch)));
         }
+    }
+
+    /// Cuts counters into message-sized batches: at most `escrow_counters_max` each, and
+    /// encoded within `message_bytes_max` (less [`ENVELOPE_BYTES`] for the rest of the
+    /// message). A counter over the budget alone is left out and counted
+    /// ([`Stats::counters_oversize`]): sent, the transport would drop its frame whole.
+    fn escrow_batches(
+        &mut self,
+        counters: Vec<(CounterKey, BoundedCounter)>,
+    ) -> Vec<Vec<(CounterKey, BoundedCounter)>> {
+        let count_max = self.config.escrow_counters_max.clamp(1, COUNTERS_MAX);
+        let bytes_max = self.config.message_bytes_max.saturating_sub(ENVELOPE_BYTES);
+        let mut batches = Vec::new();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        for (key, counter) in counters {
+            let bytes = counter_entry_bytes(&key, &counter);
+            if bytes > bytes_max {
+                self.stats.counters_oversize += 1;
+                continue;
+            }
+            if batch.len() == count_max || batch_bytes + bytes > bytes_max {
+                batches.push(std::mem::take(&mut batch));
+                batch_bytes = 0;
+            }
+            batch_bytes += bytes;
+            batch.push((key, counter));
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        batches
     }
 
     /// This node's own ledger changes after sequence `after_seq`, as deltas of one part
@@ -1138,8 +1184,8 @@ impl Node {
             .filter(|(key, _)| wanted.contains(&(bucket_of(key) as u16)))
             .map(|(key, counter)| (*key, counter.clone()))
             .collect();
-        let max = self.config.escrow_counters_max.max(1);
-        if mine.is_empty() {
+        let batches = self.escrow_batches(mine);
+        if batches.is_empty() {
             self.send(
                 to,
                 Message::EscrowCounters {
@@ -1150,13 +1196,13 @@ impl Node {
             return;
         }
         let mut want = Some(want);
-        for chunk in mine.chunks(max) {
-            // Ask for the peer's counters once, with the first chunk.
+        for counters in batches {
+            // Ask for the peer's counters once, with the first batch.
             let ask = want.take().unwrap_or_default();
             self.send(
                 to,
                 Message::EscrowCounters {
-                    counters: chunk.to_vec(),
+                    counters,
                     want: ask,
                 },
             );
@@ -1195,6 +1241,13 @@ impl Node {
             self.schedule_push(now_ms);
         }
         let counter = self.escrow.get(&key).cloned().unwrap_or_default();
+        let budget = self.config.message_bytes_max.saturating_sub(ENVELOPE_BYTES);
+        if counter_entry_bytes(&key, &counter) > budget {
+            // The reply would be dropped by the transport: the requester times out, and the
+            // rights given (if any) reach it by no message either. Counted, as in a push.
+            self.stats.counters_oversize += 1;
+            return;
+        }
         self.send(
             from,
             Message::RightsReply {
@@ -1254,7 +1307,7 @@ impl Node {
             return;
         }
         let mut request = self.requests.remove(&key).unwrap_or(Request {
-            in_flight: None,
+            in_flight: Vec::new(),
             failures: 0,
             next_try_ms: now_ms,
             empty_donors: BTreeSet::new(),
@@ -1263,14 +1316,20 @@ impl Node {
         self.requests.insert(key, request);
     }
 
+    /// Times out, retries or starts the rights requests for `key`: up to
+    /// `rights_donors_max` in flight at once, to distinct donors chosen by the rights they
+    /// hold in this view (most first), until what they may bring covers the request size.
+    /// One donor at a time made collecting a quota spread over many members take O(N)
+    /// sequential round trips; a donor gives at most half of what it holds.
     fn step_request(&mut self, now_ms: u64, key: CounterKey, limit: u64, request: &mut Request) {
         let config = &self.config;
-        if let Some((_, _, sent)) = request.in_flight {
-            if now_ms < sent + config.rights_request_timeout_ms {
-                return;
-            }
+        let timeout_ms = config.rights_request_timeout_ms;
+        let before = request.in_flight.len();
+        request
+            .in_flight
+            .retain(|asked| now_ms < asked.sent_ms + timeout_ms);
+        if request.in_flight.len() < before {
             // Timed out: a failure; back off (capped exponential, ±50% jitter).
-            request.in_flight = None;
             request.failures += 1;
             request.next_try_ms = retry_at(
                 now_ms,
@@ -1281,57 +1340,106 @@ impl Node {
         if now_ms < request.next_try_ms || request.failures >= config.rights_attempts_max {
             return;
         }
-        // Donor: the connected peer with the most rights in this view, not known empty.
-        let counter = self.escrow.get(&key).cloned().unwrap_or_default();
-        let donor = self
+        let want = self.request_size(key, limit);
+        let mut expected: u64 = request.in_flight.iter().map(|a| a.expected).sum();
+        let donors_max = config.rights_donors_max.max(1);
+        if request.in_flight.len() >= donors_max || expected >= want {
+            return;
+        }
+        // Donors: connected peers with rights in this view, not known empty, not already
+        // asked; most rights first.
+        let counter = self.escrow.get(&key);
+        let mut donors: Vec<(u64, NodeId)> = self
             .peers
             .iter()
-            .filter(|(id, p)| p.connected && !p.left && !request.empty_donors.contains(id))
-            .map(|(id, _)| (counter.local_rights(*id), *id))
+            .filter(|(id, p)| {
+                p.connected
+                    && !p.left
+                    && !request.empty_donors.contains(id)
+                    && !request.in_flight.iter().any(|a| a.donor == **id)
+            })
+            .map(|(id, _)| (counter.map_or(0, |c| c.local_rights(*id)), *id))
             .filter(|(rights, _)| *rights > 0)
-            .max();
-        let Some((_, donor)) = donor else {
-            // Nobody reachable is known to hold rights (or every donor just said no, say
-            // within its grace period): a failure, so look again after a backoff (a push
-            // or an anti-entropy round may change the view meanwhile).
-            request.empty_donors.clear();
-            request.failures += 1;
-            request.next_try_ms = retry_at(
-                now_ms,
-                self.rng.jitter(backoff_ms(config, request.failures), 0.5),
-            );
-            return;
-        };
-        if request.failures > 0 || !request.empty_donors.is_empty() {
-            // A retry: spend from the retry budget, a token bucket refilled per second.
-            let capacity = f64::from(config.rights_retry_budget_per_s);
-            let elapsed_s = now_ms.saturating_sub(self.tokens_at_ms) as f64 / 1000.0;
-            self.retry_tokens = (self.retry_tokens + elapsed_s * capacity).min(capacity);
-            self.tokens_at_ms = now_ms;
-            if self.retry_tokens < 1.0 {
+            .collect();
+        if donors.is_empty() {
+            if request.in_flight.is_empty() {
+                // Nobody reachable is known to hold rights (or every donor just said no,
+                // say within its grace period): a failure, so look again after a backoff
+                // (a push or an anti-entropy round may change the view meanwhile).
+                request.empty_donors.clear();
+                request.failures += 1;
                 request.next_try_ms = retry_at(
                     now_ms,
-                    1000 / u64::from(config.rights_retry_budget_per_s.max(1)),
+                    self.rng.jitter(backoff_ms(config, request.failures), 0.5),
                 );
-                return;
             }
-            self.retry_tokens -= 1.0;
-            self.stats.rights_retries += 1;
+            return;
         }
-        let members = self.peers.len() as u64 + 1;
-        let want = config.rights_request_min.max(limit / (2 * members));
-        let request_id = self.next_request_id;
-        self.next_request_id += 1;
-        request.in_flight = Some((request_id, donor, now_ms));
-        self.stats.rights_requests_sent += 1;
-        self.send(
-            donor,
-            Message::RightsRequest {
-                request_id,
-                key,
-                want,
-            },
-        );
+        donors.sort_unstable_by(|a, b| b.cmp(a));
+        for (rights, donor) in donors {
+            if request.in_flight.len() >= donors_max || expected >= want {
+                break;
+            }
+            let config = &self.config;
+            let retry = request.failures > 0 || !request.empty_donors.is_empty();
+            let parallel = !request.in_flight.is_empty();
+            if retry || parallel {
+                // A retry, or a second donor at once: spend from the retry budget, a
+                // token bucket refilled per second.
+                let capacity = f64::from(config.rights_retry_budget_per_s);
+                let elapsed_s = now_ms.saturating_sub(self.tokens_at_ms) as f64 / 1000.0;
+                self.retry_tokens = (self.retry_tokens + elapsed_s * capacity).min(capacity);
+                self.tokens_at_ms = now_ms;
+                if self.retry_tokens < 1.0 {
+                    if request.in_flight.is_empty() {
+                        request.next_try_ms = retry_at(
+                            now_ms,
+                            1000 / u64::from(config.rights_retry_budget_per_s.max(1)),
+                        );
+                    }
+                    return;
+                }
+                self.retry_tokens -= 1.0;
+                if retry {
+                    self.stats.rights_retries += 1;
+                }
+            }
+            let ask = want - expected;
+            let id = self.next_request_id;
+            self.next_request_id += 1;
+            let asked = Asked {
+                id,
+                donor,
+                sent_ms: now_ms,
+                expected: ask.min(rights.div_ceil(2)),
+            };
+            expected += asked.expected;
+            request.in_flight.push(asked);
+            self.stats.rights_requests_sent += 1;
+            self.send(
+                donor,
+                Message::RightsRequest {
+                    request_id: id,
+                    key,
+                    want: ask,
+                },
+            );
+        }
+    }
+
+    /// How much a rights request for `key` asks for: the configured least, what this node
+    /// spends in `rights_request_cover_ms` at its recent rate, or half a fair share of the
+    /// limit among the live members, whichever is most. Demand, not fleet size, sets it:
+    /// at 200 members a fair share is small, and a busy node asking for it would need
+    /// O(N) round trips to collect a quota.
+    fn request_size(&self, key: CounterKey, limit: u64) -> u64 {
+        let rate = self.consumed_at.get(&key).map_or(0, Demand::rate);
+        let cover = rate.saturating_mul(self.config.rights_request_cover_ms) / 1_000;
+        let members = self.connected_peers().len() as u64 + 1;
+        self.config
+            .rights_request_min
+            .max(cover)
+            .max(limit / (2 * members))
     }
 
     /// The home node's duty: turn quota policy into grants (current and next period);
@@ -1392,7 +1500,7 @@ impl Node {
                 let deficit = self.escrow.get(&key).map_or(target, |c| c.deficit(target));
                 if deficit > 0 && self.escrow.counter_mut(key).grant(self.id, deficit).is_ok() {
                     if self.config.spread_grants {
-                        self.spread(key, deficit);
+                        self.spread(now_ms, key, deficit);
                     }
                     self.touch(key);
                     self.schedule_push(now_ms);
@@ -1435,14 +1543,32 @@ impl Node {
             .fold(0u64, |sum, (_, billed)| sum.saturating_add(billed))
     }
 
-    /// Gives each known member an equal share of a new grant (the home keeps its share and
-    /// the remainder).
-    fn spread(&mut self, key: CounterKey, amount: u64) {
+    /// Gives an equal share of a new grant to each live member that billed the tenant's
+    /// metric this month, in this view (the home keeps its share and the remainder; with
+    /// no such member, all of it). Rights go where demand was: spread over every identity
+    /// ever seen, they strand on dead members and shrink every live node's share as the
+    /// fleet grows; a member with new demand asks for rights (see `request_size`).
+    fn spread(&mut self, now_ms: u64, key: CounterKey, amount: u64) {
+        let month = CounterKey::new(
+            key.tenant,
+            Period::containing(PeriodKind::Month, now_ms),
+            key.metric,
+        );
+        let stale_ms = self.config.peer_stale_ms;
         let members: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.left)
-            .map(|(id, _)| *id)
+            .ledger
+            .breakdown(&month)
+            .into_iter()
+            .filter(|(origin, billed)| {
+                *billed > 0
+                    && self.peers.get(origin).is_some_and(|p| {
+                        !p.left
+                            && (p.connected
+                                || p.last_heard_ms
+                                    .is_some_and(|t| now_ms.saturating_sub(t) <= stale_ms))
+                    })
+            })
+            .map(|(origin, _)| origin)
             .collect();
         let share = amount / (members.len() as u64 + 1);
         if share == 0 {
@@ -1456,6 +1582,17 @@ impl Node {
                 .transfer(self.id, member, share);
         }
     }
+}
+
+/// Bytes an escrow message spends besides its counters (wire version, kind, list
+/// lengths, a reply's ids and amount, a bucket list): a generous bound.
+const ENVELOPE_BYTES: usize = 4_096;
+
+/// The encoded size of one `(key, counter)` entry of an escrow message.
+fn counter_entry_bytes(key: &CounterKey, counter: &BoundedCounter) -> usize {
+    // Sizing without allocating: postcard's counting flavour.
+    postcard::serialize_with_flavor(&(key, counter), postcard::ser_flavors::Size::default())
+        .unwrap_or(usize::MAX)
 }
 
 /// Empties a set (keeping its table for the next batch) and returns its keys in order: what

@@ -103,6 +103,14 @@ async fn start_with(
 }
 
 /// Polls `check` every 20 ms until it holds or `within` passes.
+/// One consume of `key` at `p` (waking its transport, which sends any rights request the
+/// consume started); whether it was admitted.
+fn serve_one(p: &Peer, key: CounterKey) -> bool {
+    let ok = p.node.lock().unwrap().consume(now_ms(), key, 1).is_ok();
+    p.net.wake();
+    ok
+}
+
 async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     while started.elapsed() < within {
@@ -278,10 +286,18 @@ async fn escrow_rights_follow_the_traffic_to_the_busy_node() {
     );
     create_tenant_with_quota(&a, 5, quota);
     let k = key(5);
+    // B and C serve the tenant once each (their first consume asks A, the home, for
+    // rights: grants go where demand is), so rights sit at all three before the traffic.
+    for p in [&b, &c] {
+        assert!(
+            eventually(Duration::from_secs(10), || serve_one(p, k)).await,
+            "rights obtained on demand"
+        );
+    }
     let rights = |p: &Peer| p.node.lock().unwrap().local_rights(&k);
     assert!(
-        eventually(Duration::from_secs(10), || rights(&b) > 0 && rights(&c) > 0).await,
-        "shares spread"
+        rights(&b) > 0 && rights(&c) > 0,
+        "rights held before the traffic"
     );
     // Traffic only at C: it obtains the others' rights and uses nearly all of the quota.
     let mut admitted = 0u64;
@@ -314,15 +330,12 @@ async fn an_isolated_node_stops_exactly_at_the_rights_it_holds() {
     );
     create_tenant_with_quota(&a, 6, quota);
     let k = key(6);
+    // B serves the tenant once: its first consume asks A for rights.
     assert!(
-        eventually(Duration::from_secs(10), || b
-            .node
-            .lock()
-            .unwrap()
-            .local_rights(&k)
-            > 0)
-        .await
+        eventually(Duration::from_secs(10), || serve_one(&b, k)).await,
+        "rights obtained on demand"
     );
+    assert!(b.node.lock().unwrap().local_rights(&k) > 0);
     // Cut B off: its only peer goes away.
     a.net.stop();
     assert!(

@@ -13,11 +13,13 @@ use std::collections::BTreeMap;
 
 use tessera_crdt::directory::{Change, DirectoryDelta, KeyId, KeyStanding, Scopes, SyncMessage};
 use tessera_crdt::ledger::{Delta, DeltaEntry, OriginDelta};
-use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId, VersionVector};
+use tessera_crdt::{
+    BoundedCounter, CounterKey, Metric, NodeId, Period, PeriodKind, TenantId, VersionVector,
+};
 use tessera_sync::sim::{
     empty_state, fast_config, for_each_seed, persist, NetConfig, Sim, START_MS,
 };
-use tessera_sync::{Input, Message, Node, NodeState};
+use tessera_sync::{Input, Message, Node, NodeState, Output, SyncConfig};
 
 fn period() -> Period {
     Period::containing(PeriodKind::Month, START_MS)
@@ -205,7 +207,10 @@ fn escrow_traffic_at_one_node_uses_nearly_all_of_the_quota() {
     create_tenant(&mut sim, 0, 7, 1, Some(quota));
     sim.run_for(3_000);
     let k = key(7, Metric::Requests);
-    // Grants were spread: every node holds a share.
+    // Nodes 0 and 2 serve the tenant once (asking the home for rights: grants go where
+    // demand is), so every node holds a share before the traffic.
+    serve_once(&mut sim, 0, k);
+    serve_once(&mut sim, 2, k);
     for i in 0..3 {
         assert!(sim.node(i).local_rights(&k) > 0, "node {i} got no share");
     }
@@ -249,6 +254,7 @@ fn isolated_node_stops_exactly_at_the_rights_it_holds() {
     create_tenant(&mut sim, 0, 7, 0, Some(quota));
     sim.run_for(3_000);
     let k = key(7, Metric::Requests);
+    serve_once(&mut sim, 2, k);
     sim.partition(&[vec![0, 1], vec![2]]);
     let held = sim.node(2).local_rights(&k);
     assert!(held > 0);
@@ -266,7 +272,7 @@ fn isolated_node_stops_exactly_at_the_rights_it_holds() {
     // The other side keeps serving its own rights meanwhile, and nothing is overrun.
     // Node 0 spends its own rights, then obtains node 1's by transfer (donors halve what
     // they hold per request, so the tail takes a few rounds of backoff).
-    let mut other = 0;
+    let mut other = 1; // the consume of `serve_once`
     for _ in 0..(quota * 20) {
         if admitted + other == quota {
             break;
@@ -672,13 +678,14 @@ fn a_leaving_node_hands_its_rights_over_first() {
     create_tenant(&mut sim, 0, 4, 0, Some(quota));
     sim.run_for(3_000);
     let k = key(4, Metric::Requests);
+    serve_once(&mut sim, 2, k);
     let held = sim.node(2).local_rights(&k);
     assert!(held > 0);
     sim.with_node(2, |node, _| node.leave());
     sim.run_for(2_000);
     assert_eq!(sim.node(2).local_rights(&k), 0, "nothing left behind");
     let others: u64 = (0..2).map(|i| sim.node(i).local_rights(&k)).sum();
-    assert_eq!(others, quota, "every right is held by a remaining node");
+    assert_eq!(others, quota - 1, "every right is held by a remaining node");
     for i in 0..2 {
         assert!(
             sim.node(i).peers()[&sim.ids[2]].left,
@@ -973,4 +980,94 @@ fn a_quota_set_on_a_home_that_crashes_at_once_is_not_granted_on_top() {
     for i in 0..3 {
         assert_eq!(sim.node(i).local_rights(&key(1, Metric::Requests)), 0);
     }
+}
+
+/// Node `i` serves the tenant of `k` once: consumes one right, asking a peer for rights
+/// first if it holds none (the home spreads grants only over members that billed the
+/// tenant, so a node new to it starts with none).
+fn serve_once(sim: &mut Sim, i: usize, k: CounterKey) {
+    for _ in 0..200 {
+        if sim.consume(i, k, 1).is_ok() {
+            sim.increment(i, k, 1);
+            return;
+        }
+        sim.run_for(10);
+    }
+    panic!("node {i} obtained no rights for {k:?} in 2 s");
+}
+
+#[test]
+fn escrow_messages_are_cut_by_bytes_and_an_oversize_counter_is_counted_not_sent() {
+    // A counter grows with the nodes that touched it (its transfer cells), so a count of
+    // counters cannot bound a message: at 50 nodes, 1,024 counters were over the
+    // transport's 1 MiB frame, which dropped them silently, again at every repair.
+    let budget = 16 * 1024;
+    let config = SyncConfig {
+        message_bytes_max: budget,
+        ..fast_config()
+    };
+    let (me, peer) = (NodeId(1), NodeId(u64::MAX));
+    let mut node = Node::empty(me, config, 1, START_MS);
+    // Production-sized ids (ten-byte varints): ~30 transfer cells are ~650 bytes a counter.
+    let spread = |cells: u64| {
+        let mut counter = BoundedCounter::new();
+        counter.grant(peer, 1_000_000).unwrap();
+        for n in 0..cells {
+            counter.transfer(peer, NodeId(u64::MAX - 1 - n), 1).unwrap();
+        }
+        counter
+    };
+    let mut counters: Vec<(CounterKey, BoundedCounter)> = (0..40)
+        .map(|t| (key(3_000 + t, Metric::Requests), spread(30)))
+        .collect();
+    let oversize = key(4_000, Metric::Requests);
+    counters.push((oversize, spread(2_000)));
+    node.handle(
+        START_MS,
+        Input::Message {
+            from: peer,
+            message: Message::EscrowPush(counters),
+        },
+    );
+    // The peer's digest differs in every bucket: it is sent every counter, in batches.
+    node.handle(
+        START_MS + 1,
+        Input::Message {
+            from: peer,
+            message: Message::EscrowBuckets {
+                buckets: vec![0; tessera_sync::escrow_digest::BUCKETS],
+            },
+        },
+    );
+    let mut sent = Vec::new();
+    let mut messages = 0;
+    for output in node.take_outputs() {
+        if let Output::Send {
+            message: message @ Message::EscrowCounters { .. },
+            ..
+        } = output
+        {
+            let bytes = message.encode().len();
+            assert!(
+                bytes <= budget,
+                "a message of {bytes} bytes, budget {budget}"
+            );
+            if let Message::EscrowCounters { counters, .. } = message {
+                sent.extend(counters.into_iter().map(|(k, _)| k));
+            }
+            messages += 1;
+        }
+    }
+    assert!(messages >= 2, "26 KB of counters in {messages} message(s)");
+    assert_eq!(
+        sent.len(),
+        40,
+        "every counter within the budget is sent once"
+    );
+    assert!(!sent.contains(&oversize));
+    assert_eq!(
+        node.stats().counters_oversize,
+        1,
+        "the oversize counter is counted"
+    );
 }

@@ -75,7 +75,7 @@
 //! - **Hostile input**: every message is validated before use; a push carrying another
 //!   node's data is refused (a node pushes only its own); refusals are counted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError, Op};
 use tessera_crdt::ledger::{Delta, IncrementError};
@@ -206,6 +206,9 @@ impl Changes {
     }
 }
 
+/// Newly connected peers queued for a sync while another exchange is in flight.
+const CONNECT_SYNCS_MAX: usize = 3;
+
 /// Ops per directory chunk in [`Changes`].
 const PERSIST_OPS_MAX: usize = 10_000;
 
@@ -313,6 +316,9 @@ pub struct Node {
     next_anti_entropy_ms: u64,
     /// Pulls sent and not answered yet, by peer: sent at.
     pulls_in_flight: BTreeMap<NodeId, u64>,
+    /// Peers newly connected while an exchange was in flight, to sync with one at a time
+    /// (at most `CONNECT_SYNCS_MAX`; the random rounds reach the rest).
+    connect_syncs: VecDeque<NodeId>,
     requests: BTreeMap<CounterKey, Request>,
     next_request_id: u64,
     /// Donor side: when each (requester, key) was last given rights.
@@ -372,6 +378,7 @@ impl Node {
             push_due_ms: None,
             next_anti_entropy_ms: now_ms + phase,
             pulls_in_flight: BTreeMap::new(),
+            connect_syncs: VecDeque::new(),
             requests: BTreeMap::new(),
             next_request_id: 1,
             given_at: IdHashMap::default(),
@@ -518,6 +525,13 @@ impl Node {
     /// The latest time the caller must deliver the next [`Input::Tick`].
     pub fn next_wakeup_ms(&self) -> u64 {
         let mut next = self.next_anti_entropy_ms;
+        if !self.connect_syncs.is_empty() {
+            // A queued sync starts when no exchange is in flight: by an answer (an
+            // input) or, if none comes, when the last pull sent times out.
+            if let Some(sent_ms) = self.pulls_in_flight.values().max() {
+                next = next.min(sent_ms + self.config.pull_timeout_ms);
+            }
+        }
         if let Some(due) = self.push_due_ms {
             next = next.min(due);
         }
@@ -654,15 +668,17 @@ impl Node {
         self.schedule_push(now_ms);
     }
 
-    /// Whether some other node holds rights for `key`, in this node's view.
+    /// The rights other nodes hold for `key`, in this node's view: every unspent right
+    /// (granted − retired − net consumed: transfers cancel out of the sum) less this
+    /// node's. O(N) sums of per-node cells, not a scan of the transfer matrix.
     pub fn rights_elsewhere(&self, key: &CounterKey) -> u64 {
         self.escrow.get(key).map_or(0, |counter| {
-            counter
-                .nodes()
-                .into_iter()
-                .filter(|n| *n != self.id)
-                .map(|n| counter.local_rights(n))
-                .fold(0u64, u64::saturating_add)
+            let unspent = counter
+                .total_granted()
+                .saturating_sub(counter.total_retired())
+                .saturating_sub(counter.total_consumed());
+            let elsewhere = unspent.saturating_sub(u128::from(counter.local_rights(self.id)));
+            u64::try_from(elsewhere).unwrap_or(u64::MAX)
         })
     }
 
@@ -706,9 +722,21 @@ impl Node {
                 view.connected = true;
                 view.left = false;
                 // A peer (re)appearing after a partition or a restart: repair at once
-                // rather than at the next random round.
+                // rather than at the next random round — but one exchange at a time.
+                // After a heal every newly reachable peer connects at once, and syncing
+                // with each would fetch the same missing data from all of them (at 200
+                // nodes, 100x the data a half/half heal needs). Queued instead: the
+                // first exchange brings the data, the next ones only compare digests.
                 if !was_connected {
-                    self.sync_with(now_ms, peer);
+                    if self.exchange_in_flight(now_ms) {
+                        if self.connect_syncs.len() < CONNECT_SYNCS_MAX
+                            && !self.connect_syncs.contains(&peer)
+                        {
+                            self.connect_syncs.push_back(peer);
+                        }
+                    } else {
+                        self.sync_with(now_ms, peer);
+                    }
                 }
             }
             Input::PeerDisconnected(peer) => {
@@ -729,6 +757,7 @@ impl Node {
 
     fn tick(&mut self, now_ms: u64) {
         self.reconcile_quotas(now_ms);
+        self.next_connect_sync(now_ms);
         if self.push_due_ms.is_some_and(|due| due <= now_ms) {
             self.flush_push(now_ms);
         }
@@ -782,6 +811,8 @@ impl Node {
                 self.stats.ledger_chunks_applied += 1;
                 if more {
                     self.send_pull(now_ms, from);
+                } else {
+                    self.next_connect_sync(now_ms);
                 }
             }
             Message::DirectoryPush(delta) => {
@@ -984,6 +1015,30 @@ impl Node {
         self.send(peer, Message::Directory(start));
         let root = self.escrow_digest().root();
         self.send(peer, Message::EscrowDigest { root });
+    }
+
+    /// Whether a ledger pull is in flight and not timed out (an exchange is under way).
+    fn exchange_in_flight(&self, now_ms: u64) -> bool {
+        self.pulls_in_flight
+            .values()
+            .any(|sent_ms| now_ms.saturating_sub(*sent_ms) < self.config.pull_timeout_ms)
+    }
+
+    /// Starts the next queued sync with a newly connected peer, if no exchange is in
+    /// flight and that peer is still connected.
+    fn next_connect_sync(&mut self, now_ms: u64) {
+        while !self.exchange_in_flight(now_ms) {
+            let Some(peer) = self.connect_syncs.pop_front() else {
+                return;
+            };
+            if self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.connected && !p.left)
+            {
+                self.sync_with(now_ms, peer);
+            }
+        }
     }
 
     fn connected_peers(&self) -> Vec<NodeId> {

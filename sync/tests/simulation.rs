@@ -213,6 +213,16 @@ fn escrow_traffic_at_one_node_uses_nearly_all_of_the_quota() {
     serve_once(&mut sim, 2, k);
     for i in 0..3 {
         assert!(sim.node(i).local_rights(&k) > 0, "node {i} got no share");
+        // `rights_elsewhere` sums totals; it must equal the scan of every other holder.
+        let node = sim.node(i);
+        let counter = node.escrow().get(&k).unwrap();
+        let scanned: u64 = counter
+            .nodes()
+            .into_iter()
+            .filter(|n| *n != node.id())
+            .map(|n| counter.local_rights(n))
+            .sum();
+        assert_eq!(node.rights_elsewhere(&k), scanned);
     }
     let mut admitted = 0u64;
     let mut refused_in_a_row = 0;

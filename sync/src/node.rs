@@ -319,6 +319,9 @@ pub struct Node {
     /// Peers newly connected while an exchange was in flight, to sync with one at a time
     /// (at most `CONNECT_SYNCS_MAX`; the random rounds reach the rest).
     connect_syncs: VecDeque<NodeId>,
+    /// [`Node::leave`] was called: no more rights requests (rights asked for now would
+    /// only strand here).
+    leaving: bool,
     requests: BTreeMap<CounterKey, Request>,
     next_request_id: u64,
     /// Donor side: when each (requester, key) was last given rights.
@@ -379,6 +382,7 @@ impl Node {
             next_anti_entropy_ms: now_ms + phase,
             pulls_in_flight: BTreeMap::new(),
             connect_syncs: VecDeque::new(),
+            leaving: false,
             requests: BTreeMap::new(),
             next_request_id: 1,
             given_at: IdHashMap::default(),
@@ -684,7 +688,12 @@ impl Node {
 
     /// Graceful leave: hands every unused right to a connected peer (the one holding the
     /// most rights for the key, so demand stays where it is), pushes, and says goodbye.
+    /// From then on this node asks nobody for rights, and peers that heard the goodbye
+    /// give it none; rights that still arrive (a reply already under way) are handed over
+    /// by calling it again.
     pub fn leave(&mut self) {
+        self.leaving = true;
+        self.requests.clear();
         let keys: Vec<CounterKey> = self.escrow.iter().map(|(k, _)| *k).collect();
         for key in keys {
             let rights = self.local_rights(&key);
@@ -1274,7 +1283,9 @@ impl Node {
             .consumed_at
             .get(&key)
             .is_some_and(|d| now_ms.saturating_sub(d.last_ms) < self.config.donor_busy_ms);
-        let giveable = if recently {
+        // A requester that said goodbye would strand what it is given.
+        let leaving = self.peers.get(&from).is_some_and(|p| p.left);
+        let giveable = if recently || leaving {
             0
         } else if busy {
             rights.saturating_sub(self.low_water(&key).saturating_mul(2)) / 2
@@ -1337,7 +1348,7 @@ impl Node {
 
     /// [`Node::maybe_request`] with the key's local rights and low-water mark known.
     fn maybe_request_with(&mut self, now_ms: u64, key: CounterKey, rights: u64, low_water: u64) {
-        if rights >= low_water {
+        if rights >= low_water || self.leaving {
             // Enough rights: forget the request (a late reply still merges harmlessly).
             if !self.requests.is_empty() {
                 self.requests.remove(&key);

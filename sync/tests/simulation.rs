@@ -692,7 +692,15 @@ fn a_leaving_node_hands_its_rights_over_first() {
     let held = sim.node(2).local_rights(&k);
     assert!(held > 0);
     sim.with_node(2, |node, _| node.leave());
-    sim.run_for(2_000);
+    // Demand that still reaches it after the goodbye asks nobody: rights given to a
+    // leaving node would strand there.
+    let asked = sim.node(2).stats().rights_requests_sent;
+    for _ in 0..50 {
+        assert!(sim.consume(2, k, 1).is_err(), "it handed everything over");
+        sim.run_for(10);
+    }
+    assert_eq!(sim.node(2).stats().rights_requests_sent, asked);
+    sim.run_for(1_500);
     assert_eq!(sim.node(2).local_rights(&k), 0, "nothing left behind");
     let others: u64 = (0..2).map(|i| sim.node(i).local_rights(&k)).sum();
     assert_eq!(others, quota - 1, "every right is held by a remaining node");

@@ -209,6 +209,10 @@ impl Changes {
 /// Newly connected peers queued for a sync while another exchange is in flight.
 const CONNECT_SYNCS_MAX: usize = 3;
 
+/// The longest a queued sync with a newly connected peer waits for the exchange in flight:
+/// a few WAN round trips, enough for the first exchange to bring a heal's data.
+const CONNECT_SYNC_WAIT_MS: u64 = 300;
+
 /// Ops per directory chunk in [`Changes`].
 const PERSIST_OPS_MAX: usize = 10_000;
 
@@ -316,9 +320,10 @@ pub struct Node {
     next_anti_entropy_ms: u64,
     /// Pulls sent and not answered yet, by peer: sent at.
     pulls_in_flight: BTreeMap<NodeId, u64>,
-    /// Peers newly connected while an exchange was in flight, to sync with one at a time
-    /// (at most `CONNECT_SYNCS_MAX`; the random rounds reach the rest).
-    connect_syncs: VecDeque<NodeId>,
+    /// Peers newly connected while an exchange was in flight, with when they connected, to
+    /// sync with one at a time (at most `CONNECT_SYNCS_MAX`; the random rounds reach the
+    /// rest), each after `CONNECT_SYNC_WAIT_MS` at most.
+    connect_syncs: VecDeque<(NodeId, u64)>,
     /// [`Node::leave`] was called: no more rights requests (rights asked for now would
     /// only strand here).
     leaving: bool,
@@ -529,12 +534,10 @@ impl Node {
     /// The latest time the caller must deliver the next [`Input::Tick`].
     pub fn next_wakeup_ms(&self) -> u64 {
         let mut next = self.next_anti_entropy_ms;
-        if !self.connect_syncs.is_empty() {
-            // A queued sync starts when no exchange is in flight: by an answer (an
-            // input) or, if none comes, when the last pull sent times out.
-            if let Some(sent_ms) = self.pulls_in_flight.values().max() {
-                next = next.min(sent_ms + self.config.pull_timeout_ms);
-            }
+        if let Some((_, queued_ms)) = self.connect_syncs.front() {
+            // A queued sync starts when no exchange is in flight (an answer: an input), or
+            // when it has waited long enough.
+            next = next.min(queued_ms + CONNECT_SYNC_WAIT_MS);
         }
         if let Some(due) = self.push_due_ms {
             next = next.min(due);
@@ -739,9 +742,9 @@ impl Node {
                 if !was_connected {
                     if self.exchange_in_flight(now_ms) {
                         if self.connect_syncs.len() < CONNECT_SYNCS_MAX
-                            && !self.connect_syncs.contains(&peer)
+                            && !self.connect_syncs.iter().any(|(p, _)| *p == peer)
                         {
-                            self.connect_syncs.push_back(peer);
+                            self.connect_syncs.push_back((peer, now_ms));
                         }
                     } else {
                         self.sync_with(now_ms, peer);
@@ -1033,13 +1036,16 @@ impl Node {
             .any(|sent_ms| now_ms.saturating_sub(*sent_ms) < self.config.pull_timeout_ms)
     }
 
-    /// Starts the next queued sync with a newly connected peer, if no exchange is in
-    /// flight and that peer is still connected.
+    /// Starts the next queued sync with a newly connected peer (if still connected) once
+    /// no exchange is in flight or it has waited `CONNECT_SYNC_WAIT_MS`: a pull lost on a
+    /// link that died silently stays "in flight" for `pull_timeout_ms`, which must not hold
+    /// a heal's repair back for that long.
     fn next_connect_sync(&mut self, now_ms: u64) {
-        while !self.exchange_in_flight(now_ms) {
-            let Some(peer) = self.connect_syncs.pop_front() else {
+        while let Some((peer, queued_ms)) = self.connect_syncs.front().copied() {
+            if self.exchange_in_flight(now_ms) && now_ms < queued_ms + CONNECT_SYNC_WAIT_MS {
                 return;
-            };
+            }
+            self.connect_syncs.pop_front();
             if self
                 .peers
                 .get(&peer)

@@ -14,6 +14,10 @@
 //! CPU and wall time (docs/BENCHMARKS.md has the figures). Nothing here asserts a time:
 //! only safety (never more admitted than the quota) is checked.
 //!
+//! The quota liveness and heal scenarios are `tessera_sync::sim::fleet` (sync/src/sim/
+//! fleet.rs), which `tests/fleet.rs` runs too, at N=50 and smaller sizes, against the
+//! issue's goals; this file adds the propagation and memory measurements, and the table.
+//!
 //! # What each row measures
 //! Networks (`sim::NetConfig`): *perfect* 1–5 ms one way; *wan* 20–60 ms, no loss;
 //! *faulty* 1–200 ms, 20% lost, 10% duplicated.
@@ -67,11 +71,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tessera_crdt::directory::Change;
-use tessera_crdt::{CounterKey, Ledger, Metric, NodeId, Period, PeriodKind, TenantId};
-use tessera_sync::rng::{mix, Rng};
-use tessera_sync::sim::{cells, random_ids, NetConfig, Sim, START_MS};
-use tessera_sync::{Message, SyncConfig};
+use tessera_crdt::{CounterKey, Ledger, Metric, NodeId};
+use tessera_sync::sim::fleet::{
+    fleet, heal, key, liveness, traffic_rng, Heal, Liveness, Net, Oversized, Shape, HEAL_WAIT_MS,
+    HEAL_WRITE_MS, QUOTA,
+};
+use tessera_sync::sim::random_ids;
 
 /// Heap bytes live on this thread (allocated here minus freed here): the ledger memory
 /// figure builds and measures its replica on one thread.
@@ -130,185 +135,12 @@ fn live_bytes() -> isize {
     LIVE_BYTES.with(Cell::get)
 }
 
-const QUOTA: u64 = 10_000;
-const RATE_PER_S: u64 = 1_000;
-const IDEAL_MS: u64 = QUOTA * 1_000 / RATE_PER_S;
-/// From the quota set at the home to the first request.
-const SETUP_MS: u64 = 10_000;
-const MOVE_EVERY_MS: u64 = 2_000;
 const PROPAGATION_SAMPLES: u64 = 200;
 const PROPAGATION_EVERY_MS: u64 = 250;
 const PROPAGATION_POLL_MS: u64 = 5;
 const PROPAGATION_WAIT_MS: u64 = 120_000;
-const HEAL_WRITE_MS: u64 = 19_000;
-const HEAL_QUIET_MS: u64 = 1_000;
-const HEAL_WRITE_EVERY_MS: u64 = 100;
-const HEAL_TENANTS: u64 = 1_000;
-const HEAL_POLL_MS: u64 = 10;
-const HEAL_WAIT_MS: u64 = 120_000;
 const MEMORY_SAMPLE_TENANTS: u64 = 10_000;
 const MEMORY_TENANTS: u64 = 100_000;
-
-const TENANT: u64 = 1;
-
-fn key(tenant: u64, metric: Metric) -> CounterKey {
-    CounterKey::new(
-        TenantId(tenant),
-        Period::containing(PeriodKind::Month, START_MS),
-        metric,
-    )
-}
-
-/// The traffic's own random stream (the network's is the simulator's).
-fn traffic_rng(seed: u64, salt: u64) -> Rng {
-    Rng::new(mix(seed ^ mix(salt)))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Net {
-    Perfect,
-    Wan,
-    Faulty,
-}
-
-impl Net {
-    fn config(self) -> NetConfig {
-        match self {
-            Net::Perfect => NetConfig::perfect(),
-            Net::Wan => NetConfig::wan(),
-            Net::Faulty => NetConfig::faulty(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Shape {
-    OneNode,
-    ThreeNodes,
-    Moving,
-}
-
-fn fleet(n: usize, seed: u64, net: Net) -> Sim {
-    Sim::with_ids(
-        random_ids(n, seed),
-        seed,
-        SyncConfig::default(),
-        net.config(),
-    )
-}
-
-/// What a run dropped for its size, by kind.
-type Oversized = BTreeMap<&'static str, u64>;
-
-struct Liveness {
-    /// Admitted by 1x, 1.5x and 3x the ideal time.
-    admitted: [u64; 3],
-    /// Most cells any replica holds in the counter, and its encoded bytes there.
-    cells: usize,
-    counter_bytes: usize,
-    escrow_push_bytes_per_s: f64,
-    escrow_bytes_per_s: f64,
-    oversized: Oversized,
-}
-
-const ESCROW_KINDS: [&str; 6] = [
-    "escrow_push",
-    "escrow_digest",
-    "escrow_buckets",
-    "escrow_counters",
-    "rights_request",
-    "rights_reply",
-];
-
-fn liveness(n: usize, seed: u64, shape: Shape, net: Net) -> Liveness {
-    assert!(
-        n >= 4,
-        "the 3-node shape needs nodes 1 to 3 besides the home"
-    );
-    let mut sim = fleet(n, seed, net);
-    let home = sim.ids[0];
-    sim.with_node(0, |node, now| {
-        node.edit_directory(
-            now,
-            "admin",
-            Change::CreateTenant {
-                tenant: TenantId(TENANT),
-                name: "busy".into(),
-                home,
-            },
-        )?;
-        node.edit_directory(
-            now,
-            "admin",
-            Change::SetQuota {
-                tenant: TenantId(TENANT),
-                metric: Metric::Requests,
-                period: PeriodKind::Month,
-                limit: Some(QUOTA),
-            },
-        )
-    })
-    .expect("tenant and quota");
-    sim.run_for(SETUP_MS);
-    let k = key(TENANT, Metric::Requests);
-    let mut rng = traffic_rng(seed, 1);
-    let mut busy = 1;
-    let mut admitted = 0u64;
-    let mut at_marks = [0u64; 3];
-    let marks_ms = [IDEAL_MS, IDEAL_MS * 3 / 2, IDEAL_MS * 3];
-    let before = sim.bytes_by_kind.clone();
-    let mut window_bytes = BTreeMap::new();
-    for t in 0..marks_ms[2] {
-        let at = match shape {
-            Shape::OneNode => 1,
-            Shape::ThreeNodes => 1 + (t % 3) as usize,
-            Shape::Moving => {
-                if t > 0 && t % MOVE_EVERY_MS == 0 {
-                    // Another node than the busy one, uniformly.
-                    busy = (busy + 1 + rng.below(n as u64 - 1) as usize) % n;
-                }
-                busy
-            }
-        };
-        if sim.consume(at, k, 1).is_ok() {
-            admitted += 1;
-            sim.increment(at, k, 1);
-        }
-        sim.run_for(1);
-        for (mark, at_ms) in marks_ms.iter().enumerate() {
-            if t + 1 == *at_ms {
-                at_marks[mark] = admitted;
-            }
-        }
-        if t + 1 == IDEAL_MS {
-            window_bytes = sim.bytes_by_kind.clone();
-        }
-    }
-    let consumed = sim.truth.consumed.get(&k).copied().unwrap_or(0);
-    assert!(
-        consumed <= QUOTA && admitted == consumed,
-        "seed {seed}: {consumed} admitted against a quota of {QUOTA}"
-    );
-    let grew = |kind: &str| {
-        window_bytes.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0)
-    };
-    let window_s = IDEAL_MS as f64 / 1_000.0;
-    let (cells, counter_bytes) = sim
-        .up_nodes()
-        .into_iter()
-        .filter_map(|i| sim.node(i).escrow().get(&k).cloned())
-        .map(|c| (cells::counter_cells(&c), c.encode().len()))
-        .max()
-        .unwrap_or((0, 0));
-    Liveness {
-        admitted: at_marks,
-        cells,
-        counter_bytes,
-        escrow_push_bytes_per_s: grew("escrow_push") as f64 / window_s,
-        escrow_bytes_per_s: ESCROW_KINDS.iter().map(|k| grew(k)).sum::<u64>() as f64 / window_s,
-        oversized: sim.oversized_by_kind.clone(),
-    }
-}
 
 struct Propagation {
     /// Milliseconds per sample that reached every node in time, sorted.
@@ -358,78 +190,6 @@ fn propagation(n: usize, seed: u64, net: Net) -> Propagation {
     Propagation {
         latencies_ms,
         incomplete: pending.len(),
-        oversized: sim.oversized_by_kind.clone(),
-    }
-}
-
-struct Heal {
-    bytes: u64,
-    minimum_bytes: u64,
-    /// From the heal to identical version vectors everywhere (`None`: not within the wait).
-    converged_ms: Option<u64>,
-    oversized: Oversized,
-}
-
-fn heal(n: usize, seed: u64) -> Heal {
-    let mut sim = fleet(n, seed, Net::Wan);
-    sim.run_for(5_000);
-    let (a, b): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| *i < n / 2);
-    sim.partition(&[a.clone(), b.clone()]);
-    let mut rng = traffic_rng(seed, 3);
-    for _ in 0..HEAL_WRITE_MS / HEAL_WRITE_EVERY_MS {
-        for i in 0..n {
-            let tenant = rng.below(HEAL_TENANTS);
-            let metric = Metric::ALL[rng.below(Metric::ALL.len() as u64) as usize];
-            sim.increment(i, key(tenant, metric), 1 + rng.below(100));
-        }
-        sim.run_for(HEAL_WRITE_EVERY_MS);
-    }
-    sim.run_for(HEAL_QUIET_MS);
-    for half in [&a, &b] {
-        for i in &half[1..] {
-            assert!(
-                sim.node(*i).ledger().same_state(sim.node(half[0]).ledger()),
-                "seed {seed}: a half did not converge within itself before the heal"
-            );
-        }
-    }
-    // Per receiver: the entries it lacks, from a node of the other half, in chunks.
-    let entries_max = sim.config.ledger_entries_max;
-    let mut minimum_bytes = 0u64;
-    for (receivers, provider) in [(&a, b[0]), (&b, a[0])] {
-        for r in receivers {
-            let have = sim.node(*r).ledger().version_vector().clone();
-            for delta in sim.node(provider).ledger().chunks_since(have, entries_max) {
-                let chunk = Message::LedgerChunk { delta, more: false };
-                minimum_bytes += chunk.encode().len() as u64;
-            }
-        }
-    }
-    let before = sim.bytes_sent;
-    let healed_at = sim.now_ms;
-    sim.heal();
-    let mut converged_ms = None;
-    while sim.now_ms < healed_at + HEAL_WAIT_MS {
-        sim.run_for(HEAL_POLL_MS);
-        let first = sim.node(0).ledger().version_vector().clone();
-        if (1..n).all(|i| *sim.node(i).ledger().version_vector() == first) {
-            converged_ms = Some(sim.now_ms - healed_at);
-            break;
-        }
-    }
-    let bytes = sim.bytes_sent - before;
-    if converged_ms.is_some() {
-        for i in 1..n {
-            assert!(
-                sim.node(i).ledger().same_state(sim.node(0).ledger()),
-                "seed {seed}: equal version vectors, different ledgers"
-            );
-        }
-    }
-    Heal {
-        bytes,
-        minimum_bytes,
-        converged_ms,
         oversized: sim.oversized_by_kind.clone(),
     }
 }
@@ -488,9 +248,9 @@ enum Run {
 
 fn execute(run: Run, n: usize, seed: u64) -> Outcome {
     match run {
-        Run::Liveness(shape, net) => Outcome::Liveness(liveness(n, seed, shape, net)),
+        Run::Liveness(shape, net) => Outcome::Liveness(liveness(n, seed, shape, net, QUOTA)),
         Run::Propagation(net) => Outcome::Propagation(propagation(n, seed, net)),
-        Run::Heal => Outcome::Heal(heal(n, seed)),
+        Run::Heal => Outcome::Heal(heal(n, seed, HEAL_WRITE_MS)),
         Run::Memory => Outcome::Memory(ledger_memory(n, seed)),
     }
 }

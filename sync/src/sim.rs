@@ -35,9 +35,11 @@
 //!   they were sent.
 //!
 //! [`cells`] counts the cells of a bounded counter whatever its internal shape (for
-//! fleet-scale measurements).
+//! fleet-scale measurements); [`fleet`] holds issue #13's fleet-scale scenarios (quota
+//! liveness, heal traffic), shared by the `fleet_scale` bench and `tests/fleet.rs`.
 
 pub mod cells;
+pub mod fleet;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};

@@ -538,7 +538,10 @@ impl BoundedCounter {
             | join_cells(&mut cells.refunded, &theirs.refunded, ignore)
     }
 
-    fn cell_count(&self) -> usize {
+    /// How many cells the counter holds (grants, transfers, consumptions, retirements,
+    /// refunds: one per written entry): what it costs to keep and to send, and what
+    /// decoding caps (`CELLS_MAX`).
+    pub fn cell_count(&self) -> usize {
         self.cells.granted.len()
             + self.cells.transferred.len()
             + self.cells.consumed.len()
@@ -778,6 +781,22 @@ mod tests {
     const HOME: NodeId = NodeId(1);
     const EDGE: NodeId = NodeId(2);
     const FAR: NodeId = NodeId(3);
+
+    #[test]
+    fn cell_count_is_one_per_written_entry() {
+        let mut c = BoundedCounter::new();
+        assert_eq!(c.cell_count(), 0);
+        c.grant(HOME, 10).unwrap();
+        c.transfer(HOME, EDGE, 4).unwrap();
+        c.transfer(HOME, FAR, 1).unwrap();
+        c.consume(EDGE, 2).unwrap();
+        c.refund(EDGE, 1).unwrap();
+        c.retire(HOME, 1).unwrap();
+        assert_eq!(c.cell_count(), 6);
+        // A running total grows in its cell: no new cell.
+        c.transfer(HOME, EDGE, 1).unwrap();
+        assert_eq!(c.cell_count(), 6);
+    }
 
     /// `node`'s transfer totals recomputed by a scan of every transfer cell (as
     /// `local_rights` did before it kept flows).

@@ -47,7 +47,7 @@
 //!   the protocol allows (`ledger_entries_max` each), summed over every receiver. Digests,
 //!   pulls, duplicates and repeats from several peers are what the measured bytes add.
 //! - **Escrow cells.** After the 1-node wan run and after the moving wan run: the most
-//!   cells (grant, transfer, consumption, retirement and refund cells; `sim::cells`) any
+//!   cells (grant, transfer, consumption, retirement and refund cells; `BoundedCounter::cell_count`) any
 //!   replica holds in the tenant's counter, and that counter's encoded size. A counter
 //!   travels whole (it is pushed whole on every change), so this is also each push's size.
 //! - **Escrow push bytes/s.** The 1-node traffic shape on the perfect network: bytes of

@@ -34,11 +34,9 @@
 //!   [`Sim::bytes_sent`], and per kind in [`Sim::bytes_by_kind`]), lost ones included:
 //!   they were sent.
 //!
-//! [`cells`] counts the cells of a bounded counter whatever its internal shape (for
-//! fleet-scale measurements); [`fleet`] holds issue #13's fleet-scale scenarios (quota
+//! [`fleet`] holds issue #13's fleet-scale scenarios (quota
 //! liveness, heal traffic), shared by the `fleet_scale` bench and `tests/fleet.rs`.
 
-pub mod cells;
 pub mod fleet;
 
 use std::cmp::Reverse;

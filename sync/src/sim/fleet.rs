@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use tessera_crdt::directory::Change;
 use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
 
-use super::{cells, random_ids, NetConfig, Sim, START_MS};
+use super::{random_ids, NetConfig, Sim, START_MS};
 use crate::rng::{mix, Rng};
 use crate::{Message, SyncConfig};
 
@@ -243,7 +243,7 @@ pub fn liveness(n: usize, seed: u64, shape: Shape, net: Net, quota: u64) -> Live
         .up_nodes()
         .into_iter()
         .filter_map(|i| sim.node(i).escrow().get(&k).cloned())
-        .map(|c| (cells::counter_cells(&c), c.encode().len()))
+        .map(|c| (c.cell_count(), c.encoded_len()))
         .max()
         .unwrap_or((0, 0));
     Liveness {

@@ -7,7 +7,8 @@
 //!   (`CARGO_BIN_EXE_*`), so the library takes its path: call
 //!   `Cluster::start(spec, node_bin!())` from a test or bench of this package.
 //! - **Configuration.** Every node gets the same cluster key and operator token, the
-//!   other nodes as bootstrap peers (through the backend's routing), one worker, a short
+//!   other nodes as bootstrap peers (through the backend's routing; node 0 alone with
+//!   [`ClusterSpec::seed_only`]), one worker, a short
 //!   redial cap, and `TESSERA_*` variables from the caller's environment removed; then
 //!   the spec's overrides ([`ClusterSpec::env`] for all, [`ClusterSpec::node_env`] per
 //!   node), so suites set flush intervals, queue sizes, or the edge's test-only fault
@@ -80,6 +81,10 @@ pub struct ClusterSpec {
     pub env: Vec<(String, String)>,
     /// Environment overrides for one node (index, name, value), applied last.
     pub node_env: Vec<(usize, String, String)>,
+    /// Bootstrap with one seed: node 0 gets no bootstrap peer and every other node only
+    /// node 0's replication address, so the rest of the cluster must be found through
+    /// the seed (membership, discovery). Off by default: every node gets all the others.
+    pub seed_only: bool,
 }
 
 impl ClusterSpec {
@@ -91,7 +96,15 @@ impl ClusterSpec {
             workers: 1,
             env: Vec::new(),
             node_env: Vec::new(),
+            seed_only: false,
         }
+    }
+
+    /// Starts the nodes with node 0 as their only bootstrap peer (see
+    /// [`ClusterSpec::seed_only`]), as an operator gives a large fleet one seed address.
+    pub fn seed_only(mut self) -> ClusterSpec {
+        self.seed_only = true;
+        self
     }
 
     /// Sets `name` to `value` on every node (e.g. `TESSERA_STORE__FLUSH_INTERVAL_MS`).
@@ -306,9 +319,11 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// The multiaddr node `i` listens on for replication, and the ones it dials.
+    /// The multiaddr node `i` listens on for replication, and the ones it dials: every
+    /// other node, or with [`ClusterSpec::seed_only`] node 0 alone (none for node 0).
     fn p2p_addrs(&self, i: usize) -> (String, Vec<String>) {
-        let others = (0..self.len()).filter(|j| *j != i);
+        let seed_only = self.spec.seed_only;
+        let others = (0..self.len()).filter(|j| *j != i && (!seed_only || *j == 0));
         let loopback = |port: u16| format!("/ip4/127.0.0.1/tcp/{port}");
         match &self.net {
             Net::Direct { p2p_ports } => (

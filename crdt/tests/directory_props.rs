@@ -4,7 +4,8 @@
 //! materialised view on every replica; the view does not depend on the order in which
 //! origins' logs were interleaved; a revocation wins every race (scope change, relabel,
 //! re-creation of the key id, tenant rename, suspension); concurrent quota edits end with
-//! the same value everywhere; the audit history lists every change with its actor; and
+//! the same value everywhere; the audit history lists every change with its actor
+//! (decommissions, which concern no tenant, in the whole history only); and
 //! encodings round-trip while arbitrary bytes never panic the decoders; ops staged and
 //! promoted in any steps are enforced exactly as promoted.
 
@@ -77,6 +78,8 @@ fn change_strategy() -> impl Strategy<Value = Change> {
             name: format!("p{i}"),
             options,
         }),
+        // Replicas' own ids and one beyond them (an edit naming its own replica is refused).
+        1 => (0..NODES + 1).prop_map(|i| Change::DecommissionNode { node: node(i) }),
     ]
 }
 
@@ -444,15 +447,16 @@ proptest! {
             let found = history.iter().filter(|op| op.origin == *origin && op.at_ms == *at_ms && &op.actor == actor).count();
             prop_assert_eq!(found, 1, "change by {} at {} listed {} times", actor, at_ms, found);
         }
-        // Per tenant, the history is the tenant's share of the whole, in stamp order.
-        let mut per_tenant = 0;
+        // Per tenant, the history is the tenant's share of the whole, in stamp order; the
+        // rest is cluster-scoped (decommissions).
+        let mut listed = history.iter().filter(|op| op.change.tenant().is_none()).count();
         for tenant in TENANTS {
             let ops = all.history(tenant);
             prop_assert!(ops.windows(2).all(|w| w[0].stamp() < w[1].stamp()));
-            prop_assert!(ops.iter().all(|op| op.change.tenant() == tenant));
-            per_tenant += ops.len();
+            prop_assert!(ops.iter().all(|op| op.change.tenant() == Some(tenant)));
+            listed += ops.len();
         }
-        prop_assert_eq!(per_tenant, history.len());
+        prop_assert_eq!(listed, history.len());
         // Causality: each origin's ops appear in its own order (stamps grow with seq).
         for i in 0..NODES {
             let seqs: Vec<u64> = history.iter().filter(|op| op.origin == node(i)).map(|op| op.seq).collect();

@@ -177,6 +177,7 @@ fn directory_error(error: DirectoryError) -> ApiError {
         }
         E::TenantDeleted(_) => ApiError::new(StatusCode::CONFLICT, "tenant_deleted", message),
         E::KeyRevoked(_) => ApiError::new(StatusCode::CONFLICT, "key_revoked", message),
+        E::DecommissionSelf(_) => ApiError::new(StatusCode::CONFLICT, "decommission_self", message),
         E::InvalidField { .. } | E::UnknownScope(_) => {
             ApiError::unprocessable("invalid_field", message)
         }

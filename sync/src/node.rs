@@ -578,7 +578,7 @@ impl Node {
     ) -> Result<Op, DirectoryError> {
         let op = self.directory.change(now_ms, actor, change)?;
         self.own_changes += 1;
-        self.quota_tenants.insert(op.change.tenant());
+        self.quota_tenants.extend(op.change.tenant());
         self.schedule_push(now_ms);
         self.reconcile_quotas(now_ms);
         Ok(op)

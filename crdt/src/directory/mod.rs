@@ -1,5 +1,6 @@
 //! The tenant directory: tenants, API keys (as hashes), URL-signing secrets, allowed
-//! origins, hard quotas and presets, replicated between nodes and edited on any of them.
+//! origins, hard quotas and presets — and the one cluster-scoped fact, which nodes were
+//! decommissioned — replicated between nodes and edited on any of them.
 //!
 //! # Shape: an operation log per origin, materialised into registers
 //! Every admin edit is an [`Op`]: who (`actor`), where (`origin` node and its sequence
@@ -16,6 +17,13 @@
 //!   key id or a tenant rename ends revoked on every replica.
 //! - **Deletion is monotone.** A deleted tenant stays deleted; its keys stop working
 //!   (lookups report [`KeyStanding::TenantDeleted`]) whatever key edits race with it.
+//! - **Decommissioning is monotone.** [`Change::DecommissionNode`] adds a node to a
+//!   grow-only set that no op shrinks ([`Directory::is_decommissioned`]): an operator
+//!   retires a member that is gone for good, and it stays retired on every replica, however
+//!   many origins decommission it and in whatever order their ops arrive. It concerns no
+//!   tenant ([`Change::tenant`] is `None`), so it is in no tenant's history. A node refuses
+//!   to decommission itself ([`DirectoryError::DecommissionSelf`]). What follows from it
+//!   (rights recovered, staleness) is the sync core's: this crate only records it.
 //! - **Everything else is last-writer-wins by stamp.** Name, status (active/suspended),
 //!   home node, scopes, quotas, origins, presets, primary secret. The Lamport part makes an
 //!   edit made after seeing another one win over it; concurrent edits are ordered by
@@ -283,7 +291,15 @@ impl Directory {
     }
 
     fn check_local(&self, change: &Change) -> Result<(), DirectoryError> {
-        let tenant_id = change.tenant();
+        let Some(tenant_id) = change.tenant() else {
+            // Cluster-scoped. Repeating a decommission is allowed: it changes nothing.
+            return match change {
+                Change::DecommissionNode { node } if *node == self.node => {
+                    Err(DirectoryError::DecommissionSelf(*node))
+                }
+                _ => Ok(()),
+            };
+        };
         let tenant = self.view.tenant(tenant_id);
         if let Change::CreateTenant { .. } = change {
             return match tenant {
@@ -394,7 +410,7 @@ impl Directory {
     }
 
     /// Enforces `origin`'s staged ops up to `seq` (at most what is held), noting the
-    /// tenants they concern in `tenants`.
+    /// tenants they concern in `tenants` (cluster-scoped ops concern none).
     fn promote_origin(&mut self, origin: NodeId, seq: u64, tenants: &mut Vec<TenantId>) {
         let from = self.enforced.get(origin);
         let to = seq.min(self.vv.get(origin));
@@ -406,7 +422,7 @@ impl Directory {
             (from..to).map(|i| log.op(i as usize)).collect()
         };
         for op in &ops {
-            tenants.push(op.change.tenant());
+            tenants.extend(op.change.tenant());
             self.enforce(op);
         }
     }
@@ -425,7 +441,8 @@ impl Directory {
     /// Enforces every staged op within `through` (each origin's prefix up to
     /// `through[origin]`): the caller has made those ops durable. Returns the tenants the
     /// newly enforced ops concern, in log order (repeats kept), so their quota policy can be
-    /// looked at again.
+    /// looked at again; a cluster-scoped op adds none (a promoted decommission shows in
+    /// [`Directory::decommissioned`]).
     pub fn promote(&mut self, through: &VersionVector) -> Vec<TenantId> {
         let mut tenants = Vec::new();
         if self.staged == 0 {
@@ -459,6 +476,17 @@ impl Directory {
         self.view.key_any(key).filter(|k| k.exists())
     }
 
+    /// Whether `node` was decommissioned (by an enforced op: a staged one counts once
+    /// promoted). Final: once true, true forever.
+    pub fn is_decommissioned(&self, node: NodeId) -> bool {
+        self.view.is_decommissioned(node)
+    }
+
+    /// Every decommissioned node (by enforced ops), ascending.
+    pub fn decommissioned(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.view.decommissioned()
+    }
+
     /// Number of ops held (every origin).
     pub fn op_count(&self) -> usize {
         self.log.values().map(OriginLog::len).sum()
@@ -475,13 +503,13 @@ impl Directory {
     pub fn history(&self, tenant: TenantId) -> Vec<Op> {
         let mut ops: Vec<Op> = self
             .ops()
-            .filter(|op| op.change.tenant() == tenant)
+            .filter(|op| op.change.tenant() == Some(tenant))
             .collect();
         ops.sort_by_key(Op::stamp);
         ops
     }
 
-    /// Every op held, in stamp order.
+    /// Every op held (cluster-scoped ones included), in stamp order.
     pub fn all_history(&self) -> Vec<Op> {
         let mut ops: Vec<Op> = self.ops().collect();
         ops.sort_by_key(Op::stamp);
@@ -727,6 +755,11 @@ mod tests {
         d
     }
 
+    /// The standing of the key [`with_tenant_and_key`] creates.
+    fn standing(d: &Directory) -> KeyStanding {
+        d.lookup_key("tk_acme01").next().unwrap().standing
+    }
+
     fn sync(a: &mut Directory, b: &mut Directory) {
         let mut message = Some(a.sync_start());
         let mut turn_b = true;
@@ -765,16 +798,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(
-            d.lookup_key("tk_acme01").next().unwrap().standing,
-            KeyStanding::TenantSuspended
-        );
+        assert_eq!(standing(&d), KeyStanding::TenantSuspended);
         d.change(3_000, "ops", Change::RevokeKey { tenant: T, key: K })
             .unwrap();
-        assert_eq!(
-            d.lookup_key("tk_acme01").next().unwrap().standing,
-            KeyStanding::Revoked
-        );
+        assert_eq!(standing(&d), KeyStanding::Revoked);
     }
 
     #[test]
@@ -1052,10 +1079,7 @@ mod tests {
         // Held: counted in the digest and served, but the key still works here.
         assert_eq!(b.version_vector(), a.version_vector());
         assert!(b.delta_since(&VersionVector::new(), 100).ops.len() == 3);
-        assert_eq!(
-            b.lookup_key("tk_acme01").next().unwrap().standing,
-            KeyStanding::Usable
-        );
+        assert_eq!(standing(&b), KeyStanding::Usable);
         // A peer resending it: a duplicate, nothing staged twice.
         assert_eq!(b.stage_delta(&revoke).unwrap().duplicate, 1);
         assert_eq!(b.handle_sync(&a.sync_start(), 10).unwrap(), {
@@ -1068,10 +1092,7 @@ mod tests {
         assert!(b.promote(&VersionVector::new()).is_empty());
         assert_eq!(b.promote(a.version_vector()), vec![T]);
         assert_eq!(b.staged(), 0);
-        assert_eq!(
-            b.lookup_key("tk_acme01").next().unwrap().standing,
-            KeyStanding::Revoked
-        );
+        assert_eq!(standing(&b), KeyStanding::Revoked);
         assert!(a.same_view(&b));
     }
 
@@ -1174,5 +1195,153 @@ mod tests {
             "{text}"
         );
         assert_eq!(history[2].actor, "alice");
+    }
+
+    const C: NodeId = NodeId(3);
+    const D: NodeId = NodeId(4);
+
+    fn decommissioned(d: &Directory) -> Vec<NodeId> {
+        d.decommissioned().collect()
+    }
+
+    #[test]
+    fn a_decommission_is_recorded_final_and_idempotent() {
+        let mut a = with_tenant_and_key(A);
+        assert!(!a.is_decommissioned(C));
+        let op = a
+            .change(2_000, "ops", Change::DecommissionNode { node: C })
+            .unwrap();
+        assert_eq!(op.change.tenant(), None);
+        assert_eq!(op.change.to_string(), "decommission node 0000000000000003");
+        assert!(a.is_decommissioned(C));
+        assert!(!a.is_decommissioned(A) && !a.is_decommissioned(D));
+        assert_eq!(decommissioned(&a), vec![C]);
+        // Again: another op in the log, the same view.
+        let before = a.clone();
+        a.change(2_001, "other", Change::DecommissionNode { node: C })
+            .unwrap();
+        assert_eq!(a.op_count(), before.op_count() + 1);
+        assert!(a.same_view(&before));
+        // In the full history, in no tenant's.
+        assert_eq!(a.history(T).len(), 2);
+        assert_eq!(a.all_history().len(), 4);
+        // Refused, leaving no op: itself, and the id no node has.
+        let ops = a.op_count();
+        assert_eq!(
+            a.change(3_000, "ops", Change::DecommissionNode { node: A }),
+            Err(DirectoryError::DecommissionSelf(A))
+        );
+        assert!(matches!(
+            a.change(3_000, "ops", Change::DecommissionNode { node: NodeId(0) }),
+            Err(DirectoryError::InvalidField { field: "node", .. })
+        ));
+        assert_eq!(a.op_count(), ops);
+        assert!(!a.is_decommissioned(A));
+        // Nothing about tenants changed.
+        assert_eq!(standing(&a), KeyStanding::Usable);
+    }
+
+    #[test]
+    fn decommissions_from_several_origins_merge_in_any_order() {
+        let mut a = with_tenant_and_key(A);
+        let mut b = Directory::new(B);
+        a.change(10, "ops", Change::DecommissionNode { node: C })
+            .unwrap();
+        b.change(11, "ops", Change::DecommissionNode { node: D })
+            .unwrap();
+        b.change(12, "ops", Change::DecommissionNode { node: C })
+            .unwrap();
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert!(ab.same_state(&ba) && ab.same_view(&ba));
+        assert_eq!(decommissioned(&ab), vec![C, D]);
+        // A third replica taking B's ops before A's, as deltas.
+        let mut c = Directory::new(NodeId(5));
+        c.apply_delta(&b.delta_since(&VersionVector::new(), 100))
+            .unwrap();
+        assert_eq!(decommissioned(&c), vec![C, D]);
+        c.apply_delta(&a.delta_since(&VersionVector::new(), 100))
+            .unwrap();
+        assert!(c.same_view(&ab));
+        // And by two-party sync.
+        sync(&mut a, &mut b);
+        assert!(a.same_state(&b) && a.same_view(&ab) && b.same_view(&ab));
+    }
+
+    #[test]
+    fn a_staged_decommission_is_enforced_only_when_promoted() {
+        let mut a = Directory::new(A);
+        a.change(10, "ops", Change::DecommissionNode { node: C })
+            .unwrap();
+        let mut b = Directory::new(B);
+        let delta = a.delta_since(&VersionVector::new(), 100);
+        assert_eq!(b.stage_delta(&delta).unwrap().applied, 1);
+        assert_eq!(b.staged(), 1);
+        assert_eq!(b.version_vector(), a.version_vector());
+        assert!(!b.is_decommissioned(C));
+        assert_eq!(decommissioned(&b), vec![]);
+        // Promoting short of it does nothing; through it, it is enforced (and names no
+        // tenant).
+        assert!(b.promote(&VersionVector::new()).is_empty());
+        assert!(!b.is_decommissioned(C));
+        assert!(b.promote(a.version_vector()).is_empty());
+        assert_eq!(b.staged(), 0);
+        assert!(b.is_decommissioned(C));
+        assert!(a.same_view(&b));
+    }
+
+    #[test]
+    fn a_decommission_round_trips_and_an_invalid_one_is_refused_from_peers() {
+        let mut d = with_tenant_and_key(A);
+        d.change(10, "ops", Change::DecommissionNode { node: C })
+            .unwrap();
+        let back = Directory::decode(&d.encode(), usize::MAX).unwrap();
+        assert_eq!(back, d);
+        assert!(back.same_view(&d));
+        assert!(back.is_decommissioned(C));
+        let delta = d.delta_since(&VersionVector::new(), 100);
+        assert_eq!(
+            DirectoryDelta::decode(&delta.encode(), usize::MAX).unwrap(),
+            delta
+        );
+        // A peer's op naming node 0 refuses its whole delta.
+        let mut bad = delta.clone();
+        bad.ops[2].change = Change::DecommissionNode { node: NodeId(0) };
+        assert!(matches!(
+            DirectoryDelta::decode(&bad.encode(), usize::MAX),
+            Err(DecodeError::Invalid(_))
+        ));
+        let mut e = Directory::new(B);
+        assert!(e.apply_delta(&bad).is_err());
+        assert_eq!(e.op_count(), 0);
+    }
+
+    /// A directory state written before `DecommissionNode` existed (at 948f0c9): node 1,
+    /// tenant 7 created, key 70 created, a monthly request quota of 10, preset `thumb`,
+    /// key 70 revoked. Appending a variant leaves the others' encodings as they were.
+    const STATE_BEFORE_DECOMMISSION: &str = "01060105010101e807036f707300070461636d650101\
+        0202e907036f707305074609746b5f61636d65303109090909090909090909090909090909090909\
+        0909090909090909090909090901026369010303ea07036f70730d070000010a010404eb07036f70\
+        730e07057468756d620105773d313030010505ec07036f7073080746";
+
+    #[test]
+    fn a_state_encoded_before_decommissioning_existed_still_decodes() {
+        let bytes: Vec<u8> = (0..STATE_BEFORE_DECOMMISSION.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&STATE_BEFORE_DECOMMISSION[i..i + 2], 16).unwrap())
+            .collect();
+        let d = Directory::decode(&bytes, usize::MAX).unwrap();
+        assert_eq!(d.node(), A);
+        assert_eq!(d.op_count(), 5);
+        let tenant = d.tenant(T).unwrap();
+        assert_eq!(tenant.name(), "acme");
+        assert_eq!(tenant.quota(Metric::Requests, PeriodKind::Month), Some(10));
+        assert_eq!(tenant.preset("thumb"), Some("w=100"));
+        assert_eq!(standing(&d), KeyStanding::Revoked);
+        assert_eq!(decommissioned(&d), vec![]);
+        // Re-encoded byte for byte.
+        assert_eq!(d.encode(), bytes);
     }
 }

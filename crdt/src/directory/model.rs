@@ -1,5 +1,6 @@
 //! The directory's vocabulary: identities, scopes, stamps, the [`Change`]s an admin can
-//! make, the [`Op`] that records one in the log, field [`limits`], and the errors.
+//! make (to one tenant, or to the cluster: [`Change::DecommissionNode`]), the [`Op`] that
+//! records one in the log, field [`limits`], and the errors.
 //!
 //! Everything here is plain data with serde derives, because ops are what replicas store
 //! and exchange; the variant order of every enum is its encoding, so variants are only
@@ -195,6 +196,14 @@ pub enum Change {
         name: String,
         options: Option<String>,
     },
+    /// Final, and cluster-scoped (it concerns no tenant): `node` is gone for good — dead,
+    /// its data lost — and is no member any more. It stops counting as stale, consumes no
+    /// quota rights, and the rights stranded with it are recovered by the homes of the
+    /// quotas (the rule is in docs/PROTOCOL.md). Ids are never reused, so nothing can
+    /// bring it back; a node cannot decommission itself (it leaves instead).
+    DecommissionNode {
+        node: NodeId,
+    },
 }
 
 /// Size bounds on every field an op carries, checked on local edits and on every op a peer
@@ -216,8 +225,9 @@ pub mod limits {
 }
 
 impl Change {
-    /// The tenant this change concerns (every change concerns exactly one).
-    pub fn tenant(&self) -> TenantId {
+    /// The tenant this change concerns: every change concerns exactly one, but the
+    /// cluster-scoped ones ([`Change::DecommissionNode`]), which concern none.
+    pub fn tenant(&self) -> Option<TenantId> {
         match self {
             Change::CreateTenant { tenant, .. }
             | Change::RenameTenant { tenant, .. }
@@ -233,7 +243,8 @@ impl Change {
             | Change::RetireSigningSecret { tenant, .. }
             | Change::SetOrigin { tenant, .. }
             | Change::SetQuota { tenant, .. }
-            | Change::SetPreset { tenant, .. } => *tenant,
+            | Change::SetPreset { tenant, .. } => Some(*tenant),
+            Change::DecommissionNode { .. } => None,
         }
     }
 
@@ -306,6 +317,17 @@ impl Change {
                     Some(options) => text("preset options", options, 0, PRESET_OPTIONS_BYTES_MAX),
                     None => Ok(()),
                 }
+            }
+            Change::DecommissionNode { node } => {
+                // `NodeId`'s default (the home of a tenant whose creation has not arrived),
+                // not a member's id: an op naming it is a mistake or garbage.
+                if node.0 == 0 {
+                    return Err(DirectoryError::InvalidField {
+                        field: "node",
+                        reason: "0 is not a node id".into(),
+                    });
+                }
+                Ok(())
             }
             Change::SetTenantStatus { .. }
             | Change::SetHome { .. }
@@ -405,6 +427,7 @@ impl fmt::Display for Change {
                 }
                 None => write!(f, "remove preset {name:?} of tenant {tenant}"),
             },
+            Change::DecommissionNode { node } => write!(f, "decommission node {node}"),
         }
     }
 }
@@ -489,6 +512,8 @@ pub enum DirectoryError {
         tenant: TenantId,
         secret_id: SecretId,
     },
+    #[error("node {0} is this node: it cannot decommission itself (it leaves instead)")]
+    DecommissionSelf(NodeId),
     #[error("the local log of node {0} is exhausted")]
     SequenceExhausted(NodeId),
     #[error("the directory log would exceed its cap of {bytes_max} bytes")]

@@ -1,7 +1,8 @@
 //! The materialised view of the directory: what the log's ops add up to, shaped for reads.
 //!
-//! Every field is a last-writer-wins register ([`Lww`]) or a monotone mark ([`Mark`]), so
-//! applying a set of ops in any order yields the same view. Two choices are about scale
+//! Every field is a last-writer-wins register ([`Lww`]), a monotone mark ([`Mark`]) or a
+//! grow-only set (the decommissioned nodes), so applying a set of ops in any order yields
+//! the same view. Two choices are about scale
 //! (100K tenants must fit well under 256 MB and load in well under a second):
 //! - a tenant's small collections (quotas, origins, presets, secrets, keys) are sorted
 //!   vectors ([`SmallMap`]), not `BTreeMap`s: a one-entry `BTreeMap` allocates a whole
@@ -457,7 +458,7 @@ fn tenant_entry<'a>(
     })
 }
 
-/// The view: tenants, keys and the key index. See the module doc.
+/// The view: tenants, keys, the key index and the decommissioned nodes. See the module doc.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct View {
     /// Boxed: B-tree nodes hold eleven entries and are often half full, so inline values
@@ -470,6 +471,8 @@ pub(super) struct View {
     /// the prefix comes from the request, so the table must not be floodable. (Its
     /// iteration order differs between processes; nothing iterates it.)
     index: HashMap<PrefixKey, IndexSlot>,
+    /// Nodes decommissioned by a [`Change::DecommissionNode`]: grow-only, so final.
+    decommissioned: BTreeSet<NodeId>,
 }
 
 impl View {
@@ -492,6 +495,14 @@ impl View {
         self.keys.get(&key).map(Box::as_ref)
     }
 
+    pub(super) fn is_decommissioned(&self, node: NodeId) -> bool {
+        self.decommissioned.contains(&node)
+    }
+
+    pub(super) fn decommissioned(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.decommissioned.iter().copied()
+    }
+
     pub(super) fn lookup(&self, prefix: &str) -> impl Iterator<Item = KeyMatch<'_>> + '_ {
         let entries = PrefixKey::new(prefix)
             .and_then(|prefix| self.index.get(&prefix))
@@ -509,9 +520,12 @@ impl View {
     pub(super) fn apply(&mut self, op: &Op) {
         let stamp = op.stamp();
         let at_ms = op.at_ms;
-        let tenant_id = op.change.tenant();
         match &op.change {
+            Change::DecommissionNode { node } => {
+                self.decommissioned.insert(*node);
+            }
             Change::CreateKey {
+                tenant: tenant_id,
                 key,
                 prefix,
                 secret_hash,
@@ -522,6 +536,7 @@ impl View {
                 let entry = self.keys.entry(*key).or_default();
                 let old_prefix = entry.prefix().map(str::to_owned);
                 let old_tenant = entry.tenant();
+                let tenant_id = *tenant_id;
                 let ident = KeyIdent {
                     tenant: tenant_id,
                     prefix: prefix.clone(),
@@ -578,9 +593,11 @@ impl View {
     }
 
     fn apply_to_tenant(&mut self, op: &Op) {
+        let Some(tenant_id) = op.change.tenant() else {
+            return;
+        };
         let stamp = op.stamp();
         let at_ms = op.at_ms;
-        let tenant_id = op.change.tenant();
         let tenant = tenant_entry(&mut self.tenants, &mut self.tenant_ids, tenant_id);
         // Whether the standing of the tenant's keys may have changed.
         let standing_changed = match &op.change {
@@ -651,7 +668,8 @@ impl View {
             Change::CreateKey { .. }
             | Change::SetKeyScopes { .. }
             | Change::SetKeyLabel { .. }
-            | Change::RevokeKey { .. } => false,
+            | Change::RevokeKey { .. }
+            | Change::DecommissionNode { .. } => false,
         };
         if standing_changed {
             let keys: Vec<KeyId> = self.tenants[&tenant_id].keys().collect();

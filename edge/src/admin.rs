@@ -1,5 +1,6 @@
 //! The admin API (`/admin/v1/...`): tenants, keys, signing secrets, origins, quotas,
-//! presets, merged usage with harvest, the cluster view, and leaving the cluster.
+//! presets, merged usage with harvest, the cluster view, leaving the cluster, and
+//! decommissioning a member that is gone for good.
 //!
 //! Every edit is a directory op made on this node's replica: it is durable (group commit)
 //! before the answer leaves, and reaches the other nodes by push and anti-entropy. Reads
@@ -9,6 +10,7 @@
 //! Callers: operators (a token whose SHA-256 is configured), and for
 //! `GET /admin/v1/usage` only, a tenant key with the `usage` scope, for its own tenant.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tessera_crdt::directory::{Change, DirectoryError, KeyId, Scopes, SecretId, TenantStatus};
 use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId};
+use tessera_sync::{Node, PeerView};
 
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
@@ -96,6 +99,7 @@ pub fn router(body_bytes_max: usize) -> Router<Arc<AppState>> {
         .route("/admin/v1/usage", get(usage))
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/cluster/leave", post(cluster_leave))
+        .route("/admin/v1/cluster/decommission", post(cluster_decommission))
         .route("/admin/v1/export/records", get(export_records))
         .route("/admin/v1/export/totals", get(export_totals));
     #[cfg(feature = "fault-injection")]
@@ -191,26 +195,40 @@ fn durable_error(error: DurableError) -> ApiError {
     ApiError::overloaded("store_unavailable", error.to_string(), 1)
 }
 
-/// Makes one directory edit, durably, and returns once it is committed.
+/// Makes directory edits, durably, and returns once they are committed.
 async fn edit(state: &AppState, actor: &Operator, changes: Vec<Change>) -> Result<(), ApiError> {
-    if state.replica.is_failed() {
-        return Err(durable_error(DurableError::Failed));
-    }
-    let ticket = {
-        let mut node = state.replica.lock();
-        let now = now_ms();
+    edit_with(state, |node, now| {
         for change in changes {
             node.edit_directory(now, &actor.0, change)
                 .map_err(directory_error)?;
         }
-        node.own_changes()
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `edits` (given the node and the time) under one hold of the node lock, then waits
+/// until whatever this node changed is committed: what it returns is answered only once
+/// durable.
+async fn edit_with<T>(
+    state: &AppState,
+    edits: impl FnOnce(&mut Node, u64) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if state.replica.is_failed() {
+        return Err(durable_error(DurableError::Failed));
+    }
+    let (value, ticket) = {
+        let mut node = state.replica.lock();
+        let value = edits(&mut node, now_ms())?;
+        (value, node.own_changes())
     };
     state.replica.wake_net();
     state
         .replica
         .durable(ticket, state.commit_timeout())
         .await
-        .map_err(durable_error)
+        .map_err(durable_error)?;
+    Ok(value)
 }
 
 /// Every admin body is a JSON object. serde would also read a struct from an array of its
@@ -812,20 +830,17 @@ async fn usage(
             per_node.entry(*peer).or_default();
         }
         let stale_ms = state.config.cluster.peer_stale_ms;
+        let directory = node.directory();
+        let never_heard = PeerView::default();
         let mut any_stale = false;
         let nodes: Vec<Value> = per_node
             .iter()
             .map(|(id, values)| {
                 let this = *id == node.id();
-                let view = peers.get(id);
-                let last_heard = if this {
-                    Some(now)
-                } else {
-                    view.and_then(|v| v.last_heard_ms)
-                };
-                let left = view.is_some_and(|v| v.left);
-                let stale =
-                    !this && !left && last_heard.is_none_or(|t| now.saturating_sub(t) > stale_ms);
+                let view = peers.get(id).unwrap_or(&never_heard);
+                let last_heard = if this { Some(now) } else { view.last_heard_ms };
+                let decommissioned = directory.is_decommissioned(*id);
+                let stale = !this && is_stale(view, decommissioned, now, stale_ms);
                 any_stale |= stale;
                 json!({
                     "node": id.to_string(),
@@ -834,7 +849,8 @@ async fn usage(
                     "last_heard_ms": last_heard,
                     "last_heard_age_ms": last_heard.map(|t| now.saturating_sub(t)),
                     "stale": stale,
-                    "left": left,
+                    "left": view.left,
+                    "decommissioned": decommissioned,
                 })
             })
             .collect();
@@ -858,6 +874,16 @@ async fn usage(
     Ok(Json(report))
 }
 
+/// Whether what a member sent may be behind: not heard from within `stale_ms` (or never),
+/// unless it left or was decommissioned — it will send nothing more, so nothing is missing.
+fn is_stale(view: &PeerView, decommissioned: bool, now_ms: u64, stale_ms: u64) -> bool {
+    !view.left
+        && !decommissioned
+        && view
+            .last_heard_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) > stale_ms)
+}
+
 fn metric_map(values: &[u64; 4]) -> Value {
     let mut map = serde_json::Map::new();
     for metric in Metric::ALL {
@@ -871,8 +897,9 @@ struct ClusterQuery {
     tenant: Option<String>,
 }
 
-/// Members, freshness, replication lag and message counts; with `tenant`, the escrow
-/// rights each node holds for that tenant's quotas in the current periods.
+/// Members (every peer, and every node decommissioned in the directory), freshness,
+/// replication lag and message counts; with `tenant`, the escrow rights each node holds
+/// for that tenant's quotas in the current periods.
 async fn cluster(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -884,21 +911,33 @@ async fn cluster(
     let net = state.replica.net_stats();
     let node = state.replica.lock();
     let stale_ms = state.config.cluster.peer_stale_ms;
-    let members: Vec<Value> = node
-        .peers()
-        .iter()
-        .map(|(id, view)| {
+    let directory = node.directory();
+    let peers = node.peers();
+    // A decommissioned node stays listed (as such) even where it was never a peer.
+    let ids: BTreeSet<NodeId> = peers
+        .keys()
+        .copied()
+        .chain(directory.decommissioned())
+        .filter(|id| *id != node.id())
+        .collect();
+    let never_heard = PeerView::default();
+    let members: Vec<Value> = ids
+        .into_iter()
+        .map(|id| {
+            let view = peers.get(&id).unwrap_or(&never_heard);
+            let decommissioned = directory.is_decommissioned(id);
             let (sent, received) = net
                 .as_ref()
-                .and_then(|n| n.per_peer.get(id).copied())
+                .and_then(|n| n.per_peer.get(&id).copied())
                 .unwrap_or_default();
             json!({
                 "node": id.to_string(),
                 "connected": view.connected,
                 "left": view.left,
+                "decommissioned": decommissioned,
                 "last_heard_ms": view.last_heard_ms,
                 "last_heard_age_ms": view.last_heard_ms.map(|t| now.saturating_sub(t)),
-                "stale": !view.left && view.last_heard_ms.is_none_or(|t| now.saturating_sub(t) > stale_ms),
+                "stale": is_stale(view, decommissioned, now, stale_ms),
                 "replication_lag_ms": view.lag_ms,
                 "messages_sent": sent,
                 "messages_received": received,
@@ -908,6 +947,7 @@ async fn cluster(
     let mut report = json!({
         "node": {
             "id": node.id().to_string(),
+            "decommissioned": directory.is_decommissioned(node.id()),
             "peer_id": state.replica.peer_id(),
             "listen": net.as_ref().map(|n| n.listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
             "replication": net.is_some(),
@@ -969,6 +1009,61 @@ async fn cluster_leave(
         })),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decommission {
+    /// The node's id as `/admin/v1/cluster` prints it: 16 hex digits.
+    node: String,
+}
+
+/// A node id as `/admin/v1/cluster` prints it (16 hex digits); anything else is a 400.
+/// (Lenient parsing would let a truncated or mistyped id through, and a decommission is
+/// final.)
+fn parse_node_id(text: &str) -> Result<NodeId, ApiError> {
+    let well_formed = text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    match u64::from_str_radix(text, 16) {
+        Ok(id) if well_formed => Ok(NodeId(id)),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_node_id",
+            format!("node {text:?}: expected 16 hex digits, as /admin/v1/cluster prints it"),
+        )),
+    }
+}
+
+/// `POST /admin/v1/cluster/decommission`: records that a member is gone for good (dead,
+/// its data lost), as a directory op durable before the answer, like every edit. Every
+/// node that applies it stops counting that member as stale, and the quota rights
+/// stranded with it are recovered by the quotas' home nodes (docs/PROTOCOL.md). Final:
+/// there is no undo, and the node, should it come back, consumes nothing (a node that lost
+/// its data comes back under a new id anyway). This node's own id is refused (409
+/// `decommission_self`: a live node leaves instead); a node decommissioned already is
+/// recorded again, harmlessly, and the answer says so.
+async fn cluster_decommission(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    AdminBody(body): AdminBody,
+) -> Result<Json<Value>, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let request: Decommission = json_body(&body)?;
+    let target = parse_node_id(&request.node)?;
+    let (already, at_ms) = edit_with(&state, |node, now| {
+        let already = node.directory().is_decommissioned(target);
+        node.edit_directory(now, &actor.0, Change::DecommissionNode { node: target })
+            .map_err(directory_error)?;
+        Ok((already, now))
+    })
+    .await?;
+    tracing::info!(actor = actor.0, node = %target, already, "member decommissioned");
+    Ok(Json(json!({
+        "node": target.to_string(),
+        "decommissioned": true,
+        "already_decommissioned": already,
+        "actor": actor.0,
+        "at_ms": at_ms,
+    })))
 }
 
 impl AppState {

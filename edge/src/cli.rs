@@ -1,8 +1,8 @@
 //! The `tessera` command: `tessera serve` runs a node; `tessera config` prints the
 //! effective configuration after every layer (file, environment, flags) is applied; the
 //! other commands (`tenant`, `key`, `secret`, `origin`, `quota`, `preset`, `usage`,
-//! `cluster status|leave`) talk to a node's admin API, printing tables for people and
-//! JSON with `--json`; `token new` mints an operator token offline.
+//! `cluster status|leave|decommission`) talk to a node's admin API, printing tables for
+//! people and JSON with `--json`; `token new` mints an operator token offline.
 //!
 //! It lives in the library so that every binary that is "a tessera" runs the same code:
 //! `edge/src/main.rs` and the fault harness's shim (`tests/src/bin/tessera.rs`, which
@@ -93,7 +93,8 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Cluster members, freshness, replication lag; escrow rights with --tenant; leave.
+    /// Cluster members, freshness, replication lag; escrow rights with --tenant; leave;
+    /// decommission a dead member.
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
@@ -242,6 +243,13 @@ enum ClusterAction {
     /// Stop the node as on SIGTERM, handing its unspent quota rights to its peers first
     /// (whatever `cluster.leave_on_shutdown` says).
     Leave,
+    /// Retire a member that is gone for good (dead, data lost): it stops counting as
+    /// stale and the quota rights stranded with it are recovered. Final.
+    Decommission {
+        // Not named `node`: that is the name of `--node`, the URL of the node to ask.
+        /// The member's node id, 16 hex digits as `cluster status` prints it.
+        node_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -531,6 +539,16 @@ fn admin(command: Command) -> anyhow::Result<()> {
             None,
             View::Record,
         ),
+        Command::Cluster {
+            action: ClusterAction::Decommission { node_id },
+            remote,
+        } => (
+            remote,
+            M::POST,
+            "/admin/v1/cluster/decommission".into(),
+            Some(json!({ "node": node_id })),
+            View::Record,
+        ),
         Command::Serve(_) | Command::Config(_) | Command::Token { .. } | Command::Export { .. } => {
             unreachable!("handled in main")
         }
@@ -737,6 +755,7 @@ fn render(view: &View, answer: &serde_json::Value) -> String {
                 "messages_sent",
                 "messages_received",
                 "stale",
+                "decommissioned",
             ];
             let rows: Vec<Vec<String>> = answer["members"]
                 .as_array()

@@ -699,6 +699,161 @@ async fn usage_records_export_as_jsonl_and_parquet_and_the_cli_drives_it_all() {
     node.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_decommissions_a_dead_member_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let path = "/admin/v1/cluster/decommission";
+    let dead = tessera_crdt::NodeId(0xdead_beef);
+    let dead_hex = dead.to_string();
+    // A member known here but never heard from since: every usage read says stale.
+    {
+        use tessera_sync::Input;
+        let mut replica = node.state.replica.lock();
+        replica.handle(0, Input::PeerConnected(dead));
+        replica.handle(0, Input::PeerDisconnected(dead));
+    }
+    let report = json_of(&usage(&node, &tenant, TOKEN).await);
+    assert_eq!(report["stale"], true, "{report}");
+
+    // Operator only.
+    let body = json!({ "node": dead_hex });
+    for token in [None, Some("top_not-the-token"), Some("tsk_000000000000_0")] {
+        let reply = match token {
+            Some(token) => {
+                common::with_bearer(node.addr, token, Method::POST, path, Some(body.clone())).await
+            }
+            None => {
+                let bytes = body.to_string().into_bytes();
+                common::request(node.addr, Method::POST, path, &[], bytes).await
+            }
+        };
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{token:?}: {reply:?}"
+        );
+    }
+    // Refusals, each a JSON error that records nothing.
+    let own = json_of(&admin(&node, Method::GET, "/admin/v1/cluster", None).await)["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Not 16 hex digits: short, long, a non-digit, a sign, empty.
+    let malformed = [
+        "deadbeef",
+        "000000000deadbeef",
+        "00000000deadbeeg",
+        "+0000000deadbeef",
+        "",
+    ];
+    let mut cases: Vec<(Value, StatusCode, &str)> = malformed
+        .iter()
+        .map(|id| {
+            (
+                json!({ "node": id }),
+                StatusCode::BAD_REQUEST,
+                "invalid_node_id",
+            )
+        })
+        .collect();
+    cases.extend([
+        (
+            json!({ "node": 3735928559u64 }),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            json!({ "nodes": dead_hex }),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            json!({ "node": "0000000000000000" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            json!({ "node": own }),
+            StatusCode::CONFLICT,
+            "decommission_self",
+        ),
+    ]);
+    for (body, status, code) in cases {
+        let reply = admin(&node, Method::POST, path, Some(body.clone())).await;
+        assert_eq!(reply.status, status, "{body}: {reply:?}");
+        assert_eq!(reply.error_code(), code, "{body}");
+    }
+    assert_eq!(
+        node.state
+            .replica
+            .lock()
+            .directory()
+            .decommissioned()
+            .count(),
+        0
+    );
+
+    // Recorded: the view, the cluster report and the usage report say so.
+    let reply = admin(&node, Method::POST, path, Some(body.clone())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let answer = json_of(&reply);
+    assert_eq!(answer["node"], dead_hex.as_str());
+    assert_eq!(answer["decommissioned"], true);
+    assert_eq!(answer["already_decommissioned"], false);
+    assert!(answer["actor"].as_str().unwrap().starts_with("operator:"));
+    assert!(node
+        .state
+        .replica
+        .lock()
+        .directory()
+        .is_decommissioned(dead));
+    let cluster = json_of(&admin(&node, Method::GET, "/admin/v1/cluster", None).await);
+    let members = cluster["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{cluster}");
+    assert_eq!(members[0]["node"], dead_hex.as_str());
+    assert_eq!(members[0]["decommissioned"], true);
+    assert_eq!(members[0]["stale"], false);
+    assert_eq!(cluster["node"]["decommissioned"], false);
+    let report = json_of(&usage(&node, &tenant, TOKEN).await);
+    assert_eq!(report["stale"], false, "{report}");
+    // Again: accepted, and said to be a repeat.
+    let reply = admin(&node, Method::POST, path, Some(body.clone())).await;
+    assert_eq!(json_of(&reply)["already_decommissioned"], true, "{reply:?}");
+
+    // The CLI, on a member never heard of here: listed, decommissioned, not stale.
+    let other = "00000000000abcde";
+    let out = cli(&node, &["cluster", "decommission", other, "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["node"], other);
+    let out = cli(&node, &["cluster", "status"]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("DECOMMISSIONED"), "{table}");
+    let row = table.lines().find(|l| l.starts_with(other)).unwrap();
+    assert!(row.ends_with("false  true"), "{table}");
+    let out = cli(&node, &["cluster", "decommission", &own]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("decommission_self"),
+        "{out:?}"
+    );
+
+    // Durable: a restart keeps both.
+    node.stop().await;
+    let node = TestNode::start(config(dir.path())).await;
+    let directory: Vec<_> = node
+        .state
+        .replica
+        .lock()
+        .directory()
+        .decommissioned()
+        .collect();
+    assert_eq!(directory, vec![tessera_crdt::NodeId(0xabcde), dead]);
+    node.stop().await;
+}
+
 // The switch exists only in test builds with the feature (`cargo test --workspace` turns it
 // on through `tessera-tests`; `cargo test -p tessera-edge --features fault-injection`).
 #[cfg(feature = "fault-injection")]

@@ -148,8 +148,17 @@ impl Default for IdempotencyConfig {
 pub struct ClusterConfig {
     /// libp2p listen addresses for replication (TCP only).
     pub listen: Vec<String>,
-    /// Peers to dial (and redial with backoff), e.g. `/ip4/10.0.0.2/tcp/7400`.
+    /// Peers to dial (and redial with backoff), e.g. `/ip4/10.0.0.2/tcp/7400`. One is
+    /// enough: the others are found through the member table it shares.
     pub bootstrap: Vec<String>,
+    /// Addresses other members dial this node at (carried in the member table). Empty:
+    /// the listeners' concrete addresses, routable ones first. Set it behind NAT or a
+    /// load balancer.
+    pub advertise: Vec<String>,
+    /// Connections this node keeps at least, to random live members found by gossip
+    /// (a bounded random mesh: not a star through the bootstrap node). 0: connections
+    /// only to the bootstrap list, and requests only to connected peers.
+    pub mesh_peers: usize,
     /// The 32-byte cluster key as 64 hex digits; only nodes holding it can connect.
     /// Empty: the node runs alone (no replication listener).
     pub cluster_key: String,
@@ -248,6 +257,8 @@ impl Default for ClusterConfig {
         Self {
             listen: vec!["/ip4/0.0.0.0/tcp/7400".to_owned()],
             bootstrap: Vec::new(),
+            advertise: Vec::new(),
+            mesh_peers: 8,
             cluster_key: String::new(),
             mdns: false,
             message_bytes_max: 1 << 20,
@@ -697,6 +708,7 @@ impl Config {
         for (key, list) in [
             ("cluster.listen", &self.cluster.listen),
             ("cluster.bootstrap", &self.cluster.bootstrap),
+            ("cluster.advertise", &self.cluster.advertise),
         ] {
             for addr in list {
                 if addr.parse::<tessera_sync::net::Multiaddr>().is_err() {
@@ -721,6 +733,14 @@ impl Config {
             self.cluster.connections_max,
             1,
             10_000,
+        )?;
+        // Mesh connections count against the connection cap, with room left for peers
+        // that dial in.
+        in_range(
+            "cluster.mesh_peers",
+            self.cluster.mesh_peers,
+            0,
+            (self.cluster.connections_max / 2) as usize,
         )?;
         in_range(
             "cluster.pending_per_ip_max",

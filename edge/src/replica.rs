@@ -137,6 +137,7 @@ impl Replica {
         let loaded = store.load(id)?;
         let sync_config = SyncConfig {
             peer_stale_ms: config.cluster.peer_stale_ms,
+            mesh_peers: config.cluster.mesh_peers,
             // The transport's frame limit: the core cuts its messages below it.
             message_bytes_max: config.cluster.message_bytes_max,
             ..SyncConfig::default()
@@ -186,6 +187,7 @@ impl Replica {
                 let settings = NetSettings {
                     listen: parse(&config.cluster.listen)?,
                     bootstrap: parse(&config.cluster.bootstrap)?,
+                    advertise: parse(&config.cluster.advertise)?,
                     mdns: config.cluster.mdns,
                     message_bytes_max: config.cluster.message_bytes_max,
                     request_timeout_ms: config.cluster.request_timeout_ms,

@@ -23,8 +23,23 @@ pub struct SyncConfig {
     pub anti_entropy_jitter: f64,
     /// A pull unanswered for this long may be sent again.
     pub pull_timeout_ms: u64,
-    /// A peer not heard from for this long is reported stale.
+    /// A peer not heard from (directly or by gossip) for this long is reported stale and
+    /// counts as dead: no rights are spread to it.
     pub peer_stale_ms: u64,
+    /// A member not heard from for this long is suspect: not asked for rights or
+    /// connected to until heard of again. Several anti-entropy rounds: heartbeats travel
+    /// by gossip, a few hops to the far side of a large mesh.
+    pub member_suspect_ms: u64,
+    /// How often a node sends one random connected peer its members' heartbeats.
+    pub member_gossip_interval_ms: u64,
+    /// Connections a node keeps, at least (when the cluster has that many other live
+    /// members): below, it asks the transport to connect to random ones. The mesh is a
+    /// random graph of this degree or more, not a full mesh nor a star through a seed.
+    /// 0: a fixed topology — connections only to the bootstrap list (and whoever dials
+    /// in), and requests only to connected peers (for networks where members' own
+    /// addresses must not be dialled, such as a test harness routing every link through
+    /// its own proxy).
+    pub mesh_peers: usize,
     /// Escrow: a node with fewer local rights than this for a key asks peers for more.
     pub rights_low_water: u64,
     /// Escrow: ... or with fewer than it spends in this long at its recent rate (so the
@@ -73,6 +88,9 @@ impl Default for SyncConfig {
             anti_entropy_jitter: 0.25,
             pull_timeout_ms: 5_000,
             peer_stale_ms: 30_000,
+            member_suspect_ms: 15_000,
+            member_gossip_interval_ms: 1_000,
+            mesh_peers: 8,
             rights_low_water: 10,
             rights_lead_ms: 500,
             rights_request_min: 20,

@@ -9,6 +9,7 @@
 //! Parts:
 //! - [`node`]: push, pull anti-entropy, directory sync, escrow transfers and grants,
 //!   membership view;
+//! - [`membership`]: the member table, heartbeat gossip, liveness and the bounded mesh;
 //! - [`message`]: the wire messages, their encoding and validation;
 //! - [`escrow_digest`]: bucket hashes that let idle replicas compare escrow state in 8 bytes;
 //! - [`config`]: the tunables;
@@ -22,6 +23,7 @@
 
 pub mod config;
 pub mod escrow_digest;
+pub mod membership;
 pub mod message;
 #[cfg(feature = "net")]
 pub mod net;

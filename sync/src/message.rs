@@ -15,13 +15,16 @@ use tessera_crdt::ledger::Delta;
 use tessera_crdt::{BoundedCounter, CounterKey, VersionVector};
 
 use crate::escrow_digest::BUCKETS;
+use crate::membership::{MemberEntry, Membership};
 
 /// Counters one message may carry.
 pub const COUNTERS_MAX: usize = 4096;
 
 /// The wire format version, first byte of every encoded message. 3: bounded counters carry
-/// refund cells (a node of version 2 would misread them, so it refuses them whole).
-pub const WIRE_VERSION: u8 = 3;
+/// refund cells (a node of version 2 would misread them, so it refuses them whole). 4:
+/// member tables (a node of version 3 would count every exchange as garbage and drop the
+/// connection).
+pub const WIRE_VERSION: u8 = 4;
 
 /// Everything a node sends another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +68,13 @@ pub enum Message {
     },
     /// The sender is leaving the cluster (its unused rights were handed over first).
     Leaving,
+    /// Member table entries (see [`crate::membership`]): the sender's whole table in an
+    /// anti-entropy exchange, or, with `answer`, the entries it holds newer than the ones
+    /// it was sent.
+    Members {
+        entries: Vec<MemberEntry>,
+        answer: bool,
+    },
 }
 
 /// Why a message was refused. Nothing was changed.
@@ -98,6 +108,7 @@ impl Message {
             Message::RightsRequest { .. } => "rights_request",
             Message::RightsReply { .. } => "rights_reply",
             Message::Leaving => "leaving",
+            Message::Members { .. } => "members",
         }
     }
 
@@ -146,6 +157,9 @@ impl Message {
             Message::RightsReply { counter, .. } => counter
                 .validate()
                 .map_err(|e| MessageError::Invalid(e.to_string())),
+            Message::Members { entries, .. } => {
+                Membership::validate(entries).map_err(MessageError::Invalid)
+            }
             Message::LedgerPull { .. }
             | Message::Directory(SyncMessage::Digest(_))
             | Message::EscrowDigest { .. }

@@ -62,7 +62,7 @@ use libp2p::core::upgrade::Version;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
     gossipsub, identify, identity, mdns, noise, ping, tcp, yamux, StreamProtocol, Swarm,
@@ -76,6 +76,7 @@ pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
 
 use crate::escrow_digest::{fnv1a, FNV_OFFSET};
+use crate::membership::ADDR_BYTES_MAX;
 use crate::message::Message;
 use crate::node::{Input, Node, Output};
 use crate::rng::{mix, Rng};
@@ -98,6 +99,10 @@ const DIALS_IN_FLIGHT_MAX: usize = 4;
 #[derive(Clone, Debug)]
 pub struct NetSettings {
     pub listen: Vec<Multiaddr>,
+    /// Addresses advertised to other members (the membership table carries them, so a
+    /// node found by gossip can be dialled). Empty: the concrete addresses the listeners
+    /// report, routable ones before loopback.
+    pub advertise: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub cluster_key: [u8; 32],
     pub mdns: bool,
@@ -138,6 +143,7 @@ impl NetSettings {
     pub fn new(cluster_key: [u8; 32]) -> NetSettings {
         NetSettings {
             listen: vec!["/ip4/0.0.0.0/tcp/7400".parse().expect("valid multiaddr")],
+            advertise: Vec::new(),
             bootstrap: Vec::new(),
             cluster_key,
             mdns: false,
@@ -194,6 +200,79 @@ pub struct NetStats {
     pub messages_oversize: u64,
     /// Inbound connections refused per address, failed handshakes, backoffs.
     pub admission: AdmissionStats,
+    /// Dials the core asked for to fill its mesh ([`Output::Connect`]) and dials or sends
+    /// skipped because the member's advertised address was missing or unreadable.
+    pub mesh_dials: u64,
+    pub members_unreachable: u64,
+}
+
+/// A member's address as the membership table carries it: one multiaddr per line, each
+/// ending in `/p2p/<peer id>`, as many as fit in [`ADDR_BYTES_MAX`] bytes.
+pub fn encode_member_addr(peer: &PeerId, addrs: &[Multiaddr]) -> Vec<u8> {
+    let mut out = String::new();
+    for addr in addrs {
+        let line = format!("{}/p2p/{peer}", strip_p2p(addr));
+        if out.len() + line.len() + 1 > ADDR_BYTES_MAX {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&line);
+    }
+    out.into_bytes()
+}
+
+/// Reads [`encode_member_addr`]'s encoding: the peer and its dialable addresses (`None`
+/// if empty, unreadable, or naming different peers).
+pub fn decode_member_addr(bytes: &[u8]) -> Option<(PeerId, Vec<Multiaddr>)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut peer = None;
+    let mut addrs = Vec::new();
+    for line in text.lines() {
+        let addr: Multiaddr = line.parse().ok()?;
+        let found = addr.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        })?;
+        if peer.is_some_and(|p| p != found) {
+            return None;
+        }
+        peer = Some(found);
+        addrs.push(strip_p2p(&addr));
+    }
+    Some((peer?, addrs))
+}
+
+/// The addresses to advertise: the configured ones, else the listeners' concrete ones,
+/// routable before loopback (a peer on another host cannot use loopback; one on this host
+/// can use either).
+fn advertised(settings: &NetSettings, listening: &[Multiaddr]) -> Vec<Multiaddr> {
+    if !settings.advertise.is_empty() {
+        return settings.advertise.clone();
+    }
+    let loopback = |addr: &Multiaddr| {
+        addr.iter().any(|p| match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback() || ip.is_unspecified(),
+            libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback() || ip.is_unspecified(),
+            _ => false,
+        })
+    };
+    let unspecified = |addr: &Multiaddr| {
+        addr.iter().any(|p| match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_unspecified(),
+            libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_unspecified(),
+            _ => false,
+        })
+    };
+    let mut out: Vec<Multiaddr> = listening.iter().filter(|a| !loopback(a)).cloned().collect();
+    out.extend(
+        listening
+            .iter()
+            .filter(|a| loopback(a) && !unspecified(a))
+            .cloned(),
+    );
+    out
 }
 
 /// Holds outputs back until the node's own changes they may reflect are durable.
@@ -499,6 +578,11 @@ pub async fn spawn(
             stats.lock().expect("stats lock").listen_addrs.push(address);
         }
     }
+    {
+        let listening = stats.lock().expect("stats lock").listen_addrs.clone();
+        let addr = encode_member_addr(&peer_id, &advertised(&settings, &listening));
+        node.lock().expect("node lock").set_address(addr);
+    }
     let wake = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
     let handle = NetHandle {
@@ -725,9 +809,22 @@ impl Driver {
     /// Sends everything the node produced, once the own changes it may reflect are
     /// durable.
     async fn flush(&mut self) {
-        let (outputs, own_changes) = {
+        let (outputs, own_changes, addrs) = {
             let mut node = self.node.lock().expect("node lock");
-            (node.take_outputs(), node.own_changes())
+            let outputs = node.take_outputs();
+            // Where to reach members this node holds no connection to (a mesh dial, a
+            // request beyond the mesh), read under the same lock.
+            let mut addrs: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
+            for output in &outputs {
+                if let Output::Connect { to } | Output::Send { to, .. } = output {
+                    if !self.peers.contains_key(to) {
+                        if let Some(member) = node.membership().get(*to) {
+                            addrs.insert(*to, member.addr.clone());
+                        }
+                    }
+                }
+            }
+            (outputs, node.own_changes(), addrs)
         };
         if outputs.is_empty() {
             return;
@@ -748,6 +845,10 @@ impl Driver {
             let (message, to) = match output {
                 Output::Send { to, message } => (message, Some(to)),
                 Output::Broadcast(message) => (message, None),
+                Output::Connect { to } => {
+                    self.dial_member(to, addrs.get(&to));
+                    continue;
+                }
             };
             let bytes = message.encode();
             if bytes.len() > self.settings.message_bytes_max {
@@ -771,8 +872,12 @@ impl Driver {
             }
             match to {
                 Some(to) => {
-                    if let Some((peer, _)) = self.peers.get(&to) {
-                        let peer = *peer;
+                    let peer = match self.peers.get(&to) {
+                        Some((peer, _)) => Some(*peer),
+                        // A member beyond the mesh: the request dials it.
+                        None => self.member_peer(to, addrs.get(&to)),
+                    };
+                    if let Some(peer) = peer {
                         send_frame(&mut self.swarm, &peer, Frame(bytes));
                         self.stats
                             .lock()
@@ -800,6 +905,38 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// The peer id of member `to` from its advertised address, with the address handed
+    /// to the swarm for a dial (`None`, counted, if it advertised none usable).
+    fn member_peer(&mut self, to: NodeId, addr: Option<&Vec<u8>>) -> Option<PeerId> {
+        let decoded = addr
+            .and_then(|a| decode_member_addr(a))
+            .filter(|(peer, _)| node_id_of(peer) == to);
+        let Some((peer, addrs)) = decoded else {
+            self.stats.lock().expect("stats lock").members_unreachable += 1;
+            return None;
+        };
+        for addr in addrs {
+            self.swarm.add_peer_address(peer, addr);
+        }
+        Some(peer)
+    }
+
+    /// Dials member `to` for the mesh, unless connected or being dialled already.
+    fn dial_member(&mut self, to: NodeId, addr: Option<&Vec<u8>>) {
+        if self.peers.contains_key(&to) {
+            return;
+        }
+        let Some(peer) = self.member_peer(to, addr) else {
+            return;
+        };
+        let dial = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if self.swarm.dial(dial).is_ok() {
+            self.stats.lock().expect("stats lock").mesh_dials += 1;
         }
     }
 
@@ -843,11 +980,14 @@ impl Driver {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
-                self.stats
-                    .lock()
-                    .expect("stats lock")
-                    .listen_addrs
-                    .push(address);
+                let listening = {
+                    let mut stats = self.stats.lock().expect("stats lock");
+                    stats.listen_addrs.push(address);
+                    stats.listen_addrs.clone()
+                };
+                let peer = *self.swarm.local_peer_id();
+                let addr = encode_member_addr(&peer, &advertised(&self.settings, &listening));
+                self.node.lock().expect("node lock").set_address(addr);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,

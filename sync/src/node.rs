@@ -86,6 +86,7 @@ use tessera_crdt::{
 
 use crate::config::SyncConfig;
 use crate::escrow_digest::{bucket_of, EscrowDigest};
+use crate::membership::{Liveness, MemberEntry, Membership};
 use crate::message::{Message, MessageError, COUNTERS_MAX};
 use crate::rng::{mix, Rng};
 
@@ -110,14 +111,21 @@ pub enum Output {
     Send { to: NodeId, message: Message },
     /// To every peer (gossip in the adapter).
     Broadcast(Message),
+    /// Open a connection to this member, at the address its membership entry gives
+    /// ([`Node::membership`]): the node keeps `mesh_peers` connections (see
+    /// [`crate::membership`]). Nothing is owed back if the dial fails.
+    Connect { to: NodeId },
 }
 
-/// What the node knows of a peer.
+/// What the node knows of a peer: every member heard of, directly or by gossip.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerView {
     pub connected: bool,
-    /// When a message from it last arrived (`None`: never).
+    /// When it was last known alive (`None`: never): a message from it arrived, or its
+    /// heartbeat advanced in a peer's membership table.
     pub last_heard_ms: Option<u64>,
+    /// When the transport last reported it disconnected.
+    pub disconnected_ms: Option<u64>,
     /// It announced it was leaving.
     pub left: bool,
     /// The replication lag of its last ledger push: arrival here minus the time of the
@@ -213,6 +221,9 @@ const CONNECT_SYNCS_MAX: usize = 3;
 /// a few WAN round trips, enough for the first exchange to bring a heal's data.
 const CONNECT_SYNC_WAIT_MS: u64 = 300;
 
+/// How often a node short of `mesh_peers` connections looks for members to connect to.
+const MESH_CHECK_MS: u64 = 1_000;
+
 /// Ops per directory chunk in [`Changes`].
 const PERSIST_OPS_MAX: usize = 10_000;
 
@@ -307,6 +318,12 @@ pub struct Node {
     /// (see [`Node::escrow_digest`]), so what peers see is what eager updates gave.
     digest_stale: Vec<CounterKey>,
     peers: BTreeMap<NodeId, PeerView>,
+    membership: Membership,
+    /// When to look at the mesh again (see [`Node::maintain_mesh`]); `None` while it is
+    /// full or nobody else is known.
+    mesh_check_ms: Option<u64>,
+    /// When the next member round is due (see [`crate::membership`]).
+    next_member_round_ms: u64,
     outputs: Vec<Output>,
     stats: Stats,
     /// Own ledger sequence and directory sequence already pushed.
@@ -378,6 +395,9 @@ impl Node {
             escrow_digest,
             digest_stale: Vec::new(),
             peers: BTreeMap::new(),
+            membership: Membership::new(id, now_ms),
+            mesh_check_ms: Some(now_ms),
+            next_member_round_ms: now_ms + phase % config.member_gossip_interval_ms.max(1),
             outputs: Vec::new(),
             stats: Stats::default(),
             ledger_pushed,
@@ -439,6 +459,34 @@ impl Node {
 
     pub fn peers(&self) -> &BTreeMap<NodeId, PeerView> {
         &self.peers
+    }
+
+    /// The member table: every member heard of, its address and heartbeat (see
+    /// [`crate::membership`]).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Sets the address this node advertises to its peers, in the transport's encoding (at
+    /// most [`crate::membership::ADDR_BYTES_MAX`] bytes).
+    pub fn set_address(&mut self, addr: Vec<u8>) {
+        self.membership.set_address(addr);
+    }
+
+    /// `node`'s liveness in this view: connected, or heard of (directly or by gossip)
+    /// within `member_suspect_ms` is alive; then suspect, then dead after `peer_stale_ms`.
+    pub fn liveness(&self, node: NodeId, now_ms: u64) -> Liveness {
+        let view = self.peers.get(&node);
+        if view.is_some_and(|p| p.left) {
+            return Liveness::Left;
+        }
+        self.membership.liveness(
+            node,
+            view.is_some_and(|p| p.connected),
+            now_ms,
+            self.config.member_suspect_ms,
+            self.config.peer_stale_ms,
+        )
     }
 
     /// Peers known but not heard from within `peer_stale_ms` (or never).
@@ -542,6 +590,10 @@ impl Node {
         if let Some(due) = self.push_due_ms {
             next = next.min(due);
         }
+        if let Some(due) = self.mesh_check_ms {
+            next = next.min(due);
+        }
+        next = next.min(self.next_member_round_ms);
         for request in self.requests.values() {
             let timeout_ms = self.config.rights_request_timeout_ms;
             next = next.min(match request.in_flight.iter().map(|a| a.sent_ms).min() {
@@ -719,6 +771,13 @@ impl Node {
             }
         }
         self.flush_push(0);
+        // The goodbye for the peers connected now, and the own entry marked left (one
+        // beat later than any before it) for them to gossip on to the others.
+        self.membership.leave(0);
+        self.outputs.push(Output::Broadcast(Message::Members {
+            entries: vec![self.membership.own().clone()],
+            answer: true,
+        }));
         self.outputs.push(Output::Broadcast(Message::Leaving));
     }
 
@@ -729,10 +788,12 @@ impl Node {
         match input {
             Input::Tick => self.tick(now_ms),
             Input::PeerConnected(peer) => {
+                self.membership.heard(peer, now_ms);
                 let view = self.peers.entry(peer).or_default();
                 let was_connected = view.connected;
                 view.connected = true;
                 view.left = false;
+                view.last_heard_ms = Some(now_ms);
                 // A peer (re)appearing after a partition or a restart: repair at once
                 // rather than at the next random round — but one exchange at a time.
                 // After a heal every newly reachable peer connects at once, and syncing
@@ -752,8 +813,11 @@ impl Node {
                 }
             }
             Input::PeerDisconnected(peer) => {
-                self.peers.entry(peer).or_default().connected = false;
+                let view = self.peers.entry(peer).or_default();
+                view.connected = false;
+                view.disconnected_ms = Some(now_ms);
                 self.pulls_in_flight.remove(&peer);
+                self.mesh_check_ms = Some(now_ms);
             }
             Input::Message { from, message } => {
                 if from == self.id {
@@ -769,6 +833,18 @@ impl Node {
 
     fn tick(&mut self, now_ms: u64) {
         self.reconcile_quotas(now_ms);
+        if self.mesh_check_ms.is_some_and(|due| due <= now_ms) {
+            self.maintain_mesh(now_ms);
+        }
+        if self.next_member_round_ms <= now_ms {
+            self.member_round(now_ms);
+            let interval = self.config.member_gossip_interval_ms;
+            self.next_member_round_ms = now_ms
+                + self
+                    .rng
+                    .jitter(interval, self.config.anti_entropy_jitter)
+                    .max(1);
+        }
         self.next_connect_sync(now_ms);
         if self.push_due_ms.is_some_and(|due| due <= now_ms) {
             self.flush_push(now_ms);
@@ -799,6 +875,7 @@ impl Node {
         message.validate()?;
         let view = self.peers.entry(from).or_default();
         view.last_heard_ms = Some(now_ms);
+        self.membership.heard(from, now_ms);
         match message {
             Message::LedgerPush {
                 delta,
@@ -904,6 +981,27 @@ impl Node {
             Message::Leaving => {
                 let view = self.peers.entry(from).or_default();
                 view.left = true;
+                self.membership.left(from);
+            }
+            Message::Members { entries, answer } => {
+                let version = self.membership.version();
+                let directory = &self.directory;
+                let newer = self
+                    .membership
+                    .merge(now_ms, &entries, |node| !decommissioned(directory, node));
+                self.mirror_members(&entries);
+                if self.membership.version() != version {
+                    self.mesh_check_ms = Some(now_ms);
+                }
+                if !answer && !newer.is_empty() {
+                    self.send(
+                        from,
+                        Message::Members {
+                            entries: newer,
+                            answer: true,
+                        },
+                    );
+                }
             }
         }
         Ok(())
@@ -1019,8 +1117,21 @@ impl Node {
         self.sync_with(now_ms, peer);
     }
 
-    /// One anti-entropy exchange with `peer`: ledger pull, directory sync, escrow digest.
+    /// One anti-entropy exchange with `peer`: member tables, ledger pull, directory sync,
+    /// escrow digest.
     fn sync_with(&mut self, now_ms: u64, peer: NodeId) {
+        self.membership.beat(now_ms);
+        let directory = &self.directory;
+        let entries = self
+            .membership
+            .entries(|node| !decommissioned(directory, node));
+        self.send(
+            peer,
+            Message::Members {
+                entries,
+                answer: false,
+            },
+        );
         self.pulls_in_flight.remove(&peer);
         self.send_pull(now_ms, peer);
         let start = self.directory.sync_start();
@@ -1054,6 +1165,81 @@ impl Node {
                 self.sync_with(now_ms, peer);
             }
         }
+    }
+
+    /// Beats and sends one random connected peer the heartbeats this node knows.
+    fn member_round(&mut self, now_ms: u64) {
+        let peers = self.connected_peers();
+        if peers.is_empty() {
+            return;
+        }
+        let peer = peers[self.rng.below(peers.len() as u64) as usize];
+        self.membership.beat(now_ms);
+        let directory = &self.directory;
+        let entries = self
+            .membership
+            .heartbeats(|node| !decommissioned(directory, node));
+        self.send(
+            peer,
+            Message::Members {
+                entries,
+                answer: false,
+            },
+        );
+    }
+
+    /// Copies what a merged member table says of `entries`' members into the peer views:
+    /// when each was last known alive, and whether it left.
+    fn mirror_members(&mut self, entries: &[MemberEntry]) {
+        for entry in entries {
+            let Some(member) = self.membership.get(entry.node) else {
+                continue; // this node, or refused
+            };
+            let view = self.peers.entry(entry.node).or_default();
+            if member.left {
+                view.left = true;
+            } else if let Some(alive_ms) = self.membership.alive_at_ms(entry.node) {
+                view.left = false;
+                view.last_heard_ms = view.last_heard_ms.max(Some(alive_ms));
+            }
+        }
+    }
+
+    /// Asks the transport for connections to random live members while this node has
+    /// fewer than `mesh_peers` (see [`crate::membership`]); looks again every
+    /// `MESH_CHECK_MS` while short and someone is left to ask, else when the table
+    /// changes or a peer disconnects.
+    fn maintain_mesh(&mut self, now_ms: u64) {
+        self.mesh_check_ms = None;
+        let connected = self
+            .peers
+            .values()
+            .filter(|p| p.connected && !p.left)
+            .count();
+        let mesh_peers = self.config.mesh_peers;
+        if connected >= mesh_peers {
+            return;
+        }
+        let candidates: Vec<NodeId> = self
+            .membership
+            .members()
+            .map(|entry| entry.node)
+            .filter(|node| {
+                self.liveness(*node, now_ms) == Liveness::Alive
+                    && !self.peers.get(node).is_some_and(|p| p.connected)
+                    && !decommissioned(&self.directory, *node)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let dials = self
+            .membership
+            .dials(now_ms, connected, mesh_peers, candidates, &mut self.rng);
+        self.outputs
+            .extend(dials.into_iter().map(|to| Output::Connect { to }));
+        self.membership.prune(now_ms);
+        self.mesh_check_ms = Some(now_ms + MESH_CHECK_MS);
     }
 
     fn connected_peers(&self) -> Vec<NodeId> {
@@ -1412,26 +1598,29 @@ impl Node {
         if now_ms < request.next_try_ms || request.failures >= config.rights_attempts_max {
             return;
         }
-        let want = self.request_size(key, limit);
+        let want = self.request_size(now_ms, key, limit);
         let mut expected: u64 = request.in_flight.iter().map(|a| a.expected).sum();
         let donors_max = config.rights_donors_max.max(1);
         if request.in_flight.len() >= donors_max || expected >= want {
             return;
         }
-        // Donors: connected peers with rights in this view, not known empty, not already
-        // asked; most rights first.
+        // Donors: reachable members with rights in this view, not known empty, not
+        // already asked; connected ones first (a member reached through the mesh's gossip
+        // alone costs the transport a dial), then most rights first.
         let counter = self.escrow.get(&key);
-        let mut donors: Vec<(u64, NodeId)> = self
+        let mut donors: Vec<(bool, u64, NodeId)> = self
             .peers
             .iter()
-            .filter(|(id, p)| {
-                p.connected
-                    && !p.left
-                    && !request.empty_donors.contains(id)
+            .filter(|(id, _)| {
+                !request.empty_donors.contains(id)
                     && !request.in_flight.iter().any(|a| a.donor == **id)
+                    && self.reachable(**id, now_ms)
             })
-            .map(|(id, _)| (counter.map_or(0, |c| c.local_rights(*id)), *id))
-            .filter(|(rights, _)| *rights > 0)
+            .map(|(id, p)| {
+                let rights = counter.map_or(0, |c| c.local_rights(*id));
+                (p.connected, rights, *id)
+            })
+            .filter(|(_, rights, _)| *rights > 0)
             .collect();
         if donors.is_empty() {
             if request.in_flight.is_empty() {
@@ -1448,7 +1637,7 @@ impl Node {
             return;
         }
         donors.sort_unstable_by(|a, b| b.cmp(a));
-        for (rights, donor) in donors {
+        for (_, rights, donor) in donors {
             if request.in_flight.len() >= donors_max || expected >= want {
                 break;
             }
@@ -1499,15 +1688,38 @@ impl Node {
         }
     }
 
+    /// Whether a request to `node` can be expected to arrive: it is connected, or, never
+    /// lost by the transport since, alive by gossip (a member outside this node's mesh:
+    /// the transport dials it). One the transport saw go stays out until it is heard of
+    /// again after that. With `mesh_peers` 0 (a fixed topology: the bootstrap list only),
+    /// only connected peers.
+    fn reachable(&self, node: NodeId, now_ms: u64) -> bool {
+        let Some(view) = self.peers.get(&node) else {
+            return false;
+        };
+        if view.left || decommissioned(&self.directory, node) {
+            return false;
+        }
+        view.connected
+            || (self.config.mesh_peers > 0
+                && self.liveness(node, now_ms) == Liveness::Alive
+                && self.membership.alive_at_ms(node) > view.disconnected_ms)
+    }
+
     /// How much a rights request for `key` asks for: the configured least, what this node
     /// spends in `rights_request_cover_ms` at its recent rate, or half a fair share of the
     /// limit among the live members, whichever is most. Demand, not fleet size, sets it:
     /// at 200 members a fair share is small, and a busy node asking for it would need
     /// O(N) round trips to collect a quota.
-    fn request_size(&self, key: CounterKey, limit: u64) -> u64 {
+    fn request_size(&self, now_ms: u64, key: CounterKey, limit: u64) -> u64 {
         let rate = self.consumed_at.get(&key).map_or(0, Demand::rate);
         let cover = rate.saturating_mul(self.config.rights_request_cover_ms) / 1_000;
-        let members = self.connected_peers().len() as u64 + 1;
+        let members = self
+            .peers
+            .keys()
+            .filter(|node| self.reachable(**node, now_ms))
+            .count() as u64
+            + 1;
         self.config
             .rights_request_min
             .max(cover)
@@ -1673,6 +1885,11 @@ fn sorted(set: &mut IdHashSet<CounterKey>) -> Vec<CounterKey> {
     let mut keys: Vec<CounterKey> = set.drain().collect();
     keys.sort_unstable();
     keys
+}
+
+/// Whether the operator decommissioned `node` (it takes no part in the cluster any more).
+fn decommissioned(_directory: &Directory, _node: NodeId) -> bool {
+    false
 }
 
 /// When to try again after `delay_ms`: never the same millisecond, so every tick moves

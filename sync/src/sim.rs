@@ -173,6 +173,11 @@ pub struct Sim {
     saved: Vec<Option<NodeState>>,
     /// Directed links that are cut.
     cut: BTreeSet<(usize, usize)>,
+    /// In mesh mode ([`Sim::with_seed_mesh`]), the connections the transports hold, as
+    /// `(low, high)` pairs; `None`: every linked pair is connected (a full mesh).
+    mesh: Option<BTreeSet<(usize, usize)>>,
+    /// Dials under way in mesh mode: when they complete, and between whom.
+    dials: BinaryHeap<Reverse<(u64, usize, usize)>>,
     queue: BinaryHeap<Reverse<Delivery>>,
     order: u64,
     restarts: u64,
@@ -199,6 +204,19 @@ impl Sim {
     /// `seed + i`.
     pub fn with_ids(ids: Vec<NodeId>, seed: u64, config: SyncConfig, net: NetConfig) -> Sim {
         let n = ids.len();
+        let mut sim = Sim::unconnected(ids, seed, config, net);
+        for a in 0..n {
+            for b in 0..n {
+                if a != b {
+                    sim.input(a, Input::PeerConnected(sim.ids[b]));
+                }
+            }
+        }
+        sim
+    }
+
+    fn unconnected(ids: Vec<NodeId>, seed: u64, config: SyncConfig, net: NetConfig) -> Sim {
+        let n = ids.len();
         let durable = ids.iter().map(|id| empty_state(*id)).collect();
         let nodes = ids
             .iter()
@@ -212,7 +230,7 @@ impl Sim {
                 ))
             })
             .collect();
-        let mut sim = Sim {
+        Sim {
             now_ms: START_MS,
             rng: Rng::new(seed),
             seed,
@@ -223,6 +241,8 @@ impl Sim {
             durable,
             saved: vec![None; n],
             cut: BTreeSet::new(),
+            mesh: None,
+            dials: BinaryHeap::new(),
             queue: BinaryHeap::new(),
             order: 0,
             restarts: 0,
@@ -233,15 +253,73 @@ impl Sim {
             message_bytes_max: MESSAGE_BYTES_MAX,
             oversized_messages: 0,
             oversized_by_kind: BTreeMap::new(),
-        };
-        for a in 0..n {
-            for b in 0..n {
-                if a != b {
-                    sim.input(a, Input::PeerConnected(sim.ids[b]));
-                }
-            }
+        }
+    }
+
+    /// One node per id, as [`Sim::with_ids`], but connected the way a fleet started with
+    /// one bootstrap address each is: every node to node 0 (the seed) only. From there
+    /// the nodes' own mesh maintenance ([`Output::Connect`]) makes the connections, each
+    /// dial taking a round trip; a node redials the seed whenever it is not connected to
+    /// it (as the transport redials its bootstrap list), and a restarted seed is redialled
+    /// by everyone. Broadcasts still reach every linked node (the transport's gossip
+    /// relays them over the mesh); sends go to any linked node (the transport dials a
+    /// member it is not connected to).
+    pub fn with_seed_mesh(ids: Vec<NodeId>, seed: u64, config: SyncConfig, net: NetConfig) -> Sim {
+        let n = ids.len();
+        let mut sim = Sim::unconnected(ids, seed, config, net);
+        sim.mesh = Some(BTreeSet::new());
+        for i in 1..n {
+            sim.connect(0, i);
         }
         sim
+    }
+
+    /// Whether nodes `a` and `b` are connected (in a full mesh: linked).
+    pub fn connected(&self, a: usize, b: usize) -> bool {
+        match &self.mesh {
+            Some(mesh) => mesh.contains(&(a.min(b), a.max(b))),
+            None => self.linked(a, b),
+        }
+    }
+
+    /// Connections each node holds (its degree in the mesh).
+    pub fn degrees(&self) -> Vec<usize> {
+        (0..self.len())
+            .map(|a| {
+                (0..self.len())
+                    .filter(|b| *b != a && self.connected(a, *b))
+                    .count()
+            })
+            .collect()
+    }
+
+    /// Connects `a` and `b` (mesh mode) if both are up and linked both ways, telling both.
+    fn connect(&mut self, a: usize, b: usize) {
+        let pair = (a.min(b), a.max(b));
+        let Some(mesh) = &self.mesh else { return };
+        if a == b || mesh.contains(&pair) || !self.linked(a, b) || !self.linked(b, a) {
+            return;
+        }
+        self.mesh.as_mut().expect("mesh mode").insert(pair);
+        self.input(a, Input::PeerConnected(self.ids[b]));
+        self.input(b, Input::PeerConnected(self.ids[a]));
+    }
+
+    /// Drops the connection between `a` and `b` (mesh mode), telling whichever is up.
+    fn disconnect(&mut self, a: usize, b: usize) {
+        let pair = (a.min(b), a.max(b));
+        if !self.mesh.as_mut().is_some_and(|m| m.remove(&pair)) {
+            return;
+        }
+        self.input(a, Input::PeerDisconnected(self.ids[b]));
+        self.input(b, Input::PeerDisconnected(self.ids[a]));
+    }
+
+    /// Mesh mode: every up node not connected to the seed redials it.
+    fn redial_seed(&mut self) {
+        for i in 1..self.len() {
+            self.connect(0, i);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -332,6 +410,16 @@ impl Sim {
             let (to, message) = match output {
                 Output::Send { to, message } => (Some(to), message),
                 Output::Broadcast(message) => (None, message),
+                Output::Connect { to } => {
+                    // A dial: a round trip later, if the link lets it through.
+                    if self.mesh.is_some() {
+                        if let Some(to) = self.ids.iter().position(|id| *id == to) {
+                            let rtt = 2 * self.net.delay_max_ms;
+                            self.dials.push(Reverse((self.now_ms + rtt, from, to)));
+                        }
+                    }
+                    continue;
+                }
             };
             let bytes: Arc<[u8]> = message.encode().into();
             let kind = message.kind();
@@ -396,13 +484,17 @@ impl Sim {
         let mut last_time = self.now_ms;
         loop {
             let next_delivery = self.queue.peek().map(|Reverse(d)| d.at_ms);
+            let next_dial = self.dials.peek().map(|Reverse((at, ..))| *at);
             let next_tick = self
                 .nodes
                 .iter()
                 .flatten()
                 .map(|n| n.next_wakeup_ms())
                 .min();
-            let next = [next_delivery, next_tick].into_iter().flatten().min();
+            let next = [next_delivery, next_dial, next_tick]
+                .into_iter()
+                .flatten()
+                .min();
             let Some(next) = next.filter(|t| *t <= until_ms) else {
                 break;
             };
@@ -411,7 +503,10 @@ impl Sim {
                 same_time_ticks = 0;
                 last_time = self.now_ms;
             }
-            if next_delivery == Some(next) {
+            if next_dial == Some(next) && next_delivery != Some(next) {
+                let Reverse((_, a, b)) = self.dials.pop().expect("peeked");
+                self.connect(a, b);
+            } else if next_delivery == Some(next) {
                 let Reverse(d) = self.queue.pop().expect("peeked");
                 // A link cut while the message was in flight drops it.
                 if self.linked(d.from, d.to) {
@@ -447,6 +542,19 @@ impl Sim {
 
     /// Sets which directed links are cut, telling nodes about (dis)connections.
     pub fn set_cut(&mut self, cut: BTreeSet<(usize, usize)>) {
+        if self.mesh.is_some() {
+            // Connections over a link now cut die (the transport's pings find them);
+            // nothing connects by itself when a link comes back but the seed's redial.
+            self.cut = cut;
+            let pairs: Vec<(usize, usize)> = self.mesh.iter().flatten().copied().collect();
+            for (a, b) in pairs {
+                if !self.linked(a, b) || !self.linked(b, a) {
+                    self.disconnect(a, b);
+                }
+            }
+            self.redial_seed();
+            return;
+        }
         let before: Vec<(usize, usize, bool)> = self
             .pairs()
             .map(|(a, b)| (a, b, self.linked(a, b)))
@@ -514,6 +622,15 @@ impl Sim {
             "durable escrow differs from the node's"
         );
         self.saved[i] = Some(durable.clone());
+        if self.mesh.is_some() {
+            for j in 0..self.len() {
+                let pair = (i.min(j), i.max(j));
+                if self.mesh.as_mut().is_some_and(|m| m.remove(&pair)) {
+                    self.input(j, Input::PeerDisconnected(self.ids[i]));
+                }
+            }
+            return;
+        }
         for j in 0..self.len() {
             if j != i {
                 self.input(j, Input::PeerDisconnected(self.ids[i]));
@@ -543,6 +660,10 @@ impl Sim {
             state,
             self.now_ms,
         ));
+        if self.mesh.is_some() {
+            self.redial_seed();
+            return;
+        }
         for j in 0..self.len() {
             if self.linked(i, j) {
                 self.input(i, Input::PeerConnected(self.ids[j]));

@@ -392,6 +392,11 @@ impl Cluster {
             .env("TESSERA_POOL__QUEUE_MAX", "64")
             .env("TESSERA_LOG", "info")
             .env("TESSERA_CLUSTER__REDIAL_MAX_MS", "1000");
+        if matches!(self.net, Net::Proxy { .. }) {
+            // Every link runs through its own proxy, which is where faults are made: the
+            // nodes must not dial the direct addresses their member tables advertise.
+            command.env("TESSERA_CLUSTER__MESH_PEERS", "0");
+        }
         for (name, value) in &self.spec.env {
             command.env(name, value);
         }

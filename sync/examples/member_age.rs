@@ -1,7 +1,18 @@
+//! How old the freshest heartbeat of a non-neighbour is, across every pair of nodes of a
+//! fleet started from one seed address (`Sim::with_seed_mesh`), on the wan and the faulty
+//! networks: what `member_suspect_ms` and `peer_stale_ms` must stay above so a live member
+//! is never suspected (see `sync/src/membership.rs`, "Costs").
+//!
+//! `cargo run --release -p tessera-sync --features sim --example member_age -- 200`
+//! (the argument is N; 60 simulated seconds after a 20 s start, sampled every 500 ms).
+
 use tessera_sync::sim::{random_ids, NetConfig, Sim};
 use tessera_sync::SyncConfig;
 fn main() {
-    let n: usize = std::env::args().nth(1).unwrap().parse().unwrap();
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
     for (name, net) in [("wan", NetConfig::wan()), ("faulty", NetConfig::faulty())] {
         let mut sim = Sim::with_seed_mesh(random_ids(n, 1), 1, SyncConfig::default(), net);
         sim.run_for(20_000);

@@ -272,9 +272,9 @@ impl SyncSnapshot {
                 stats.messages_refused,
             ),
             (
-                "sync_misattributed_refused",
-                "Pushes refused for carrying another node's data",
-                stats.misattributed_refused,
+                "sync_ledger_behind",
+                "Member tables that showed a peer holding increments every push of which missed this node; each pulled them",
+                stats.ledger_behind,
             ),
             (
                 "sync_messages_stale",

@@ -302,12 +302,16 @@ fn sync_message(out: &Path) -> usize {
         Message::LedgerPush {
             delta: delta.clone(),
             first_change_ms: 1_764_000_000_000,
+            relay: true,
         },
         Message::LedgerPull {
             digest: ledger.version_vector().clone(),
         },
         Message::LedgerChunk { delta, more: true },
-        Message::DirectoryPush(directory_delta.clone()),
+        Message::DirectoryPush {
+            delta: directory_delta.clone(),
+            relay: false,
+        },
         Message::Directory(directory.sync_start()),
         Message::Directory(SyncMessage::Ops {
             delta: directory_delta,
@@ -334,6 +338,16 @@ fn sync_message(out: &Path) -> usize {
             counter,
         },
         Message::Leaving,
+        Message::Members {
+            entries: vec![tessera_sync::membership::MemberEntry {
+                node: NodeId(7),
+                heartbeat: 1_764_000_000_000,
+                left: false,
+                addr: b"/ip4/10.0.0.7/tcp/7400/p2p/12D3KooW".to_vec(),
+                ledger_seq: 42,
+            }],
+            answer: false,
+        },
     ];
     for message in messages {
         seeds.add(message.kind(), &message.encode());

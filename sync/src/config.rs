@@ -30,6 +30,11 @@ pub struct SyncConfig {
     /// connected to until heard of again. Several anti-entropy rounds: heartbeats travel
     /// by gossip, a few hops to the far side of a large mesh.
     pub member_suspect_ms: u64,
+    /// Peers a node sends each push to (its own, or one it relays): all its connected
+    /// peers when it is connected to every live member (a full mesh: nobody relays),
+    /// else this many random ones, and every receiver relays what is new to it the same
+    /// way once. Bytes per increment per node are bounded by it, whatever the fleet size.
+    pub gossip_fanout: usize,
     /// How often a node sends one random connected peer its members' heartbeats.
     pub member_gossip_interval_ms: u64,
     /// Connections a node keeps, at least (when the cluster has that many other live
@@ -90,6 +95,7 @@ impl Default for SyncConfig {
             peer_stale_ms: 30_000,
             member_suspect_ms: 15_000,
             member_gossip_interval_ms: 1_000,
+            gossip_fanout: 8,
             mesh_peers: 8,
             rights_low_water: 10,
             rights_lead_ms: 500,

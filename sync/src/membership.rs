@@ -75,6 +75,10 @@ pub struct MemberEntry {
     pub left: bool,
     /// How to reach it, in the transport's encoding (empty: unknown).
     pub addr: Vec<u8>,
+    /// The member's own ledger sequence as the sender holds it (filled in by the core
+    /// when it sends, not kept here): a receiver that holds less pulls from the sender,
+    /// so an increment whose pushes all missed a node reaches it within a member round.
+    pub ledger_seq: u64,
 }
 
 impl MemberEntry {
@@ -133,6 +137,7 @@ impl Membership {
                 heartbeat: now_ms,
                 left: false,
                 addr: Vec::new(),
+                ledger_seq: 0,
             },
             table: BTreeMap::new(),
             alive_at_ms: BTreeMap::new(),
@@ -190,6 +195,7 @@ impl Membership {
                 heartbeat: 0,
                 left: false,
                 addr: Vec::new(),
+                ledger_seq: 0,
             });
             self.version += 1;
         }
@@ -403,6 +409,7 @@ mod tests {
             heartbeat,
             left,
             addr: format!("addr-{node}").into_bytes(),
+            ledger_seq: 0,
         }
     }
 

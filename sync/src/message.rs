@@ -29,16 +29,21 @@ pub const WIRE_VERSION: u8 = 4;
 /// Everything a node sends another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    /// The sender's own new ledger increments (gossip). Only the sender's slots.
-    /// `first_change_ms` is the sender's clock when the oldest increment in the batch was
-    /// made: the receiver's clock minus it is the replication lag (clock skew included).
-    LedgerPush { delta: Delta, first_change_ms: u64 },
+    /// New ledger increments, the origin's or relayed (see "Dissemination" in
+    /// [`crate::node`]). `first_change_ms` is the origin's clock when the oldest increment
+    /// in the batch was made: the receiver's clock minus it is the replication lag (clock
+    /// skew included). `relay`: the receiver passes what is new to it on.
+    LedgerPush {
+        delta: Delta,
+        first_change_ms: u64,
+        relay: bool,
+    },
     /// "This is my ledger digest; send what I lack."
     LedgerPull { digest: VersionVector },
     /// Part of what the puller lacked; `more` when another pull would bring more.
     LedgerChunk { delta: Delta, more: bool },
-    /// The sender's own new directory ops (gossip). Only the sender's ops.
-    DirectoryPush(DirectoryDelta),
+    /// New directory ops, the origin's or relayed, as [`Message::LedgerPush`].
+    DirectoryPush { delta: DirectoryDelta, relay: bool },
     /// One step of the directory's two-party sync.
     Directory(SyncMessage),
     /// Bounded counters the sender changed (whole counters: see `tessera_crdt::escrow`).
@@ -88,8 +93,6 @@ pub enum MessageError {
     Malformed(String),
     #[error("invalid message: {0}")]
     Invalid(String),
-    #[error("node {sender} sent data attributed to node {origin}")]
-    Misattributed { sender: u64, origin: u64 },
 }
 
 impl Message {
@@ -99,7 +102,7 @@ impl Message {
             Message::LedgerPush { .. } => "ledger_push",
             Message::LedgerPull { .. } => "ledger_pull",
             Message::LedgerChunk { .. } => "ledger_chunk",
-            Message::DirectoryPush(_) => "directory_push",
+            Message::DirectoryPush { .. } => "directory_push",
             Message::Directory(_) => "directory_sync",
             Message::EscrowPush(_) => "escrow_push",
             Message::EscrowDigest { .. } => "escrow_digest",
@@ -132,7 +135,7 @@ impl Message {
             Message::LedgerPush { delta, .. } | Message::LedgerChunk { delta, .. } => delta
                 .validate()
                 .map_err(|e| MessageError::Invalid(e.to_string())),
-            Message::DirectoryPush(delta) => delta
+            Message::DirectoryPush { delta, .. } => delta
                 .validate()
                 .map_err(|e| MessageError::Invalid(e.to_string())),
             Message::Directory(SyncMessage::Ops { delta, .. }) => delta

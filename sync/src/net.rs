@@ -8,17 +8,18 @@
 //! - **Identity**: an ed25519 keypair persisted by the caller; a node's [`NodeId`] is a
 //!   hash of its peer id ([`node_id_of`]), so whatever a peer sends is attributed to the
 //!   node its key proves it is, and a node that loses its key comes back as a new node.
-//! - **Behaviours**: identify; gossipsub for [`Output::Broadcast`] (signed by the origin,
-//!   strict validation, messages reported valid only after [`Message::decode`] accepts
-//!   them, mesh sized for small clusters); request-response (cbor frames holding encoded
-//!   [`Message`]s, answered with an empty ack) for [`Output::Send`]; optional mDNS;
-//!   per-address admission of inbound connections ([`admission`]) and global connection
-//!   limits.
+//! - **Behaviours**: identify; request-response (cbor frames holding encoded
+//!   [`Message`]s, answered with an empty ack) for [`Output::Send`], to a connected peer
+//!   or, dialled from its advertised address, to a member beyond the mesh; dials for
+//!   [`Output::Connect`]; optional mDNS; per-address admission of inbound connections
+//!   ([`admission`]) and global connection limits. No gossipsub: the core disseminates
+//!   by itself (epidemic push over its mesh, see [`crate::node`]), so what the simulator
+//!   measures is what runs; the node's own [`Node::set_address`] is kept current from the
+//!   listeners (or `advertise`).
 //! - **Loop**: one task owns the swarm and the shared [`Node`]: it feeds swarm events and
 //!   ticks (at [`Node::next_wakeup_ms`]) into the node and sends its outputs; local
 //!   operations lock the node and call [`NetHandle::wake`] so their pushes leave at once.
-//! - **Hostile peers**: every frame is size-capped by the codec and the gossip config and
-//!   decoded with [`Message::decode`]; a refused frame changes nothing and is counted, and
+//! - **Hostile peers**: every frame is size-capped by the codec and decoded with [`Message::decode`]; a refused frame changes nothing and is counted, and
 //!   a peer that sends `garbage_max` refused frames is disconnected. Before any of that,
 //!   inbound connections are admitted per remote address ([`admission`]): a few handshakes
 //!   in progress and a bounded number of established connections per address (the global
@@ -42,8 +43,9 @@
 //!   the partition lasted; a lost peer is redialled at once. Every dial is bounded by
 //!   `dial_timeout_ms` (a dial into a silent network cannot hold the link back) and a few
 //!   may be in flight per address. The exchange on connect ([`Input::PeerConnected`]
-//!   makes the node sync with the peer) repairs what the partition held back; gossip
-//!   pushes go to every subscribed peer again as soon as its subscription arrives.
+//!   makes the node sync with the peer) repairs what the partition held back. Beyond the
+//!   bootstrap list, the core asks for connections to members it learned of
+//!   ([`Output::Connect`]): one bootstrap address is enough.
 //! - **Clock**: the node's clock is the wall clock plus `clock_offset_ms` (0 but in fault
 //!   tests that skew one node).
 //! - **Durability**: with a [`DurabilityGate`], outputs that may reflect the node's own
@@ -65,8 +67,8 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    gossipsub, identify, identity, mdns, noise, ping, tcp, yamux, StreamProtocol, Swarm,
-    SwarmBuilder, Transport,
+    identify, identity, mdns, noise, ping, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
+    Transport,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -88,7 +90,6 @@ pub use admission::{AdmissionSettings, AdmissionStats};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/tessera/sync/1");
 const IDENTIFY_PROTOCOL: &str = "/tessera/id/1";
-const TOPIC: &str = "tessera/sync/1";
 /// Dials to one bootstrap address that may be in flight at once (redials overlap when the
 /// dial timeout is longer than the redial interval, so one dial lost in a silent network
 /// does not hold the link back until it times out). No more than the peer's admission
@@ -106,7 +107,7 @@ pub struct NetSettings {
     pub bootstrap: Vec<Multiaddr>,
     pub cluster_key: [u8; 32],
     pub mdns: bool,
-    /// Largest frame accepted or sent, gossip or request.
+    /// Largest frame accepted or sent.
     pub message_bytes_max: usize,
     /// How long a frame sent may wait for its ack (a frame on a connection found dead
     /// fails as soon as the connection is closed).
@@ -337,7 +338,6 @@ pub struct Behaviour {
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    gossipsub: gossipsub::Behaviour,
     frames: request_response::cbor::Behaviour<Frame, Ack>,
     mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -403,21 +403,6 @@ pub fn build_swarm(
         .map_err(|e| build(&e))?
         .with_behaviour(
             |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-                let gossipsub_config = gossipsub::ConfigBuilder::default()
-                    .max_transmit_size(bytes_max)
-                    .mesh_n(3)
-                    .mesh_n_low(1)
-                    .mesh_n_high(6)
-                    .mesh_outbound_min(1)
-                    .gossip_lazy(3)
-                    .heartbeat_interval(Duration::from_millis(500))
-                    .validation_mode(gossipsub::ValidationMode::Strict)
-                    .validate_messages()
-                    .build()?;
-                let gossipsub = gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
-                    gossipsub_config,
-                )?;
                 let identify = identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                         .with_agent_version(format!("tessera/{}", env!("CARGO_PKG_VERSION"))),
@@ -452,14 +437,15 @@ pub fn build_swarm(
                     limits,
                     identify,
                     ping: ping::Behaviour::new(ping_config),
-                    gossipsub,
                     frames,
                     mdns: Toggle::from(mdns),
                 })
             },
         )
         .map_err(|e| build(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        // The core manages its mesh (and sends on it every few seconds); a connection
+        // made for a request beyond the mesh is closed after this long unused.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
         // The outer bound; the transport above bounds each direction more tightly.
         .with_connection_timeout(dial_timeout.max(handshake_timeout))
         .build();
@@ -557,12 +543,6 @@ pub async fn spawn(
     let peer_id = keypair.public().to_peer_id();
     let node_id = node_id_of(&peer_id);
     let mut swarm = build_swarm(keypair, &settings)?;
-    let topic = gossipsub::IdentTopic::new(TOPIC);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&topic)
-        .map_err(|e| NetError::Build(e.to_string()))?;
     for addr in &settings.listen {
         swarm
             .listen_on(addr.clone())
@@ -597,7 +577,6 @@ pub async fn spawn(
         swarm,
         node,
         settings,
-        topic,
         stats,
         peers: BTreeMap::new(),
         connections: BTreeMap::new(),
@@ -615,7 +594,6 @@ struct Driver {
     swarm: Swarm<Behaviour>,
     node: Arc<Mutex<Node>>,
     settings: NetSettings,
-    topic: gossipsub::IdentTopic,
     stats: Arc<Mutex<NetStats>>,
     /// Connected peers by node id, with their count of live connections.
     peers: BTreeMap<NodeId, (PeerId, u32)>,
@@ -816,11 +794,10 @@ impl Driver {
             // request beyond the mesh), read under the same lock.
             let mut addrs: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
             for output in &outputs {
-                if let Output::Connect { to } | Output::Send { to, .. } = output {
-                    if !self.peers.contains_key(to) {
-                        if let Some(member) = node.membership().get(*to) {
-                            addrs.insert(*to, member.addr.clone());
-                        }
+                let (Output::Connect { to } | Output::Send { to, .. }) = output;
+                if !self.peers.contains_key(to) {
+                    if let Some(member) = node.membership().get(*to) {
+                        addrs.insert(*to, member.addr.clone());
                     }
                 }
             }
@@ -843,8 +820,7 @@ impl Driver {
         }
         for output in outputs {
             let (message, to) = match output {
-                Output::Send { to, message } => (message, Some(to)),
-                Output::Broadcast(message) => (message, None),
+                Output::Send { to, message } => (message, to),
                 Output::Connect { to } => {
                     self.dial_member(to, addrs.get(&to));
                     continue;
@@ -870,40 +846,20 @@ impl Driver {
                 entry.0 += 1;
                 entry.1 += bytes.len() as u64;
             }
-            match to {
-                Some(to) => {
-                    let peer = match self.peers.get(&to) {
-                        Some((peer, _)) => Some(*peer),
-                        // A member beyond the mesh: the request dials it.
-                        None => self.member_peer(to, addrs.get(&to)),
-                    };
-                    if let Some(peer) = peer {
-                        send_frame(&mut self.swarm, &peer, Frame(bytes));
-                        self.stats
-                            .lock()
-                            .expect("stats lock")
-                            .per_peer
-                            .entry(to)
-                            .or_default()
-                            .0 += 1;
-                    }
-                }
-                None => {
-                    // No subscribed peer yet is not an error worth more than a skip: the
-                    // next anti-entropy round repairs what a lost push would carry.
-                    if self
-                        .swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .publish(self.topic.clone(), bytes)
-                        .is_ok()
-                    {
-                        let mut stats = self.stats.lock().expect("stats lock");
-                        for id in self.peers.keys() {
-                            stats.per_peer.entry(*id).or_default().0 += 1;
-                        }
-                    }
-                }
+            let peer = match self.peers.get(&to) {
+                Some((peer, _)) => Some(*peer),
+                // A member beyond the mesh: the request dials it.
+                None => self.member_peer(to, addrs.get(&to)),
+            };
+            if let Some(peer) = peer {
+                send_frame(&mut self.swarm, &peer, Frame(bytes));
+                self.stats
+                    .lock()
+                    .expect("stats lock")
+                    .per_peer
+                    .entry(to)
+                    .or_default()
+                    .0 += 1;
             }
         }
     }
@@ -1039,22 +995,6 @@ impl Driver {
             )) => {
                 // A frame the codec refused (oversized or not cbor).
                 self.refused(peer);
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            })) => {
-                let acceptance = match message.source {
-                    Some(source) if self.receive(source, &message.data) => {
-                        gossipsub::MessageAcceptance::Accept
-                    }
-                    _ => gossipsub::MessageAcceptance::Reject,
-                };
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {

@@ -32,8 +32,18 @@
 //! non-zero: that delay is how long a revocation from a peer waits to be enforced here.
 //!
 //! # What it does
-//! - **Push**: local ledger increments, directory ops and changed bounded counters are
-//!   batched for `push_delay_ms` and broadcast, in size-bounded messages.
+//! - **Push (dissemination)**: local ledger increments, directory ops and changed bounded
+//!   counters are batched for `push_delay_ms` and pushed, in size-bounded messages: to
+//!   every connected peer when this node is connected to every live member (a small
+//!   cluster's full mesh), else to `gossip_fanout` random connected peers with `relay`
+//!   set, and each receiver passes what is new to it on the same way, once (epidemic push
+//!   over the bounded mesh: bytes per increment per node bounded by the fanout, not the
+//!   fleet size). Escrow pushes are not relayed (rights move in requests and replies;
+//!   counters travel whole, so later pushes and anti-entropy carry the state on). A node
+//!   that every copy missed learns it from the member round (each entry carries the
+//!   member's ledger sequence as the sender holds it) and pulls from that peer. Peers are
+//!   trusted once they hold the cluster key: a relay, like a pull answer, carries any
+//!   origin's data.
 //! - **Pull anti-entropy**: every `anti_entropy_interval_ms` (jittered, with a per-node
 //!   phase derived from the node id) it exchanges digests with one random connected peer:
 //!   the ledger's version vector (the peer answers with a bounded chunk and `more`; the
@@ -72,8 +82,9 @@
 //! unspent rights as soon as it is declared. Only monthly counters see prior usage (the
 //! ledger bills by month; hourly quotas count from when they are known).
 //! - **Membership**: when each peer was last heard from, and whether it is connected.
-//! - **Hostile input**: every message is validated before use; a push carrying another
-//!   node's data is refused (a node pushes only its own); refusals are counted.
+//! - **Hostile input**: every message is validated before use (sizes, formats, every
+//!   counter's invariant); refusals are counted. A part that starts beyond what this
+//!   replica holds of its origin is not applied (its gap is pulled).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -109,8 +120,6 @@ pub enum Input {
 pub enum Output {
     /// To one peer (request-response in the adapter).
     Send { to: NodeId, message: Message },
-    /// To every peer (gossip in the adapter).
-    Broadcast(Message),
     /// Open a connection to this member, at the address its membership entry gives
     /// ([`Node::membership`]): the node keeps `mesh_peers` connections (see
     /// [`crate::membership`]). Nothing is owed back if the dial fails.
@@ -163,7 +172,6 @@ impl LagHistogram {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub messages_refused: u64,
-    pub misattributed_refused: u64,
     pub rights_requests_sent: u64,
     pub rights_retries: u64,
     pub rights_given: u64,
@@ -180,6 +188,9 @@ pub struct Stats {
     /// Ledger parts not applied because they started beyond what this replica held of
     /// their origin (pushes lost before them); each pulls the gap from the sender.
     pub ledger_gaps: u64,
+    /// Member tables that showed a peer holding increments this replica lacked (every
+    /// push of them missed it); each pulls from that peer.
+    pub ledger_behind: u64,
     /// Counters left out of an escrow message because their encoding alone is over the
     /// byte budget (`message_bytes_max`): the transport would drop the frame, so they are
     /// not sent and no peer hears of their change. An error, exported for the caller to
@@ -774,11 +785,17 @@ impl Node {
         // The goodbye for the peers connected now, and the own entry marked left (one
         // beat later than any before it) for them to gossip on to the others.
         self.membership.leave(0);
-        self.outputs.push(Output::Broadcast(Message::Members {
-            entries: vec![self.membership.own().clone()],
-            answer: true,
-        }));
-        self.outputs.push(Output::Broadcast(Message::Leaving));
+        let own = self.membership.own().clone();
+        for peer in self.connected_peers() {
+            self.send(
+                peer,
+                Message::Members {
+                    entries: vec![own.clone()],
+                    answer: true,
+                },
+            );
+            self.send(peer, Message::Leaving);
+        }
     }
 
     // ---- inputs -----------------------------------------------------------------------
@@ -880,18 +897,29 @@ impl Node {
             Message::LedgerPush {
                 delta,
                 first_change_ms,
+                relay,
             } => {
-                if let Some(part) = delta.parts.iter().find(|p| p.origin != from) {
-                    self.stats.misattributed_refused += 1;
-                    return Err(MessageError::Misattributed {
-                        sender: from.0,
-                        origin: part.origin.0,
-                    });
-                }
-                self.apply_ledger(now_ms, from, &delta)?;
+                let fresh = self.apply_ledger(now_ms, from, &delta)?;
                 let lag_ms = now_ms.saturating_sub(first_change_ms);
-                self.stats.lag.observe(lag_ms);
-                self.peers.entry(from).or_default().lag_ms = Some(lag_ms);
+                if let Some(origin) = delta.parts.first().map(|p| p.origin) {
+                    if fresh.is_some() {
+                        self.stats.lag.observe(lag_ms);
+                        self.peers.entry(origin).or_default().lag_ms = Some(lag_ms);
+                    }
+                }
+                if let (Some(fresh), true) = (fresh, relay) {
+                    let origins: Vec<NodeId> = fresh.parts.iter().map(|p| p.origin).collect();
+                    self.gossip(
+                        &Message::LedgerPush {
+                            delta: fresh,
+                            first_change_ms,
+                            relay: true,
+                        },
+                        from,
+                        &origins,
+                        false,
+                    );
+                }
             }
             Message::LedgerPull { digest } => self.answer_pull(now_ms, from, &digest),
             Message::LedgerChunk { delta, more } => {
@@ -904,15 +932,16 @@ impl Node {
                     self.next_connect_sync(now_ms);
                 }
             }
-            Message::DirectoryPush(delta) => {
-                if let Some(op) = delta.ops.iter().find(|op| op.origin != from) {
-                    self.stats.misattributed_refused += 1;
-                    return Err(MessageError::Misattributed {
-                        sender: from.0,
-                        origin: op.origin.0,
-                    });
+            Message::DirectoryPush { delta, relay } => {
+                if self.stage_directory(&delta)? > 0 && relay {
+                    let origins: Vec<NodeId> = delta.ops.iter().map(|op| op.origin).collect();
+                    self.gossip(
+                        &Message::DirectoryPush { delta, relay },
+                        from,
+                        &origins,
+                        false,
+                    );
                 }
-                self.stage_directory(&delta)?;
             }
             Message::Directory(sync) => {
                 // Staged, like a push: enforced by `promote` once durable.
@@ -993,6 +1022,15 @@ impl Node {
                 if self.membership.version() != version {
                     self.mesh_check_ms = Some(now_ms);
                 }
+                // The sender holds increments this replica lacks (every push of them
+                // missed it): pull them.
+                let vv = self.ledger.version_vector();
+                if entries.iter().any(|e| e.ledger_seq > vv.get(e.node)) {
+                    self.stats.ledger_behind += 1;
+                    self.send_pull(now_ms, from);
+                }
+                let mut newer = newer;
+                self.stamp_ledger_seqs(&mut newer);
                 if !answer && !newer.is_empty() {
                     self.send(
                         from,
@@ -1009,12 +1047,14 @@ impl Node {
 
     // ---- ledger and directory -----------------------------------------------------------
 
+    /// Applies what of `delta` starts within this replica's prefixes (pulling the rest
+    /// from `from`) and returns that part if it brought anything new.
     fn apply_ledger(
         &mut self,
         now_ms: u64,
         from: NodeId,
         delta: &Delta,
-    ) -> Result<(), MessageError> {
+    ) -> Result<Option<Delta>, MessageError> {
         // Everything it carries is within what this replica already holds (a complete
         // prefix per origin): a duplicate or a replay.
         let vv = self.ledger.version_vector();
@@ -1035,9 +1075,11 @@ impl Node {
             };
             self.stats.ledger_gaps += 1;
             self.send_pull(now_ms, from);
-            return self.apply_contiguous(&contiguous, stale);
+            self.apply_contiguous(&contiguous, stale)?;
+            return Ok((!stale && !contiguous.parts.is_empty()).then_some(contiguous));
         }
-        self.apply_contiguous(delta, stale)
+        self.apply_contiguous(delta, stale)?;
+        Ok((!stale && !delta.parts.is_empty()).then(|| delta.clone()))
     }
 
     /// Applies a delta whose parts each start within what this replica holds.
@@ -1069,8 +1111,9 @@ impl Node {
         Ok(())
     }
 
-    /// Stages a peer's ops (held, enforced by [`Node::promote`] once durable).
-    fn stage_directory(&mut self, delta: &DirectoryDelta) -> Result<(), MessageError> {
+    /// Stages a peer's ops (held, enforced by [`Node::promote`] once durable); returns
+    /// how many were new.
+    fn stage_directory(&mut self, delta: &DirectoryDelta) -> Result<usize, MessageError> {
         let report = self
             .directory
             .stage_delta(delta)
@@ -1078,7 +1121,7 @@ impl Node {
         if report.applied == 0 {
             self.stats.messages_stale += 1;
         }
-        Ok(())
+        Ok(report.applied)
     }
 
     fn answer_pull(&mut self, now_ms: u64, from: NodeId, digest: &VersionVector) {
@@ -1122,9 +1165,10 @@ impl Node {
     fn sync_with(&mut self, now_ms: u64, peer: NodeId) {
         self.membership.beat(now_ms);
         let directory = &self.directory;
-        let entries = self
+        let mut entries = self
             .membership
             .entries(|node| !decommissioned(directory, node));
+        self.stamp_ledger_seqs(&mut entries);
         self.send(
             peer,
             Message::Members {
@@ -1167,6 +1211,14 @@ impl Node {
         }
     }
 
+    /// Fills in each entry's `ledger_seq` from this replica's version vector.
+    fn stamp_ledger_seqs(&self, entries: &mut [MemberEntry]) {
+        let vv = self.ledger.version_vector();
+        for entry in entries {
+            entry.ledger_seq = vv.get(entry.node);
+        }
+    }
+
     /// Beats and sends one random connected peer the heartbeats this node knows.
     fn member_round(&mut self, now_ms: u64) {
         let peers = self.connected_peers();
@@ -1176,9 +1228,10 @@ impl Node {
         let peer = peers[self.rng.below(peers.len() as u64) as usize];
         self.membership.beat(now_ms);
         let directory = &self.directory;
-        let entries = self
+        let mut entries = self
             .membership
             .heartbeats(|node| !decommissioned(directory, node));
+        self.stamp_ledger_seqs(&mut entries);
         self.send(
             peer,
             Message::Members {
@@ -1257,16 +1310,19 @@ impl Node {
         }
     }
 
-    /// Broadcasts everything local not pushed yet, in bounded messages.
+    /// Pushes everything local not pushed yet, in bounded messages (see [`Node::gossip`]).
     fn flush_push(&mut self, now_ms: u64) {
         self.push_due_ms = None;
         let first_change_ms = self.first_change_ms.take().unwrap_or(now_ms);
+        let relay = !self.connected_to_every_member(now_ms);
         for delta in self.own_chunks(self.ledger_pushed, self.config.ledger_entries_max) {
             self.ledger_pushed = delta.parts[0].to_seq;
-            self.outputs.push(Output::Broadcast(Message::LedgerPush {
+            let push = Message::LedgerPush {
                 delta,
                 first_change_ms,
-            }));
+                relay,
+            };
+            self.gossip(&push, self.id, &[], !relay);
         }
         let own_ops = self.directory.version_vector().get(self.id);
         while self.directory_pushed < own_ops {
@@ -1286,10 +1342,11 @@ impl Node {
             let Some(last) = ops.last().map(|op| op.seq) else {
                 break;
             };
-            self.outputs
-                .push(Output::Broadcast(Message::DirectoryPush(DirectoryDelta {
-                    ops,
-                })));
+            let push = Message::DirectoryPush {
+                delta: DirectoryDelta { ops },
+                relay,
+            };
+            self.gossip(&push, self.id, &[], !relay);
             self.directory_pushed = last;
         }
         // Bounds `digest_stale` by the push interval.
@@ -1300,8 +1357,48 @@ impl Node {
             .filter_map(|key| self.escrow.get(&key).map(|c| (key, c.clone())))
             .collect();
         for batch in self.escrow_batches(counters) {
-            self.outputs
-                .push(Output::Broadcast(Message::EscrowPush(batch)));
+            // Not relayed: rights move in requests and replies, and a counter travels
+            // whole, so a peer's later push or an anti-entropy round carries this state on.
+            self.gossip(&Message::EscrowPush(batch), self.id, &[], !relay);
+        }
+    }
+
+    /// Whether every live member is a connected peer: then a push sent to each of them
+    /// reaches everyone, and nobody needs to relay it (a small cluster's full mesh).
+    fn connected_to_every_member(&self, now_ms: u64) -> bool {
+        self.membership.members().all(|member| {
+            self.peers.get(&member.node).is_some_and(|p| p.connected)
+                || self.liveness(member.node, now_ms) != Liveness::Alive
+                || decommissioned(&self.directory, member.node)
+        })
+    }
+
+    /// Epidemic push: sends `message` to every connected peer when `all` (this node is
+    /// connected to every live member) or there are at most `gossip_fanout`, else to that
+    /// many random ones; never to `from` (who sent it here) or to `origins` (whose data it
+    /// is). Bytes per push per node are bounded by the
+    /// fanout, not the fleet size; a receiver relays what is new to it the same way,
+    /// once (a repeat brings nothing new), so with the mesh connected every member hears
+    /// of it within a few hops, and one that missed every copy pulls it when the member
+    /// round tells it a peer holds more (`MemberEntry::ledger_seq`).
+    fn gossip(&mut self, message: &Message, from: NodeId, origins: &[NodeId], all: bool) {
+        let mut peers: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.connected && !p.left && **id != from && !origins.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        let fanout = if all {
+            usize::MAX
+        } else {
+            self.config.gossip_fanout.max(1)
+        };
+        while peers.len() > fanout {
+            let at = self.rng.below(peers.len() as u64) as usize;
+            peers.swap_remove(at);
+        }
+        for peer in peers {
+            self.send(peer, message.clone());
         }
     }
 

@@ -17,9 +17,13 @@
 //!
 //! # What it models, and how faithfully
 //! - **Delivery**: each message is encoded once, then delivered to each recipient after a
-//!   delay drawn from [`NetConfig`], lost or duplicated with its probabilities; a
-//!   broadcast is one send per other node (a full mesh, what the core assumes). Messages
+//!   delay drawn from [`NetConfig`], lost or duplicated with its probabilities. Messages
 //!   are decoded on arrival, so everything crosses the real encoding.
+//! - **Connections**: a full mesh ([`Sim::new`], [`Sim::with_ids`]: every node connected
+//!   to every other, what small clusters are), or the mesh the nodes build themselves
+//!   from one seed address ([`Sim::with_seed_mesh`]: their [`Output::Connect`]s are dials
+//!   that complete a round trip later). A send reaches any linked node, connected or not
+//!   (the transport dials a member beyond the mesh).
 //! - **The frame limit**: the transport drops, silently, any message over its
 //!   `message_bytes_max` (1 MiB by default). The simulator drops it too and counts it in
 //!   [`Sim::oversized_messages`]; [`Sim::assert_converged`] fails when any was dropped, so
@@ -188,8 +192,7 @@ pub struct Sim {
     /// Frame limit: a message encoded larger is dropped before it is sent, as the
     /// transport drops it (default [`MESSAGE_BYTES_MAX`]).
     pub message_bytes_max: usize,
-    /// Messages dropped for being over `message_bytes_max` (a broadcast counts once, as in
-    /// the transport), and the same per message kind.
+    /// Messages dropped for being over `message_bytes_max`, and the same per message kind.
     pub oversized_messages: u64,
     pub oversized_by_kind: BTreeMap<&'static str, u64>,
 }
@@ -261,9 +264,8 @@ impl Sim {
     /// the nodes' own mesh maintenance ([`Output::Connect`]) makes the connections, each
     /// dial taking a round trip; a node redials the seed whenever it is not connected to
     /// it (as the transport redials its bootstrap list), and a restarted seed is redialled
-    /// by everyone. Broadcasts still reach every linked node (the transport's gossip
-    /// relays them over the mesh); sends go to any linked node (the transport dials a
-    /// member it is not connected to).
+    /// by everyone. Sends go to any linked node (the transport dials a member it is not
+    /// connected to).
     pub fn with_seed_mesh(ids: Vec<NodeId>, seed: u64, config: SyncConfig, net: NetConfig) -> Sim {
         let n = ids.len();
         let mut sim = Sim::unconnected(ids, seed, config, net);
@@ -408,8 +410,7 @@ impl Sim {
         node.promote(&changes.directory_through);
         for output in outputs {
             let (to, message) = match output {
-                Output::Send { to, message } => (Some(to), message),
-                Output::Broadcast(message) => (None, message),
+                Output::Send { to, message } => (to, message),
                 Output::Connect { to } => {
                     // A dial: a round trip later, if the link lets it through.
                     if self.mesh.is_some() {
@@ -430,19 +431,8 @@ impl Sim {
                 *self.oversized_by_kind.entry(kind).or_default() += 1;
                 continue;
             }
-            match to {
-                Some(to) => {
-                    if let Some(to) = self.ids.iter().position(|id| *id == to) {
-                        self.transmit(from, to, kind, &bytes);
-                    }
-                }
-                None => {
-                    for to in 0..self.len() {
-                        if to != from {
-                            self.transmit(from, to, kind, &bytes);
-                        }
-                    }
-                }
+            if let Some(to) = self.ids.iter().position(|id| *id == to) {
+                self.transmit(from, to, kind, &bytes);
             }
         }
     }
@@ -905,19 +895,18 @@ mod tests {
         let pushed = |sim: &Sim| sim.bytes_by_kind.get("ledger_push").copied();
         let before = pushed(&sim);
         // One push of 60 slots (a chunk holds 64) is far over a 200-byte frame limit:
-        // dropped, counted once (a broadcast is one message for the transport), never
-        // sent. A pull answered meanwhile carries the same slots: dropped too. Nothing
+        // dropped, counted once per peer it was for (two), never sent. A pull answered meanwhile carries the same slots: dropped too. Nothing
         // else here is that large.
         sim.message_bytes_max = 200;
         for t in 0..60 {
             sim.increment(0, key(t), 1);
         }
         sim.run_for(fast_config().push_delay_ms + 10);
-        assert_eq!(sim.oversized_by_kind.get("ledger_push"), Some(&1));
+        assert_eq!(sim.oversized_by_kind.get("ledger_push"), Some(&2));
         let chunks = sim.oversized_by_kind.get("ledger_chunk").copied();
         assert_eq!(
             sim.oversized_messages,
-            1 + chunks.unwrap_or(0),
+            2 + chunks.unwrap_or(0),
             "{:?}",
             sim.oversized_by_kind
         );

@@ -500,12 +500,14 @@ impl Node {
         )
     }
 
-    /// Peers known but not heard from within `peer_stale_ms` (or never).
+    /// Peers known but not heard from within `peer_stale_ms` (or never); neither a member
+    /// that left nor one an operator decommissioned is stale (both are gone on purpose).
     pub fn stale_peers(&self, now_ms: u64) -> Vec<NodeId> {
         self.peers
             .iter()
-            .filter(|(_, p)| {
+            .filter(|(id, p)| {
                 !p.left
+                    && !decommissioned(&self.directory, **id)
                     && p.last_heard_ms
                         .is_none_or(|t| now_ms.saturating_sub(t) > self.config.peer_stale_ms)
             })
@@ -571,7 +573,12 @@ impl Node {
     /// module doc, "Peers' directory ops"). Returns how many ops it enforced. Calling it
     /// again, or with an older batch's vector, does nothing.
     pub fn promote(&mut self, directory_through: &VersionVector) -> usize {
+        let before = self.directory.decommissioned().count();
         let tenants = self.directory.promote(directory_through);
+        if self.directory.decommissioned().count() != before {
+            // Stranded rights to recover (see `stranded`): every quota, again.
+            self.quotas_dirty = true;
+        }
         let promoted = tenants.len();
         // A quota, a home or a status may have changed: look at those tenants again.
         self.quota_tenants.extend(tenants);
@@ -641,7 +648,11 @@ impl Node {
     ) -> Result<Op, DirectoryError> {
         let op = self.directory.change(now_ms, actor, change)?;
         self.own_changes += 1;
-        self.quota_tenants.extend(op.change.tenant());
+        match op.change.tenant() {
+            Some(tenant) => self.quota_tenants.insert(tenant),
+            // A decommission: stranded rights to recover in every quota.
+            None => std::mem::replace(&mut self.quotas_dirty, true),
+        };
         self.schedule_push(now_ms);
         self.reconcile_quotas(now_ms);
         Ok(op)
@@ -662,6 +673,14 @@ impl Node {
         amount: u64,
     ) -> Result<(), EscrowError> {
         self.reconcile_quotas(now_ms);
+        if decommissioned(&self.directory, self.id) {
+            // Its rights were granted again elsewhere: spending them would spend twice.
+            return Err(EscrowError::InsufficientRights {
+                node: self.id,
+                requested: amount,
+                available: 0,
+            });
+        }
         // One probe of the book: spend, read what is left; the digest is brought up to date
         // later (`digest_stale`). No counter yet: refuse without creating an empty one
         // (which the digest would not know of, and peers would exchange for nothing).
@@ -760,7 +779,13 @@ impl Node {
     pub fn leave(&mut self) {
         self.leaving = true;
         self.requests.clear();
-        let keys: Vec<CounterKey> = self.escrow.iter().map(|(k, _)| *k).collect();
+        // Decommissioned: its rights were granted again elsewhere; handing them over
+        // would create them twice.
+        let keys: Vec<CounterKey> = if decommissioned(&self.directory, self.id) {
+            Vec::new()
+        } else {
+            self.escrow.iter().map(|(k, _)| *k).collect()
+        };
         for key in keys {
             let rights = self.local_rights(&key);
             if rights == 0 {
@@ -837,7 +862,9 @@ impl Node {
                 self.mesh_check_ms = Some(now_ms);
             }
             Input::Message { from, message } => {
-                if from == self.id {
+                // From itself, or from a member the operator decommissioned (it takes no
+                // part any more: a late state of it must not bring its rights back).
+                if from == self.id || decommissioned(&self.directory, from) {
                     self.stats.messages_refused += 1;
                     return;
                 }
@@ -1563,7 +1590,11 @@ impl Node {
     }
 
     fn donate(&mut self, now_ms: u64, from: NodeId, request_id: u64, key: CounterKey, want: u64) {
-        let rights = self.local_rights(&key);
+        let rights = if decommissioned(&self.directory, self.id) {
+            0
+        } else {
+            self.local_rights(&key)
+        };
         let recently = self
             .given_at
             .get(&(from, key))
@@ -1860,6 +1891,9 @@ impl Node {
         for (key, quota, home) in work {
             self.declare_unmetered(now_ms, key);
             // The home grants only what the usage it knows of leaves of the quota.
+            // Rights stranded on decommissioned members are granted again (see
+            // `stranded`): they count in the limit but can never be spent.
+            let quota = quota.saturating_add(self.stranded(&key));
             let target = if home {
                 quota.saturating_sub(self.undeclared_usage(&key))
             } else {
@@ -1888,6 +1922,24 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Rights of `key` held, in this view, by members an operator decommissioned: the
+    /// documented rule for recovering them (docs/PROTOCOL.md, "Decommission"). A
+    /// decommissioned member spends and gives nothing any more (it refuses its own
+    /// consumes once it hears of it, and its messages are refused everywhere), so the
+    /// quota's limit is raised by what it holds and the home grants that much again. A view
+    /// that later shows it gave some away before it died (a transfer that had not reached
+    /// the home yet) lowers the target: every node calls its excess back, as for a lowered
+    /// quota. Only for members gone for good.
+    fn stranded(&self, key: &CounterKey) -> u64 {
+        let Some(counter) = self.escrow.get(key) else {
+            return 0;
+        };
+        self.directory
+            .decommissioned()
+            .map(|node| counter.local_rights(node))
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Records in the counter of `key` the usage this node billed for it without spending
@@ -1942,6 +1994,7 @@ impl Node {
             .into_iter()
             .filter(|(origin, billed)| {
                 *billed > 0
+                    && !decommissioned(&self.directory, *origin)
                     && self.peers.get(origin).is_some_and(|p| {
                         !p.left
                             && (p.connected
@@ -1985,8 +2038,8 @@ fn sorted(set: &mut IdHashSet<CounterKey>) -> Vec<CounterKey> {
 }
 
 /// Whether the operator decommissioned `node` (it takes no part in the cluster any more).
-fn decommissioned(_directory: &Directory, _node: NodeId) -> bool {
-    false
+fn decommissioned(directory: &Directory, node: NodeId) -> bool {
+    directory.is_decommissioned(node)
 }
 
 /// When to try again after `delay_ms`: never the same millisecond, so every tick moves

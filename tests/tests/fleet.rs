@@ -11,8 +11,10 @@
 //!   Q billed successes in all and at least 0.99·Q, and every remaining node reports the
 //!   same total, equal to the successes.
 //!
-//! Both are ignored until the membership and partial mesh of issue #13 land (each says
-//! what it saw): `cargo test -p tessera-tests --test fleet -- --include-ignored`.
+//! Before the membership and mesh of issue #13 (at 948f0c9) both failed: every node
+//! linked to the seed alone (degrees 11, 1, …, 1), and the quota stopped at 92–96 of 240
+//! (four nodes `quota_unavailable` for good). Since: the mesh forms in about a second
+//! (degrees 8–11, connected without the seed) and the quota is used 240 of 240.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -38,8 +40,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `quota_exhausted` answers in a row that count as "steadily exhausted" on a node.
 const EXHAUSTED_IN_A_ROW: u32 = 20;
 
-/// One fleet at a time (`--include-ignored` would otherwise run 24 nodes on the same
-/// cores and measure the machine).
+/// One fleet at a time (the two tests would otherwise run 24 nodes on the same cores and
+/// measure the machine).
 static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Twelve nodes bootstrapped from node 0 alone, and their node ids by index.
@@ -174,7 +176,6 @@ impl Mesh {
 /// crosses. Today (before membership lands) each node links to the seed alone and lists
 /// only the nodes it is connected to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "issue #13: membership and partial mesh (sync crate) not landed yet"]
 async fn membership_forms_from_one_seed_without_a_star() {
     let _one = ONE_FLEET_AT_A_TIME.lock().await;
     let (cluster, ids) = start_fleet().await;
@@ -320,15 +321,11 @@ fn describe(tallies: &[Tally]) -> String {
 /// other eleven hammered until each answers `quota_exhausted` steadily. At most Q billed
 /// successes, at least 0.99·Q, and the same total, equal to them, on every node left.
 ///
-/// Today it stops in the first half: on the star through the seed, a node's only donor is
-/// the seed, which holds no rights once the home node's grants went out (0 in every view),
-/// so nodes that drew none answer `quota_unavailable` for good while the rights sit on
-/// nodes they have no link to (three runs at 948f0c9: 92, 95 and 96 of 240 used, four
-/// nodes stuck each time). Given every address instead (a full mesh), the same test
-/// passes in 4 s: 240 of 240, the leaver's 10 rights handed over.
+/// At 948f0c9 (no mesh) it stopped in the first half: on the star through the seed, a
+/// node's only donor was the seed, which held no rights once the home node's grants went
+/// out, so nodes that drew none answered `quota_unavailable` for good (92, 95 and 96 of
+/// 240 in three runs). With the mesh, and requests to members beyond it: 240 of 240.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "issue #13: no mesh, so rights never reach nodes linked only to the seed \
-            (quota_unavailable for good at 92-96 of 240)"]
 async fn a_quota_used_across_twelve_nodes_survives_a_sigterm_leave() {
     let _one = ONE_FLEET_AT_A_TIME.lock().await;
     let test_started = Instant::now();

@@ -205,6 +205,8 @@ pub struct NetStats {
     /// skipped because the member's advertised address was missing or unreadable.
     pub mesh_dials: u64,
     pub members_unreachable: u64,
+    /// Connections closed because the node held more than twice `mesh_peers`.
+    pub mesh_prunes: u64,
 }
 
 /// A member's address as the membership table carries it: one multiaddr per line, each
@@ -573,6 +575,7 @@ pub async fn spawn(
         node_id,
     };
     let redials = settings.bootstrap.iter().map(Redial::new).collect();
+    let mesh_peers = node.lock().expect("node lock").config().mesh_peers;
     let driver = Driver {
         swarm,
         node,
@@ -584,6 +587,7 @@ pub async fn spawn(
         redials,
         rng: Rng::new(rng_seed(node_id)),
         gate,
+        mesh_peers,
         touched: true,
     };
     tokio::spawn(driver.run(wake, stopped));
@@ -603,6 +607,8 @@ struct Driver {
     redials: Vec<Redial>,
     rng: Rng,
     gate: Option<DurabilityGate>,
+    /// The core's `mesh_peers` (read once).
+    mesh_peers: usize,
     /// The node may have changed since its outputs and next wakeup were last read (an
     /// input, a tick or a local operation). Swarm events that never reach the node, such
     /// as a flood of refused connections, then cost no node lock.
@@ -794,7 +800,8 @@ impl Driver {
             // request beyond the mesh), read under the same lock.
             let mut addrs: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
             for output in &outputs {
-                let (Output::Connect { to } | Output::Send { to, .. }) = output;
+                let (Output::Connect { to } | Output::Send { to, .. } | Output::Disconnect { to }) =
+                    output;
                 if !self.peers.contains_key(to) {
                     if let Some(member) = node.membership().get(*to) {
                         addrs.insert(*to, member.addr.clone());
@@ -823,6 +830,13 @@ impl Driver {
                 Output::Send { to, message } => (message, to),
                 Output::Connect { to } => {
                     self.dial_member(to, addrs.get(&to));
+                    continue;
+                }
+                Output::Disconnect { to } => {
+                    if let Some((peer, _)) = self.peers.get(&to) {
+                        let _ = self.swarm.disconnect_peer_id(*peer);
+                        self.stats.lock().expect("stats lock").mesh_prunes += 1;
+                    }
                     continue;
                 }
             };
@@ -1008,9 +1022,15 @@ impl Driver {
         }
     }
 
-    /// Dials bootstrap addresses that are not connected and due.
+    /// Dials bootstrap addresses that are not connected and due — while the node holds
+    /// fewer than `mesh_peers` connections (always, with `mesh_peers` 0): past that the
+    /// core keeps its mesh from the member table, and redialling a seed that pruned this
+    /// node would only make it prune again.
     fn redial(&mut self) {
         let now = self.now_ms();
+        if self.mesh_peers > 0 && self.peers.len() >= self.mesh_peers {
+            return;
+        }
         for redial in &mut self.redials {
             if redial.peer.is_some() || redial.next_ms > now {
                 continue;

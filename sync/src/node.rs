@@ -124,6 +124,9 @@ pub enum Output {
     /// ([`Node::membership`]): the node keeps `mesh_peers` connections (see
     /// [`crate::membership`]). Nothing is owed back if the dial fails.
     Connect { to: NodeId },
+    /// Close the connection to this peer: this node holds more than twice `mesh_peers`
+    /// (a seed everyone bootstrapped from, or connections made for requests).
+    Disconnect { to: NodeId },
 }
 
 /// What the node knows of a peer: every member heard of, directly or by gossip.
@@ -232,8 +235,19 @@ const CONNECT_SYNCS_MAX: usize = 3;
 /// a few WAN round trips, enough for the first exchange to bring a heal's data.
 const CONNECT_SYNC_WAIT_MS: u64 = 300;
 
-/// How often a node short of `mesh_peers` connections looks for members to connect to.
+/// How often a node looks at its mesh (short of `mesh_peers` connections, or over twice
+/// that).
 const MESH_CHECK_MS: u64 = 1_000;
+
+/// How often a node whose mesh is full connects to one more random member anyway (the
+/// excess is pruned): a mesh that formed while part of the fleet was unreachable (a
+/// partition, a restart) mixes again instead of staying joined through a few nodes.
+const MESH_SHUFFLE_MS: u64 = 30_000;
+
+/// How often a node tries to connect to one member it does not hear from (suspect or
+/// dead, neither left nor decommissioned): a partition heals unseen until someone tries
+/// the link, and a mesh whose halves each hold enough connections would never try.
+const MESH_PROBE_MS: u64 = 5_000;
 
 /// Ops per directory chunk in [`Changes`].
 const PERSIST_OPS_MAX: usize = 10_000;
@@ -333,6 +347,10 @@ pub struct Node {
     /// When to look at the mesh again (see [`Node::maintain_mesh`]); `None` while it is
     /// full or nobody else is known.
     mesh_check_ms: Option<u64>,
+    /// When the mesh next connects to one more member anyway (see `MESH_SHUFFLE_MS`).
+    mesh_shuffle_ms: u64,
+    /// When this node next tries a member it does not hear from (see `MESH_PROBE_MS`).
+    mesh_probe_ms: u64,
     /// When the next member round is due (see [`crate::membership`]).
     next_member_round_ms: u64,
     outputs: Vec<Output>,
@@ -407,7 +425,9 @@ impl Node {
             digest_stale: Vec::new(),
             peers: BTreeMap::new(),
             membership: Membership::new(id, now_ms),
-            mesh_check_ms: Some(now_ms),
+            mesh_check_ms: (config.mesh_peers > 0).then_some(now_ms),
+            mesh_shuffle_ms: now_ms + MESH_SHUFFLE_MS + phase % MESH_SHUFFLE_MS,
+            mesh_probe_ms: now_ms + MESH_PROBE_MS + phase % MESH_PROBE_MS,
             next_member_round_ms: now_ms + phase % config.member_gossip_interval_ms.max(1),
             outputs: Vec::new(),
             stats: Stats::default(),
@@ -446,6 +466,10 @@ impl Node {
             escrow: EscrowBook::new(),
         };
         Node::new(id, config, seed, state, now_ms)
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
     }
 
     pub fn id(&self) -> NodeId {
@@ -1285,21 +1309,55 @@ impl Node {
         }
     }
 
-    /// Asks the transport for connections to random live members while this node has
-    /// fewer than `mesh_peers` (see [`crate::membership`]); looks again every
-    /// `MESH_CHECK_MS` while short and someone is left to ask, else when the table
-    /// changes or a peer disconnects.
+    /// Keeps this node's share of the mesh (see [`crate::membership`]), every
+    /// `MESH_CHECK_MS`: with fewer than `mesh_peers` connections it asks the transport for
+    /// connections to random live members; with more than twice that it closes random
+    /// ones down to twice that; in between, every `MESH_SHUFFLE_MS` it connects to one more
+    /// random member (so a mesh that formed around a partition mixes again). Every
+    /// `MESH_PROBE_MS` it also tries one member it does not hear from: the only way a
+    /// healed partition is found when each side holds enough connections.
     fn maintain_mesh(&mut self, now_ms: u64) {
-        self.mesh_check_ms = None;
-        let connected = self
-            .peers
-            .values()
-            .filter(|p| p.connected && !p.left)
-            .count();
         let mesh_peers = self.config.mesh_peers;
-        if connected >= mesh_peers {
+        self.mesh_check_ms = (mesh_peers > 0).then_some(now_ms + MESH_CHECK_MS);
+        if mesh_peers == 0 {
             return;
         }
+        if now_ms >= self.mesh_probe_ms {
+            self.mesh_probe_ms = now_ms + MESH_PROBE_MS;
+            let silent: Vec<NodeId> = self
+                .membership
+                .members()
+                .map(|entry| entry.node)
+                .filter(|node| {
+                    matches!(
+                        self.liveness(*node, now_ms),
+                        Liveness::Suspect | Liveness::Dead
+                    ) && !decommissioned(&self.directory, *node)
+                })
+                .collect();
+            let probe = self.membership.dials(now_ms, 0, 1, silent, &mut self.rng);
+            self.outputs
+                .extend(probe.into_iter().map(|to| Output::Connect { to }));
+        }
+        let mut connected: Vec<NodeId> = self.connected_peers();
+        let mesh_max = mesh_peers.saturating_mul(2);
+        if connected.len() > mesh_max {
+            while connected.len() > mesh_max {
+                let at = self.rng.below(connected.len() as u64) as usize;
+                let to = connected.swap_remove(at);
+                self.outputs.push(Output::Disconnect { to });
+            }
+            return;
+        }
+        let connected = connected.len();
+        let want = if connected < mesh_peers {
+            mesh_peers
+        } else if now_ms >= self.mesh_shuffle_ms && connected < mesh_max {
+            self.mesh_shuffle_ms = now_ms + MESH_SHUFFLE_MS;
+            connected + 1
+        } else {
+            return;
+        };
         let candidates: Vec<NodeId> = self
             .membership
             .members()
@@ -1315,11 +1373,10 @@ impl Node {
         }
         let dials = self
             .membership
-            .dials(now_ms, connected, mesh_peers, candidates, &mut self.rng);
+            .dials(now_ms, connected, want, candidates, &mut self.rng);
         self.outputs
             .extend(dials.into_iter().map(|to| Output::Connect { to }));
         self.membership.prune(now_ms);
-        self.mesh_check_ms = Some(now_ms + MESH_CHECK_MS);
     }
 
     fn connected_peers(&self) -> Vec<NodeId> {

@@ -182,6 +182,8 @@ pub struct Sim {
     mesh: Option<BTreeSet<(usize, usize)>>,
     /// Dials under way in mesh mode: when they complete, and between whom.
     dials: BinaryHeap<Reverse<(u64, usize, usize)>>,
+    /// Connections a node asked to close (mesh mode), closed once its step is routed.
+    pending_disconnects: Vec<(usize, usize)>,
     queue: BinaryHeap<Reverse<Delivery>>,
     order: u64,
     restarts: u64,
@@ -246,6 +248,7 @@ impl Sim {
             cut: BTreeSet::new(),
             mesh: None,
             dials: BinaryHeap::new(),
+            pending_disconnects: Vec::new(),
             queue: BinaryHeap::new(),
             order: 0,
             restarts: 0,
@@ -317,10 +320,15 @@ impl Sim {
         self.input(b, Input::PeerDisconnected(self.ids[a]));
     }
 
-    /// Mesh mode: every up node not connected to the seed redials it.
+    /// Mesh mode: every up node not connected to the seed and short of `mesh_peers`
+    /// connections redials it (as the transport redials its bootstrap list).
     fn redial_seed(&mut self) {
+        let mesh_peers = self.config.mesh_peers;
+        let degrees = self.degrees();
         for i in 1..self.len() {
-            self.connect(0, i);
+            if mesh_peers == 0 || degrees[i] < mesh_peers {
+                self.connect(0, i);
+            }
         }
     }
 
@@ -360,6 +368,9 @@ impl Sim {
         let result = f(node, now);
         self.route(i);
         self.check_node(i);
+        for (a, b) in std::mem::take(&mut self.pending_disconnects) {
+            self.disconnect(a, b);
+        }
         result
     }
 
@@ -418,6 +429,12 @@ impl Sim {
                             let rtt = 2 * self.net.delay_max_ms;
                             self.dials.push(Reverse((self.now_ms + rtt, from, to)));
                         }
+                    }
+                    continue;
+                }
+                Output::Disconnect { to } => {
+                    if let Some(to) = self.ids.iter().position(|id| *id == to) {
+                        self.pending_disconnects.push((from, to));
                     }
                     continue;
                 }

@@ -9,7 +9,7 @@
 //! the tests smaller ones.
 //!
 //! Every run: the fleet is [`fleet`] (N nodes, default `SyncConfig`, random 64-bit ids
-//! from the seed, a [`Net`]); the traffic draws from its own stream ([`traffic_rng`]), so
+//! from the seed, a [`Net`], the mesh the nodes build from one seed address); the traffic draws from its own stream ([`traffic_rng`]), so
 //! the same seed gives the same network, the same nodes and the same traffic.
 //!
 //! - [`liveness`]: one tenant, home node 0, a monthly request quota set at the home;
@@ -118,9 +118,12 @@ pub enum Shape {
     Moving,
 }
 
-/// `n` nodes with random ids from `seed`, default `SyncConfig`, on `net`.
+/// `n` nodes with random ids from `seed`, default `SyncConfig`, on `net`, connected as a
+/// production fleet started from one seed address is: each node given node 0 only, the
+/// mesh built by the nodes themselves ([`Sim::with_seed_mesh`]: degree 8 to 16, pruned and
+/// shuffled by the core), pushes relayed over it.
 pub fn fleet(n: usize, seed: u64, net: Net) -> Sim {
-    Sim::with_ids(
+    Sim::with_seed_mesh(
         random_ids(n, seed),
         seed,
         SyncConfig::default(),

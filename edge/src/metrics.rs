@@ -417,7 +417,7 @@ impl SyncSnapshot {
             }
         }
         for (direction, index) in [("sent", 0), ("received", 1)] {
-            let _ = writeln!(out, "# HELP tessera_sync_peer_messages_{direction} Replication messages {direction}, by peer (gossip counted per connected peer when published)");
+            let _ = writeln!(out, "# HELP tessera_sync_peer_messages_{direction} Replication messages {direction}, by peer");
             let _ = writeln!(out, "# TYPE tessera_sync_peer_messages_{direction} counter");
             for (peer, counts) in &net.per_peer {
                 let value = if index == 0 { counts.0 } else { counts.1 };

@@ -325,8 +325,8 @@ impl Sim {
     fn redial_seed(&mut self) {
         let mesh_peers = self.config.mesh_peers;
         let degrees = self.degrees();
-        for i in 1..self.len() {
-            if mesh_peers == 0 || degrees[i] < mesh_peers {
+        for (i, degree) in degrees.into_iter().enumerate().skip(1) {
+            if mesh_peers == 0 || degree < mesh_peers {
                 self.connect(0, i);
             }
         }

@@ -91,7 +91,7 @@ impl Default for SyncConfig {
             message_bytes_max: 1 << 20,
             anti_entropy_interval_ms: 3_000,
             anti_entropy_jitter: 0.25,
-            pull_timeout_ms: 5_000,
+            pull_timeout_ms: 2_000,
             peer_stale_ms: 30_000,
             member_suspect_ms: 15_000,
             member_gossip_interval_ms: 1_000,

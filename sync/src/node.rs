@@ -906,12 +906,8 @@ impl Node {
         }
         if self.next_member_round_ms <= now_ms {
             self.member_round(now_ms);
-            let interval = self.config.member_gossip_interval_ms;
-            self.next_member_round_ms = now_ms
-                + self
-                    .rng
-                    .jitter(interval, self.config.anti_entropy_jitter)
-                    .max(1);
+            self.next_member_round_ms =
+                self.next_round_ms(now_ms, self.config.member_gossip_interval_ms);
         }
         self.next_connect_sync(now_ms);
         if self.push_due_ms.is_some_and(|due| due <= now_ms) {
@@ -919,12 +915,8 @@ impl Node {
         }
         if self.next_anti_entropy_ms <= now_ms {
             self.anti_entropy_round(now_ms);
-            let interval = self.config.anti_entropy_interval_ms;
-            self.next_anti_entropy_ms = now_ms
-                + self
-                    .rng
-                    .jitter(interval, self.config.anti_entropy_jitter)
-                    .max(1);
+            self.next_anti_entropy_ms =
+                self.next_round_ms(now_ms, self.config.anti_entropy_interval_ms);
         }
         let keys: Vec<CounterKey> = self.requests.keys().copied().collect();
         for key in keys {
@@ -937,6 +929,16 @@ impl Node {
         let busy = self.config.donor_busy_ms;
         self.consumed_at
             .retain(|_, d| now_ms.saturating_sub(d.last_ms) <= busy);
+    }
+
+    /// When the next periodic round is due: `interval_ms` from now, jittered by
+    /// `anti_entropy_jitter`, never this same millisecond.
+    fn next_round_ms(&mut self, now_ms: u64, interval_ms: u64) -> u64 {
+        now_ms
+            + self
+                .rng
+                .jitter(interval_ms, self.config.anti_entropy_jitter)
+                .max(1)
     }
 
     fn receive(&mut self, now_ms: u64, from: NodeId, message: Message) -> Result<(), MessageError> {

@@ -47,7 +47,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
-use tessera_crdt::{CounterKey, EscrowError, NodeId};
+use tessera_crdt::directory::Change;
+use tessera_crdt::{CounterKey, EscrowError, Metric, NodeId, PeriodKind, TenantId};
 
 use crate::rng::{mix, Rng};
 use crate::{Changes, Input, Message, Node, NodeState, Output, SyncConfig};
@@ -379,6 +380,39 @@ impl Sim {
             return;
         }
         self.with_node(i, |node, now| node.handle(now, input));
+    }
+
+    /// Creates tenant `tenant` (named `t<tenant>`) at node `at` with node `home` as its
+    /// home and, if given, a monthly request quota: the setup of every quota scenario.
+    pub fn create_tenant(&mut self, at: usize, tenant: u64, home: usize, quota: Option<u64>) {
+        let home = self.ids[home];
+        self.with_node(at, |node, now| {
+            node.edit_directory(
+                now,
+                "admin",
+                Change::CreateTenant {
+                    tenant: TenantId(tenant),
+                    name: format!("t{tenant}"),
+                    home,
+                },
+            )?;
+            match quota {
+                Some(limit) => node
+                    .edit_directory(
+                        now,
+                        "admin",
+                        Change::SetQuota {
+                            tenant: TenantId(tenant),
+                            metric: Metric::Requests,
+                            period: PeriodKind::Month,
+                            limit: Some(limit),
+                        },
+                    )
+                    .map(drop),
+                None => Ok(()),
+            }
+        })
+        .expect("tenant and quota");
     }
 
     /// A local increment at node `i`, recorded in the truth.
@@ -888,7 +922,7 @@ pub fn persist(state: &mut NodeState, changes: &Changes) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_crdt::{Metric, Period, PeriodKind, TenantId};
+    use tessera_crdt::Period;
 
     fn key(tenant: u64) -> CounterKey {
         CounterKey::new(

@@ -217,29 +217,7 @@ fn the_mesh_replicates_converges_and_brokers_rights_beyond_neighbours() {
         let far = (2..N)
             .find(|j| !sim.connected(home, *j))
             .expect("a node that is not the home's neighbour");
-        let home_id = sim.ids[home];
-        sim.with_node(home, |node, now| {
-            node.edit_directory(
-                now,
-                "admin",
-                Change::CreateTenant {
-                    tenant: TenantId(TENANT),
-                    name: "far".into(),
-                    home: home_id,
-                },
-            )?;
-            node.edit_directory(
-                now,
-                "admin",
-                Change::SetQuota {
-                    tenant: TenantId(TENANT),
-                    metric: Metric::Requests,
-                    period: PeriodKind::Month,
-                    limit: Some(QUOTA),
-                },
-            )
-        })
-        .expect("tenant and quota");
+        sim.create_tenant(home, TENANT, home, Some(QUOTA));
         sim.run_for(5_000);
         let key = CounterKey::new(
             TenantId(TENANT),
@@ -289,29 +267,7 @@ fn decommissioning_a_dead_member_recovers_its_rights_and_creates_none() {
             NetConfig::wan(),
         );
         sim.run_for(2_000);
-        let home_id = sim.ids[0];
-        sim.with_node(0, |node, now| {
-            node.edit_directory(
-                now,
-                "admin",
-                Change::CreateTenant {
-                    tenant: TenantId(TENANT),
-                    name: "decom".into(),
-                    home: home_id,
-                },
-            )?;
-            node.edit_directory(
-                now,
-                "admin",
-                Change::SetQuota {
-                    tenant: TenantId(TENANT),
-                    metric: Metric::Requests,
-                    period: PeriodKind::Month,
-                    limit: Some(Q),
-                },
-            )
-        })
-        .expect("tenant and quota");
+        sim.create_tenant(0, TENANT, 0, Some(Q));
         sim.run_for(3_000);
         let key = CounterKey::new(
             TenantId(TENANT),
@@ -393,29 +349,7 @@ fn a_live_member_decommissioned_stops_spending_and_the_overrun_is_what_it_held()
             NetConfig::wan(),
         );
         sim.run_for(2_000);
-        let home_id = sim.ids[0];
-        sim.with_node(0, |node, now| {
-            node.edit_directory(
-                now,
-                "admin",
-                Change::CreateTenant {
-                    tenant: TenantId(TENANT),
-                    name: "mistake".into(),
-                    home: home_id,
-                },
-            )?;
-            node.edit_directory(
-                now,
-                "admin",
-                Change::SetQuota {
-                    tenant: TenantId(TENANT),
-                    metric: Metric::Requests,
-                    period: PeriodKind::Month,
-                    limit: Some(Q),
-                },
-            )
-        })
-        .expect("tenant and quota");
+        sim.create_tenant(0, TENANT, 0, Some(Q));
         sim.run_for(3_000);
         let key = CounterKey::new(
             TenantId(TENANT),

@@ -31,22 +31,7 @@ fn key(tenant: u64, metric: Metric) -> CounterKey {
 
 /// Creates tenant `t` at node `at` with home `home` and, if given, a monthly request quota.
 fn create_tenant(sim: &mut Sim, at: usize, t: u64, home: usize, quota: Option<u64>) {
-    let home = sim.ids[home];
-    sim.with_node(at, |node, now| {
-        node.edit_directory(
-            now,
-            "admin",
-            Change::CreateTenant {
-                tenant: TenantId(t),
-                name: format!("t{t}"),
-                home,
-            },
-        )
-        .expect("create tenant");
-    });
-    if let Some(limit) = quota {
-        set_quota(sim, at, t, limit);
-    }
+    sim.create_tenant(at, t, home, quota);
 }
 
 fn write_everywhere(sim: &mut Sim, rounds: u64) {

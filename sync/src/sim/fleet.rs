@@ -30,7 +30,6 @@
 
 use std::collections::BTreeMap;
 
-use tessera_crdt::directory::Change;
 use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
 
 use super::{random_ids, NetConfig, Sim, START_MS};
@@ -172,29 +171,7 @@ pub fn liveness(n: usize, seed: u64, shape: Shape, net: Net, quota: u64) -> Live
         "the 3-node shape needs nodes 1 to 3 besides the home"
     );
     let mut sim = fleet(n, seed, net);
-    let home = sim.ids[0];
-    sim.with_node(0, |node, now| {
-        node.edit_directory(
-            now,
-            "admin",
-            Change::CreateTenant {
-                tenant: TenantId(TENANT),
-                name: "busy".into(),
-                home,
-            },
-        )?;
-        node.edit_directory(
-            now,
-            "admin",
-            Change::SetQuota {
-                tenant: TenantId(TENANT),
-                metric: Metric::Requests,
-                period: PeriodKind::Month,
-                limit: Some(quota),
-            },
-        )
-    })
-    .expect("tenant and quota");
+    sim.create_tenant(0, TENANT, 0, Some(quota));
     sim.run_for(SETUP_MS);
     let k = key(TENANT, Metric::Requests);
     let ideal = ideal_ms(quota);

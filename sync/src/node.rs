@@ -249,6 +249,12 @@ const MESH_SHUFFLE_MS: u64 = 30_000;
 /// the link, and a mesh whose halves each hold enough connections would never try.
 const MESH_PROBE_MS: u64 = 5_000;
 
+/// Counters a peer's escrow push changed here are passed on at most this often, together:
+/// a busy counter changes with every push of its holder (50 a second), and relaying each
+/// change at once would multiply that by the fanout at every node. A quarter second per
+/// hop keeps every node's view of who holds rights within a second or so at N = 200.
+const ESCROW_RELAY_MS: u64 = 250;
+
 /// Ops per directory chunk in [`Changes`].
 const PERSIST_OPS_MAX: usize = 10_000;
 
@@ -402,6 +408,9 @@ pub struct Node {
     /// Counters changed (here or by a merge) since the last [`Node::take_changes`] (sorted
     /// when taken).
     persist_dirty: IdHashSet<CounterKey>,
+    /// Counters a peer's escrow push changed, to pass on at `escrow_relay_due_ms`.
+    escrow_relay: IdHashSet<CounterKey>,
+    escrow_relay_due_ms: Option<u64>,
 }
 
 impl Node {
@@ -454,6 +463,8 @@ impl Node {
             persist_ledger: Vec::new(),
             persisted_directory,
             persist_dirty: IdHashSet::default(),
+            escrow_relay: IdHashSet::default(),
+            escrow_relay_due_ms: None,
             config,
         }
     }
@@ -633,6 +644,9 @@ impl Node {
             next = next.min(due);
         }
         if let Some(due) = self.mesh_check_ms {
+            next = next.min(due);
+        }
+        if let Some(due) = self.escrow_relay_due_ms {
             next = next.min(due);
         }
         next = next.min(self.next_member_round_ms);
@@ -913,6 +927,9 @@ impl Node {
         if self.push_due_ms.is_some_and(|due| due <= now_ms) {
             self.flush_push(now_ms);
         }
+        if self.escrow_relay_due_ms.is_some_and(|due| due <= now_ms) {
+            self.relay_escrow();
+        }
         if self.next_anti_entropy_ms <= now_ms {
             self.anti_entropy_round(now_ms);
             self.next_anti_entropy_ms =
@@ -1007,8 +1024,15 @@ impl Node {
                 }
             }
             Message::EscrowPush(counters) => {
-                if self.merge_counters(&counters) == 0 {
+                let changed = self.merge_counters(&counters);
+                if changed.is_empty() {
                     self.stats.messages_stale += 1;
+                } else if !self.connected_to_every_member(now_ms) {
+                    // In a partial mesh the sender reached only its fanout: pass the
+                    // change on, coalesced (see `ESCROW_RELAY_MS`).
+                    self.escrow_relay.extend(changed);
+                    self.escrow_relay_due_ms
+                        .get_or_insert(now_ms + ESCROW_RELAY_MS);
                 }
             }
             Message::EscrowDigest { root } => {
@@ -1039,7 +1063,7 @@ impl Node {
                 given,
                 counter,
             } => {
-                self.merge_counters(&[(key, counter)]);
+                let _ = self.merge_counters(&[(key, counter)]);
                 let matched = self.requests.get_mut(&key).and_then(|request| {
                     let at = request
                         .in_flight
@@ -1449,6 +1473,20 @@ impl Node {
         }
     }
 
+    /// Passes on, to the fanout, the counters peers' pushes changed here since the last
+    /// relay (whole, as merged here; not relayed again where they change nothing).
+    fn relay_escrow(&mut self) {
+        self.escrow_relay_due_ms = None;
+        let keys = sorted(&mut self.escrow_relay);
+        let counters = keys
+            .into_iter()
+            .filter_map(|key| self.escrow.get(&key).map(|c| (key, c.clone())))
+            .collect();
+        for batch in self.escrow_batches(counters) {
+            self.gossip(&Message::EscrowPush(batch), self.id, &[], false);
+        }
+    }
+
     /// Whether every live member is a connected peer: then a push sent to each of them
     /// reaches everyone, and nobody needs to relay it (a small cluster's full mesh).
     fn connected_to_every_member(&self, now_ms: u64) -> bool {
@@ -1591,8 +1629,9 @@ impl Node {
     }
 
     /// Merges peers' counters; returns how many changed here.
-    fn merge_counters(&mut self, counters: &[(CounterKey, BoundedCounter)]) -> usize {
-        let mut changed = 0;
+    /// Merges counters from a peer; returns the keys whose counter changed here.
+    fn merge_counters(&mut self, counters: &[(CounterKey, BoundedCounter)]) -> Vec<CounterKey> {
+        let mut changed = Vec::new();
         for (key, counter) in counters {
             let before = self.escrow.get(key).map_or(0, |c| c.incoming(self.id));
             if self.escrow.merge_counter(*key, counter) {
@@ -1602,7 +1641,7 @@ impl Node {
                 self.stats.rights_received = self.stats.rights_received.saturating_add(
                     u64::try_from(after.saturating_sub(before)).unwrap_or(u64::MAX),
                 );
-                changed += 1;
+                changed.push(*key);
                 self.persist_dirty.insert(*key);
                 // Rights arriving (a grant made under an older policy, a transfer after a
                 // call-back) may exceed a lowered quota: look at the tenant again.

@@ -38,8 +38,8 @@
 //!   cluster's full mesh), else to `gossip_fanout` random connected peers with `relay`
 //!   set, and each receiver passes what is new to it on the same way, once (epidemic push
 //!   over the bounded mesh: bytes per increment per node bounded by the fanout, not the
-//!   fleet size). Escrow pushes are not relayed (rights move in requests and replies;
-//!   counters travel whole, so later pushes and anti-entropy carry the state on). A node
+//!   fleet size). Escrow changes are relayed coalesced, every `ESCROW_RELAY_MS` at most
+//!   (a busy counter changes 50 times a second). A node
 //!   that every copy missed learns it from the member round (each entry carries the
 //!   member's ledger sequence as the sender holds it) and pulls from that peer. Peers are
 //!   trusted once they hold the cluster key: a relay, like a pull answer, carries any
@@ -1467,8 +1467,7 @@ impl Node {
             .filter_map(|key| self.escrow.get(&key).map(|c| (key, c.clone())))
             .collect();
         for batch in self.escrow_batches(counters) {
-            // Not relayed: rights move in requests and replies, and a counter travels
-            // whole, so a peer's later push or an anti-entropy round carries this state on.
+            // Receivers in a partial mesh relay it on, coalesced (`relay_escrow`).
             self.gossip(&Message::EscrowPush(batch), self.id, &[], !relay);
         }
     }

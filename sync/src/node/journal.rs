@@ -129,19 +129,7 @@ impl Node {
     /// One anti-entropy exchange with `peer`: member tables, ledger pull, directory sync,
     /// escrow digest.
     pub(super) fn sync_with(&mut self, now_ms: u64, peer: NodeId) {
-        self.membership.beat(now_ms);
-        let directory = &self.directory;
-        let mut entries = self
-            .membership
-            .entries(|node| !decommissioned(directory, node));
-        self.stamp_ledger_seqs(&mut entries);
-        self.send(
-            peer,
-            Message::Members {
-                entries,
-                answer: false,
-            },
-        );
+        self.send_members(now_ms, peer, true);
         self.pulls_in_flight.remove(&peer);
         self.send_pull(now_ms, peer);
         let start = self.directory.sync_start();

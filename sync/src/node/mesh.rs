@@ -20,11 +20,21 @@ impl Node {
             return;
         }
         let peer = peers[self.rng.below(peers.len() as u64) as usize];
+        self.send_members(now_ms, peer, false);
+    }
+
+    /// Beats and sends `peer` this node's member table: whole, with addresses (an
+    /// anti-entropy round), or the heartbeats alone (a member round); decommissioned
+    /// members left out, each entry stamped with its ledger sequence here.
+    pub(super) fn send_members(&mut self, now_ms: u64, peer: NodeId, addresses: bool) {
         self.membership.beat(now_ms);
         let directory = &self.directory;
-        let mut entries = self
-            .membership
-            .heartbeats(|node| !decommissioned(directory, node));
+        let include = |node| !decommissioned(directory, node);
+        let mut entries = if addresses {
+            self.membership.entries(include)
+        } else {
+            self.membership.heartbeats(include)
+        };
         self.stamp_ledger_seqs(&mut entries);
         self.send(
             peer,

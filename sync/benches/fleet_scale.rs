@@ -147,12 +147,18 @@ struct Propagation {
     latencies_ms: Vec<u64>,
     /// Samples some node still lacked when the run stopped.
     incomplete: usize,
+    /// `ledger_push` bytes sent during the run, per increment and per node: what
+    /// dissemination costs each node, which must not grow with N.
+    push_bytes_per_increment_per_node: f64,
     oversized: Oversized,
 }
 
 fn propagation(n: usize, seed: u64, net: Net) -> Propagation {
     let mut sim = fleet(n, seed, net);
     sim.run_for(5_000);
+    let pushed =
+        |sim: &tessera_sync::sim::Sim| sim.bytes_by_kind.get("ledger_push").copied().unwrap_or(0);
+    let pushed_before = pushed(&sim);
     let mut rng = traffic_rng(seed, 2);
     // (increment time, origin, key, nodes that lack it)
     let mut pending: Vec<(u64, NodeId, CounterKey, Vec<usize>)> = Vec::new();
@@ -187,9 +193,11 @@ fn propagation(n: usize, seed: u64, net: Net) -> Propagation {
         }
     }
     latencies_ms.sort_unstable();
+    let push_bytes = (pushed(&sim) - pushed_before) as f64;
     Propagation {
         latencies_ms,
         incomplete: pending.len(),
+        push_bytes_per_increment_per_node: push_bytes / PROPAGATION_SAMPLES as f64 / n as f64,
         oversized: sim.oversized_by_kind.clone(),
     }
 }
@@ -374,6 +382,13 @@ fn shares(results: &BTreeMap<Run, (Outcome, Took)>, shape: Shape, net: Net) -> S
         .join(" / ")
 }
 
+fn push_bytes_cell(results: &BTreeMap<Run, (Outcome, Took)>, net: Net) -> String {
+    let Outcome::Propagation(p) = &results[&Run::Propagation(net)].0 else {
+        unreachable!("a propagation run")
+    };
+    format!("{:.0} B", p.push_bytes_per_increment_per_node)
+}
+
 fn propagation_cell(results: &BTreeMap<Run, (Outcome, Took)>, net: Net) -> String {
     let Outcome::Propagation(p) = &results[&Run::Propagation(net)].0 else {
         unreachable!("a propagation run")
@@ -430,6 +445,10 @@ fn rows() -> Vec<(&'static str, RowCell)> {
         ("same, faulty network", |r, _| {
             propagation_cell(r, Net::Faulty)
         }),
+        (
+            "ledger_push bytes per increment per node during the propagation runs, wan / faulty",
+            |r, _| format!("{} / {}", push_bytes_cell(r, Net::Wan), push_bytes_cell(r, Net::Faulty)),
+        ),
         (
             "bytes sent cluster-wide to heal a 20 s half/half partition (wan), × the minimum (measured / minimum, time to converge)",
             |r, _| {

@@ -558,7 +558,7 @@ impl Node {
             .iter()
             .filter(|(id, p)| {
                 !p.left
-                    && !decommissioned(&self.directory, **id)
+                    && !self.directory.is_decommissioned(**id)
                     && p.last_heard_ms
                         .is_none_or(|t| now_ms.saturating_sub(t) > self.config.peer_stale_ms)
             })
@@ -727,7 +727,7 @@ impl Node {
         amount: u64,
     ) -> Result<(), EscrowError> {
         self.reconcile_quotas(now_ms);
-        if decommissioned(&self.directory, self.id) {
+        if self.directory.is_decommissioned(self.id) {
             // Its rights were granted again elsewhere: spending them would spend twice.
             return Err(EscrowError::InsufficientRights {
                 node: self.id,
@@ -835,7 +835,7 @@ impl Node {
         self.requests.clear();
         // Decommissioned: its rights were granted again elsewhere; handing them over
         // would create them twice.
-        let keys: Vec<CounterKey> = if decommissioned(&self.directory, self.id) {
+        let keys: Vec<CounterKey> = if self.directory.is_decommissioned(self.id) {
             Vec::new()
         } else {
             self.escrow.iter().map(|(k, _)| *k).collect()
@@ -918,7 +918,7 @@ impl Node {
             Input::Message { from, message } => {
                 // From itself, or from a member the operator decommissioned (it takes no
                 // part any more: a late state of it must not bring its rights back).
-                if from == self.id || decommissioned(&self.directory, from) {
+                if from == self.id || self.directory.is_decommissioned(from) {
                     self.stats.messages_refused += 1;
                     return;
                 }
@@ -1110,7 +1110,7 @@ impl Node {
                 let directory = &self.directory;
                 let newer = self
                     .membership
-                    .merge(now_ms, &entries, |node| !decommissioned(directory, node));
+                    .merge(now_ms, &entries, |node| !directory.is_decommissioned(node));
                 self.mirror_members(&entries);
                 if self.membership.version() != version {
                     self.mesh_check_ms = Some(now_ms);
@@ -1160,11 +1160,6 @@ fn sorted(set: &mut IdHashSet<CounterKey>) -> Vec<CounterKey> {
     let mut keys: Vec<CounterKey> = set.drain().collect();
     keys.sort_unstable();
     keys
-}
-
-/// Whether the operator decommissioned `node` (it takes no part in the cluster any more).
-fn decommissioned(directory: &Directory, node: NodeId) -> bool {
-    directory.is_decommissioned(node)
 }
 
 /// When to try again after `delay_ms`: never the same millisecond, so every tick moves

@@ -250,6 +250,26 @@ fn the_mesh_replicates_converges_and_brokers_rights_beyond_neighbours() {
     });
 }
 
+/// `n` fully meshed nodes on the wan with tenant [`TENANT`] (home node 0) given a monthly
+/// request quota of `quota`, settled; and the quota's counter key.
+fn quota_fleet(n: usize, seed: u64, quota: u64) -> (Sim, CounterKey) {
+    let mut sim = Sim::with_ids(
+        random_ids(n, seed),
+        seed,
+        SyncConfig::default(),
+        NetConfig::wan(),
+    );
+    sim.run_for(2_000);
+    sim.create_tenant(0, TENANT, 0, Some(quota));
+    sim.run_for(3_000);
+    let key = CounterKey::new(
+        TenantId(TENANT),
+        Period::containing(PeriodKind::Month, sim.now_ms),
+        Metric::Requests,
+    );
+    (sim, key)
+}
+
 /// Decommission (issue #13): a member that died holding rights strands them — the quota
 /// stops short of its limit, with `quota_unavailable` for good — until an operator
 /// decommissions it: then the home grants what it held again, the quota is used to the
@@ -260,20 +280,7 @@ fn decommissioning_a_dead_member_recovers_its_rights_and_creates_none() {
     for_each_seed(SEEDS, |seed| {
         const Q: u64 = 1_000;
         let n = 8;
-        let mut sim = Sim::with_ids(
-            random_ids(n, seed),
-            seed,
-            SyncConfig::default(),
-            NetConfig::wan(),
-        );
-        sim.run_for(2_000);
-        sim.create_tenant(0, TENANT, 0, Some(Q));
-        sim.run_for(3_000);
-        let key = CounterKey::new(
-            TenantId(TENANT),
-            Period::containing(PeriodKind::Month, sim.now_ms),
-            Metric::Requests,
-        );
+        let (mut sim, key) = quota_fleet(n, seed, Q);
         let busy = [1usize, 2, 3, 4];
         // Traffic at four nodes, 100/s each, for `ms`; what was admitted.
         let serve = |sim: &mut Sim, nodes: &[usize], ms: u64| {
@@ -342,20 +349,7 @@ fn a_live_member_decommissioned_stops_spending_and_the_overrun_is_what_it_held()
     for_each_seed(SEEDS, |seed| {
         const Q: u64 = 600;
         let n = 6;
-        let mut sim = Sim::with_ids(
-            random_ids(n, seed),
-            seed,
-            SyncConfig::default(),
-            NetConfig::wan(),
-        );
-        sim.run_for(2_000);
-        sim.create_tenant(0, TENANT, 0, Some(Q));
-        sim.run_for(3_000);
-        let key = CounterKey::new(
-            TenantId(TENANT),
-            Period::containing(PeriodKind::Month, sim.now_ms),
-            Metric::Requests,
-        );
+        let (mut sim, key) = quota_fleet(n, seed, Q);
         let victim = 2;
         let victim_id = sim.ids[victim];
         let mut held = 0;

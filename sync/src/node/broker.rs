@@ -120,7 +120,7 @@ impl Node {
         key: CounterKey,
         want: u64,
     ) {
-        let rights = if decommissioned(&self.directory, self.id) {
+        let rights = if self.directory.is_decommissioned(self.id) {
             0
         } else {
             self.local_rights(&key)
@@ -367,7 +367,7 @@ impl Node {
         let Some(view) = self.peers.get(&node) else {
             return false;
         };
-        if view.left || decommissioned(&self.directory, node) {
+        if view.left || self.directory.is_decommissioned(node) {
             return false;
         }
         view.connected

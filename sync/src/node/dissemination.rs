@@ -86,7 +86,7 @@ impl Node {
         self.membership.members().all(|member| {
             self.peers.get(&member.node).is_some_and(|p| p.connected)
                 || self.liveness(member.node, now_ms) != Liveness::Alive
-                || decommissioned(&self.directory, member.node)
+                || self.directory.is_decommissioned(member.node)
         })
     }
 

@@ -29,7 +29,7 @@ impl Node {
     pub(super) fn send_members(&mut self, now_ms: u64, peer: NodeId, addresses: bool) {
         self.membership.beat(now_ms);
         let directory = &self.directory;
-        let include = |node| !decommissioned(directory, node);
+        let include = |node| !directory.is_decommissioned(node);
         let mut entries = if addresses {
             self.membership.entries(include)
         } else {
@@ -85,7 +85,7 @@ impl Node {
                     matches!(
                         self.liveness(*node, now_ms),
                         Liveness::Suspect | Liveness::Dead
-                    ) && !decommissioned(&self.directory, *node)
+                    ) && !self.directory.is_decommissioned(*node)
                 })
                 .collect();
             let probe = self.membership.dials(now_ms, 0, 1, silent, &mut self.rng);
@@ -118,7 +118,7 @@ impl Node {
             .filter(|node| {
                 self.liveness(*node, now_ms) == Liveness::Alive
                     && !self.peers.get(node).is_some_and(|p| p.connected)
-                    && !decommissioned(&self.directory, *node)
+                    && !self.directory.is_decommissioned(*node)
             })
             .collect();
         if candidates.is_empty() {

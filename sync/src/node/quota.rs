@@ -147,7 +147,7 @@ impl Node {
             .into_iter()
             .filter(|(origin, billed)| {
                 *billed > 0
-                    && !decommissioned(&self.directory, *origin)
+                    && !self.directory.is_decommissioned(*origin)
                     && self.peers.get(origin).is_some_and(|p| {
                         !p.left
                             && (p.connected

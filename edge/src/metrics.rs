@@ -265,7 +265,7 @@ impl SyncSnapshot {
         let _ = writeln!(out, "# TYPE tessera_store_failed gauge");
         let _ = writeln!(out, "tessera_store_failed {}", u8::from(self.store_failed));
         let stats = &self.stats;
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 12] = [
             (
                 "sync_messages_refused",
                 "Messages refused by validation (changed nothing)",
@@ -315,6 +315,16 @@ impl SyncSnapshot {
                 "sync_rights_received",
                 "Escrow rights received from peers",
                 stats.rights_received,
+            ),
+            (
+                "sync_rights_spread_to_demand",
+                "Escrow rights this node, as a tenant's home, gave members for demand before they asked",
+                stats.rights_spread_to_demand,
+            ),
+            (
+                "sync_rights_handed_back",
+                "Escrow rights this node handed back to a tenant's home after going idle",
+                stats.rights_handed_back,
             ),
         ];
         for (name, help, value) in counters {

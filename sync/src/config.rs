@@ -74,11 +74,22 @@ pub struct SyncConfig {
     /// this period, so duplicated or replayed requests cannot drain it.
     pub donor_grace_ms: u64,
     /// Escrow: a node that consumed for the key within this long has *demand*: as a donor
-    /// it keeps a reserve, and only with demand does it ask peers for rights.
+    /// it keeps a reserve, and only with demand does it ask peers for rights. 500 ms, not
+    /// the 1 s it was: once traffic has moved on, a former busy node's reserve (twice what
+    /// it spends in `rights_lead_ms` at its old rate) held the last rights of a nearly
+    /// spent quota away from the newly busy one for a second (docs/BENCHMARKS.md,
+    /// "Rebalancing").
     pub donor_busy_ms: u64,
     /// Escrow: the home node spreads newly granted rights evenly over the live members that
     /// billed the tenant (this period or the last); with none, it keeps them.
     pub spread_grants: bool,
+    /// Escrow rebalancing (`node/rebalance.rs`): how often the home gives its spare rights
+    /// to members consuming faster than their rights cover, after it hears of their
+    /// consumption. 0: no rebalancing (rights move only when asked for).
+    pub rebalance_interval_ms: u64,
+    /// Escrow rebalancing: a holder that has not consumed for a key for this long (after
+    /// `donor_busy_ms`) hands what it holds beyond a fair share back to the home.
+    pub rebalance_idle_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -108,8 +119,10 @@ impl Default for SyncConfig {
             rights_attempts_max: 8,
             rights_retry_budget_per_s: 20,
             donor_grace_ms: 50,
-            donor_busy_ms: 1_000,
+            donor_busy_ms: 500,
             spread_grants: true,
+            rebalance_interval_ms: 1_000,
+            rebalance_idle_ms: 5_000,
         }
     }
 }

@@ -116,6 +116,7 @@ mod dissemination;
 mod journal;
 mod mesh;
 mod quota;
+mod rebalance;
 
 /// Something that happened to the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,6 +198,12 @@ pub struct Stats {
     /// Rights that arrived here from peers (grants spread by a home, transfers), by
     /// whatever message carried them.
     pub rights_received: u64,
+    /// Rights this node, as a tenant's home, gave members for demand they had not asked
+    /// for yet (`node/rebalance.rs`; also in `rights_given`).
+    pub rights_spread_to_demand: u64,
+    /// Rights this node handed back to a tenant's home after going idle (also in
+    /// `rights_given`).
+    pub rights_handed_back: u64,
     pub ledger_chunks_applied: u64,
     /// Valid messages that brought nothing new: duplicates, replays, or data that an
     /// anti-entropy round delivered first. Harmless (merges are idempotent); counted.
@@ -427,6 +434,8 @@ pub struct Node {
     /// Counters a peer's escrow push changed, to pass on at `escrow_relay_due_ms`.
     escrow_relay: IdHashSet<CounterKey>,
     escrow_relay_due_ms: Option<u64>,
+    /// Rights moved toward demand between requests (`node/rebalance.rs`).
+    rebalance: rebalance::Rebalance,
 }
 
 impl Node {
@@ -481,6 +490,7 @@ impl Node {
             persist_dirty: IdHashSet::default(),
             escrow_relay: IdHashSet::default(),
             escrow_relay_due_ms: None,
+            rebalance: rebalance::Rebalance::default(),
             config,
         }
     }
@@ -666,6 +676,9 @@ impl Node {
             next = next.min(due);
         }
         next = next.min(self.next_member_round_ms);
+        if let Some(due) = self.rebalance.next_due_ms() {
+            next = next.min(due);
+        }
         for request in self.requests.values() {
             let timeout_ms = self.config.rights_request_timeout_ms;
             next = next.min(match request.in_flight.iter().map(|a| a.sent_ms).min() {
@@ -960,8 +973,18 @@ impl Node {
         self.given_at
             .retain(|_, at| now_ms.saturating_sub(*at) <= grace);
         let busy = self.config.donor_busy_ms;
-        self.consumed_at
-            .retain(|_, d| now_ms.saturating_sub(d.last_ms) <= busy);
+        let mut went_idle = Vec::new();
+        self.consumed_at.retain(|key, d| {
+            let keep = now_ms.saturating_sub(d.last_ms) <= busy;
+            if !keep {
+                went_idle.push(*key);
+            }
+            keep
+        });
+        for key in went_idle {
+            self.note_idle(now_ms, key);
+        }
+        self.rebalance_due(now_ms);
     }
 
     /// When the next periodic round is due: `interval_ms` from now, jittered by
@@ -1040,7 +1063,7 @@ impl Node {
                 }
             }
             Message::EscrowPush(counters) => {
-                let changed = self.merge_counters(&counters);
+                let changed = self.merge_counters(now_ms, &counters);
                 if changed.is_empty() {
                     self.stats.messages_stale += 1;
                 } else if !self.connected_to_every_member(now_ms) {
@@ -1063,7 +1086,7 @@ impl Node {
                 self.send_counters(from, &want, want.clone());
             }
             Message::EscrowCounters { counters, want } => {
-                self.merge_counters(&counters);
+                self.merge_counters(now_ms, &counters);
                 if !want.is_empty() {
                     self.send_counters(from, &want, Vec::new());
                 }
@@ -1079,7 +1102,7 @@ impl Node {
                 given,
                 counter,
             } => {
-                let _ = self.merge_counters(&[(key, counter)]);
+                let _ = self.merge_counters(now_ms, &[(key, counter)]);
                 let matched = self.requests.get_mut(&key).and_then(|request| {
                     let at = request
                         .in_flight

@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
 use tessera_crdt::directory::Change;
-use tessera_crdt::{CounterKey, EscrowError, Metric, NodeId, PeriodKind, TenantId};
+use tessera_crdt::{CounterKey, EscrowError, Metric, NodeId, Period, PeriodKind, TenantId};
 
 use crate::rng::{mix, Rng};
 use crate::{Changes, Input, Message, Node, NodeState, Output, SyncConfig};
@@ -413,6 +413,20 @@ impl Sim {
             }
         })
         .expect("tenant and quota");
+    }
+
+    /// The setup of the quota scenarios: 2 s for the fleet to connect, tenant `tenant` created
+    /// at node 0 with node 0 as its home and a monthly request quota of `quota`, 3 s for the
+    /// grant to settle; returns the quota's counter key (this month's requests).
+    pub fn settle_quota(&mut self, tenant: u64, quota: u64) -> CounterKey {
+        self.run_for(2_000);
+        self.create_tenant(0, tenant, 0, Some(quota));
+        self.run_for(3_000);
+        CounterKey::new(
+            TenantId(tenant),
+            Period::containing(PeriodKind::Month, self.now_ms),
+            Metric::Requests,
+        )
     }
 
     /// A local increment at node `i`, recorded in the truth.

@@ -259,14 +259,7 @@ fn quota_fleet(n: usize, seed: u64, quota: u64) -> (Sim, CounterKey) {
         SyncConfig::default(),
         NetConfig::wan(),
     );
-    sim.run_for(2_000);
-    sim.create_tenant(0, TENANT, 0, Some(quota));
-    sim.run_for(3_000);
-    let key = CounterKey::new(
-        TenantId(TENANT),
-        Period::containing(PeriodKind::Month, sim.now_ms),
-        Metric::Requests,
-    );
+    let key = sim.settle_quota(TENANT, quota);
     (sim, key)
 }
 

@@ -54,6 +54,7 @@ impl Node {
     /// Merges counters from a peer; returns the keys whose counter changed here.
     pub(super) fn merge_counters(
         &mut self,
+        now_ms: u64,
         counters: &[(CounterKey, BoundedCounter)],
     ) -> Vec<CounterKey> {
         let mut changed = Vec::new();
@@ -74,6 +75,7 @@ impl Node {
                 if let Some(merged) = self.escrow.get(key) {
                     self.escrow_digest.update(key, merged);
                 }
+                self.note_consumption(now_ms, *key);
             }
         }
         changed
@@ -376,6 +378,14 @@ impl Node {
                 && self.membership.alive_at_ms(node) > view.disconnected_ms)
     }
 
+    /// Members a request could reach now (see [`Node::reachable`]), this node not counted.
+    pub(super) fn reachable_members(&self, now_ms: u64) -> usize {
+        self.peers
+            .keys()
+            .filter(|node| self.reachable(**node, now_ms))
+            .count()
+    }
+
     /// How much a rights request for `key` asks for: the configured least, what this node
     /// spends in `rights_request_cover_ms` at its recent rate, or half a fair share of the
     /// limit among the live members, whichever is most. Demand, not fleet size, sets it:
@@ -384,12 +394,7 @@ impl Node {
     pub(super) fn request_size(&self, now_ms: u64, key: CounterKey, limit: u64) -> u64 {
         let rate = self.consumed_at.get(&key).map_or(0, Demand::rate);
         let cover = rate.saturating_mul(self.config.rights_request_cover_ms) / 1_000;
-        let members = self
-            .peers
-            .keys()
-            .filter(|node| self.reachable(**node, now_ms))
-            .count() as u64
-            + 1;
+        let members = self.reachable_members(now_ms) as u64 + 1;
         self.config
             .rights_request_min
             .max(cover)

@@ -33,6 +33,25 @@
 //! # Digest
 //! The digest is the version vector: O(nodes) bytes whatever the number of tenants. Two
 //! replicas exchange digests, and each sends what the other's vector lacks.
+//!
+//! # Seals and finality
+//! Once a period has ended (plus a grace the caller picks), each origin *seals* it: a
+//! promise never to write a slot of a period ending at or before `through_ms` again
+//! ([`Ledger::seal`]; [`Ledger::increment`] then refuses such a slot with
+//! [`IncrementError::Sealed`]). The seal is the slot of a reserved key ([`SEAL_KEY`],
+//! tenant `u64::MAX`, which the directory never assigns) whose value is `through_ms`: it takes the
+//! next number of the origin's sequence like any increment, so it rides the same deltas,
+//! chunks, version vector and store, and its merge (a maximum) is the seal's own rule. It is
+//! never counted in a total nor listed among the slots.
+//!
+//! Why that makes a total final: a replica whose `vv[o]` is at least the seq of `o`'s seal
+//! slot holds every slot of `o` whose last increment came before the seal (the cursor's
+//! meaning, above), and a sealed period's slots all did, since `o` wrote none of them after.
+//! So a replica holding, for every origin that could have written to a period, a seal
+//! covering it and the prefix up to that seal, holds the period's final slots: its totals
+//! can no longer change, and every such replica computes the same ones
+//! ([`Ledger::finality`]). A seal that arrives ahead of its prefix (an early chunk) proves
+//! nothing until the prefix does.
 
 use std::collections::{btree_map, BTreeMap, BTreeSet};
 
@@ -60,6 +79,17 @@ impl Slot {
     }
 }
 
+/// The reserved key whose slot holds an origin's seal (see the module doc): tenant
+/// `u64::MAX` is never a tenant (the admin API assigns ids below 2^53, the largest a JSON
+/// number carries exactly).
+pub const SEAL_KEY: CounterKey = CounterKey {
+    tenant: TenantId(u64::MAX),
+    period: Period::Hour {
+        hours_since_epoch: 0,
+    },
+    metric: Metric::Requests,
+};
+
 /// A local increment that cannot be recorded. Nothing was changed.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum IncrementError {
@@ -67,6 +97,37 @@ pub enum IncrementError {
     Overflow { node: NodeId, key: CounterKey },
     #[error("node {0} has used up its sequence numbers")]
     SequenceExhausted(NodeId),
+    /// The period ended before this node's seal: usage stamped in it now is a bug (a
+    /// clock stepped back past the grace, or a caller stamping with an old time).
+    #[error(
+        "period {period} of {key:?} is sealed on node {node} (through {sealed_through_ms} ms)"
+    )]
+    Sealed {
+        node: NodeId,
+        key: CounterKey,
+        period: Period,
+        sealed_through_ms: u64,
+    },
+    /// The seals' tenant ([`SEAL_KEY`]) is reserved.
+    #[error("tenant {} is reserved", u64::MAX)]
+    Reserved,
+}
+
+/// Whether a period's totals can still change on a replica (see [`Ledger::finality`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finality {
+    /// Every origin asked about sealed the period, and this replica holds each one's
+    /// slots up to its seal: the totals are final.
+    Final,
+    /// The origins whose seal covering the period (or whose slots up to it) this replica
+    /// lacks, ascending.
+    Open { missing: Vec<NodeId> },
+}
+
+impl Finality {
+    pub fn is_final(&self) -> bool {
+        matches!(self, Finality::Final)
+    }
 }
 
 /// A delta that breaks the rules of its format (see [`Delta::validate`]). Nothing was
@@ -465,6 +526,70 @@ impl Ledger {
 
     /// Adds `amount` to the local node's slot of `key`. An amount of 0 changes nothing.
     pub fn increment(&mut self, key: CounterKey, amount: u64) -> Result<(), IncrementError> {
+        if key.tenant == SEAL_KEY.tenant {
+            return Err(IncrementError::Reserved);
+        }
+        let sealed_through_ms = self.sealed_through(self.node);
+        if key.period.end_ms() <= sealed_through_ms {
+            return Err(IncrementError::Sealed {
+                node: self.node,
+                key,
+                period: key.period,
+                sealed_through_ms,
+            });
+        }
+        self.write(key, amount)
+    }
+
+    /// Seals this node's slots of every period ending at or before `through_ms` (see the
+    /// module doc): from now on [`Ledger::increment`] refuses them. Returns whether the
+    /// seal moved (a seal never moves back; an older `through_ms` changes nothing).
+    pub fn seal(&mut self, through_ms: u64) -> Result<bool, IncrementError> {
+        let sealed = self.sealed_through(self.node);
+        if through_ms <= sealed {
+            return Ok(false);
+        }
+        self.write(SEAL_KEY, through_ms - sealed)?;
+        Ok(true)
+    }
+
+    /// `origin`'s seal as held here: periods ending at or before this are sealed by it (0:
+    /// none). Held is not proven: see [`Ledger::finality`].
+    pub fn sealed_through(&self, origin: NodeId) -> u64 {
+        self.get_slot(&SEAL_KEY, origin)
+            .map_or(0, |slot| slot.value)
+    }
+
+    /// Whether `period`'s totals are final here, given the origins that could have written
+    /// to it: each must have sealed it, and this replica must hold its slots up to that
+    /// seal (`vv[o]` ≥ the seal's seq).
+    pub fn finality(&self, period: Period, writers: impl IntoIterator<Item = NodeId>) -> Finality {
+        let end_ms = period.end_ms();
+        let mut missing: Vec<NodeId> = writers
+            .into_iter()
+            .filter(|origin| match self.get_slot(&SEAL_KEY, *origin) {
+                Some(seal) => seal.value < end_ms || self.vv.get(*origin) < seal.seq,
+                None => true,
+            })
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            Finality::Final
+        } else {
+            Finality::Open { missing }
+        }
+    }
+
+    /// Every origin this replica has heard of: each with a slot or a prefix here.
+    pub fn writers(&self) -> BTreeSet<NodeId> {
+        let mut writers: BTreeSet<NodeId> = self.origins().copied().collect();
+        writers.extend(self.vv.iter().map(|(origin, _)| origin));
+        writers
+    }
+
+    /// Adds `amount` to the local slot of `key` (no seal check: see `increment`).
+    fn write(&mut self, key: CounterKey, amount: u64) -> Result<(), IncrementError> {
         if amount == 0 {
             return Ok(());
         }
@@ -543,6 +668,11 @@ impl Ledger {
 
     /// Every slot as `(key, origin, slot)`, by key then origin (for exports and checks).
     pub fn slots(&self) -> impl Iterator<Item = (CounterKey, NodeId, Slot)> + '_ {
+        self.all_slots().filter(|(key, _, _)| *key != SEAL_KEY)
+    }
+
+    /// [`Ledger::slots`] with the seals (for the encoding).
+    fn all_slots(&self) -> impl Iterator<Item = (CounterKey, NodeId, Slot)> + '_ {
         self.keys.iter().flat_map(move |key| {
             self.origins().filter_map(move |origin| {
                 self.get_slot(key, *origin)
@@ -693,7 +823,7 @@ impl Ledger {
     /// The canonical encoding of the whole replica (for the local store or a full
     /// transfer).
     pub fn encode(&self) -> Vec<u8> {
-        let slots = self.slots().collect();
+        let slots = self.all_slots().collect();
         codec::encode(
             Kind::LedgerState,
             &LedgerRepr {
@@ -755,6 +885,87 @@ mod tests {
 
     fn key(tenant: u64, metric: Metric) -> CounterKey {
         CounterKey::new(TenantId(tenant), Period::month(2026, 11).unwrap(), metric)
+    }
+
+    #[test]
+    fn a_seal_refuses_later_usage_in_the_periods_it_covers_and_never_moves_back() {
+        let november = Period::month(2026, 11).unwrap();
+        let december = november.next().unwrap();
+        let mut a = Ledger::new(NodeId(1));
+        a.increment(key(7, Metric::Requests), 3).unwrap();
+        assert_eq!(a.seal(november.end_ms()), Ok(true));
+        assert_eq!(
+            a.seal(november.end_ms() - 1),
+            Ok(false),
+            "a seal never moves back"
+        );
+        assert_eq!(a.sealed_through(NodeId(1)), november.end_ms());
+        assert!(matches!(
+            a.increment(key(7, Metric::Requests), 1),
+            Err(IncrementError::Sealed { period, .. }) if period == november
+        ));
+        a.increment(CounterKey::new(TenantId(7), december, Metric::Requests), 1)
+            .unwrap();
+        assert_eq!(
+            a.increment(
+                CounterKey::new(TenantId(u64::MAX), december, Metric::Requests),
+                1
+            ),
+            Err(IncrementError::Reserved)
+        );
+        // Not usage: no total, no slot listed; but kept by the encoding.
+        assert_eq!(a.total(&key(7, Metric::Requests)), 3);
+        assert_eq!(a.slots().count(), 2);
+        let back = Ledger::decode(&a.encode()).unwrap();
+        assert!(back.same_state(&a));
+        assert_eq!(back.sealed_through(NodeId(1)), november.end_ms());
+    }
+
+    #[test]
+    fn a_period_is_final_only_with_every_writers_seal_and_the_prefix_up_to_it() {
+        let november = Period::month(2026, 11).unwrap();
+        let (a_id, b_id) = (NodeId(1), NodeId(2));
+        let mut a = Ledger::new(a_id);
+        let mut b = Ledger::new(b_id);
+        a.increment(key(7, Metric::Requests), 3).unwrap();
+        a.increment(key(8, Metric::Requests), 5).unwrap();
+        a.seal(november.end_ms()).unwrap();
+        b.seal(november.end_ms()).unwrap();
+        assert_eq!(
+            b.finality(november, [a_id, b_id]),
+            Finality::Open {
+                missing: vec![a_id]
+            }
+        );
+        // Only the seal arrives (a chunk ahead of its prefix): proves nothing yet.
+        let full = a.delta_since(&VersionVector::new(), 100);
+        let seal_only = Delta {
+            parts: vec![OriginDelta {
+                origin: a_id,
+                from_seq: 2,
+                to_seq: 3,
+                entries: full.parts[0]
+                    .entries
+                    .iter()
+                    .copied()
+                    .filter(|e| e.key == SEAL_KEY)
+                    .collect(),
+            }],
+        };
+        b.apply_delta(&seal_only).unwrap();
+        assert_eq!(b.sealed_through(a_id), november.end_ms());
+        assert!(!b.finality(november, [a_id, b_id]).is_final());
+        b.apply_delta(&full).unwrap();
+        assert_eq!(b.finality(november, [a_id, b_id]), Finality::Final);
+        assert_eq!(b.total(&key(8, Metric::Requests)), 5);
+        // A later period is not covered by these seals.
+        let december = november.next().unwrap();
+        assert_eq!(
+            b.finality(december, b.writers()),
+            Finality::Open {
+                missing: vec![a_id, b_id]
+            }
+        );
     }
 
     #[test]

@@ -117,6 +117,14 @@ pub enum EscrowError {
         requested: u64,
         refundable: u64,
     },
+    /// The counter's period is sealed on this node (see `ledger::Ledger::seal`): its
+    /// rights can be neither spent nor given back any more. Raised by the node, not by the
+    /// counter, which knows nothing of time.
+    #[error("node {node} sealed the counter's period (through {sealed_through_ms} ms)")]
+    PeriodSealed {
+        node: NodeId,
+        sealed_through_ms: u64,
+    },
 }
 
 /// One bounded counter (one tenant, period and metric). See the module doc.

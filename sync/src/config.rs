@@ -90,6 +90,11 @@ pub struct SyncConfig {
     /// Escrow rebalancing: a holder that has not consumed for a key for this long (after
     /// `donor_busy_ms`) hands what it holds beyond a fair share back to the home.
     pub rebalance_idle_ms: u64,
+    /// Finality: a node seals its ledger slots of every hour (so every month) that ended at
+    /// least this long ago, and never writes them again. Longer than a request's deadline
+    /// plus the commit timeout, so usage billed just before a period ended is written
+    /// before the seal whatever the clock's small steps (the edge checks this).
+    pub seal_grace_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -123,6 +128,7 @@ impl Default for SyncConfig {
             spread_grants: true,
             rebalance_interval_ms: 1_000,
             rebalance_idle_ms: 5_000,
+            seal_grace_ms: 600_000,
         }
     }
 }

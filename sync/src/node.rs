@@ -113,6 +113,7 @@ use crate::rng::{mix, Rng};
 // The core's parts, each an `impl Node` block over the state below, readable alone.
 mod broker;
 mod dissemination;
+mod finality;
 mod journal;
 mod mesh;
 mod quota;
@@ -740,6 +741,7 @@ impl Node {
         amount: u64,
     ) -> Result<(), EscrowError> {
         self.reconcile_quotas(now_ms);
+        self.refuse_sealed(key.period)?;
         if self.directory.is_decommissioned(self.id) {
             // Its rights were granted again elsewhere: spending them would spend twice.
             return Err(EscrowError::InsufficientRights {
@@ -798,6 +800,7 @@ impl Node {
         if amount == 0 {
             return Ok(());
         }
+        self.refuse_sealed(key.period)?;
         let id = self.id;
         let Some(counter) = self.escrow.get_mut(&key) else {
             return Err(EscrowError::RefundBeyondConsumed {
@@ -943,6 +946,7 @@ impl Node {
     }
 
     fn tick(&mut self, now_ms: u64) {
+        self.seal_due(now_ms);
         self.reconcile_quotas(now_ms);
         if self.mesh_check_ms.is_some_and(|due| due <= now_ms) {
             self.maintain_mesh(now_ms);

@@ -1,0 +1,201 @@
+//! Finality of billing periods on the simulator (issue #14, docs/PROTOCOL.md "Finality"):
+//! every node seals its usage of a period `seal_grace_ms` after the period ends, and a
+//! period is final on a node only once it holds every writer's seal and the usage before
+//! it. Scenarios: a period that ends during a partition (final on neither side until the
+//! heal, then final everywhere with the same totals, equal to what was written); a node
+//! cut off with usage nobody saw, crashed, and back after the period closed (its usage
+//! counted, the period final only then); a dead member, which blocks finality until it is
+//! decommissioned; sealing under loss and duplication with every node sealing at once;
+//! usage after a seal refused.
+//!
+//! The periods are UTC hours (the ledger takes any period; the edge bills months, which
+//! end on hour boundaries, so the same seals cover them): the simulator starts at an hour
+//! boundary and runs an hour and a bit. Seven nodes, small ids, `seal_grace_ms` 60 s; two
+//! seeds each, a few seconds of CPU in a debug build. `TESSERA_SIM_SEEDS=<n>` runs more,
+//! `TESSERA_SIM_SEED=<s>` replays one.
+
+use tessera_crdt::directory::Change;
+use tessera_crdt::ledger::{Finality, IncrementError};
+use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
+use tessera_sync::sim::{fast_config, for_each_seed, NetConfig, Sim, START_MS};
+use tessera_sync::SyncConfig;
+
+const N: usize = 7;
+const SEEDS: u64 = 2;
+const GRACE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 3_600_000;
+
+fn config() -> SyncConfig {
+    SyncConfig {
+        seal_grace_ms: GRACE_MS,
+        ..fast_config()
+    }
+}
+
+/// The hour the simulator starts in.
+fn hour() -> Period {
+    let hour = Period::containing(PeriodKind::Hour, START_MS);
+    assert_eq!(hour.start_ms(), START_MS, "the simulator starts on an hour");
+    hour
+}
+
+fn key(tenant: u64, metric: Metric) -> CounterKey {
+    CounterKey::new(TenantId(tenant), hour(), metric)
+}
+
+/// Every up node writes a little usage of the hour every `every_ms` for `ms`.
+fn write(sim: &mut Sim, nodes: &[usize], ms: u64, every_ms: u64) {
+    for step in 0..ms / every_ms {
+        for &i in nodes {
+            if sim.is_up(i) {
+                let tenant = 1 + (step + i as u64) % 5;
+                sim.increment(i, key(tenant, Metric::Requests), 1 + i as u64);
+            }
+        }
+        sim.run_for(every_ms);
+    }
+}
+
+/// What was written for `tenant` in the hour, by every node (the truth).
+fn written(sim: &Sim, tenant: u64) -> u64 {
+    sim.truth
+        .increments
+        .iter()
+        .filter(|((k, _), _)| *k == key(tenant, Metric::Requests))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn missing(sim: &Sim, i: usize) -> Vec<usize> {
+    match sim.node(i).finality(hour()) {
+        Finality::Final => Vec::new(),
+        Finality::Open { missing } => missing
+            .iter()
+            .map(|id| sim.ids.iter().position(|x| x == id).expect("a member"))
+            .collect(),
+    }
+}
+
+/// Every node in `nodes` calls the hour final, with totals equal to what was written.
+fn final_everywhere_with_the_truth(sim: &Sim, seed: u64, nodes: &[usize]) {
+    for &i in nodes {
+        assert_eq!(
+            missing(sim, i),
+            Vec::<usize>::new(),
+            "seed {seed}: node {i} does not call the hour final"
+        );
+        for tenant in 1..=5 {
+            assert_eq!(
+                sim.node(i).ledger().total(&key(tenant, Metric::Requests)),
+                written(sim, tenant),
+                "seed {seed}: node {i}'s final total of tenant {tenant}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_period_that_ends_during_a_partition_is_final_only_after_the_heal() {
+    for_each_seed(SEEDS, |seed| {
+        let mut sim = Sim::new(N, seed, config(), NetConfig::wan());
+        let all: Vec<usize> = (0..N).collect();
+        write(&mut sim, &all, 30 * 60_000, 1_000);
+        let (a, b): (Vec<usize>, Vec<usize>) = (0..N).partition(|i| *i < 4);
+        sim.partition(&[a.clone(), b.clone()]);
+        write(&mut sim, &all, 30 * 60_000, 1_000);
+        // The hour ended during the partition; every node sealed it.
+        sim.run_until(START_MS + HOUR_MS + GRACE_MS + 10_000);
+        for &i in &all {
+            let other = if a.contains(&i) { &b } else { &a };
+            assert_eq!(
+                &missing(&sim, i),
+                other,
+                "seed {seed}: node {i} waits for exactly the other side's seals"
+            );
+        }
+        sim.heal();
+        sim.run_for(10_000);
+        final_everywhere_with_the_truth(&sim, seed, &all);
+        // And usage of a sealed hour is refused.
+        let refused = sim.with_node(0, |node, now| {
+            node.increment(now, key(1, Metric::Requests), 1)
+        });
+        assert!(
+            matches!(refused, Err(IncrementError::Sealed { .. })),
+            "seed {seed}: {refused:?}"
+        );
+    });
+}
+
+#[test]
+fn a_node_back_after_the_period_closed_with_unsent_usage_is_counted_before_finality() {
+    for_each_seed(SEEDS, |seed| {
+        let mut sim = Sim::new(N, seed, config(), NetConfig::wan());
+        let all: Vec<usize> = (0..N).collect();
+        let others: Vec<usize> = (0..N - 1).collect();
+        let late = N - 1;
+        write(&mut sim, &all, 10 * 60_000, 1_000);
+        // Node 6 is cut off, bills usage nobody sees, and crashes (durable state kept).
+        sim.partition(&[others.clone(), vec![late]]);
+        write(&mut sim, &all, 10 * 60_000, 1_000);
+        sim.crash(late);
+        sim.run_until(START_MS + 3 * HOUR_MS);
+        for &i in &others {
+            assert_eq!(missing(&sim, i), vec![late], "seed {seed}: node {i}");
+            assert!(
+                sim.node(i).ledger().total(&key(1, Metric::Requests)) < written(&sim, 1),
+                "seed {seed}: node {i} already has the cut-off node's usage"
+            );
+        }
+        // Back two hours after the hour closed: it seals at once, after its usage.
+        sim.heal();
+        sim.restart(late);
+        sim.run_for(15_000);
+        final_everywhere_with_the_truth(&sim, seed, &all);
+    });
+}
+
+#[test]
+fn a_dead_member_blocks_finality_until_it_is_decommissioned() {
+    for_each_seed(SEEDS, |seed| {
+        let mut sim = Sim::new(N, seed, config(), NetConfig::wan());
+        let all: Vec<usize> = (0..N).collect();
+        write(&mut sim, &all, 20 * 60_000, 1_000);
+        let dead = 3;
+        sim.run_for(5_000);
+        sim.crash(dead);
+        let live: Vec<usize> = all.iter().copied().filter(|i| *i != dead).collect();
+        sim.run_until(START_MS + HOUR_MS + GRACE_MS + 10_000);
+        for &i in &live {
+            assert_eq!(missing(&sim, i), vec![dead], "seed {seed}: node {i}");
+        }
+        let dead_id = sim.ids[dead];
+        sim.with_node(0, |node, now| {
+            node.edit_directory(now, "ops", Change::DecommissionNode { node: dead_id })
+        })
+        .expect("decommission");
+        sim.run_for(10_000);
+        // Its usage counts as it reached the live nodes: all of it, here (it died after
+        // its last write had replicated).
+        final_everywhere_with_the_truth(&sim, seed, &live);
+    });
+}
+
+#[test]
+fn concurrent_seals_over_a_lossy_network_reach_the_same_final_totals() {
+    for_each_seed(SEEDS, |seed| {
+        let mut sim = Sim::new(N, seed, config(), NetConfig::faulty());
+        let all: Vec<usize> = (0..N).collect();
+        // Writes up to the hour's last second, then every node seals at once.
+        write(&mut sim, &all, HOUR_MS, 2_000);
+        sim.run_until(START_MS + HOUR_MS + GRACE_MS + 30_000);
+        final_everywhere_with_the_truth(&sim, seed, &all);
+        for &i in &all {
+            assert_eq!(
+                sim.node(i).ledger().sealed_through(sim.ids[i]),
+                START_MS + HOUR_MS,
+                "seed {seed}: node {i} sealed through the hour's end"
+            );
+        }
+    });
+}

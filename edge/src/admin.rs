@@ -22,6 +22,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tessera_crdt::directory::{Change, DirectoryError, KeyId, Scopes, SecretId, TenantStatus};
+use tessera_crdt::ledger::Finality;
 use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId};
 use tessera_sync::{Node, PeerView};
 
@@ -854,12 +855,38 @@ async fn usage(
                 })
             })
             .collect();
+        // Finality: every member that could have written the period sealed it, and this
+        // replica holds its usage up to the seal (docs/PROTOCOL.md, "Finality").
+        let missing: Vec<Value> = match node.finality(period) {
+            Finality::Final => Vec::new(),
+            Finality::Open { missing } => missing
+                .into_iter()
+                .map(|id| {
+                    let last_heard = if id == node.id() {
+                        Some(now)
+                    } else {
+                        peers
+                            .get(&id)
+                            .and_then(|view| view.last_heard_ms)
+                            .or_else(|| node.membership().alive_at_ms(id))
+                    };
+                    json!({
+                        "node": id.to_string(),
+                        "this_node": id == node.id(),
+                        "last_heard_ms": last_heard,
+                        "last_heard_age_ms": last_heard.map(|t| now.saturating_sub(t)),
+                    })
+                })
+                .collect(),
+        };
         let report = json!({
             "tenant": tenant.0.to_string(),
             "period": period.to_string(),
             "totals": metric_map(&totals),
             "nodes": nodes,
             "stale": any_stale,
+            "final": missing.is_empty(),
+            "missing_seals": missing,
             "as_of_ms": now,
         });
         (report, state.replica.take_ticket())

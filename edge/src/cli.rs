@@ -699,15 +699,35 @@ fn render(view: &View, answer: &serde_json::Value) -> String {
         }
         View::Usage => {
             let mut out = format!(
-                "tenant {} period {}{}\n",
+                "tenant {} period {}{}{}\n",
                 cell(&answer["tenant"]),
                 cell(&answer["period"]),
+                if answer["final"].as_bool() == Some(true) {
+                    "  FINAL"
+                } else {
+                    "  (not final)"
+                },
                 if answer["stale"].as_bool() == Some(true) {
                     "  (INCOMPLETE: some node is stale)"
                 } else {
                     ""
                 }
             );
+            if let Some(missing) = answer["missing_seals"].as_array() {
+                let waiting: Vec<String> = missing
+                    .iter()
+                    .map(|m| match m["last_heard_age_ms"].as_u64() {
+                        Some(age_ms) => format!("{} (heard {age_ms} ms ago)", cell(&m["node"])),
+                        None => format!("{} (never heard)", cell(&m["node"])),
+                    })
+                    .collect();
+                if !waiting.is_empty() && answer["final"].as_bool() == Some(false) {
+                    out.push_str(&format!(
+                        "waiting for the seals of: {}\n",
+                        waiting.join(", ")
+                    ));
+                }
+            }
             let metrics = ["requests", "cpu_micros", "bytes_in", "bytes_out"];
             let mut rows = Vec::new();
             if let Some(nodes) = answer["nodes"].as_array() {

@@ -64,6 +64,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub auth: AuthConfig,
     pub quota: QuotaConfig,
+    pub billing: BillingConfig,
     pub idempotency: IdempotencyConfig,
     pub fetch: FetchConfig,
     pub cache: CacheConfig,
@@ -233,6 +234,24 @@ pub struct AuthConfig {
     /// SHA-256 digests (hex) of the operator tokens that may use the admin API. Empty: a
     /// token is generated at first start, printed once, and its digest kept in the store.
     pub operator_token_sha256: Vec<String>,
+}
+
+/// Billing periods' finality (docs/PROTOCOL.md, "Finality").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingConfig {
+    /// This node seals its usage of every hour (so every month) that ended at least this
+    /// long ago, and never writes it again; a period is final once every member sealed it.
+    /// Must exceed `http.request_deadline_ms` + `store.commit_timeout_ms`.
+    pub seal_grace_ms: u64,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            seal_grace_ms: 600_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -424,6 +443,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             auth: AuthConfig::default(),
             quota: QuotaConfig::default(),
+            billing: BillingConfig::default(),
             idempotency: IdempotencyConfig::default(),
             fetch: FetchConfig::default(),
             cache: CacheConfig::default(),
@@ -864,6 +884,14 @@ impl Config {
             self.quota.rate_tenants_max,
             1,
             100_000_000,
+        )?;
+        // Usage billed just before a period ends is written before the seal: a request
+        // runs at most its deadline, then waits at most the commit timeout.
+        in_range(
+            "billing.seal_grace_ms",
+            self.billing.seal_grace_ms,
+            (self.http.request_deadline_ms + self.store.commit_timeout_ms).saturating_add(1),
+            30 * 24 * hour_ms,
         )?;
         in_range("idempotency.ttl_s", self.idempotency.ttl_s, 1, 30 * 86_400)?;
         in_range(

@@ -253,7 +253,12 @@ pub struct Payer {
 }
 
 /// Adds one request's usage to this node's ledger slot for the month; returns the ticket
-/// to wait on ([`Node::own_changes`] after it).
+/// to wait on ([`Node::own_changes`] after it). Usage is stamped when it is billed, not
+/// when the request was admitted: a request that straddles a period's end bills the new
+/// period (its quota rights came from the old one's counter). Billing time is the write
+/// time, so no usage reaches a period after this node sealed it (`billing.seal_grace_ms`
+/// after its end) unless the clock steps back by more than the grace: then the increment
+/// is refused (`IncrementError::Sealed`), logged, and the request answers 500.
 pub fn record_usage(
     node: &mut Node,
     tenant: TenantId,
@@ -289,6 +294,9 @@ pub async fn bill(
         let mut node = state.replica.lock();
         let now = now_ms();
         let ticket = record_usage(&mut node, tenant, usage, now).map_err(|e| {
+            // A sealed period (the clock stepped back past `billing.seal_grace_ms`) or an
+            // overflow: a bug or a broken clock, never a client's fault.
+            tracing::error!(tenant = %tenant, error = %e, "usage not recorded");
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "metering_failed",

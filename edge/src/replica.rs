@@ -138,6 +138,7 @@ impl Replica {
         let sync_config = SyncConfig {
             peer_stale_ms: config.cluster.peer_stale_ms,
             mesh_peers: config.cluster.mesh_peers,
+            seal_grace_ms: config.billing.seal_grace_ms,
             // The transport's frame limit: the core cuts its messages below it.
             message_bytes_max: config.cluster.message_bytes_max,
             ..SyncConfig::default()

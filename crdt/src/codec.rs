@@ -31,6 +31,7 @@ pub enum Kind {
     DirectoryState = 6,
     DirectoryDelta = 7,
     DirectorySync = 8,
+    Settlement = 9,
 }
 
 impl Kind {
@@ -39,7 +40,9 @@ impl Kind {
     /// 1 (see `crate::escrow`).
     pub const fn version(self) -> u8 {
         match self {
-            Kind::BoundedCounter | Kind::EscrowBook => 2,
+            // Version 2 of the ledger's state added its settlements (`crate::settlement`);
+            // version 1 still decodes, as a ledger with none.
+            Kind::BoundedCounter | Kind::EscrowBook | Kind::LedgerState => 2,
             _ => FORMAT_VERSION,
         }
     }

@@ -721,6 +721,24 @@ impl EscrowBook {
         }
     }
 
+    /// Forgets the counters of every period ending at or before `through_ms` (periods over
+    /// and sealed: their rights can be neither spent nor given back any more); returns
+    /// their keys. Not a merge: the caller also ignores such counters from peers from then
+    /// on, or they come back. One pass over the book.
+    pub fn forget_through(&mut self, through_ms: u64) -> Vec<CounterKey> {
+        let gone: Vec<CounterKey> = self
+            .keys
+            .iter()
+            .filter(|key| key.period.end_ms() <= through_ms)
+            .copied()
+            .collect();
+        for key in &gone {
+            self.keys.remove(key);
+            self.counters.remove(key);
+        }
+        gone
+    }
+
     /// Rights `node` holds for `key` (0 for an unknown key).
     pub fn local_rights(&self, key: &CounterKey, node: NodeId) -> u64 {
         self.get(key).map_or(0, |c| c.local_rights(node))

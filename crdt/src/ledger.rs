@@ -52,6 +52,15 @@
 //! can no longer change, and every such replica computes the same ones
 //! ([`Ledger::finality`]). A seal that arrives ahead of its prefix (an early chunk) proves
 //! nothing until the prefix does.
+//!
+//! # Compaction
+//! A final period can be *compacted* ([`Ledger::compact`]): its slots are replaced by its
+//! [`Settlement`] (one total per tenant and metric, the same on every replica that calls
+//! the period final), and slots of a settled period are ignored from then on, whoever sends
+//! them. The version vector is untouched: the cursors still mean what they meant, minus the
+//! dropped slots, which no replica needs again once it holds the settlement. A replica
+//! that may lack some of them receives the settlement instead
+//! ([`Ledger::settlements_lacked_by`], [`Ledger::apply_settlement`]).
 
 use std::collections::{btree_map, BTreeMap, BTreeSet};
 
@@ -61,6 +70,7 @@ use thiserror::Error;
 use crate::codec::{self, DecodeError, Kind};
 use crate::ids::{CounterKey, IdHashMap, Metric, NodeId, TenantId};
 use crate::period::Period;
+use crate::settlement::Settlement;
 use crate::version::VersionVector;
 
 /// One node's slot of one counter.
@@ -307,6 +317,10 @@ pub struct Ledger {
     by_seq: BTreeMap<NodeId, SeqIndex>,
     /// Complete prefix per origin; `vv[node]` is the local sequence.
     vv: VersionVector,
+    /// Keys held per period (for compaction's schedule: which periods are here).
+    periods: BTreeMap<Period, usize>,
+    /// Compacted periods' totals, in place of their slots.
+    settled: BTreeMap<Period, Settlement>,
 }
 
 /// One origin's slots as `(seq, key)` pairs, ordered by seq: a map from seq to key,
@@ -438,6 +452,10 @@ impl Page {
 }
 
 impl SeqIndex {
+    fn is_empty(&self) -> bool {
+        self.pages.is_empty() && self.shared.is_empty()
+    }
+
     fn insert(&mut self, seq: u64, key: CounterKey) {
         let (page_no, offset) = page_of(seq);
         let page = self
@@ -495,6 +513,15 @@ struct LedgerRepr {
     node: NodeId,
     vv: VersionVector,
     slots: Vec<(CounterKey, NodeId, Slot)>,
+    settled: Vec<Settlement>,
+}
+
+/// Version 1 of [`LedgerRepr`]: before settlements.
+#[derive(Deserialize)]
+struct LedgerReprV1 {
+    node: NodeId,
+    vv: VersionVector,
+    slots: Vec<(CounterKey, NodeId, Slot)>,
 }
 
 impl Ledger {
@@ -511,6 +538,8 @@ impl Ledger {
             keys: BTreeSet::new(),
             by_seq: BTreeMap::new(),
             vv: VersionVector::new(),
+            periods: BTreeMap::new(),
+            settled: BTreeMap::new(),
         }
     }
 
@@ -581,6 +610,136 @@ impl Ledger {
         }
     }
 
+    /// Compacts `period` if it is final for `writers` (see [`Ledger::finality`]): builds
+    /// its settlement, drops its slots, and returns the settlement (`None`: not final, or
+    /// already compacted). Cost: one pass over the keys held (the key set is ordered by
+    /// tenant first), once per period.
+    pub fn compact(
+        &mut self,
+        period: Period,
+        writers: impl IntoIterator<Item = NodeId>,
+    ) -> Option<Settlement> {
+        if period == SEAL_KEY.period || self.settled.contains_key(&period) {
+            return None;
+        }
+        let writers: BTreeSet<NodeId> = writers.into_iter().collect();
+        if !self.finality(period, writers.iter().copied()).is_final() {
+            return None;
+        }
+        let keys: Vec<CounterKey> = self
+            .keys
+            .iter()
+            .filter(|key| key.period == period)
+            .copied()
+            .collect();
+        let mut totals = Vec::with_capacity(keys.len());
+        let mut through: BTreeMap<NodeId, u64> = writers
+            .iter()
+            .map(|w| (*w, self.get_slot(&SEAL_KEY, *w).map_or(0, |seal| seal.seq)))
+            .collect();
+        for key in &keys {
+            let mut total = 0u64;
+            for origin in self.origins() {
+                if let Some(slot) = self.get_slot(key, *origin) {
+                    total = total.saturating_add(slot.value);
+                    if !writers.contains(origin) {
+                        // An origin that needed no seal (decommissioned): its usage is in
+                        // up to the latest of its prefix and its slots here.
+                        let at = through.entry(*origin).or_insert(self.vv.get(*origin));
+                        *at = (*at).max(slot.seq);
+                    }
+                }
+            }
+            if total > 0 {
+                totals.push((key.tenant, key.metric, total));
+            }
+        }
+        let settlement = Settlement {
+            period,
+            through: through.into_iter().collect(),
+            totals,
+        };
+        self.drop_period(period);
+        self.settled.insert(period, settlement.clone());
+        Some(settlement)
+    }
+
+    /// Takes a settlement made elsewhere (see [`crate::settlement`]): drops this replica's
+    /// slots of its period and keeps the settlement. Returns whether it was new here (a
+    /// period settled already keeps its settlement: built from the same final slots, it
+    /// is the same).
+    pub fn apply_settlement(&mut self, settlement: Settlement) -> bool {
+        if settlement.period == SEAL_KEY.period || self.settled.contains_key(&settlement.period) {
+            return false;
+        }
+        self.drop_period(settlement.period);
+        self.settled.insert(settlement.period, settlement);
+        true
+    }
+
+    /// The settlement of `period`, if compacted here.
+    pub fn settlement(&self, period: Period) -> Option<&Settlement> {
+        self.settled.get(&period)
+    }
+
+    /// Every compacted period, ascending.
+    pub fn settled_periods(&self) -> impl DoubleEndedIterator<Item = Period> + '_ {
+        self.settled.keys().copied()
+    }
+
+    /// Every period with a slot here (seals aside), ascending.
+    pub fn periods(&self) -> impl Iterator<Item = Period> + '_ {
+        self.periods
+            .keys()
+            .copied()
+            .filter(|period| *period != SEAL_KEY.period)
+    }
+
+    /// The settlements a peer at `peer` that has compacted `peer_settled` may lack slots
+    /// of: those it has not settled, whose `through` is past its prefix for some origin.
+    /// Such a peer must take the settlement before any chunk moves its prefix past it.
+    pub fn settlements_lacked_by<'a>(
+        &'a self,
+        peer: &'a VersionVector,
+        peer_settled: &'a [Period],
+    ) -> impl Iterator<Item = &'a Settlement> + 'a {
+        self.settled.values().filter(move |s| {
+            !peer_settled.contains(&s.period)
+                && s.through
+                    .iter()
+                    .any(|(origin, seq)| peer.get(*origin) < *seq)
+        })
+    }
+
+    fn insert_key(&mut self, key: CounterKey) {
+        if self.keys.insert(key) {
+            *self.periods.entry(key.period).or_default() += 1;
+        }
+    }
+
+    /// Drops every slot of `period` (and its index entries).
+    fn drop_period(&mut self, period: Period) {
+        if self.periods.remove(&period).is_none() {
+            return;
+        }
+        let by_seq = &mut self.by_seq;
+        let mut dropped = 0usize;
+        self.slots.retain(|&(tenant, p, origin), group| {
+            if p != period {
+                return true;
+            }
+            let index = by_seq.entry(origin).or_default();
+            for (metric, slot) in group.iter() {
+                index.remove(slot.seq, CounterKey::new(tenant, p, metric));
+                dropped += 1;
+            }
+            false
+        });
+        self.by_seq.retain(|_, index| !index.is_empty());
+        self.slot_count -= dropped;
+        self.keys.retain(|key| key.period != period);
+    }
+
     /// Every origin this replica has heard of: each with a slot or a prefix here.
     pub fn writers(&self) -> BTreeSet<NodeId> {
         let mut writers: BTreeSet<NodeId> = self.origins().copied().collect();
@@ -613,7 +772,7 @@ impl Ledger {
             }
             None => {
                 *group.get_mut(key.metric).0 = Slot { value: amount, seq };
-                self.keys.insert(key);
+                self.insert_key(key);
                 self.slot_count += 1;
                 None
             }
@@ -646,6 +805,9 @@ impl Ledger {
 
     /// The merged total of one counter: the sum over nodes (saturating at `u64::MAX`).
     pub fn total(&self, key: &CounterKey) -> u64 {
+        if let Some(settled) = self.settled.get(&key.period) {
+            return settled.total(key.tenant, key.metric);
+        }
         self.origins()
             .filter_map(|origin| self.get_slot(key, *origin))
             .fold(0u64, |sum, slot| sum.saturating_add(slot.value))
@@ -656,7 +818,8 @@ impl Ledger {
         Metric::ALL.map(|metric| self.total(&CounterKey::new(tenant, period, metric)))
     }
 
-    /// Each node's contribution to a counter, in node order (nodes with a slot only).
+    /// Each node's contribution to a counter, in node order (nodes with a slot only; none
+    /// once its period is compacted: see [`Ledger::settlement`]).
     pub fn breakdown(&self, key: &CounterKey) -> Vec<(NodeId, u64)> {
         self.origins()
             .filter_map(|origin| {
@@ -686,15 +849,22 @@ impl Ledger {
         self.slot_count
     }
 
-    /// Whether two replicas hold the same replicated state (slots and version vector); the
-    /// local node id is not part of it.
+    /// Whether two replicas hold the same replicated state (slots, settlements and version
+    /// vector); the local node id is not part of it.
     pub fn same_state(&self, other: &Ledger) -> bool {
-        self.slots == other.slots && self.vv == other.vv
+        self.slots == other.slots && self.vv == other.vv && self.settled == other.settled
     }
 
-    /// Full-state merge: slot-wise maximum and version-vector maximum.
+    /// Full-state merge: settlements, slot-wise maximum (settled periods aside) and
+    /// version-vector maximum.
     pub fn merge(&mut self, other: &Ledger) {
+        for settlement in other.settled.values() {
+            self.apply_settlement(settlement.clone());
+        }
         for (&(tenant, period, origin), group) in &other.slots {
+            if self.settled.contains_key(&period) {
+                continue;
+            }
             for (metric, slot) in group.iter() {
                 self.join_slot(CounterKey::new(tenant, period, metric), origin, slot);
             }
@@ -787,6 +957,10 @@ impl Ledger {
         delta.validate()?;
         for part in &delta.parts {
             for entry in &part.entries {
+                if self.settled.contains_key(&entry.key.period) {
+                    // Compacted here: its total is final and its slots are gone.
+                    continue;
+                }
                 let slot = Slot {
                     value: entry.value,
                     seq: entry.seq,
@@ -807,7 +981,7 @@ impl Ledger {
             (Some(old_seq), slot.seq)
         } else {
             *slot = incoming;
-            self.keys.insert(key);
+            self.insert_key(key);
             self.slot_count += 1;
             (None, incoming.seq)
         };
@@ -830,6 +1004,7 @@ impl Ledger {
                 node: self.node,
                 vv: self.vv.clone(),
                 slots,
+                settled: self.settled.values().cloned().collect(),
             },
         )
     }
@@ -842,7 +1017,19 @@ impl Ledger {
 
     /// [`Ledger::decode`] with a caller's lower cap.
     pub fn decode_bounded(bytes: &[u8], bytes_max: usize) -> Result<Ledger, DecodeError> {
-        let repr: LedgerRepr = codec::decode(Kind::LedgerState, bytes, bytes_max)?;
+        let (version, body) = codec::open_versioned(Kind::LedgerState, bytes, bytes_max, 1)?;
+        let repr: LedgerRepr = match version {
+            1 => {
+                let v1: LedgerReprV1 = codec::parse(body)?;
+                LedgerRepr {
+                    node: v1.node,
+                    vv: v1.vv,
+                    slots: v1.slots,
+                    settled: Vec::new(),
+                }
+            }
+            _ => codec::parse(body)?,
+        };
         if repr
             .slots
             .windows(2)
@@ -852,8 +1039,22 @@ impl Ledger {
                 "ledger slots are not sorted and unique".to_owned(),
             ));
         }
+        if repr.settled.windows(2).any(|w| w[0].period >= w[1].period) {
+            return Err(DecodeError::Invalid(
+                "ledger settlements are not sorted and unique".to_owned(),
+            ));
+        }
         let mut ledger = Ledger::new(repr.node);
+        for settlement in repr.settled {
+            settlement.validate()?;
+            ledger.settled.insert(settlement.period, settlement);
+        }
         for (key, node, slot) in repr.slots {
+            if ledger.settled.contains_key(&key.period) {
+                return Err(DecodeError::Invalid(
+                    "a ledger slot of a settled period".to_owned(),
+                ));
+            }
             ledger.join_slot(key, node, slot);
         }
         ledger.vv = repr.vv;
@@ -965,6 +1166,79 @@ mod tests {
             Finality::Open {
                 missing: vec![a_id, b_id]
             }
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_the_totals_drops_the_slots_and_is_the_same_everywhere() {
+        let november = Period::month(2026, 11).unwrap();
+        let december = november.next().unwrap();
+        let dec = |t: u64| CounterKey::new(TenantId(t), december, Metric::Requests);
+        let (a_id, b_id) = (NodeId(1), NodeId(2));
+        let mut a = Ledger::new(a_id);
+        let mut b = Ledger::new(b_id);
+        for t in 1..=20 {
+            a.increment(key(t, Metric::Requests), t).unwrap();
+            b.increment(key(t, Metric::BytesOut), 100 * t).unwrap();
+        }
+        a.seal(november.end_ms()).unwrap();
+        b.seal(november.end_ms()).unwrap();
+        a.increment(dec(1), 5).unwrap();
+        let from_a = a.delta_since(&VersionVector::new(), 1_000);
+        let from_b = b.delta_since(&VersionVector::new(), 1_000);
+        a.apply_delta(&from_b).unwrap();
+        b.apply_delta(&from_a).unwrap();
+        let before: Vec<[u64; 4]> = (1..=20).map(|t| a.totals(TenantId(t), november)).collect();
+        // Not final for a writer that did not seal.
+        assert_eq!(a.compact(november, [a_id, b_id, NodeId(3)]), None);
+        let sa = a.compact(november, [a_id, b_id]).expect("final");
+        let sb = b.compact(november, [a_id, b_id]).expect("final");
+        assert_eq!(
+            sa.encode(),
+            sb.encode(),
+            "byte-for-byte the same settlement"
+        );
+        assert_eq!(sa.digest(), sb.digest());
+        assert_eq!(a.compact(november, [a_id, b_id]), None, "compacted once");
+        let after: Vec<[u64; 4]> = (1..=20).map(|t| a.totals(TenantId(t), november)).collect();
+        assert_eq!(before, after);
+        assert_eq!(a.total(&dec(1)), 5, "another period is untouched");
+        assert_eq!(a.slots().count(), 1, "November's 40 slots are gone");
+        assert!(a.breakdown(&key(3, Metric::Requests)).is_empty());
+        // A late copy of November's slots changes nothing.
+        a.apply_delta(&from_b).unwrap();
+        assert_eq!(a.totals(TenantId(3), november), before[2]);
+        assert_eq!(a.slots().count(), 1);
+        // The store keeps it.
+        let back = Ledger::decode(&a.encode()).unwrap();
+        assert!(back.same_state(&a));
+        assert_eq!(back.settlement(november), Some(&sa));
+
+        // A replica that never saw November: it lacks the settlement, which it takes
+        // before the chunks; then the month is final there too, with the same totals.
+        let mut c = Ledger::new(NodeId(3));
+        let lacked: Vec<Settlement> = a
+            .settlements_lacked_by(c.version_vector(), &[])
+            .cloned()
+            .collect();
+        assert_eq!(lacked, vec![sa.clone()]);
+        assert!(c.apply_settlement(lacked[0].clone()));
+        for chunk in a.chunks_since(c.version_vector().clone(), 1_000) {
+            c.apply_delta(&chunk).unwrap();
+        }
+        assert_eq!(c.finality(november, [a_id, b_id]), Finality::Final);
+        assert_eq!(
+            (1..=20)
+                .map(|t| c.totals(TenantId(t), november))
+                .collect::<Vec<_>>(),
+            before
+        );
+        // Past the cut on every origin now: nothing lacked, even without saying so.
+        assert_eq!(a.settlements_lacked_by(c.version_vector(), &[]).count(), 0);
+        assert_eq!(
+            a.settlements_lacked_by(c.version_vector(), &[november])
+                .count(),
+            0
         );
     }
 
@@ -1302,6 +1576,28 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_state_still_decodes_as_a_ledger_without_settlements() {
+        #[derive(Serialize)]
+        struct V1 {
+            node: NodeId,
+            vv: VersionVector,
+            slots: Vec<(CounterKey, NodeId, Slot)>,
+        }
+        let mut a = Ledger::new(NodeId(3));
+        a.increment(key(2, Metric::BytesIn), 10).unwrap();
+        let v1 = V1 {
+            node: NodeId(3),
+            vv: a.version_vector().clone(),
+            slots: a.slots().collect(),
+        };
+        let mut bytes = vec![1, Kind::LedgerState as u8];
+        bytes.extend(postcard::to_allocvec(&v1).unwrap());
+        let back = Ledger::decode(&bytes).unwrap();
+        assert!(back.same_state(&a));
+        assert_eq!(back.settled_periods().count(), 0);
+    }
+
+    #[test]
     fn state_round_trips_and_unsorted_state_is_refused() {
         let mut a = Ledger::new(NodeId(3));
         a.increment(key(2, Metric::BytesIn), 10).unwrap();
@@ -1318,6 +1614,7 @@ mod tests {
                 (key(2, Metric::BytesIn), NodeId(1), Slot::default()),
                 (key(1, Metric::BytesIn), NodeId(1), Slot::default()),
             ],
+            settled: Vec::new(),
         };
         assert!(matches!(
             Ledger::decode(&codec::encode(Kind::LedgerState, &repr)),

@@ -6,7 +6,9 @@
 //! - [`period`]: billing periods (UTC month) and chart buckets (UTC hour) from a timestamp
 //!   passed in;
 //! - [`version`]: the version vector, the ledger's compact anti-entropy digest;
-//! - [`ledger`]: the usage ledger, grow-only counters with delta-state replication;
+//! - [`ledger`]: the usage ledger, grow-only counters with delta-state replication, sealed
+//!   per period by each writer;
+//! - [`settlement`]: a compacted period's final totals, which replace its ledger slots;
 //! - [`escrow`]: bounded counters (rights granted, transferred, consumed, retired) that
 //!   guard hard quotas without coordination on the request path;
 //! - [`directory`]: the tenant directory (tenants, API keys as hashes, signing secrets,
@@ -27,6 +29,7 @@ pub mod escrow;
 pub mod ids;
 pub mod ledger;
 pub mod period;
+pub mod settlement;
 pub mod version;
 
 pub use codec::DecodeError;
@@ -39,4 +42,5 @@ pub use ids::{
 };
 pub use ledger::{Delta, Ledger};
 pub use period::{Period, PeriodKind};
+pub use settlement::{Settlement, SettlementPart};
 pub use version::VersionVector;

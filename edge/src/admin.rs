@@ -887,6 +887,8 @@ async fn usage(
             "stale": any_stale,
             "final": missing.is_empty(),
             "missing_seals": missing,
+            "compacted": ledger.settlement(period).is_some(),
+            "settlement_digest": ledger.settlement(period).map(|s| format!("{:016x}", s.digest())),
             "as_of_ms": now,
         });
         (report, state.replica.take_ticket())

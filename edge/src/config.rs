@@ -244,12 +244,17 @@ pub struct BillingConfig {
     /// long ago, and never writes it again; a period is final once every member sealed it.
     /// Must exceed `http.request_deadline_ms` + `store.commit_timeout_ms`.
     pub seal_grace_ms: u64,
+    /// A final period is compacted this many days after it ends: its per-node usage is
+    /// replaced by its totals, the same on every node (0: never). Raw usage records are
+    /// kept as files, apart from this.
+    pub retention_days: u64,
 }
 
 impl Default for BillingConfig {
     fn default() -> Self {
         Self {
             seal_grace_ms: 600_000,
+            retention_days: 92,
         }
     }
 }
@@ -892,6 +897,12 @@ impl Config {
             self.billing.seal_grace_ms,
             (self.http.request_deadline_ms + self.store.commit_timeout_ms).saturating_add(1),
             30 * 24 * hour_ms,
+        )?;
+        in_range(
+            "billing.retention_days",
+            self.billing.retention_days,
+            0,
+            100 * 365,
         )?;
         in_range("idempotency.ttl_s", self.idempotency.ttl_s, 1, 30 * 86_400)?;
         in_range(

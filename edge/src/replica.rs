@@ -139,6 +139,7 @@ impl Replica {
             peer_stale_ms: config.cluster.peer_stale_ms,
             mesh_peers: config.cluster.mesh_peers,
             seal_grace_ms: config.billing.seal_grace_ms,
+            compact_after_ms: config.billing.retention_days * 86_400_000,
             // The transport's frame limit: the core cuts its messages below it.
             message_bytes_max: config.cluster.message_bytes_max,
             ..SyncConfig::default()

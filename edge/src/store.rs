@@ -19,7 +19,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tessera_crdt::directory::DirectoryDelta;
 use tessera_crdt::ledger::Delta;
-use tessera_crdt::{Directory, EscrowBook, Ledger, NodeId};
+use tessera_crdt::{Directory, EscrowBook, Ledger, NodeId, Settlement};
 use tessera_sync::{Changes, NodeState};
 use thiserror::Error;
 
@@ -37,6 +37,11 @@ const FORMAT: &[u8] = b"tessera-store-1";
 const TAG_LEDGER: u8 = 1;
 const TAG_DIRECTORY: u8 = 2;
 const TAG_ESCROW: u8 = 3;
+/// A compacted period's settlement (after the batch's ledger deltas: it drops their slots
+/// of that period, and later deltas' slots of it are ignored).
+const TAG_SETTLED: u8 = 4;
+/// Escrow counters of periods ending at or before a time were forgotten (8 bytes, LE).
+const TAG_ESCROW_FORGOTTEN: u8 = 5;
 
 /// Bound on one decoded snapshot part or record part (the directory's own cap is 64 MB;
 /// a 100K-tenant ledger encodes to ~30 MB).
@@ -298,6 +303,12 @@ fn encode_record(changes: &Changes) -> Vec<u8> {
         }
         part(TAG_ESCROW, book.encode());
     }
+    for settlement in &changes.settled {
+        part(TAG_SETTLED, settlement.encode());
+    }
+    if let Some(through_ms) = changes.escrow_forgotten_through_ms {
+        part(TAG_ESCROW_FORGOTTEN, through_ms.to_le_bytes().to_vec());
+    }
     out
 }
 
@@ -329,6 +340,16 @@ fn apply_record(state: &mut NodeState, mut bytes: &[u8]) -> Result<(), String> {
             TAG_ESCROW => {
                 let book = EscrowBook::decode(body).map_err(|e| e.to_string())?;
                 state.escrow.merge(&book);
+            }
+            TAG_SETTLED => {
+                let settlement = Settlement::decode(body).map_err(|e| e.to_string())?;
+                state.ledger.apply_settlement(settlement);
+            }
+            TAG_ESCROW_FORGOTTEN => {
+                let through: [u8; 8] = body
+                    .try_into()
+                    .map_err(|_| "a forgotten-counters part is not 8 bytes")?;
+                state.escrow.forget_through(u64::from_le_bytes(through));
             }
             other => return Err(format!("unknown part tag {other}")),
         }

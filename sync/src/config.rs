@@ -95,6 +95,12 @@ pub struct SyncConfig {
     /// plus the commit timeout, so usage billed just before a period ended is written
     /// before the seal whatever the clock's small steps (the edge checks this).
     pub seal_grace_ms: u64,
+    /// Compaction: a period final here is replaced by its settlement (its totals) once it
+    /// ended this long ago; its slots are dropped. 0: never. Only final periods are
+    /// compacted, so a member offline with usage of the period holds compaction back until
+    /// it returns (or is decommissioned); a peer that lacks some of the dropped slots
+    /// receives the settlement instead.
+    pub compact_after_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -129,6 +135,7 @@ impl Default for SyncConfig {
             rebalance_interval_ms: 1_000,
             rebalance_idle_ms: 5_000,
             seal_grace_ms: 600_000,
+            compact_after_ms: 92 * 24 * 3_600_000,
         }
     }
 }

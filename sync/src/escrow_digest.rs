@@ -105,6 +105,13 @@ impl EscrowDigest {
         self.buckets[bucket] ^= hash;
     }
 
+    /// Takes a forgotten counter out of the digest.
+    pub fn remove(&mut self, key: &CounterKey) {
+        if let Some(old) = self.hashes.remove(key) {
+            self.buckets[bucket_of_hash(key_hash(key))] ^= old;
+        }
+    }
+
     pub fn buckets(&self) -> &[u64] {
         &self.buckets
     }

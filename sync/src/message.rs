@@ -12,7 +12,8 @@ use thiserror::Error;
 
 use tessera_crdt::directory::{DirectoryDelta, SyncMessage};
 use tessera_crdt::ledger::Delta;
-use tessera_crdt::{BoundedCounter, CounterKey, VersionVector};
+use tessera_crdt::settlement::Resume;
+use tessera_crdt::{BoundedCounter, CounterKey, Period, SettlementPart, VersionVector};
 
 use crate::escrow_digest::BUCKETS;
 use crate::membership::{MemberEntry, Membership};
@@ -23,8 +24,12 @@ pub const COUNTERS_MAX: usize = 4096;
 /// The wire format version, first byte of every encoded message. 3: bounded counters carry
 /// refund cells (a node of version 2 would misread them, so it refuses them whole). 4:
 /// member tables (a node of version 3 would count every exchange as garbage and drop the
-/// connection).
-pub const WIRE_VERSION: u8 = 4;
+/// connection). 5: ledger pulls list the puller's settled periods, and settlements travel
+/// in parts (billing-period compaction).
+pub const WIRE_VERSION: u8 = 5;
+
+/// Settled periods a pull may list.
+pub const SETTLED_MAX: usize = 4096;
 
 /// Everything a node sends another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,8 +43,17 @@ pub enum Message {
         first_change_ms: u64,
         relay: bool,
     },
-    /// "This is my ledger digest; send what I lack."
-    LedgerPull { digest: VersionVector },
+    /// "This is my ledger digest; send what I lack." With the periods the puller has
+    /// settled, and where it stands in a settlement it is receiving from this peer (its
+    /// period, digest and last total), if any: a provider that compacted a period the
+    /// puller may lack slots of sends the settlement, part by part, before any chunk.
+    LedgerPull {
+        digest: VersionVector,
+        settled: Vec<Period>,
+        resume: Option<Resume>,
+    },
+    /// One part of a settlement the puller lacks (see `tessera_crdt::settlement`).
+    SettlementPart(SettlementPart),
     /// Part of what the puller lacked; `more` when another pull would bring more.
     LedgerChunk { delta: Delta, more: bool },
     /// New directory ops, the origin's or relayed, as [`Message::LedgerPush`].
@@ -101,6 +115,7 @@ impl Message {
         match self {
             Message::LedgerPush { .. } => "ledger_push",
             Message::LedgerPull { .. } => "ledger_pull",
+            Message::SettlementPart(_) => "settlement_part",
             Message::LedgerChunk { .. } => "ledger_chunk",
             Message::DirectoryPush { .. } => "directory_push",
             Message::Directory(_) => "directory_sync",
@@ -163,8 +178,21 @@ impl Message {
             Message::Members { entries, .. } => {
                 Membership::validate(entries).map_err(MessageError::Invalid)
             }
-            Message::LedgerPull { .. }
-            | Message::Directory(SyncMessage::Digest(_))
+            Message::LedgerPull { settled, .. } => {
+                if settled.len() > SETTLED_MAX {
+                    return invalid(format!("{} settled periods listed", settled.len()));
+                }
+                Ok(())
+            }
+            Message::SettlementPart(part) => {
+                if part.totals.len() > SettlementPart::ENTRIES_MAX
+                    || part.through.len() > VersionVector::NODES_MAX
+                {
+                    return invalid("settlement part too large".into());
+                }
+                Ok(())
+            }
+            Message::Directory(SyncMessage::Digest(_))
             | Message::EscrowDigest { .. }
             | Message::RightsRequest { .. }
             | Message::Leaving => Ok(()),

@@ -101,13 +101,13 @@ use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError,
 use tessera_crdt::ledger::{Delta, IncrementError};
 use tessera_crdt::{
     BoundedCounter, CounterKey, EscrowBook, EscrowError, IdHashMap, IdHashSet, Ledger, NodeId,
-    Period, PeriodKind, TenantId, VersionVector,
+    Period, PeriodKind, Settlement, TenantId, VersionVector,
 };
 
 use crate::config::SyncConfig;
 use crate::escrow_digest::{bucket_of, EscrowDigest};
 use crate::membership::{Liveness, MemberEntry, Membership};
-use crate::message::{Message, MessageError, COUNTERS_MAX};
+use crate::message::{Message, MessageError, COUNTERS_MAX, SETTLED_MAX};
 use crate::rng::{mix, Rng};
 
 // The core's parts, each an `impl Node` block over the state below, readable alone.
@@ -205,6 +205,14 @@ pub struct Stats {
     /// Rights this node handed back to a tenant's home after going idle (also in
     /// `rights_given`).
     pub rights_handed_back: u64,
+    /// Periods this node compacted into settlements (issue #14).
+    pub periods_compacted: u64,
+    /// Settlements received whole from peers, and settlement parts refused (out of order,
+    /// or an assembly that failed its digest).
+    pub settlements_received: u64,
+    pub settlement_parts_refused: u64,
+    /// Escrow counters forgotten because their period was sealed here.
+    pub escrow_counters_dropped: u64,
     pub ledger_chunks_applied: u64,
     /// Valid messages that brought nothing new: duplicates, replays, or data that an
     /// anti-entropy round delivered first. Harmless (merges are idempotent); counted.
@@ -244,11 +252,21 @@ pub struct Changes {
     /// once the batch is durable, pass it to [`Node::promote`] to enforce the peers' ops it
     /// carries.
     pub directory_through: VersionVector,
+    /// Periods compacted here (or whose settlement arrived), to apply after `ledger`: their
+    /// slots are dropped, and slots of theirs in later batches ignored.
+    pub settled: Vec<Settlement>,
+    /// Counters of every period ending at or before this were forgotten (sealed here): to
+    /// drop after `escrow` ([`EscrowBook::forget_through`]).
+    pub escrow_forgotten_through_ms: Option<u64>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.ledger.is_empty() && self.directory.is_empty() && self.escrow.is_empty()
+        self.ledger.is_empty()
+            && self.directory.is_empty()
+            && self.escrow.is_empty()
+            && self.settled.is_empty()
+            && self.escrow_forgotten_through_ms.is_none()
     }
 }
 
@@ -437,6 +455,9 @@ pub struct Node {
     escrow_relay_due_ms: Option<u64>,
     /// Rights moved toward demand between requests (`node/rebalance.rs`).
     rebalance: rebalance::Rebalance,
+    /// Sealed periods: compaction, settlements received, forgotten counters
+    /// (`node/finality.rs`).
+    periods: finality::Periods,
 }
 
 impl Node {
@@ -492,6 +513,13 @@ impl Node {
             escrow_relay: IdHashSet::default(),
             escrow_relay_due_ms: None,
             rebalance: rebalance::Rebalance::default(),
+            // A node whose store held none of its own entries seals only after
+            // `seal_grace_ms` (see `Node::seal_due`).
+            periods: finality::Periods::new(if ledger_pushed > 0 {
+                now_ms
+            } else {
+                now_ms.saturating_add(config.seal_grace_ms)
+            }),
             config,
         }
     }
@@ -627,6 +655,8 @@ impl Node {
             escrow,
             own_changes: self.own_changes,
             directory_through: self.persisted_directory.clone(),
+            settled: std::mem::take(&mut self.periods.persist_settled),
+            escrow_forgotten_through_ms: self.periods.persist_forgotten_ms.take(),
         }
     }
 
@@ -947,6 +977,7 @@ impl Node {
 
     fn tick(&mut self, now_ms: u64) {
         self.seal_due(now_ms);
+        self.compact_due(now_ms);
         self.reconcile_quotas(now_ms);
         if self.mesh_check_ms.is_some_and(|due| due <= now_ms) {
             self.maintain_mesh(now_ms);
@@ -1034,7 +1065,12 @@ impl Node {
                     );
                 }
             }
-            Message::LedgerPull { digest } => self.answer_pull(now_ms, from, &digest),
+            Message::LedgerPull {
+                digest,
+                settled,
+                resume,
+            } => self.answer_pull(now_ms, from, &digest, &settled, resume),
+            Message::SettlementPart(part) => self.take_settlement_part(now_ms, from, part),
             Message::LedgerChunk { delta, more } => {
                 self.pulls_in_flight.remove(&from);
                 self.apply_ledger(now_ms, from, &delta)?;

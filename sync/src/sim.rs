@@ -931,6 +931,14 @@ pub fn persist(state: &mut NodeState, changes: &Changes) {
             tessera_crdt::BoundedCounter::decode(&counter.encode()).expect("counter decodes");
         state.escrow.merge_counter(*key, &counter);
     }
+    for settlement in &changes.settled {
+        let settlement =
+            tessera_crdt::Settlement::decode(&settlement.encode()).expect("settlement decodes");
+        state.ledger.apply_settlement(settlement);
+    }
+    if let Some(through_ms) = changes.escrow_forgotten_through_ms {
+        state.escrow.forget_through(through_ms);
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! cut off with usage nobody saw, crashed, and back after the period closed (its usage
 //! counted, the period final only then); a dead member, which blocks finality until it is
 //! decommissioned; sealing under loss and duplication with every node sealing at once;
-//! usage after a seal refused.
+//! usage after a seal refused. Compaction: a final period replaced by its settlement, the
+//! same bytes on every node, the totals unchanged, and a node that missed some of the
+//! period's usage receiving the settlement (in parts) before anything else.
 //!
 //! The periods are UTC hours (the ledger takes any period; the edge bills months, which
 //! end on hour boundaries, so the same seals cover them): the simulator starts at an hour
@@ -197,5 +199,109 @@ fn concurrent_seals_over_a_lossy_network_reach_the_same_final_totals() {
                 "seed {seed}: node {i} sealed through the hour's end"
             );
         }
+    });
+}
+
+#[test]
+fn compaction_settles_a_final_period_the_same_everywhere_and_a_node_that_missed_usage_receives_it()
+{
+    for_each_seed(SEEDS, |seed| {
+        let after_ms = 30 * 60_000;
+        let mut sim = Sim::new(
+            N,
+            seed,
+            SyncConfig {
+                compact_after_ms: after_ms,
+                ..config()
+            },
+            NetConfig::wan(),
+        );
+        let all: Vec<usize> = (0..N).collect();
+        let late = N - 1;
+        // 300 tenants' usage of the hour: settlements of several parts (64 totals each).
+        for round in 0..60u64 {
+            for &i in &all {
+                for t in 0..5 {
+                    let tenant = 1 + (round * 5 + t) % 300;
+                    sim.increment(i, key(tenant, Metric::Requests), 1 + i as u64);
+                }
+            }
+            sim.run_for(20_000);
+        }
+        // Node 6 hears nothing more from the others (its own messages still go out): it
+        // misses the rest of the hour's usage, while its seal reaches everyone.
+        let cut = (0..N - 1).map(|j| (j, late)).collect();
+        sim.set_cut(cut);
+        write(
+            &mut sim,
+            &all[..N - 1],
+            HOUR_MS - 20 * 60_000 - 10_000,
+            5_000,
+        );
+        let totals_before: Vec<u64> = (1..=300)
+            .map(|t| sim.node(0).ledger().total(&key(t, Metric::Requests)))
+            .collect();
+        sim.run_until(START_MS + HOUR_MS + after_ms + 2 * 60_000);
+        let settled: Vec<Vec<u8>> = all[..N - 1]
+            .iter()
+            .map(|&i| {
+                let ledger = sim.node(i).ledger();
+                assert_eq!(
+                    ledger.slots().count(),
+                    0,
+                    "seed {seed}: node {i} kept slots"
+                );
+                ledger
+                    .settlement(hour())
+                    .unwrap_or_else(|| panic!("seed {seed}: node {i} did not compact"))
+                    .encode()
+            })
+            .collect();
+        assert!(
+            settled.windows(2).all(|w| w[0] == w[1]),
+            "seed {seed}: the settlements differ"
+        );
+        assert!(
+            sim.node(late).ledger().settlement(hour()).is_none(),
+            "seed {seed}: node 6 cannot have compacted: it is not final there"
+        );
+        let totals_after: Vec<u64> = (1..=300)
+            .map(|t| sim.node(0).ledger().total(&key(t, Metric::Requests)))
+            .collect();
+        assert_eq!(
+            totals_before, totals_after,
+            "seed {seed}: compaction changed totals"
+        );
+        // Node 6 hears the others again: it takes the settlement, then the rest.
+        sim.heal();
+        sim.run_for(20_000);
+        let node6 = sim.node(late);
+        assert!(
+            node6.stats().settlements_received >= 1,
+            "seed {seed}: node 6 received no settlement"
+        );
+        assert_eq!(
+            node6
+                .ledger()
+                .settlement(hour())
+                .map(|s| s.encode())
+                .as_ref(),
+            Some(&settled[0]),
+            "seed {seed}: node 6's settlement"
+        );
+        assert!(node6.finality(hour()).is_final(), "seed {seed}: node 6");
+        for tenant in 1..=5 {
+            assert_eq!(
+                node6.ledger().total(&key(tenant, Metric::Requests)),
+                written(&sim, tenant),
+                "seed {seed}: node 6's total of tenant {tenant}"
+            );
+        }
+        println!(
+            "seed {seed}: {} tenants settled, {} bytes; node 6 took it in parts ({} refused)",
+            totals_after.iter().filter(|t| **t > 0).count(),
+            settled[0].len(),
+            node6.stats().settlement_parts_refused
+        );
     });
 }

@@ -59,6 +59,11 @@ impl Node {
     ) -> Vec<CounterKey> {
         let mut changed = Vec::new();
         for (key, counter) in counters {
+            if self.is_sealed_here(key.period) {
+                // Forgotten here (`forget_sealed_counters`): a peer that has not sealed yet
+                // still sends it.
+                continue;
+            }
             let before = self.escrow.get(key).map_or(0, |c| c.incoming(self.id));
             if self.escrow.merge_counter(*key, counter) {
                 // Counted here, whatever message brought them (a reply, or the donor's

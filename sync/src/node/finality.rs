@@ -1,20 +1,73 @@
-//! Sealing and finality of billing periods (issue #14; docs/PROTOCOL.md, "Finality"): each
-//! node seals its own ledger slots of every hour — hence every month — that ended at least
-//! `seal_grace_ms` ago, and reads a period as final once it holds the seal of every member
-//! that could have written to it. The ledger's seal and the argument that a final total
+//! Sealing, finality and compaction of billing periods (issue #14; docs/PROTOCOL.md,
+//! "Finality" and "Compaction"): each node seals its own ledger slots of every hour — hence
+//! every month — that ended at least `seal_grace_ms` ago (and forgets its escrow counters
+//! of those periods), reads a period as final once it holds the seal of every member that
+//! could have written to it, and compacts a final period `compact_after_ms` after its end
+//! into its settlement, which a peer that may lack its slots receives part by part. The ledger's seal and the argument that a final total
 //! can no longer change are `tessera_crdt::ledger`'s ("Seals and finality"); what this part
 //! adds is the set of writers, which only the node knows (its member table, the origins in
 //! its ledger, the directory's decommissions). Split from `node.rs` so the rule reads alone.
 
 use tessera_crdt::ledger::Finality;
+use tessera_crdt::settlement::{Assembly, Resume, SettlementPart};
 
 use super::*;
+
+/// How often the compaction pass looks for periods due (a pass walks the periods held,
+/// a handful).
+const COMPACTION_CHECK_MS: u64 = 60_000;
+
+/// State of the periods' life cycle (see the module doc).
+#[derive(Debug)]
+pub(super) struct Periods {
+    /// No seal before this: a node whose store held none of its own entries waits
+    /// `seal_grace_ms` after its start (see [`Node::seal_due`]).
+    first_seal_ms: u64,
+    /// Settlements being received, by the peer sending them.
+    assemblies: BTreeMap<NodeId, Assembly>,
+    /// Settlements made or taken here since the last [`Node::take_changes`].
+    pub(super) persist_settled: Vec<Settlement>,
+    /// The latest sweep of forgotten counters since the last [`Node::take_changes`].
+    pub(super) persist_forgotten_ms: Option<u64>,
+    /// When the compaction pass runs next.
+    next_compaction_ms: u64,
+    /// This node's seal when its escrow counters were last swept.
+    escrow_swept_through_ms: u64,
+}
+
+impl Periods {
+    /// At start, sealing from `first_seal_ms` on.
+    pub(super) fn new(first_seal_ms: u64) -> Periods {
+        Periods {
+            first_seal_ms,
+            assemblies: BTreeMap::new(),
+            persist_settled: Vec::new(),
+            persist_forgotten_ms: None,
+            next_compaction_ms: 0,
+            escrow_swept_through_ms: 0,
+        }
+    }
+
+    /// Where a settlement from `peer` stands, for the next pull to it.
+    pub(super) fn resume(&self, peer: NodeId) -> Option<Resume> {
+        self.assemblies.get(&peer).map(Assembly::resume)
+    }
+}
 
 impl Node {
     /// Seals what `seal_grace_ms` allows: every hour that ended at least that long ago. A
     /// node that was down for weeks seals its old periods at its first tick, after the
-    /// usage it had not sent (its own sequence orders them).
+    /// usage it had not sent (its own sequence orders them). A node that starts with none
+    /// of its own entries in its store waits `seal_grace_ms` first: were it an identity
+    /// reused on an empty disk, a seal written at once would take a sequence number its
+    /// earlier life already used, and the peers' copies of that life's entries below it
+    /// would never be sent back to it; by then it has pulled them. (A fresh node has
+    /// written nothing to seal: the wait only delays periods that ended just before it
+    /// joined.)
     pub(super) fn seal_due(&mut self, now_ms: u64) {
+        if now_ms < self.periods.first_seal_ms {
+            return;
+        }
         let through_ms = self.seal_through_ms(now_ms);
         if through_ms > self.ledger.sealed_through(self.id)
             && self.ledger.seal(through_ms).unwrap_or(false)
@@ -22,6 +75,84 @@ impl Node {
             self.own_changes += 1;
             self.schedule_push(now_ms);
         }
+        let sealed_ms = self.ledger.sealed_through(self.id);
+        if sealed_ms > self.periods.escrow_swept_through_ms {
+            self.periods.escrow_swept_through_ms = sealed_ms;
+            self.forget_sealed_counters(sealed_ms);
+        }
+    }
+
+    /// Forgets the escrow counters of periods sealed here: their rights can be neither
+    /// spent nor given back (`refuse_sealed`), and the ledger is the bill. Hourly quotas
+    /// would otherwise leave one counter per tenant per hour for ever. Their copies from
+    /// peers are ignored from now on (`is_sealed_here`).
+    fn forget_sealed_counters(&mut self, sealed_ms: u64) {
+        self.periods.persist_forgotten_ms = Some(sealed_ms);
+        for key in self.escrow.forget_through(sealed_ms) {
+            self.escrow_digest.remove(&key);
+            self.escrow_dirty.remove(&key);
+            self.persist_dirty.remove(&key);
+            self.escrow_relay.remove(&key);
+            self.requests.remove(&key);
+            self.stats.escrow_counters_dropped += 1;
+        }
+    }
+
+    /// Whether `period` is sealed on this node (its counters forgotten, its slots final).
+    pub(super) fn is_sealed_here(&self, period: Period) -> bool {
+        period.end_ms() <= self.ledger.sealed_through(self.id)
+    }
+
+    /// Compacts every period final here whose end is `compact_after_ms` old (at most once
+    /// a minute; 0: never).
+    pub(super) fn compact_due(&mut self, now_ms: u64) {
+        let after_ms = self.config.compact_after_ms;
+        if after_ms == 0 || now_ms < self.periods.next_compaction_ms {
+            return;
+        }
+        self.periods.next_compaction_ms = now_ms + COMPACTION_CHECK_MS;
+        let due: Vec<Period> = self
+            .ledger
+            .periods()
+            .filter(|period| period.end_ms().saturating_add(after_ms) <= now_ms)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let writers = self.period_writers();
+        for period in due {
+            if let Some(settlement) = self.ledger.compact(period, writers.iter().copied()) {
+                self.stats.periods_compacted += 1;
+                self.periods.persist_settled.push(settlement);
+            }
+        }
+    }
+
+    /// A part of a settlement this node lacks, from `from` (an answer to its pull):
+    /// assembled in order; once whole and checked, the period's slots here are replaced by
+    /// it. Either way the next pull goes out at once (for the next part, or the chunks).
+    pub(super) fn take_settlement_part(&mut self, now_ms: u64, from: NodeId, part: SettlementPart) {
+        self.pulls_in_flight.remove(&from);
+        if self.ledger.settlement(part.period).is_some() {
+            self.periods.assemblies.remove(&from);
+            return;
+        }
+        let step = match self.periods.assemblies.remove(&from) {
+            Some(assembly) if part.after.is_some() => assembly.take(part),
+            _ => Assembly::start(part),
+        };
+        match step {
+            Ok(Ok(settlement)) => {
+                self.ledger.apply_settlement(settlement.clone());
+                self.periods.persist_settled.push(settlement);
+                self.stats.settlements_received += 1;
+            }
+            Ok(Err(assembly)) => {
+                self.periods.assemblies.insert(from, assembly);
+            }
+            Err(_) => self.stats.settlement_parts_refused += 1,
+        }
+        self.send_pull(now_ms, from);
     }
 
     /// The seal this node owes at `now_ms`: the start of the hour containing

@@ -90,7 +90,31 @@ impl Node {
         Ok(report.applied)
     }
 
-    pub(super) fn answer_pull(&mut self, now_ms: u64, from: NodeId, digest: &VersionVector) {
+    pub(super) fn answer_pull(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        digest: &VersionVector,
+        settled: &[Period],
+        resume: Option<tessera_crdt::settlement::Resume>,
+    ) {
+        // A period compacted here that the puller may lack slots of: the settlement
+        // first, part by part; no chunk moves its prefix past the dropped slots before.
+        let entries_max = self.config.ledger_entries_max;
+        let part = self
+            .ledger
+            .settlements_lacked_by(digest, settled)
+            .next()
+            .map(|settlement| {
+                let after = resume
+                    .filter(|r| r.period == settlement.period && r.digest == settlement.digest())
+                    .and_then(|r| r.after);
+                settlement.part(after, entries_max)
+            });
+        if let Some(part) = part {
+            self.send(from, Message::SettlementPart(part));
+            return;
+        }
         let delta = self
             .ledger
             .delta_since(digest, self.config.ledger_entries_max);
@@ -114,7 +138,21 @@ impl Node {
         }
         self.pulls_in_flight.insert(to, now_ms);
         let digest = self.ledger.version_vector().clone();
-        self.send(to, Message::LedgerPull { digest });
+        let settled = self
+            .ledger
+            .settled_periods()
+            .rev()
+            .take(SETTLED_MAX)
+            .collect();
+        let resume = self.periods.resume(to);
+        self.send(
+            to,
+            Message::LedgerPull {
+                digest,
+                settled,
+                resume,
+            },
+        );
     }
 
     pub(super) fn anti_entropy_round(&mut self, now_ms: u64) {

@@ -707,6 +707,7 @@ impl Node {
             next = next.min(due);
         }
         next = next.min(self.next_member_round_ms);
+        next = next.min(self.next_seal_ms());
         if let Some(due) = self.rebalance.next_due_ms() {
             next = next.min(due);
         }

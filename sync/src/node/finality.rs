@@ -155,6 +155,20 @@ impl Node {
         self.send_pull(now_ms, from);
     }
 
+    /// When the next seal is due: an hour after the last one's end, plus the grace (an
+    /// idle node must not wait for another timer to seal).
+    pub(super) fn next_seal_ms(&self) -> u64 {
+        let sealed_ms = self.ledger.sealed_through(self.id);
+        let due_ms = if sealed_ms == 0 {
+            0
+        } else {
+            sealed_ms
+                .saturating_add(3_600_000)
+                .saturating_add(self.config.seal_grace_ms)
+        };
+        due_ms.max(self.periods.first_seal_ms)
+    }
+
     /// The seal this node owes at `now_ms`: the start of the hour containing
     /// `now_ms − seal_grace_ms`.
     fn seal_through_ms(&self, now_ms: u64) -> u64 {

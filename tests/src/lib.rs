@@ -9,6 +9,7 @@
 //! This crate is test code: it may panic on setup failures, and it is never a dependency
 //! of a production crate.
 
+pub mod calendar;
 pub mod checker;
 pub mod history;
 pub mod nemesis;

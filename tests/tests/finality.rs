@@ -29,8 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::{Method, StatusCode};
 use serde_json::Value;
+use tessera_tests::calendar::next_month;
 use tessera_tests::client::{self, tiny_png, ClientError};
-use tessera_tests::cluster::{Backend, Cluster, ClusterSpec};
+use tessera_tests::cluster::{Backend, Cluster, ClusterSpec, TenantKey};
 use tessera_tests::link::{isolating, CutKind};
 use tessera_tests::node_bin;
 
@@ -67,40 +68,6 @@ async fn sleep_until_wall(at_ms: u64) {
     if at_ms > now {
         tokio::time::sleep(Duration::from_millis(at_ms - now)).await;
     }
-}
-
-/// The months (`YYYY-MM`) containing `now_ms` and after it, and the milliseconds from
-/// `now_ms` to the first of the next (UTC). (The same civil-date arithmetic as
-/// `store_and_clock.rs`, whose `next_month` a test crate cannot share.)
-fn next_month(now_ms: u64) -> (String, String, u64) {
-    let days = now_ms / 86_400_000;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (next_year, next_month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    // Days from 1970-01-01 to the first of the next month.
-    let y = next_year - i64::from(next_month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = next_month;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let first_ms = ((era * 146_097 + doe - 719_468) as u64) * 86_400_000;
-    (
-        format!("{year:04}-{month:02}"),
-        format!("{next_year:04}-{next_month:02}"),
-        first_ms - now_ms,
-    )
 }
 
 /// The month's end the nodes are started before.
@@ -525,28 +492,41 @@ async fn until_total(
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_month_turns_final_everywhere_after_its_end_with_the_billed_totals() {
-    let started = wall_ms();
+/// `nodes` nodes started [`LEAD_MS`] before a month's end, tenant `acme` with a key, the
+/// key served by every node (the shots that proved it), and more than `margin_ms` left
+/// before the end for load.
+async fn started_before_the_end(
+    nodes: usize,
+    backend: Backend,
+    margin_ms: i64,
+) -> (Boundary, Cluster, Vec<String>, TenantKey, Vec<Shot>) {
     let boundary = Boundary::ahead(LEAD_MS);
-    let cluster = Cluster::start(spec(3, Backend::Direct, &boundary), node_bin!()).await;
+    let cluster = Cluster::start(spec(nodes, backend, &boundary), node_bin!()).await;
     let ids = node_ids(&cluster).await;
-    let all: BTreeSet<String> = ids.iter().cloned().collect();
     let acme = cluster
         .admin(0)
         .tenant_with_key("acme", None)
         .await
         .unwrap();
     let mut shots = Vec::new();
-    for i in 0..3 {
+    for i in 0..nodes {
         shots.extend(until_serves(&cluster, i, &acme.key).await);
     }
     let ready_before_end_ms = boundary.wall_ms() as i64 - wall_ms() as i64;
     assert!(
-        ready_before_end_ms > 3_000,
+        ready_before_end_ms > margin_ms,
         "setup ended {ready_before_end_ms} ms before the month's end: too late for load before \
          it (raise LEAD_MS)"
     );
+    (boundary, cluster, ids, acme, shots)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_month_turns_final_everywhere_after_its_end_with_the_billed_totals() {
+    let started = wall_ms();
+    let (boundary, cluster, ids, acme, mut shots) =
+        started_before_the_end(3, Backend::Direct, 3_000).await;
+    let all: BTreeSet<String> = ids.iter().cloned().collect();
 
     // Clients on every node across the end, until well after the grace.
     let load_until = boundary.wall_ms() + GRACE_MS + 2_000;
@@ -617,24 +597,8 @@ async fn a_dead_member_blocks_finality_until_it_returns_or_is_decommissioned() {
     /// How long past the grace the blocked month is watched staying open.
     const HOLD_MS: u64 = 3_000;
     let started = wall_ms();
-    let boundary = Boundary::ahead(LEAD_MS);
-    let mut cluster = Cluster::start(spec(4, Backend::Proxy, &boundary), node_bin!()).await;
-    let ids = node_ids(&cluster).await;
-    let acme = cluster
-        .admin(0)
-        .tenant_with_key("acme", None)
-        .await
-        .unwrap();
-    let mut shots = Vec::new();
-    for i in 0..4 {
-        shots.extend(until_serves(&cluster, i, &acme.key).await);
-    }
-    let ready_before_end_ms = boundary.wall_ms() as i64 - wall_ms() as i64;
-    assert!(
-        ready_before_end_ms > 6_000,
-        "setup ended {ready_before_end_ms} ms before the month's end: too late for load before \
-         it (raise LEAD_MS)"
-    );
+    let (boundary, mut cluster, ids, acme, mut shots) =
+        started_before_the_end(4, Backend::Proxy, 6_000).await;
 
     let load_until = boundary.wall_ms() + GRACE_MS + 2_000;
     let live: Vec<_> = (0..2)
@@ -830,12 +794,4 @@ async fn a_dead_member_blocks_finality_until_it_returns_or_is_decommissioned() {
         requests(&finals[0]),
         wall_ms() - started
     );
-}
-
-#[test]
-fn the_boundary_is_the_next_first_of_the_month() {
-    // 2026-12-31T23:00:00Z
-    let (this, next, until) = next_month(1_798_758_000_000);
-    assert_eq!((this.as_str(), next.as_str()), ("2026-12", "2027-01"));
-    assert_eq!(until, 3_600_000);
 }

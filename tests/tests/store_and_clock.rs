@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use serde_json::json;
+use tessera_tests::calendar::next_month;
 use tessera_tests::client::{self, tiny_png};
 use tessera_tests::cluster::{Backend, Cluster, ClusterSpec};
 use tessera_tests::node_bin;
@@ -172,39 +173,6 @@ async fn a_stalled_or_failed_store_bills_nothing_it_did_not_answer() {
     );
 }
 
-/// Milliseconds from now to the start of the next month (UTC), from the node's own view:
-/// the month boundary read off a period the node reports.
-fn next_month(now_ms: u64) -> (String, String, u64) {
-    let days = now_ms / 86_400_000;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (next_year, next_month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    // Days from 1970-01-01 to the first of the next month.
-    let y = next_year - i64::from(next_month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = next_month;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let first_ms = ((era * 146_097 + doe - 719_468) as u64) * 86_400_000;
-    (
-        format!("{year:04}-{month:02}"),
-        format!("{next_year:04}-{next_month:02}"),
-        first_ms - now_ms,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_whose_clock_is_in_the_next_month_bills_it_and_every_node_agrees() {
     let now_ms = std::time::SystemTime::now()
@@ -250,16 +218,4 @@ async fn a_node_whose_clock_is_in_the_next_month_bills_it_and_every_node_agrees(
          and {next} reads {next_total} on every node",
         ahead_ms / 1000
     );
-}
-
-#[test]
-fn next_month_is_the_calendar_month() {
-    // 2026-11-30T12:00:00Z
-    let (this, next, until) = next_month(1_796_040_000_000);
-    assert_eq!((this.as_str(), next.as_str()), ("2026-11", "2026-12"));
-    assert_eq!(until, 12 * 3_600_000);
-    // 2026-12-31T23:00:00Z
-    let (this, next, until) = next_month(1_798_758_000_000);
-    assert_eq!((this.as_str(), next.as_str()), ("2026-12", "2027-01"));
-    assert_eq!(until, 3_600_000);
 }

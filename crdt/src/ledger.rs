@@ -61,6 +61,14 @@
 //! dropped slots, which no replica needs again once it holds the settlement. A replica
 //! that may lack some of them receives the settlement instead
 //! ([`Ledger::settlements_lacked_by`], [`Ledger::apply_settlement`]).
+//!
+//! # Retirement
+//! An origin gone for good (decommissioned) whose every usage slot was compacted holds
+//! nothing here but its seal: it can be *retired* ([`Ledger::retire`]). Its seal slot and
+//! its version-vector entry are dropped, so identities that churn (a wiped node comes back
+//! as a new one) no longer accumulate toward [`VersionVector::NODES_MAX`]; the retired
+//! identity is remembered (8 bytes), and its entries are refused from then on, whoever
+//! relays them, so a late message can never re-create its old slots.
 
 use std::collections::{btree_map, BTreeMap, BTreeSet};
 
@@ -321,6 +329,8 @@ pub struct Ledger {
     periods: BTreeMap<Period, usize>,
     /// Compacted periods' totals, in place of their slots.
     settled: BTreeMap<Period, Settlement>,
+    /// Retired origins: out of the version vector, their entries refused.
+    retired: BTreeSet<NodeId>,
 }
 
 /// One origin's slots as `(seq, key)` pairs, ordered by seq: a map from seq to key,
@@ -514,6 +524,7 @@ struct LedgerRepr {
     vv: VersionVector,
     slots: Vec<(CounterKey, NodeId, Slot)>,
     settled: Vec<Settlement>,
+    retired: Vec<NodeId>,
 }
 
 /// Version 1 of [`LedgerRepr`]: before settlements.
@@ -540,6 +551,7 @@ impl Ledger {
             vv: VersionVector::new(),
             periods: BTreeMap::new(),
             settled: BTreeMap::new(),
+            retired: BTreeSet::new(),
         }
     }
 
@@ -740,6 +752,43 @@ impl Ledger {
         self.keys.retain(|key| key.period != period);
     }
 
+    /// Retires `origin` (see "Retirement" in the module doc) if it holds no usage slot here
+    /// any more (every period it wrote compacted): drops its seal and its version-vector
+    /// entry, and refuses its entries from now on. Returns whether it was retired now. The
+    /// caller decides who may be retired (a member decommissioned: gone for good).
+    pub fn retire(&mut self, origin: NodeId) -> bool {
+        if origin == self.node || self.retired.contains(&origin) {
+            return false;
+        }
+        let only_seal = self
+            .by_seq
+            .get(&origin)
+            .is_none_or(|index| index.from(0).all(|(_, key)| key == SEAL_KEY));
+        if !only_seal {
+            return false;
+        }
+        if let Some(group) = self.slots.remove(&group_key(&SEAL_KEY, origin)) {
+            self.slot_count -= group.iter().count();
+        }
+        self.by_seq.remove(&origin);
+        if !self
+            .by_seq
+            .keys()
+            .any(|o| self.slots.contains_key(&group_key(&SEAL_KEY, *o)))
+            && self.keys.remove(&SEAL_KEY)
+        {
+            self.periods.remove(&SEAL_KEY.period);
+        }
+        self.vv.forget(origin);
+        self.retired.insert(origin);
+        true
+    }
+
+    /// Whether `origin` was retired here.
+    pub fn is_retired(&self, origin: NodeId) -> bool {
+        self.retired.contains(&origin)
+    }
+
     /// Every origin this replica has heard of: each with a slot or a prefix here.
     pub fn writers(&self) -> BTreeSet<NodeId> {
         let mut writers: BTreeSet<NodeId> = self.origins().copied().collect();
@@ -852,24 +901,31 @@ impl Ledger {
     /// Whether two replicas hold the same replicated state (slots, settlements and version
     /// vector); the local node id is not part of it.
     pub fn same_state(&self, other: &Ledger) -> bool {
-        self.slots == other.slots && self.vv == other.vv && self.settled == other.settled
+        self.slots == other.slots
+            && self.vv == other.vv
+            && self.settled == other.settled
+            && self.retired == other.retired
     }
 
-    /// Full-state merge: settlements, slot-wise maximum (settled periods aside) and
-    /// version-vector maximum.
+    /// Full-state merge: settlements, slot-wise maximum and version-vector maximum (settled
+    /// periods and origins retired here aside).
     pub fn merge(&mut self, other: &Ledger) {
         for settlement in other.settled.values() {
             self.apply_settlement(settlement.clone());
         }
         for (&(tenant, period, origin), group) in &other.slots {
-            if self.settled.contains_key(&period) {
+            if self.settled.contains_key(&period) || self.retired.contains(&origin) {
                 continue;
             }
             for (metric, slot) in group.iter() {
                 self.join_slot(CounterKey::new(tenant, period, metric), origin, slot);
             }
         }
-        self.vv.merge(&other.vv);
+        let mut vv = other.vv.clone();
+        for origin in &self.retired {
+            vv.forget(*origin);
+        }
+        self.vv.merge(&vv);
     }
 
     /// What a peer whose digest is `peer` lacks, at most `entries_max` entries (clamped to
@@ -955,6 +1011,18 @@ impl Ledger {
     /// whole.
     pub fn apply_delta(&mut self, delta: &Delta) -> Result<(), InvalidDelta> {
         delta.validate()?;
+        if delta.parts.iter().any(|p| self.retired.contains(&p.origin)) {
+            // A retired origin's entries, relayed late: refused, the rest applied.
+            let rest = Delta {
+                parts: delta
+                    .parts
+                    .iter()
+                    .filter(|p| !self.retired.contains(&p.origin))
+                    .cloned()
+                    .collect(),
+            };
+            return self.apply_delta(&rest);
+        }
         for part in &delta.parts {
             for entry in &part.entries {
                 if self.settled.contains_key(&entry.key.period) {
@@ -1005,6 +1073,7 @@ impl Ledger {
                 vv: self.vv.clone(),
                 slots,
                 settled: self.settled.values().cloned().collect(),
+                retired: self.retired.iter().copied().collect(),
             },
         )
     }
@@ -1026,6 +1095,7 @@ impl Ledger {
                     vv: v1.vv,
                     slots: v1.slots,
                     settled: Vec::new(),
+                    retired: Vec::new(),
                 }
             }
             _ => codec::parse(body)?,
@@ -1058,6 +1128,16 @@ impl Ledger {
             ledger.join_slot(key, node, slot);
         }
         ledger.vv = repr.vv;
+        ledger.retired = repr.retired.into_iter().collect();
+        if ledger
+            .retired
+            .iter()
+            .any(|o| ledger.vv.get(*o) > 0 || ledger.by_seq.contains_key(o))
+        {
+            return Err(DecodeError::Invalid(
+                "a retired origin with slots or a prefix".to_owned(),
+            ));
+        }
         Ok(ledger)
     }
 }
@@ -1167,6 +1247,50 @@ mod tests {
                 missing: vec![a_id, b_id]
             }
         );
+    }
+
+    #[test]
+    fn a_retired_origin_leaves_the_version_vector_and_its_late_entries_are_refused() {
+        let november = Period::month(2026, 11).unwrap();
+        let december = november.next().unwrap();
+        let (a_id, b_id, c_id) = (NodeId(1), NodeId(2), NodeId(3));
+        let mut a = Ledger::new(a_id);
+        let mut b = Ledger::new(b_id);
+        let mut c = Ledger::new(c_id);
+        a.increment(key(1, Metric::Requests), 7).unwrap();
+        a.seal(november.end_ms()).unwrap();
+        b.seal(november.end_ms()).unwrap();
+        c.increment(CounterKey::new(TenantId(1), december, Metric::Requests), 2)
+            .unwrap();
+        let from_a = a.delta_since(&VersionVector::new(), 100);
+        b.apply_delta(&from_a).unwrap();
+        b.apply_delta(&c.delta_since(&VersionVector::new(), 100))
+            .unwrap();
+        assert!(!b.retire(a_id), "November still holds its slot");
+        b.compact(november, [a_id, b_id]).expect("final");
+        assert!(b.retire(a_id));
+        assert!(!b.retire(a_id), "once");
+        assert!(!b.retire(b_id), "never itself");
+        assert!(!b.retire(c_id), "December's slot is not compacted");
+        assert_eq!(b.version_vector().get(a_id), 0);
+        assert_eq!(b.sealed_through(a_id), 0);
+        assert!(!b.writers().contains(&a_id));
+        let slots = b.slot_count();
+        // Its entries relayed late change nothing, and take no place in the vector.
+        b.apply_delta(&from_a).unwrap();
+        let mut whole = Ledger::new(NodeId(9));
+        whole.apply_delta(&from_a).unwrap();
+        b.merge(&whole);
+        assert_eq!(b.slot_count(), slots);
+        assert_eq!(b.version_vector().get(a_id), 0);
+        assert_eq!(
+            b.total(&key(1, Metric::Requests)),
+            7,
+            "its usage stays settled"
+        );
+        let back = Ledger::decode(&b.encode()).unwrap();
+        assert!(back.same_state(&b));
+        assert!(back.is_retired(a_id));
     }
 
     #[test]
@@ -1615,6 +1739,7 @@ mod tests {
                 (key(1, Metric::BytesIn), NodeId(1), Slot::default()),
             ],
             settled: Vec::new(),
+            retired: Vec::new(),
         };
         assert!(matches!(
             Ledger::decode(&codec::encode(Kind::LedgerState, &repr)),

@@ -43,6 +43,12 @@ impl VersionVector {
         }
     }
 
+    /// Forgets `origin` (a retired identity: see `Ledger::retire`). Not a lattice
+    /// operation: the caller must also refuse that origin's entries from then on.
+    pub fn forget(&mut self, origin: NodeId) {
+        self.clock.dots.remove(&origin);
+    }
+
     /// Pointwise maximum.
     pub fn merge(&mut self, other: &VersionVector) {
         self.clock.merge(other.clock.clone());

@@ -42,6 +42,8 @@ const TAG_ESCROW: u8 = 3;
 const TAG_SETTLED: u8 = 4;
 /// Escrow counters of periods ending at or before a time were forgotten (8 bytes, LE).
 const TAG_ESCROW_FORGOTTEN: u8 = 5;
+/// An origin retired from the ledger (its node id, 8 bytes LE; after the settlements).
+const TAG_RETIRED: u8 = 6;
 
 /// Bound on one decoded snapshot part or record part (the directory's own cap is 64 MB;
 /// a 100K-tenant ledger encodes to ~30 MB).
@@ -306,6 +308,9 @@ fn encode_record(changes: &Changes) -> Vec<u8> {
     for settlement in &changes.settled {
         part(TAG_SETTLED, settlement.encode());
     }
+    for origin in &changes.retired {
+        part(TAG_RETIRED, origin.0.to_le_bytes().to_vec());
+    }
     if let Some(through_ms) = changes.escrow_forgotten_through_ms {
         part(TAG_ESCROW_FORGOTTEN, through_ms.to_le_bytes().to_vec());
     }
@@ -344,6 +349,12 @@ fn apply_record(state: &mut NodeState, mut bytes: &[u8]) -> Result<(), String> {
             TAG_SETTLED => {
                 let settlement = Settlement::decode(body).map_err(|e| e.to_string())?;
                 state.ledger.apply_settlement(settlement);
+            }
+            TAG_RETIRED => {
+                let id: [u8; 8] = body
+                    .try_into()
+                    .map_err(|_| "a retired-origin part is not 8 bytes")?;
+                state.ledger.retire(NodeId(u64::from_le_bytes(id)));
             }
             TAG_ESCROW_FORGOTTEN => {
                 let through: [u8; 8] = body

@@ -213,6 +213,8 @@ pub struct Stats {
     pub settlement_parts_refused: u64,
     /// Escrow counters forgotten because their period was sealed here.
     pub escrow_counters_dropped: u64,
+    /// Decommissioned identities retired from the ledger (every slot of theirs compacted).
+    pub identities_retired: u64,
     pub ledger_chunks_applied: u64,
     /// Valid messages that brought nothing new: duplicates, replays, or data that an
     /// anti-entropy round delivered first. Harmless (merges are idempotent); counted.
@@ -255,6 +257,8 @@ pub struct Changes {
     /// Periods compacted here (or whose settlement arrived), to apply after `ledger`: their
     /// slots are dropped, and slots of theirs in later batches ignored.
     pub settled: Vec<Settlement>,
+    /// Origins retired here (`Ledger::retire`), to retire after `settled`.
+    pub retired: Vec<NodeId>,
     /// Counters of every period ending at or before this were forgotten (sealed here): to
     /// drop after `escrow` ([`EscrowBook::forget_through`]).
     pub escrow_forgotten_through_ms: Option<u64>,
@@ -266,6 +270,7 @@ impl Changes {
             && self.directory.is_empty()
             && self.escrow.is_empty()
             && self.settled.is_empty()
+            && self.retired.is_empty()
             && self.escrow_forgotten_through_ms.is_none()
     }
 }
@@ -656,6 +661,7 @@ impl Node {
             own_changes: self.own_changes,
             directory_through: self.persisted_directory.clone(),
             settled: std::mem::take(&mut self.periods.persist_settled),
+            retired: std::mem::take(&mut self.periods.persist_retired),
             escrow_forgotten_through_ms: self.periods.persist_forgotten_ms.take(),
         }
     }

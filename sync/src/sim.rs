@@ -936,6 +936,9 @@ pub fn persist(state: &mut NodeState, changes: &Changes) {
             tessera_crdt::Settlement::decode(&settlement.encode()).expect("settlement decodes");
         state.ledger.apply_settlement(settlement);
     }
+    for origin in &changes.retired {
+        state.ledger.retire(*origin);
+    }
     if let Some(through_ms) = changes.escrow_forgotten_through_ms {
         state.escrow.forget_through(through_ms);
     }

@@ -18,9 +18,10 @@
 
 use tessera_crdt::directory::Change;
 use tessera_crdt::ledger::{Finality, IncrementError};
+use tessera_crdt::VersionVector;
 use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
 use tessera_sync::sim::{fast_config, for_each_seed, NetConfig, Sim, START_MS};
-use tessera_sync::SyncConfig;
+use tessera_sync::{Input, Message, SyncConfig};
 
 const N: usize = 7;
 const SEEDS: u64 = 2;
@@ -39,6 +40,15 @@ fn hour() -> Period {
     let hour = Period::containing(PeriodKind::Hour, START_MS);
     assert_eq!(hour.start_ms(), START_MS, "the simulator starts on an hour");
     hour
+}
+
+/// The fleet on the wan, compacting a final period `after_ms` after its end.
+fn compacting(seed: u64, after_ms: u64) -> Sim {
+    let config = SyncConfig {
+        compact_after_ms: after_ms,
+        ..config()
+    };
+    Sim::new(N, seed, config, NetConfig::wan())
 }
 
 fn key(tenant: u64, metric: Metric) -> CounterKey {
@@ -207,15 +217,7 @@ fn compaction_settles_a_final_period_the_same_everywhere_and_a_node_that_missed_
 {
     for_each_seed(SEEDS, |seed| {
         let after_ms = 30 * 60_000;
-        let mut sim = Sim::new(
-            N,
-            seed,
-            SyncConfig {
-                compact_after_ms: after_ms,
-                ..config()
-            },
-            NetConfig::wan(),
-        );
+        let mut sim = compacting(seed, after_ms);
         let all: Vec<usize> = (0..N).collect();
         let late = N - 1;
         // 300 tenants' usage of the hour: settlements of several parts (64 totals each).
@@ -303,5 +305,70 @@ fn compaction_settles_a_final_period_the_same_everywhere_and_a_node_that_missed_
             settled[0].len(),
             node6.stats().settlement_parts_refused
         );
+    });
+}
+
+#[test]
+fn a_decommissioned_member_is_retired_once_its_usage_is_settled_and_its_late_entries_are_refused() {
+    for_each_seed(SEEDS, |seed| {
+        let after_ms = 10 * 60_000;
+        let mut sim = compacting(seed, after_ms);
+        let all: Vec<usize> = (0..N).collect();
+        write(&mut sim, &all, 20 * 60_000, 1_000);
+        let dead = 3;
+        let dead_id = sim.ids[dead];
+        sim.run_for(5_000);
+        // What the dead member sent, to replay once it is retired.
+        let late = sim
+            .node(dead)
+            .ledger()
+            .delta_since(&VersionVector::new(), 100_000);
+        sim.crash(dead);
+        let live: Vec<usize> = all.iter().copied().filter(|i| *i != dead).collect();
+        sim.run_until(START_MS + HOUR_MS + GRACE_MS + 10_000);
+        sim.with_node(0, |node, now| {
+            node.edit_directory(now, "ops", Change::DecommissionNode { node: dead_id })
+        })
+        .expect("decommission");
+        sim.run_until(START_MS + HOUR_MS + after_ms + 2 * 60_000);
+        for &i in &live {
+            let node = sim.node(i);
+            assert!(
+                node.ledger().is_retired(dead_id),
+                "seed {seed}: node {i} did not retire the decommissioned member"
+            );
+            assert_eq!(node.ledger().version_vector().get(dead_id), 0);
+            assert!(!node.period_writers().contains(&dead_id));
+        }
+        final_everywhere_with_the_truth(&sim, seed, &live);
+        // Its entries, relayed late by a live member: refused, nothing re-created.
+        let relayer = sim.ids[1];
+        sim.with_node(0, |node, now| {
+            node.handle(
+                now,
+                Input::Message {
+                    from: relayer,
+                    message: Message::LedgerPush {
+                        delta: late.clone(),
+                        first_change_ms: now,
+                        relay: true,
+                    },
+                },
+            );
+        });
+        sim.run_for(10_000);
+        for &i in &live {
+            assert_eq!(
+                sim.node(i).ledger().version_vector().get(dead_id),
+                0,
+                "seed {seed}: node {i} took the retired member's entries back"
+            );
+            assert_eq!(
+                sim.node(i).ledger().slots().count(),
+                0,
+                "seed {seed}: node {i}"
+            );
+        }
+        final_everywhere_with_the_truth(&sim, seed, &live);
     });
 }

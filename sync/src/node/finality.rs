@@ -27,6 +27,8 @@ pub(super) struct Periods {
     assemblies: BTreeMap<NodeId, Assembly>,
     /// Settlements made or taken here since the last [`Node::take_changes`].
     pub(super) persist_settled: Vec<Settlement>,
+    /// Origins retired here since the last [`Node::take_changes`].
+    pub(super) persist_retired: Vec<NodeId>,
     /// The latest sweep of forgotten counters since the last [`Node::take_changes`].
     pub(super) persist_forgotten_ms: Option<u64>,
     /// When the compaction pass runs next.
@@ -42,6 +44,7 @@ impl Periods {
             first_seal_ms,
             assemblies: BTreeMap::new(),
             persist_settled: Vec::new(),
+            persist_retired: Vec::new(),
             persist_forgotten_ms: None,
             next_compaction_ms: 0,
             escrow_swept_through_ms: 0,
@@ -103,8 +106,9 @@ impl Node {
         period.end_ms() <= self.ledger.sealed_through(self.id)
     }
 
-    /// Compacts every period final here whose end is `compact_after_ms` old (at most once
-    /// a minute; 0: never).
+    /// Compacts every period final here whose end is `compact_after_ms` old, then retires
+    /// every decommissioned member left with no usage slot here (at most once a minute;
+    /// 0: never).
     pub(super) fn compact_due(&mut self, now_ms: u64) {
         let after_ms = self.config.compact_after_ms;
         if after_ms == 0 || now_ms < self.periods.next_compaction_ms {
@@ -116,14 +120,20 @@ impl Node {
             .periods()
             .filter(|period| period.end_ms().saturating_add(after_ms) <= now_ms)
             .collect();
-        if due.is_empty() {
-            return;
+        if !due.is_empty() {
+            let writers = self.period_writers();
+            for period in due {
+                if let Some(settlement) = self.ledger.compact(period, writers.iter().copied()) {
+                    self.stats.periods_compacted += 1;
+                    self.periods.persist_settled.push(settlement);
+                }
+            }
         }
-        let writers = self.period_writers();
-        for period in due {
-            if let Some(settlement) = self.ledger.compact(period, writers.iter().copied()) {
-                self.stats.periods_compacted += 1;
-                self.periods.persist_settled.push(settlement);
+        let gone: Vec<NodeId> = self.directory.decommissioned().collect();
+        for node in gone {
+            if self.ledger.retire(node) {
+                self.stats.identities_retired += 1;
+                self.periods.persist_retired.push(node);
             }
         }
     }

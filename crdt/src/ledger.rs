@@ -750,6 +750,10 @@ impl Ledger {
         self.by_seq.retain(|_, index| !index.is_empty());
         self.slot_count -= dropped;
         self.keys.retain(|key| key.period != period);
+        // A hash table keeps its capacity: without this, the month before a compaction
+        // (one more month of slots) would set the size for good (measured: 1.64 GB held for
+        // 12M slots after a year, against 1.01 GB after the first compaction).
+        self.slots.shrink_to_fit();
     }
 
     /// Retires `origin` (see "Retirement" in the module doc) if it holds no usage slot here

@@ -223,6 +223,10 @@ pub struct StoreConfig {
     pub commit_timeout_ms: u64,
     /// Usage records move from the store to their hourly files at least this often.
     pub records_interval_ms: u64,
+    /// The directory's audit history is kept whole for this many days; older edits that
+    /// later ones overwrote are folded to placeholders (creations, revocations, deletions
+    /// and decommissions are kept). 0: never fold.
+    pub audit_retention_days: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -314,6 +318,7 @@ impl Default for StoreConfig {
             log_bytes_max: 64 << 20,
             commit_timeout_ms: 5_000,
             records_interval_ms: 10_000,
+            audit_retention_days: 365,
         }
     }
 }
@@ -897,6 +902,12 @@ impl Config {
             self.billing.seal_grace_ms,
             (self.http.request_deadline_ms + self.store.commit_timeout_ms).saturating_add(1),
             30 * 24 * hour_ms,
+        )?;
+        in_range(
+            "store.audit_retention_days",
+            self.store.audit_retention_days,
+            0,
+            100 * 365,
         )?;
         in_range(
             "billing.retention_days",

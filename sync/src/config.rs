@@ -101,6 +101,10 @@ pub struct SyncConfig {
     /// it returns (or is decommissioned); a peer that lacks some of the dropped slots
     /// receives the settlement instead.
     pub compact_after_ms: u64,
+    /// Directory log compaction: edits older than this that later edits have overwritten
+    /// are folded into placeholders (`Directory::compact`), checked hourly; this is the
+    /// audit window the history keeps whole. 0: never.
+    pub directory_audit_keep_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -136,6 +140,7 @@ impl Default for SyncConfig {
             rebalance_idle_ms: 5_000,
             seal_grace_ms: 600_000,
             compact_after_ms: 92 * 24 * 3_600_000,
+            directory_audit_keep_ms: 365 * 24 * 3_600_000,
         }
     }
 }

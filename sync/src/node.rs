@@ -215,6 +215,8 @@ pub struct Stats {
     pub escrow_counters_dropped: u64,
     /// Decommissioned identities retired from the ledger (every slot of theirs compacted).
     pub identities_retired: u64,
+    /// Directory ops folded into placeholders (superseded, older than the audit window).
+    pub directory_ops_compacted: u64,
     pub ledger_chunks_applied: u64,
     /// Valid messages that brought nothing new: duplicates, replays, or data that an
     /// anti-entropy round delivered first. Harmless (merges are idempotent); counted.
@@ -985,6 +987,7 @@ impl Node {
     fn tick(&mut self, now_ms: u64) {
         self.seal_due(now_ms);
         self.compact_due(now_ms);
+        self.compact_directory_due(now_ms);
         self.reconcile_quotas(now_ms);
         if self.mesh_check_ms.is_some_and(|due| due <= now_ms) {
             self.maintain_mesh(now_ms);

@@ -8,7 +8,8 @@
 //! decommissioned; sealing under loss and duplication with every node sealing at once;
 //! usage after a seal refused. Compaction: a final period replaced by its settlement, the
 //! same bytes on every node, the totals unchanged, and a node that missed some of the
-//! period's usage receiving the settlement (in parts) before anything else.
+//! period's usage receiving the settlement (in parts) before anything else. Retirement of a
+//! decommissioned member's identity, and the directory's log folding overwritten edits.
 //!
 //! The periods are UTC hours (the ledger takes any period; the edge bills months, which
 //! end on hour boundaries, so the same seals cover them): the simulator starts at an hour
@@ -370,5 +371,63 @@ fn a_decommissioned_member_is_retired_once_its_usage_is_settled_and_its_late_ent
             );
         }
         final_everywhere_with_the_truth(&sim, seed, &live);
+    });
+}
+
+#[test]
+fn the_directory_folds_overwritten_edits_and_a_node_back_later_rebuilds_the_same_view() {
+    for_each_seed(SEEDS, |seed| {
+        let mut sim = Sim::new(
+            N,
+            seed,
+            SyncConfig {
+                directory_audit_keep_ms: 60_000,
+                ..config()
+            },
+            NetConfig::wan(),
+        );
+        let away = N - 1;
+        sim.crash(away);
+        sim.create_tenant(0, 42, 0, Some(10));
+        sim.run_for(5_000);
+        for limit in 11..=110 {
+            sim.with_node(limit as usize % (N - 1), |node, now| {
+                node.edit_directory(
+                    now,
+                    "ops",
+                    Change::SetQuota {
+                        tenant: TenantId(42),
+                        metric: Metric::Requests,
+                        period: PeriodKind::Month,
+                        limit: Some(limit),
+                    },
+                )
+            })
+            .expect("a quota edit");
+            sim.run_for(1_000);
+        }
+        // The hourly pass folds what the audit window (60 s here) no longer keeps whole.
+        sim.run_until(START_MS + HOUR_MS + 5 * 60_000);
+        for i in 0..N - 1 {
+            let node = sim.node(i);
+            assert!(
+                node.stats().directory_ops_compacted >= 99,
+                "seed {seed}: node {i} folded {}",
+                node.stats().directory_ops_compacted
+            );
+            assert!(node.directory().same_view(sim.node(0).directory()));
+        }
+        sim.restart(away);
+        sim.run_for(10_000);
+        let view = sim.node(away).directory();
+        assert!(
+            view.same_view(sim.node(0).directory()),
+            "seed {seed}: the node back rebuilt another view from the folded log"
+        );
+        assert_eq!(
+            view.tenant(TenantId(42))
+                .and_then(|t| t.quota(Metric::Requests, PeriodKind::Month)),
+            Some(110)
+        );
     });
 }

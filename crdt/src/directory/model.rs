@@ -204,6 +204,11 @@ pub enum Change {
     DecommissionNode {
         node: NodeId,
     },
+    /// What an op becomes once compacted (see "Compaction" in the directory's module doc):
+    /// it changed a register that a later op has overwritten since, and it is older than
+    /// the audit window. It keeps its place in its origin's log (origin, seq, Lamport time),
+    /// so every log stays a complete prefix; it changes nothing when applied. Never an edit.
+    Compacted,
 }
 
 /// Size bounds on every field an op carries, checked on local edits and on every op a peer
@@ -244,7 +249,7 @@ impl Change {
             | Change::SetOrigin { tenant, .. }
             | Change::SetQuota { tenant, .. }
             | Change::SetPreset { tenant, .. } => Some(*tenant),
-            Change::DecommissionNode { .. } => None,
+            Change::DecommissionNode { .. } | Change::Compacted => None,
         }
     }
 
@@ -329,6 +334,7 @@ impl Change {
                 }
                 Ok(())
             }
+            Change::Compacted => Ok(()),
             Change::SetTenantStatus { .. }
             | Change::SetHome { .. }
             | Change::DeleteTenant { .. }
@@ -428,6 +434,7 @@ impl fmt::Display for Change {
                 None => write!(f, "remove preset {name:?} of tenant {tenant}"),
             },
             Change::DecommissionNode { node } => write!(f, "decommission node {node}"),
+            Change::Compacted => write!(f, "compacted (an edit overwritten since)"),
         }
     }
 }

@@ -491,6 +491,52 @@ impl View {
     }
 
     /// A key, created or not (a revocation can arrive before its creation).
+    /// Whether `op` decides nothing any more in this view: it wrote registers only (no
+    /// creation, mark, deletion, revocation or decommission), and each of them now holds a
+    /// later write. Such an op can be compacted (see the directory's module doc).
+    pub(super) fn superseded(&self, op: &Op) -> bool {
+        let stamp = op.stamp();
+        let later = |written: Option<Stamp>| written.is_some_and(|w| w > stamp);
+        let tenant = |id: &TenantId| self.tenants.get(id);
+        match &op.change {
+            Change::RenameTenant { tenant: id, .. } => later(tenant(id).map(|t| t.name.stamp())),
+            Change::SetTenantStatus { tenant: id, .. } => {
+                later(tenant(id).map(|t| t.status.stamp()))
+            }
+            Change::SetHome { tenant: id, .. } => later(tenant(id).map(|t| t.home.stamp())),
+            Change::SetPrimarySecret { tenant: id, .. } => {
+                later(tenant(id).map(|t| t.primary_secret.stamp()))
+            }
+            Change::SetQuota {
+                tenant: id,
+                metric,
+                period,
+                ..
+            } => later(
+                tenant(id)
+                    .and_then(|t| t.quotas.get(&(*metric, *period)))
+                    .map(Lww::stamp),
+            ),
+            Change::SetOrigin {
+                tenant: id, origin, ..
+            } => later(
+                tenant(id)
+                    .and_then(|t| t.origins.get(origin.as_str()))
+                    .map(Lww::stamp),
+            ),
+            Change::SetPreset {
+                tenant: id, name, ..
+            } => later(
+                tenant(id)
+                    .and_then(|t| t.presets.get(name.as_str()))
+                    .map(Lww::stamp),
+            ),
+            Change::SetKeyScopes { key, .. } => later(self.keys.get(key).map(|k| k.scopes.stamp())),
+            Change::SetKeyLabel { key, .. } => later(self.keys.get(key).map(|k| k.label.stamp())),
+            _ => false,
+        }
+    }
+
     pub(super) fn key_any(&self, key: KeyId) -> Option<&ApiKey> {
         self.keys.get(&key).map(Box::as_ref)
     }
@@ -669,7 +715,8 @@ impl View {
             | Change::SetKeyScopes { .. }
             | Change::SetKeyLabel { .. }
             | Change::RevokeKey { .. }
-            | Change::DecommissionNode { .. } => false,
+            | Change::DecommissionNode { .. }
+            | Change::Compacted => false,
         };
         if standing_changed {
             let keys: Vec<KeyId> = self.tenants[&tenant_id].keys().collect();

@@ -17,6 +17,9 @@ use super::*;
 /// a handful).
 const COMPACTION_CHECK_MS: u64 = 60_000;
 
+/// How often the directory's log is compacted (a pass decodes the whole log).
+const DIRECTORY_COMPACTION_MS: u64 = 3_600_000;
+
 /// State of the periods' life cycle (see the module doc).
 #[derive(Debug)]
 pub(super) struct Periods {
@@ -33,6 +36,8 @@ pub(super) struct Periods {
     pub(super) persist_forgotten_ms: Option<u64>,
     /// When the compaction pass runs next.
     next_compaction_ms: u64,
+    /// When the directory's log is compacted next.
+    next_directory_compaction_ms: u64,
     /// This node's seal when its escrow counters were last swept.
     escrow_swept_through_ms: u64,
 }
@@ -47,6 +52,7 @@ impl Periods {
             persist_retired: Vec::new(),
             persist_forgotten_ms: None,
             next_compaction_ms: 0,
+            next_directory_compaction_ms: 0,
             escrow_swept_through_ms: 0,
         }
     }
@@ -136,6 +142,19 @@ impl Node {
                 self.periods.persist_retired.push(node);
             }
         }
+    }
+
+    /// Folds the directory's superseded edits older than `directory_audit_keep_ms` (at
+    /// most hourly; 0: never). Not persisted by itself: the store's next snapshot writes
+    /// the compacted log, and a restart from the older log compacts again.
+    pub(super) fn compact_directory_due(&mut self, now_ms: u64) {
+        let keep_ms = self.config.directory_audit_keep_ms;
+        if keep_ms == 0 || now_ms < self.periods.next_directory_compaction_ms {
+            return;
+        }
+        self.periods.next_directory_compaction_ms = now_ms + DIRECTORY_COMPACTION_MS;
+        let folded = self.directory.compact(now_ms.saturating_sub(keep_ms));
+        self.stats.directory_ops_compacted += folded as u64;
     }
 
     /// A part of a settlement this node lacks, from `from` (an answer to its pull):

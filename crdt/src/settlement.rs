@@ -165,11 +165,15 @@ pub enum AssemblyError {
     Digest,
     #[error("the assembled settlement is not canonical: {0}")]
     Invalid(DecodeError),
-    #[error("a part carries more than SettlementPart::ENTRIES_MAX totals")]
+    #[error("a part carries more than SettlementPart::ENTRIES_MAX totals, or the assembly would pass Assembly::TOTALS_MAX")]
     TooLarge,
 }
 
 impl Assembly {
+    /// Totals an assembly may gather: 2M tenants × 4 metrics (~190 MB), far above the
+    /// directory's scale, so a peer sending parts that never end is refused, not stored.
+    pub const TOTALS_MAX: usize = 8_000_000;
+
     /// Starts an assembly with the first part, or finishes at once with a one-part
     /// settlement.
     pub fn start(part: SettlementPart) -> Result<Result<Settlement, Assembly>, AssemblyError> {
@@ -203,7 +207,9 @@ impl Assembly {
         mut self,
         part: SettlementPart,
     ) -> Result<Result<Settlement, Assembly>, AssemblyError> {
-        if part.totals.len() > SettlementPart::ENTRIES_MAX {
+        if part.totals.len() > SettlementPart::ENTRIES_MAX
+            || self.totals.len() + part.totals.len() > Self::TOTALS_MAX
+        {
             return Err(AssemblyError::TooLarge);
         }
         if part.period != self.period

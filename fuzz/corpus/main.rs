@@ -306,8 +306,18 @@ fn sync_message(out: &Path) -> usize {
         },
         Message::LedgerPull {
             digest: ledger.version_vector().clone(),
+            settled: vec![request.period],
+            resume: None,
         },
         Message::LedgerChunk { delta, more: true },
+        Message::SettlementPart(
+            tessera_crdt::Settlement {
+                period: request.period,
+                through: vec![(NodeId(1), 3), (NodeId(2), 9)],
+                totals: vec![(TenantId(5), Metric::Requests, 7)],
+            }
+            .part(None, 16),
+        ),
         Message::DirectoryPush {
             delta: directory_delta.clone(),
             relay: false,

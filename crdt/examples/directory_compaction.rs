@@ -1,12 +1,14 @@
 //! How long the directory's log compaction holds its caller, and what it saves, at the
 //! brief's scale: 100,000 tenants, each created and then given three quota edits (400K
-//! ops, by an actor named like a real operator). The sync core runs `Directory::compact`
-//! hourly under the node's lock, so this is the pause it adds once an hour.
+//! ops, by an actor named like a real operator): a whole pass (`Directory::compact`), and
+//! one step of the sweep the sync core runs under the node's lock (`compact_step`, 20K
+//! ops), the pause it adds once a minute while a sweep is under way.
 //!
 //! `cargo run --release -p tessera-crdt --example directory_compaction`
 
 use std::time::Instant;
 
+use tessera_crdt::directory::CompactCursor;
 use tessera_crdt::{Change, Directory, Metric, NodeId, PeriodKind, TenantId};
 
 fn main() {
@@ -33,6 +35,12 @@ fn main() {
                 .expect("a quota");
         }
     }
+    let mut stepped = directory.clone();
+    let mut cursor = CompactCursor::default();
+    let start = Instant::now();
+    let (step_folded, _) = stepped.compact_step(u64::MAX, &mut cursor, 20_000);
+    let step = start.elapsed();
+    println!("one step of 20,000 ops: {step_folded} folded in {step:?}");
     let before = directory.log_bytes();
     let start = Instant::now();
     let folded = directory.compact(u64::MAX);

@@ -406,8 +406,9 @@ fn the_directory_folds_overwritten_edits_and_a_node_back_later_rebuilds_the_same
             .expect("a quota edit");
             sim.run_for(1_000);
         }
-        // The hourly pass folds what the audit window (60 s here) no longer keeps whole.
-        sim.run_until(START_MS + HOUR_MS + 5 * 60_000);
+        // The hourly sweep (a step a minute, an origin a step here) folds what the audit
+        // window (60 s here) no longer keeps whole.
+        sim.run_until(START_MS + HOUR_MS + 10 * 60_000);
         for i in 0..N - 1 {
             let node = sim.node(i);
             assert!(

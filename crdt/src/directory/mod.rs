@@ -198,6 +198,14 @@ impl SyncMessage {
     }
 }
 
+/// Where an incremental compaction of the log stands ([`Directory::compact_step`]): the
+/// next op to look at. The default starts at the first origin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactCursor {
+    origin: Option<NodeId>,
+    index: usize,
+}
+
 /// One origin's ops, encoded back to back; `ends[i]` is where op `i + 1` ends.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct OriginLog {
@@ -637,46 +645,105 @@ impl Directory {
         }
     }
 
-    /// Compacts the log (see "Compaction" in the module doc): every enforced op made before
-    /// `before_ms` that is superseded in the view becomes [`Change::Compacted`], in place.
-    /// Returns how many ops were compacted now. One pass over the log (each op decoded):
-    /// for a rare caller (the sync core runs it hourly).
+    /// Compacts the whole log (see "Compaction" in the module doc): every enforced op made
+    /// before `before_ms` that is superseded in the view becomes [`Change::Compacted`], in
+    /// place. Returns how many ops were compacted now. One pass over the log, each op
+    /// decoded (tens of ms at 400K ops): a caller holding a lock uses
+    /// [`Directory::compact_step`] instead.
     pub fn compact(&mut self, before_ms: u64) -> usize {
-        let mut compacted = 0;
-        for (origin, log) in self.log.iter_mut() {
-            let enforced = usize::try_from(self.enforced.get(*origin)).unwrap_or(usize::MAX);
-            let mut rebuilt: Option<OriginLog> = None;
-            for i in 0..log.len() {
-                let op = log.op(i);
-                let fold = i < enforced
-                    && op.at_ms < before_ms
-                    && op.change != Change::Compacted
-                    && self.view.superseded(&op);
-                if fold {
-                    let out = rebuilt.get_or_insert_with(|| {
-                        let mut head = OriginLog::default();
-                        for j in 0..i {
-                            head.push_encoded(log.op_bytes(j));
-                        }
-                        head
-                    });
-                    out.push(&Op {
-                        actor: String::new(),
-                        change: Change::Compacted,
-                        ..op
-                    });
-                    compacted += 1;
-                } else if let Some(out) = rebuilt.as_mut() {
-                    out.push_encoded(log.op_bytes(i));
-                }
-            }
-            if let Some(mut out) = rebuilt {
-                out.bytes.shrink_to_fit();
-                out.ends.shrink_to_fit();
-                *log = out;
+        let mut cursor = CompactCursor::default();
+        let mut folded = 0;
+        loop {
+            let (now, swept) = self.compact_step(before_ms, &mut cursor, usize::MAX);
+            folded += now;
+            if swept {
+                return folded;
             }
         }
-        compacted
+    }
+
+    /// One bounded step of [`Directory::compact`]: looks at up to `budget` ops of one
+    /// origin from `cursor`, folds what qualifies, and moves the cursor on. Returns how
+    /// many ops it folded, and whether the cursor went past the last origin (a sweep of
+    /// the whole log is complete; the cursor starts over).
+    pub fn compact_step(
+        &mut self,
+        before_ms: u64,
+        cursor: &mut CompactCursor,
+        budget: usize,
+    ) -> (usize, bool) {
+        let next = match cursor.origin {
+            None => self.log.keys().next().copied(),
+            Some(origin) => self.log.range(origin..).next().map(|(o, _)| *o),
+        };
+        let Some(origin) = next else {
+            *cursor = CompactCursor::default();
+            return (0, true);
+        };
+        if cursor.origin != Some(origin) {
+            cursor.index = 0;
+        }
+        let enforced = usize::try_from(self.enforced.get(origin)).unwrap_or(usize::MAX);
+        let log = &self.log[&origin];
+        let end = cursor.index.saturating_add(budget.max(1)).min(log.len());
+        let mut folds: Vec<(usize, Op)> = Vec::new();
+        for i in cursor.index..end {
+            let op = log.op(i);
+            if i < enforced
+                && op.at_ms < before_ms
+                && op.change != Change::Compacted
+                && self.view.superseded(&op)
+            {
+                folds.push((i, op));
+            }
+        }
+        if !folds.is_empty() {
+            let log = &self.log[&origin];
+            let mut rebuilt = OriginLog::default();
+            let mut folds_iter = folds.iter().peekable();
+            for i in 0..log.len() {
+                match folds_iter.next_if(|(at, _)| *at == i) {
+                    Some((_, op)) => rebuilt.push(&Op {
+                        actor: String::new(),
+                        change: Change::Compacted,
+                        ..op.clone()
+                    }),
+                    None => rebuilt.push_encoded(log.op_bytes(i)),
+                }
+            }
+            rebuilt.bytes.shrink_to_fit();
+            rebuilt.ends.shrink_to_fit();
+            self.log.insert(origin, rebuilt);
+        }
+        let len = self.log[&origin].len();
+        if end < len {
+            *cursor = CompactCursor {
+                origin: Some(origin),
+                index: end,
+            };
+            return (folds.len(), false);
+        }
+        // This origin is done: the next one, if any.
+        match self
+            .log
+            .range((
+                std::ops::Bound::Excluded(origin),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()
+        {
+            Some((next, _)) => {
+                *cursor = CompactCursor {
+                    origin: Some(*next),
+                    index: 0,
+                };
+                (folds.len(), false)
+            }
+            None => {
+                *cursor = CompactCursor::default();
+                (folds.len(), true)
+            }
+        }
     }
 
     /// Bytes of the log held (every origin's encoded ops).
@@ -897,6 +964,14 @@ mod tests {
         sync(&mut a, &mut b);
         let uncompacted = a.clone();
         let before_bytes = a.log_bytes();
+        // The same, in steps of 7 ops (what the sync core does under its lock).
+        let mut stepped = a.clone();
+        let mut cursor = CompactCursor::default();
+        let mut steps = 0;
+        while !stepped.compact_step(u64::MAX, &mut cursor, 7).1 {
+            steps += 1;
+        }
+        assert!(steps > 30, "{steps} steps");
         // Only edits older than the audit window fold: those before 2_100 here.
         let folded = a.compact(2_100);
         assert_eq!(
@@ -908,6 +983,7 @@ mod tests {
         // one still holds the register); never the creations nor the revocation.
         assert_eq!(folded, 149);
         assert_eq!(a.compact(u64::MAX), 0, "nothing left to fold");
+        assert!(stepped.same_state(&a), "steps fold what one pass folds");
         assert_eq!(a.version_vector(), uncompacted.version_vector());
         assert!(a.same_view(&uncompacted), "compaction changed the view");
         let after_bytes = a.log_bytes();

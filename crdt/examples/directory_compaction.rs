@@ -48,6 +48,13 @@ fn main() {
     let start = Instant::now();
     let again = directory.compact(u64::MAX);
     let idle = start.elapsed();
+    let mut cursor = CompactCursor::default();
+    let start = Instant::now();
+    let (nothing, _) = directory.compact_step(u64::MAX, &mut cursor, 20_000);
+    println!(
+        "one step of 20,000 ops with nothing to fold ({nothing}): {:?}",
+        start.elapsed()
+    );
     println!(
         "{} ops, log {before} -> {} bytes; {folded} folded in {first:?}; a pass with nothing \
          to fold ({again}) {idle:?}",

@@ -136,10 +136,7 @@ impl Node {
             .given_at
             .get(&(from, key))
             .is_some_and(|at| now_ms.saturating_sub(*at) < self.config.donor_grace_ms);
-        let busy = self
-            .consumed_at
-            .get(&key)
-            .is_some_and(|d| now_ms.saturating_sub(d.last_ms) < self.config.donor_busy_ms);
+        let busy = self.is_busy(now_ms, &key);
         // A requester that said goodbye would strand what it is given.
         let leaving = self.peers.get(&from).is_some_and(|p| p.left);
         let giveable = if recently || leaving {
@@ -150,16 +147,8 @@ impl Node {
             rights.div_ceil(2)
         };
         let mut given = 0;
-        if giveable.min(want) > 0
-            && self
-                .escrow
-                .counter_mut(key)
-                .transfer(self.id, from, giveable.min(want))
-                .is_ok()
-        {
+        if giveable.min(want) > 0 && self.transfer_rights(now_ms, key, from, giveable.min(want)) {
             given = giveable.min(want);
-            self.given_at.insert((from, key), now_ms);
-            self.stats.rights_given += given;
             self.touch(key);
             self.schedule_push(now_ms);
         }
@@ -180,6 +169,37 @@ impl Node {
                 counter,
             },
         );
+    }
+
+    /// Whether this node consumed for `key` within `donor_busy_ms`: as a giver it keeps a
+    /// reserve of its own.
+    pub(super) fn is_busy(&self, now_ms: u64, key: &CounterKey) -> bool {
+        self.consumed_at
+            .get(key)
+            .is_some_and(|d| now_ms.saturating_sub(d.last_ms) < self.config.donor_busy_ms)
+    }
+
+    /// Transfers `amount` of this node's rights for `key` to `to` and records the gift (the
+    /// donor's grace, `rights_given`): what a donation and a rebalancing move share.
+    /// Whether the rights moved (this node held them).
+    pub(super) fn transfer_rights(
+        &mut self,
+        now_ms: u64,
+        key: CounterKey,
+        to: NodeId,
+        amount: u64,
+    ) -> bool {
+        if self
+            .escrow
+            .counter_mut(key)
+            .transfer(self.id, to, amount)
+            .is_err()
+        {
+            return false;
+        }
+        self.given_at.insert((to, key), now_ms);
+        self.stats.rights_given = self.stats.rights_given.saturating_add(amount);
+        true
     }
 
     /// Starts, times out or retries the rights request for `key` as due.

@@ -225,11 +225,10 @@ impl Node {
 
     /// Refuses a consume or a refund of a counter whose period is sealed here.
     pub(super) fn refuse_sealed(&self, period: Period) -> Result<(), EscrowError> {
-        let sealed_through_ms = self.ledger.sealed_through(self.id);
-        if period.end_ms() <= sealed_through_ms {
+        if self.is_sealed_here(period) {
             return Err(EscrowError::PeriodSealed {
                 node: self.id,
-                sealed_through_ms,
+                sealed_through_ms: self.ledger.sealed_through(self.id),
             });
         }
         Ok(())

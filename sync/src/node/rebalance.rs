@@ -135,11 +135,7 @@ impl Node {
                 needs.push((*node, need));
             }
         }
-        let busy = self
-            .consumed_at
-            .get(&key)
-            .is_some_and(|d| now_ms.saturating_sub(d.last_ms) < self.config.donor_busy_ms);
-        let reserve = if busy {
+        let reserve = if self.is_busy(now_ms, &key) {
             self.low_water(&key).saturating_mul(2)
         } else {
             0
@@ -199,16 +195,9 @@ impl Node {
     /// Transfers `amount` of this node's rights for `key` to `to` and sends `to` the
     /// counter (a push reaches only the fanout; the receiver should not wait for a relay).
     fn give(&mut self, now_ms: u64, key: CounterKey, to: NodeId, amount: u64) -> bool {
-        if self
-            .escrow
-            .counter_mut(key)
-            .transfer(self.id, to, amount)
-            .is_err()
-        {
+        if !self.transfer_rights(now_ms, key, to, amount) {
             return false;
         }
-        self.given_at.insert((to, key), now_ms);
-        self.stats.rights_given = self.stats.rights_given.saturating_add(amount);
         let counter = self.escrow.get(&key).cloned().unwrap_or_default();
         let budget = self.config.message_bytes_max.saturating_sub(ENVELOPE_BYTES);
         if counter_entry_bytes(&key, &counter) > budget {

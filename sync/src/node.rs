@@ -648,7 +648,7 @@ impl Node {
                 break;
             }
             for op in &chunk.ops {
-                self.persisted_directory.advance(op.origin, op.seq);
+                self.persisted_directory.advance(op.origin, op.last_seq());
             }
             directory.push(chunk);
         }

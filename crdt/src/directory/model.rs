@@ -204,11 +204,14 @@ pub enum Change {
     DecommissionNode {
         node: NodeId,
     },
-    /// What an op becomes once compacted (see "Compaction" in the directory's module doc):
-    /// it changed a register that a later op has overwritten since, and it is older than
-    /// the audit window. It keeps its place in its origin's log (origin, seq, Lamport time),
-    /// so every log stays a complete prefix; it changes nothing when applied. Never an edit.
-    Compacted,
+    /// What a run of ops becomes once compacted (see "Compaction" in the directory's module
+    /// doc): each changed registers that later ops have overwritten since, and each is
+    /// older than the audit window. The op stands for its origin's ops `seq..=through_seq`
+    /// (its Lamport time and time are the last one's), so every log stays a complete
+    /// prefix; it changes nothing when applied. Never an edit.
+    Compacted {
+        through_seq: u64,
+    },
 }
 
 /// Size bounds on every field an op carries, checked on local edits and on every op a peer
@@ -249,7 +252,7 @@ impl Change {
             | Change::SetOrigin { tenant, .. }
             | Change::SetQuota { tenant, .. }
             | Change::SetPreset { tenant, .. } => Some(*tenant),
-            Change::DecommissionNode { .. } | Change::Compacted => None,
+            Change::DecommissionNode { .. } | Change::Compacted { .. } => None,
         }
     }
 
@@ -334,7 +337,7 @@ impl Change {
                 }
                 Ok(())
             }
-            Change::Compacted => Ok(()),
+            Change::Compacted { .. } => Ok(()),
             Change::SetTenantStatus { .. }
             | Change::SetHome { .. }
             | Change::DeleteTenant { .. }
@@ -434,7 +437,12 @@ impl fmt::Display for Change {
                 None => write!(f, "remove preset {name:?} of tenant {tenant}"),
             },
             Change::DecommissionNode { node } => write!(f, "decommission node {node}"),
-            Change::Compacted => write!(f, "compacted (an edit overwritten since)"),
+            Change::Compacted { through_seq } => {
+                write!(
+                    f,
+                    "compacted through op {through_seq} (edits overwritten since)"
+                )
+            }
         }
     }
 }
@@ -464,6 +472,20 @@ impl Op {
         }
     }
 
+    /// The last of its origin's ops this one stands for: `seq`, or the end of a compacted
+    /// run. What a replica holding it holds of the origin's log.
+    pub fn last_seq(&self) -> u64 {
+        match self.change {
+            Change::Compacted { through_seq } => through_seq,
+            _ => self.seq,
+        }
+    }
+
+    /// Whether it is a placeholder for compacted ops (never shown as history).
+    pub fn is_compacted(&self) -> bool {
+        matches!(self.change, Change::Compacted { .. })
+    }
+
     pub(crate) fn validate(&self) -> Result<(), DirectoryError> {
         if self.seq == 0 {
             return Err(DirectoryError::InvalidField {
@@ -485,6 +507,19 @@ impl Op {
                     limits::ACTOR_BYTES_MAX
                 ),
             });
+        }
+        // An origin's Lamport times increase along its log, so its op `n` has a time of
+        // at least `n`: a run cannot end past its own (the last op's) time.
+        if let Change::Compacted { through_seq } = self.change {
+            if through_seq < self.seq || through_seq > self.lamport {
+                return Err(DirectoryError::InvalidField {
+                    field: "through_seq",
+                    reason: format!(
+                        "a compacted run from op {} must end within {}..={}",
+                        self.seq, self.seq, self.lamport
+                    ),
+                });
+            }
         }
         self.change.validate()
     }

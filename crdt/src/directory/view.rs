@@ -716,7 +716,7 @@ impl View {
             | Change::SetKeyLabel { .. }
             | Change::RevokeKey { .. }
             | Change::DecommissionNode { .. }
-            | Change::Compacted => false,
+            | Change::Compacted { .. } => false,
         };
         if standing_changed {
             let keys: Vec<KeyId> = self.tenants[&tenant_id].keys().collect();

@@ -43,7 +43,7 @@ impl Node {
                 .into_iter()
                 .filter(|op| op.origin == self.id)
                 .collect();
-            let Some(last) = ops.last().map(|op| op.seq) else {
+            let Some(last) = ops.last().map(Op::last_seq) else {
                 break;
             };
             let push = Message::DirectoryPush {

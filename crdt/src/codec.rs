@@ -42,7 +42,8 @@ impl Kind {
         match self {
             // Version 2 of the ledger's state added its settlements (`crate::settlement`);
             // version 1 still decodes, as a ledger with none.
-            Kind::BoundedCounter | Kind::EscrowBook | Kind::LedgerState => 2,
+            Kind::BoundedCounter | Kind::EscrowBook => 2,
+            Kind::LedgerState => 3,
             _ => FORMAT_VERSION,
         }
     }

@@ -62,6 +62,16 @@
 //! that may lack some of them receives the settlement instead
 //! ([`Ledger::settlements_lacked_by`], [`Ledger::apply_settlement`]).
 //!
+//! # Forgetting settlements
+//! Settlements are the invoices: kept for a retention the caller chooses (two years, say),
+//! then forgotten ([`Ledger::forget_settled`]), so the ledger does not grow with every
+//! month ever billed. What is forgotten is a prefix of time: a watermark `before_ms` such
+//! that every period ending at or before it is gone here, slots and settlement, and any
+//! slot or settlement of such a period that arrives later is ignored, as a settled
+//! period's slots are. The watermark never passes a period whose slots are still here
+//! (one that is not final yet: a member missing for years), so nothing is forgotten that
+//! was never settled here.
+//!
 //! # Retirement
 //! An origin gone for good (decommissioned) whose every usage slot was compacted holds
 //! nothing here but its seal: it can be *retired* ([`Ledger::retire`]). Its seal slot and
@@ -331,6 +341,9 @@ pub struct Ledger {
     settled: BTreeMap<Period, Settlement>,
     /// Retired origins: out of the version vector, their entries refused.
     retired: BTreeSet<NodeId>,
+    /// Every period ending at or before this is forgotten here (see "Forgetting
+    /// settlements"): no settlement, no slot, and none taken again.
+    forgotten_before_ms: u64,
 }
 
 /// One origin's slots as `(seq, key)` pairs, ordered by seq: a map from seq to key,
@@ -525,6 +538,18 @@ struct LedgerRepr {
     slots: Vec<(CounterKey, NodeId, Slot)>,
     settled: Vec<Settlement>,
     retired: Vec<NodeId>,
+    forgotten_before_ms: u64,
+}
+
+/// Version 2 of [`LedgerRepr`]: before settlements were forgotten.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct LedgerReprV2 {
+    node: NodeId,
+    vv: VersionVector,
+    slots: Vec<(CounterKey, NodeId, Slot)>,
+    settled: Vec<Settlement>,
+    retired: Vec<NodeId>,
 }
 
 /// Version 1 of [`LedgerRepr`]: before settlements.
@@ -552,6 +577,7 @@ impl Ledger {
             periods: BTreeMap::new(),
             settled: BTreeMap::new(),
             retired: BTreeSet::new(),
+            forgotten_before_ms: 0,
         }
     }
 
@@ -631,7 +657,7 @@ impl Ledger {
         period: Period,
         writers: impl IntoIterator<Item = NodeId>,
     ) -> Option<Settlement> {
-        if period == SEAL_KEY.period || self.settled.contains_key(&period) {
+        if period == SEAL_KEY.period || self.is_closed(period) {
             return None;
         }
         let writers: BTreeSet<NodeId> = writers.into_iter().collect();
@@ -681,12 +707,53 @@ impl Ledger {
     /// period settled already keeps its settlement: built from the same final slots, it
     /// is the same).
     pub fn apply_settlement(&mut self, settlement: Settlement) -> bool {
-        if settlement.period == SEAL_KEY.period || self.settled.contains_key(&settlement.period) {
+        if settlement.period == SEAL_KEY.period || self.is_closed(settlement.period) {
             return false;
         }
         self.drop_period(settlement.period);
         self.settled.insert(settlement.period, settlement);
         true
+    }
+
+    /// Whether `period`'s slots are gone here for good: settled, or forgotten (never the
+    /// seals' reserved period, whatever the watermark).
+    fn is_closed(&self, period: Period) -> bool {
+        self.settled.contains_key(&period)
+            || (period != SEAL_KEY.period && period.end_ms() <= self.forgotten_before_ms)
+    }
+
+    /// Forgets the settlements of periods ending at or before `before_ms` (see "Forgetting
+    /// settlements"), stopping short of any period whose slots are still here. The
+    /// watermark moves to the end of the latest settlement forgotten (so replicas that
+    /// forgot the same settlements hold the same state), and never back. Returns it; it is
+    /// persisted and given again on load ([`Ledger::forgotten_before_ms`]).
+    pub fn forget_settled(&mut self, before_ms: u64) -> u64 {
+        let open = self
+            .periods()
+            .map(|period| period.end_ms())
+            .min()
+            .unwrap_or(u64::MAX);
+        let limit = before_ms.min(open.saturating_sub(1));
+        let Some(watermark) = self
+            .settled
+            .keys()
+            .map(|period| period.end_ms())
+            .filter(|end| *end <= limit)
+            .max()
+        else {
+            return self.forgotten_before_ms;
+        };
+        if watermark <= self.forgotten_before_ms {
+            return self.forgotten_before_ms;
+        }
+        self.forgotten_before_ms = watermark;
+        self.settled.retain(|period, _| period.end_ms() > watermark);
+        self.forgotten_before_ms
+    }
+
+    /// Every period ending at or before this is forgotten here (0: none).
+    pub fn forgotten_before_ms(&self) -> u64 {
+        self.forgotten_before_ms
     }
 
     /// The settlement of `period`, if compacted here.
@@ -909,6 +976,7 @@ impl Ledger {
             && self.vv == other.vv
             && self.settled == other.settled
             && self.retired == other.retired
+            && self.forgotten_before_ms == other.forgotten_before_ms
     }
 
     /// Full-state merge: settlements, slot-wise maximum and version-vector maximum (settled
@@ -918,7 +986,7 @@ impl Ledger {
             self.apply_settlement(settlement.clone());
         }
         for (&(tenant, period, origin), group) in &other.slots {
-            if self.settled.contains_key(&period) || self.retired.contains(&origin) {
+            if self.is_closed(period) || self.retired.contains(&origin) {
                 continue;
             }
             for (metric, slot) in group.iter() {
@@ -1029,8 +1097,9 @@ impl Ledger {
         }
         for part in &delta.parts {
             for entry in &part.entries {
-                if self.settled.contains_key(&entry.key.period) {
-                    // Compacted here: its total is final and its slots are gone.
+                if self.is_closed(entry.key.period) {
+                    // Compacted (or forgotten) here: its total is final and its slots
+                    // are gone.
                     continue;
                 }
                 let slot = Slot {
@@ -1078,6 +1147,7 @@ impl Ledger {
                 slots,
                 settled: self.settled.values().cloned().collect(),
                 retired: self.retired.iter().copied().collect(),
+                forgotten_before_ms: self.forgotten_before_ms,
             },
         )
     }
@@ -1100,6 +1170,18 @@ impl Ledger {
                     slots: v1.slots,
                     settled: Vec::new(),
                     retired: Vec::new(),
+                    forgotten_before_ms: 0,
+                }
+            }
+            2 => {
+                let v2: LedgerReprV2 = codec::parse(body)?;
+                LedgerRepr {
+                    node: v2.node,
+                    vv: v2.vv,
+                    slots: v2.slots,
+                    settled: v2.settled,
+                    retired: v2.retired,
+                    forgotten_before_ms: 0,
                 }
             }
             _ => codec::parse(body)?,
@@ -1119,14 +1201,20 @@ impl Ledger {
             ));
         }
         let mut ledger = Ledger::new(repr.node);
+        ledger.forgotten_before_ms = repr.forgotten_before_ms;
         for settlement in repr.settled {
+            if settlement.period.end_ms() <= ledger.forgotten_before_ms {
+                return Err(DecodeError::Invalid(
+                    "a ledger settlement of a forgotten period".to_owned(),
+                ));
+            }
             settlement.validate()?;
             ledger.settled.insert(settlement.period, settlement);
         }
         for (key, node, slot) in repr.slots {
-            if ledger.settled.contains_key(&key.period) {
+            if ledger.is_closed(key.period) {
                 return Err(DecodeError::Invalid(
-                    "a ledger slot of a settled period".to_owned(),
+                    "a ledger slot of a settled or forgotten period".to_owned(),
                 ));
             }
             ledger.join_slot(key, node, slot);
@@ -1368,6 +1456,53 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn forgotten_settlements_stay_forgotten_and_never_pass_an_open_period() {
+        let october = Period::month(2026, 10).unwrap();
+        let november = october.next().unwrap();
+        let december = november.next().unwrap();
+        let at = |t: u64, period: Period| CounterKey::new(TenantId(t), period, Metric::Requests);
+        let (a_id, b_id) = (NodeId(1), NodeId(2));
+        let mut a = Ledger::new(a_id);
+        let mut b = Ledger::new(b_id);
+        a.increment(at(1, october), 3).unwrap();
+        a.increment(at(1, november), 4).unwrap();
+        b.increment(at(1, october), 5).unwrap();
+        a.seal(november.end_ms()).unwrap();
+        b.seal(october.end_ms()).unwrap();
+        a.increment(at(1, december), 6).unwrap();
+        let from_a = a.delta_since(&VersionVector::new(), 100);
+        let from_b = b.delta_since(&VersionVector::new(), 100);
+        a.apply_delta(&from_b).unwrap();
+        let october_settled = a.compact(october, [a_id, b_id]).expect("final");
+        // November is not final (B sealed October only): its slots stay, and nothing at
+        // or after its end may be forgotten.
+        assert_eq!(a.compact(november, [a_id, b_id]), None);
+        assert_eq!(a.forget_settled(u64::MAX), october.end_ms());
+        assert_eq!(a.settlement(october), None, "October is forgotten");
+        assert_eq!(a.total(&at(1, october)), 0);
+        assert_eq!(a.total(&at(1, november)), 4, "November's slots are kept");
+        assert_eq!(a.forgotten_before_ms(), october.end_ms());
+        // Late slots and a late settlement of October are ignored.
+        a.apply_delta(&from_b).unwrap();
+        let mut whole = Ledger::new(NodeId(9));
+        whole.apply_delta(&from_b).unwrap();
+        a.merge(&whole);
+        assert!(!a.apply_settlement(october_settled.clone()));
+        assert_eq!(a.total(&at(1, october)), 0);
+        assert_eq!(a.slots().filter(|(k, _, _)| k.period == october).count(), 0);
+        // The watermark never goes back, and it is stored.
+        assert_eq!(a.forget_settled(0), october.end_ms());
+        let back = Ledger::decode(&a.encode()).unwrap();
+        assert!(back.same_state(&a));
+        // A replica that holds October's settlement gives it to one that forgot it:
+        // refused; one that never had it takes it.
+        let mut c = Ledger::new(NodeId(3));
+        c.apply_delta(&from_a).unwrap();
+        assert!(c.apply_settlement(october_settled));
+        assert_eq!(c.total(&at(1, october)), 8);
     }
 
     #[test]
@@ -1726,6 +1861,28 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_state_still_decodes_as_a_ledger_that_forgot_nothing() {
+        let november = Period::month(2026, 11).unwrap();
+        let mut a = Ledger::new(NodeId(3));
+        a.increment(key(2, Metric::BytesIn), 10).unwrap();
+        a.seal(november.end_ms()).unwrap();
+        a.compact(november, [NodeId(3)]).expect("final");
+        let v2 = LedgerReprV2 {
+            node: NodeId(3),
+            vv: a.version_vector().clone(),
+            slots: a.all_slots().collect(),
+            settled: a.settled.values().cloned().collect(),
+            retired: Vec::new(),
+        };
+        let mut bytes = vec![2, Kind::LedgerState as u8];
+        bytes.extend(postcard::to_allocvec(&v2).unwrap());
+        let back = Ledger::decode(&bytes).unwrap();
+        assert!(back.same_state(&a));
+        assert_eq!(back.forgotten_before_ms(), 0);
+        assert!(back.settlement(november).is_some());
+    }
+
+    #[test]
     fn state_round_trips_and_unsorted_state_is_refused() {
         let mut a = Ledger::new(NodeId(3));
         a.increment(key(2, Metric::BytesIn), 10).unwrap();
@@ -1744,6 +1901,7 @@ mod tests {
             ],
             settled: Vec::new(),
             retired: Vec::new(),
+            forgotten_before_ms: 0,
         };
         assert!(matches!(
             Ledger::decode(&codec::encode(Kind::LedgerState, &repr)),

@@ -889,6 +889,7 @@ async fn usage(
             "missing_seals": missing,
             "compacted": ledger.settlement(period).is_some(),
             "settlement_digest": ledger.settlement(period).map(|s| format!("{:016x}", s.digest())),
+            "forgotten": period.end_ms() <= ledger.forgotten_before_ms(),
             "as_of_ms": now,
         });
         (report, state.replica.take_ticket())

@@ -252,6 +252,10 @@ pub struct BillingConfig {
     /// replaced by its totals, the same on every node (0: never). Raw usage records are
     /// kept as files, apart from this.
     pub retention_days: u64,
+    /// A settlement (the totals a compacted period leaves) is forgotten this many days
+    /// after its period ends (0: kept for ever). Above `retention_days`; a member offline
+    /// for longer than this comes back with usage nobody counts any more.
+    pub settlement_retention_days: u64,
 }
 
 impl Default for BillingConfig {
@@ -259,6 +263,7 @@ impl Default for BillingConfig {
         Self {
             seal_grace_ms: 600_000,
             retention_days: 92,
+            settlement_retention_days: 760,
         }
     }
 }
@@ -915,6 +920,14 @@ impl Config {
             0,
             100 * 365,
         )?;
+        if self.billing.settlement_retention_days != 0 {
+            in_range(
+                "billing.settlement_retention_days",
+                self.billing.settlement_retention_days,
+                self.billing.retention_days.max(1) + 1,
+                100 * 365,
+            )?;
+        }
         in_range("idempotency.ttl_s", self.idempotency.ttl_s, 1, 30 * 86_400)?;
         in_range(
             "idempotency.entries_max",
@@ -1182,6 +1195,12 @@ mod tests {
                 "TESSERA_CLUSTER__LEAVE_TIMEOUT_MS",
                 "0",
                 "cluster.leave_timeout_ms",
+            ),
+            // Totals forgotten before the period is even compacted.
+            (
+                "TESSERA_BILLING__SETTLEMENT_RETENTION_DAYS",
+                "92",
+                "billing.settlement_retention_days",
             ),
         ];
         for (name, value, expected) in cases {

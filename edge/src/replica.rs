@@ -140,6 +140,7 @@ impl Replica {
             mesh_peers: config.cluster.mesh_peers,
             seal_grace_ms: config.billing.seal_grace_ms,
             compact_after_ms: config.billing.retention_days * 86_400_000,
+            settlement_keep_ms: config.billing.settlement_retention_days * 86_400_000,
             directory_audit_keep_ms: config.store.audit_retention_days * 86_400_000,
             // The transport's frame limit: the core cuts its messages below it.
             message_bytes_max: config.cluster.message_bytes_max,

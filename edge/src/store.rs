@@ -44,6 +44,9 @@ const TAG_SETTLED: u8 = 4;
 const TAG_ESCROW_FORGOTTEN: u8 = 5;
 /// An origin retired from the ledger (its node id, 8 bytes LE; after the settlements).
 const TAG_RETIRED: u8 = 6;
+/// Settlements of periods ending at or before a time were forgotten (8 bytes, LE; after
+/// the settlements).
+const TAG_SETTLEMENTS_FORGOTTEN: u8 = 7;
 
 /// Bound on one decoded snapshot part or record part (the directory's own cap is 64 MB;
 /// a 100K-tenant ledger encodes to ~30 MB).
@@ -314,6 +317,9 @@ fn encode_record(changes: &Changes) -> Vec<u8> {
     if let Some(through_ms) = changes.escrow_forgotten_through_ms {
         part(TAG_ESCROW_FORGOTTEN, through_ms.to_le_bytes().to_vec());
     }
+    if let Some(before_ms) = changes.settlements_forgotten_before_ms {
+        part(TAG_SETTLEMENTS_FORGOTTEN, before_ms.to_le_bytes().to_vec());
+    }
     out
 }
 
@@ -361,6 +367,12 @@ fn apply_record(state: &mut NodeState, mut bytes: &[u8]) -> Result<(), String> {
                     .try_into()
                     .map_err(|_| "a forgotten-counters part is not 8 bytes")?;
                 state.escrow.forget_through(u64::from_le_bytes(through));
+            }
+            TAG_SETTLEMENTS_FORGOTTEN => {
+                let before: [u8; 8] = body
+                    .try_into()
+                    .map_err(|_| "a forgotten-settlements part is not 8 bytes")?;
+                state.ledger.forget_settled(u64::from_le_bytes(before));
             }
             other => return Err(format!("unknown part tag {other}")),
         }

@@ -5,7 +5,10 @@
 //! writer seals it (its seal, the slot of the reserved key, after its usage, as the sync
 //! core writes it); with compaction on, a month final at the replica whose end is
 //! `RETENTION_MONTHS` behind is replaced by its settlement (`Ledger::compact`, what
-//! `billing.retention_days` = 92 does). Each writer's usage reaches the replica as the
+//! `billing.retention_days` = 92 does), and a settlement is forgotten `SETTLEMENT_MONTHS`
+//! after its month ends (`Ledger::forget_settled`: `billing.settlement_retention_days`,
+//! whose default is 25 months; 6 here, so that a year shows it). Each writer's usage
+//! reaches the replica as the
 //! deltas replication carries (`Ledger::apply_delta`, chunks of `Delta::ENTRIES_MAX`).
 //!
 //! Measured at `TENANTS` tenants (the heap of the replica with a counting allocator, and
@@ -23,6 +26,8 @@ use common::live_bytes;
 
 /// Months a final month is kept before it is compacted.
 const RETENTION_MONTHS: usize = 3;
+/// Months a settlement is kept (after its month's end) before it is forgotten.
+const SETTLEMENT_MONTHS: usize = 6;
 /// Months simulated.
 const MONTHS: usize = 12;
 
@@ -82,6 +87,11 @@ fn year(writers: u64, tenants: u64, compact: bool) -> Vec<Month> {
                 "{due} is final: every writer sealed it"
             );
         }
+        if compact && periods.len() > SETTLEMENT_MONTHS {
+            let due = periods[periods.len() - 1 - SETTLEMENT_MONTHS];
+            assert!(replica.forget_settled(due.end_ms()) >= due.end_ms());
+            assert!(replica.settlement(due).is_none(), "{due} is forgotten");
+        }
         months.push(Month {
             period,
             slots: replica.slot_count(),
@@ -114,7 +124,8 @@ fn main() {
     let scale = 100_000.0 / tenants as f64;
     println!(
         "retention: {writers} writers per tenant, {tenants} tenants measured, shown for \
-         100,000; compaction {RETENTION_MONTHS} months after a month ends"
+         100,000; compaction {RETENTION_MONTHS} months after a month ends, its settlement \
+         forgotten {SETTLEMENT_MONTHS} months after"
     );
     let on = year(writers, tenants, true);
     let off = year(writers, tenants, false);

@@ -101,6 +101,11 @@ pub struct SyncConfig {
     /// it returns (or is decommissioned); a peer that lacks some of the dropped slots
     /// receives the settlement instead.
     pub compact_after_ms: u64,
+    /// Settlements (the invoices) are forgotten once their period ended this long ago
+    /// (`Ledger::forget_settled`; never past a period not final yet). 0: kept for ever.
+    /// Should exceed `compact_after_ms` by the time a member may stay offline and still
+    /// come back with usage to deliver.
+    pub settlement_keep_ms: u64,
     /// Directory log compaction: edits older than this that later edits have overwritten
     /// are folded into placeholders (`Directory::compact`), checked hourly; this is the
     /// audit window the history keeps whole. 0: never.
@@ -140,6 +145,7 @@ impl Default for SyncConfig {
             rebalance_idle_ms: 5_000,
             seal_grace_ms: 600_000,
             compact_after_ms: 92 * 24 * 3_600_000,
+            settlement_keep_ms: 760 * 24 * 3_600_000,
             directory_audit_keep_ms: 365 * 24 * 3_600_000,
         }
     }

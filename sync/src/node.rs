@@ -207,6 +207,8 @@ pub struct Stats {
     pub rights_handed_back: u64,
     /// Periods this node compacted into settlements (issue #14).
     pub periods_compacted: u64,
+    /// Settlements forgotten after `settlement_keep_ms`.
+    pub settlements_forgotten: u64,
     /// Settlements received whole from peers, and settlement parts refused (out of order,
     /// or an assembly that failed its digest).
     pub settlements_received: u64,
@@ -264,6 +266,9 @@ pub struct Changes {
     /// Counters of every period ending at or before this were forgotten (sealed here): to
     /// drop after `escrow` ([`EscrowBook::forget_through`]).
     pub escrow_forgotten_through_ms: Option<u64>,
+    /// Settlements of every period ending at or before this were forgotten
+    /// (`Ledger::forget_settled`): to apply after `settled`.
+    pub settlements_forgotten_before_ms: Option<u64>,
 }
 
 impl Changes {
@@ -274,6 +279,7 @@ impl Changes {
             && self.settled.is_empty()
             && self.retired.is_empty()
             && self.escrow_forgotten_through_ms.is_none()
+            && self.settlements_forgotten_before_ms.is_none()
     }
 }
 
@@ -665,6 +671,7 @@ impl Node {
             settled: std::mem::take(&mut self.periods.persist_settled),
             retired: std::mem::take(&mut self.periods.persist_retired),
             escrow_forgotten_through_ms: self.periods.persist_forgotten_ms.take(),
+            settlements_forgotten_before_ms: self.periods.persist_settlements_forgotten_ms.take(),
         }
     }
 

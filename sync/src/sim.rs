@@ -942,6 +942,9 @@ pub fn persist(state: &mut NodeState, changes: &Changes) {
     if let Some(through_ms) = changes.escrow_forgotten_through_ms {
         state.escrow.forget_through(through_ms);
     }
+    if let Some(before_ms) = changes.settlements_forgotten_before_ms {
+        state.ledger.forget_settled(before_ms);
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 //! usage after a seal refused. Compaction: a final period replaced by its settlement, the
 //! same bytes on every node, the totals unchanged, and a node that missed some of the
 //! period's usage receiving the settlement (in parts) before anything else. Retirement of a
-//! decommissioned member's identity, and the directory's log folding overwritten edits.
+//! decommissioned member's identity, settlements forgotten after their retention (late
+//! usage of a forgotten period taken by no one), and the directory's log folding
+//! overwritten edits.
 //!
 //! The periods are UTC hours (the ledger takes any period; the edge bills months, which
 //! end on hour boundaries, so the same seals cover them): the simulator starts at an hour
@@ -371,6 +373,84 @@ fn a_decommissioned_member_is_retired_once_its_usage_is_settled_and_its_late_ent
             );
         }
         final_everywhere_with_the_truth(&sim, seed, &live);
+    });
+}
+
+#[test]
+fn settlements_are_forgotten_after_their_retention_and_late_usage_of_them_changes_nothing() {
+    for_each_seed(SEEDS, |seed| {
+        let after_ms = 10 * 60_000;
+        let keep_ms = 20 * 60_000;
+        let config = SyncConfig {
+            compact_after_ms: after_ms,
+            settlement_keep_ms: keep_ms,
+            ..config()
+        };
+        let mut sim = Sim::new(N, seed, config, NetConfig::wan());
+        let all: Vec<usize> = (0..N).collect();
+        write(&mut sim, &all, 20 * 60_000, 1_000);
+        // Everything node 2 wrote, to replay once the hour is forgotten.
+        let late = sim
+            .node(2)
+            .ledger()
+            .delta_since(&VersionVector::new(), 100_000);
+        // Compacted everywhere first, the same settlement on every node.
+        sim.run_until(START_MS + HOUR_MS + after_ms + 2 * 60_000);
+        let digests: Vec<Option<u64>> = all
+            .iter()
+            .map(|&i| sim.node(i).ledger().settlement(hour()).map(|s| s.digest()))
+            .collect();
+        assert!(
+            digests[0].is_some() && digests.windows(2).all(|w| w[0] == w[1]),
+            "seed {seed}: not settled the same everywhere: {digests:?}"
+        );
+        // Then forgotten everywhere, and the next hour (still open) untouched.
+        let next = hour().next().expect("an hour");
+        sim.increment(0, CounterKey::new(TenantId(1), next, Metric::Requests), 9);
+        sim.run_until(START_MS + HOUR_MS + keep_ms + 2 * 60_000);
+        for &i in &all {
+            let ledger = sim.node(i).ledger();
+            assert_eq!(ledger.settlement(hour()), None, "seed {seed}: node {i}");
+            assert!(
+                ledger.forgotten_before_ms() >= hour().end_ms(),
+                "seed {seed}: node {i} forgot through {}",
+                ledger.forgotten_before_ms()
+            );
+            assert_eq!(ledger.total(&key(1, Metric::Requests)), 0);
+            assert_eq!(sim.node(i).stats().settlements_forgotten, 1);
+        }
+        // Node 2's usage of the hour, relayed late: taken by no one.
+        let relayer = sim.ids[1];
+        sim.with_node(0, |node, now| {
+            node.handle(
+                now,
+                Input::Message {
+                    from: relayer,
+                    message: Message::LedgerPush {
+                        delta: late.clone(),
+                        first_change_ms: now,
+                        relay: true,
+                    },
+                },
+            );
+        });
+        sim.run_for(10_000);
+        for &i in &all {
+            let ledger = sim.node(i).ledger();
+            assert_eq!(
+                ledger
+                    .slots()
+                    .filter(|(k, _, _)| k.period == hour())
+                    .count(),
+                0,
+                "seed {seed}: node {i} took a forgotten hour's slots back"
+            );
+            assert_eq!(
+                ledger.total(&CounterKey::new(TenantId(1), next, Metric::Requests)),
+                9,
+                "seed {seed}: node {i}: the open hour"
+            );
+        }
     });
 }
 

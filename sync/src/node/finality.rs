@@ -37,6 +37,9 @@ pub(super) struct Periods {
     pub(super) persist_retired: Vec<NodeId>,
     /// The latest sweep of forgotten counters since the last [`Node::take_changes`].
     pub(super) persist_forgotten_ms: Option<u64>,
+    /// The ledger's forgotten-settlements watermark, when it moved since the last
+    /// [`Node::take_changes`].
+    pub(super) persist_settlements_forgotten_ms: Option<u64>,
     /// When the compaction pass runs next.
     next_compaction_ms: u64,
     /// When the directory's log is compacted next, and where the sweep stands.
@@ -55,6 +58,7 @@ impl Periods {
             persist_settled: Vec::new(),
             persist_retired: Vec::new(),
             persist_forgotten_ms: None,
+            persist_settlements_forgotten_ms: None,
             next_compaction_ms: 0,
             next_directory_compaction_ms: 0,
             directory_cursor: tessera_crdt::directory::CompactCursor::default(),
@@ -145,6 +149,17 @@ impl Node {
             if self.ledger.retire(node) {
                 self.stats.identities_retired += 1;
                 self.periods.persist_retired.push(node);
+            }
+        }
+        let keep_ms = self.config.settlement_keep_ms;
+        if keep_ms > 0 {
+            let settled = self.ledger.settled_periods().count();
+            let before = self.ledger.forgotten_before_ms();
+            let now = self.ledger.forget_settled(now_ms.saturating_sub(keep_ms));
+            if now != before {
+                self.stats.settlements_forgotten +=
+                    (settled - self.ledger.settled_periods().count()) as u64;
+                self.periods.persist_settlements_forgotten_ms = Some(now);
             }
         }
     }

@@ -126,7 +126,7 @@ fn admit(node: &Mutex<Node>, tenant: TenantId, bytes_in: u64) {
     if demands.is_empty() {
         return;
     }
-    meter::try_admit(&mut node, &demands, now)
+    meter::try_admit(&mut node, &demands, now, meter::Attempt::First)
         .unwrap_or_else(|e| panic!("the bench quota is never short: {e:?}"));
 }
 

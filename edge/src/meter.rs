@@ -7,7 +7,11 @@
 //! under one lock, so a request refused on one quota spends nothing on another. With no
 //! local rights, the consume itself asks a peer for some; the request waits for the
 //! transfer only while `quota.transfer_wait_ms` and its deadline allow, and only when a
-//! connected peer could send rights at all (a cut-off node refuses at once). **Rights
+//! connected peer could send rights at all (a cut-off node refuses at once). It waits on
+//! the transport's signal that rights arrived (`NetHandle::rights_arrivals`), not on a
+//! timer, and tries again only then (and once when the wait is over); the attempt after a
+//! wait does not count the request's demand again (`Node::consume_again`), so waiting does
+//! not inflate the rights this node asks for. **Rights
 //! follow delivered work**: admission hands back a [`Spent`] that returns the rights to
 //! this node's local rights (the escrow's refunded cell, written only by this node and
 //! never above what it consumed) unless its usage was written — a request shed after
@@ -31,9 +35,6 @@ use tessera_sync::Node;
 use crate::error::ApiError;
 use crate::replica::{now_ms, Replica};
 use crate::routes::AppState;
-
-/// How often a request waiting for a rights transfer looks again.
-const TRANSFER_POLL: Duration = Duration::from_millis(2);
 
 /// What one admission needs: `(counter, amount)` per enforced quota of the tenant.
 pub fn demands(node: &Node, tenant: TenantId, bytes_in: u64, now: u64) -> Vec<(CounterKey, u64)> {
@@ -69,12 +70,21 @@ pub enum Shortfall {
     Unavailable { transfer_possible: bool },
 }
 
+/// Whether an admission attempt is the request's first (its demand counts) or one after
+/// a wait for rights (it does not count again: see [`Node::consume_again`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    First,
+    Again,
+}
+
 /// Spends every demand's rights at once, or none: all are checked first, under the caller's
 /// one hold of the lock. A refusal asks a peer for rights (through the consume it makes).
 pub fn try_admit(
     node: &mut Node,
     demands: &[(CounterKey, u64)],
     now: u64,
+    attempt: Attempt,
 ) -> Result<(), Shortfall> {
     let short = demands
         .iter()
@@ -88,7 +98,10 @@ pub fn try_admit(
         return Ok(());
     };
     // Refused, and starts (or revives) a rights request to a peer.
-    let _ = node.consume(now, key, amount);
+    let _ = match attempt {
+        Attempt::First => node.consume(now, key, amount),
+        Attempt::Again => node.consume_again(now, key, amount),
+    };
     let counter = node.escrow().get(&key);
     let left = counter.map_or(0, |c| {
         u128::from(c.limit()).saturating_sub(c.total_consumed())
@@ -159,6 +172,12 @@ pub async fn admit(
     bytes_in: u64,
     deadline: Instant,
 ) -> Result<Spent, ApiError> {
+    // Rights arrivals are marked seen before the first attempt, so rights that come
+    // between it and the wait end the wait at once.
+    let mut arrivals = state.replica.rights_arrivals();
+    if let Some(arrivals) = arrivals.as_mut() {
+        arrivals.borrow_and_update();
+    }
     // The demands and the first attempt under one hold of the lock (the common case
     // ends here).
     let (demands, mut shortfall) = {
@@ -168,11 +187,11 @@ pub async fn admit(
         if demands.is_empty() {
             return Ok(Spent::nothing());
         }
-        let shortfall = try_admit(&mut node, &demands, now).err();
+        let shortfall = try_admit(&mut node, &demands, now, Attempt::First).err();
         (demands, shortfall)
     };
     let wait = Duration::from_millis(state.config.quota.transfer_wait_ms);
-    let give_up = deadline.min(Instant::now() + wait);
+    let give_up = tokio::time::Instant::from_std(deadline.min(Instant::now() + wait));
     let mut waited = false;
     loop {
         state.replica.wake_net();
@@ -195,11 +214,29 @@ pub async fn admit(
             }
             Some(Shortfall::Unavailable {
                 transfer_possible: true,
-            }) if Instant::now() + TRANSFER_POLL < give_up => {
+            }) if !waited || tokio::time::Instant::now() < give_up => {
+                // Until rights arrive from a peer (then try again: they may be another
+                // counter's, or another request's) or the wait is over (then a last try:
+                // a grant may also come with the quota's policy, which no arrival marks).
                 waited = true;
-                tokio::time::sleep(TRANSFER_POLL).await;
                 state.metrics.quota_waits.inc();
-                shortfall = try_admit(&mut state.replica.lock(), &demands, now_ms()).err();
+                match arrivals.as_mut() {
+                    Some(watch) => {
+                        if let Ok(Err(_)) = tokio::time::timeout_at(give_up, watch.changed()).await
+                        {
+                            // The transport stopped: nothing more will arrive.
+                            arrivals = None;
+                        }
+                    }
+                    None => tokio::time::sleep_until(give_up).await,
+                }
+                shortfall = try_admit(
+                    &mut state.replica.lock(),
+                    &demands,
+                    now_ms(),
+                    Attempt::Again,
+                )
+                .err();
             }
             Some(Shortfall::Unavailable { .. }) => {
                 state
@@ -366,7 +403,7 @@ mod tests {
         let demands = demands(&node, tenant, 100, now);
         assert_eq!(demands.len(), 1);
         assert_eq!(
-            try_admit(&mut node, &demands, now),
+            try_admit(&mut node, &demands, now, Attempt::First),
             Err(Shortfall::Unavailable {
                 transfer_possible: false
             })

@@ -356,6 +356,12 @@ impl Replica {
         self.net.is_some()
     }
 
+    /// Changes when rights arrive from a peer ([`NetHandle::rights_arrivals`]); `None`
+    /// without replication (no peer can send any).
+    pub fn rights_arrivals(&self) -> Option<watch::Receiver<u64>> {
+        self.net.as_ref().map(NetHandle::rights_arrivals)
+    }
+
     pub fn net_stats(&self) -> Option<NetStats> {
         self.net.as_ref().map(NetHandle::stats)
     }

@@ -466,6 +466,7 @@ pub struct NetHandle {
     wake: Arc<Notify>,
     stats: Arc<Mutex<NetStats>>,
     stop: watch::Sender<bool>,
+    rights: watch::Receiver<u64>,
     pub peer_id: PeerId,
     pub node_id: NodeId,
 }
@@ -478,6 +479,13 @@ impl NetHandle {
 
     pub fn stats(&self) -> NetStats {
         self.stats.lock().expect("stats lock").clone()
+    }
+
+    /// [`Node::rights_epoch`] as of the last input the transport handed the node: it
+    /// changes when rights arrive from a peer, so a request waiting for rights waits on
+    /// it (mark it seen, try, then wait for a change) instead of polling the node.
+    pub fn rights_arrivals(&self) -> watch::Receiver<u64> {
+        self.rights.clone()
     }
 
     pub fn stop(&self) {
@@ -567,10 +575,12 @@ pub async fn spawn(
     }
     let wake = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
+    let (rights_tx, rights) = watch::channel(node.lock().expect("node lock").rights_epoch());
     let handle = NetHandle {
         wake: wake.clone(),
         stats: stats.clone(),
         stop,
+        rights,
         peer_id,
         node_id,
     };
@@ -589,6 +599,7 @@ pub async fn spawn(
         gate,
         mesh_peers,
         touched: true,
+        rights: rights_tx,
     };
     tokio::spawn(driver.run(wake, stopped));
     Ok(handle)
@@ -613,6 +624,8 @@ struct Driver {
     /// input, a tick or a local operation). Swarm events that never reach the node, such
     /// as a flood of refused connections, then cost no node lock.
     touched: bool,
+    /// Publishes [`Node::rights_epoch`] after each input (see [`NetHandle::rights_arrivals`]).
+    rights: watch::Sender<u64>,
 }
 
 impl Driver {
@@ -691,6 +704,9 @@ impl Driver {
         let now = self.now_ms();
         let mut node = self.node.lock().expect("node lock");
         node.handle(now, input);
+        let epoch = node.rights_epoch();
+        self.rights
+            .send_if_modified(|seen| std::mem::replace(seen, epoch) != epoch);
         if node.staged_directory_ops() > 0 {
             match &self.gate {
                 Some(gate) => gate.request.notify_one(),

@@ -440,6 +440,8 @@ pub struct Node {
     given_at: IdHashMap<(NodeId, CounterKey), u64>,
     /// When this node last consumed for each key.
     consumed_at: IdHashMap<CounterKey, Demand>,
+    /// Bumped whenever rights for some counter arrive from a peer ([`Node::rights_epoch`]).
+    rights_epoch: u64,
     retry_tokens: f64,
     tokens_at_ms: u64,
     /// The quota policy may have changed (directory ops applied) or a period rolled.
@@ -512,6 +514,7 @@ impl Node {
             next_request_id: 1,
             given_at: IdHashMap::default(),
             consumed_at: IdHashMap::default(),
+            rights_epoch: 0,
             retry_tokens: f64::from(config.rights_retry_budget_per_s),
             tokens_at_ms: now_ms,
             quotas_dirty: true,
@@ -780,11 +783,46 @@ impl Node {
     /// Spends `amount` of this node's rights for `key` (the quota check of a request).
     /// When rights run low, a request to peers is started; a refusal says whether rights
     /// exist elsewhere in this node's view (`Insufficient` with `available` local only).
+    /// The amount counts as demand, refused or not: it sizes the rights this node asks for.
     pub fn consume(
         &mut self,
         now_ms: u64,
         key: CounterKey,
         amount: u64,
+    ) -> Result<(), EscrowError> {
+        self.consume_with(now_ms, key, amount, true)
+    }
+
+    /// [`Node::consume`] again for the same request, after it waited for rights: the
+    /// amount is not counted as demand a second time (the demand rate sets the low-water
+    /// mark and request sizes, and would otherwise grow with every wait).
+    pub fn consume_again(
+        &mut self,
+        now_ms: u64,
+        key: CounterKey,
+        amount: u64,
+    ) -> Result<(), EscrowError> {
+        self.consume_with(now_ms, key, amount, false)
+    }
+
+    /// How many times rights have arrived from peers so far: a waiter for rights compares
+    /// it before and after instead of polling (the transport publishes it).
+    pub fn rights_epoch(&self) -> u64 {
+        self.rights_epoch
+    }
+
+    /// The demand rate of `key` here, per second (what was consumed or asked for in the
+    /// last complete second, or the current one if higher); 0 for a key never consumed.
+    pub fn demand_per_s(&self, key: &CounterKey) -> u64 {
+        self.consumed_at.get(key).map_or(0, Demand::rate)
+    }
+
+    fn consume_with(
+        &mut self,
+        now_ms: u64,
+        key: CounterKey,
+        amount: u64,
+        new_demand: bool,
     ) -> Result<(), EscrowError> {
         self.reconcile_quotas(now_ms);
         self.refuse_sealed(key.period)?;
@@ -819,7 +857,9 @@ impl Node {
             .consumed_at
             .entry(key)
             .or_insert_with(|| Demand::new(now_ms));
-        demand.record(now_ms, amount);
+        if new_demand {
+            demand.record(now_ms, amount);
+        }
         let rate = demand.rate();
         let low_water = self.low_water_at(rate);
         if result.is_ok() {

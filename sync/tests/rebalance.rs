@@ -105,3 +105,57 @@ fn an_idle_holder_hands_its_excess_back_and_the_home_spreads_it_toward_demand() 
         );
     });
 }
+
+/// What a request that waits for rights relies on (the edge's admission): the node's
+/// `rights_epoch` moves when rights arrive from a peer, and only then, so a waiter wakes on
+/// it instead of polling; and the same request's attempt after the wait
+/// (`consume_again`) does not count its demand twice, while a new request does.
+#[test]
+fn rights_arriving_move_the_epoch_and_a_retried_consume_is_not_new_demand() {
+    for_each_seed(SEEDS, |seed| {
+        let (mut sim, key) = quota_fleet(seed, SyncConfig::default());
+        // Node 3 spends what it was granted, then is refused: it asks its peers.
+        while sim.consume(3, key, 1).is_ok() {}
+        let demand = sim.node(3).demand_per_s(&key);
+        let epoch = sim.node(3).rights_epoch();
+        for _ in 0..50 {
+            let _ = sim.with_node(3, |node, now| node.consume_again(now, key, 1));
+        }
+        assert_eq!(
+            sim.node(3).demand_per_s(&key),
+            demand,
+            "seed {seed}: retries counted as demand"
+        );
+        let _ = sim.consume(3, key, 1);
+        assert_eq!(
+            sim.node(3).demand_per_s(&key),
+            demand + 1,
+            "seed {seed}: a new request is demand"
+        );
+        assert_eq!(
+            sim.node(3).rights_epoch(),
+            epoch,
+            "seed {seed}: nothing arrived yet"
+        );
+        let received = sim.node(3).stats().rights_received;
+        sim.run_for(2_000);
+        assert!(
+            sim.node(3).stats().rights_received > received,
+            "seed {seed}: no rights arrived"
+        );
+        assert!(
+            sim.node(3).rights_epoch() > epoch,
+            "seed {seed}: rights arrived but the epoch did not move"
+        );
+        // Quiet (no demand, no transfers to it): the epoch stays.
+        sim.run_for(30_000);
+        let quiet = sim.node(3).rights_epoch();
+        let quiet_received = sim.node(3).stats().rights_received;
+        sim.run_for(5_000);
+        assert_eq!(
+            sim.node(3).rights_epoch() == quiet,
+            sim.node(3).stats().rights_received == quiet_received,
+            "seed {seed}: the epoch moves exactly when rights arrive"
+        );
+    });
+}

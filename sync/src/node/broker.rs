@@ -72,6 +72,9 @@ impl Node {
                 self.stats.rights_received = self.stats.rights_received.saturating_add(
                     u64::try_from(after.saturating_sub(before)).unwrap_or(u64::MAX),
                 );
+                if after > before {
+                    self.rights_epoch += 1;
+                }
                 changed.push(*key);
                 self.persist_dirty.insert(*key);
                 // Rights arriving (a grant made under an older policy, a transfer after a

@@ -240,6 +240,47 @@ fn net_steps(
     prop::collection::vec(step, 0..steps_max)
 }
 
+/// `from` sends what `to` lacked at its last known digest (possibly stale), in chunks of
+/// `chunk` ops (a placeholder counts one), through the wire encoding; the network drops
+/// the chunks `drop_mask` says, duplicates them all or reverses their order, as told.
+fn deliver(
+    replicas: &mut [Directory],
+    digests: &mut [VersionVector],
+    from: usize,
+    to: usize,
+    (chunk, drop_mask, duplicate, reverse): (usize, u8, bool, bool),
+) {
+    if from == to {
+        return;
+    }
+    let mut chunks = Vec::new();
+    let mut cursor = digests[to].clone();
+    loop {
+        let delta = replicas[from].delta_since(&cursor, chunk);
+        if delta.is_empty() {
+            break;
+        }
+        for op in &delta.ops {
+            cursor.advance(op.origin, op.last_seq());
+        }
+        chunks.push(delta);
+    }
+    if reverse {
+        chunks.reverse();
+    }
+    for (c, delta) in chunks.iter().enumerate() {
+        if drop_mask & (1 << (c % 8)) != 0 {
+            continue;
+        }
+        let delta = DirectoryDelta::decode(&delta.encode(), usize::MAX).unwrap();
+        replicas[to].apply_delta(&delta).unwrap();
+        if duplicate {
+            replicas[to].apply_delta(&delta).unwrap();
+        }
+    }
+    digests[to] = replicas[to].version_vector().clone();
+}
+
 /// Runs the two-party sync protocol to completion through encoded messages.
 fn sync_pair(a: &mut Directory, b: &mut Directory, ops_max: usize) -> Result<usize, TestCaseError> {
     let mut message = Some(a.sync_start());
@@ -324,38 +365,7 @@ proptest! {
                     edit(&mut replicas[at], i as u64, "admin", change);
                 }
                 NetStep::Send { from, to, chunk, drop_mask, duplicate, reverse } => {
-                    if from == to {
-                        continue;
-                    }
-                    // The sender works from a possibly stale digest of the receiver.
-                    let peer = digests[to].clone();
-                    let mut chunks = Vec::new();
-                    let mut cursor = peer.clone();
-                    loop {
-                        let delta = replicas[from].delta_since(&cursor, chunk);
-                        if delta.is_empty() {
-                            break;
-                        }
-                        for op in &delta.ops {
-                            cursor.advance(op.origin, op.last_seq());
-                        }
-                        chunks.push(delta);
-                    }
-                    if reverse {
-                        chunks.reverse();
-                    }
-                    for (c, delta) in chunks.iter().enumerate() {
-                        if drop_mask & (1 << (c % 8)) != 0 {
-                            continue;
-                        }
-                        let bytes = delta.encode();
-                        let delta = DirectoryDelta::decode(&bytes, usize::MAX).unwrap();
-                        replicas[to].apply_delta(&delta).unwrap();
-                        if duplicate {
-                            replicas[to].apply_delta(&delta).unwrap();
-                        }
-                    }
-                    digests[to] = replicas[to].version_vector().clone();
+                    deliver(&mut replicas, &mut digests, from, to, (chunk, drop_mask, duplicate, reverse));
                 }
             }
         }
@@ -400,35 +410,7 @@ proptest! {
                     }
                 }
                 NetStep::Send { from, to, chunk, drop_mask, duplicate, reverse } => {
-                    if from == to {
-                        continue;
-                    }
-                    let mut chunks = Vec::new();
-                    let mut cursor = digests[to].clone();
-                    loop {
-                        let delta = replicas[from].delta_since(&cursor, chunk);
-                        if delta.is_empty() {
-                            break;
-                        }
-                        for op in &delta.ops {
-                            cursor.advance(op.origin, op.last_seq());
-                        }
-                        chunks.push(delta);
-                    }
-                    if reverse {
-                        chunks.reverse();
-                    }
-                    for (c, delta) in chunks.iter().enumerate() {
-                        if drop_mask & (1 << (c % 8)) != 0 {
-                            continue;
-                        }
-                        let delta = DirectoryDelta::decode(&delta.encode(), usize::MAX).unwrap();
-                        replicas[to].apply_delta(&delta).unwrap();
-                        if duplicate {
-                            replicas[to].apply_delta(&delta).unwrap();
-                        }
-                    }
-                    digests[to] = replicas[to].version_vector().clone();
+                    deliver(&mut replicas, &mut digests, from, to, (chunk, drop_mask, duplicate, reverse));
                 }
             }
             if let Some((at, budget, window)) = compactions.next() {

@@ -109,6 +109,24 @@ fn final_everywhere_with_the_truth(sim: &Sim, seed: u64, nodes: &[usize]) {
     }
 }
 
+/// `late` (entries a node wrote earlier), pushed to node 0 now by node 1 as a relay.
+fn relay_late(sim: &mut Sim, late: &tessera_crdt::Delta) {
+    let relayer = sim.ids[1];
+    sim.with_node(0, |node, now| {
+        node.handle(
+            now,
+            Input::Message {
+                from: relayer,
+                message: Message::LedgerPush {
+                    delta: late.clone(),
+                    first_change_ms: now,
+                    relay: true,
+                },
+            },
+        );
+    });
+}
+
 #[test]
 fn a_period_that_ends_during_a_partition_is_final_only_after_the_heal() {
     for_each_seed(SEEDS, |seed| {
@@ -345,20 +363,7 @@ fn a_decommissioned_member_is_retired_once_its_usage_is_settled_and_its_late_ent
         }
         final_everywhere_with_the_truth(&sim, seed, &live);
         // Its entries, relayed late by a live member: refused, nothing re-created.
-        let relayer = sim.ids[1];
-        sim.with_node(0, |node, now| {
-            node.handle(
-                now,
-                Input::Message {
-                    from: relayer,
-                    message: Message::LedgerPush {
-                        delta: late.clone(),
-                        first_change_ms: now,
-                        relay: true,
-                    },
-                },
-            );
-        });
+        relay_late(&mut sim, &late);
         sim.run_for(10_000);
         for &i in &live {
             assert_eq!(
@@ -420,20 +425,7 @@ fn settlements_are_forgotten_after_their_retention_and_late_usage_of_them_change
             assert_eq!(sim.node(i).stats().settlements_forgotten, 1);
         }
         // Node 2's usage of the hour, relayed late: taken by no one.
-        let relayer = sim.ids[1];
-        sim.with_node(0, |node, now| {
-            node.handle(
-                now,
-                Input::Message {
-                    from: relayer,
-                    message: Message::LedgerPush {
-                        delta: late.clone(),
-                        first_change_ms: now,
-                        relay: true,
-                    },
-                },
-            );
-        });
+        relay_late(&mut sim, &late);
         sim.run_for(10_000);
         for &i in &all {
             let ledger = sim.node(i).ledger();

@@ -938,6 +938,61 @@ impl Ledger {
         Metric::ALL.map(|metric| self.total(&CounterKey::new(tenant, period, metric)))
     }
 
+    /// Merged totals of `period` for up to `limit` tenants with usage in it, the first
+    /// after `after`, ascending (an export's page). A settled period's come from its
+    /// settlement; otherwise only the keys of the page's tenants are walked (keys are
+    /// ordered by tenant first), so a page costs its own size, not the ledger's.
+    pub fn totals_page(
+        &self,
+        period: Period,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> Vec<(TenantId, [u64; 4])> {
+        let mut page: Vec<(TenantId, [u64; 4])> = Vec::new();
+        let mut add = |tenant: TenantId, metric: Metric, value: u64| -> bool {
+            match page.last_mut() {
+                Some((last, values)) if *last == tenant => {
+                    values[metric.index()] = values[metric.index()].saturating_add(value);
+                }
+                _ => {
+                    if page.len() == limit {
+                        return false;
+                    }
+                    let mut values = [0u64; 4];
+                    values[metric.index()] = value;
+                    page.push((tenant, values));
+                }
+            }
+            true
+        };
+        let first = after.map_or(TenantId(0), |t| TenantId(t.0.saturating_add(1)));
+        if after.is_some_and(|t| t.0 == u64::MAX) {
+            return page;
+        }
+        if let Some(settlement) = self.settled.get(&period) {
+            let start = settlement.totals.partition_point(|(t, _, _)| *t < first);
+            for (tenant, metric, value) in &settlement.totals[start..] {
+                if !add(*tenant, *metric, *value) {
+                    break;
+                }
+            }
+            return page;
+        }
+        // The least key of tenant `first` (the least period and metric by their order; a
+        // comparison bound only, never a key held).
+        let least = Period::Month { year: 0, month: 0 };
+        let from = CounterKey::new(first, least, Metric::Requests);
+        for key in self.keys.range(from..) {
+            if key.period != period || key.tenant == SEAL_KEY.tenant {
+                continue;
+            }
+            if !add(key.tenant, key.metric, self.total(key)) {
+                break;
+            }
+        }
+        page
+    }
+
     /// Each node's contribution to a counter, in node order (nodes with a slot only; none
     /// once its period is compacted: see [`Ledger::settlement`]).
     pub fn breakdown(&self, key: &CounterKey) -> Vec<(NodeId, u64)> {
@@ -1503,6 +1558,61 @@ mod tests {
         c.apply_delta(&from_a).unwrap();
         assert!(c.apply_settlement(october_settled));
         assert_eq!(c.total(&at(1, october)), 8);
+    }
+
+    #[test]
+    fn totals_pages_cover_every_tenant_once_settled_or_not() {
+        let november = Period::month(2026, 11).unwrap();
+        let december = november.next().unwrap();
+        let (a_id, b_id) = (NodeId(1), NodeId(2));
+        let mut a = Ledger::new(a_id);
+        let mut b = Ledger::new(b_id);
+        for t in 1..=25u64 {
+            for (period, node) in [(november, &mut a), (december, &mut b)] {
+                for metric in [Metric::Requests, Metric::BytesOut] {
+                    node.increment(CounterKey::new(TenantId(t * 3), period, metric), t)
+                        .unwrap();
+                }
+            }
+            a.increment(
+                CounterKey::new(TenantId(t * 3), december, Metric::Requests),
+                1,
+            )
+            .unwrap();
+        }
+        a.seal(november.end_ms()).unwrap();
+        b.seal(november.end_ms()).unwrap();
+        let from_b = b.delta_since(&VersionVector::new(), 1_000);
+        a.apply_delta(&from_b).unwrap();
+        let pages = |ledger: &Ledger, period: Period, limit: usize| {
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = ledger.totals_page(period, after, limit);
+                assert!(page.len() <= limit);
+                let Some((last, _)) = page.last() else {
+                    return all;
+                };
+                after = Some(*last);
+                all.extend(page);
+            }
+        };
+        for period in [november, december] {
+            let expected: Vec<(TenantId, [u64; 4])> = (1..=25u64)
+                .map(|t| (TenantId(t * 3), a.totals(TenantId(t * 3), period)))
+                .collect();
+            for limit in [1, 7, 25, 100] {
+                assert_eq!(
+                    pages(&a, period, limit),
+                    expected,
+                    "{period}, pages of {limit}"
+                );
+            }
+        }
+        let before = pages(&a, november, 4);
+        a.compact(november, [a_id, b_id]).expect("final");
+        assert_eq!(pages(&a, november, 4), before, "from the settlement");
+        assert_eq!(a.totals_page(november, Some(TenantId(u64::MAX)), 5), vec![]);
     }
 
     #[test]

@@ -431,6 +431,13 @@ proptest! {
             prop_assert!(r.same_view(&reference), "compaction changed a view");
             let back = Directory::decode(&r.encode(), usize::MAX).unwrap();
             prop_assert!(back.same_view(&reference), "a compacted log decodes to another view");
+            // The per-tenant history index: what is left of the history, in order.
+            for tenant in TENANTS {
+                let full = reference.history(tenant);
+                let left = r.history(tenant);
+                prop_assert!(left.iter().all(|op| full.contains(op)), "a history op from nowhere");
+                prop_assert_eq!(&back.history(tenant), &left);
+            }
         }
         let mut fresh = Directory::new(NodeId(50));
         sync_pair(&mut fresh, &mut replicas[0], 1)?;

@@ -51,10 +51,10 @@ use std::time::Instant;
 use tessera_crdt::directory::{Change, Directory, KeyId, Scopes};
 use tessera_crdt::{EscrowBook, Ledger, Metric, NodeId, PeriodKind, TenantId};
 use tessera_edge::auth;
-use tessera_edge::meter::{self, Usage};
+use tessera_edge::control::now_ms;
+use tessera_edge::control::ops::{self, Usage};
+use tessera_edge::control::records::{Pending, RequestId};
 use tessera_edge::rate::RateLimiter;
-use tessera_edge::records::{Pending, RequestId};
-use tessera_edge::replica::now_ms;
 use tessera_sync::{Input, Node, NodeState, SyncConfig};
 
 const NODE: NodeId = NodeId(1);
@@ -117,30 +117,30 @@ fn rate_check(rate: &RateLimiter, tenant: TenantId) {
     }
 }
 
-/// Step 3 (`meter::admit`, local path): `meter::demands` and `meter::try_admit` under
+/// Step 3 (`meter::admit`, local path): `ops::demands` and `ops::try_admit` under
 /// one hold of the lock, as the node does.
 fn admit(node: &Mutex<Node>, tenant: TenantId, bytes_in: u64) {
     let mut node = lock(node);
     let now = now_ms();
-    let demands = meter::demands(&node, tenant, bytes_in, now);
+    let demands = ops::demands(&node, tenant, bytes_in, now);
     if demands.is_empty() {
         return;
     }
-    meter::try_admit(&mut node, &demands, now, meter::Attempt::First)
+    ops::try_admit(&mut node, &demands, now, ops::Attempt::First)
         .unwrap_or_else(|e| panic!("the bench quota is never short: {e:?}"));
 }
 
-/// The node's queue of usage records (`Replica::push_record`), drained by the writer.
+/// The node's queue of usage records (`ControlPlane::push_record`), drained by the writer.
 static RECORDS: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
 
-/// Step 4 (`meter::bill` up to the durability wait): a request id, `meter::record_usage`
+/// Step 4 (`meter::bill` up to the durability wait): a request id, `ops::record_usage`
 /// and the usage record queued, under one hold of the lock; returns the ticket.
 fn bill(node: &Mutex<Node>, tenant: TenantId, usage: Usage) -> u64 {
     let request_id = RequestId::next();
     let mut node = lock(node);
     let now = now_ms();
     let ticket =
-        meter::record_usage(&mut node, tenant, usage, now).expect("metering never overflows here");
+        ops::record_usage(&mut node, tenant, usage, now).expect("metering never overflows here");
     RECORDS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)

@@ -10,7 +10,6 @@
 //! Callers: operators (a token whose SHA-256 is configured), and for
 //! `GET /admin/v1/usage` only, a tenant key with the `usage` scope, for its own tenant.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +21,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tessera_crdt::directory::{Change, DirectoryError, KeyId, Scopes, SecretId, TenantStatus};
-use tessera_crdt::ledger::Finality;
-use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId};
-use tessera_sync::{Node, PeerView};
+use tessera_crdt::{Metric, NodeId, Period, PeriodKind, TenantId};
+use tessera_sync::PeerView;
 
 use crate::auth::{self, Caller};
+use crate::control::{now_ms, ControlPlane, DurableError};
 use crate::error::ApiError;
-use crate::replica::{now_ms, DurableError};
 use crate::routes::AppState;
 
 /// Ids handed out here stay below 2^53 so JavaScript clients read them exactly.
@@ -128,7 +126,7 @@ async fn set_faults(
 ) -> Result<StatusCode, ApiError> {
     operator(&state, &headers)?;
     let request: SetFaults = json_body(&body)?;
-    state.replica.faults().set(request.store, request.stall_ms);
+    state.control.faults().set(request.store, request.stall_ms);
     tracing::warn!(store = ?request.store, stall_ms = request.stall_ms, "injected store fault");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -198,34 +196,29 @@ fn durable_error(error: DurableError) -> ApiError {
 
 /// Makes directory edits, durably, and returns once they are committed.
 async fn edit(state: &AppState, actor: &Operator, changes: Vec<Change>) -> Result<(), ApiError> {
-    edit_with(state, |node, now| {
-        for change in changes {
-            node.edit_directory(now, &actor.0, change)
-                .map_err(directory_error)?;
-        }
-        Ok(())
+    edit_with(state, |control, now| {
+        control
+            .edit(now, &actor.0, changes)
+            .map(|ticket| ((), ticket))
+            .map_err(directory_error)
     })
     .await
 }
 
-/// Runs `edits` (given the node and the time) under one hold of the node lock, then waits
+/// Runs `edits` (a control-plane edit, given the time: one hold of the node lock), then waits
 /// until whatever this node changed is committed: what it returns is answered only once
 /// durable.
 async fn edit_with<T>(
     state: &AppState,
-    edits: impl FnOnce(&mut Node, u64) -> Result<T, ApiError>,
+    edits: impl FnOnce(&ControlPlane, u64) -> Result<(T, u64), ApiError>,
 ) -> Result<T, ApiError> {
-    if state.replica.is_failed() {
+    if state.control.is_failed() {
         return Err(durable_error(DurableError::Failed));
     }
-    let (value, ticket) = {
-        let mut node = state.replica.lock();
-        let value = edits(&mut node, now_ms())?;
-        (value, node.own_changes())
-    };
-    state.replica.wake_net();
+    let (value, ticket) = edits(&state.control, now_ms())?;
+    state.control.wake_net();
     state
-        .replica
+        .control
         .durable(ticket, state.commit_timeout())
         .await
         .map_err(durable_error)?;
@@ -282,7 +275,7 @@ async fn create_tenant(
     let actor = operator(&state, &headers)?;
     let request: CreateTenant = json_body(&body)?;
     let home = match request.home.as_deref() {
-        None => state.replica.id(),
+        None => state.control.id(),
         Some(text) => NodeId(u64::from_str_radix(text, 16).map_err(|_| {
             ApiError::unprocessable("invalid_field", "home must be a node id (hex)")
         })?),
@@ -310,26 +303,51 @@ async fn create_tenant(
         .into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    /// The last id of the previous page (its `next`).
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A page of a listing: [`PAGE_DEFAULT`] items unless asked otherwise, at most
+/// [`PAGE_MAX`]: each page is one short hold of the node's lock.
+const PAGE_DEFAULT: usize = 1_000;
+const PAGE_MAX: usize = 10_000;
+
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(PAGE_DEFAULT) {
+        0 => Err(ApiError::bad_parameter("`limit` must be at least 1")),
+        limit => Ok(limit.min(PAGE_MAX)),
+    }
+}
+
+/// Live tenants by id, a page at a time (`after`: the previous page's `next`).
 async fn list_tenants(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    AdminQuery(query): AdminQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     operator(&state, &headers)?;
-    let node = state.replica.lock();
-    let tenants: Vec<Value> = node
-        .directory()
-        .tenants()
-        .filter(|(_, t)| t.exists() && !t.is_deleted())
-        .map(|(id, t)| {
+    let after = query.after.as_deref().map(tenant_id).transpose()?;
+    let limit = page_limit(query.limit)?;
+    let page = state.control.tenants_page(after, limit);
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|row| row.id.0.to_string()))
+        .flatten();
+    let tenants: Vec<Value> = page
+        .iter()
+        .map(|row| {
             json!({
-                "id": id.0.to_string(),
-                "name": t.name(),
-                "status": status_name(t.status()),
-                "home": t.home().to_string(),
+                "id": row.id.0.to_string(),
+                "name": row.name,
+                "status": status_name(row.status),
+                "home": row.home.to_string(),
             })
         })
         .collect();
-    Ok(Json(json!({ "tenants": tenants })))
+    Ok(Json(json!({ "tenants": tenants, "next": next })))
 }
 
 fn status_name(status: TenantStatus) -> &'static str {
@@ -350,57 +368,57 @@ async fn show_tenant(
 ) -> Result<Json<Value>, ApiError> {
     operator(&state, &headers)?;
     let id = tenant_id(&tenant)?;
-    let node = state.replica.lock();
-    let directory = node.directory();
-    let t = directory
-        .tenant(id)
-        .filter(|t| t.exists())
+    let t = state
+        .control
+        .tenant_detail(id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such tenant"))?;
     let keys: Vec<Value> = t
-        .keys()
-        .filter_map(|key| directory.key(key).map(|k| (key, k)))
-        .map(|(key, k)| {
+        .keys
+        .iter()
+        .map(|k| {
             json!({
-                "id": key.0.to_string(),
-                "prefix": k.prefix(),
-                "label": k.label(),
-                "scopes": scope_names(k.scopes()),
-                "created_ms": k.created().map(|m| m.at_ms),
-                "revoked": k.is_revoked(),
+                "id": k.id.to_string(),
+                "prefix": k.prefix,
+                "label": k.label,
+                "scopes": scope_names(k.scopes),
+                "created_ms": k.created_ms,
+                "revoked": k.revoked,
             })
         })
         .collect();
-    let primary = t.signing_secret().map(|(id, _)| id);
     let secrets: Vec<Value> = t
-        .signing_secrets()
-        .map(|(sid, s)| {
+        .secrets
+        .iter()
+        .map(|(sid, active, primary)| {
             json!({
-                "id": sid.0.to_string(),
-                "active": s.is_active(),
-                "primary": Some(sid) == primary,
+                "id": sid.to_string(),
+                "active": active,
+                "primary": primary,
             })
         })
         .collect();
     let quotas: Vec<Value> = t
-        .quotas()
-        .map(|(metric, kind, limit, _)| {
-            json!({ "metric": metric.name(), "period": period_kind_name(kind), "limit": limit })
+        .quotas
+        .iter()
+        .map(|(metric, kind, limit)| {
+            json!({ "metric": metric.name(), "period": period_kind_name(*kind), "limit": limit })
         })
         .collect();
     let presets: Value = t
-        .presets()
-        .map(|(name, options)| (name.to_owned(), Value::from(options)))
+        .presets
+        .into_iter()
+        .map(|(name, options)| (name, Value::from(options)))
         .collect::<serde_json::Map<_, _>>()
         .into();
     Ok(Json(json!({
         "id": id.0.to_string(),
-        "name": t.name(),
-        "status": status_name(t.status()),
-        "deleted": t.is_deleted(),
-        "home": t.home().to_string(),
+        "name": t.row.name,
+        "status": status_name(t.row.status),
+        "deleted": t.deleted,
+        "home": t.row.home.to_string(),
         "keys": keys,
         "signing_secrets": secrets,
-        "origins": t.origins().collect::<Vec<_>>(),
+        "origins": t.origins,
         "quotas": quotas,
         "presets": presets,
     })))
@@ -428,9 +446,8 @@ async fn history(
 ) -> Result<Json<Value>, ApiError> {
     operator(&state, &headers)?;
     let id = tenant_id(&tenant)?;
-    let node = state.replica.lock();
-    let ops: Vec<Value> = node
-        .directory()
+    let ops: Vec<Value> = state
+        .control
         .history(id)
         .iter()
         .map(|op| {
@@ -785,10 +802,9 @@ async fn usage(
         .ok_or_else(|| ApiError::bad_parameter("the `tenant` parameter is required"))?;
     let tenant = tenant_id(tenant)?;
     if !is_operator {
-        let caller: Caller = {
-            let node = state.replica.lock();
-            auth::check_key(node.directory(), credential, Scopes::USAGE)?
-        };
+        // Hashed before the lock; only the probe is made under it.
+        let caller: Caller = auth::present(credential)
+            .and_then(|presented| state.control.authenticate(&presented, Scopes::USAGE))?;
         if caller.tenant != tenant {
             return Err(ApiError::forbidden(
                 "other_tenant",
@@ -803,101 +819,74 @@ async fn usage(
             ApiError::bad_parameter(format!("period {text:?}: {e} (expected e.g. 2026-11)"))
         })?,
     };
-    let (report, ticket) = {
-        let node = state.replica.lock();
-        let ledger = node.ledger();
-        let known = node.directory().tenant(tenant).is_some_and(|t| t.exists())
-            || Metric::ALL
-                .iter()
-                .any(|m| ledger.total(&CounterKey::new(tenant, period, *m)) > 0);
-        if !known {
-            return Err(ApiError::new(
+    let usage = state
+        .control
+        .usage_report(tenant, period, now)
+        .ok_or_else(|| {
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no such tenant on this node",
-            ));
-        }
-        let mut per_node: std::collections::BTreeMap<NodeId, [u64; 4]> = Default::default();
-        let mut totals = [0u64; 4];
-        for metric in Metric::ALL {
-            let key = CounterKey::new(tenant, period, metric);
-            totals[metric.index()] = ledger.total(&key);
-            for (origin, value) in ledger.breakdown(&key) {
-                per_node.entry(origin).or_default()[metric.index()] = value;
-            }
-        }
-        let peers = node.peers();
-        for peer in peers.keys() {
-            per_node.entry(*peer).or_default();
-        }
-        let stale_ms = state.config.cluster.peer_stale_ms;
-        let directory = node.directory();
-        let never_heard = PeerView::default();
-        let mut any_stale = false;
-        let nodes: Vec<Value> = per_node
-            .iter()
-            .map(|(id, values)| {
-                let this = *id == node.id();
-                let view = peers.get(id).unwrap_or(&never_heard);
-                let last_heard = if this { Some(now) } else { view.last_heard_ms };
-                let decommissioned = directory.is_decommissioned(*id);
-                let stale = !this && is_stale(view, decommissioned, now, stale_ms);
-                any_stale |= stale;
-                json!({
-                    "node": id.to_string(),
-                    "this_node": this,
-                    "usage": metric_map(values),
-                    "last_heard_ms": last_heard,
-                    "last_heard_age_ms": last_heard.map(|t| now.saturating_sub(t)),
-                    "stale": stale,
-                    "left": view.left,
-                    "decommissioned": decommissioned,
-                })
+            )
+        })?;
+    // Rendered after the hold.
+    let stale_ms = state.config.cluster.peer_stale_ms;
+    let never_heard = PeerView::default();
+    let mut any_stale = false;
+    let nodes: Vec<Value> = usage
+        .per_node
+        .iter()
+        .map(|(id, values)| {
+            let this = *id == usage.this_node;
+            let view = usage.peers.get(id).unwrap_or(&never_heard);
+            let last_heard = if this { Some(now) } else { view.last_heard_ms };
+            let decommissioned = usage.decommissioned.contains(id);
+            let stale = !this && is_stale(view, decommissioned, now, stale_ms);
+            any_stale |= stale;
+            json!({
+                "node": id.to_string(),
+                "this_node": this,
+                "usage": metric_map(values),
+                "last_heard_ms": last_heard,
+                "last_heard_age_ms": last_heard.map(|t| now.saturating_sub(t)),
+                "stale": stale,
+                "left": view.left,
+                "decommissioned": decommissioned,
             })
-            .collect();
-        // Finality: every member that could have written the period sealed it, and this
-        // replica holds its usage up to the seal (docs/PROTOCOL.md, "Finality").
-        let missing: Vec<Value> = match node.finality(period) {
-            Finality::Final => Vec::new(),
-            Finality::Open { missing } => missing
-                .into_iter()
-                .map(|id| {
-                    let last_heard = if id == node.id() {
-                        Some(now)
-                    } else {
-                        peers
-                            .get(&id)
-                            .and_then(|view| view.last_heard_ms)
-                            .or_else(|| node.membership().alive_at_ms(id))
-                    };
-                    json!({
-                        "node": id.to_string(),
-                        "this_node": id == node.id(),
-                        "last_heard_ms": last_heard,
-                        "last_heard_age_ms": last_heard.map(|t| now.saturating_sub(t)),
-                    })
-                })
-                .collect(),
-        };
-        let report = json!({
-            "tenant": tenant.0.to_string(),
-            "period": period.to_string(),
-            "totals": metric_map(&totals),
-            "nodes": nodes,
-            "stale": any_stale,
-            "final": missing.is_empty(),
-            "missing_seals": missing,
-            "compacted": ledger.settlement(period).is_some(),
-            "settlement_digest": ledger.settlement(period).map(|s| format!("{:016x}", s.digest())),
-            "forgotten": period.end_ms() <= ledger.forgotten_before_ms(),
-            "as_of_ms": now,
-        });
-        (report, state.replica.take_ticket())
-    };
+        })
+        .collect();
+    // Finality: every member that could have written the period sealed it, and this
+    // replica holds its usage up to the seal (docs/PROTOCOL.md, "Finality").
+    let missing: Vec<Value> = usage
+        .missing_seals
+        .iter()
+        .map(|(id, last_heard)| {
+            json!({
+                "node": id.to_string(),
+                "this_node": *id == usage.this_node,
+                "last_heard_ms": last_heard,
+                "last_heard_age_ms": last_heard.map(|t| now.saturating_sub(t)),
+            })
+        })
+        .collect();
+    let report = json!({
+        "tenant": tenant.0.to_string(),
+        "period": period.to_string(),
+        "totals": metric_map(&usage.totals),
+        "nodes": nodes,
+        "stale": any_stale,
+        "final": missing.is_empty(),
+        "missing_seals": missing,
+        "compacted": usage.settlement_digest.is_some(),
+        "settlement_digest": usage.settlement_digest.map(|d| format!("{d:016x}")),
+        "forgotten": usage.forgotten,
+        "as_of_ms": now,
+    });
+    let ticket = usage.ticket;
     // Monotonic reads: what is reported must survive a crash of this node, so answer
     // only once a commit that includes it is done.
     state
-        .replica
+        .control
         .flushed(ticket, state.commit_timeout())
         .await
         .map_err(durable_error)?;
@@ -938,79 +927,65 @@ async fn cluster(
     operator(&state, &headers)?;
     let tenant = query.tenant.as_deref().map(tenant_id).transpose()?;
     let now = now_ms();
-    let net = state.replica.net_stats();
-    let node = state.replica.lock();
+    let net = state.control.net_stats();
+    let report = state.control.cluster_report(tenant, now);
+    // Rendered after the hold.
     let stale_ms = state.config.cluster.peer_stale_ms;
-    let directory = node.directory();
-    let peers = node.peers();
-    // A decommissioned node stays listed (as such) even where it was never a peer.
-    let ids: BTreeSet<NodeId> = peers
-        .keys()
-        .copied()
-        .chain(directory.decommissioned())
-        .filter(|id| *id != node.id())
-        .collect();
-    let never_heard = PeerView::default();
-    let members: Vec<Value> = ids
-        .into_iter()
-        .map(|id| {
-            let view = peers.get(&id).unwrap_or(&never_heard);
-            let decommissioned = directory.is_decommissioned(id);
+    let members: Vec<Value> = report
+        .members
+        .iter()
+        .map(|member| {
+            let view = &member.view;
             let (sent, received) = net
                 .as_ref()
-                .and_then(|n| n.per_peer.get(&id).copied())
+                .and_then(|n| n.per_peer.get(&member.id).copied())
                 .unwrap_or_default();
             json!({
-                "node": id.to_string(),
+                "node": member.id.to_string(),
                 "connected": view.connected,
                 "left": view.left,
-                "decommissioned": decommissioned,
+                "decommissioned": member.decommissioned,
                 "last_heard_ms": view.last_heard_ms,
                 "last_heard_age_ms": view.last_heard_ms.map(|t| now.saturating_sub(t)),
-                "stale": is_stale(view, decommissioned, now, stale_ms),
+                "stale": is_stale(view, member.decommissioned, now, stale_ms),
                 "replication_lag_ms": view.lag_ms,
                 "messages_sent": sent,
                 "messages_received": received,
             })
         })
         .collect();
-    let mut report = json!({
+    let mut answer = json!({
         "node": {
-            "id": node.id().to_string(),
-            "decommissioned": directory.is_decommissioned(node.id()),
-            "peer_id": state.replica.peer_id(),
+            "id": report.this_node.to_string(),
+            "decommissioned": report.this_decommissioned,
+            "peer_id": state.control.peer_id(),
             "listen": net.as_ref().map(|n| n.listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
             "replication": net.is_some(),
         },
         "members": members,
     });
-    if let Some(tenant) = tenant {
-        let mut quotas = Vec::new();
-        if let Some(t) = node.directory().tenant(tenant) {
-            for (metric, kind, limit, _) in t.quotas() {
-                let key = CounterKey::new(tenant, Period::containing(kind, now), metric);
-                let counter = node.escrow().get(&key);
-                let rights: Vec<Value> = counter
-                    .map(|c| {
-                        c.nodes()
-                            .into_iter()
-                            .map(|n| json!({ "node": n.to_string(), "rights": c.local_rights(n) }))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                quotas.push(json!({
-                    "metric": metric.name(),
-                    "period": key.period.to_string(),
-                    "quota": limit,
-                    "limit": counter.map(|c| c.limit()),
-                    "consumed": counter.map(|c| c.total_consumed() as u64),
+    if let (Some(tenant), Some(quotas)) = (tenant, report.quotas) {
+        let quotas: Vec<Value> = quotas
+            .iter()
+            .map(|q| {
+                let rights: Vec<Value> = q
+                    .rights
+                    .iter()
+                    .map(|(n, rights)| json!({ "node": n.to_string(), "rights": rights }))
+                    .collect();
+                json!({
+                    "metric": q.metric.name(),
+                    "period": q.period.to_string(),
+                    "quota": q.quota,
+                    "limit": q.limit,
+                    "consumed": q.consumed,
                     "rights": rights,
-                }));
-            }
-        }
-        report["tenant"] = json!({ "id": tenant.0.to_string(), "quotas": quotas });
+                })
+            })
+            .collect();
+        answer["tenant"] = json!({ "id": tenant.0.to_string(), "quotas": quotas });
     }
-    Ok(Json(report))
+    Ok(Json(answer))
 }
 
 /// `POST /admin/v1/cluster/leave`: this node stops as on SIGTERM — no new connections,
@@ -1023,7 +998,7 @@ async fn cluster_leave(
 ) -> Result<Response, ApiError> {
     let actor = operator(&state, &headers)?;
     let first = state.leave.request();
-    let node = state.replica.id().to_string();
+    let node = state.control.id().to_string();
     if first {
         tracing::info!(actor = actor.0, "leave requested: shutting down");
     }
@@ -1033,7 +1008,7 @@ async fn cluster_leave(
             "node": node,
             "status": "leaving",
             "already_requested": !first,
-            "replication": state.replica.is_replicating(),
+            "replication": state.control.is_replicating(),
             "shutdown_grace_ms": state.config.http.shutdown_grace_ms,
             "leave_timeout_ms": state.config.cluster.leave_timeout_ms,
         })),
@@ -1079,11 +1054,11 @@ async fn cluster_decommission(
     let actor = operator(&state, &headers)?;
     let request: Decommission = json_body(&body)?;
     let target = parse_node_id(&request.node)?;
-    let (already, at_ms) = edit_with(&state, |node, now| {
-        let already = node.directory().is_decommissioned(target);
-        node.edit_directory(now, &actor.0, Change::DecommissionNode { node: target })
-            .map_err(directory_error)?;
-        Ok((already, now))
+    let (already, at_ms) = edit_with(&state, |control, now| {
+        control
+            .decommission(now, &actor.0, target)
+            .map(|(already, ticket)| ((already, now), ticket))
+            .map_err(directory_error)
     })
     .await?;
     tracing::info!(actor = actor.0, node = %target, already, "member decommissioned");
@@ -1146,31 +1121,32 @@ async fn export_records(
     operator(&state, &headers)?;
     let parquet = export_format(query.format.as_deref())?;
     state
-        .replica
+        .control
         .flush_records(state.commit_timeout())
         .await
         .map_err(|e| ApiError::overloaded("store_unavailable", e, 1))?;
-    let dir = crate::records::directory(&state.config.data_dir);
+    let dir = crate::control::records::directory(&state.config.data_dir);
     let (from, to) = (query.from_ms.unwrap_or(0), query.to_ms.unwrap_or(u64::MAX));
-    let records = tokio::task::spawn_blocking(move || crate::records::read_all(&dir, from, to))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "export_failed",
-                e.to_string(),
-            )
-        })?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "export_failed",
-                e.to_string(),
-            )
-        })?;
+    let records =
+        tokio::task::spawn_blocking(move || crate::control::records::read_all(&dir, from, to))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "export_failed",
+                    e.to_string(),
+                )
+            })?
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "export_failed",
+                    e.to_string(),
+                )
+            })?;
     let rows = records.len();
     if parquet {
-        let body = crate::records::to_parquet(&records).map_err(|e| {
+        let body = crate::control::records::to_parquet(&records).map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "export_failed",
@@ -1181,7 +1157,7 @@ async fn export_records(
     } else {
         Ok(file_response(
             "application/x-ndjson",
-            crate::records::to_jsonl(&records),
+            crate::control::records::to_jsonl(&records),
             rows,
         ))
     }
@@ -1206,25 +1182,27 @@ async fn export_totals(
             ApiError::bad_parameter(format!("period {text:?}: {e} (expected e.g. 2026-11)"))
         })?,
     };
-    let mut totals: std::collections::BTreeMap<TenantId, [u64; 4]> = Default::default();
-    {
-        let node = state.replica.lock();
-        for (key, _, slot) in node.ledger().slots() {
-            if key.period == period {
-                let entry = totals.entry(key.tenant).or_default();
-                entry[key.metric.index()] = entry[key.metric.index()].saturating_add(slot.value);
-            }
+    // A page of tenants per hold of the node's lock (settled periods from their
+    // settlement), each rendered after its hold.
+    let mut body = Vec::new();
+    let mut rows = 0;
+    let mut after = None;
+    loop {
+        let page = state.control.totals_page(period, after, PAGE_DEFAULT);
+        for (tenant, values) in &page {
+            let line = json!({
+                "tenant": tenant.0.to_string(),
+                "period": period.to_string(),
+                "usage": metric_map(values),
+            });
+            serde_json::to_writer(&mut body, &line).expect("JSON serialises");
+            body.push(b'\n');
+        }
+        rows += page.len();
+        match page.last() {
+            Some((last, _)) if page.len() == PAGE_DEFAULT => after = Some(*last),
+            _ => break,
         }
     }
-    let mut body = Vec::new();
-    for (tenant, values) in &totals {
-        let line = json!({
-            "tenant": tenant.0.to_string(),
-            "period": period.to_string(),
-            "usage": metric_map(values),
-        });
-        serde_json::to_writer(&mut body, &line).expect("JSON serialises");
-        body.push(b'\n');
-    }
-    Ok(file_response("application/x-ndjson", body, totals.len()))
+    Ok(file_response("application/x-ndjson", body, rows))
 }

@@ -329,7 +329,8 @@ impl DiskCache {
         }
         self.remove(&victims);
         let path = self.path(&key);
-        let temporary = path.with_extension(format!("tmp{}", crate::records::RequestId::next()));
+        let temporary =
+            path.with_extension(format!("tmp{}", crate::control::records::RequestId::next()));
         let written = std::fs::File::create(&temporary)
             .and_then(|mut file| file.write_all(&encoded))
             .and_then(|()| std::fs::rename(&temporary, &path));

@@ -554,7 +554,11 @@ fn admin(command: Command) -> anyhow::Result<()> {
         }
     };
     let (client, runtime) = connect(&remote)?;
-    let (status, answer) = runtime.block_on(client.call(method, &path, body))?;
+    let (status, answer) = if path == "/admin/v1/tenants" && method == M::GET {
+        runtime.block_on(all_pages(&client, &path, "tenants"))?
+    } else {
+        runtime.block_on(client.call(method, &path, body))?
+    };
     if !status.is_success() {
         let code = answer["error"]["code"].as_str().unwrap_or("error");
         let message = answer["error"]["message"].as_str().unwrap_or("");
@@ -569,6 +573,34 @@ fn admin(command: Command) -> anyhow::Result<()> {
     }
     print!("{}", render(&view, &answer));
     Ok(())
+}
+
+/// Every page of a paginated listing (`next` is the cursor of the page after), as one
+/// answer with every item under `field`; the first refusal as it came.
+async fn all_pages(
+    client: &Client,
+    path: &str,
+    field: &str,
+) -> anyhow::Result<(hyper::StatusCode, serde_json::Value)> {
+    let mut items = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page_path = match &next {
+            Some(after) => format!("{path}?after={after}"),
+            None => path.to_owned(),
+        };
+        let (status, mut answer) = client.call(Method::GET, &page_path, None).await?;
+        if !status.is_success() {
+            return Ok((status, answer));
+        }
+        if let Some(page) = answer[field].as_array_mut() {
+            items.append(page);
+        }
+        match answer["next"].as_str() {
+            Some(after) => next = Some(after.to_owned()),
+            None => return Ok((status, serde_json::json!({ field: items }))),
+        }
+    }
 }
 
 fn export(
@@ -836,7 +868,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let state = server::build_state(config)
             .await
             .context("starting the node")?;
-        if let Some(token) = &state.replica.new_operator_token {
+        if let Some(token) = &state.control.new_operator_token {
             // Shown once: only its digest is kept.
             eprintln!(
                 "tessera: no operator token configured; generated one (shown once, only its \
@@ -844,9 +876,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
             );
         }
         tracing::info!(
-            node = %state.replica.id(),
-            peer_id = state.replica.peer_id(),
-            replayed_records = state.replica.replayed,
+            node = %state.control.id(),
+            peer_id = state.control.peer_id(),
+            replayed_records = state.control.replayed,
             "replica ready"
         );
         server::run(listener, state, shutdown_signal()).await?;

@@ -5,14 +5,14 @@
 //! from outside a process (a disk that stops accepting writes, a commit that takes seconds,
 //! a clock that is off by minutes). Each is one switch the node reads where the real fault
 //! would bite: [`StoreFaults::before_commit`] at the top of every store commit, and
-//! [`clock_offset_ms`] in the node's clock ([`crate::replica::now_ms`]).
+//! [`clock_offset_ms`] in the node's clock ([`crate::control::now_ms`]).
 //!
 //! The switches exist only with the cargo feature `fault-injection`, which only
 //! `tessera-tests` enables: without it [`StoreFaults`] is an empty type whose check is a
 //! no-op, the clock offset is a constant 0, and the admin route that flips them
 //! (`PUT /admin/v1/faults`, operator only) is not compiled. They are never public fields of
 //! production types: the store holds its `StoreFaults` privately and the replica hands out
-//! a shared handle through [`crate::replica::Replica::faults`].
+//! a shared handle through [`crate::control::ControlPlane::faults`].
 
 use std::sync::Arc;
 
@@ -94,7 +94,7 @@ impl StoreFaults {
 #[cfg(feature = "fault-injection")]
 static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
 
-/// Milliseconds added to this process's wall clock (see [`crate::replica::now_ms`]): 0
+/// Milliseconds added to this process's wall clock (see [`crate::control::now_ms`]): 0
 /// unless set by [`set_clock_offset_ms`] (feature `fault-injection`).
 pub fn clock_offset_ms() -> i64 {
     #[cfg(feature = "fault-injection")]

@@ -21,9 +21,10 @@
 //!   with SSRF checks on the address connected to, and [`cache`]: their results;
 //! - [`idempotency`]: answers kept for retries with the same `Idempotency-Key`;
 //! - [`admin`]: the admin API (tenants, keys, quotas, usage with harvest, cluster);
-//! - [`replica`]: the replicated state, its writer and its transport;
-//! - [`store`]: the redb file that makes it durable;
-//! - [`records`]: raw usage records (hourly files) and their export (JSONL, Parquet);
+//! - [`control`]: the control plane — the only code that sees the node's replicated
+//!   state (the sync core's node) and its lock, through named operations — with its
+//!   writer and transport, [`control::store`] (the redb file that makes it durable) and
+//!   [`control::records`] (raw usage records, hourly files, their export);
 //! - [`cli`]: the `tessera` command (serve, config, admin commands);
 //! - [`client`]: the CLI's HTTP client for the admin API.
 //!
@@ -38,6 +39,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connections;
+pub mod control;
 pub mod cost;
 pub mod error;
 pub mod etag;
@@ -49,9 +51,6 @@ pub mod metrics;
 pub mod params;
 pub mod pool;
 pub mod rate;
-pub mod records;
-pub mod replica;
 pub mod routes;
 pub mod server;
 pub mod signed;
-pub mod store;

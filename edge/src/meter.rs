@@ -29,101 +29,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_crdt::directory::KeyId;
-use tessera_crdt::{CounterKey, Metric, Period, PeriodKind, TenantId};
-use tessera_sync::Node;
+use tessera_crdt::{CounterKey, TenantId};
 
+pub use crate::control::ops::{Shortfall, Usage};
+use crate::control::{now_ms, ControlPlane};
 use crate::error::ApiError;
-use crate::replica::{now_ms, Replica};
 use crate::routes::AppState;
-
-/// What one admission needs: `(counter, amount)` per enforced quota of the tenant.
-pub fn demands(node: &Node, tenant: TenantId, bytes_in: u64, now: u64) -> Vec<(CounterKey, u64)> {
-    let Some(t) = node.directory().tenant(tenant) else {
-        return Vec::new();
-    };
-    t.quotas()
-        .filter_map(|(metric, kind, _, _)| {
-            let amount = match metric {
-                Metric::Requests => 1,
-                Metric::BytesIn => bytes_in,
-                // Not enforceable before work (the admin API refuses to set these).
-                Metric::CpuMicros | Metric::BytesOut => return None,
-            };
-            Some((
-                CounterKey::new(tenant, Period::containing(kind, now), metric),
-                amount,
-            ))
-        })
-        .collect()
-}
-
-/// Why an admission was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shortfall {
-    /// Nothing left anywhere in this node's view: wait for the next period.
-    Exhausted { period_end_ms: u64 },
-    /// Rights exist elsewhere (or grants have not arrived yet) but are not here.
-    /// `transfer_possible`: some connected peer could still send some (it holds rights
-    /// for the counter, or, with no counter here yet, it may bring the grants). When
-    /// none could, waiting is pointless: the request is refused at once (a partitioned
-    /// node answers 429 fast instead of holding every request for the transfer wait).
-    Unavailable { transfer_possible: bool },
-}
-
-/// Whether an admission attempt is the request's first (its demand counts) or one after
-/// a wait for rights (it does not count again: see [`Node::consume_again`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attempt {
-    First,
-    Again,
-}
-
-/// Spends every demand's rights at once, or none: all are checked first, under the caller's
-/// one hold of the lock. A refusal asks a peer for rights (through the consume it makes).
-pub fn try_admit(
-    node: &mut Node,
-    demands: &[(CounterKey, u64)],
-    now: u64,
-    attempt: Attempt,
-) -> Result<(), Shortfall> {
-    let short = demands
-        .iter()
-        .find(|(key, amount)| node.local_rights(key) < *amount)
-        .copied();
-    let Some((key, amount)) = short else {
-        for (key, amount) in demands {
-            node.consume(now, *key, *amount)
-                .expect("rights were checked under the same lock");
-        }
-        return Ok(());
-    };
-    // Refused, and starts (or revives) a rights request to a peer.
-    let _ = match attempt {
-        Attempt::First => node.consume(now, key, amount),
-        Attempt::Again => node.consume_again(now, key, amount),
-    };
-    let counter = node.escrow().get(&key);
-    let left = counter.map_or(0, |c| {
-        u128::from(c.limit()).saturating_sub(c.total_consumed())
-    });
-    if counter.is_some() && left < u128::from(amount) {
-        return Err(Shortfall::Exhausted {
-            period_end_ms: key.period.end_ms(),
-        });
-    }
-    let transfer_possible = node
-        .peers()
-        .iter()
-        .filter(|(_, peer)| peer.connected && !peer.left)
-        .any(|(peer, _)| counter.is_none_or(|c| c.local_rights(*peer) > 0));
-    Err(Shortfall::Unavailable { transfer_possible })
-}
 
 /// Rights one admitted request spent: given back to this node's local rights when
 /// dropped, unless [`Spent::delivered`] said the answer was billed.
 #[must_use = "dropping Spent refunds the request's quota rights at once"]
 pub struct Spent {
-    replica: Option<Arc<Replica>>,
+    control: Option<Arc<ControlPlane>>,
     demands: Vec<(CounterKey, u64)>,
 }
 
@@ -131,7 +48,7 @@ impl Spent {
     /// Nothing spent (no quota, or no payer).
     pub fn nothing() -> Self {
         Spent {
-            replica: None,
+            control: None,
             demands: Vec::new(),
         }
     }
@@ -144,24 +61,14 @@ impl Spent {
 
 impl Drop for Spent {
     fn drop(&mut self) {
-        let Some(replica) = self.replica.as_ref() else {
+        let Some(control) = self.control.as_ref() else {
             return;
         };
         if self.demands.is_empty() {
             return;
         }
-        {
-            let mut node = replica.lock();
-            let now = now_ms();
-            for (key, amount) in self.demands.drain(..) {
-                // Cannot fail: this node consumed at least `amount` of `key` for this very
-                // request, and consumed cells only grow.
-                if let Err(error) = node.refund(now, key, amount) {
-                    tracing::error!(%error, "quota refund refused");
-                }
-            }
-        }
-        replica.wake_net();
+        control.refund(&std::mem::take(&mut self.demands), now_ms());
+        control.wake_net();
     }
 }
 
@@ -174,27 +81,24 @@ pub async fn admit(
 ) -> Result<Spent, ApiError> {
     // Rights arrivals are marked seen before the first attempt, so rights that come
     // between it and the wait end the wait at once.
-    let mut arrivals = state.replica.rights_arrivals();
+    let mut arrivals = state.control.rights_arrivals();
     if let Some(arrivals) = arrivals.as_mut() {
         arrivals.borrow_and_update();
     }
-    // The demands and the first attempt under one hold of the lock (the common case
-    // ends here).
-    let (demands, mut shortfall) = {
-        let mut node = state.replica.lock();
-        let now = now_ms();
-        let demands = demands(&node, tenant, bytes_in, now);
-        if demands.is_empty() {
-            return Ok(Spent::nothing());
-        }
-        let shortfall = try_admit(&mut node, &demands, now, Attempt::First).err();
-        (demands, shortfall)
-    };
+    // The demands and the first attempt in one hold of the lock (the common case ends
+    // here).
+    let crate::control::ops::Admission {
+        demands,
+        mut shortfall,
+    } = state.control.admit(tenant, bytes_in, now_ms());
+    if demands.is_empty() {
+        return Ok(Spent::nothing());
+    }
     let wait = Duration::from_millis(state.config.quota.transfer_wait_ms);
     let give_up = tokio::time::Instant::from_std(deadline.min(Instant::now() + wait));
     let mut waited = false;
     loop {
-        state.replica.wake_net();
+        state.control.wake_net();
         match shortfall {
             None => {
                 let how = if waited {
@@ -208,7 +112,7 @@ pub async fn admit(
                     .get_or_create(&outcome(how))
                     .inc();
                 return Ok(Spent {
-                    replica: Some(state.replica.clone()),
+                    control: Some(state.control.clone()),
                     demands,
                 });
             }
@@ -230,13 +134,7 @@ pub async fn admit(
                     }
                     None => tokio::time::sleep_until(give_up).await,
                 }
-                shortfall = try_admit(
-                    &mut state.replica.lock(),
-                    &demands,
-                    now_ms(),
-                    Attempt::Again,
-                )
-                .err();
+                shortfall = state.control.admit_again(&demands, now_ms());
             }
             Some(Shortfall::Unavailable { .. }) => {
                 state
@@ -272,14 +170,6 @@ fn outcome(outcome: &'static str) -> crate::metrics::OutcomeLabels {
     crate::metrics::OutcomeLabels { outcome }
 }
 
-/// What one successful request is billed.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Usage {
-    pub cpu_micros: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
-
 /// Who is billed, for the usage record.
 #[derive(Clone, Copy, Debug)]
 pub struct Payer {
@@ -287,33 +177,6 @@ pub struct Payer {
     /// The API key used, if any (signed URLs have none).
     pub key: Option<KeyId>,
     pub route: &'static str,
-}
-
-/// Adds one request's usage to this node's ledger slot for the month; returns the ticket
-/// to wait on ([`Node::own_changes`] after it). Usage is stamped when it is billed, not
-/// when the request was admitted: a request that straddles a period's end bills the new
-/// period (its quota rights came from the old one's counter). Billing time is the write
-/// time, so no usage reaches a period after this node sealed it (`billing.seal_grace_ms`
-/// after its end) unless the clock steps back by more than the grace: then the increment
-/// is refused (`IncrementError::Sealed`), logged, and the request answers 500.
-pub fn record_usage(
-    node: &mut Node,
-    tenant: TenantId,
-    usage: Usage,
-    now: u64,
-) -> Result<u64, tessera_crdt::ledger::IncrementError> {
-    let period = Period::containing(PeriodKind::Month, now);
-    for (metric, amount) in [
-        (Metric::Requests, 1),
-        (Metric::CpuMicros, usage.cpu_micros),
-        (Metric::BytesIn, usage.bytes_in),
-        (Metric::BytesOut, usage.bytes_out),
-    ] {
-        if amount > 0 {
-            node.increment(now, CounterKey::new(tenant, period, metric), amount)?;
-        }
-    }
-    Ok(node.own_changes())
 }
 
 /// Adds the request's usage to this node's slot, with its raw usage record, and waits
@@ -326,11 +189,24 @@ pub async fn bill(
     spent: Spent,
 ) -> Result<String, ApiError> {
     let tenant = payer.tenant;
-    let request_id = crate::records::RequestId::next();
-    let ticket = {
-        let mut node = state.replica.lock();
-        let now = now_ms();
-        let ticket = record_usage(&mut node, tenant, usage, now).map_err(|e| {
+    let request_id = crate::control::records::RequestId::next();
+    let now = now_ms();
+    // Encoded by the writer, off the request path.
+    let record = crate::control::records::Pending {
+        at_ms: now,
+        tenant,
+        key: payer.key,
+        request_id,
+        route: payer.route,
+        status,
+        bytes_in: usage.bytes_in,
+        bytes_out: usage.bytes_out,
+        cpu_micros: usage.cpu_micros,
+    };
+    let ticket = state
+        .control
+        .bill(tenant, usage, now, record)
+        .map_err(|e| {
             // A sealed period (the clock stepped back past `billing.seal_grace_ms`) or an
             // overflow: a bug or a broken clock, never a client's fault.
             tracing::error!(tenant = %tenant, error = %e, "usage not recorded");
@@ -340,28 +216,14 @@ pub async fn bill(
                 e.to_string(),
             )
         })?;
-        // Encoded by the writer, off the request path.
-        state.replica.push_record(crate::records::Pending {
-            at_ms: now,
-            tenant,
-            key: payer.key,
-            request_id,
-            route: payer.route,
-            status,
-            bytes_in: usage.bytes_in,
-            bytes_out: usage.bytes_out,
-            cpu_micros: usage.cpu_micros,
-        });
-        ticket
-    };
     // From here the usage is in the ledger and will be committed whatever happens to this
     // request (a failed commit stops the node; a client that leaves does not unwrite it):
     // its quota rights stay spent, or usage could pass the quota.
     spent.delivered();
-    state.replica.wake_net();
+    state.control.wake_net();
     let started = Instant::now();
     let result = state
-        .replica
+        .control
         .durable(ticket, state.commit_timeout())
         .await
         .map_err(|e| ApiError::overloaded("store_unavailable", e.to_string(), 1));
@@ -370,43 +232,4 @@ pub async fn bill(
         .commit_wait
         .observe(started.elapsed().as_secs_f64());
     result.map(|()| request_id.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tessera_crdt::directory::Change;
-    use tessera_crdt::NodeId;
-    use tessera_sync::{Node, SyncConfig};
-
-    #[test]
-    fn a_node_with_no_peer_to_ask_does_not_wait() {
-        let now = 1_790_000_000_000;
-        let mut node = Node::empty(NodeId(1), SyncConfig::default(), 7, now);
-        let tenant = TenantId(5);
-        for change in [
-            // Homed on a node this one is not connected to: no grant can arrive.
-            Change::CreateTenant {
-                tenant,
-                name: "far".into(),
-                home: NodeId(2),
-            },
-            Change::SetQuota {
-                tenant,
-                metric: Metric::Requests,
-                period: PeriodKind::Month,
-                limit: Some(10),
-            },
-        ] {
-            node.edit_directory(now, "test", change).unwrap();
-        }
-        let demands = demands(&node, tenant, 100, now);
-        assert_eq!(demands.len(), 1);
-        assert_eq!(
-            try_admit(&mut node, &demands, now, Attempt::First),
-            Err(Shortfall::Unavailable {
-                transfer_possible: false
-            })
-        );
-    }
 }

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub billed: Counter,
     /// Time a billed request waited for its group commit.
     pub commit_wait: Histogram,
+    /// Every hold of the node's lock by the edge and its writer.
+    pub node_lock_hold: Histogram,
 }
 
 /// 100 µs .. ~105 s in 21 doubling steps: covers a 304 answer and an AVIF encode alike.
@@ -98,6 +100,14 @@ impl Metrics {
         let auth_refused = Family::<CodeLabels, Counter>::default();
         let billed = Counter::default();
         let commit_wait = latency_histogram();
+        // 1 µs to ~0.5 s: a hold is microseconds; anything past a millisecond is a bug.
+        let node_lock_hold = Histogram::new(exponential_buckets(1e-6, 2.0, 20));
+        registry.register(
+            "node_lock_hold_seconds",
+            "How long each hold of the node's lock lasted (request path, admin API, writer; \
+             not the transport)",
+            node_lock_hold.clone(),
+        );
         registry.register(
             "quota_decisions",
             "Quota decisions by outcome: admitted_locally, admitted_after_transfer (waited for rights from a peer), exhausted, unavailable",
@@ -105,7 +115,7 @@ impl Metrics {
         );
         registry.register(
             "quota_transfer_waits",
-            "Polls of a request waiting for escrow rights from a peer",
+            "Waits of a request for escrow rights from a peer (each ends when rights arrive or the wait is over)",
             quota_waits.clone(),
         );
         registry.register(
@@ -219,6 +229,7 @@ impl Metrics {
             auth_refused,
             billed,
             commit_wait,
+            node_lock_hold,
         }
     }
 

@@ -29,12 +29,12 @@ use tokio::sync::oneshot;
 use crate::body::{self, Budget};
 use crate::config::Config;
 use crate::connections::Over;
+use crate::control::ControlPlane;
 use crate::cost::Shape;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, ReasonLabels, RouteLabels, RouteStatusLabels, StageLabels};
 use crate::params::{self, Defaults};
 use crate::pool::{Job, JobOutcome, Pool, Rejected};
-use crate::replica::Replica;
 use crate::{admin, auth, idempotency, meter};
 use bytes::Bytes;
 use tessera_crdt::directory::Scopes;
@@ -58,7 +58,7 @@ pub struct AppState {
     /// Cleared when shutdown starts, so `/readyz` turns load balancers away first.
     pub ready: AtomicBool,
     /// The replicated state, its store and its transport.
-    pub replica: Arc<Replica>,
+    pub control: Arc<ControlPlane>,
     /// SHA-256 digests of the operator tokens.
     pub operator_digests: Vec<[u8; 32]>,
     pub rate: crate::rate::RateLimiter,
@@ -162,7 +162,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.replica.is_failed() {
+    if state.control.is_failed() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_failed",
@@ -194,26 +194,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 fn sync_snapshot(state: &AppState) -> crate::metrics::SyncSnapshot {
-    let net = state.replica.net_stats();
-    let now = crate::replica::now_ms();
-    let node = state.replica.lock();
-    let peers = node
-        .peers()
-        .iter()
-        .map(|(id, view)| {
-            (
-                id.to_string(),
-                view.connected,
-                view.last_heard_ms.map(|t| now.saturating_sub(t)),
-                view.lag_ms,
-            )
-        })
-        .collect();
+    let net = state.control.net_stats();
+    let (stats, peers) = state.control.sync_snapshot(crate::control::now_ms());
     crate::metrics::SyncSnapshot {
-        stats: node.stats().clone(),
+        stats,
         net,
         peers,
-        store_failed: state.replica.is_failed(),
+        store_failed: state.control.is_failed(),
     }
 }
 
@@ -229,10 +216,7 @@ fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<meter::Payer>, 
     // Parsed and hashed before the lock; only the probe is made under it.
     let checked = auth::bearer(authorization)
         .and_then(auth::present)
-        .and_then(|presented| {
-            let node = state.replica.lock();
-            auth::check_presented(node.directory(), &presented, Scopes::RESIZE)
-        });
+        .and_then(|presented| state.control.authenticate(&presented, Scopes::RESIZE));
     match checked {
         Ok(caller) => Ok(Some(meter::Payer {
             tenant: caller.tenant,
@@ -345,7 +329,7 @@ async fn resize(
 /// Refusals for a paying tenant before any work: a node that cannot persist takes no
 /// billable work, and the tenant's request rate on this node.
 pub(crate) fn gate(state: &AppState, tenant: TenantId) -> Result<(), ApiError> {
-    if state.replica.is_failed() {
+    if state.control.is_failed() {
         return Err(ApiError::overloaded(
             "store_failed",
             "the node cannot persist usage and takes no billable work",

@@ -36,10 +36,10 @@ use crate::auth;
 use crate::body::Budget;
 use crate::config::Config;
 use crate::connections::{Admission, ConnectionCaps, Doorman, Over};
+use crate::control::{ControlError, ControlPlane};
 use crate::metrics::Metrics;
 use crate::params::Defaults;
 use crate::pool::Pool;
-use crate::replica::{Replica, ReplicaError};
 use crate::routes::{self, AppState};
 
 /// Why the node could not start.
@@ -48,7 +48,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Replica(#[from] ReplicaError),
+    Control(#[from] ControlError),
     #[error("opening the disk cache in {dir}: {source}")]
     DiskCache {
         dir: std::path::PathBuf,
@@ -61,15 +61,15 @@ pub enum StartError {
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     // Before the store is touched: a bad roots file stops the start with nothing opened.
     let fetch = config.fetch_policy()?;
-    let replica = Arc::new(Replica::start(&config).await?);
+    let metrics = Arc::new(Metrics::new());
+    let control = Arc::new(ControlPlane::start(&config, metrics.node_lock_hold.clone()).await?);
     let operator_digests = config
         .auth
         .operator_token_sha256
         .iter()
         .filter_map(|d| auth::parse_digest(d))
-        .chain(replica.operator_digest)
+        .chain(control.operator_digest)
         .collect();
-    let metrics = Arc::new(Metrics::new());
     let limits = config.resize_limits();
     let pool = Pool::start(config.pool_size(), limits.clone(), metrics.pool.clone());
     let cache_control = format!("public, max-age={}", config.output.cache_max_age_s);
@@ -115,7 +115,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         idempotency,
         fetch,
         results,
-        replica,
+        control,
         operator_digests,
         leave: LeaveRequest::new(),
     }))
@@ -271,19 +271,19 @@ pub async fn run(
     if leaving || config.cluster.leave_on_shutdown {
         leave(&state).await;
     }
-    state.replica.shutdown().await;
+    state.control.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())
 }
 
-/// Hands this node's unspent quota rights to its peers ([`Replica::leave`]), bounded by
+/// Hands this node's unspent quota rights to its peers ([`ControlPlane::leave`]), bounded by
 /// `cluster.leave_timeout_ms`, and says how it went.
 async fn leave(state: &AppState) {
-    if !state.replica.is_replicating() {
+    if !state.control.is_replicating() {
         return; // alone: no peer to hand anything to
     }
     let timeout = state.config.leave_timeout();
-    let handover = state.replica.leave(timeout).await;
+    let handover = state.control.leave(timeout).await;
     let timeout_ms = state.config.cluster.leave_timeout_ms;
     match handover.failed {
         Some(error) => tracing::warn!(

@@ -32,10 +32,10 @@ use subtle::ConstantTimeEq;
 use tessera_crdt::TenantId;
 
 use crate::auth;
+use crate::control::now_ms;
 use crate::error::ApiError;
 use crate::fetch;
 use crate::params;
-use crate::replica::now_ms;
 use crate::routes::{self, AppState};
 
 /// The route prefix.
@@ -158,13 +158,12 @@ pub async fn handler(
     let now_s = now_ms() / 1000;
     // Verify first: nothing about the tenant is revealed to an unsigned request.
     let (query, allowed_origins) = {
-        let node = state.replica.lock();
-        let tenant = node
-            .directory()
-            .tenant(url.tenant)
-            .filter(|t| t.exists())
+        // Copied out in one short hold; the HMACs are computed after it.
+        let tenant = state
+            .control
+            .signing_view(url.tenant)
             .ok_or_else(|| invalid("the signature is not valid"))?;
-        let valid = tenant.active_secrets().fold(false, |found, (_, secret)| {
+        let valid = tenant.secrets.iter().fold(false, |found, secret| {
             found
                 | bool::from(
                     sign(secret, &url.message)
@@ -175,13 +174,13 @@ pub async fn handler(
         if !valid {
             return Err(invalid("the signature is not valid"));
         }
-        if tenant.is_deleted() {
+        if tenant.deleted {
             return Err(ApiError::forbidden(
                 "tenant_deleted",
                 "the tenant was deleted",
             ));
         }
-        if !tenant.is_serving() {
+        if !tenant.serving {
             return Err(ApiError::forbidden(
                 "tenant_suspended",
                 "the tenant is suspended",
@@ -190,7 +189,7 @@ pub async fn handler(
         let query = match &url.preset {
             None => url.query.clone(),
             Some(name) => {
-                let preset = tenant.preset(name).ok_or_else(|| {
+                let preset = tenant.presets.get(name).ok_or_else(|| {
                     ApiError::bad_parameter(format!("the tenant has no preset {name:?}"))
                 })?;
                 if url.query.is_empty() {
@@ -200,8 +199,7 @@ pub async fn handler(
                 }
             }
         };
-        let origins: Vec<String> = tenant.origins().map(str::to_owned).collect();
-        (query, origins)
+        (query, tenant.origins)
     };
     if url.expires_s.is_some_and(|exp| now_s > exp) {
         return Err(ApiError::forbidden(

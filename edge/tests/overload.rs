@@ -216,7 +216,7 @@ async fn an_operators_leave_stops_the_node_like_sigterm() {
     assert_eq!(answer["replication"], false, "{answer}");
     assert_eq!(
         answer["node"],
-        node.state.replica.id().to_string().as_str(),
+        node.state.control.id().to_string().as_str(),
         "{answer}"
     );
     assert!(

@@ -3,7 +3,7 @@
 //! layering holds — the resize pipeline and the CRDTs never depend on an async runtime, a
 //! network stack or a storage engine, only `edge` has a `main`, and only `tests/` starts
 //! clusters of processes. (They live in `tests/`, the package for what spans the
-//! workspace.)
+//! workspace.) And the edge reaches its protocol core only through its control plane.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -292,5 +292,37 @@ fn only_the_harness_starts_clusters_of_processes() {
     assert!(
         found.is_empty(),
         "multi-process harness code outside tests/ (use tessera_tests::cluster): {found:#?}"
+    );
+}
+
+/// The edge's control plane (`edge/src/control/`) is the only code that sees the protocol
+/// core (`tessera_sync::Node`) and its lock: every hold is one of its named operations,
+/// which copy out what they serve (issue #15). Handlers that took the raw guard rendered
+/// JSON and scanned the ledger under it. The compiler keeps the lock itself private to
+/// `control`; this keeps the core's type out of the rest of `edge/src` (benches and
+/// tests may drive a core directly).
+#[test]
+fn only_the_control_plane_sees_the_protocol_core() {
+    let edge_src = workspace_root().join("edge/src");
+    let control = edge_src.join("control");
+    let needles = [
+        concat!("tessera_sync::", "Node"),
+        concat!("tessera_sync::{", "Node"),
+        concat!("MutexGuard<", "'_, Node>"),
+        concat!("Mutex<", "Node>"),
+    ];
+    let mut found = Vec::new();
+    for path in workspace_rust_files()
+        .into_iter()
+        .filter(|p| p.starts_with(&edge_src) && !p.starts_with(&control))
+    {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for needle in needles.iter().filter(|n| text.contains(**n)) {
+            found.push(format!("{}: {needle}", path.display()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the protocol core outside edge/src/control (add a named operation): {found:#?}"
     );
 }

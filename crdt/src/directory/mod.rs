@@ -110,7 +110,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError, Kind};
-use crate::ids::{NodeId, TenantId};
+use crate::ids::{IdHashMap, NodeId, TenantId};
 use crate::version::VersionVector;
 
 pub use model::{limits, Change, DirectoryError, KeyId, Op, Scopes, SecretId, Stamp, TenantStatus};
@@ -337,6 +337,9 @@ pub struct Directory {
     enforced: VersionVector,
     /// Ops held but not in the view yet.
     staged: usize,
+    /// Per tenant, where its ops are in the log (origin, seq): a history decodes those
+    /// alone, not the whole log. Folded ops leave it.
+    by_tenant: IdHashMap<TenantId, Vec<(NodeId, u64)>>,
 }
 
 impl Directory {
@@ -353,6 +356,7 @@ impl Directory {
             view: View::default(),
             enforced: VersionVector::new(),
             staged: 0,
+            by_tenant: IdHashMap::default(),
         }
     }
 
@@ -511,6 +515,12 @@ impl Directory {
             Some(bytes) => log.push_encoded(bytes, op),
             None => log.push(op),
         }
+        if let Some(tenant) = op.change.tenant() {
+            self.by_tenant
+                .entry(tenant)
+                .or_default()
+                .push((op.origin, op.seq));
+        }
         self.staged += 1;
     }
 
@@ -586,6 +596,14 @@ impl Directory {
     }
 
     /// Every created tenant (deleted ones included), by id.
+    /// Every created tenant after `after`, by id: a page of a listing starts here.
+    pub fn tenants_after(
+        &self,
+        after: Option<TenantId>,
+    ) -> impl Iterator<Item = (TenantId, &Tenant)> + '_ {
+        self.view.tenants_after(after)
+    }
+
     pub fn tenants(&self) -> impl Iterator<Item = (TenantId, &Tenant)> + '_ {
         self.view.tenants()
     }
@@ -620,10 +638,18 @@ impl Directory {
 
     /// The audit trail of one tenant: every op that concerned it, in stamp order (which
     /// respects causality: an edit made after seeing another is listed after it).
+    /// Decodes the tenant's ops only (an index of where they are), not the whole log.
     pub fn history(&self, tenant: TenantId) -> Vec<Op> {
-        let mut ops: Vec<Op> = self
-            .ops()
-            .filter(|op| op.change.tenant() == Some(tenant))
+        let Some(places) = self.by_tenant.get(&tenant) else {
+            return Vec::new();
+        };
+        let mut ops: Vec<Op> = places
+            .iter()
+            .filter_map(|(origin, seq)| {
+                let log = self.log.get(origin)?;
+                let op = log.op(log.entry_of(*seq)?);
+                (!op.is_compacted()).then_some(op)
+            })
             .collect();
         ops.sort_by_key(Op::stamp);
         ops
@@ -791,6 +817,11 @@ impl Directory {
         let more = end < log.len();
         let next_seq = if more { log.first_seq(end) } else { 0 };
         let folded = folds.len();
+        for (_, op) in &folds {
+            if let Some(places) = op.change.tenant().and_then(|t| self.by_tenant.get_mut(&t)) {
+                places.retain(|place| *place != (origin, op.seq));
+            }
+        }
         if !folds.is_empty() {
             let rebuilt = fold(origin, log, folds);
             self.log.insert(origin, rebuilt);

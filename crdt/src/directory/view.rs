@@ -484,8 +484,20 @@ impl View {
     }
 
     pub(super) fn tenants(&self) -> impl Iterator<Item = (TenantId, &Tenant)> + '_ {
+        self.tenants_after(None)
+    }
+
+    /// [`View::tenants`] from the first id after `after` (a listing's cursor).
+    pub(super) fn tenants_after(
+        &self,
+        after: Option<TenantId>,
+    ) -> impl Iterator<Item = (TenantId, &Tenant)> + '_ {
+        let from = match after {
+            Some(id) => std::ops::Bound::Excluded(id),
+            None => std::ops::Bound::Unbounded,
+        };
         self.tenant_ids
-            .iter()
+            .range((from, std::ops::Bound::Unbounded))
             .map(|id| (*id, self.tenants[id].as_ref()))
             .filter(|(_, t)| t.exists())
     }

@@ -19,25 +19,31 @@
 //!   A node whose data directory is lost comes back as a new node with a fresh ledger slot
 //!   (never an old slot from zero).
 
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tessera_crdt::NodeId;
 use tessera_sync::net::{self, DurabilityGate, Keypair, NetHandle, NetSettings, NetStats};
 use tessera_sync::{Node, SyncConfig};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+pub mod ops;
+pub mod records;
+pub mod store;
+
 use crate::config::Config;
 use crate::faults::StoreFaults;
-use crate::store::{Store, StoreError};
+use store::{Store, StoreError};
 
 const IDENTITY: &str = "identity";
 const OPERATOR: &str = "operator_token_sha256";
 
 #[derive(Debug, Error)]
-pub enum ReplicaError {
+pub enum ControlError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the stored node identity does not decode: {0}")]
@@ -66,7 +72,7 @@ struct Durable {
     failed: bool,
 }
 
-pub struct Replica {
+pub struct ControlPlane {
     node: Arc<Mutex<Node>>,
     id: NodeId,
     peer_id: String,
@@ -77,7 +83,7 @@ pub struct Replica {
     takes: Arc<AtomicU64>,
     stop_writer: watch::Sender<bool>,
     /// Usage records of billed requests, taken by the writer with the changes.
-    records: Arc<Mutex<Vec<crate::records::Pending>>>,
+    records: Arc<Mutex<Vec<crate::control::records::Pending>>>,
     rotate: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     net: Option<NetHandle>,
@@ -89,6 +95,46 @@ pub struct Replica {
     pub new_operator_token: Option<String>,
     /// The store's injected faults (a no-op without the feature `fault-injection`).
     faults: StoreFaults,
+    /// How long each hold of the node's lock lasted (`tessera_node_lock_hold_seconds`).
+    holds: Histogram,
+}
+
+/// A hold of the node's lock, timed: its length is observed in the lock-hold histogram
+/// when it ends, so the rule that holds stay short is measured, not assumed.
+struct Held<'a> {
+    guard: MutexGuard<'a, Node>,
+    since: Instant,
+    holds: &'a Histogram,
+}
+
+/// Takes the node's lock (a poisoned lock is taken as it is: the core's state is never
+/// left half-changed by a panic in the edge, which holds it only to call the core).
+fn hold<'a>(node: &'a Mutex<Node>, holds: &'a Histogram) -> Held<'a> {
+    let guard = node.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    Held {
+        guard,
+        since: Instant::now(),
+        holds,
+    }
+}
+
+impl Deref for Held<'_> {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.guard
+    }
+}
+
+impl DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.guard
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.holds.observe(self.since.elapsed().as_secs_f64());
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the node's clock for the protocol core.
@@ -101,19 +147,20 @@ pub fn now_ms() -> u64 {
     )
 }
 
-impl Replica {
+impl ControlPlane {
     /// Opens the store in the data directory, restores the state, starts the writer and,
-    /// when a cluster key is configured, the transport. Must run inside a tokio runtime.
-    pub async fn start(config: &Config) -> Result<Replica, ReplicaError> {
+    /// when a cluster key is configured, the transport. Every hold of the node's lock by
+    /// the edge and the writer is observed in `holds`. Must run inside a tokio runtime.
+    pub async fn start(config: &Config, holds: Histogram) -> Result<ControlPlane, ControlError> {
         let mut store = Store::open(&config.data_dir, config.store.log_bytes_max)?;
         let keypair = match store.meta(IDENTITY)? {
             Some(bytes) => Keypair::from_protobuf_encoding(&bytes)
-                .map_err(|e| ReplicaError::Identity(e.to_string()))?,
+                .map_err(|e| ControlError::Identity(e.to_string()))?,
             None => {
                 let keypair = Keypair::generate_ed25519();
                 let bytes = keypair
                     .to_protobuf_encoding()
-                    .map_err(|e| ReplicaError::Identity(e.to_string()))?;
+                    .map_err(|e| ControlError::Identity(e.to_string()))?;
                 store.set_meta(IDENTITY, &bytes)?;
                 keypair
             }
@@ -175,9 +222,10 @@ impl Replica {
             failed: failed.clone(),
             interval: Duration::from_millis(config.store.flush_interval_ms),
             records: records.clone(),
-            records_dir: crate::records::directory(&config.data_dir),
+            records_dir: crate::control::records::directory(&config.data_dir),
             records_interval: Duration::from_millis(config.store.records_interval_ms),
             rotate_requests,
+            holds: holds.clone(),
         }));
         let net = match config.cluster_key() {
             None => None,
@@ -185,7 +233,7 @@ impl Replica {
                 let parse = |addrs: &[String]| {
                     addrs
                         .iter()
-                        .map(|a| a.parse().map_err(|_| ReplicaError::Address(a.clone())))
+                        .map(|a| a.parse().map_err(|_| ControlError::Address(a.clone())))
                         .collect::<Result<Vec<_>, _>>()
                 };
                 let settings = NetSettings {
@@ -221,7 +269,7 @@ impl Replica {
                 Some(net::spawn(keypair, settings, node.clone(), Some(gate)).await?)
             }
         };
-        Ok(Replica {
+        Ok(ControlPlane {
             node,
             id,
             peer_id: peer_id.to_string(),
@@ -238,6 +286,7 @@ impl Replica {
             operator_digest,
             new_operator_token,
             faults,
+            holds,
         })
     }
 
@@ -255,11 +304,17 @@ impl Replica {
         &self.faults
     }
 
-    /// The protocol core. Hold the guard briefly and never across an await.
-    pub fn lock(&self) -> MutexGuard<'_, Node> {
-        self.node
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The protocol core, for the named operations (`ops`) and the leave alone: private
+    /// to `control`, so no other code can hold it. Never across an await.
+    fn lock(&self) -> Held<'_> {
+        hold(&self.node, &self.holds)
+    }
+
+    /// Runs `f` on the protocol core, for tests that set up a state no API reaches (a
+    /// member heard of once, say). Only with the feature `fault-injection`.
+    #[cfg(feature = "fault-injection")]
+    pub fn with_node<R>(&self, f: impl FnOnce(&mut Node) -> R) -> R {
+        f(&mut self.lock())
     }
 
     /// After a local change: let the transport send its push now rather than at its next
@@ -278,8 +333,8 @@ impl Replica {
     }
 
     /// Call with the node locked, after reading state to report: a ticket for
-    /// [`Replica::flushed`].
-    pub fn take_ticket(&self) -> u64 {
+    /// [`ControlPlane::flushed`].
+    fn take_ticket(&self) -> u64 {
         self.takes.load(Ordering::Acquire) + 1
     }
 
@@ -311,7 +366,7 @@ impl Replica {
 
     /// Queues a usage record. Call with the node locked, in the same hold as the usage
     /// increments it describes, so both land in the same commit.
-    pub fn push_record(&self, record: crate::records::Pending) {
+    fn push_record(&self, record: records::Pending) {
         self.records
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -429,7 +484,7 @@ impl Replica {
 /// last pass).
 pub const LEAVE_SETTLE: Duration = Duration::from_millis(200);
 
-/// What [`Replica::leave`] did.
+/// What [`ControlPlane::leave`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Handover {
     /// Rights handed to peers, every counter and pass together.
@@ -464,10 +519,11 @@ struct Writer {
     gate: watch::Sender<u64>,
     failed: Arc<AtomicBool>,
     interval: Duration,
-    records: Arc<Mutex<Vec<crate::records::Pending>>>,
+    records: Arc<Mutex<Vec<crate::control::records::Pending>>>,
     records_dir: std::path::PathBuf,
     records_interval: Duration,
     rotate_requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
+    holds: Histogram,
 }
 
 /// The writer: commits pending changes when woken (a request waits, or the transport
@@ -490,6 +546,7 @@ async fn writer(writer: Writer) {
         records_dir,
         records_interval,
         mut rotate_requests,
+        holds,
     } = writer;
     let mut snapshot_due = false;
     let mut last = false;
@@ -505,7 +562,7 @@ async fn writer(writer: Writer) {
         }
         flush_at = tokio::time::Instant::now() + interval;
         let (changes, usage_records, snapshot) = {
-            let mut node = node.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut node = hold(&node, &holds);
             let changes = node.take_changes();
             let usage_records = std::mem::take(
                 &mut *records
@@ -547,9 +604,7 @@ async fn writer(writer: Writer) {
                 store = returned;
                 snapshot_due = due;
                 // Durable now: the peers' directory ops this batch carried may be enforced.
-                node.lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .promote(&directory_through);
+                hold(&node, &holds).promote(&directory_through);
                 durable.send_modify(|d| {
                     d.own_changes = d.own_changes.max(own_changes);
                     d.takes = d.takes.max(take);
@@ -590,7 +645,7 @@ fn rotate_records(store: &mut Store, dir: &std::path::Path) -> Result<(), String
             return Ok(());
         };
         let last = *last;
-        crate::records::append(dir, &batch).map_err(|e| e.to_string())?;
+        crate::control::records::append(dir, &batch).map_err(|e| e.to_string())?;
         store
             .remove_usage_records(last)
             .map_err(|e| e.to_string())?;

@@ -28,7 +28,7 @@ use crate::faults::StoreFaults;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// Raw usage records waiting to be moved to their files (see `crate::records`).
+/// Raw usage records waiting to be moved to their files (see `crate::control::records`).
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 
 const FORMAT: &[u8] = b"tessera-store-1";

@@ -342,6 +342,28 @@ pub fn run() -> anyhow::Result<()> {
     }
 }
 
+/// A path segment of an admin URL, percent-encoded: an argument is never read as more
+/// path (`../`, `/`, `?` or `#` in it stay inside its segment).
+fn segment(value: impl std::fmt::Display) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let text = value.to_string();
+    // `.` and `..` alone would still be dot segments: encode their dots too.
+    if text.chars().all(|c| c == '.') {
+        return text.replace('.', "%2E");
+    }
+    percent_encoding::utf8_percent_encode(&text, SEGMENT).to_string()
+}
+
+/// A query string value of an admin URL, form-encoded (`&`, `=`, `#` and spaces in it
+/// stay inside the value).
+fn query_value(value: impl std::fmt::Display) -> String {
+    form_urlencoded::byte_serialize(value.to_string().as_bytes()).collect()
+}
+
 /// One admin API call from the command line.
 fn admin(command: Command) -> anyhow::Result<()> {
     use serde_json::json;
@@ -371,35 +393,35 @@ fn admin(command: Command) -> anyhow::Result<()> {
             TenantAction::Show { tenant } => (
                 remote,
                 M::GET,
-                format!("/admin/v1/tenants/{tenant}"),
+                format!("/admin/v1/tenants/{}", segment(&tenant)),
                 None,
                 View::Record,
             ),
             TenantAction::Suspend { tenant } => (
                 remote,
                 M::POST,
-                format!("/admin/v1/tenants/{tenant}/status"),
+                format!("/admin/v1/tenants/{}/status", segment(&tenant)),
                 Some(json!({ "status": "suspended" })),
                 View::Done,
             ),
             TenantAction::Activate { tenant } => (
                 remote,
                 M::POST,
-                format!("/admin/v1/tenants/{tenant}/status"),
+                format!("/admin/v1/tenants/{}/status", segment(&tenant)),
                 Some(json!({ "status": "active" })),
                 View::Done,
             ),
             TenantAction::Delete { tenant } => (
                 remote,
                 M::DELETE,
-                format!("/admin/v1/tenants/{tenant}"),
+                format!("/admin/v1/tenants/{}", segment(&tenant)),
                 None,
                 View::Done,
             ),
             TenantAction::History { tenant } => (
                 remote,
                 M::GET,
-                format!("/admin/v1/tenants/{tenant}/history"),
+                format!("/admin/v1/tenants/{}/history", segment(&tenant)),
                 None,
                 View::List("history", &["at_ms", "actor", "node", "change"]),
             ),
@@ -412,14 +434,18 @@ fn admin(command: Command) -> anyhow::Result<()> {
             } => (
                 remote,
                 M::POST,
-                format!("/admin/v1/tenants/{tenant}/keys"),
+                format!("/admin/v1/tenants/{}/keys", segment(&tenant)),
                 Some(json!({ "scopes": scopes, "label": label })),
                 View::Record,
             ),
             KeyAction::Revoke { tenant, key } => (
                 remote,
                 M::DELETE,
-                format!("/admin/v1/tenants/{tenant}/keys/{key}"),
+                format!(
+                    "/admin/v1/tenants/{}/keys/{}",
+                    segment(&tenant),
+                    segment(&key)
+                ),
                 None,
                 View::Done,
             ),
@@ -428,21 +454,29 @@ fn admin(command: Command) -> anyhow::Result<()> {
             SecretAction::Add { tenant } => (
                 remote,
                 M::POST,
-                format!("/admin/v1/tenants/{tenant}/secrets"),
+                format!("/admin/v1/tenants/{}/secrets", segment(&tenant)),
                 None,
                 View::Record,
             ),
             SecretAction::Primary { tenant, secret } => (
                 remote,
                 M::POST,
-                format!("/admin/v1/tenants/{tenant}/secrets/{secret}/primary"),
+                format!(
+                    "/admin/v1/tenants/{}/secrets/{}/primary",
+                    segment(&tenant),
+                    segment(&secret)
+                ),
                 None,
                 View::Done,
             ),
             SecretAction::Retire { tenant, secret } => (
                 remote,
                 M::DELETE,
-                format!("/admin/v1/tenants/{tenant}/secrets/{secret}"),
+                format!(
+                    "/admin/v1/tenants/{}/secrets/{}",
+                    segment(&tenant),
+                    segment(&secret)
+                ),
                 None,
                 View::Done,
             ),
@@ -451,14 +485,14 @@ fn admin(command: Command) -> anyhow::Result<()> {
             OriginAction::Allow { tenant, origin } => (
                 remote,
                 M::PUT,
-                format!("/admin/v1/tenants/{tenant}/origins"),
+                format!("/admin/v1/tenants/{}/origins", segment(&tenant)),
                 Some(json!({ "origin": origin, "allowed": true })),
                 View::Done,
             ),
             OriginAction::Deny { tenant, origin } => (
                 remote,
                 M::PUT,
-                format!("/admin/v1/tenants/{tenant}/origins"),
+                format!("/admin/v1/tenants/{}/origins", segment(&tenant)),
                 Some(json!({ "origin": origin, "allowed": false })),
                 View::Done,
             ),
@@ -472,7 +506,12 @@ fn admin(command: Command) -> anyhow::Result<()> {
             } => (
                 remote,
                 M::PUT,
-                format!("/admin/v1/tenants/{tenant}/quotas/{metric}/{period}"),
+                format!(
+                    "/admin/v1/tenants/{}/quotas/{}/{}",
+                    segment(&tenant),
+                    segment(&metric),
+                    segment(&period)
+                ),
                 Some(json!({ "limit": limit })),
                 View::Done,
             ),
@@ -483,7 +522,12 @@ fn admin(command: Command) -> anyhow::Result<()> {
             } => (
                 remote,
                 M::PUT,
-                format!("/admin/v1/tenants/{tenant}/quotas/{metric}/{period}"),
+                format!(
+                    "/admin/v1/tenants/{}/quotas/{}/{}",
+                    segment(&tenant),
+                    segment(&metric),
+                    segment(&period)
+                ),
                 Some(json!({ "limit": null })),
                 View::Done,
             ),
@@ -496,14 +540,22 @@ fn admin(command: Command) -> anyhow::Result<()> {
             } => (
                 remote,
                 M::PUT,
-                format!("/admin/v1/tenants/{tenant}/presets/{name}"),
+                format!(
+                    "/admin/v1/tenants/{}/presets/{}",
+                    segment(&tenant),
+                    segment(&name)
+                ),
                 Some(json!({ "options": options })),
                 View::Done,
             ),
             PresetAction::Clear { tenant, name } => (
                 remote,
                 M::PUT,
-                format!("/admin/v1/tenants/{tenant}/presets/{name}"),
+                format!(
+                    "/admin/v1/tenants/{}/presets/{}",
+                    segment(&tenant),
+                    segment(&name)
+                ),
                 Some(json!({ "options": null })),
                 View::Done,
             ),
@@ -513,9 +565,9 @@ fn admin(command: Command) -> anyhow::Result<()> {
             period,
             remote,
         } => {
-            let mut path = format!("/admin/v1/usage?tenant={tenant}");
+            let mut path = format!("/admin/v1/usage?tenant={}", query_value(&tenant));
             if let Some(period) = period {
-                path.push_str(&format!("&period={period}"));
+                path.push_str(&format!("&period={}", query_value(&period)));
             }
             (remote, M::GET, path, None, View::Usage)
         }
@@ -524,7 +576,7 @@ fn admin(command: Command) -> anyhow::Result<()> {
             remote,
         } => {
             let path = match tenant {
-                Some(tenant) => format!("/admin/v1/cluster?tenant={tenant}"),
+                Some(tenant) => format!("/admin/v1/cluster?tenant={}", query_value(&tenant)),
                 None => "/admin/v1/cluster".into(),
             };
             (remote, M::GET, path, None, View::Cluster)
@@ -586,7 +638,7 @@ async fn all_pages(
     let mut next: Option<String> = None;
     loop {
         let page_path = match &next {
-            Some(after) => format!("{path}?after={after}"),
+            Some(after) => format!("{path}?after={}", query_value(after)),
             None => path.to_owned(),
         };
         let (status, mut answer) = client.call(Method::GET, &page_path, None).await?;
@@ -611,7 +663,7 @@ fn export(
 ) -> anyhow::Result<()> {
     let path = match what {
         ExportWhat::Records { from_ms, to_ms } => {
-            let mut path = format!("/admin/v1/export/records?format={format}");
+            let mut path = format!("/admin/v1/export/records?format={}", query_value(format));
             if let Some(from) = from_ms {
                 path.push_str(&format!("&from_ms={from}"));
             }
@@ -621,8 +673,12 @@ fn export(
             path
         }
         ExportWhat::Totals { period } => match period {
-            Some(period) => format!("/admin/v1/export/totals?format={format}&period={period}"),
-            None => format!("/admin/v1/export/totals?format={format}"),
+            Some(period) => format!(
+                "/admin/v1/export/totals?format={}&period={}",
+                query_value(format),
+                query_value(&period)
+            ),
+            None => format!("/admin/v1/export/totals?format={}", query_value(format)),
         },
     };
     let (client, runtime) = connect(remote)?;
@@ -919,4 +975,21 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = interrupt.await;
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_stay_inside_their_segment_or_value() {
+        assert_eq!(segment("6875064201593600"), "6875064201593600");
+        assert_eq!(segment("../x"), "..%2Fx");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("."), "%2E");
+        assert_eq!(segment("a b?c#d/é"), "a%20b%3Fc%23d%2F%C3%A9");
+        assert_eq!(segment("thumb_v2-x.y~z"), "thumb_v2-x.y~z");
+        assert_eq!(query_value("a&b=c d#e"), "a%26b%3Dc+d%23e");
+        assert_eq!(query_value("2026-11"), "2026-11");
+    }
 }

@@ -1124,7 +1124,7 @@ async fn export_records(
         .control
         .flush_records(state.commit_timeout())
         .await
-        .map_err(|e| ApiError::overloaded("store_unavailable", e, 1))?;
+        .map_err(|e| ApiError::overloaded("store_unavailable", e.to_string(), 1))?;
     let dir = crate::control::records::directory(&state.config.data_dir);
     let (from, to) = (query.from_ms.unwrap_or(0), query.to_ms.unwrap_or(u64::MAX));
     let records =

@@ -385,18 +385,28 @@ impl Membership {
     }
 
     /// Checks a received table's bounds.
-    pub fn validate(entries: &[MemberEntry]) -> Result<(), String> {
+    pub fn validate(entries: &[MemberEntry]) -> Result<(), MembersError> {
         if entries.len() > MEMBERS_MAX {
-            return Err(format!("{} members, cap {MEMBERS_MAX}", entries.len()));
+            return Err(MembersError::TooMany {
+                members: entries.len(),
+            });
         }
         if let Some(e) = entries.iter().find(|e| e.addr.len() > ADDR_BYTES_MAX) {
-            return Err(format!(
-                "address of {} bytes, cap {ADDR_BYTES_MAX}",
-                e.addr.len()
-            ));
+            return Err(MembersError::AddressTooLong {
+                bytes: e.addr.len(),
+            });
         }
         Ok(())
     }
+}
+
+/// Why a member list from a peer was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembersError {
+    #[error("{members} members, more than the cap of {MEMBERS_MAX}")]
+    TooMany { members: usize },
+    #[error("an address of {bytes} bytes, more than the cap of {ADDR_BYTES_MAX}")]
+    AddressTooLong { bytes: usize },
 }
 
 #[cfg(test)]

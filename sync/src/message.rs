@@ -10,13 +10,14 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use tessera_crdt::directory::{DirectoryDelta, SyncMessage};
-use tessera_crdt::ledger::Delta;
+use tessera_crdt::codec::DecodeError;
+use tessera_crdt::directory::{DirectoryDelta, DirectoryError, SyncMessage};
+use tessera_crdt::ledger::{Delta, InvalidDelta};
 use tessera_crdt::settlement::Resume;
 use tessera_crdt::{BoundedCounter, CounterKey, Period, SettlementPart, VersionVector};
 
 use crate::escrow_digest::BUCKETS;
-use crate::membership::{MemberEntry, Membership};
+use crate::membership::{MemberEntry, MembersError, Membership};
 
 /// Counters one message may carry.
 pub const COUNTERS_MAX: usize = 4096;
@@ -96,17 +97,36 @@ pub enum Message {
     },
 }
 
-/// Why a message was refused. Nothing was changed.
+/// Why a message was refused. Nothing was changed. Each carried value's own error is
+/// kept as it came (`#[from]`), so a caller can tell a bad delta from a bad counter.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum MessageError {
     #[error("message of {bytes} bytes exceeds the cap of {bytes_max}")]
     TooLarge { bytes: usize, bytes_max: usize },
+    #[error("empty message")]
+    Empty,
     #[error("unknown wire version {0}")]
     Version(u8),
     #[error("malformed message: {0}")]
-    Malformed(String),
-    #[error("invalid message: {0}")]
-    Invalid(String),
+    Malformed(#[from] postcard::Error),
+    #[error("{0}")]
+    Ledger(#[from] InvalidDelta),
+    #[error("invalid directory ops: {0}")]
+    Directory(#[from] DirectoryError),
+    #[error("invalid escrow counter: {0}")]
+    Counter(#[from] DecodeError),
+    #[error("invalid member list: {0}")]
+    Members(#[from] MembersError),
+    #[error("{count} {what}, more than the cap of {cap}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        cap: usize,
+    },
+    #[error("{count} escrow buckets, expected {BUCKETS}")]
+    Buckets { count: usize },
+    #[error("an escrow bucket outside 0..{BUCKETS}")]
+    BucketOutOfRange,
 }
 
 impl Message {
@@ -132,65 +152,59 @@ impl Message {
 
     /// Checks every bound and every carried value's own rules.
     pub fn validate(&self) -> Result<(), MessageError> {
-        let invalid = |why: String| Err(MessageError::Invalid(why));
-        let counters = |list: &[(CounterKey, BoundedCounter)]| -> Result<(), MessageError> {
-            if list.len() > COUNTERS_MAX {
-                return Err(MessageError::Invalid(format!(
-                    "{} counters, cap {COUNTERS_MAX}",
-                    list.len()
-                )));
+        let too_many = |what, count: usize, cap| {
+            if count > cap {
+                Err(MessageError::TooMany { what, count, cap })
+            } else {
+                Ok(())
             }
-            list.iter().try_for_each(|(_, counter)| {
-                counter
-                    .validate()
-                    .map_err(|e| MessageError::Invalid(e.to_string()))
-            })
+        };
+        let counters = |list: &[(CounterKey, BoundedCounter)]| -> Result<(), MessageError> {
+            too_many("counters", list.len(), COUNTERS_MAX)?;
+            list.iter()
+                .try_for_each(|(_, counter)| Ok(counter.validate()?))
         };
         match self {
-            Message::LedgerPush { delta, .. } | Message::LedgerChunk { delta, .. } => delta
-                .validate()
-                .map_err(|e| MessageError::Invalid(e.to_string())),
-            Message::DirectoryPush { delta, .. } => delta
-                .validate()
-                .map_err(|e| MessageError::Invalid(e.to_string())),
-            Message::Directory(SyncMessage::Ops { delta, .. }) => delta
-                .validate()
-                .map_err(|e| MessageError::Invalid(e.to_string())),
+            Message::LedgerPush { delta, .. } | Message::LedgerChunk { delta, .. } => {
+                Ok(delta.validate()?)
+            }
+            Message::DirectoryPush { delta, .. } => Ok(delta.validate()?),
+            Message::Directory(SyncMessage::Ops { delta, .. }) => Ok(delta.validate()?),
             Message::EscrowPush(list) => counters(list),
             Message::EscrowCounters {
                 counters: list,
                 want,
             } => {
-                if want.len() > BUCKETS || want.iter().any(|b| usize::from(*b) >= BUCKETS) {
-                    return invalid("bucket list out of range".into());
+                too_many("wanted buckets", want.len(), BUCKETS)?;
+                if want.iter().any(|b| usize::from(*b) >= BUCKETS) {
+                    return Err(MessageError::BucketOutOfRange);
                 }
                 counters(list)
             }
             Message::EscrowBuckets { buckets } => {
                 if buckets.len() != BUCKETS {
-                    return invalid(format!("{} buckets, expected {BUCKETS}", buckets.len()));
+                    return Err(MessageError::Buckets {
+                        count: buckets.len(),
+                    });
                 }
                 Ok(())
             }
-            Message::RightsReply { counter, .. } => counter
-                .validate()
-                .map_err(|e| MessageError::Invalid(e.to_string())),
-            Message::Members { entries, .. } => {
-                Membership::validate(entries).map_err(MessageError::Invalid)
-            }
+            Message::RightsReply { counter, .. } => Ok(counter.validate()?),
+            Message::Members { entries, .. } => Ok(Membership::validate(entries)?),
             Message::LedgerPull { settled, .. } => {
-                if settled.len() > SETTLED_MAX {
-                    return invalid(format!("{} settled periods listed", settled.len()));
-                }
-                Ok(())
+                too_many("settled periods listed", settled.len(), SETTLED_MAX)
             }
             Message::SettlementPart(part) => {
-                if part.totals.len() > SettlementPart::ENTRIES_MAX
-                    || part.through.len() > VersionVector::NODES_MAX
-                {
-                    return invalid("settlement part too large".into());
-                }
-                Ok(())
+                too_many(
+                    "settlement totals",
+                    part.totals.len(),
+                    SettlementPart::ENTRIES_MAX,
+                )?;
+                too_many(
+                    "settlement origins",
+                    part.through.len(),
+                    VersionVector::NODES_MAX,
+                )
             }
             Message::Directory(SyncMessage::Digest(_))
             | Message::EscrowDigest { .. }
@@ -215,13 +229,12 @@ impl Message {
             });
         }
         let [version, body @ ..] = bytes else {
-            return Err(MessageError::Malformed("empty".into()));
+            return Err(MessageError::Empty);
         };
         if *version != WIRE_VERSION {
             return Err(MessageError::Version(*version));
         }
-        let message: Message =
-            postcard::from_bytes(body).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        let message: Message = postcard::from_bytes(body)?;
         message.validate()?;
         Ok(message)
     }
@@ -267,7 +280,7 @@ mod tests {
         };
         assert!(matches!(
             Message::decode(&short.encode(), 1 << 20),
-            Err(MessageError::Invalid(_))
+            Err(MessageError::Ledger(_))
         ));
     }
 }

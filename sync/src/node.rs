@@ -1153,8 +1153,7 @@ impl Node {
                 // Staged, like a push: enforced by `promote` once durable.
                 let reply = self
                     .directory
-                    .stage_sync(&sync, self.config.directory_ops_max)
-                    .map_err(|e| MessageError::Invalid(e.to_string()))?;
+                    .stage_sync(&sync, self.config.directory_ops_max)?;
                 if let Some(reply) = reply {
                     self.send(from, Message::Directory(reply));
                 }

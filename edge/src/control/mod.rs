@@ -63,6 +63,27 @@ pub enum DurableError {
     Timeout,
 }
 
+/// Why the usage records could not be moved to their files ([`ControlPlane::flush_records`]).
+#[derive(Debug, Clone, Error)]
+pub enum RotateError {
+    #[error("the store writer has stopped")]
+    WriterStopped,
+    #[error("moving the records timed out")]
+    Timeout,
+    /// The store or the files failed (shared by every waiter of one rotation).
+    #[error("moving the records failed: {0}")]
+    Failed(Arc<RotateFailure>),
+}
+
+/// What failed in one rotation.
+#[derive(Debug, Error)]
+pub enum RotateFailure {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the records' files: {0}")]
+    Files(#[from] std::io::Error),
+}
+
 /// What the writer has made durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Durable {
@@ -84,7 +105,7 @@ pub struct ControlPlane {
     stop_writer: watch::Sender<bool>,
     /// Usage records of billed requests, taken by the writer with the changes.
     records: Arc<Mutex<Vec<crate::control::records::Pending>>>,
-    rotate: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    rotate: mpsc::Sender<oneshot::Sender<Result<(), RotateError>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     net: Option<NetHandle>,
     /// Replayed log records at start (for the start-up log line and tests).
@@ -374,17 +395,17 @@ impl ControlPlane {
     }
 
     /// Moves every usage record committed so far to its file; returns once done.
-    pub async fn flush_records(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn flush_records(&self, timeout: Duration) -> Result<(), RotateError> {
         let (reply, done) = oneshot::channel();
         self.rotate
             .send(reply)
             .await
-            .map_err(|_| "the store writer has stopped".to_owned())?;
+            .map_err(|_| RotateError::WriterStopped)?;
         self.wake_writer.notify_one();
         match tokio::time::timeout(timeout, done).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the store writer has stopped".to_owned()),
-            Err(_) => Err("moving the records timed out".to_owned()),
+            Ok(Err(_)) => Err(RotateError::WriterStopped),
+            Err(_) => Err(RotateError::Timeout),
         }
     }
 
@@ -522,7 +543,7 @@ struct Writer {
     records: Arc<Mutex<Vec<crate::control::records::Pending>>>,
     records_dir: std::path::PathBuf,
     records_interval: Duration,
-    rotate_requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
+    rotate_requests: mpsc::Receiver<oneshot::Sender<Result<(), RotateError>>>,
     holds: Histogram,
 }
 
@@ -551,7 +572,7 @@ async fn writer(writer: Writer) {
     let mut snapshot_due = false;
     let mut last = false;
     let mut rotated_at = Instant::now();
-    let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+    let mut waiting: Vec<oneshot::Sender<Result<(), RotateError>>> = Vec::new();
     let mut flush_at = tokio::time::Instant::now() + interval;
     while !last {
         tokio::select! {
@@ -611,6 +632,7 @@ async fn writer(writer: Writer) {
                 });
                 gate.send_modify(|g| *g = (*g).max(own_changes));
                 if let Some(rotated) = rotated {
+                    let rotated = rotated.map_err(|e| RotateError::Failed(Arc::new(e)));
                     rotated_at = Instant::now();
                     if let Err(error) = &rotated {
                         // The records stay in the store; the next rotation tries again.
@@ -638,16 +660,14 @@ async fn writer(writer: Writer) {
 }
 
 /// Moves usage records from the store to their hourly files, in bounded batches.
-fn rotate_records(store: &mut Store, dir: &std::path::Path) -> Result<(), String> {
+fn rotate_records(store: &mut Store, dir: &std::path::Path) -> Result<(), RotateFailure> {
     loop {
-        let batch = store.usage_records(10_000).map_err(|e| e.to_string())?;
+        let batch = store.usage_records(10_000)?;
         let Some((last, _)) = batch.last() else {
             return Ok(());
         };
         let last = *last;
-        crate::control::records::append(dir, &batch).map_err(|e| e.to_string())?;
-        store
-            .remove_usage_records(last)
-            .map_err(|e| e.to_string())?;
+        records::append(dir, &batch)?;
+        store.remove_usage_records(last)?;
     }
 }

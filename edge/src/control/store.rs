@@ -17,8 +17,9 @@
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use tessera_crdt::directory::DirectoryDelta;
-use tessera_crdt::ledger::Delta;
+use tessera_crdt::directory::{DirectoryDelta, DirectoryError};
+use tessera_crdt::ledger::{Delta, InvalidDelta};
+use tessera_crdt::DecodeError;
 use tessera_crdt::{Directory, EscrowBook, Ledger, NodeId, Settlement};
 use tessera_sync::{Changes, NodeState};
 use thiserror::Error;
@@ -71,6 +72,8 @@ pub enum StoreError {
     Commit(#[from] redb::CommitError),
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    #[error("corrupt store: log record {seq}: {source}")]
+    Record { seq: u64, source: RecordError },
 }
 
 /// The open store. One writer at a time (redb serialises write transactions); reads
@@ -201,8 +204,10 @@ impl Store {
         let mut records = 0;
         for entry in log.iter()? {
             let (seq, bytes) = entry?;
-            apply_record(&mut state, bytes.value())
-                .map_err(|e| StoreError::Corrupt(format!("log record {}: {e}", seq.value())))?;
+            apply_record(&mut state, bytes.value()).map_err(|source| StoreError::Record {
+                seq: seq.value(),
+                source,
+            })?;
             records += 1;
         }
         Ok(Loaded { state, records })
@@ -323,58 +328,66 @@ fn encode_record(changes: &Changes) -> Vec<u8> {
     out
 }
 
-fn apply_record(state: &mut NodeState, mut bytes: &[u8]) -> Result<(), String> {
+/// Why a log record could not be replayed: the store is corrupt (or from a build that
+/// wrote what this one cannot read).
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("a part header is truncated")]
+    TruncatedHeader,
+    #[error("a part of {len} bytes is truncated")]
+    TruncatedPart { len: usize },
+    #[error("unknown part tag {0}")]
+    UnknownTag(u8),
+    #[error("a part with tag {tag} is {len} bytes, not 8")]
+    NotEightBytes { tag: u8, len: usize },
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Ledger(#[from] InvalidDelta),
+    #[error("{0}")]
+    Directory(#[from] DirectoryError),
+}
+
+/// The 8-byte little-endian number a part of `tag` carries.
+fn eight_bytes(tag: u8, body: &[u8]) -> Result<u64, RecordError> {
+    let bytes: [u8; 8] = body.try_into().map_err(|_| RecordError::NotEightBytes {
+        tag,
+        len: body.len(),
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn apply_record(state: &mut NodeState, mut bytes: &[u8]) -> Result<(), RecordError> {
     while !bytes.is_empty() {
         if bytes.len() < 5 {
-            return Err("truncated part header".into());
+            return Err(RecordError::TruncatedHeader);
         }
         let tag = bytes[0];
         let len = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        let body = bytes.get(5..5 + len).ok_or("truncated part")?;
+        let body = bytes
+            .get(5..5 + len)
+            .ok_or(RecordError::TruncatedPart { len })?;
         bytes = &bytes[5 + len..];
         match tag {
-            TAG_LEDGER => {
-                let delta = Delta::decode(body).map_err(|e| e.to_string())?;
-                state
-                    .ledger
-                    .apply_delta(&delta)
-                    .map_err(|e| e.to_string())?;
-            }
+            TAG_LEDGER => state.ledger.apply_delta(&Delta::decode(body)?)?,
             TAG_DIRECTORY => {
-                let delta =
-                    DirectoryDelta::decode(body, PART_BYTES_MAX).map_err(|e| e.to_string())?;
-                state
-                    .directory
-                    .apply_delta(&delta)
-                    .map_err(|e| e.to_string())?;
+                let delta = DirectoryDelta::decode(body, PART_BYTES_MAX)?;
+                state.directory.apply_delta(&delta)?;
             }
-            TAG_ESCROW => {
-                let book = EscrowBook::decode(body).map_err(|e| e.to_string())?;
-                state.escrow.merge(&book);
-            }
+            TAG_ESCROW => state.escrow.merge(&EscrowBook::decode(body)?),
             TAG_SETTLED => {
-                let settlement = Settlement::decode(body).map_err(|e| e.to_string())?;
-                state.ledger.apply_settlement(settlement);
+                state.ledger.apply_settlement(Settlement::decode(body)?);
             }
             TAG_RETIRED => {
-                let id: [u8; 8] = body
-                    .try_into()
-                    .map_err(|_| "a retired-origin part is not 8 bytes")?;
-                state.ledger.retire(NodeId(u64::from_le_bytes(id)));
+                state.ledger.retire(NodeId(eight_bytes(tag, body)?));
             }
             TAG_ESCROW_FORGOTTEN => {
-                let through: [u8; 8] = body
-                    .try_into()
-                    .map_err(|_| "a forgotten-counters part is not 8 bytes")?;
-                state.escrow.forget_through(u64::from_le_bytes(through));
+                state.escrow.forget_through(eight_bytes(tag, body)?);
             }
             TAG_SETTLEMENTS_FORGOTTEN => {
-                let before: [u8; 8] = body
-                    .try_into()
-                    .map_err(|_| "a forgotten-settlements part is not 8 bytes")?;
-                state.ledger.forget_settled(u64::from_le_bytes(before));
+                state.ledger.forget_settled(eight_bytes(tag, body)?);
             }
-            other => return Err(format!("unknown part tag {other}")),
+            other => return Err(RecordError::UnknownTag(other)),
         }
     }
     Ok(())

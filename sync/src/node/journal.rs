@@ -50,9 +50,7 @@ impl Node {
         if delta.parts.is_empty() {
             return Ok(());
         }
-        self.ledger
-            .apply_delta(delta)
-            .map_err(|e| MessageError::Invalid(e.to_string()))?;
+        self.ledger.apply_delta(delta)?;
         if stale {
             self.stats.messages_stale += 1;
         } else {
@@ -80,10 +78,7 @@ impl Node {
         &mut self,
         delta: &DirectoryDelta,
     ) -> Result<usize, MessageError> {
-        let report = self
-            .directory
-            .stage_delta(delta)
-            .map_err(|e| MessageError::Invalid(e.to_string()))?;
+        let report = self.directory.stage_delta(delta)?;
         if report.applied == 0 {
             self.stats.messages_stale += 1;
         }

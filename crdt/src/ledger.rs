@@ -530,6 +530,15 @@ impl SeqIndex {
     }
 }
 
+/// One page of [`Ledger::totals_page`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TotalsPage {
+    /// `(tenant, totals by [`Metric::index`])`, ascending by tenant.
+    pub rows: Vec<(TenantId, [u64; 4])>,
+    /// Where the next page starts (after this tenant); `None` when nothing is left.
+    pub resume_after: Option<TenantId>,
+}
+
 /// The stored shape of a ledger: flat, sorted, canonical.
 #[derive(Serialize, Deserialize)]
 struct LedgerRepr {
@@ -939,58 +948,102 @@ impl Ledger {
     }
 
     /// Merged totals of `period` for up to `limit` tenants with usage in it, the first
-    /// after `after`, ascending (an export's page). A settled period's come from its
-    /// settlement; otherwise only the keys of the page's tenants are walked (keys are
-    /// ordered by tenant first), so a page costs its own size, not the ledger's.
+    /// after `after`, ascending (an export's page), looking at no more than `visits_max`
+    /// tenants with keys (a sparse period does not make one call walk every tenant). A
+    /// settled period's come from its settlement. Each tenant costs a seek and its own
+    /// keys of the period (keys are ordered by tenant first), not the ledger's size.
     pub fn totals_page(
         &self,
         period: Period,
         after: Option<TenantId>,
         limit: usize,
-    ) -> Vec<(TenantId, [u64; 4])> {
-        let mut page: Vec<(TenantId, [u64; 4])> = Vec::new();
-        let mut add = |tenant: TenantId, metric: Metric, value: u64| -> bool {
-            match page.last_mut() {
-                Some((last, values)) if *last == tenant => {
-                    values[metric.index()] = values[metric.index()].saturating_add(value);
-                }
-                _ => {
-                    if page.len() == limit {
-                        return false;
-                    }
-                    let mut values = [0u64; 4];
-                    values[metric.index()] = value;
-                    page.push((tenant, values));
-                }
-            }
-            true
+        visits_max: usize,
+    ) -> TotalsPage {
+        let mut rows: Vec<(TenantId, [u64; 4])> = Vec::new();
+        let end = TotalsPage {
+            rows: Vec::new(),
+            resume_after: None,
         };
-        let first = after.map_or(TenantId(0), |t| TenantId(t.0.saturating_add(1)));
-        if after.is_some_and(|t| t.0 == u64::MAX) {
-            return page;
+        let first = match after {
+            Some(TenantId(u64::MAX)) => return end,
+            Some(t) => TenantId(t.0 + 1),
+            None => TenantId(0),
+        };
+        if limit == 0 {
+            return TotalsPage {
+                rows,
+                resume_after: after,
+            };
         }
         if let Some(settlement) = self.settled.get(&period) {
+            // Every tenant listed has a row: a visit is a row.
+            let cap = limit.min(visits_max.max(1));
             let start = settlement.totals.partition_point(|(t, _, _)| *t < first);
             for (tenant, metric, value) in &settlement.totals[start..] {
-                if !add(*tenant, *metric, *value) {
-                    break;
+                if rows.last().map(|(last, _)| last) != Some(tenant) {
+                    if rows.len() == cap {
+                        let resume_after = rows.last().map(|(t, _)| *t);
+                        return TotalsPage { rows, resume_after };
+                    }
+                    rows.push((*tenant, [0u64; 4]));
+                }
+                if let Some((_, values)) = rows.last_mut() {
+                    values[metric.index()] = *value;
                 }
             }
-            return page;
+            return TotalsPage {
+                rows,
+                resume_after: None,
+            };
         }
-        // The least key of tenant `first` (the least period and metric by their order; a
+        // The least key of a tenant (the least period and metric by their order; a
         // comparison bound only, never a key held).
-        let least = Period::Month { year: 0, month: 0 };
-        let from = CounterKey::new(first, least, Metric::Requests);
-        for key in self.keys.range(from..) {
-            if key.period != period || key.tenant == SEAL_KEY.tenant {
-                continue;
+        let least = |tenant| {
+            CounterKey::new(
+                tenant,
+                Period::Month { year: 0, month: 0 },
+                Metric::Requests,
+            )
+        };
+        let mut cursor = first;
+        let mut visits = 0;
+        loop {
+            let Some(next) = self.keys.range(least(cursor)..).next() else {
+                return TotalsPage {
+                    rows,
+                    resume_after: None,
+                };
+            };
+            let tenant = next.tenant;
+            if tenant == SEAL_KEY.tenant {
+                // The seals' reserved tenant sorts last: nothing after it.
+                return TotalsPage {
+                    rows,
+                    resume_after: None,
+                };
             }
-            if !add(key.tenant, key.metric, self.total(key)) {
-                break;
+            visits += 1;
+            let keys = self.keys.range(
+                CounterKey::new(tenant, period, Metric::Requests)
+                    ..=CounterKey::new(tenant, period, Metric::BytesOut),
+            );
+            let mut values = [0u64; 4];
+            let mut held = false;
+            for key in keys {
+                values[key.metric.index()] = self.total(key);
+                held = true;
             }
+            if held {
+                rows.push((tenant, values));
+            }
+            if rows.len() == limit || visits >= visits_max {
+                return TotalsPage {
+                    rows,
+                    resume_after: Some(tenant),
+                };
+            }
+            cursor = TenantId(tenant.0 + 1);
         }
-        page
     }
 
     /// Each node's contribution to a counter, in node order (nodes with a slot only; none
@@ -1588,13 +1641,14 @@ mod tests {
             let mut all = Vec::new();
             let mut after = None;
             loop {
-                let page = ledger.totals_page(period, after, limit);
-                assert!(page.len() <= limit);
-                let Some((last, _)) = page.last() else {
-                    return all;
-                };
-                after = Some(*last);
-                all.extend(page);
+                // Two tenants visited a call at most: pages come short, never wrong.
+                let page = ledger.totals_page(period, after, limit, 2);
+                assert!(page.rows.len() <= limit.min(2));
+                all.extend(page.rows);
+                match page.resume_after {
+                    Some(tenant) => after = Some(tenant),
+                    None => return all,
+                }
             }
         };
         for period in [november, december] {
@@ -1612,7 +1666,10 @@ mod tests {
         let before = pages(&a, november, 4);
         a.compact(november, [a_id, b_id]).expect("final");
         assert_eq!(pages(&a, november, 4), before, "from the settlement");
-        assert_eq!(a.totals_page(november, Some(TenantId(u64::MAX)), 5), vec![]);
+        assert_eq!(
+            a.totals_page(november, Some(TenantId(u64::MAX)), 5, 5),
+            TotalsPage::default()
+        );
     }
 
     #[test]

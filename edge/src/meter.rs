@@ -85,6 +85,8 @@ pub async fn admit(
     if let Some(arrivals) = arrivals.as_mut() {
         arrivals.borrow_and_update();
     }
+    let mut freed = state.control.rights_freed();
+    freed.borrow_and_update();
     // The demands and the first attempt in one hold of the lock (the common case ends
     // here).
     let crate::control::ops::Admission {
@@ -118,21 +120,28 @@ pub async fn admit(
             }
             Some(Shortfall::Unavailable {
                 transfer_possible: true,
-            }) if !waited || tokio::time::Instant::now() < give_up => {
-                // Until rights arrive from a peer (then try again: they may be another
-                // counter's, or another request's) or the wait is over (then a last try:
-                // a grant may also come with the quota's policy, which no arrival marks).
+            }) if tokio::time::Instant::now() < give_up => {
+                // Until rights arrive from a peer or come back from a request here that
+                // was not delivered (then try again: they may be another counter's, or
+                // taken by another request), or the wait is over (then a last try: a
+                // grant may also come with the quota's policy, which nothing marks).
                 waited = true;
                 state.metrics.quota_waits.inc();
-                match arrivals.as_mut() {
-                    Some(watch) => {
-                        if let Ok(Err(_)) = tokio::time::timeout_at(give_up, watch.changed()).await
-                        {
+                let arrived = async {
+                    match arrivals.as_mut() {
+                        Some(watch) => watch.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    still = arrived => {
+                        if !still {
                             // The transport stopped: nothing more will arrive.
                             arrivals = None;
                         }
                     }
-                    None => tokio::time::sleep_until(give_up).await,
+                    _ = freed.changed() => {}
+                    () = tokio::time::sleep_until(give_up) => {}
                 }
                 shortfall = state.control.admit_again(&demands, now_ms());
             }

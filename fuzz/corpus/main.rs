@@ -307,6 +307,7 @@ fn sync_message(out: &Path) -> usize {
         Message::LedgerPull {
             digest: ledger.version_vector().clone(),
             settled: vec![request.period],
+            forgotten_before_ms: 1_700_000_000_000,
             resume: None,
         },
         Message::LedgerChunk { delta, more: true },

@@ -26,8 +26,9 @@ pub const COUNTERS_MAX: usize = 4096;
 /// refund cells (a node of version 2 would misread them, so it refuses them whole). 4:
 /// member tables (a node of version 3 would count every exchange as garbage and drop the
 /// connection). 5: ledger pulls list the puller's settled periods, and settlements travel
-/// in parts (billing-period compaction).
-pub const WIRE_VERSION: u8 = 5;
+/// in parts (billing-period compaction). 6: ledger pulls carry the puller's forgotten
+/// settlements' watermark, and directory placeholders stand for runs of ops.
+pub const WIRE_VERSION: u8 = 6;
 
 /// Settled periods a pull may list.
 pub const SETTLED_MAX: usize = 4096;
@@ -45,12 +46,15 @@ pub enum Message {
         relay: bool,
     },
     /// "This is my ledger digest; send what I lack." With the periods the puller has
-    /// settled, and where it stands in a settlement it is receiving from this peer (its
-    /// period, digest and last total), if any: a provider that compacted a period the
-    /// puller may lack slots of sends the settlement, part by part, before any chunk.
+    /// settled, the end of those it has forgotten (every period ending at or before
+    /// `forgotten_before_ms`: it takes none of them back), and where it stands in a
+    /// settlement it is receiving from this peer (its period, digest and last total), if
+    /// any: a provider that compacted a period the puller may lack slots of sends the
+    /// settlement, part by part, before any chunk.
     LedgerPull {
         digest: VersionVector,
         settled: Vec<Period>,
+        forgotten_before_ms: u64,
         resume: Option<Resume>,
     },
     /// One part of a settlement the puller lacks (see `tessera_crdt::settlement`).
@@ -280,7 +284,7 @@ mod tests {
         };
         assert!(matches!(
             Message::decode(&short.encode(), 1 << 20),
-            Err(MessageError::Ledger(_))
+            Err(MessageError::Buckets { count: 3 })
         ));
     }
 }

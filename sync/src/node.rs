@@ -1125,8 +1125,9 @@ impl Node {
             Message::LedgerPull {
                 digest,
                 settled,
+                forgotten_before_ms,
                 resume,
-            } => self.answer_pull(now_ms, from, &digest, &settled, resume),
+            } => self.answer_pull(now_ms, from, &digest, &settled, forgotten_before_ms, resume),
             Message::SettlementPart(part) => self.take_settlement_part(now_ms, from, part),
             Message::LedgerChunk { delta, more } => {
                 self.pulls_in_flight.remove(&from);

@@ -409,6 +409,41 @@ fn settlements_are_forgotten_after_their_retention_and_late_usage_of_them_change
             digests[0].is_some() && digests.windows(2).all(|w| w[0] == w[1]),
             "seed {seed}: not settled the same everywhere: {digests:?}"
         );
+        // A holder of the settlement answers a puller that lacks the hour's slots with the
+        // settlement; one whose pull says it forgot the hour, with chunks (before, it
+        // sent the settlement for ever, and the puller, refusing it, pulled again).
+        let puller = sim.ids[1];
+        let pull = |forgotten_before_ms| Message::LedgerPull {
+            digest: VersionVector::new(),
+            settled: Vec::new(),
+            forgotten_before_ms,
+            resume: None,
+        };
+        let answers = sim.with_node(0, |node, now| {
+            [0, hour().end_ms()].map(|forgotten_before_ms| {
+                node.handle(
+                    now,
+                    Input::Message {
+                        from: puller,
+                        message: pull(forgotten_before_ms),
+                    },
+                );
+                node.take_outputs()
+                    .into_iter()
+                    .filter_map(|output| match output {
+                        tessera_sync::Output::Send { to, message } if to == puller => {
+                            Some(message.kind())
+                        }
+                        _ => None,
+                    })
+                    .find(|kind| *kind == "settlement_part" || *kind == "ledger_chunk")
+            })
+        });
+        assert_eq!(
+            answers,
+            [Some("settlement_part"), Some("ledger_chunk")],
+            "seed {seed}"
+        );
         // Then forgotten everywhere, and the next hour (still open) untouched.
         let next = hour().next().expect("an hour");
         sim.increment(0, CounterKey::new(TenantId(1), next, Metric::Requests), 9);

@@ -60,7 +60,7 @@
 //! caller gives and *superseded*: it wrote registers only (never a creation, a mark, a
 //! deletion, a revocation or a decommission) and each of them holds a later write in the
 //! view. Folded ops next to each other in their origin's log, with the placeholders next
-//! to them, become one placeholder, [`Change::Compacted`]`{ through_seq }`: it stands for
+//! to them, become one placeholder, [`Change::CompactedRun`]`{ through_seq }`: it stands for
 //! ops `seq..=through_seq` and keeps the last one's Lamport time and time (actor and
 //! change dropped). Why it is safe without asking anyone: the op that superseded a folded
 //! one is the register's current winner, never folded while it wins, and it is in its
@@ -410,10 +410,12 @@ impl Directory {
                 Change::DecommissionNode { node } if *node == self.node => {
                     Err(DirectoryError::DecommissionSelf(*node))
                 }
-                Change::Compacted { .. } => Err(DirectoryError::InvalidField {
-                    field: "change",
-                    reason: "a compacted op is not an edit".into(),
-                }),
+                Change::Compacted | Change::CompactedRun { .. } => {
+                    Err(DirectoryError::InvalidField {
+                        field: "change",
+                        reason: "a compacted op is not an edit".into(),
+                    })
+                }
                 _ => Ok(()),
             };
         };
@@ -763,7 +765,7 @@ impl Directory {
 
     /// Compacts the whole log (see "Compaction" in the module doc): every enforced op made
     /// before `before_ms` that is superseded in the view is folded, with the placeholders
-    /// next to it, into one placeholder ([`Change::Compacted`]) per run. Returns how many
+    /// next to it, into one placeholder ([`Change::CompactedRun`]) per run. Returns how many
     /// ops were folded now. One pass over the log, each op decoded (tens of ms at 400K
     /// ops): a caller holding a lock uses [`Directory::compact_step`] instead.
     pub fn compact(&mut self, before_ms: u64) -> usize {
@@ -817,13 +819,20 @@ impl Directory {
         let more = end < log.len();
         let next_seq = if more { log.first_seq(end) } else { 0 };
         let folded = folds.len();
+        // Folded ops leave the history index: one pass over each tenant's places.
+        let mut gone: BTreeMap<TenantId, std::collections::BTreeSet<u64>> = BTreeMap::new();
         for (_, op) in &folds {
-            if let Some(places) = op.change.tenant().and_then(|t| self.by_tenant.get_mut(&t)) {
-                places.retain(|place| *place != (origin, op.seq));
+            if let Some(tenant) = op.change.tenant() {
+                gone.entry(tenant).or_default().insert(op.seq);
+            }
+        }
+        for (tenant, seqs) in gone {
+            if let Some(places) = self.by_tenant.get_mut(&tenant) {
+                places.retain(|(o, seq)| *o != origin || !seqs.contains(seq));
             }
         }
         if !folds.is_empty() {
-            let rebuilt = fold(origin, log, folds);
+            let rebuilt = fold(origin, log, folds, enforced);
             self.log.insert(origin, rebuilt);
         }
         if more {
@@ -976,22 +985,28 @@ fn rest_of(op: &Op, held: u64) -> Op {
 }
 
 /// `log` with the ops of `folds` (entry index and op, ascending) turned into placeholders,
-/// and every run of adjacent placeholders merged into one: it stands for the run's ops and
-/// carries the Lamport time and time of its last one (the highest of the run: an origin's
-/// times increase along its log).
-fn fold(origin: NodeId, log: &OriginLog, folds: Vec<(usize, Op)>) -> OriginLog {
+/// and every run of adjacent enforced placeholders (ending at or before `enforced`)
+/// merged into one: it stands for the run's ops and carries the Lamport time and time of
+/// its last one (the highest of the run: an origin's times increase along its log). A
+/// staged placeholder (from a peer, not durable yet) is a barrier, kept as it is: merging
+/// it would put the enforced prefix inside a run, and merge two staged entries into one.
+fn fold(origin: NodeId, log: &OriginLog, folds: Vec<(usize, Op)>, enforced: u64) -> OriginLog {
     let mut rebuilt = OriginLog::default();
     let mut folds = folds.into_iter().peekable();
     let mut run: Option<Op> = None;
     let mut seq = 1;
     for i in 0..log.len() {
-        let placeholder = match folds.next_if(|(at, _)| *at == i) {
-            Some((_, op)) => Some(op),
-            None if log.is_placeholder(i) => Some(log.op(i)),
-            None => None,
+        let (op, foldable) = match folds.next_if(|(at, _)| *at == i) {
+            Some((_, op)) => (Some(op), true),
+            None if log.is_placeholder(i) => {
+                let op = log.op(i);
+                let enforced_here = op.last_seq() <= enforced;
+                (Some(op), enforced_here)
+            }
+            None => (None, false),
         };
-        match placeholder {
-            Some(op) => {
+        match op {
+            Some(op) if foldable => {
                 let through_seq = op.last_seq();
                 let first = run.as_ref().map_or(seq, |run| run.seq);
                 run = Some(Op {
@@ -1000,16 +1015,25 @@ fn fold(origin: NodeId, log: &OriginLog, folds: Vec<(usize, Op)>) -> OriginLog {
                     lamport: op.lamport,
                     at_ms: op.at_ms,
                     actor: String::new(),
-                    change: Change::Compacted { through_seq },
+                    change: Change::CompactedRun { through_seq },
                 });
                 seq = through_seq + 1;
             }
-            None => {
+            other => {
                 if let Some(run) = run.take() {
                     rebuilt.push(&run);
                 }
-                rebuilt.push_bytes(log.op_bytes(i));
-                seq += 1;
+                match other {
+                    // A staged placeholder, as it is (its run recorded).
+                    Some(op) => {
+                        seq = op.last_seq() + 1;
+                        rebuilt.push_encoded(log.op_bytes(i), &op);
+                    }
+                    None => {
+                        rebuilt.push_bytes(log.op_bytes(i));
+                        seq += 1;
+                    }
+                }
             }
         }
     }
@@ -1193,7 +1217,7 @@ mod tests {
             2 + 1 + 1 + 1,
             "creations, B's quota, the last scope edit, the revocation"
         );
-        let placeholder = Change::Compacted { through_seq: 1 };
+        let placeholder = Change::CompactedRun { through_seq: 1 };
         assert!(a.change(5_000, "ops", placeholder).is_err());
         println!("directory log: {before_bytes} bytes before compaction, {after_bytes} after");
     }
@@ -1208,7 +1232,7 @@ mod tests {
             at_ms: 0,
             actor: String::new(),
             change: match through {
-                Some(through_seq) => Change::Compacted { through_seq },
+                Some(through_seq) => Change::CompactedRun { through_seq },
                 None => Change::DeleteTenant { tenant: T },
             },
         };
@@ -1234,6 +1258,66 @@ mod tests {
         assert_eq!(placeholders, [false, true, false, true, true]);
     }
 
+    /// A staged placeholder (a peer's run, not durable yet) next to ops this replica folds
+    /// stays apart: the enforced prefix never ends inside a run, and promoting it later
+    /// enforces it whole.
+    #[test]
+    fn compaction_never_merges_a_staged_placeholder() {
+        let quota = |limit: u64| Change::SetQuota {
+            tenant: T,
+            metric: Metric::Requests,
+            period: PeriodKind::Month,
+            limit: Some(limit),
+        };
+        let mut a = Directory::new(A);
+        let create = Change::CreateTenant {
+            tenant: T,
+            name: "acme".into(),
+            home: A,
+        };
+        a.change(1, "ops", create).unwrap();
+        for i in 0..24u64 {
+            a.change(2 + i, "ops", quota(i)).unwrap();
+        }
+        let early = a.delta_since(&VersionVector::new(), 10);
+        assert_eq!(a.compact(u64::MAX), 23);
+        // B holds A's first ten ops, outdoes them with an edit of its own, then stages
+        // the rest of A's log: the placeholder for 2..=24 (its part from 11 on) and op 25.
+        let mut b = Directory::new(B);
+        b.apply_delta(&early).unwrap();
+        b.change(100, "ops", quota(999)).unwrap();
+        let rest = a.delta_since(b.version_vector(), 100);
+        b.stage_delta(&rest).unwrap();
+        assert_eq!(b.staged(), 2);
+        // A's ops 2..=10 fold here, right before the staged placeholder.
+        assert_eq!(b.compact(u64::MAX), 9);
+        assert_eq!(b.staged(), 2, "the staged entries are left as they were");
+        let through = b.version_vector().clone();
+        b.promote(&through);
+        assert_eq!(b.staged(), 0);
+        assert_eq!(b.enforced(), b.version_vector());
+        let mut reference = Directory::new(NodeId(3));
+        reference.merge(&a);
+        reference.merge(&b);
+        assert!(b.same_view(&reference));
+        // A legacy single placeholder (the first compaction's) reads as a run of one.
+        let legacy = Op {
+            origin: NodeId(9),
+            seq: 1,
+            lamport: 1,
+            at_ms: 0,
+            actor: String::new(),
+            change: Change::Compacted,
+        };
+        let mut c = Directory::new(NodeId(4));
+        c.apply_delta(&DirectoryDelta { ops: vec![legacy] })
+            .unwrap();
+        assert_eq!(c.version_vector().get(NodeId(9)), 1);
+        assert!(c.history(T).is_empty());
+        let back = Directory::decode(&c.encode(), usize::MAX).unwrap();
+        assert!(back.same_state(&c));
+    }
+
     #[test]
     fn a_placeholder_must_end_within_its_own_ops_and_time() {
         let run = |seq: u64, lamport: u64, through_seq: u64| DirectoryDelta {
@@ -1243,7 +1327,7 @@ mod tests {
                 lamport,
                 at_ms: 0,
                 actor: String::new(),
-                change: Change::Compacted { through_seq },
+                change: Change::CompactedRun { through_seq },
             }],
         };
         assert!(run(3, 9, 9).validate().is_ok());

@@ -204,12 +204,17 @@ pub enum Change {
     DecommissionNode {
         node: NodeId,
     },
+    /// A placeholder for one compacted op, as the first version of compaction wrote it
+    /// (still read: logs and stores may hold it; `CompactedRun` replaced it). It changes
+    /// nothing when applied. Never an edit.
+    Compacted,
     /// What a run of ops becomes once compacted (see "Compaction" in the directory's module
     /// doc): each changed registers that later ops have overwritten since, and each is
     /// older than the audit window. The op stands for its origin's ops `seq..=through_seq`
     /// (its Lamport time and time are the last one's), so every log stays a complete
-    /// prefix; it changes nothing when applied. Never an edit.
-    Compacted {
+    /// prefix; it changes nothing when applied. Never an edit. A variant of its own (not a
+    /// field added to `Compacted`), so what the first version wrote still decodes.
+    CompactedRun {
         through_seq: u64,
     },
 }
@@ -252,7 +257,9 @@ impl Change {
             | Change::SetOrigin { tenant, .. }
             | Change::SetQuota { tenant, .. }
             | Change::SetPreset { tenant, .. } => Some(*tenant),
-            Change::DecommissionNode { .. } | Change::Compacted { .. } => None,
+            Change::DecommissionNode { .. } | Change::Compacted | Change::CompactedRun { .. } => {
+                None
+            }
         }
     }
 
@@ -337,7 +344,7 @@ impl Change {
                 }
                 Ok(())
             }
-            Change::Compacted { .. } => Ok(()),
+            Change::Compacted | Change::CompactedRun { .. } => Ok(()),
             Change::SetTenantStatus { .. }
             | Change::SetHome { .. }
             | Change::DeleteTenant { .. }
@@ -437,7 +444,8 @@ impl fmt::Display for Change {
                 None => write!(f, "remove preset {name:?} of tenant {tenant}"),
             },
             Change::DecommissionNode { node } => write!(f, "decommission node {node}"),
-            Change::Compacted { through_seq } => {
+            Change::Compacted => write!(f, "compacted (an edit overwritten since)"),
+            Change::CompactedRun { through_seq } => {
                 write!(
                     f,
                     "compacted through op {through_seq} (edits overwritten since)"
@@ -476,14 +484,14 @@ impl Op {
     /// run. What a replica holding it holds of the origin's log.
     pub fn last_seq(&self) -> u64 {
         match self.change {
-            Change::Compacted { through_seq } => through_seq,
+            Change::CompactedRun { through_seq } => through_seq,
             _ => self.seq,
         }
     }
 
     /// Whether it is a placeholder for compacted ops (never shown as history).
     pub fn is_compacted(&self) -> bool {
-        matches!(self.change, Change::Compacted { .. })
+        matches!(self.change, Change::Compacted | Change::CompactedRun { .. })
     }
 
     pub(crate) fn validate(&self) -> Result<(), DirectoryError> {
@@ -510,7 +518,7 @@ impl Op {
         }
         // An origin's Lamport times increase along its log, so its op `n` has a time of
         // at least `n`: a run cannot end past its own (the last op's) time.
-        if let Change::Compacted { through_seq } = self.change {
+        if let Change::CompactedRun { through_seq } = self.change {
             if through_seq < self.seq || through_seq > self.lamport {
                 return Err(DirectoryError::InvalidField {
                     field: "through_seq",

@@ -728,7 +728,8 @@ impl View {
             | Change::SetKeyLabel { .. }
             | Change::RevokeKey { .. }
             | Change::DecommissionNode { .. }
-            | Change::Compacted { .. } => false,
+            | Change::Compacted
+            | Change::CompactedRun { .. } => false,
         };
         if standing_changed {
             let keys: Vec<KeyId> = self.tenants[&tenant_id].keys().collect();

@@ -118,6 +118,8 @@ pub struct ControlPlane {
     faults: StoreFaults,
     /// How long each hold of the node's lock lasted (`tessera_node_lock_hold_seconds`).
     holds: Histogram,
+    /// Refunds so far: rights back in this node's hands without a peer.
+    freed: watch::Sender<u64>,
 }
 
 /// A hold of the node's lock, timed: its length is observed in the lock-hold histogram
@@ -308,6 +310,7 @@ impl ControlPlane {
             new_operator_token,
             faults,
             holds,
+            freed: watch::channel(0).0,
         })
     }
 
@@ -436,6 +439,12 @@ impl ControlPlane {
     /// without replication (no peer can send any).
     pub fn rights_arrivals(&self) -> Option<watch::Receiver<u64>> {
         self.net.as_ref().map(NetHandle::rights_arrivals)
+    }
+
+    /// Changes when a request here gives rights back (a refund): a request waiting for
+    /// rights tries again then, as when rights arrive from a peer.
+    pub fn rights_freed(&self) -> watch::Receiver<u64> {
+        self.freed.subscribe()
     }
 
     pub fn net_stats(&self) -> Option<NetStats> {

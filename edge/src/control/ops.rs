@@ -84,8 +84,12 @@ pub fn try_admit(
         .copied();
     let Some((key, amount)) = short else {
         for (key, amount) in demands {
-            node.consume(now, *key, *amount)
-                .expect("rights were checked under the same lock");
+            // After a wait, the refused attempt already counted this request's demand.
+            match attempt {
+                Attempt::First => node.consume(now, *key, *amount),
+                Attempt::Again => node.consume_again(now, *key, *amount),
+            }
+            .expect("rights were checked under the same lock");
         }
         return Ok(());
     };
@@ -272,16 +276,20 @@ impl ControlPlane {
         try_admit(&mut self.lock(), demands, now, Attempt::Again).err()
     }
 
-    /// Gives back the rights an admitted request spent and did not deliver.
+    /// Gives back the rights an admitted request spent and did not deliver; requests
+    /// waiting for rights are told ([`ControlPlane::rights_freed`]).
     pub fn refund(&self, demands: &[(CounterKey, u64)], now: u64) {
-        let mut node = self.lock();
-        for (key, amount) in demands {
-            // Cannot fail: this node consumed at least `amount` of `key` for this very
-            // request, and consumed cells only grow.
-            if let Err(error) = node.refund(now, *key, *amount) {
-                tracing::error!(%error, "quota refund refused");
+        {
+            let mut node = self.lock();
+            for (key, amount) in demands {
+                // Cannot fail: this node consumed at least `amount` of `key` for this
+                // very request, and consumed cells only grow.
+                if let Err(error) = node.refund(now, *key, *amount) {
+                    tracing::error!(%error, "quota refund refused");
+                }
             }
         }
+        self.freed.send_modify(|refunds| *refunds += 1);
     }
 
     /// Bills one request: its usage into this node's ledger slot and its raw record into
@@ -358,31 +366,32 @@ impl ControlPlane {
     }
 
     /// Up to `limit` live tenants (created, not deleted) after `after`, ascending by id,
-    /// copied [`ROWS_PER_HOLD`] at a time (a page of 1,000 in one hold took up to
-    /// ~0.5 ms on a loaded machine: `scripts/bench-operator.sh`).
+    /// looking at [`ROWS_PER_HOLD`] tenants a hold (deleted ones included, so a directory
+    /// of deleted tenants does not make one hold long; a page of 1,000 in one hold took up
+    /// to ~0.5 ms on a loaded machine: `scripts/bench-operator.sh`).
     pub fn tenants_page(&self, after: Option<TenantId>, limit: usize) -> Vec<TenantRow> {
         let mut page: Vec<TenantRow> = Vec::with_capacity(limit.min(ROWS_PER_HOLD));
         let mut cursor = after;
         while page.len() < limit {
-            let want = (limit - page.len()).min(ROWS_PER_HOLD);
-            let rows: Vec<TenantRow> = {
-                let node = self.lock();
-                node.directory()
-                    .tenants_after(cursor)
-                    .filter(|(_, t)| t.exists() && !t.is_deleted())
-                    .take(want)
-                    .map(|(id, t)| TenantRow {
+            let node = self.lock();
+            let mut ended = true;
+            for (id, t) in node.directory().tenants_after(cursor).take(ROWS_PER_HOLD) {
+                cursor = Some(id);
+                if t.exists() && !t.is_deleted() {
+                    page.push(TenantRow {
                         id,
                         name: t.name().to_owned(),
                         status: t.status(),
                         home: t.home(),
-                    })
-                    .collect()
-            };
-            let done = rows.len() < want;
-            cursor = rows.last().map(|row| row.id).or(cursor);
-            page.extend(rows);
-            if done {
+                    });
+                    if page.len() == limit {
+                        break;
+                    }
+                }
+                ended = false;
+            }
+            drop(node);
+            if ended {
                 break;
             }
         }
@@ -564,13 +573,15 @@ impl ControlPlane {
         let mut page: Vec<(TenantId, [u64; 4])> = Vec::with_capacity(limit.min(ROWS_PER_HOLD));
         let mut cursor = after;
         while page.len() < limit {
-            let want = (limit - page.len()).min(ROWS_PER_HOLD);
-            let rows = self.lock().ledger().totals_page(period, cursor, want);
-            let done = rows.len() < want;
-            cursor = rows.last().map(|(tenant, _)| *tenant).or(cursor);
-            page.extend(rows);
-            if done {
-                break;
+            let want = limit - page.len();
+            let step = self
+                .lock()
+                .ledger()
+                .totals_page(period, cursor, want, ROWS_PER_HOLD);
+            page.extend(step.rows);
+            match step.resume_after {
+                Some(tenant) => cursor = Some(tenant),
+                None => break,
             }
         }
         page

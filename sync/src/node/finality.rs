@@ -205,9 +205,13 @@ impl Node {
         };
         match step {
             Ok(Ok(settlement)) => {
-                self.ledger.apply_settlement(settlement.clone());
-                self.periods.persist_settled.push(settlement);
-                self.stats.settlements_received += 1;
+                // Refused when its period is forgotten here: nothing to keep or persist.
+                if self.ledger.apply_settlement(settlement.clone()) {
+                    self.periods.persist_settled.push(settlement);
+                    self.stats.settlements_received += 1;
+                } else {
+                    self.stats.settlement_parts_refused += 1;
+                }
             }
             Ok(Err(assembly)) => {
                 self.periods.assemblies.insert(from, assembly);

@@ -91,6 +91,7 @@ impl Node {
         from: NodeId,
         digest: &VersionVector,
         settled: &[Period],
+        forgotten_before_ms: u64,
         resume: Option<tessera_crdt::settlement::Resume>,
     ) {
         // A period compacted here that the puller may lack slots of: the settlement
@@ -99,7 +100,7 @@ impl Node {
         let part = self
             .ledger
             .settlements_lacked_by(digest, settled)
-            .next()
+            .find(|settlement| settlement.period.end_ms() > forgotten_before_ms)
             .map(|settlement| {
                 let after = resume
                     .filter(|r| r.period == settlement.period && r.digest == settlement.digest())
@@ -145,6 +146,7 @@ impl Node {
             Message::LedgerPull {
                 digest,
                 settled,
+                forgotten_before_ms: self.ledger.forgotten_before_ms(),
                 resume,
             },
         );

@@ -954,3 +954,41 @@ async fn tenants_are_listed_in_pages_and_every_lock_hold_is_measured() {
     assert!(holds >= 31, "{holds} holds observed");
     node.stop().await;
 }
+
+/// A node on its own (no cluster key, so no transport to tick its core) still seals its
+/// periods and reads them final: last month is final here a grace after the start. Before,
+/// nothing ticked such a node's core: `final` stayed false for ever, and nothing was ever
+/// compacted or forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_its_own_seals_and_reads_last_month_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.http.request_deadline_ms = 1_000;
+    config.store.commit_timeout_ms = 500;
+    config.billing.seal_grace_ms = 2_000;
+    assert!(config.cluster_key().is_none());
+    let node = TestNode::start(config).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let now = tessera_edge::control::now_ms();
+    let this_month = tessera_crdt::Period::containing(tessera_crdt::PeriodKind::Month, now);
+    let last_month = tessera_crdt::Period::containing(
+        tessera_crdt::PeriodKind::Month,
+        this_month.start_ms() - 1,
+    );
+    let path = format!("/admin/v1/usage?tenant={tenant}&period={last_month}");
+    let started = std::time::Instant::now();
+    let report = loop {
+        let report = json_of(&admin(&node, Method::GET, &path, None).await);
+        if report["final"] == true || started.elapsed() > std::time::Duration::from_secs(30) {
+            break report;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(report["final"], true, "{report}");
+    assert_eq!(report["missing_seals"], json!([]), "{report}");
+    // This month is not over: not final.
+    let path = format!("/admin/v1/usage?tenant={tenant}&period={this_month}");
+    let report = json_of(&admin(&node, Method::GET, &path, None).await);
+    assert_eq!(report["final"], false, "{report}");
+    node.stop().await;
+}

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::histogram::Histogram;
 use tessera_crdt::NodeId;
 use tessera_sync::net::{self, DurabilityGate, Keypair, NetHandle, NetSettings, NetStats};
-use tessera_sync::{Node, SyncConfig};
+use tessera_sync::{Input, Node, SyncConfig};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
@@ -251,7 +251,11 @@ impl ControlPlane {
             holds: holds.clone(),
         }));
         let net = match config.cluster_key() {
-            None => None,
+            None => {
+                // Nothing else would tick the core (seals, compaction, forgetting).
+                tokio::spawn(ticker(node.clone(), holds.clone(), stop_writer.subscribe()));
+                None
+            }
             Some(cluster_key) => {
                 let parse = |addrs: &[String]| {
                     addrs
@@ -665,6 +669,28 @@ async fn writer(writer: Writer) {
                 return;
             }
         }
+    }
+}
+
+/// The core's timers on a node without a transport (no cluster key): ticks at
+/// [`Node::next_wakeup_ms`] (at most every 10 ms, at least every minute) until the writer
+/// is told to stop. Before, such a node never ticked: it never sealed a period (its usage
+/// never read final), compacted, or forgot anything. What the core sends is dropped:
+/// there is no one to send it to.
+async fn ticker(node: Arc<Mutex<Node>>, holds: Histogram, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let wakeup_ms = hold(&node, &holds).next_wakeup_ms();
+        let sleep_ms = wakeup_ms.saturating_sub(now_ms()).clamp(10, 60_000);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+            _ = stopped.changed() => return,
+        }
+        let now = now_ms();
+        let mut core = hold(&node, &holds);
+        if core.next_wakeup_ms() <= now {
+            core.handle(now, Input::Tick);
+        }
+        core.take_outputs();
     }
 }
 

@@ -960,12 +960,8 @@ impl Ledger {
         visits_max: usize,
     ) -> TotalsPage {
         let mut rows: Vec<(TenantId, [u64; 4])> = Vec::new();
-        let end = TotalsPage {
-            rows: Vec::new(),
-            resume_after: None,
-        };
         let first = match after {
-            Some(TenantId(u64::MAX)) => return end,
+            Some(TenantId(u64::MAX)) => return TotalsPage::default(),
             Some(t) => TenantId(t.0 + 1),
             None => TenantId(0),
         };

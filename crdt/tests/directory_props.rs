@@ -281,6 +281,19 @@ fn deliver(
     digests[to] = replicas[to].version_vector().clone();
 }
 
+/// Anti-entropy after the faults: the two-party sync between every ordered pair.
+fn sync_every_pair(replicas: &mut [Directory]) -> Result<(), TestCaseError> {
+    for a in 0..replicas.len() {
+        for b in 0..replicas.len() {
+            if a != b {
+                let (x, y) = two(replicas, a, b);
+                sync_pair(x, y, 2)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the two-party sync protocol to completion through encoded messages.
 fn sync_pair(a: &mut Directory, b: &mut Directory, ops_max: usize) -> Result<usize, TestCaseError> {
     let mut message = Some(a.sync_start());
@@ -373,14 +386,7 @@ proptest! {
         for r in &replicas[1..] {
             union.merge(r);
         }
-        for a in 0..NODES {
-            for b in 0..NODES {
-                if a != b {
-                    let (x, y) = two(&mut replicas, a, b);
-                    sync_pair(x, y, 2)?;
-                }
-            }
-        }
+        sync_every_pair(&mut replicas)?;
         for r in &replicas {
             assert_same(r, &union)?;
         }
@@ -418,14 +424,7 @@ proptest! {
                 folded += replicas[at].compact_step(before_ms, &mut cursors[at], budget).0;
             }
         }
-        for a in 0..NODES {
-            for b in 0..NODES {
-                if a != b {
-                    let (x, y) = two(&mut replicas, a, b);
-                    sync_pair(x, y, 2)?;
-                }
-            }
-        }
+        sync_every_pair(&mut replicas)?;
         for r in &replicas {
             prop_assert_eq!(r.version_vector(), reference.version_vector());
             prop_assert!(r.same_view(&reference), "compaction changed a view");

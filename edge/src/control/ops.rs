@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use tessera_crdt::directory::{Change, DirectoryError, Op, Scopes, TenantStatus};
+use tessera_crdt::directory::{Change, DirectoryError, Op, Scopes, Tenant, TenantStatus};
 use tessera_crdt::ledger::{Finality, IncrementError};
 use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId};
 use tessera_sync::{Node, PeerView, Stats};
@@ -180,6 +180,17 @@ pub struct TenantRow {
     pub name: String,
     pub status: TenantStatus,
     pub home: NodeId,
+}
+
+impl TenantRow {
+    fn of(id: TenantId, t: &Tenant) -> TenantRow {
+        TenantRow {
+            id,
+            name: t.name().to_owned(),
+            status: t.status(),
+            home: t.home(),
+        }
+    }
 }
 
 /// Everything `GET /admin/v1/tenants/{id}` shows.
@@ -378,12 +389,7 @@ impl ControlPlane {
             for (id, t) in node.directory().tenants_after(cursor).take(ROWS_PER_HOLD) {
                 cursor = Some(id);
                 if t.exists() && !t.is_deleted() {
-                    page.push(TenantRow {
-                        id,
-                        name: t.name().to_owned(),
-                        status: t.status(),
-                        home: t.home(),
-                    });
+                    page.push(TenantRow::of(id, t));
                     if page.len() == limit {
                         break;
                     }
@@ -417,12 +423,7 @@ impl ControlPlane {
             .collect();
         let primary = t.signing_secret().map(|(id, _)| id);
         Some(TenantDetail {
-            row: TenantRow {
-                id,
-                name: t.name().to_owned(),
-                status: t.status(),
-                home: t.home(),
-            },
+            row: TenantRow::of(id, t),
             deleted: t.is_deleted(),
             keys,
             secrets: t

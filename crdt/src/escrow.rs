@@ -144,12 +144,146 @@ pub struct BoundedCounter {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename = "BoundedCounter")]
 struct Cells {
-    granted: BTreeMap<NodeId, u64>,
-    transferred: BTreeMap<(NodeId, NodeId), u64>,
-    consumed: BTreeMap<NodeId, u64>,
-    retired: BTreeMap<NodeId, u64>,
+    granted: CellMap<NodeId>,
+    transferred: CellMap<(NodeId, NodeId)>,
+    consumed: CellMap<NodeId>,
+    retired: CellMap<NodeId>,
     /// Last in the encoding (format version 2 appended it; see the module doc).
-    refunded: BTreeMap<NodeId, u64>,
+    refunded: CellMap<NodeId>,
+}
+
+/// One kind of cell of a counter: a map from its key to its value, ordered by key, with a
+/// lone cell kept inline. Most counters have one cell of a kind or none (the home grants,
+/// the node serving a tenant consumes), and a request reads and writes them under the
+/// node's lock: as `BTreeMap`s each non-empty kind was a heap node of its own, so a rights
+/// check followed one more pointer per kind (a cache miss each at 200K counters) and a
+/// copy of a counter (for a push, for the store) allocated one node per kind. Serialised
+/// exactly as the `BTreeMap` it replaces (a map in key order), and read through one, so
+/// every encoding stays byte for byte what it was.
+///
+/// Canonical: `Many` holds two cells or more, so the derived equality is the map's.
+#[derive(Clone, Default, PartialEq, Eq)]
+enum CellMap<K> {
+    #[default]
+    Empty,
+    One((K, u64)),
+    /// Ascending by key, no key twice. A boxed slice, not a `Vec` (no capacity word):
+    /// a new key is rare (a node's first cell of the kind), and the counter travels inside
+    /// messages whose size matters.
+    Many(Box<[(K, u64)]>),
+}
+
+impl<K: Ord + Copy> CellMap<K> {
+    fn as_slice(&self) -> &[(K, u64)] {
+        match self {
+            CellMap::Empty => &[],
+            CellMap::One(cell) => std::slice::from_ref(cell),
+            CellMap::Many(cells) => cells,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [(K, u64)] {
+        match self {
+            CellMap::Empty => &mut [],
+            CellMap::One(cell) => std::slice::from_mut(cell),
+            CellMap::Many(cells) => cells,
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<&u64> {
+        let cells = self.as_slice();
+        // A lone cell (the usual case) without a search.
+        if let [(only, value)] = cells {
+            return (only == key).then_some(value);
+        }
+        cells
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|at| &cells[at].1)
+    }
+
+    /// The cell of `key`, created 0 if absent.
+    fn cell_mut(&mut self, key: K) -> &mut u64 {
+        let at = match self.as_slice().binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(at) => at,
+            Err(at) => {
+                match std::mem::take(self) {
+                    CellMap::Empty => *self = CellMap::One((key, 0)),
+                    CellMap::One(cell) => {
+                        let mut cells = vec![cell];
+                        cells.insert(at, (key, 0));
+                        *self = CellMap::Many(cells.into_boxed_slice());
+                    }
+                    CellMap::Many(cells) => {
+                        let mut cells = cells.into_vec();
+                        cells.insert(at, (key, 0));
+                        *self = CellMap::Many(cells.into_boxed_slice());
+                    }
+                }
+                at
+            }
+        };
+        &mut self.as_mut_slice()[at].1
+    }
+
+    fn insert(&mut self, key: K, value: u64) {
+        *self.cell_mut(key) = value;
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &u64)> + '_ {
+        self.as_slice().iter().map(|(k, v)| (k, v))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &K> + '_ {
+        self.as_slice().iter().map(|(k, _)| k)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &u64> + '_ {
+        self.as_slice().iter().map(|(_, v)| v)
+    }
+}
+
+impl<'a, K: Ord + Copy> IntoIterator for &'a CellMap<K> {
+    type Item = (&'a K, &'a u64);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (K, u64)>, fn(&'a (K, u64)) -> Self::Item>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<K: Ord + Copy> From<BTreeMap<K, u64>> for CellMap<K> {
+    fn from(map: BTreeMap<K, u64>) -> Self {
+        match map.len() {
+            0 => CellMap::Empty,
+            1 => CellMap::One(map.into_iter().next().expect("one cell")),
+            _ => CellMap::Many(map.into_iter().collect::<Vec<_>>().into_boxed_slice()),
+        }
+    }
+}
+
+impl<K: Ord + Copy + fmt::Debug> fmt::Debug for CellMap<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<K: Ord + Copy + Serialize> Serialize for CellMap<K> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de, K: Ord + Copy + Deserialize<'de>> Deserialize<'de> for CellMap<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Through the map it replaces: duplicate keys and any order are read as it reads
+        // them (the last value of a key wins), so a decoded counter is what it was.
+        BTreeMap::<K, u64>::deserialize(deserializer).map(CellMap::from)
+    }
 }
 
 /// One node's transfer totals.
@@ -164,12 +298,17 @@ struct Flow {
 /// Per-node sums of the transfer cells, kept in step with them by every change (a transfer
 /// adds its amount, a merge the growth of each cell) and rebuilt from them when a counter
 /// is decoded. Sums of `u64` cells in `u128`: they cannot overflow.
+///
+/// A vector ordered by node, not a hash table: a node's few peers (at most the fleet) are
+/// found by a binary search over one allocation, none at all for a counter without
+/// transfers, and the counter stays as small as it was with `BTreeMap` cells (it travels
+/// inline in the sync core's messages).
 #[derive(Clone, Debug, Default)]
-struct Flows(IdHashMap<NodeId, Flow>);
+struct Flows(Vec<(NodeId, Flow)>);
 
 impl Flows {
     /// The sums of `transferred`, from scratch.
-    fn of(transferred: &BTreeMap<(NodeId, NodeId), u64>) -> Flows {
+    fn of(transferred: &CellMap<(NodeId, NodeId)>) -> Flows {
         let mut flows = Flows::default();
         for ((from, to), amount) in transferred {
             flows.add(*from, *to, *amount);
@@ -179,12 +318,26 @@ impl Flows {
 
     /// The cell `from → to` grew by `amount`.
     fn add(&mut self, from: NodeId, to: NodeId, amount: u64) {
-        self.0.entry(from).or_default().given += u128::from(amount);
-        self.0.entry(to).or_default().received += u128::from(amount);
+        self.flow_mut(from).given += u128::from(amount);
+        self.flow_mut(to).received += u128::from(amount);
+    }
+
+    /// The flow of `node`, created zero if absent.
+    fn flow_mut(&mut self, node: NodeId) -> &mut Flow {
+        let at = match self.0.binary_search_by_key(&node, |(n, _)| *n) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (node, Flow::default()));
+                at
+            }
+        };
+        &mut self.0[at].1
     }
 
     fn get(&self, node: NodeId) -> Flow {
-        self.0.get(&node).copied().unwrap_or_default()
+        self.0
+            .binary_search_by_key(&node, |(n, _)| *n)
+            .map_or_else(|_| Flow::default(), |at| self.0[at].1)
     }
 }
 
@@ -247,11 +400,11 @@ struct CounterV1 {
 impl From<CounterV1> for BoundedCounter {
     fn from(v1: CounterV1) -> Self {
         Cells {
-            granted: v1.granted,
-            transferred: v1.transferred,
-            consumed: v1.consumed,
-            retired: v1.retired,
-            refunded: BTreeMap::new(),
+            granted: v1.granted.into(),
+            transferred: v1.transferred.into(),
+            consumed: v1.consumed.into(),
+            retired: v1.retired.into(),
+            refunded: CellMap::Empty,
         }
         .into()
     }
@@ -269,13 +422,13 @@ impl Extend<u8> for ByteCount {
 /// The oldest format version of the escrow kinds this build decodes.
 const OLDEST_VERSION: u8 = 1;
 
-fn add_cell<K: Ord>(
-    cells: &mut BTreeMap<K, u64>,
+fn add_cell<K: Ord + Copy>(
+    cells: &mut CellMap<K>,
     key: K,
     amount: u64,
     node: NodeId,
 ) -> Result<(), EscrowError> {
-    let cell = cells.entry(key).or_insert(0);
+    let cell = cells.cell_mut(key);
     *cell = cell
         .checked_add(amount)
         .ok_or(EscrowError::Overflow(node))?;
@@ -284,13 +437,13 @@ fn add_cell<K: Ord>(
 
 /// Cell-wise maximum; whether any cell grew. `grown(key, by)` hears of each cell that grew.
 fn join_cells<K: Ord + Copy>(
-    cells: &mut BTreeMap<K, u64>,
-    other: &BTreeMap<K, u64>,
+    cells: &mut CellMap<K>,
+    other: &CellMap<K>,
     mut grown: impl FnMut(K, u64),
 ) -> bool {
     let mut grew = false;
     for (key, value) in other {
-        let cell = cells.entry(*key).or_insert(0);
+        let cell = cells.cell_mut(*key);
         if *value > *cell {
             grown(*key, *value - *cell);
             *cell = *value;
@@ -300,7 +453,7 @@ fn join_cells<K: Ord + Copy>(
     grew
 }
 
-fn sum(cells: &BTreeMap<NodeId, u64>) -> u128 {
+fn sum(cells: &CellMap<NodeId>) -> u128 {
     cells.values().map(|v| u128::from(*v)).sum()
 }
 
@@ -564,7 +717,7 @@ impl BoundedCounter {
         if self.cell_count() > Self::CELLS_MAX {
             return invalid("too many cells");
         }
-        let zero = |cells: &BTreeMap<NodeId, u64>| cells.values().any(|v| *v == 0);
+        let zero = |cells: &CellMap<NodeId>| cells.values().any(|v| *v == 0);
         if zero(&self.cells.granted)
             || zero(&self.cells.consumed)
             || zero(&self.cells.retired)
@@ -843,7 +996,7 @@ mod tests {
     /// names or keeps a flow for, and for each of `also` (nodes it may not know).
     fn check_flows(c: &BoundedCounter, also: &[NodeId]) -> Result<(), TestCaseError> {
         let rebuilt = Flows::of(&c.cells.transferred);
-        let kept = c.flows.0.keys().copied();
+        let kept = c.flows.0.iter().map(|(node, _)| *node);
         for node in c
             .nodes()
             .into_iter()
@@ -1042,18 +1195,51 @@ mod tests {
         c.consume(FAR, 100).unwrap();
         c.refund(FAR, 1).unwrap();
         c.retire(HOME, 128).unwrap();
+        fn map<K: Ord + Copy>(cells: &CellMap<K>) -> BTreeMap<K, u64> {
+            cells.iter().map(|(k, v)| (*k, *v)).collect()
+        }
         let before = BoundedCounter {
-            granted: c.cells.granted.clone(),
-            transferred: c.cells.transferred.clone(),
-            consumed: c.cells.consumed.clone(),
-            retired: c.cells.retired.clone(),
-            refunded: c.cells.refunded.clone(),
+            granted: map(&c.cells.granted),
+            transferred: map(&c.cells.transferred),
+            consumed: map(&c.cells.consumed),
+            retired: map(&c.cells.retired),
+            refunded: map(&c.cells.refunded),
         };
         assert_eq!(c.encode(), codec::encode(Kind::BoundedCounter, &before));
         assert_eq!(format!("{c:?}"), format!("{before:?}"));
         // Equal cells are equal counters, however the flows were reached.
         let decoded = super::BoundedCounter::decode(&c.encode()).unwrap();
         assert_eq!(decoded, c);
+    }
+
+    proptest! {
+        /// A kind of cell written in any order (inline while it holds one cell) reads,
+        /// iterates, prints and serialises as the `BTreeMap` it replaced, and reads back
+        /// through one as itself.
+        #[test]
+        fn cell_maps_behave_as_ordered_maps(
+            writes in prop::collection::vec((0u64..12, 0u64..1_000), 0..24)
+        ) {
+            let mut cells: CellMap<NodeId> = CellMap::default();
+            let mut map: BTreeMap<NodeId, u64> = BTreeMap::new();
+            for (node, amount) in writes {
+                *cells.cell_mut(NodeId(node)) += amount;
+                *map.entry(NodeId(node)).or_insert(0) += amount;
+                prop_assert_eq!(cells.len(), map.len());
+                prop_assert!(!matches!(&cells, CellMap::Many(v) if v.len() < 2));
+                for node in 0..13 {
+                    prop_assert_eq!(cells.get(&NodeId(node)), map.get(&NodeId(node)));
+                }
+                let pairs: Vec<(NodeId, u64)> = cells.iter().map(|(k, v)| (*k, *v)).collect();
+                let expected: Vec<(NodeId, u64)> = map.iter().map(|(k, v)| (*k, *v)).collect();
+                prop_assert_eq!(pairs, expected);
+                prop_assert_eq!(format!("{cells:?}"), format!("{map:?}"));
+                let bytes = postcard::to_allocvec(&cells).unwrap();
+                prop_assert_eq!(&bytes, &postcard::to_allocvec(&map).unwrap());
+                let back: CellMap<NodeId> = postcard::from_bytes(&bytes).unwrap();
+                prop_assert!(back == cells);
+            }
+        }
     }
 
     #[test]

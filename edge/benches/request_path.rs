@@ -22,8 +22,9 @@
 //! The state is built the way a node gets 100K tenants in practice — from its store:
 //! the directory is made with `Directory::change` (one `CreateTenant`, one `CreateKey`
 //! minted by `auth::new_key`, one `SetQuota` per tenant; home = this node), then
-//! `Node::new` from that state, then one `Input::Tick` turns the quotas into local
-//! grants. Building through `Node::edit_directory` instead re-runs the quota
+//! `Node::new` from that state, then one `Input::Tick` starts the quota pass that turns the
+//! quotas into local grants (it goes 256 tenants a tick; a tenant it has not reached yet is
+//! granted at its first consume, as on a restarted node, and the drains' ticks finish it). Building through `Node::edit_directory` instead re-runs the quota
 //! reconciliation over every tenant on each edit (quadratic at this size); what one such
 //! edit costs on the built node is measured and printed too.
 //!
@@ -33,13 +34,28 @@
 //! what the node's writer and transport do in the background: `take_changes` (and the
 //! records queue; their encoding is done after the lock is released), and an
 //! `Input::Tick` plus `take_outputs` once `next_wakeup_ms` is due; so memory stays flat.
-//! That work is timed separately and reported per drain and per request.
+//! That hold is timed separately (from the lock taken to the lock let go; the changes are
+//! dropped after, as the writer does) and reported per drain and per request, in wall time
+//! and in this thread's CPU time, with its p99 and its longest. (The writer's periodic
+//! snapshot, `Node::state` under the lock, 186–365 ms at this scale, is gone: the store
+//! folds its own log into a snapshot beside the writer, `control::store::LogCompactor`.)
 //!
 //! Two timed passes: the whole sequence with one clock read per chunk (the mean, in wall
 //! time and in this thread's CPU time, so that time spent preempted on a shared machine
 //! can be told apart), and the same sequence with a clock read between steps on every
 //! request (per-step means and percentiles; each read's cost is printed, and is included
 //! in those figures).
+//!
+//! **Longest holds of the core's background work** (issue #15: no single hold over 1 ms).
+//! First, on a second node built from a copy of the same state, with the clock injected
+//! (no request traffic), every call into the core is timed alone — the hold the edge
+//! would take for it — and the longest of each kind is printed: the ticks of the first
+//! simulated minute after `Node::new` (8 peers connect first, as the transport connects
+//! them; the first tick used to turn every quota into grants at once), the writer's
+//! `take_changes` in that minute, a steady minute after it, the first minute of the next
+//! hour (the hourly quota pass is due), and one incoming relayed `LedgerPush` of
+//! `ledger_entries_max` entries and one `EscrowPush` of `escrow_counters_max` changed
+//! counters from a connected peer. Set `TESSERA_BENCH_HOLDS_ONLY=1` to stop after it.
 //!
 //! Usage: `cargo bench -p tessera-edge --bench request_path -- [TENANTS] [ITERATIONS] [SAMPLE]`
 //! (defaults 100000, 2000000, 500000).
@@ -49,13 +65,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use tessera_crdt::directory::{Change, Directory, KeyId, Scopes};
-use tessera_crdt::{EscrowBook, Ledger, Metric, NodeId, PeriodKind, TenantId};
-use tessera_edge::auth;
+use tessera_crdt::{CounterKey, EscrowBook, Ledger, Metric, NodeId, Period, PeriodKind, TenantId};
+use tessera_edge::control::auth;
 use tessera_edge::control::now_ms;
 use tessera_edge::control::ops::{self, Usage};
 use tessera_edge::control::records::{Pending, RequestId};
-use tessera_edge::rate::RateLimiter;
-use tessera_sync::{Input, Node, NodeState, SyncConfig};
+use tessera_edge::work::rate::RateLimiter;
+use tessera_sync::{Input, Message, Node, NodeState, SyncConfig};
 
 const NODE: NodeId = NodeId(1);
 /// The monthly requests quota of every tenant: never exhausted by the bench.
@@ -166,25 +182,241 @@ fn request(node: &Mutex<Node>, rate: &RateLimiter, header: &str) -> u64 {
     bill(node, tenant, USAGE)
 }
 
+/// How long one background hold of the lock lasted: wall time, and this thread's CPU time
+/// (on a shared machine a hold can be preempted; the CPU time is the work it did).
+#[derive(Clone, Copy, Default)]
+struct Hold {
+    wall_ns: u64,
+    cpu_ns: u64,
+}
+
 /// What the writer and the transport do in the background; returns how long the lock was
-/// held (ns).
-fn drain(node: &Mutex<Node>) -> u64 {
-    let started = Instant::now();
+/// held.
+fn drain(node: &Mutex<Node>) -> Hold {
     let mut node = lock(node);
+    let cpu_started = thread_cpu_ns();
+    let started = Instant::now();
     let now = now_ms();
     if now >= node.next_wakeup_ms() {
         node.handle(now, Input::Tick);
         black_box(node.take_outputs());
     }
-    black_box(node.take_changes());
+    let changes = node.take_changes();
     let records = std::mem::take(&mut *RECORDS.lock().unwrap_or_else(PoisonError::into_inner));
+    let held = Hold {
+        wall_ns: started.elapsed().as_nanos() as u64,
+        cpu_ns: thread_cpu_ns() - cpu_started,
+    };
     drop(node);
-    let held = started.elapsed().as_nanos() as u64;
-    // The writer encodes the records outside the lock.
+    // The writer drops the changes and encodes the records outside the lock.
+    black_box(changes);
     for record in &records {
         black_box(record.encode(NODE));
     }
     held
+}
+
+/// Times one call into the core, as one hold of the node's lock would last.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Hold) {
+    let cpu_started = thread_cpu_ns();
+    let started = Instant::now();
+    let out = f();
+    let held = Hold {
+        wall_ns: started.elapsed().as_nanos() as u64,
+        cpu_ns: thread_cpu_ns() - cpu_started,
+    };
+    (out, held)
+}
+
+/// The longest holds of one kind, and how many there were.
+#[derive(Default)]
+struct Longest {
+    calls: usize,
+    max: Hold,
+    cpu_total_ns: u64,
+    over_1ms: usize,
+}
+
+impl Longest {
+    fn add(&mut self, hold: Hold) {
+        self.calls += 1;
+        self.max.wall_ns = self.max.wall_ns.max(hold.wall_ns);
+        self.max.cpu_ns = self.max.cpu_ns.max(hold.cpu_ns);
+        self.cpu_total_ns += hold.cpu_ns;
+        self.over_1ms += usize::from(hold.cpu_ns > 1_000_000);
+    }
+
+    fn print(&self, what: &str) {
+        println!(
+            "{what:<44} {:>6} {:>10.3} {:>10.3} {:>8} {:>10.1}",
+            self.calls,
+            self.max.cpu_ns as f64 / 1e6,
+            self.max.wall_ns as f64 / 1e6,
+            self.over_1ms,
+            self.cpu_total_ns as f64 / 1e6,
+        );
+    }
+}
+
+/// Ticks `node` whenever it asks to be woken, from `from_ms` to `until_ms` (injected clock),
+/// as the transport does: each tick, with its outputs taken, is one hold; the writer's
+/// `take_changes` after each tick is another (dropped outside the hold).
+fn drive(node: &mut Node, from_ms: u64, until_ms: u64) -> (Longest, Longest) {
+    let (mut ticks, mut takes) = (Longest::default(), Longest::default());
+    let mut now = from_ms;
+    while now <= until_ms {
+        let (outputs, hold) = timed(|| {
+            node.handle(now, Input::Tick);
+            node.take_outputs()
+        });
+        ticks.add(hold);
+        drop(outputs);
+        let (changes, hold) = timed(|| node.take_changes());
+        takes.add(hold);
+        drop(changes);
+        now = node.next_wakeup_ms().max(now + 1);
+    }
+    (ticks, takes)
+}
+
+/// The longest single holds of the core's background work at this scale (see the module
+/// doc), on a node of its own made from `state`, with an injected clock.
+fn longest_holds(state: NodeState) {
+    const HOUR_MS: u64 = 3_600_000;
+    const MINUTE_MS: u64 = 60_000;
+    // 20 minutes into the current hour, so that the next hour is 40 minutes away.
+    let start = now_ms() / HOUR_MS * HOUR_MS + 20 * MINUTE_MS;
+    let config = SyncConfig::default();
+    let (entries_max, counters_max) = (config.ledger_entries_max, config.escrow_counters_max);
+    let mut node = Node::new(NODE, config, SEED, state, start);
+    let peers: Vec<NodeId> = (2..=9).map(NodeId).collect();
+    let mut connect = Longest::default();
+    for &peer in &peers {
+        let (outputs, hold) = timed(|| {
+            node.handle(start, Input::PeerConnected(peer));
+            node.take_outputs()
+        });
+        connect.add(hold);
+        drop(outputs);
+    }
+    let first_tick = {
+        let (outputs, hold) = timed(|| {
+            node.handle(start, Input::Tick);
+            node.take_outputs()
+        });
+        drop(outputs);
+        hold
+    };
+    let (first_minute, first_takes) = drive(&mut node, start + 1, start + MINUTE_MS);
+    let grants = node.escrow().iter().count();
+    let (steady, steady_takes) = drive(&mut node, start + MINUTE_MS + 1, start + 2 * MINUTE_MS);
+    // Traffic: every tenant consumes once at the same moment (100K keys with recent demand),
+    // then 10 s of ticks (the demand expires after `donor_busy_ms`).
+    let busy_at = start + 2 * MINUTE_MS + 1;
+    let month = Period::containing(PeriodKind::Month, busy_at);
+    let tenant_ids: Vec<TenantId> = node.directory().tenants().map(|(id, _)| id).collect();
+    for tenant in tenant_ids {
+        let key = CounterKey::new(tenant, month, Metric::Requests);
+        node.increment(busy_at, key, 1)
+            .expect("metering never overflows here");
+        node.consume(busy_at, key, 1)
+            .expect("the bench quota is never short");
+    }
+    let (busy, busy_takes) = drive(&mut node, busy_at, busy_at + 10_000);
+    let next_hour = Period::containing(PeriodKind::Hour, start).end_ms();
+    let (hourly, hourly_takes) = drive(&mut node, next_hour, next_hour + MINUTE_MS);
+    let now = next_hour + MINUTE_MS + 1;
+
+    // A peer's relayed ledger push: `entries_max` new entries of its own slot.
+    let peer = peers[0];
+    let month = Period::containing(PeriodKind::Month, now);
+    let keys: Vec<CounterKey> = node
+        .escrow()
+        .iter()
+        .map(|(key, _)| *key)
+        .filter(|key| key.period == month)
+        .take(entries_max.max(counters_max))
+        .collect();
+    let mut theirs = Ledger::new(peer);
+    for key in keys.iter().take(entries_max) {
+        theirs.increment(*key, 1).expect("a fresh slot");
+    }
+    let delta = theirs.delta_since(&Default::default(), entries_max);
+    let (outputs, ledger_push) = timed(|| {
+        node.handle(
+            now,
+            Input::Message {
+                from: peer,
+                message: Message::LedgerPush {
+                    delta,
+                    first_change_ms: now,
+                    relay: true,
+                },
+            },
+        );
+        node.take_outputs()
+    });
+    let relayed = outputs.len();
+    drop(outputs);
+    // A peer's escrow push: `counters_max` counters, each with a right the home gave it.
+    let counters: Vec<_> = keys
+        .iter()
+        .take(counters_max)
+        .filter_map(|key| {
+            let mut counter = node.escrow().get(key)?.clone();
+            counter.transfer(NODE, peer, 1).ok()?;
+            Some((*key, counter))
+        })
+        .collect();
+    let refused = node.stats().messages_refused;
+    let (outputs, escrow_push) = timed(|| {
+        node.handle(
+            now,
+            Input::Message {
+                from: peer,
+                message: Message::EscrowPush(counters),
+            },
+        );
+        node.take_outputs()
+    });
+    drop(outputs);
+    let refused = node.stats().messages_refused - refused;
+    let (after, after_takes) = drive(&mut node, now + 1, now + 10_000);
+
+    println!();
+    println!(
+        "longest single holds (injected clock, one node, {} peers connected, {grants} counters \
+         after the first minute; a tick's hold includes take_outputs):",
+        peers.len()
+    );
+    println!(
+        "{:<44} {:>6} {:>10} {:>10} {:>8} {:>10}",
+        "call", "calls", "max CPU ms", "max wall", ">1ms CPU", "CPU sum ms"
+    );
+    connect.print("PeerConnected (x8, before the first tick)");
+    let mut one = Longest::default();
+    one.add(first_tick);
+    one.print("first tick after Node::new");
+    first_minute.print("ticks, rest of the first minute");
+    first_takes.print("take_changes, first minute");
+    steady.print("ticks, a steady minute");
+    steady_takes.print("take_changes, a steady minute");
+    busy.print("ticks, 10 s after 100K tenants consumed");
+    busy_takes.print("take_changes, those 10 s");
+    hourly.print("ticks, first minute of the next hour");
+    hourly_takes.print("take_changes, first minute of the hour");
+    let mut one = Longest::default();
+    one.add(ledger_push);
+    one.print(&format!(
+        "LedgerPush ({entries_max} entries, relay: {relayed} out)"
+    ));
+    let mut one = Longest::default();
+    one.add(escrow_push);
+    one.print(&format!(
+        "EscrowPush ({counters_max} counters, {refused} refused)"
+    ));
+    after.print("ticks, the 10 s after the pushes");
+    after_takes.print("take_changes, the 10 s after the pushes");
 }
 
 /// CPU time this thread has run (ns): what a chunk cost with the time it sat preempted
@@ -238,6 +470,8 @@ struct Built {
     /// `Authorization` header values, one per tenant.
     headers: Vec<String>,
     tenants: Vec<TenantId>,
+    /// The state the node was made from, for the holds measured with an injected clock.
+    state: NodeState,
 }
 
 fn build(count: usize, rng: &mut SplitMix64) -> Built {
@@ -289,6 +523,7 @@ fn build(count: usize, rng: &mut SplitMix64) -> Built {
         directory,
         escrow: EscrowBook::new(),
     };
+    let copy = state.clone();
     let mut node = Node::new(NODE, SyncConfig::default(), SEED, state, now_ms());
     let new_ms = ms(started);
 
@@ -316,6 +551,7 @@ fn build(count: usize, rng: &mut SplitMix64) -> Built {
         node: Mutex::new(node),
         headers,
         tenants,
+        state: copy,
     }
 }
 
@@ -348,10 +584,14 @@ fn main() {
     let rate = RateLimiter::new(1e9, 1e9, 1_000_000);
     let (node, headers) = (&built.node, &built.headers);
     println!("RSS after build: {:.0} MiB", rss_mib());
+    longest_holds(built.state);
+    if std::env::var_os("TESSERA_BENCH_HOLDS_ONLY").is_some_and(|v| v == "1") {
+        return;
+    }
 
     // Every tenant once (ledger slots and rate buckets exist, as in mid-month), then a
     // random warm-up.
-    let mut drains: Vec<u64> = Vec::new();
+    let mut drains: Vec<Hold> = Vec::new();
     for (i, header) in headers.iter().enumerate() {
         black_box(request(node, &rate, header));
         if i % DRAIN_EVERY == DRAIN_EVERY - 1 {
@@ -486,14 +726,25 @@ fn main() {
          spent preempted)",
         "whole, on-CPU"
     );
-    let drain_mean = drains.iter().sum::<u64>() as f64 / drains.len() as f64;
+    let mut wall: Vec<u64> = drains.iter().map(|h| h.wall_ns).collect();
+    let mut cpu: Vec<u64> = drains.iter().map(|h| h.cpu_ns).collect();
+    wall.sort_unstable();
+    cpu.sort_unstable();
+    let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len() as f64;
+    let at = |v: &[u64], p: f64| v[((v.len() as f64 - 1.0) * p / 100.0).round() as usize] as f64;
     println!(
-        "background drain (not in the figures above): {} drains, mean {:.0} µs, max {:.0} µs \
-         of lock held = {:.0} ns per request",
+        "background drain (not in the figures above), {} drains of {DRAIN_EVERY} requests, lock \
+         held: wall mean {:.0} µs, p99 {:.0} µs, max {:.0} µs = {:.0} ns per request; on-CPU \
+         mean {:.0} µs, p99 {:.0} µs, max {:.0} µs = {:.0} ns per request",
         drains.len(),
-        drain_mean / 1e3,
-        drains.iter().max().copied().unwrap_or(0) as f64 / 1e3,
-        drain_mean / DRAIN_EVERY as f64,
+        mean(&wall) / 1e3,
+        at(&wall, 99.0) / 1e3,
+        at(&wall, 100.0) / 1e3,
+        mean(&wall) / DRAIN_EVERY as f64,
+        mean(&cpu) / 1e3,
+        at(&cpu, 99.0) / 1e3,
+        at(&cpu, 100.0) / 1e3,
+        mean(&cpu) / DRAIN_EVERY as f64,
     );
     println!(
         "one Node::edit_directory (SetQuota) on this node, lock held: median {:.2} ms, \

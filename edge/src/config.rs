@@ -25,6 +25,7 @@ const ENV_NOT_KEYS: &[&str] = &[
     "TESSERA_LOG",
     "TESSERA_TOKEN",
     "TESSERA_NODE",
+    "TESSERA_CA_FILE",
     "TESSERA_FAULT_CLOCK_OFFSET_MS",
 ];
 
@@ -217,7 +218,8 @@ pub struct StoreConfig {
     /// Changes received from peers are written at least this often (own changes that a
     /// response waits for are written at once, batched with whatever else is pending).
     pub flush_interval_ms: u64,
-    /// When the change log passes this size, the next commit writes a snapshot.
+    /// When the change log passes this size, the store folds it into a new snapshot
+    /// (beside the writer, from the store: `control::store::LogCompactor`).
     pub log_bytes_max: u64,
     /// A billed request waits at most this long for its commit; past it, 503.
     pub commit_timeout_ms: u64,
@@ -942,7 +944,7 @@ impl Config {
             1 << 40,
         )?;
         for digest in &self.auth.operator_token_sha256 {
-            if crate::auth::parse_digest(digest).is_none() {
+            if crate::control::auth::parse_digest(digest).is_none() {
                 return Err(invalid(
                     "auth.operator_token_sha256",
                     "entries must be SHA-256 digests as 64 hex digits",
@@ -959,7 +961,7 @@ impl Config {
         in_range("fetch.bytes_max", self.fetch.bytes_max, 1, 1 << 30)?;
         in_range("fetch.redirects_max", self.fetch.redirects_max, 0, 20)?;
         for path in &self.fetch.tls_roots_pem_files {
-            crate::fetch::check_roots_file(path)
+            crate::work::fetch::check_roots_file(path)
                 .map_err(|e| invalid("fetch.tls_roots_pem_files", e.to_string()))?;
         }
         in_range("cache.bytes_max", self.cache.bytes_max, 0, 1 << 40)?;
@@ -974,14 +976,14 @@ impl Config {
     }
 
     /// The fetch policy, with its TLS client (reads the extra root files).
-    pub fn fetch_policy(&self) -> Result<crate::fetch::FetchPolicy, ConfigError> {
-        let tls = crate::fetch::tls_client(&self.fetch.tls_roots_pem_files).map_err(|e| {
+    pub fn fetch_policy(&self) -> Result<crate::work::fetch::FetchPolicy, ConfigError> {
+        let tls = crate::work::fetch::tls_client(&self.fetch.tls_roots_pem_files).map_err(|e| {
             ConfigError::Invalid {
                 key: "fetch.tls_roots_pem_files",
                 message: e.to_string(),
             }
         })?;
-        Ok(crate::fetch::FetchPolicy {
+        Ok(crate::work::fetch::FetchPolicy {
             connect_timeout: Duration::from_millis(self.fetch.connect_timeout_ms),
             timeout: Duration::from_millis(self.fetch.timeout_ms),
             bytes_max: self.fetch.bytes_max,
@@ -993,7 +995,7 @@ impl Config {
 
     /// The cluster key, when one is configured and well formed.
     pub fn cluster_key(&self) -> Option<[u8; 32]> {
-        crate::auth::parse_digest(&self.cluster.cluster_key)
+        crate::control::auth::parse_digest(&self.cluster.cluster_key)
     }
 
     pub fn workers(&self) -> usize {
@@ -1017,8 +1019,8 @@ impl Config {
         }
     }
 
-    pub fn pool_size(&self) -> crate::pool::PoolSize {
-        crate::pool::PoolSize {
+    pub fn pool_size(&self) -> crate::work::pool::PoolSize {
+        crate::work::pool::PoolSize {
             workers: self.workers(),
             queue_max: self.queue_max(),
             tenant_queue_max: self.tenant_queue_max(),

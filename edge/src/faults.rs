@@ -95,7 +95,7 @@ impl StoreFaults {
 static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
 
 /// Milliseconds added to this process's wall clock (see [`crate::control::now_ms`]): 0
-/// unless set by [`set_clock_offset_ms`] (feature `fault-injection`).
+/// unless set by `set_clock_offset_ms` (feature `fault-injection`).
 pub fn clock_offset_ms() -> i64 {
     #[cfg(feature = "fault-injection")]
     {

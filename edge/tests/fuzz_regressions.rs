@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use tessera_edge::admin;
+use tessera_edge::http::admin;
 
 /// The `admin_body` target's routes, in its order: the input's first byte picks one.
 const ADMIN_ROUTES: [&str; 6] = [
@@ -40,7 +40,7 @@ fn admin_bodies_that_crashed_the_fuzzer_are_client_errors() {
         let route = ADMIN_ROUTES[usize::from(selector) % ADMIN_ROUTES.len()];
         let refused = admin::parse_body(route, body).expect_err(&path.display().to_string());
         assert!(refused.status.is_client_error(), "{path:?}: {refused:?}");
-        assert_eq!(refused.code, "invalid_json", "{path:?}");
+        assert_eq!(refused.code.as_str(), "invalid_json", "{path:?}");
     }
 }
 
@@ -55,7 +55,7 @@ fn every_admin_body_must_be_an_object() {
     ] {
         let refused = admin::parse_body(route, array.as_bytes()).unwrap_err();
         assert_eq!(
-            (refused.status.as_u16(), refused.code),
+            (refused.status.as_u16(), refused.code.as_str()),
             (400, "invalid_json")
         );
     }

@@ -992,3 +992,45 @@ async fn a_node_on_its_own_seals_and_reads_last_month_final() {
     assert_eq!(report["final"], false, "{report}");
     node.stop().await;
 }
+
+/// The totals export, streamed a page at a time: one JSON line per tenant with usage in
+/// the period, the usage merged, no row count up front.
+#[tokio::test]
+async fn totals_export_streams_a_line_per_tenant_with_usage() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let input = photo(&photos, "seeding-256k.jpg");
+    let mut billed = std::collections::BTreeMap::new();
+    for (name, requests) in [("one", 1u64), ("two", 2)] {
+        let tenant = create_tenant(&node, name).await;
+        let (_, key) = create_key(&node, &tenant, "resize").await;
+        for _ in 0..requests {
+            let reply = resize(&node, Some(&key), "w=16", input.clone()).await;
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        }
+        billed.insert(tenant, requests);
+    }
+    // A tenant with no usage has no line.
+    create_tenant(&node, "idle").await;
+    let reply = admin(&node, Method::GET, "/admin/v1/export/totals", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("application/x-ndjson"));
+    assert_eq!(reply.header("x-rows"), None);
+    let lines: Vec<Value> = std::str::from_utf8(&reply.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let exported: std::collections::BTreeMap<String, u64> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["tenant"].as_str().unwrap().to_owned(),
+                l["usage"]["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(exported, billed, "{lines:?}");
+    node.stop().await;
+}

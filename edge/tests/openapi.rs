@@ -9,13 +9,25 @@ use std::collections::BTreeSet;
 use common::{test_config, TestNode};
 use hyper::StatusCode;
 
-/// `(method, path)` pairs declared with `.route(...)` in the router sources, in OpenAPI
+/// `(method, path)` pairs declared with `.route(...)` in `src/http/` (the only code that
+/// knows the router), in OpenAPI
 /// spelling (`{*rest}` → `{rest}`).
 fn declared_routes() -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for file in ["src/routes.rs", "src/admin.rs"] {
-        let source =
-            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut files = Vec::new();
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
         // `.route("/path", get(x).delete(y))`, possibly over several lines.
         let flat: String = source.split_whitespace().collect::<Vec<_>>().join(" ");
         for chunk in flat.split(".route(").skip(1) {
@@ -66,7 +78,8 @@ fn documented_routes(spec: &serde_json::Value) -> BTreeSet<(String, String)> {
 
 #[tokio::test]
 async fn every_route_is_documented_and_the_document_is_served() {
-    let spec: serde_json::Value = serde_json::from_str(tessera_edge::routes::OPENAPI).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_str(tessera_edge::http::routes::OPENAPI).unwrap();
     assert_eq!(spec["openapi"].as_str().unwrap().chars().next(), Some('3'));
     let declared = declared_routes();
     assert!(
@@ -98,4 +111,79 @@ async fn every_route_is_documented_and_the_document_is_served() {
     let served: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(served, spec);
     node.stop().await;
+}
+
+/// Every `"code"` string in the document's error examples.
+fn example_codes(value: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                match inner {
+                    serde_json::Value::String(code) if key == "code" => {
+                        out.insert(code.clone());
+                    }
+                    _ => example_codes(inner, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| example_codes(i, out)),
+        _ => {}
+    }
+}
+
+/// The error codes the server can answer with (`ErrorCode`) are exactly the document's
+/// `Error.error.code` enum, and every example in the document uses one of them: a code
+/// added on one side only fails here.
+#[test]
+fn error_codes_match_the_document() {
+    use tessera_edge::http::error::ErrorCode;
+    let spec: serde_json::Value =
+        serde_json::from_str(tessera_edge::http::routes::OPENAPI).unwrap();
+    let documented: BTreeSet<String> = spec["components"]["schemas"]["Error"]["properties"]
+        ["error"]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("Error.error.code has an enum")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    let served: BTreeSet<String> = ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        served.len(),
+        ErrorCode::ALL.len(),
+        "a wire code is declared twice"
+    );
+    assert_eq!(
+        served.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "codes the server answers with that the document lacks"
+    );
+    assert_eq!(
+        documented.difference(&served).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "documented codes the server never answers with"
+    );
+    let description = spec["components"]["schemas"]["Error"]["description"]
+        .as_str()
+        .unwrap();
+    for code in &served {
+        assert!(
+            description.contains(code.as_str()),
+            "{code} is missing from the Error description's list by status"
+        );
+    }
+    let mut examples = BTreeSet::new();
+    example_codes(&spec["paths"], &mut examples);
+    example_codes(&spec["components"]["responses"], &mut examples);
+    assert!(
+        examples.len() >= 10,
+        "the example scan found too little: {examples:?}"
+    );
+    let unknown: Vec<_> = examples.difference(&served).collect();
+    assert!(
+        unknown.is_empty(),
+        "examples with codes the server never answers: {unknown:?}"
+    );
 }

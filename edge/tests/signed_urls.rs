@@ -20,7 +20,7 @@ use common::{json_of, photo, photos_dir, test_config, Reply, TestNode};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use tessera_crdt::TenantId;
-use tessera_edge::signed::signed_path;
+use tessera_edge::http::signed::signed_path;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -172,9 +172,9 @@ impl Site {
 fn signed_config() -> tessera_edge::config::Config {
     let mut config = test_config();
     config.auth.anonymous_resize = false;
-    config.auth.operator_token_sha256 = vec![tessera_edge::auth::hex(&tessera_edge::auth::sha256(
-        TOKEN.as_bytes(),
-    ))];
+    config.auth.operator_token_sha256 = vec![tessera_edge::control::auth::hex(
+        &tessera_edge::control::auth::sha256(TOKEN.as_bytes()),
+    )];
     config
 }
 

@@ -194,9 +194,9 @@ fn signed_url(out: &Path) -> usize {
             "http://127.0.0.1:8080/i.gif?size=big&v=2",
         ),
     ] {
-        let path = tessera_edge::signed::signed_path(TenantId(42), secret, options, source);
+        let path = tessera_edge::http::signed::signed_path(TenantId(42), secret, options, source);
         let tail = path
-            .strip_prefix(tessera_edge::signed::PREFIX)
+            .strip_prefix(tessera_edge::http::signed::PREFIX)
             .expect("signed_path starts with the prefix");
         seeds.add(options, tail.as_bytes());
     }

@@ -124,9 +124,9 @@ pub fn check_resize(
 }
 
 /// A refusal by an edge parser must be the client's fault (4xx) and carry a code.
-pub fn assert_client_error(error: &tessera_edge::error::ApiError) {
+pub fn assert_client_error(error: &tessera_edge::http::error::ApiError) {
     assert!(
-        error.status.is_client_error() && !error.code.is_empty(),
+        error.status.is_client_error() && !error.code.as_str().is_empty(),
         "a parser refused with {} {}: {}",
         error.status,
         error.code,
@@ -138,7 +138,7 @@ pub fn assert_client_error(error: &tessera_edge::error::ApiError) {
 /// error, and what parses is valid for the pipeline and survives a round trip through
 /// [`canonical_query`].
 pub fn check_query(query: &str, accept: Option<&str>, limits: &Limits) {
-    use tessera_edge::params;
+    use tessera_edge::http::params;
     let defaults = params::Defaults {
         quality: 80,
         avif_speed: 8,

@@ -1,4 +1,4 @@
-//! Fuzz target: the admin routes' JSON bodies (`tessera_edge::admin::parse_body`), then what
+//! Fuzz target: the admin routes' JSON bodies (`tessera_edge::http::admin::parse_body`), then what
 //! the route does with a body that parses: the checks it makes (status names, the home node's
 //! hex id, key scopes, a preset's resize options) and the directory edit it asks for, applied
 //! to a directory holding one tenant.
@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 use tessera_crdt::{Change, Directory, Metric, NodeId, PeriodKind, Scopes, TenantId};
-use tessera_edge::admin;
+use tessera_edge::http::admin;
 use tessera_resize::Limits;
 
 const ROUTES: [&str; 6] = [
@@ -88,11 +88,11 @@ fn main() {
                 let options = text("options");
                 if let Some(options) = options {
                     tessera_fuzz::check_query(options, None, &limits);
-                    let defaults = tessera_edge::params::Defaults {
+                    let defaults = tessera_edge::http::params::Defaults {
                         quality: 80,
                         avif_speed: 8,
                     };
-                    if tessera_edge::params::parse(options, None, defaults, &limits).is_err() {
+                    if tessera_edge::http::params::parse(options, None, defaults, &limits).is_err() {
                         return;
                     }
                 }

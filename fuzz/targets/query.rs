@@ -1,4 +1,4 @@
-//! Fuzz target: the resize query string and `Accept` header (`tessera_edge::params::parse`)
+//! Fuzz target: the resize query string and `Accept` header (`tessera_edge::http::params::parse`)
 //! with the node's default limits.
 //!
 //! Input: the query string, then optionally a newline and the `Accept` header.

@@ -1,4 +1,4 @@
-//! Fuzz target: taking a signed URL apart (`tessera_edge::signed::parse`), then parsing its
+//! Fuzz target: taking a signed URL apart (`tessera_edge::http::signed::parse`), then parsing its
 //! options as the route does (`params::parse`).
 //!
 //! Input: what follows `/v1/img/` in the path, then optionally `?` and the query string.
@@ -6,7 +6,7 @@
 //! over exactly `<options>/<source>[?query]`, and a URL re-made from its parts with
 //! `signed_path` parses to the same parts with a signature that verifies.
 
-use tessera_edge::signed;
+use tessera_edge::http::signed;
 use tessera_resize::Limits;
 
 /// Any signing secret: the property is that `sign` and `parse` agree on what is signed.

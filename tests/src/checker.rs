@@ -49,8 +49,8 @@ pub struct Spec {
     pub revocation_bound_ms: u64,
 }
 
-/// The error code of a refusal because the key was revoked (`edge/src/auth.rs`).
-pub const KEY_REVOKED: &str = "key_revoked";
+/// The error code of a refusal because the key was revoked (`edge/src/control/auth.rs`).
+pub const KEY_REVOKED: &str = tessera_edge::http::error::ErrorCode::KeyRevoked.as_str();
 
 /// A broken guarantee.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -371,8 +371,9 @@ impl Cluster {
                 command.env_remove(name);
             }
         }
-        let digest =
-            tessera_edge::auth::hex(&tessera_edge::auth::sha256(OPERATOR_TOKEN.as_bytes()));
+        let digest = tessera_edge::control::auth::hex(&tessera_edge::control::auth::sha256(
+            OPERATOR_TOKEN.as_bytes(),
+        ));
         let quoted: Vec<String> = bootstrap.iter().map(|a| format!("\"{a}\"")).collect();
         command
             .args(["serve", "--listen", &node.http.to_string()])
@@ -390,6 +391,10 @@ impl Cluster {
                 format!("[\"{digest}\"]"),
             )
             .env("TESSERA_POOL__QUEUE_MAX", "64")
+            // Folds of the store's log into a snapshot every 32 KB instead of 64 MB, so
+            // they run under every fault schedule (kill -9 mid-fold, a fold beside the
+            // commits of a loaded node) rather than never.
+            .env("TESSERA_STORE__LOG_BYTES_MAX", "32768")
             .env("TESSERA_LOG", "info")
             .env("TESSERA_CLUSTER__REDIAL_MAX_MS", "1000");
         if matches!(self.net, Net::Proxy { .. }) {

@@ -6,8 +6,8 @@
 //! never asserts while the run goes on, so a fault can never hide behind an early panic,
 //! and a failing run can write the whole history (JSON lines) for a human to replay.
 //!
-//! **Outcomes** follow what the node's code guarantees about billing (`edge/src/meter.rs`,
-//! `edge/src/routes.rs`): an answer in 2xx/3xx was billed ([`Outcome::Ok`]); a 4xx, and a
+//! **Outcomes** follow what the node's code guarantees about billing (`edge/src/http/meter.rs`,
+//! `edge/src/http/routes.rs`): an answer in 2xx/3xx was billed ([`Outcome::Ok`]); a 4xx, and a
 //! 503 the node gives *before* any billing (`overloaded`, `deadline_exceeded`,
 //! `shutting_down`, `store_failed`), billed nothing ([`Outcome::Fail`]); everything else —
 //! a timeout, a reset connection, `store_unavailable` (the usage is in the ledger and the
@@ -19,6 +19,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tessera_edge::http::error::ErrorCode;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,14 +57,14 @@ pub enum Outcome {
     Unknown,
 }
 
-/// The 503 codes the node answers before any usage is written (`edge/src/routes.rs`:
-/// `gate`, `shed`, `deadline_exceeded`; `edge/src/body.rs`). `store_unavailable` is not
+/// The 503 codes the node answers before any usage is written (`edge/src/http/routes.rs`:
+/// `gate`, `shed`, `deadline_exceeded`; `edge/src/http/body.rs`). `store_unavailable` is not
 /// one of them: it is answered after the usage is in the ledger.
 const UNBILLED_503_CODES: [&str; 4] = [
-    "overloaded",
-    "deadline_exceeded",
-    "shutting_down",
-    "store_failed",
+    ErrorCode::Overloaded.as_str(),
+    ErrorCode::DeadlineExceeded.as_str(),
+    ErrorCode::ShuttingDown.as_str(),
+    ErrorCode::StoreFailed.as_str(),
 ];
 
 /// The outcome an HTTP answer stands for (see the module doc); `code` is the stable

@@ -39,7 +39,11 @@ use tessera_tests::node_bin;
 /// Seeds every CI run replays on the proxy backend, besides the ones it draws.
 /// 268287883345394: a revoke acknowledged by a cut-off node that is then wiped (the
 /// checker must not demand a bound for what died with that disk).
-const FIXED_SEEDS_PROXY: [u64; 3] = [1, 20261130, 268287883345394];
+/// 95619515571550 (2026-12-01): a revoke made on a node bridged to the third over lossy
+/// links, then paused; after the heal the third accepted the revoked key 79–147 ms past the
+/// bound (convergence 2,177 ms, in a whole-workspace test run). Alone it converged in
+/// 348–1,271 ms four times out of four; kept so that a slow heal of this shape shows again.
+const FIXED_SEEDS_PROXY: [u64; 4] = [1, 20261130, 268287883345394, 95619515571550];
 /// Seeds every CI run replays on the netns backend (root), besides the ones it draws.
 const FIXED_SEEDS_NETNS: [u64; 1] = [7];
 /// The revocation bound the checker applies after a heal or a restart: the goal is 1 s,

@@ -31,13 +31,14 @@ use tessera_sync::{Input, Node, SyncConfig};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+pub mod auth;
 pub mod ops;
 pub mod records;
 pub mod store;
 
 use crate::config::Config;
 use crate::faults::StoreFaults;
-use store::{Store, StoreError};
+use store::{LogCompactor, PendingRecords, Store, StoreError};
 
 const IDENTITY: &str = "identity";
 const OPERATOR: &str = "operator_token_sha256";
@@ -82,6 +83,8 @@ pub enum RotateFailure {
     Store(#[from] StoreError),
     #[error("writing the records' files: {0}")]
     Files(#[from] std::io::Error),
+    #[error("the task moving the records panicked")]
+    Panicked,
 }
 
 /// What the writer has made durable.
@@ -193,8 +196,9 @@ impl ControlPlane {
             match store.meta(OPERATOR)? {
                 Some(bytes) => (<[u8; 32]>::try_from(bytes.as_slice()).ok(), None),
                 None => {
-                    let (token, digest) = crate::auth::new_operator_token();
-                    let digest = crate::auth::parse_digest(&digest).expect("a fresh digest");
+                    let (token, digest) = crate::control::auth::new_operator_token();
+                    let digest =
+                        crate::control::auth::parse_digest(&digest).expect("a fresh digest");
                     store.set_meta(OPERATOR, &digest)?;
                     (Some(digest), Some(token))
                 }
@@ -247,6 +251,7 @@ impl ControlPlane {
             records: records.clone(),
             records_dir: crate::control::records::directory(&config.data_dir),
             records_interval: Duration::from_millis(config.store.records_interval_ms),
+            directory_keep_ms: config.store.audit_retention_days * 86_400_000,
             rotate_requests,
             holds: holds.clone(),
         }));
@@ -557,6 +562,8 @@ struct Writer {
     records_dir: std::path::PathBuf,
     records_interval: Duration,
     rotate_requests: mpsc::Receiver<oneshot::Sender<Result<(), RotateError>>>,
+    /// Directory edits older than this are folded by the log's compactor, as by the node.
+    directory_keep_ms: u64,
     holds: Histogram,
 }
 
@@ -579,23 +586,41 @@ async fn writer(writer: Writer) {
         records,
         records_dir,
         records_interval,
-        mut rotate_requests,
+        rotate_requests,
+        directory_keep_ms,
         holds,
     } = writer;
-    let mut snapshot_due = false;
     let mut last = false;
-    let mut rotated_at = Instant::now();
-    let mut waiting: Vec<oneshot::Sender<Result<(), RotateError>>> = Vec::new();
+    // Records move to their files beside the commits, not between them: a rotation
+    // (thousands of records read, appended, fsynced, removed) used to hold up every
+    // billed request's commit while it ran. It ends after the last commit (`Ok`), or
+    // at once if the writer fails (the sender dropped).
+    let (commits_over, commits_over_rx) = oneshot::channel();
+    let mover = tokio::spawn(move_records(
+        store.pending_records(),
+        records_dir,
+        records_interval,
+        rotate_requests,
+        commits_over_rx,
+    ));
+    // The log folds into a fresh snapshot beside the commits too (store::LogCompactor):
+    // the node's state is never copied under its lock for it.
+    let fold_due = Arc::new(Notify::new());
+    let (folds_over, folds_over_rx) = oneshot::channel();
+    let folder = tokio::spawn(fold_log(
+        store.log_compactor(node_id, directory_keep_ms),
+        fold_due.clone(),
+        folds_over_rx,
+    ));
     let mut flush_at = tokio::time::Instant::now() + interval;
     while !last {
         tokio::select! {
             () = wake.notified() => {}
             () = tokio::time::sleep_until(flush_at) => {}
-            Some(reply) = rotate_requests.recv() => waiting.push(reply),
             _ = stopped.changed() => last = true,
         }
         flush_at = tokio::time::Instant::now() + interval;
-        let (changes, usage_records, snapshot) = {
+        let (changes, usage_records) = {
             let mut node = hold(&node, &holds);
             let changes = node.take_changes();
             let usage_records = std::mem::take(
@@ -603,16 +628,14 @@ async fn writer(writer: Writer) {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
             );
-            let snapshot = snapshot_due.then(|| node.state());
             takes.fetch_add(1, Ordering::AcqRel);
-            (changes, usage_records, snapshot)
+            (changes, usage_records)
         };
         let usage_records: Vec<Vec<u8>> = usage_records.iter().map(|r| r.encode(node_id)).collect();
         let take = takes.load(Ordering::Acquire);
         let own_changes = changes.own_changes;
         let directory_through = changes.directory_through.clone();
-        let rotate = !waiting.is_empty() || last || rotated_at.elapsed() >= records_interval;
-        if changes.is_empty() && snapshot.is_none() && !rotate {
+        if changes.is_empty() && !last {
             durable.send_if_modified(|d| {
                 let advanced = d.own_changes < own_changes || d.takes < take;
                 d.own_changes = d.own_changes.max(own_changes);
@@ -626,17 +649,17 @@ async fn writer(writer: Writer) {
             });
             continue;
         }
-        let dir = records_dir.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            let result = store.commit(&changes, &usage_records, snapshot.as_ref());
-            let rotated = (rotate && result.is_ok()).then(|| rotate_records(&mut store, &dir));
-            (store, result, rotated)
+            let result = store.commit(&changes, &usage_records);
+            (store, result)
         })
         .await;
         match outcome {
-            Ok((returned, Ok(due), rotated)) => {
+            Ok((returned, Ok(due))) => {
                 store = returned;
-                snapshot_due = due;
+                if due {
+                    fold_due.notify_one();
+                }
                 // Durable now: the peers' directory ops this batch carried may be enforced.
                 hold(&node, &holds).promote(&directory_through);
                 durable.send_modify(|d| {
@@ -644,29 +667,73 @@ async fn writer(writer: Writer) {
                     d.takes = d.takes.max(take);
                 });
                 gate.send_modify(|g| *g = (*g).max(own_changes));
-                if let Some(rotated) = rotated {
-                    let rotated = rotated.map_err(|e| RotateError::Failed(Arc::new(e)));
-                    rotated_at = Instant::now();
-                    if let Err(error) = &rotated {
-                        // The records stay in the store; the next rotation tries again.
-                        tracing::warn!(%error, "moving usage records to their files failed");
-                    }
-                    for reply in waiting.drain(..) {
-                        let _ = reply.send(rotated.clone());
-                    }
-                }
             }
-            Ok((_, Err(error), _)) => {
+            Ok((_, Err(error))) => {
                 tracing::error!(%error, "store commit failed: the node stops taking billable work");
                 failed.store(true, Ordering::Release);
                 durable.send_modify(|d| d.failed = true);
-                return;
+                break;
             }
             Err(panic) => {
                 tracing::error!(%panic, "store writer panicked: the node stops taking billable work");
                 failed.store(true, Ordering::Release);
                 durable.send_modify(|d| d.failed = true);
-                return;
+                break;
+            }
+        }
+    }
+    // After the last commit the records it carried go to their files once more; after a
+    // failed one, the store takes no more writes (the mover stops at once). Either way
+    // both tasks are awaited: each holds the database, and the store is closed, so that
+    // the same file can be opened again, only when this task ends.
+    if last && !failed.load(Ordering::Acquire) {
+        let _ = commits_over.send(());
+    } else {
+        drop(commits_over);
+    }
+    let _ = folds_over.send(());
+    let _ = mover.await;
+    let _ = folder.await;
+}
+
+/// After a fold that failed, the next waits this long (a fold costs seconds of CPU, and
+/// the log stays readable meanwhile: a restart replays it whole).
+const FOLD_RETRY: Duration = Duration::from_secs(60);
+
+/// Folds the store's log into a fresh snapshot each time the writer finds it over
+/// `store.log_bytes_max` ([`LogCompactor`]), one fold at a time; returns when the writer
+/// ends (after a fold under way, so that the store closes after it).
+async fn fold_log(compactor: LogCompactor, due: Arc<Notify>, mut over: oneshot::Receiver<()>) {
+    let compactor = Arc::new(compactor);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut over => return,
+            () = due.notified() => {}
+        }
+        // Commits made during a fold still found the log over the bound (it shrinks only
+        // when the fold ends) and left a wake-up: not a reason to fold again at once.
+        if !compactor.due() {
+            continue;
+        }
+        let running = compactor.clone();
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || running.run(now_ms())).await {
+            Ok(Ok(folded)) => tracing::info!(
+                records = folded.records,
+                bytes = folded.bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "folded the store's log into a snapshot"
+            ),
+            failed => {
+                match failed {
+                    Ok(Err(error)) => tracing::warn!(%error, "folding the store's log failed"),
+                    _ => tracing::warn!("folding the store's log panicked"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(FOLD_RETRY) => {}
+                    _ = &mut over => return,
+                }
             }
         }
     }
@@ -694,15 +761,68 @@ async fn ticker(node: Arc<Mutex<Node>>, holds: Histogram, mut stopped: watch::Re
     }
 }
 
-/// Moves usage records from the store to their hourly files, in bounded batches.
-fn rotate_records(store: &mut Store, dir: &std::path::Path) -> Result<(), RotateFailure> {
+/// Moves usage records from the store to their hourly files every `interval`, when an
+/// export asks ([`ControlPlane::flush_records`]: every record committed before the ask is
+/// in the files when it is answered), and once more after the writer's last commit.
+async fn move_records(
+    pending: PendingRecords,
+    dir: std::path::PathBuf,
+    interval: Duration,
+    mut requests: mpsc::Receiver<oneshot::Sender<Result<(), RotateError>>>,
+    mut commits_over: oneshot::Receiver<()>,
+) {
+    let mut next_at = tokio::time::Instant::now() + interval;
     loop {
-        let batch = store.usage_records(10_000)?;
+        let mut waiting = Vec::new();
+        let last = tokio::select! {
+            () = tokio::time::sleep_until(next_at) => false,
+            Some(reply) = requests.recv() => {
+                waiting.push(reply);
+                false
+            }
+            over = &mut commits_over => match over {
+                Ok(()) => true,
+                // The writer failed: the store takes no more writes.
+                Err(_) => return,
+            },
+        };
+        while let Ok(reply) = requests.try_recv() {
+            waiting.push(reply);
+        }
+        let (from, to) = (pending.clone(), dir.clone());
+        let moved = tokio::task::spawn_blocking(move || rotate_records(&from, &to))
+            .await
+            .unwrap_or(Err(RotateFailure::Panicked))
+            .map_err(|e| RotateError::Failed(Arc::new(e)));
+        if let Err(error) = &moved {
+            // The records stay in the store; the next rotation tries again.
+            tracing::warn!(%error, "moving usage records to their files failed");
+        }
+        for reply in waiting {
+            let _ = reply.send(moved.clone());
+        }
+        if last {
+            return;
+        }
+        next_at = tokio::time::Instant::now() + interval;
+    }
+}
+
+/// Moves usage records from the store to their hourly files, in bounded batches.
+/// Moves only the records already there when it starts: the writer adds more meanwhile,
+/// and a disk slower than the request rate must not keep one rotation (and an export
+/// waiting for it) going for ever.
+fn rotate_records(pending: &PendingRecords, dir: &std::path::Path) -> Result<(), RotateFailure> {
+    let Some(through) = pending.last_key()? else {
+        return Ok(());
+    };
+    loop {
+        let batch = pending.batch(10_000, through)?;
         let Some((last, _)) = batch.last() else {
             return Ok(());
         };
         let last = *last;
         records::append(dir, &batch)?;
-        store.remove_usage_records(last)?;
+        pending.remove_through(last)?;
     }
 }

@@ -1,6 +1,6 @@
 //! The control plane's named operations: every hold of the node's lock outside the writer
 //! and the transport is one of these methods, and nothing else in the crate can take it
-//! ([`ControlPlane::lock`] is private to `control`). Each takes the lock once, copies out
+//! (`ControlPlane::lock` is private to `control`). Each takes the lock once, copies out
 //! what its caller needs as plain data (no reference into the node survives the hold),
 //! and lets go; rendering JSON, hashing, HMACs and waiting happen in the caller, after.
 //!
@@ -25,8 +25,8 @@ use tessera_sync::{Node, PeerView, Stats};
 
 use super::records::Pending;
 use super::ControlPlane;
-use crate::auth::{self, Caller, Presented};
-use crate::error::ApiError;
+use crate::control::auth::{self, Caller, Presented};
+use crate::http::error::ApiError;
 
 /// What one admission needs: `(counter, amount)` per enforced quota of the tenant.
 pub fn demands(node: &Node, tenant: TenantId, bytes_in: u64, now: u64) -> Vec<(CounterKey, u64)> {

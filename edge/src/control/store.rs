@@ -8,13 +8,28 @@
 //! of the state, which is what group commit needs (one fsync for every request answered in
 //! the batch). Replaying the log over the snapshot rebuilds the state exactly (deltas join
 //! by max, ops apply in order, counters merge), so restarting loses nothing that was
-//! acknowledged. When the log grows past `log_bytes_max`, the next batch also writes a
-//! fresh snapshot and drops the log it covers, in the same transaction.
+//! acknowledged. When the log grows past `log_bytes_max`, a [`LogCompactor`] folds it
+//! into a fresh snapshot *from the store itself*, off the commit path and off the node's
+//! lock: it reads the snapshot and the log up to some record in one read transaction,
+//! replays them (as a restart would), compacts the directory by the node's own rule,
+//! encodes, and in one short write transaction writes the new snapshot and drops the log
+//! records it covers; records committed meanwhile stay in the log, after it.
+//!
+//! Why not the obvious snapshot of the running node's state: copying it under the
+//! node's lock (`Node::state`) took 186–365 ms at the brief's scale, during which no
+//! request could authenticate or be billed, and encoding it inside the commit held every
+//! billed request's answer for as long again. The log already holds every change the
+//! state went through (ledger compaction, retirement and forgetting included), so the
+//! store can rebuild the state on its own; the only thing the log does not replay is the
+//! directory's compaction, a local decision that the compactor makes again with the same
+//! rule (`directory_audit_keep_ms`).
 //!
 //! Every operation returns a [`StoreError`] saying which step failed; a record that does
 //! not decode stops the start (a node must not serve from state it cannot read).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tessera_crdt::directory::{DirectoryDelta, DirectoryError};
@@ -76,17 +91,17 @@ pub enum StoreError {
     Record { seq: u64, source: RecordError },
 }
 
-/// The open store. One writer at a time (redb serialises write transactions); reads
-/// happen only at start.
+/// The open store. One writer (redb serialises write transactions); besides it, the
+/// records' mover ([`PendingRecords`]) and the log's compactor ([`LogCompactor`]) each
+/// read in their own transactions and write in short ones of their own.
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
     /// Next log sequence number.
     next_seq: u64,
     /// Next record number.
     next_record: u64,
-    /// Bytes in the log since the last snapshot.
-    log_bytes: u64,
-    log_bytes_max: u64,
+    /// Bytes in the log against their bound, shared with the compactor.
+    log: LogSize,
     /// Injected faults (feature `fault-injection`; a no-op without it).
     faults: StoreFaults,
 }
@@ -140,11 +155,13 @@ impl Store {
             (next, bytes, next_record)
         };
         Ok(Store {
-            db,
+            db: Arc::new(db),
             next_seq,
             next_record,
-            log_bytes,
-            log_bytes_max,
+            log: LogSize {
+                bytes: Arc::new(AtomicU64::new(log_bytes)),
+                max: log_bytes_max,
+            },
             faults: StoreFaults::default(),
         })
     }
@@ -172,14 +189,99 @@ impl Store {
     /// The replicated state as of the last commit: the snapshot with the log replayed.
     pub fn load(&self, node: NodeId) -> Result<Loaded, StoreError> {
         let read = self.db.begin_read()?;
-        let snapshot = read.open_table(SNAPSHOT)?;
-        let part = |name: &str| -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(snapshot.get(name)?.map(|v| v.value().to_vec()))
-        };
-        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError::Corrupt(format!("snapshot {what}: {e}"))
-        };
-        let mut state = NodeState {
+        let (state, replayed) = load_in(&read, node)?;
+        Ok(Loaded {
+            state,
+            records: replayed.records,
+        })
+    }
+
+    /// The log's compactor (see the module doc), for `node`'s state, folding directory
+    /// edits older than `directory_keep_ms` as the node does (0: never).
+    pub fn log_compactor(&self, node: NodeId, directory_keep_ms: u64) -> LogCompactor {
+        LogCompactor {
+            db: self.db.clone(),
+            node,
+            directory_keep_ms,
+            log: self.log.clone(),
+            faults: self.faults.clone(),
+        }
+    }
+
+    /// Appends one batch durably (fsync before return). Returns whether the log is over
+    /// `log_bytes_max` (the caller then runs the [`LogCompactor`]).
+    pub fn commit(
+        &mut self,
+        changes: &Changes,
+        usage_records: &[Vec<u8>],
+    ) -> Result<bool, StoreError> {
+        injected_failure(&self.faults)?;
+        let record = encode_record(changes);
+        if record.is_empty() && usage_records.is_empty() {
+            // Nothing to write: no transaction, no fsync (the writer wakes on timers).
+            return Ok(self.log.due());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            if !usage_records.is_empty() {
+                let mut table = txn.open_table(RECORDS)?;
+                for (i, line) in usage_records.iter().enumerate() {
+                    table.insert(self.next_record + i as u64, line.as_slice())?;
+                }
+            }
+            if !record.is_empty() {
+                txn.open_table(LOG)?
+                    .insert(self.next_seq, record.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        if !record.is_empty() {
+            self.log
+                .bytes
+                .fetch_add(record.len() as u64, Ordering::Relaxed);
+            self.next_seq += 1;
+        }
+        self.next_record += usage_records.len() as u64;
+        Ok(self.log.due())
+    }
+
+    /// The pending usage records, for the task that moves them to their files while
+    /// this store goes on committing.
+    pub fn pending_records(&self) -> PendingRecords {
+        PendingRecords {
+            db: self.db.clone(),
+        }
+    }
+
+    /// Records in the log (for tests and the start-up log line).
+    pub fn log_len(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read()?;
+        Ok(read.open_table(LOG)?.len()?)
+    }
+}
+
+/// What a replay went through: log records, their bytes, and the last one's number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub records: u64,
+    pub bytes: u64,
+    pub last_seq: Option<u64>,
+}
+
+/// The snapshot with the log replayed over it, as of the read transaction `read`.
+fn load_in(
+    read: &redb::ReadTransaction,
+    node: NodeId,
+) -> Result<(NodeState, Replayed), StoreError> {
+    let snapshot = read.open_table(SNAPSHOT)?;
+    let part = |name: &str| -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(snapshot.get(name)?.map(|v| v.value().to_vec()))
+    };
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("snapshot {what}: {e}"))
+    };
+    let mut state =
+        NodeState {
             ledger: match part("ledger")? {
                 Some(bytes) => Ledger::decode_bounded(&bytes, PART_BYTES_MAX)
                     .map_err(|e| corrupt("ledger", &e))?,
@@ -195,100 +297,142 @@ impl Store {
                 None => EscrowBook::new(),
             },
         };
-        if state.ledger.node() != node || state.directory.node() != node {
-            return Err(StoreError::Corrupt(
-                "the snapshot belongs to another node identity".into(),
-            ));
-        }
-        let log = read.open_table(LOG)?;
-        let mut records = 0;
-        for entry in log.iter()? {
-            let (seq, bytes) = entry?;
-            apply_record(&mut state, bytes.value()).map_err(|source| StoreError::Record {
-                seq: seq.value(),
-                source,
-            })?;
-            records += 1;
-        }
-        Ok(Loaded { state, records })
+    if state.ledger.node() != node || state.directory.node() != node {
+        return Err(StoreError::Corrupt(
+            "the snapshot belongs to another node identity".into(),
+        ));
+    }
+    let log = read.open_table(LOG)?;
+    let mut replayed = Replayed::default();
+    for entry in log.iter()? {
+        let (seq, bytes) = entry?;
+        apply_record(&mut state, bytes.value()).map_err(|source| StoreError::Record {
+            seq: seq.value(),
+            source,
+        })?;
+        replayed.records += 1;
+        replayed.bytes += bytes.value().len() as u64;
+        replayed.last_seq = Some(seq.value());
+    }
+    Ok((state, replayed))
+}
+
+/// Folds the store's log into its snapshot, from the store alone (see the module doc).
+/// Runs beside the writer: its read sees a consistent snapshot and log prefix, and its
+/// one write transaction replaces the snapshot and removes exactly that prefix, so what
+/// the writer commits meanwhile stays, after it, and a crash at any point leaves either
+/// the old snapshot with the whole log or the new one with the rest — the same state.
+pub struct LogCompactor {
+    db: Arc<Database>,
+    node: NodeId,
+    directory_keep_ms: u64,
+    log: LogSize,
+    faults: StoreFaults,
+}
+
+/// The log's size against `store.log_bytes_max`, shared by the store (which adds each
+/// record it commits) and the compactor (which takes off what it folds). The fold's
+/// subtraction may come before the writer's addition for a record the fold already read
+/// (the addition follows the commit); both are modular, and the writer reads the sum
+/// only after its own addition, so the value it sees is exact.
+#[derive(Clone)]
+struct LogSize {
+    bytes: Arc<AtomicU64>,
+    max: u64,
+}
+
+impl LogSize {
+    /// Whether the log is over its bound.
+    fn due(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) > self.max
+    }
+}
+
+/// The store's injected failure, as the error a failing disk would give (a no-op
+/// without the feature `fault-injection`).
+fn injected_failure(faults: &StoreFaults) -> Result<(), StoreError> {
+    faults.before_commit().map_err(|injected| {
+        StoreError::Storage(redb::StorageError::Io(std::io::Error::other(injected)))
+    })
+}
+
+impl LogCompactor {
+    /// Whether the log is over `log_bytes_max` (what the writer's commits report).
+    pub fn due(&self) -> bool {
+        self.log.due()
     }
 
-    /// Appends one batch durably (fsync before return). With `snapshot`, the state that
-    /// includes this batch, written in the same transaction, after which the log is
-    /// emptied. Returns whether a snapshot is due (the caller then passes one next time).
-    pub fn commit(
-        &mut self,
-        changes: &Changes,
-        usage_records: &[Vec<u8>],
-        snapshot: Option<&NodeState>,
-    ) -> Result<bool, StoreError> {
-        if let Err(injected) = self.faults.before_commit() {
-            return Err(StoreError::Storage(redb::StorageError::Io(
-                std::io::Error::other(injected),
-            )));
+    /// One fold at wall time `now_ms` (blocking: seconds of CPU at the brief's scale, and
+    /// a transient second copy of the state in memory). Returns what it folded.
+    pub fn run(&self, now_ms: u64) -> Result<Replayed, StoreError> {
+        let (mut state, replayed) = load_in(&self.db.begin_read()?, self.node)?;
+        let Some(last_seq) = replayed.last_seq else {
+            return Ok(replayed);
+        };
+        if self.directory_keep_ms > 0 {
+            state
+                .directory
+                .compact(now_ms.saturating_sub(self.directory_keep_ms));
         }
-        let record = encode_record(changes);
-        if record.is_empty() && usage_records.is_empty() && snapshot.is_none() {
-            // Nothing to write: no transaction, no fsync (the writer wakes on timers).
-            return Ok(self.log_bytes > self.log_bytes_max);
-        }
+        let parts = [
+            ("ledger", state.ledger.encode()),
+            ("directory", state.directory.encode()),
+            ("escrow", state.escrow.encode()),
+        ];
+        drop(state);
+        injected_failure(&self.faults)?;
         let txn = self.db.begin_write()?;
         {
-            if !usage_records.is_empty() {
-                let mut table = txn.open_table(RECORDS)?;
-                for (i, line) in usage_records.iter().enumerate() {
-                    table.insert(self.next_record + i as u64, line.as_slice())?;
-                }
+            let mut snapshot = txn.open_table(SNAPSHOT)?;
+            for (name, bytes) in &parts {
+                snapshot.insert(*name, bytes.as_slice())?;
             }
-            let mut log = txn.open_table(LOG)?;
-            if !record.is_empty() {
-                log.insert(self.next_seq, record.as_slice())?;
-            }
-            if let Some(state) = snapshot {
-                let mut table = txn.open_table(SNAPSHOT)?;
-                table.insert("ledger", state.ledger.encode().as_slice())?;
-                table.insert("directory", state.directory.encode().as_slice())?;
-                table.insert("escrow", state.escrow.encode().as_slice())?;
-                log.retain(|_, _| false)?;
-            }
+            txn.open_table(LOG)?.retain_in(..=last_seq, |_, _| false)?;
         }
         txn.commit()?;
-        if snapshot.is_some() {
-            self.log_bytes = 0;
-        } else if !record.is_empty() {
-            self.log_bytes += record.len() as u64;
-        }
-        if !record.is_empty() {
-            self.next_seq += 1;
-        }
-        self.next_record += usage_records.len() as u64;
-        Ok(self.log_bytes > self.log_bytes_max)
+        self.log.bytes.fetch_sub(replayed.bytes, Ordering::Relaxed);
+        Ok(replayed)
+    }
+}
+
+/// The usage records a commit leaves in the store, shared with the task that moves them
+/// to their hourly files ([`crate::control::records`]). Reading takes a read transaction
+/// of its own (never in the writer's way); removing takes one short write transaction,
+/// serialised with the writer's commits by redb, over keys the writer never writes again
+/// (records are numbered upward).
+#[derive(Clone)]
+pub struct PendingRecords {
+    db: Arc<Database>,
+}
+
+impl PendingRecords {
+    /// The newest record's number, if any record waits.
+    pub fn last_key(&self) -> Result<Option<u64>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(RECORDS)?;
+        let last = table.last()?.map(|(k, _)| k.value());
+        Ok(last)
     }
 
-    /// Usage records waiting in the store, oldest first, at most `max`.
-    pub fn usage_records(&self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    /// Records waiting up to number `through`, oldest first, at most `max`.
+    pub fn batch(&self, max: usize, through: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(RECORDS)?;
         let mut out = Vec::new();
-        for entry in table.iter()?.take(max) {
+        for entry in table.range(..=through)?.take(max) {
             let (k, v) = entry?;
             out.push((k.value(), v.value().to_vec()));
         }
         Ok(out)
     }
 
-    /// Forgets usage records up to `last` (once they are safely in their files).
-    pub fn remove_usage_records(&mut self, last: u64) -> Result<(), StoreError> {
+    /// Forgets the records up to `last` (once they are safely in their files): the range
+    /// only, not a scan of the table.
+    pub fn remove_through(&self, last: u64) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(RECORDS)?.retain(|k, _| k > last)?;
+        txn.open_table(RECORDS)?.retain_in(..=last, |_, _| false)?;
         txn.commit()?;
         Ok(())
-    }
-
-    /// Records in the log (for tests and the start-up log line).
-    pub fn log_len(&self) -> Result<u64, StoreError> {
-        let read = self.db.begin_read()?;
-        Ok(read.open_table(LOG)?.len()?)
     }
 }
 
@@ -408,29 +552,76 @@ mod tests {
     }
 
     #[test]
-    fn batches_replay_to_the_same_state_across_reopen_and_snapshots() {
+    fn batches_replay_to_the_same_state_across_reopen_and_folds() {
         let dir = tempfile::tempdir().unwrap();
         let id = NodeId(7);
         let mut node = Node::empty(id, SyncConfig::default(), 1, 0);
+        let mut folds = 0;
         {
             let mut store = Store::open(dir.path(), 200).unwrap();
+            let compactor = store.log_compactor(id, 0);
             for round in 0..20u64 {
                 for t in 0..5 {
                     node.increment(round, key(t), round + 1).unwrap();
                 }
                 let changes = node.take_changes();
-                let due = store.commit(&changes, &[], None).unwrap();
+                let due = store.commit(&changes, &[]).unwrap();
                 if due {
-                    let changes = node.take_changes();
-                    store.commit(&changes, &[], Some(&node.state())).unwrap();
+                    // A fold beside the writer: the next batch lands after its read.
+                    let before = store.log_len().unwrap();
+                    let folded = compactor.run(0).unwrap();
+                    assert_eq!(folded.records, before);
                     assert_eq!(store.log_len().unwrap(), 0);
+                    assert!(!store.log.due(), "the fold took its bytes off");
+                    folds += 1;
                 }
             }
+            // One more batch after the last fold: the reopen replays it over the snapshot.
+            node.increment(20, key(3), 21).unwrap();
+            store.commit(&node.take_changes(), &[]).unwrap();
+            assert_eq!(store.log_len().unwrap(), 1);
         }
+        assert!(folds >= 2, "{folds} folds");
         let store = Store::open(dir.path(), 200).unwrap();
         let loaded = store.load(id).unwrap();
         assert!(loaded.state.ledger.same_state(node.ledger()));
-        assert_eq!(loaded.state.ledger.total(&key(3)), (1..=20).sum::<u64>());
+        assert_eq!(loaded.state.ledger.total(&key(3)), (1..=21).sum::<u64>());
+    }
+
+    /// The fold compacts the directory by the node's rule, so the snapshot does not keep
+    /// every superseded edit the running node folded; the view it loads is the same.
+    #[test]
+    fn a_fold_compacts_the_directory_like_the_node() {
+        use tessera_crdt::directory::Change;
+        let dir = tempfile::tempdir().unwrap();
+        let id = NodeId(7);
+        let mut node = Node::empty(id, SyncConfig::default(), 1, 0);
+        let mut store = Store::open(dir.path(), u64::MAX).unwrap();
+        let tenant = TenantId(1);
+        let create = Change::CreateTenant {
+            tenant,
+            name: "a".into(),
+            home: id,
+        };
+        node.edit_directory(1, "op", create).unwrap();
+        for at in 2..40u64 {
+            let name = format!("name-{at}");
+            node.edit_directory(at, "op", Change::RenameTenant { tenant, name })
+                .unwrap();
+        }
+        store.commit(&node.take_changes(), &[]).unwrap();
+        let uncompacted = store.load(id).unwrap().state.directory.encode().len();
+        store.log_compactor(id, 1_000).run(1_000_000).unwrap();
+        let loaded = store.load(id).unwrap().state.directory;
+        assert!(
+            loaded.encode().len() < uncompacted / 2,
+            "{} of {uncompacted} bytes",
+            loaded.encode().len()
+        );
+        assert_eq!(
+            loaded.tenant(tenant).map(|t| t.name().to_owned()),
+            Some("name-39".to_owned())
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tessera_edge::config::Config;
-use tessera_edge::routes::AppState;
-use tessera_edge::server;
+use tessera_edge::http::routes::AppState;
+use tessera_edge::http::server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -247,9 +247,9 @@ pub const TOKEN: &str = "top_test-operator-token";
 pub fn keyed_config() -> Config {
     let mut config = test_config();
     config.auth.anonymous_resize = false;
-    config.auth.operator_token_sha256 = vec![tessera_edge::auth::hex(&tessera_edge::auth::sha256(
-        TOKEN.as_bytes(),
-    ))];
+    config.auth.operator_token_sha256 = vec![tessera_edge::control::auth::hex(
+        &tessera_edge::control::auth::sha256(TOKEN.as_bytes()),
+    )];
     config
 }
 

@@ -200,7 +200,10 @@ impl Node {
         {
             return false;
         }
-        self.given_at.insert((to, key), now_ms);
+        if self.given_at.insert((to, key), now_ms).is_none() {
+            self.given_expiry
+                .push(now_ms.saturating_add(self.config.donor_grace_ms), (to, key));
+        }
         self.stats.rights_given = self.stats.rights_given.saturating_add(amount);
         true
     }

@@ -19,14 +19,26 @@ impl Node {
         self.push_due_ms = None;
         let first_change_ms = self.first_change_ms.take().unwrap_or(now_ms);
         let relay = !self.connected_to_every_member(now_ms);
-        for delta in self.own_chunks(self.ledger_pushed, self.config.ledger_entries_max) {
+        // With no peer to send to (a node on its own, or cut off), the pushes would be
+        // built and dropped: every peer that connects later is brought up to date by the
+        // exchange on connect (pull, directory sync, escrow digest), never by old pushes.
+        // Building them cloned every changed counter and walked the ledger's new entries
+        // under the node's lock: 40% of a lone node's background hold (request_path bench).
+        let audience = self.peers.values().any(|p| p.connected && !p.left);
+        let own_chunks = if audience {
+            self.own_chunks(self.ledger_pushed, self.config.ledger_entries_max)
+        } else {
+            self.ledger_pushed = self.ledger.version_vector().get(self.id);
+            Vec::new()
+        };
+        for delta in own_chunks {
             self.ledger_pushed = delta.parts[0].to_seq;
             let push = Message::LedgerPush {
                 delta,
                 first_change_ms,
                 relay,
             };
-            self.gossip(&push, self.id, &[], !relay);
+            self.gossip(push, self.id, &[], !relay);
         }
         let own_ops = self.directory.version_vector().get(self.id);
         while self.directory_pushed < own_ops {
@@ -50,11 +62,15 @@ impl Node {
                 delta: DirectoryDelta { ops },
                 relay,
             };
-            self.gossip(&push, self.id, &[], !relay);
+            self.gossip(push, self.id, &[], !relay);
             self.directory_pushed = last;
         }
         // Bounds `digest_stale` by the push interval.
         self.refresh_escrow_digest();
+        if !audience {
+            self.escrow_dirty.clear();
+            return;
+        }
         let dirty = sorted(&mut self.escrow_dirty);
         let counters = dirty
             .into_iter()
@@ -62,7 +78,7 @@ impl Node {
             .collect();
         for batch in self.escrow_batches(counters) {
             // Receivers in a partial mesh relay it on, coalesced (`relay_escrow`).
-            self.gossip(&Message::EscrowPush(batch), self.id, &[], !relay);
+            self.gossip(Message::EscrowPush(batch), self.id, &[], !relay);
         }
     }
 
@@ -76,7 +92,7 @@ impl Node {
             .filter_map(|key| self.escrow.get(&key).map(|c| (key, c.clone())))
             .collect();
         for batch in self.escrow_batches(counters) {
-            self.gossip(&Message::EscrowPush(batch), self.id, &[], false);
+            self.gossip(Message::EscrowPush(batch), self.id, &[], false);
         }
     }
 
@@ -98,13 +114,10 @@ impl Node {
     /// once (a repeat brings nothing new), so with the mesh connected every member hears
     /// of it within a few hops, and one that missed every copy pulls it when the member
     /// round tells it a peer holds more (`MemberEntry::ledger_seq`).
-    pub(super) fn gossip(
-        &mut self,
-        message: &Message,
-        from: NodeId,
-        origins: &[NodeId],
-        all: bool,
-    ) {
+    ///
+    /// Every recipient's output shares the one message (`Arc`): the lock is held for
+    /// building it once, whatever the fanout.
+    pub(super) fn gossip(&mut self, message: Message, from: NodeId, origins: &[NodeId], all: bool) {
         let mut peers: Vec<NodeId> = self
             .peers
             .iter()
@@ -120,8 +133,12 @@ impl Node {
             let at = self.rng.below(peers.len() as u64) as usize;
             peers.swap_remove(at);
         }
+        let message = Arc::new(message);
         for peer in peers {
-            self.send(peer, message.clone());
+            self.outputs.push(Output::Send {
+                to: peer,
+                message: Arc::clone(&message),
+            });
         }
     }
 
@@ -176,5 +193,47 @@ impl Node {
             chunks.push(Delta { parts: vec![part] });
         }
         chunks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_crdt::Metric;
+
+    #[test]
+    fn a_push_to_every_peer_is_one_shared_message() {
+        let now = 1_800_000_000_000;
+        let mut node = Node::empty(NodeId(1), SyncConfig::default(), 3, now);
+        let peers = [NodeId(2), NodeId(3), NodeId(4)];
+        for peer in peers {
+            node.handle(now, Input::PeerConnected(peer));
+        }
+        node.take_outputs();
+        let key = CounterKey::new(
+            TenantId(9),
+            Period::containing(PeriodKind::Month, now),
+            Metric::Requests,
+        );
+        node.increment(now, key, 1).unwrap();
+        let due = now + node.config().push_delay_ms;
+        node.handle(due, Input::Tick);
+        let pushes: Vec<(NodeId, Arc<Message>)> = node
+            .take_outputs()
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::Send { to, message } if message.kind() == "ledger_push" => {
+                    Some((to, message))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut to: Vec<NodeId> = pushes.iter().map(|(to, _)| *to).collect();
+        to.sort_unstable();
+        assert_eq!(to, peers, "a full mesh: every peer");
+        assert!(
+            pushes.iter().all(|(_, m)| Arc::ptr_eq(m, &pushes[0].1)),
+            "one message behind one Arc, not a copy per peer"
+        );
     }
 }

@@ -14,7 +14,7 @@
 //! Served with hyper's HTTP/1 connection builder directly (not `axum::serve`) because the
 //! node needs knobs axum does not expose: a header read timeout (which also closes idle
 //! keep-alive connections: slowloris protection) and caps on open connections, per client
-//! and for the node, enforced at accept ([`crate::connections`]): a connection over a cap
+//! and for the node, enforced at accept ([`crate::http::connections`]): a connection over a cap
 //! is answered once in a small overflow lane (health checks served, everything else a JSON
 //! 429/503 with `Retry-After`), and closed only when that lane is full too — a bounded
 //! refusal instead of unbounded memory.
@@ -32,15 +32,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::auth;
-use crate::body::Budget;
 use crate::config::Config;
-use crate::connections::{Admission, ConnectionCaps, Doorman, Over};
+use crate::control::auth;
 use crate::control::{ControlError, ControlPlane};
-use crate::metrics::Metrics;
-use crate::params::Defaults;
-use crate::pool::Pool;
-use crate::routes::{self, AppState};
+use crate::http::body::Budget;
+use crate::http::connections::{Admission, ConnectionCaps, Doorman, Over};
+use crate::http::metrics::Metrics;
+use crate::http::params::Defaults;
+use crate::http::routes::{self, AppState};
+use crate::work::pool::Pool;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +61,11 @@ pub enum StartError {
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     // Before the store is touched: a bad roots file stops the start with nothing opened.
     let fetch = config.fetch_policy()?;
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
     let control = Arc::new(ControlPlane::start(&config, metrics.node_lock_hold.clone()).await?);
+    let replicated = control.clone();
+    metrics.register_replication(move || routes::sync_snapshot(&replicated));
+    let metrics = Arc::new(metrics);
     let operator_digests = config
         .auth
         .operator_token_sha256
@@ -73,12 +76,12 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let limits = config.resize_limits();
     let pool = Pool::start(config.pool_size(), limits.clone(), metrics.pool.clone());
     let cache_control = format!("public, max-age={}", config.output.cache_max_age_s);
-    let rate = crate::rate::RateLimiter::new(
+    let rate = crate::work::rate::RateLimiter::new(
         config.quota.rate_per_s,
         config.quota.rate_burst,
         config.quota.rate_tenants_max,
     );
-    let idempotency = crate::idempotency::IdempotencyCache::new(
+    let idempotency = crate::work::idempotency::IdempotencyCache::new(
         Duration::from_secs(config.idempotency.ttl_s),
         config.idempotency.entries_max,
         config.idempotency.bytes_max,
@@ -89,12 +92,13 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         bytes_max => {
             let dir = config.data_dir.join("cache");
             Some(
-                crate::cache::DiskCache::open(&dir, cache_ttl, bytes_max)
+                crate::work::cache::DiskCache::open(&dir, cache_ttl, bytes_max)
                     .map_err(|source| StartError::DiskCache { dir, source })?,
             )
         }
     };
-    let results = crate::cache::ResultCache::new(cache_ttl, config.cache.bytes_max, disk_cache);
+    let results =
+        crate::work::cache::ResultCache::new(cache_ttl, config.cache.bytes_max, disk_cache);
     Ok(Arc::new(AppState {
         body_budget: Budget::new(
             config.http.buffered_bytes_max,

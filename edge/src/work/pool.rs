@@ -16,7 +16,7 @@
 //! flood.)
 //!
 //! Admission is decided at once, never by waiting:
-//! - a job whose predicted cost ([`crate::cost`]) exceeds its deadline even on an idle
+//! - a job whose predicted cost ([`crate::work::cost`]) exceeds its deadline even on an idle
 //!   node is refused before any work ([`Rejected::TooCostly`]): some stages (an AVIF
 //!   encode) cannot be interrupted once started;
 //! - each flow may queue at most `tenant_queue_max` jobs ([`Rejected::QueueFull`]);
@@ -62,8 +62,8 @@ use tessera_crdt::TenantId;
 use tessera_resize::{Limits, Options, Output, Pipeline, ResizeError};
 use tokio::sync::oneshot;
 
-use crate::body::Buffered;
-use crate::cost::{CostModel, Shape};
+use crate::http::body::Buffered;
+use crate::work::cost::{CostModel, Shape};
 
 /// What a worker reports back for one job.
 #[derive(Debug)]
@@ -580,11 +580,11 @@ fn run(shared: &Shared, pipeline: &mut Pipeline, limits: &Limits, queued: Queued
             return;
         }
         shared.gauges.busy_workers.inc();
-        let etag = crate::etag::compute(&job.input.bytes, &job.options);
+        let etag = crate::http::etag::compute(&job.input.bytes, &job.options);
         let outcome = if job
             .if_none_match
             .as_deref()
-            .is_some_and(|header| crate::etag::matches(header, &etag))
+            .is_some_and(|header| crate::http::etag::matches(header, &etag))
         {
             JobOutcome::NotModified { etag }
         } else {

@@ -32,7 +32,7 @@ pub struct Shape {
 }
 
 /// Learned rates, each an `f64` in an atomic (workers update them without a lock; a lost
-/// update under a race costs one sample), each kept within [`RATE_BAND`] of its prior.
+/// update under a race costs one sample), each kept within `RATE_BAND` of its prior.
 pub struct CostModel {
     decode_ns_per_byte: [Rate; 4],
     encode_ns_per_pixel: [Rate; 4],

@@ -32,7 +32,7 @@ pub fn compute(input: &[u8], options: &Options) -> String {
 }
 
 /// A stable, explicit text form of the options (not `Debug`, whose shape may change).
-fn canonical_options(options: &Options) -> String {
+pub(crate) fn canonical_options(options: &Options) -> String {
     let format = match options.format {
         FormatRequest::Fixed(format) => format.as_str().to_owned(),
         FormatRequest::Auto { webp, avif } => format!("auto:webp={webp}:avif={avif}"),

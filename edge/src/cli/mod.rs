@@ -19,9 +19,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
-use crate::client::Client;
+pub mod client;
+
 use crate::config::{Config, Overrides};
-use crate::server;
+use crate::http::server;
+use client::Client;
 use hyper::Method;
 use tracing_subscriber::EnvFilter;
 
@@ -123,7 +125,8 @@ enum Command {
 /// Where the admin commands go and how they print.
 #[derive(Args)]
 struct Remote {
-    /// The node's HTTP address.
+    /// The node's admin address: http://host[:port], or https://host[:port] to reach it
+    /// over TLS (do that whenever the token crosses a network).
     #[arg(
         long,
         global = true,
@@ -131,6 +134,10 @@ struct Remote {
         default_value = "http://127.0.0.1:8080"
     )]
     node: String,
+    /// PEM file of roots to trust for an https:// node besides the Mozilla set (a node
+    /// behind a private CA); may be repeated (one file may hold several roots).
+    #[arg(long, global = true, env = "TESSERA_CA_FILE")]
+    ca_file: Vec<PathBuf>,
     /// Operator token (or a tenant key with the usage scope, for `usage`).
     #[arg(long, global = true, env = "TESSERA_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -322,7 +329,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Token {
             action: TokenAction::New,
         } => {
-            let (token, digest) = crate::auth::new_operator_token();
+            let (token, digest) = crate::control::auth::new_operator_token();
             println!("token:  {token}\nsha256: {digest}");
             println!(
                 "(configure the digest on every node: auth.operator_token_sha256 = [\"{digest}\"],"
@@ -705,6 +712,7 @@ fn connect(remote: &Remote) -> anyhow::Result<(Client, tokio::runtime::Runtime)>
         &remote.node,
         remote.token.clone(),
         Duration::from_millis(remote.timeout_ms),
+        &remote.ca_file,
     )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -38,8 +38,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{self, Buffered};
-use crate::error::ApiError;
+use crate::http::body::{self, Buffered};
+use crate::http::error::{ApiError, ErrorCode};
 
 /// The fetch policy (from `[fetch]` in the configuration).
 #[derive(Clone, Debug)]
@@ -116,7 +116,7 @@ pub struct Source {
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::forbidden("source_forbidden", message)
+    ApiError::forbidden(ErrorCode::SourceForbidden, message)
 }
 
 /// Parses and normalises an absolute `http(s)://` URL.
@@ -408,14 +408,14 @@ async fn resolve(source: &Source, policy: &FetchPolicy) -> Result<SocketAddr, Ap
         .map_err(|_| {
             source_error(
                 StatusCode::GATEWAY_TIMEOUT,
-                "source_timeout",
+                ErrorCode::SourceTimeout,
                 "resolving the source host timed out",
             )
         })?
         .map_err(|e| {
             source_error(
                 StatusCode::BAD_GATEWAY,
-                "source_unavailable",
+                ErrorCode::SourceUnavailable,
                 format!("the source host does not resolve: {e}"),
             )
         })?
@@ -442,7 +442,7 @@ async fn resolve(source: &Source, policy: &FetchPolicy) -> Result<SocketAddr, Ap
         })
 }
 
-fn source_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+fn source_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::new(status, code, message)
 }
 
@@ -488,7 +488,7 @@ pub async fn fetch(
             .map_err(|_| {
                 source_error(
                     StatusCode::GATEWAY_TIMEOUT,
-                    "source_timeout",
+                    ErrorCode::SourceTimeout,
                     "the source did not answer in time",
                 )
             })??;
@@ -498,7 +498,7 @@ pub async fn fetch(
             if redirects > policy.redirects_max {
                 return Err(source_error(
                     StatusCode::BAD_GATEWAY,
-                    "source_redirects",
+                    ErrorCode::SourceRedirects,
                     format!(
                         "the source redirected more than {} times",
                         policy.redirects_max
@@ -512,7 +512,7 @@ pub async fn fetch(
                 .ok_or_else(|| {
                     source_error(
                         StatusCode::BAD_GATEWAY,
-                        "source_unavailable",
+                        ErrorCode::SourceUnavailable,
                         "the source redirected without a Location",
                     )
                 })?;
@@ -534,14 +534,14 @@ pub async fn fetch(
         if status == StatusCode::NOT_FOUND {
             return Err(source_error(
                 StatusCode::NOT_FOUND,
-                "source_not_found",
+                ErrorCode::SourceNotFound,
                 "the source answered 404",
             ));
         }
         if !status.is_success() {
             return Err(source_error(
                 StatusCode::BAD_GATEWAY,
-                "source_status",
+                ErrorCode::SourceStatus,
                 format!("the source answered {status}"),
             ));
         }
@@ -555,19 +555,21 @@ pub async fn fetch(
         .await
         .map(|body| Fetched { body, origins })
         .map_err(|error| match error.code {
-            "payload_too_large" => source_error(
+            ErrorCode::PayloadTooLarge => source_error(
                 StatusCode::BAD_GATEWAY,
-                "source_too_large",
+                ErrorCode::SourceTooLarge,
                 format!("the source is larger than {} bytes", policy.bytes_max),
             ),
-            "body_timeout" => source_error(
+            ErrorCode::BodyTimeout => source_error(
                 StatusCode::GATEWAY_TIMEOUT,
-                "source_timeout",
+                ErrorCode::SourceTimeout,
                 "the source body did not arrive in time",
             ),
-            "body_read_failed" => {
-                source_error(StatusCode::BAD_GATEWAY, "source_unavailable", error.message)
-            }
+            ErrorCode::BodyReadFailed => source_error(
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::SourceUnavailable,
+                error.message,
+            ),
             _ => error,
         });
     }
@@ -581,7 +583,7 @@ async fn request(
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         source_error(
             StatusCode::BAD_GATEWAY,
-            "source_unavailable",
+            ErrorCode::SourceUnavailable,
             format!("{what} the source: {e}"),
         )
     };
@@ -590,7 +592,7 @@ async fn request(
         .map_err(|_| {
             source_error(
                 StatusCode::GATEWAY_TIMEOUT,
-                "source_timeout",
+                ErrorCode::SourceTimeout,
                 "connecting to the source timed out",
             )
         })?
@@ -611,14 +613,14 @@ async fn request(
     .map_err(|_| {
         source_error(
             StatusCode::GATEWAY_TIMEOUT,
-            "source_timeout",
+            ErrorCode::SourceTimeout,
             "the TLS handshake with the source timed out",
         )
     })?
     .map_err(|e| {
         source_error(
             StatusCode::BAD_GATEWAY,
-            "source_tls",
+            ErrorCode::SourceTls,
             format!("the TLS handshake with {} failed: {e}", source.origin),
         )
     })?;
@@ -636,7 +638,7 @@ where
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         source_error(
             StatusCode::BAD_GATEWAY,
-            "source_unavailable",
+            ErrorCode::SourceUnavailable,
             format!("{what} the source: {e}"),
         )
     };

@@ -12,9 +12,9 @@
 //!
 //! The tenant id travels in the clear in front of the signature because the node must
 //! know whose secrets to try (one lookup, no search over tenants). The source is fetched
-//! through [`crate::fetch`] from the tenant's allowed origins only.
+//! through [`crate::work::fetch`] from the tenant's allowed origins only.
 //!
-//! A result kept in [`crate::cache`] answers only a request that would be served
+//! A result kept in [`crate::work::cache`] answers only a request that would be served
 //! without it: the signature, the tenant's standing and the URL's expiry are checked
 //! first, against the directory of the moment (one short lock, HMACs and clones only),
 //! and a hit is then refused, as a miss would be, if the tenant no longer allows an
@@ -31,12 +31,12 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tessera_crdt::TenantId;
 
-use crate::auth;
+use crate::control::auth;
 use crate::control::now_ms;
-use crate::error::ApiError;
-use crate::fetch;
-use crate::params;
-use crate::routes::{self, AppState};
+use crate::http::error::{ApiError, ErrorCode};
+use crate::http::params;
+use crate::http::routes::{self, AppState};
+use crate::work::fetch;
 
 /// The route prefix.
 pub const PREFIX: &str = "/v1/img/";
@@ -70,7 +70,7 @@ pub struct SignedUrl {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::forbidden("invalid_signature", message)
+    ApiError::forbidden(ErrorCode::InvalidSignature, message)
 }
 
 /// Splits `path` (starting with [`PREFIX`]) and `query`.
@@ -176,13 +176,13 @@ pub async fn handler(
         }
         if tenant.deleted {
             return Err(ApiError::forbidden(
-                "tenant_deleted",
+                ErrorCode::TenantDeleted,
                 "the tenant was deleted",
             ));
         }
         if !tenant.serving {
             return Err(ApiError::forbidden(
-                "tenant_suspended",
+                ErrorCode::TenantSuspended,
                 "the tenant is suspended",
             ));
         }
@@ -203,7 +203,7 @@ pub async fn handler(
     };
     if url.expires_s.is_some_and(|exp| now_s > exp) {
         return Err(ApiError::forbidden(
-            "signature_expired",
+            ErrorCode::SignatureExpired,
             "the signed URL has expired",
         ));
     }
@@ -213,7 +213,7 @@ pub async fn handler(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
     let parsed = params::parse(&query, accept, state.defaults, &state.limits)?;
-    let payer = crate::meter::Payer {
+    let payer = crate::http::meter::Payer {
         tenant: url.tenant,
         key: None,
         route: "/v1/img",
@@ -236,7 +236,7 @@ pub async fn handler(
     if let Err(rejected) = state.pool.check_admission(Some(payer.tenant)) {
         return Err(routes::shed(&state.metrics, rejected));
     }
-    let account = crate::body::Account {
+    let account = crate::http::body::Account {
         budget: &state.body_budget,
         payer: Some(payer.tenant),
     };
@@ -267,7 +267,7 @@ pub async fn handler(
         .results
         .store(
             cache_key,
-            crate::cache::Cached {
+            crate::work::cache::Cached {
                 headers,
                 body: body.clone(),
                 origins: fetched.origins,
@@ -287,32 +287,34 @@ fn cache_key(tenant: TenantId, message: &str, parsed: &params::Parsed) -> [u8; 3
     hasher.update(tenant.0.to_le_bytes());
     hasher.update((message.len() as u64).to_le_bytes());
     hasher.update(message.as_bytes());
-    hasher.update(format!("{:?}", parsed.options).as_bytes());
+    // The explicit form the ETag uses, not `Debug`: a disk-tier key outlives the build
+    // that wrote it, and `Debug`'s shape is no contract.
+    hasher.update(crate::http::etag::canonical_options(&parsed.options).as_bytes());
     hasher.finalize().into()
 }
 
 /// A cache hit: still admitted by the quota and billed (bytes out; no fetch, no CPU).
 async fn serve_hit(
     state: &AppState,
-    payer: crate::meter::Payer,
-    hit: &crate::cache::Cached,
+    payer: crate::http::meter::Payer,
+    hit: &crate::work::cache::Cached,
     if_none_match: Option<&str>,
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.config.request_deadline();
     // Refunded unless billed (a failed commit answers 503 and costs no quota).
-    let spent = crate::meter::admit(state, payer.tenant, 0, deadline).await?;
+    let spent = crate::http::meter::admit(state, payer.tenant, 0, deadline).await?;
     let etag = hit.headers.get(header::ETAG).and_then(|v| v.to_str().ok());
-    let not_modified = matches!((if_none_match, etag), (Some(header), Some(etag)) if crate::etag::matches(header, etag));
+    let not_modified = matches!((if_none_match, etag), (Some(header), Some(etag)) if crate::http::etag::matches(header, etag));
     let (status, body) = if not_modified {
         (axum::http::StatusCode::NOT_MODIFIED, bytes::Bytes::new())
     } else {
         (axum::http::StatusCode::OK, hit.body.clone())
     };
-    let usage = crate::meter::Usage {
+    let usage = crate::http::meter::Usage {
         bytes_out: body.len() as u64,
-        ..crate::meter::Usage::default()
+        ..crate::http::meter::Usage::default()
     };
-    let request_id = crate::meter::bill(state, payer, status.as_u16(), usage, spent).await?;
+    let request_id = crate::http::meter::bill(state, payer, status.as_u16(), usage, spent).await?;
     state.metrics.billed.inc();
     let mut response = Response::new(axum::body::Body::from(body));
     *response.status_mut() = status;

@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use tessera_crdt::TenantId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// The smallest step a body buffer grows by (fewer, larger charges for small bodies).
 const GROWTH_BYTES_MIN: usize = 64 * 1024;
@@ -109,7 +109,7 @@ impl Shares {
 }
 
 fn overloaded(message: &'static str) -> ApiError {
-    ApiError::overloaded("overloaded", message, 1)
+    ApiError::overloaded(ErrorCode::Overloaded, message, 1)
 }
 
 impl Budget {
@@ -199,7 +199,7 @@ pub async fn read(
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the request body is larger than the limit of {bytes_max} bytes"),
         )
     };
@@ -216,7 +216,7 @@ pub async fn read(
             let frame = frame.map_err(|err| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "body_read_failed",
+                    ErrorCode::BodyReadFailed,
                     format!("the request body could not be read: {err}"),
                 )
             })?;
@@ -248,7 +248,7 @@ pub async fn read(
         Ok(Err(err)) => Err(err),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
+            ErrorCode::BodyTimeout,
             format!(
                 "the request body did not arrive within {} ms",
                 timeout.as_millis()

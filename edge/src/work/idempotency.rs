@@ -12,6 +12,16 @@
 //!
 //! Bounded: entries expire after `ttl_s`, and beyond `entries_max` entries or
 //! `bytes_max` stored bytes the oldest go first.
+//!
+//! Why oldest-first here when the result cache ([`crate::work::cache`]) keeps what is
+//! popular: an entry is worth keeping for the retry that may follow its request, and
+//! retries come soon after the first attempt (a client's backoff, seconds), once or a
+//! few times — never "popularity". The entry most likely to be asked for again is the
+//! newest, the least likely the oldest, which is what insertion order evicts. A
+//! frequency-based policy (moka's TinyLFU) would do worse than wrong: its admission
+//! filter refuses a newcomer asked for less often than the entry it would replace, so
+//! under pressure a fresh request's answer would not be kept and its retry would be
+//! billed again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -21,7 +31,7 @@ use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use tessera_crdt::TenantId;
 
-use crate::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// Longest accepted key.
 pub const KEY_BYTES_MAX: usize = 255;
@@ -119,13 +129,13 @@ impl IdempotencyCache {
             Some((_, Entry::InFlight { .. })) => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
-                    "idempotency_in_progress",
+                    ErrorCode::IdempotencyInProgress,
                     "a request with this Idempotency-Key is still being processed",
                 ))
             }
             Some((_, Entry::Done { fingerprint: f, .. })) if *f != fingerprint => {
                 return Err(ApiError::unprocessable(
-                    "idempotency_key_reused",
+                    ErrorCode::IdempotencyKeyReused,
                     "this Idempotency-Key was used for a different request",
                 ))
             }
@@ -232,7 +242,7 @@ mod tests {
         // While running: 409.
         assert_eq!(
             cache.begin(a, "k".into(), [1; 32], t0).err().unwrap().code,
-            "idempotency_in_progress"
+            ErrorCode::IdempotencyInProgress
         );
         claim.finish(answer(b"image"));
         let Ok(Begin::Replay(stored)) = cache.begin(a, "k".into(), [1; 32], t0) else {
@@ -242,7 +252,7 @@ mod tests {
         // Another request under the same key: 422. Another tenant: its own key space.
         assert_eq!(
             cache.begin(a, "k".into(), [2; 32], t0).err().unwrap().code,
-            "idempotency_key_reused"
+            ErrorCode::IdempotencyKeyReused
         );
         assert!(matches!(
             cache.begin(TenantId(2), "k".into(), [2; 32], t0),

@@ -1,5 +1,5 @@
 //! The HTTP routes and their handlers: `POST /v1/resize`, `/healthz`, `/readyz`,
-//! `/metrics`, the admin API ([`crate::admin`]), plus JSON answers for unknown routes and
+//! `/metrics`, the admin API ([`crate::http::admin`]), plus JSON answers for unknown routes and
 //! methods.
 //!
 //! A resize request goes: parse → authenticate (the local directory replica) → read the
@@ -26,16 +26,18 @@ use axum::Router;
 use tessera_resize::{Limits, Output, ResizeError};
 use tokio::sync::oneshot;
 
-use crate::body::{self, Budget};
 use crate::config::Config;
-use crate::connections::Over;
+use crate::control::auth;
 use crate::control::ControlPlane;
-use crate::cost::Shape;
-use crate::error::ApiError;
-use crate::metrics::{Metrics, ReasonLabels, RouteLabels, RouteStatusLabels, StageLabels};
-use crate::params::{self, Defaults};
-use crate::pool::{Job, JobOutcome, Pool, Rejected};
-use crate::{admin, auth, idempotency, meter};
+use crate::http::body::{self, Budget};
+use crate::http::connections::Over;
+use crate::http::error::{ApiError, ErrorCode};
+use crate::http::metrics::{Metrics, ReasonLabels, RouteLabels, RouteStatusLabels, StageLabels};
+use crate::http::params::{self, Defaults};
+use crate::http::{admin, meter};
+use crate::work::cost::Shape;
+use crate::work::idempotency;
+use crate::work::pool::{Job, JobOutcome, Pool, Rejected};
 use bytes::Bytes;
 use tessera_crdt::directory::Scopes;
 use tessera_crdt::TenantId;
@@ -61,20 +63,20 @@ pub struct AppState {
     pub control: Arc<ControlPlane>,
     /// SHA-256 digests of the operator tokens.
     pub operator_digests: Vec<[u8; 32]>,
-    pub rate: crate::rate::RateLimiter,
-    pub idempotency: Arc<crate::idempotency::IdempotencyCache>,
-    pub fetch: crate::fetch::FetchPolicy,
+    pub rate: crate::work::rate::RateLimiter,
+    pub idempotency: Arc<crate::work::idempotency::IdempotencyCache>,
+    pub fetch: crate::work::fetch::FetchPolicy,
     /// Signed-URL results kept for identical requests.
-    pub results: crate::cache::ResultCache,
+    pub results: crate::work::cache::ResultCache,
     /// Set by `POST /admin/v1/cluster/leave`; the server then shuts down and hands this
     /// node's rights to its peers.
-    pub leave: crate::server::LeaveRequest,
+    pub leave: crate::http::server::LeaveRequest,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/resize", post(resize))
-        .route("/v1/img/{*rest}", get(crate::signed::handler))
+        .route("/v1/img/{*rest}", get(crate::http::signed::handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -127,24 +129,24 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
 }
 
 /// The OpenAPI document of the public and admin APIs (`docs/openapi.json`, compiled in).
-pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-/// The overflow lane's router ([`crate::connections`]): health and readiness answered as
+/// The overflow lane's router ([`crate::http::connections`]): health and readiness answered as
 /// usual, everything else refused with the cap that was hit.
 pub fn overflow_router(state: Arc<AppState>, over: Over) -> Router {
     let refuse = move || async move {
         match over {
             Over::Client => ApiError::too_many(
-                "too_many_connections",
+                ErrorCode::TooManyConnections,
                 "this client holds its share of the node's connections; reuse or close one",
                 1,
             ),
             Over::Node => ApiError::overloaded(
-                "overloaded",
+                ErrorCode::Overloaded,
                 "the node holds as many connections as it serves; retry later",
                 1,
             ),
@@ -165,7 +167,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.control.is_failed() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "store_failed",
+            ErrorCode::StoreFailed,
             "the node cannot persist usage and takes no billable work",
         )
         .into_response();
@@ -175,7 +177,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             "the node is shutting down",
         )
         .into_response()
@@ -188,19 +190,20 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render_with(&sync_snapshot(&state)),
+        state.metrics.render(),
     )
         .into_response()
 }
 
-fn sync_snapshot(state: &AppState) -> crate::metrics::SyncSnapshot {
-    let net = state.control.net_stats();
-    let (stats, peers) = state.control.sync_snapshot(crate::control::now_ms());
-    crate::metrics::SyncSnapshot {
+/// What the replication collector reads at a scrape ([`Metrics::register_replication`]).
+pub fn sync_snapshot(control: &ControlPlane) -> crate::http::metrics::SyncSnapshot {
+    let net = control.net_stats();
+    let (stats, peers) = control.sync_snapshot(crate::control::now_ms());
+    crate::http::metrics::SyncSnapshot {
         stats,
         net,
         peers,
-        store_failed: state.control.is_failed(),
+        store_failed: control.is_failed(),
     }
 }
 
@@ -227,7 +230,9 @@ fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<meter::Payer>, 
             state
                 .metrics
                 .auth_refused
-                .get_or_create(&crate::metrics::CodeLabels { code: error.code })
+                .get_or_create(&crate::http::metrics::CodeLabels {
+                    code: error.code.as_str(),
+                })
                 .inc();
             Err(error)
         }
@@ -331,7 +336,7 @@ async fn resize(
 pub(crate) fn gate(state: &AppState, tenant: TenantId) -> Result<(), ApiError> {
     if state.control.is_failed() {
         return Err(ApiError::overloaded(
-            "store_failed",
+            ErrorCode::StoreFailed,
             "the node cannot persist usage and takes no billable work",
             5,
         ));
@@ -345,7 +350,7 @@ pub(crate) fn gate(state: &AppState, tenant: TenantId) -> Result<(), ApiError> {
             })
             .inc();
         return Err(ApiError::too_many(
-            "rate_limited",
+            ErrorCode::RateLimited,
             "the tenant's request rate on this node is above its limit",
             retry_after_s,
         ));
@@ -402,7 +407,7 @@ pub(crate) async fn convert(
         Ok(Err(_)) => {
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "worker_lost",
+                ErrorCode::WorkerLost,
                 "the resize worker stopped before answering",
             ))
         }
@@ -475,7 +480,7 @@ pub(crate) async fn convert(
         }
         JobOutcome::Panicked => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "the image could not be processed because of an internal error",
         )),
     }
@@ -539,7 +544,7 @@ pub(crate) fn shed(metrics: &Metrics, rejected: Rejected) -> ApiError {
         Rejected::QueueFull { retry_after_s } => (
             "queue_full",
             ApiError::overloaded(
-                "overloaded",
+                ErrorCode::Overloaded,
                 "all resize workers are busy and the queue is full; retry later",
                 retry_after_s,
             ),
@@ -550,7 +555,7 @@ pub(crate) fn shed(metrics: &Metrics, rejected: Rejected) -> ApiError {
         } => (
             "deadline_unreachable",
             ApiError::overloaded(
-                "overloaded",
+                ErrorCode::Overloaded,
                 format!(
                     "the expected wait ({} ms) exceeds the request deadline; retry later",
                     wait_estimate.as_millis()
@@ -564,7 +569,7 @@ pub(crate) fn shed(metrics: &Metrics, rejected: Rejected) -> ApiError {
         } => (
             "too_costly",
             ApiError::unprocessable(
-                "too_costly",
+                ErrorCode::TooCostly,
                 format!(
                     "this conversion is expected to take {} ms of work, more than the request \
                      deadline of {} ms allows; ask for a smaller output or a faster format",
@@ -575,7 +580,7 @@ pub(crate) fn shed(metrics: &Metrics, rejected: Rejected) -> ApiError {
         ),
         Rejected::ShuttingDown => (
             "shutting_down",
-            ApiError::overloaded("shutting_down", "the node is shutting down", 1),
+            ApiError::overloaded(ErrorCode::ShuttingDown, "the node is shutting down", 1),
         ),
     };
     metrics.shed.get_or_create(&ReasonLabels { reason }).inc();
@@ -590,8 +595,14 @@ fn deadline_exceeded(metrics: &Metrics) -> ApiError {
         })
         .inc();
     ApiError::overloaded(
-        "deadline_exceeded",
+        ErrorCode::DeadlineExceeded,
         "the request could not be completed within its deadline; retry later",
         1,
     )
+}
+
+impl AppState {
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.store.commit_timeout_ms)
+    }
 }

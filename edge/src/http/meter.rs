@@ -33,8 +33,8 @@ use tessera_crdt::{CounterKey, TenantId};
 
 pub use crate::control::ops::{Shortfall, Usage};
 use crate::control::{now_ms, ControlPlane};
-use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::http::error::{ApiError, ErrorCode};
+use crate::http::routes::AppState;
 
 /// Rights one admitted request spent: given back to this node's local rights when
 /// dropped, unless [`Spent::delivered`] said the answer was billed.
@@ -152,7 +152,7 @@ pub async fn admit(
                     .get_or_create(&outcome("unavailable"))
                     .inc();
                 return Err(ApiError::too_many(
-                    "quota_unavailable",
+                    ErrorCode::QuotaUnavailable,
                     "the tenant's quota has rights left on other nodes that could not be \
                      reached in time; retry shortly",
                     1,
@@ -166,7 +166,7 @@ pub async fn admit(
                     .inc();
                 let retry_s = period_end_ms.saturating_sub(now_ms()).div_ceil(1000);
                 return Err(ApiError::too_many(
-                    "quota_exhausted",
+                    ErrorCode::QuotaExhausted,
                     "the tenant's quota for this period is used up",
                     u32::try_from(retry_s).unwrap_or(u32::MAX),
                 ));
@@ -175,8 +175,8 @@ pub async fn admit(
     }
 }
 
-fn outcome(outcome: &'static str) -> crate::metrics::OutcomeLabels {
-    crate::metrics::OutcomeLabels { outcome }
+fn outcome(outcome: &'static str) -> crate::http::metrics::OutcomeLabels {
+    crate::http::metrics::OutcomeLabels { outcome }
 }
 
 /// Who is billed, for the usage record.
@@ -221,7 +221,7 @@ pub async fn bill(
             tracing::error!(tenant = %tenant, error = %e, "usage not recorded");
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "metering_failed",
+                ErrorCode::MeteringFailed,
                 e.to_string(),
             )
         })?;
@@ -235,7 +235,7 @@ pub async fn bill(
         .control
         .durable(ticket, state.commit_timeout())
         .await
-        .map_err(|e| ApiError::overloaded("store_unavailable", e.to_string(), 1));
+        .map_err(|e| ApiError::overloaded(ErrorCode::StoreUnavailable, e.to_string(), 1));
     state
         .metrics
         .commit_wait

@@ -5,14 +5,17 @@
 //! (answered / received) is a simple ratio. All metrics live in one [`Metrics`] value that
 //! the handlers share; the pool's gauges are handed to the pool so it keeps them current.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use prometheus_client::registry::Unit;
 
-use crate::pool::PoolGauges;
+use crate::work::pool::PoolGauges;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -241,16 +244,16 @@ impl Metrics {
         out
     }
 
-    /// The registry plus the replication metrics read from the protocol core and the
-    /// transport at scrape time (they keep their own counters; copying them into
-    /// registry counters on every change would put metric updates inside the core).
-    pub fn render_with(&self, sync: &SyncSnapshot) -> String {
-        let mut out = self.render();
-        let eof = out.rfind("# EOF").unwrap_or(out.len());
-        out.truncate(eof);
-        sync.encode(&mut out);
-        out.push_str("# EOF\n");
-        out
+    /// Adds the replication metrics: figures the protocol core and the transport keep
+    /// themselves, read by `read` at each scrape (copying them into registry counters on
+    /// every change would put metric updates inside the core, which knows no registry).
+    pub fn register_replication(
+        &mut self,
+        read: impl Fn() -> SyncSnapshot + Send + Sync + 'static,
+    ) {
+        self.registry.register_collector(Box::new(Replication {
+            read: Box::new(read),
+        }));
     }
 }
 
@@ -269,12 +272,62 @@ pub struct SyncSnapshot {
     pub store_failed: bool,
 }
 
+/// The replication metrics as a registry collector (see [`Metrics::register_replication`]).
+struct Replication {
+    read: Box<dyn Fn() -> SyncSnapshot + Send + Sync>,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replication")
+    }
+}
+
+impl Collector for Replication {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        (self.read)().encode(&mut encoder)
+    }
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Fmt {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Fmt {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
+}
+
+/// A counter family with one label, `label`, from `(label value, count)` pairs.
+fn counters_by<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (String, u64)> + 'a,
+) -> Fmt {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value_label, count) in values {
+        family
+            .encode_family(&[(label, value_label.as_str())])?
+            .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+    }
+    Ok(())
+}
+
+type Fmt = std::fmt::Result;
+
 impl SyncSnapshot {
-    fn encode(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(out, "# HELP tessera_store_failed 1 when a store commit failed and the node stopped taking billable work");
-        let _ = writeln!(out, "# TYPE tessera_store_failed gauge");
-        let _ = writeln!(out, "tessera_store_failed {}", u8::from(self.store_failed));
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Fmt {
+        gauge(
+            encoder,
+            "store_failed",
+            "1 when a store commit failed and the node stopped taking billable work",
+            i64::from(self.store_failed),
+        )?;
         let stats = &self.stats;
         let counters: [(&str, &str, u64); 12] = [
             (
@@ -339,178 +392,159 @@ impl SyncSnapshot {
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP tessera_{name} {help}");
-            let _ = writeln!(out, "# TYPE tessera_{name} counter");
-            let _ = writeln!(out, "tessera_{name}_total {value}");
+            counter(encoder, name, help, value)?;
         }
         let lag = &stats.lag;
-        let _ = writeln!(out, "# HELP tessera_sync_replication_lag_seconds Time from a peer's increment to its arrival here (ledger pushes; clock skew included)");
-        let _ = writeln!(out, "# TYPE tessera_sync_replication_lag_seconds histogram");
-        let mut cumulative = 0;
-        for (i, bound) in tessera_sync::LAG_BUCKETS_MS.iter().enumerate() {
-            cumulative += lag.counts[i];
-            let _ = writeln!(
-                out,
-                "tessera_sync_replication_lag_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1000.0
-            );
-        }
-        let _ = writeln!(
-            out,
-            "tessera_sync_replication_lag_seconds_bucket{{le=\"+Inf\"}} {}",
-            lag.count
-        );
-        let _ = writeln!(
-            out,
-            "tessera_sync_replication_lag_seconds_sum {}",
-            lag.sum_ms as f64 / 1000.0
-        );
-        let _ = writeln!(
-            out,
-            "tessera_sync_replication_lag_seconds_count {}",
-            lag.count
-        );
-        let _ = writeln!(out, "# HELP tessera_sync_peer_last_heard_age_seconds Time since a message from the peer last arrived");
-        let _ = writeln!(out, "# TYPE tessera_sync_peer_last_heard_age_seconds gauge");
+        // Per bucket, not cumulative (the encoder sums them); the last is the overflow,
+        // which the encoder writes as `+Inf` when its bound is infinite.
+        let buckets: Vec<(f64, u64)> = tessera_sync::LAG_BUCKETS_MS
+            .iter()
+            .map(|bound_ms| *bound_ms as f64 / 1000.0)
+            .chain([f64::INFINITY])
+            .zip(lag.counts)
+            .collect();
+        encoder
+            .encode_descriptor(
+                "sync_replication_lag",
+                "Time from a peer's increment to its arrival here (ledger pushes; clock skew included)",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(lag.sum_ms as f64 / 1000.0, lag.count, &buckets, None)?;
+        let mut heard = encoder.encode_descriptor(
+            "sync_peer_last_heard_age",
+            "Time since a message from the peer last arrived",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
         for (peer, _, age, _) in &self.peers {
             if let Some(age) = age {
-                let _ = writeln!(
-                    out,
-                    "tessera_sync_peer_last_heard_age_seconds{{peer=\"{peer}\"}} {}",
-                    *age as f64 / 1000.0
-                );
+                heard
+                    .encode_family(&[("peer", peer.as_str())])?
+                    .encode_gauge(&(*age as f64 / 1000.0))?;
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP tessera_sync_peer_connected 1 when the peer is connected"
-        );
-        let _ = writeln!(out, "# TYPE tessera_sync_peer_connected gauge");
-        for (peer, connected, _, _) in &self.peers {
-            let _ = writeln!(
-                out,
-                "tessera_sync_peer_connected{{peer=\"{peer}\"}} {}",
-                u8::from(*connected)
-            );
+        let mut connected = encoder.encode_descriptor(
+            "sync_peer_connected",
+            "1 when the peer is connected",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (peer, is_connected, _, _) in &self.peers {
+            connected
+                .encode_family(&[("peer", peer.as_str())])?
+                .encode_gauge(&i64::from(*is_connected))?;
         }
         let Some(net) = &self.net else {
-            return;
+            return Ok(());
         };
-        let _ = writeln!(
-            out,
-            "# HELP tessera_sync_peers_connected Peers with an open connection"
-        );
-        let _ = writeln!(out, "# TYPE tessera_sync_peers_connected gauge");
-        let _ = writeln!(out, "tessera_sync_peers_connected {}", net.peers_connected);
-        let _ = writeln!(out, "# HELP tessera_sync_connections_open Replication connections the transport holds (including ones being closed)");
-        let _ = writeln!(out, "# TYPE tessera_sync_connections_open gauge");
-        let _ = writeln!(
-            out,
-            "tessera_sync_connections_open {}",
-            net.connections_open
-        );
-        let _ = writeln!(out, "# HELP tessera_sync_connections_dead Replication connections closed because they answered no ping within cluster.liveness_timeout_ms");
-        let _ = writeln!(out, "# TYPE tessera_sync_connections_dead counter");
-        let _ = writeln!(
-            out,
-            "tessera_sync_connections_dead_total {}",
-            net.connections_dead
-        );
+        gauge(
+            encoder,
+            "sync_peers_connected",
+            "Peers with an open connection",
+            net.peers_connected as i64,
+        )?;
+        gauge(
+            encoder,
+            "sync_connections_open",
+            "Replication connections the transport holds (including ones being closed)",
+            i64::from(net.connections_open),
+        )?;
+        counter(
+            encoder,
+            "sync_connections_dead",
+            "Replication connections closed because they answered no ping within cluster.liveness_timeout_ms",
+            net.connections_dead,
+        )?;
         for (direction, by_kind) in [("sent", &net.sent), ("received", &net.received)] {
-            let _ = writeln!(out, "# HELP tessera_sync_messages_{direction} Replication messages {direction}, by kind");
-            let _ = writeln!(out, "# TYPE tessera_sync_messages_{direction} counter");
-            for (kind, (messages, _)) in by_kind.iter() {
-                let _ = writeln!(
-                    out,
-                    "tessera_sync_messages_{direction}_total{{kind=\"{kind}\"}} {messages}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "# HELP tessera_sync_bytes_{direction} Replication bytes {direction}, by kind"
-            );
-            let _ = writeln!(out, "# TYPE tessera_sync_bytes_{direction} counter");
-            for (kind, (_, bytes)) in by_kind.iter() {
-                let _ = writeln!(
-                    out,
-                    "tessera_sync_bytes_{direction}_total{{kind=\"{kind}\"}} {bytes}"
-                );
-            }
+            counters_by(
+                encoder,
+                &format!("sync_messages_{direction}"),
+                &format!("Replication messages {direction}, by kind"),
+                "kind",
+                by_kind
+                    .iter()
+                    .map(|(kind, (messages, _))| (kind.to_string(), *messages)),
+            )?;
+            counters_by(
+                encoder,
+                &format!("sync_bytes_{direction}"),
+                &format!("Replication bytes {direction}, by kind"),
+                "kind",
+                by_kind
+                    .iter()
+                    .map(|(kind, (_, bytes))| (kind.to_string(), *bytes)),
+            )?;
         }
         for (direction, index) in [("sent", 0), ("received", 1)] {
-            let _ = writeln!(out, "# HELP tessera_sync_peer_messages_{direction} Replication messages {direction}, by peer");
-            let _ = writeln!(out, "# TYPE tessera_sync_peer_messages_{direction} counter");
-            for (peer, counts) in &net.per_peer {
-                let value = if index == 0 { counts.0 } else { counts.1 };
-                let _ = writeln!(
-                    out,
-                    "tessera_sync_peer_messages_{direction}_total{{peer=\"{peer}\"}} {value}"
-                );
-            }
+            counters_by(
+                encoder,
+                &format!("sync_peer_messages_{direction}"),
+                &format!("Replication messages {direction}, by peer"),
+                "peer",
+                net.per_peer.iter().map(|(peer, counts)| {
+                    (
+                        peer.to_string(),
+                        if index == 0 { counts.0 } else { counts.1 },
+                    )
+                }),
+            )?;
         }
-        let _ = writeln!(out, "# HELP tessera_sync_refused_frames Frames refused by the transport (malformed, oversized, wrong version)");
-        let _ = writeln!(out, "# TYPE tessera_sync_refused_frames counter");
-        let _ = writeln!(
-            out,
-            "tessera_sync_refused_frames_total {}",
-            net.refused_frames
-        );
-        let _ = writeln!(out, "# HELP tessera_sync_disconnected_for_garbage Peers disconnected for sending refused frames");
-        let _ = writeln!(out, "# TYPE tessera_sync_disconnected_for_garbage counter");
-        let _ = writeln!(
-            out,
-            "tessera_sync_disconnected_for_garbage_total {}",
-            net.disconnected_for_garbage
-        );
-        let _ = writeln!(out, "# HELP tessera_sync_held_back Output batches dropped because the store did not make them durable in time");
-        let _ = writeln!(out, "# TYPE tessera_sync_held_back counter");
-        let _ = writeln!(out, "tessera_sync_held_back_total {}", net.held_back);
-        let _ = writeln!(out, "# HELP tessera_sync_messages_oversize Messages not sent for being over the frame limit (an error: the core's and the transport's caps disagree)");
-        let _ = writeln!(out, "# TYPE tessera_sync_messages_oversize counter");
-        let _ = writeln!(
-            out,
-            "tessera_sync_messages_oversize_total {}",
-            net.messages_oversize
-        );
+        counter(
+            encoder,
+            "sync_refused_frames",
+            "Frames refused by the transport (malformed, oversized, wrong version)",
+            net.refused_frames,
+        )?;
+        counter(
+            encoder,
+            "sync_disconnected_for_garbage",
+            "Peers disconnected for sending refused frames",
+            net.disconnected_for_garbage,
+        )?;
+        counter(
+            encoder,
+            "sync_held_back",
+            "Output batches dropped because the store did not make them durable in time",
+            net.held_back,
+        )?;
+        counter(
+            encoder,
+            "sync_messages_oversize",
+            "Messages not sent for being over the frame limit (an error: the core's and the transport's caps disagree)",
+            net.messages_oversize,
+        )?;
         let admission = &net.admission;
-        let _ = writeln!(out, "# HELP tessera_sync_inbound_denied Inbound replication connections refused at admission, by reason");
-        let _ = writeln!(out, "# TYPE tessera_sync_inbound_denied counter");
-        for (reason, count) in [
-            ("backoff", admission.denied_backoff),
-            ("pending_per_ip", admission.denied_pending_per_ip),
-            ("established_per_ip", admission.denied_established_per_ip),
-        ] {
-            let _ = writeln!(
-                out,
-                "tessera_sync_inbound_denied_total{{reason=\"{reason}\"}} {count}"
-            );
-        }
-        for (name, help, value) in [
-            (
-                "handshake_failures",
-                "Inbound handshakes that failed or timed out (no cluster key, garbage, silence)",
-                admission.handshake_failures,
-            ),
-            (
-                "handshake_backoffs",
-                "Times an address was put in backoff for failed handshakes",
-                admission.backoffs,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP tessera_sync_{name} {help}");
-            let _ = writeln!(out, "# TYPE tessera_sync_{name} counter");
-            let _ = writeln!(out, "tessera_sync_{name}_total {value}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tessera_sync_admission_addresses Addresses with a handshake-failure record"
-        );
-        let _ = writeln!(out, "# TYPE tessera_sync_admission_addresses gauge");
-        let _ = writeln!(
-            out,
-            "tessera_sync_admission_addresses {}",
-            admission.addresses_tracked
-        );
+        counters_by(
+            encoder,
+            "sync_inbound_denied",
+            "Inbound replication connections refused at admission, by reason",
+            "reason",
+            [
+                ("backoff", admission.denied_backoff),
+                ("pending_per_ip", admission.denied_pending_per_ip),
+                ("established_per_ip", admission.denied_established_per_ip),
+            ]
+            .map(|(reason, count)| (reason.to_owned(), count)),
+        )?;
+        counter(
+            encoder,
+            "sync_handshake_failures",
+            "Inbound handshakes that failed or timed out (no cluster key, garbage, silence)",
+            admission.handshake_failures,
+        )?;
+        counter(
+            encoder,
+            "sync_handshake_backoffs",
+            "Times an address was put in backoff for failed handshakes",
+            admission.backoffs,
+        )?;
+        gauge(
+            encoder,
+            "sync_admission_addresses",
+            "Addresses with a handshake-failure record",
+            admission.addresses_tracked as i64,
+        )
     }
 }
 
@@ -545,5 +579,72 @@ mod tests {
         );
         assert!(text.contains("tessera_pool_queue_depth"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// The replication figures come out of the registry, at each scrape, in the text
+    /// format the hand-written encoder produced before: `_total` on counters, the unit
+    /// in histogram and age names, cumulative buckets ending in `+Inf`, one line per
+    /// peer and per message kind — and a change in the source shows at the next scrape.
+    #[test]
+    fn replication_figures_are_read_at_each_scrape() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let refused = Arc::new(AtomicU64::new(3));
+        let mut metrics = Metrics::new();
+        let source = refused.clone();
+        metrics.register_replication(move || {
+            let mut stats = tessera_sync::Stats {
+                messages_refused: source.load(Ordering::Relaxed),
+                ..Default::default()
+            };
+            stats.lag.counts[0] = 2;
+            stats.lag.counts[tessera_sync::LAG_BUCKETS_MS.len()] = 1;
+            stats.lag.count = 3;
+            stats.lag.sum_ms = 2_500;
+            let mut net = tessera_sync::net::NetStats {
+                peers_connected: 1,
+                ..Default::default()
+            };
+            net.sent.insert("ledger_push", (5, 700));
+            SyncSnapshot {
+                stats,
+                net: Some(net),
+                peers: vec![("n2".to_owned(), true, Some(1_500), None)],
+                store_failed: false,
+            }
+        });
+        let text = metrics.render();
+        let first = tessera_sync::LAG_BUCKETS_MS[0] as f64 / 1000.0;
+        for line in [
+            "# TYPE tessera_store_failed gauge".to_owned(),
+            "tessera_store_failed 0".to_owned(),
+            "# TYPE tessera_sync_messages_refused counter".to_owned(),
+            "tessera_sync_messages_refused_total 3".to_owned(),
+            "# TYPE tessera_sync_replication_lag_seconds histogram".to_owned(),
+            format!("tessera_sync_replication_lag_seconds_bucket{{le=\"{first}\"}} 2"),
+            // Whole-number bounds read `1.0`, not `1` as the hand-written text had them
+            // (prometheus-client's float format; Prometheus 3 reads both alike, on 2.x a
+            // query pinned to `le="1"` needs `le="1.0"`).
+            "tessera_sync_replication_lag_seconds_bucket{le=\"1.0\"} 2".to_owned(),
+            "tessera_sync_replication_lag_seconds_bucket{le=\"+Inf\"} 3".to_owned(),
+            "tessera_sync_replication_lag_seconds_sum 2.5".to_owned(),
+            "tessera_sync_replication_lag_seconds_count 3".to_owned(),
+            "tessera_sync_peer_last_heard_age_seconds{peer=\"n2\"} 1.5".to_owned(),
+            "tessera_sync_peer_connected{peer=\"n2\"} 1".to_owned(),
+            "tessera_sync_peers_connected 1".to_owned(),
+            "tessera_sync_messages_sent_total{kind=\"ledger_push\"} 5".to_owned(),
+            "tessera_sync_bytes_sent_total{kind=\"ledger_push\"} 700".to_owned(),
+            "tessera_sync_inbound_denied_total{reason=\"backoff\"} 0".to_owned(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        refused.store(4, Ordering::Relaxed);
+        assert!(metrics
+            .render()
+            .contains("\ntessera_sync_messages_refused_total 4\n"));
     }
 }

@@ -8,7 +8,7 @@
 
 use tessera_resize::{FormatRequest, Limits, Options, OutputFormat};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The parameters `POST /v1/resize` accepts, listed in error messages.
 pub const ACCEPTED: &str = "w, h, fit, gravity, format, q, progressive";
@@ -212,7 +212,11 @@ mod tests {
         for (query, needle) in cases {
             let err = parse_err(query);
             assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{query}");
-            assert_eq!(err.code, "invalid_parameter", "{query}");
+            assert_eq!(
+                err.code,
+                crate::http::error::ErrorCode::InvalidParameter,
+                "{query}"
+            );
             assert!(err.message.contains(needle), "{query}: {}", err.message);
         }
     }

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use tessera_crdt::directory::{Directory, KeyId, KeyStanding, Scopes};
 use tessera_crdt::TenantId;
 
-use crate::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 pub const KEY_PREFIX: &str = "tsk_";
 pub const TOKEN_PREFIX: &str = "top_";
@@ -101,17 +101,17 @@ fn key_prefix(key: &str) -> Option<&str> {
 /// The bearer credential of an `Authorization` header value.
 pub fn bearer(header: Option<&str>) -> Result<&str, ApiError> {
     let value = header.ok_or_else(|| {
-        ApiError::unauthorized("missing_key", "send `Authorization: Bearer <key>`")
+        ApiError::unauthorized(ErrorCode::MissingKey, "send `Authorization: Bearer <key>`")
     })?;
     let (scheme, credential) = value.trim().split_once(' ').ok_or_else(|| {
         ApiError::unauthorized(
-            "malformed_key",
+            ErrorCode::MalformedKey,
             "the Authorization header must be `Bearer <key>`",
         )
     })?;
     if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
         return Err(ApiError::unauthorized(
-            "malformed_key",
+            ErrorCode::MalformedKey,
             "the Authorization header must be `Bearer <key>`",
         ));
     }
@@ -136,7 +136,10 @@ pub struct Presented<'a> {
 /// Parses a tenant key (`tsk_<prefix>_<secret>`) and hashes it.
 pub fn present(key: &str) -> Result<Presented<'_>, ApiError> {
     let prefix = key_prefix(key).ok_or_else(|| {
-        ApiError::unauthorized("malformed_key", "the key is not a Tessera API key (tsk_…)")
+        ApiError::unauthorized(
+            ErrorCode::MalformedKey,
+            "the key is not a Tessera API key (tsk_…)",
+        )
     })?;
     Ok(Presented {
         prefix,
@@ -163,37 +166,40 @@ pub fn check_presented(
         .find(|m| bool::from(m.secret_hash.ct_eq(&digest)));
     let Some(found) = found else {
         return Err(ApiError::unauthorized(
-            "invalid_key",
+            ErrorCode::InvalidKey,
             "the key is not valid",
         ));
     };
     match found.standing {
         KeyStanding::Usable => {}
         KeyStanding::Revoked => {
-            return Err(ApiError::unauthorized("key_revoked", "the key was revoked"))
+            return Err(ApiError::unauthorized(
+                ErrorCode::KeyRevoked,
+                "the key was revoked",
+            ))
         }
         KeyStanding::TenantSuspended => {
             return Err(ApiError::forbidden(
-                "tenant_suspended",
+                ErrorCode::TenantSuspended,
                 "the tenant is suspended",
             ))
         }
         KeyStanding::TenantDeleted => {
             return Err(ApiError::unauthorized(
-                "tenant_deleted",
+                ErrorCode::TenantDeleted,
                 "the tenant was deleted",
             ))
         }
         KeyStanding::TenantUnknown => {
             return Err(ApiError::unauthorized(
-                "invalid_key",
+                ErrorCode::InvalidKey,
                 "the key is not valid",
             ))
         }
     }
     if !found.scopes.contains(scope) {
         return Err(ApiError::forbidden(
-            "insufficient_scope",
+            ErrorCode::InsufficientScope,
             "the key does not have the scope this operation needs",
         ));
     }

@@ -1,0 +1,139 @@
+//! A tenant's credentials: API keys (created, revoked) and URL-signing secrets (added,
+//! retired, made primary).
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateKey {
+    #[serde(default)]
+    scopes: Option<String>,
+    #[serde(default)]
+    label: String,
+}
+
+pub(super) async fn create_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    AdminBody(body): AdminBody,
+) -> Result<Response, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let request: CreateKey = if body.is_empty() {
+        CreateKey {
+            scopes: None,
+            label: String::new(),
+        }
+    } else {
+        json_body(&body)?
+    };
+    let scopes =
+        Scopes::parse(request.scopes.as_deref().unwrap_or("resize")).map_err(directory_error)?;
+    let minted = auth::new_key();
+    let key = KeyId(random_id());
+    edit(
+        &state,
+        &actor,
+        vec![Change::CreateKey {
+            tenant,
+            key,
+            prefix: minted.prefix.clone(),
+            secret_hash: minted.secret_hash,
+            scopes,
+            label: request.label.clone(),
+        }],
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": key.0.to_string(),
+            "tenant": tenant.0.to_string(),
+            "key": minted.key,
+            "prefix": minted.prefix,
+            "scopes": scope_names(scopes),
+            "label": request.label,
+            "note": "the key is shown once; only its digest is stored",
+        })),
+    )
+        .into_response())
+}
+
+pub(super) async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((tenant, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let key = KeyId(parse_id("key", &key)?);
+    edit(&state, &actor, vec![Change::RevokeKey { tenant, key }]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn add_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let secret = auth::random_bytes::<32>();
+    let secret_id = SecretId(random_id());
+    edit(
+        &state,
+        &actor,
+        vec![Change::AddSigningSecret {
+            tenant,
+            secret_id,
+            secret: secret.to_vec(),
+        }],
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": secret_id.0.to_string(),
+            "secret": auth::hex(&secret),
+        })),
+    )
+        .into_response())
+}
+
+pub(super) async fn retire_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((tenant, secret)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    secret_edit(&state, &headers, &tenant, &secret, |tenant, secret_id| {
+        Change::RetireSigningSecret { tenant, secret_id }
+    })
+    .await
+}
+
+pub(super) async fn primary_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((tenant, secret)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    secret_edit(&state, &headers, &tenant, &secret, |tenant, secret_id| {
+        Change::SetPrimarySecret { tenant, secret_id }
+    })
+    .await
+}
+
+/// An edit naming one signing secret of one tenant.
+pub(super) async fn secret_edit(
+    state: &AppState,
+    headers: &HeaderMap,
+    tenant: &str,
+    secret: &str,
+    change: impl FnOnce(TenantId, SecretId) -> Change,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(state, headers)?;
+    let tenant = tenant_id(tenant)?;
+    let secret_id = SecretId(parse_id("secret", secret)?);
+    edit(state, &actor, vec![change(tenant, secret_id)]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,251 @@
+//! Tenants: create, list (a page at a time), show, audit history, status, delete.
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateTenant {
+    name: String,
+    /// The node that turns the tenant's quotas into escrow grants (hex id); default: this
+    /// node.
+    home: Option<String>,
+}
+
+pub(super) async fn create_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    AdminBody(body): AdminBody,
+) -> Result<Response, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let request: CreateTenant = json_body(&body)?;
+    let home = match request.home.as_deref() {
+        None => state.control.id(),
+        Some(text) => NodeId(u64::from_str_radix(text, 16).map_err(|_| {
+            ApiError::unprocessable(ErrorCode::InvalidField, "home must be a node id (hex)")
+        })?),
+    };
+    let tenant = TenantId(random_id());
+    edit(
+        &state,
+        &actor,
+        vec![Change::CreateTenant {
+            tenant,
+            name: request.name.clone(),
+            home,
+        }],
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": tenant.0.to_string(),
+            "name": request.name,
+            "home": home.to_string(),
+            "status": "active",
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PageQuery {
+    /// The last id of the previous page (its `next`).
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A page of a listing: [`PAGE_DEFAULT`] items unless asked otherwise, at most
+/// [`PAGE_MAX`]: each page is one short hold of the node's lock.
+pub(super) const PAGE_DEFAULT: usize = 1_000;
+pub(super) const PAGE_MAX: usize = 10_000;
+
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(PAGE_DEFAULT) {
+        0 => Err(ApiError::bad_parameter("`limit` must be at least 1")),
+        limit => Ok(limit.min(PAGE_MAX)),
+    }
+}
+
+/// Live tenants by id, a page at a time (`after`: the previous page's `next`).
+pub(super) async fn list_tenants(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    AdminQuery(query): AdminQuery<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&state, &headers)?;
+    let after = query.after.as_deref().map(tenant_id).transpose()?;
+    let limit = page_limit(query.limit)?;
+    let page = state.control.tenants_page(after, limit);
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|row| row.id.0.to_string()))
+        .flatten();
+    let tenants: Vec<Value> = page
+        .iter()
+        .map(|row| {
+            json!({
+                "id": row.id.0.to_string(),
+                "name": row.name,
+                "status": status_name(row.status),
+                "home": row.home.to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tenants": tenants, "next": next })))
+}
+
+pub(super) fn status_name(status: TenantStatus) -> &'static str {
+    match status {
+        TenantStatus::Active => "active",
+        TenantStatus::Suspended => "suspended",
+    }
+}
+
+pub(super) fn tenant_id(text: &str) -> Result<TenantId, ApiError> {
+    parse_id("tenant", text).map(TenantId)
+}
+
+pub(super) async fn show_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&state, &headers)?;
+    let id = tenant_id(&tenant)?;
+    let t = state.control.tenant_detail(id).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such tenant")
+    })?;
+    let keys: Vec<Value> = t
+        .keys
+        .iter()
+        .map(|k| {
+            json!({
+                "id": k.id.to_string(),
+                "prefix": k.prefix,
+                "label": k.label,
+                "scopes": scope_names(k.scopes),
+                "created_ms": k.created_ms,
+                "revoked": k.revoked,
+            })
+        })
+        .collect();
+    let secrets: Vec<Value> = t
+        .secrets
+        .iter()
+        .map(|(sid, active, primary)| {
+            json!({
+                "id": sid.to_string(),
+                "active": active,
+                "primary": primary,
+            })
+        })
+        .collect();
+    let quotas: Vec<Value> = t
+        .quotas
+        .iter()
+        .map(|(metric, kind, limit)| {
+            json!({ "metric": metric.name(), "period": period_kind_name(*kind), "limit": limit })
+        })
+        .collect();
+    let presets: Value = t
+        .presets
+        .into_iter()
+        .map(|(name, options)| (name, Value::from(options)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    Ok(Json(json!({
+        "id": id.0.to_string(),
+        "name": t.row.name,
+        "status": status_name(t.row.status),
+        "deleted": t.deleted,
+        "home": t.row.home.to_string(),
+        "keys": keys,
+        "signing_secrets": secrets,
+        "origins": t.origins,
+        "quotas": quotas,
+        "presets": presets,
+    })))
+}
+
+pub(super) fn scope_names(scopes: Scopes) -> Vec<&'static str> {
+    [("resize", Scopes::RESIZE), ("usage", Scopes::USAGE)]
+        .into_iter()
+        .filter(|(_, s)| scopes.contains(*s))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+pub(super) fn period_kind_name(kind: PeriodKind) -> &'static str {
+    match kind {
+        PeriodKind::Month => "month",
+        PeriodKind::Hour => "hour",
+    }
+}
+
+pub(super) async fn history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&state, &headers)?;
+    let id = tenant_id(&tenant)?;
+    let ops: Vec<Value> = state
+        .control
+        .history(id)
+        .iter()
+        .map(|op| {
+            json!({
+                "actor": op.actor,
+                "node": op.origin.to_string(),
+                "at_ms": op.at_ms,
+                "change": op.change.to_string(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tenant": id.0.to_string(), "history": ops })))
+}
+
+pub(super) async fn delete_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    edit(&state, &actor, vec![Change::DeleteTenant { tenant }]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SetStatus {
+    status: String,
+}
+
+pub(super) async fn set_status(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    AdminBody(body): AdminBody,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = tenant_id(&tenant)?;
+    let request: SetStatus = json_body(&body)?;
+    let status = match request.status.as_str() {
+        "active" => TenantStatus::Active,
+        "suspended" => TenantStatus::Suspended,
+        other => {
+            return Err(ApiError::unprocessable(
+                ErrorCode::InvalidField,
+                format!("status {other:?}: expected \"active\" or \"suspended\""),
+            ))
+        }
+    };
+    edit(
+        &state,
+        &actor,
+        vec![Change::SetTenantStatus { tenant, status }],
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

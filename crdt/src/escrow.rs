@@ -781,6 +781,10 @@ pub struct EscrowBook {
     counters: IdHashMap<CounterKey, BoundedCounter>,
     /// Every key of `counters`, in order.
     keys: BTreeSet<CounterKey>,
+    /// Every key of `counters` by the end of its period, earliest first: forgetting the
+    /// periods sealed takes them from the front instead of scanning every key (a scan of
+    /// 200K keys, each period's end computed, held the node's lock 5-6 ms every hour).
+    by_end: BTreeSet<(u64, CounterKey)>,
 }
 
 /// The book's counters in key order, for `Serialize` and `Debug`.
@@ -825,8 +829,17 @@ impl<C: Into<BoundedCounter>> From<BookRepr<C>> for EscrowBook {
         let mut counters =
             IdHashMap::with_capacity_and_hasher(repr.counters.len(), Default::default());
         let keys = repr.counters.keys().copied().collect();
+        let by_end = repr
+            .counters
+            .keys()
+            .map(|k| (k.period.end_ms(), *k))
+            .collect();
         counters.extend(repr.counters.into_iter().map(|(k, c)| (k, c.into())));
-        EscrowBook { counters, keys }
+        EscrowBook {
+            counters,
+            keys,
+            by_end,
+        }
     }
 }
 
@@ -869,25 +882,29 @@ impl EscrowBook {
             Entry::Occupied(occupied) => occupied.into_mut(),
             Entry::Vacant(vacant) => {
                 self.keys.insert(key);
+                self.by_end.insert((key.period.end_ms(), key));
                 vacant.insert(BoundedCounter::default())
             }
         }
     }
 
-    /// Forgets the counters of every period ending at or before `through_ms` (periods over
-    /// and sealed: their rights can be neither spent nor given back any more); returns
-    /// their keys. Not a merge: the caller also ignores such counters from peers from then
-    /// on, or they come back. One pass over the book.
-    pub fn forget_through(&mut self, through_ms: u64) -> Vec<CounterKey> {
-        let gone: Vec<CounterKey> = self
-            .keys
-            .iter()
-            .filter(|key| key.period.end_ms() <= through_ms)
-            .copied()
-            .collect();
-        for key in &gone {
-            self.keys.remove(key);
-            self.counters.remove(key);
+    /// Forgets the counters of periods ending at or before `through_ms` (periods over and
+    /// sealed: their rights can be neither spent nor given back any more), at most `max` of
+    /// them, earliest-ending first; returns their keys (fewer than `max`: none is left).
+    /// Not a merge: the caller also ignores such counters from peers from then on, or they
+    /// come back. Cost: O(log n) per counter forgotten, nothing for the others.
+    pub fn forget_through(&mut self, through_ms: u64, max: usize) -> Vec<CounterKey> {
+        let mut gone = Vec::new();
+        while gone.len() < max {
+            match self.by_end.first() {
+                Some(&(end_ms, key)) if end_ms <= through_ms => {
+                    self.by_end.pop_first();
+                    self.keys.remove(&key);
+                    self.counters.remove(&key);
+                    gone.push(key);
+                }
+                _ => break,
+            }
         }
         gone
     }
@@ -904,6 +921,7 @@ impl EscrowBook {
             Entry::Occupied(mut occupied) => occupied.get_mut().merge(counter),
             Entry::Vacant(vacant) => {
                 self.keys.insert(key);
+                self.by_end.insert((key.period.end_ms(), key));
                 vacant.insert(BoundedCounter::default()).merge(counter);
                 true
             }
@@ -915,6 +933,19 @@ impl EscrowBook {
         for (key, counter) in other.iter() {
             self.merge_counter(*key, counter);
         }
+    }
+
+    /// Makes room for `total` counters in all, if the book has less: the table's growth
+    /// (a rehash of every counter it holds) then happens here, once, instead of in whichever
+    /// insert crosses its load factor. A no-op when `total` fits already.
+    pub fn reserve_total(&mut self, total: usize) {
+        self.counters
+            .reserve(total.saturating_sub(self.counters.len()));
+    }
+
+    /// How many counters the book holds room for before its table grows.
+    pub fn capacity(&self) -> usize {
+        self.counters.capacity()
     }
 
     /// Number of counters.
@@ -1540,6 +1571,39 @@ mod tests {
         let mut relabelled = unhex(COUNTER_V1);
         relabelled[0] = 2;
         assert!(BoundedCounter::decode(&relabelled).is_err());
+    }
+
+    #[test]
+    fn forgetting_takes_the_earliest_ending_periods_first_and_stops_at_its_bound() {
+        use crate::ids::{Metric, TenantId};
+        use crate::period::{Period, PeriodKind};
+        let october = Period::month(2026, 10).unwrap();
+        let november = Period::month(2026, 11).unwrap();
+        let hour = Period::containing(PeriodKind::Hour, october.end_ms() + 1);
+        let mut book = EscrowBook::new();
+        for t in [5u64, 1, 3] {
+            for period in [november, october, hour] {
+                book.counter_mut(CounterKey::new(TenantId(t), period, Metric::Requests))
+                    .grant(HOME, t)
+                    .unwrap();
+            }
+        }
+        // Decoded or built, a book forgets the same way.
+        let mut decoded = EscrowBook::decode(&book.encode()).unwrap();
+        for book in [&mut book, &mut decoded] {
+            let first = book.forget_through(hour.end_ms(), 4);
+            assert_eq!(first.len(), 4);
+            // October's three, then the first of the hour's.
+            assert!(first[..3].iter().all(|k| k.period == october), "{first:?}");
+            assert_eq!(first[3].period, hour);
+            let rest = book.forget_through(hour.end_ms(), 4);
+            assert_eq!(rest.len(), 2);
+            assert!(rest.iter().all(|k| k.period == hour));
+            assert!(book.forget_through(hour.end_ms(), 4).is_empty());
+            assert_eq!(book.len(), 3);
+            assert!(book.iter().all(|(k, _)| k.period == november));
+        }
+        assert_eq!(book, decoded);
     }
 
     #[test]

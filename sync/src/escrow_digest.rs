@@ -105,6 +105,14 @@ impl EscrowDigest {
         self.buckets[bucket] ^= hash;
     }
 
+    /// Makes room for `total` counters in all (see [`EscrowBook::reserve_total`]: the
+    /// digest holds one hash per counter of the book, and grows with it).
+    ///
+    /// [`EscrowBook::reserve_total`]: tessera_crdt::EscrowBook::reserve_total
+    pub fn reserve_total(&mut self, total: usize) {
+        self.hashes.reserve(total.saturating_sub(self.hashes.len()));
+    }
+
     /// Takes a forgotten counter out of the digest.
     pub fn remove(&mut self, key: &CounterKey) {
         if let Some(old) = self.hashes.remove(key) {

@@ -448,7 +448,8 @@ pub struct Node {
     consumed_at: IdHashMap<CounterKey, Demand>,
     /// When each `consumed_at` entry may lapse (see [`Expiries`]).
     consumed_expiry: Expiries<CounterKey>,
-    /// More lapsed entries than a tick looks at were left: tick again at this time.
+    /// More lapsed entries than a tick looks at were left, or counters of sealed periods
+    /// to forget: tick again at this time.
     expiry_backlog_ms: Option<u64>,
     /// Bumped whenever rights for some counter arrive from a peer ([`Node::rights_epoch`]).
     rights_epoch: u64,
@@ -1059,7 +1060,7 @@ impl Node {
     }
 
     fn tick(&mut self, now_ms: u64) {
-        self.seal_due(now_ms);
+        let forgetting = self.seal_due(now_ms);
         self.compact_due(now_ms);
         self.compact_directory_due(now_ms);
         self.reconcile_quotas(now_ms);
@@ -1127,7 +1128,7 @@ impl Node {
                 None => {}
             }
         }
-        self.expiry_backlog_ms = backlog.then(|| retry_at(now_ms, 0));
+        self.expiry_backlog_ms = (backlog || forgetting).then(|| retry_at(now_ms, 0));
         for key in went_idle {
             self.note_idle(now_ms, key);
         }

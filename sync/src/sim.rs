@@ -940,7 +940,7 @@ pub fn persist(state: &mut NodeState, changes: &Changes) {
         state.ledger.retire(*origin);
     }
     if let Some(through_ms) = changes.escrow_forgotten_through_ms {
-        state.escrow.forget_through(through_ms);
+        state.escrow.forget_through(through_ms, usize::MAX);
     }
     if let Some(before_ms) = changes.settlements_forgotten_before_ms {
         state.ledger.forget_settled(before_ms);

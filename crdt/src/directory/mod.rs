@@ -606,6 +606,12 @@ impl Directory {
         self.view.tenants_after(after)
     }
 
+    /// How many tenants this directory has seen created, deleted ones included: O(1), an
+    /// upper bound on the length of [`Directory::tenants`] (for sizing tables ahead).
+    pub fn tenants_seen(&self) -> usize {
+        self.view.tenants_seen()
+    }
+
     pub fn tenants(&self) -> impl Iterator<Item = (TenantId, &Tenant)> + '_ {
         self.view.tenants()
     }

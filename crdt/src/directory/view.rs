@@ -487,6 +487,12 @@ impl View {
         self.tenants_after(None)
     }
 
+    /// How many tenants this view has ever seen created (deleted ones included; an upper
+    /// bound on [`View::tenants`]'s length, in O(1)).
+    pub(super) fn tenants_seen(&self) -> usize {
+        self.tenant_ids.len()
+    }
+
     /// [`View::tenants`] from the first id after `after` (a listing's cursor).
     pub(super) fn tenants_after(
         &self,

@@ -526,7 +526,9 @@ fn apply_record(state: &mut NodeState, mut bytes: &[u8]) -> Result<(), RecordErr
                 state.ledger.retire(NodeId(eight_bytes(tag, body)?));
             }
             TAG_ESCROW_FORGOTTEN => {
-                state.escrow.forget_through(eight_bytes(tag, body)?);
+                state
+                    .escrow
+                    .forget_through(eight_bytes(tag, body)?, usize::MAX);
             }
             TAG_SETTLEMENTS_FORGOTTEN => {
                 state.ledger.forget_settled(eight_bytes(tag, body)?);

@@ -75,6 +75,12 @@ impl Periods {
     }
 }
 
+/// Counters of sealed periods one tick forgets: at a month's end every tenant's monthly
+/// counters go at once (100K at the brief's scale, each removed from the book and five
+/// per-key tables, tens of ms in one call); in steps of this many a tick holds the lock
+/// about a millisecond at most, and the rest goes over the next ticks, a millisecond apart.
+pub(super) const FORGET_STEP: usize = 2_048;
+
 impl Node {
     /// Seals what `seal_grace_ms` allows: every hour that ended at least that long ago. A
     /// node that was down for weeks seals its old periods at its first tick, after the
@@ -84,10 +90,11 @@ impl Node {
     /// earlier life already used, and the peers' copies of that life's entries below it
     /// would never be sent back to it; by then it has pulled them. (A fresh node has
     /// written nothing to seal: the wait only delays periods that ended just before it
-    /// joined.)
-    pub(super) fn seal_due(&mut self, now_ms: u64) {
+    /// joined.) Returns whether counters of sealed periods are left to forget (a backlog:
+    /// tick again at once).
+    pub(super) fn seal_due(&mut self, now_ms: u64) -> bool {
         if now_ms < self.periods.first_seal_ms {
-            return;
+            return false;
         }
         let through_ms = self.seal_through_ms(now_ms);
         if through_ms > self.ledger.sealed_through(self.id)
@@ -98,18 +105,25 @@ impl Node {
         }
         let sealed_ms = self.ledger.sealed_through(self.id);
         if sealed_ms > self.periods.escrow_swept_through_ms {
+            if !self.forget_sealed_counters(sealed_ms) {
+                return true;
+            }
             self.periods.escrow_swept_through_ms = sealed_ms;
-            self.forget_sealed_counters(sealed_ms);
         }
+        false
     }
 
     /// Forgets the escrow counters of periods sealed here: their rights can be neither
     /// spent nor given back (`refuse_sealed`), and the ledger is the bill. Hourly quotas
     /// would otherwise leave one counter per tenant per hour for ever. Their copies from
-    /// peers are ignored from now on (`is_sealed_here`).
-    fn forget_sealed_counters(&mut self, sealed_ms: u64) {
+    /// peers are ignored from now on (`is_sealed_here`). At most [`FORGET_STEP`] counters a
+    /// call; returns whether none is left. Those left for the next ticks are already
+    /// inert: their rights are refused, their copies from peers ignored.
+    fn forget_sealed_counters(&mut self, sealed_ms: u64) -> bool {
         self.periods.persist_forgotten_ms = Some(sealed_ms);
-        for key in self.escrow.forget_through(sealed_ms) {
+        let gone = self.escrow.forget_through(sealed_ms, FORGET_STEP);
+        let done = gone.len() < FORGET_STEP;
+        for key in gone {
             self.escrow_digest.remove(&key);
             self.escrow_dirty.remove(&key);
             self.persist_dirty.remove(&key);
@@ -117,6 +131,7 @@ impl Node {
             self.requests.remove(&key);
             self.stats.escrow_counters_dropped += 1;
         }
+        done
     }
 
     /// Whether `period` is sealed on this node (its counters forgotten, its slots final).

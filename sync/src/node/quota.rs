@@ -59,6 +59,16 @@ impl Node {
                 due_ms: now_ms,
                 done_early: IdHashSet::default(),
             });
+            // The pass creates each tenant's counters for the current and the next
+            // period. Sized ahead for one quota a tenant, the book's table grows here, in
+            // one allocation while it is small (a first pass at start), instead of
+            // rehashing every counter inside whichever step crosses its load factor (a
+            // 34-48 ms step at 100K tenants); the digest, one hash a counter, likewise.
+            // Tenants without a quota cost the unused slots; tenants with several still
+            // grow the tables later.
+            let counters = 2 * self.directory.tenants_seen();
+            self.escrow.reserve_total(counters);
+            self.escrow_digest.reserve_total(counters);
         }
         if self.quota_tenants.is_empty() {
             return;
@@ -353,6 +363,29 @@ mod tests {
     }
 
     #[test]
+    fn the_first_pass_sizes_the_escrow_book_once_before_its_steps() {
+        // Without the reservation the table doubles inside the steps (a rehash of every
+        // counter under the lock, tens of ms at 100K tenants); with it, never after the
+        // first tick.
+        let count = 8 * QUOTA_SWEEP_TENANTS as u64;
+        let mut now = 1_800_000_000_000;
+        let (mut node, _) = node_with_tenants(count, now);
+        node.handle(now, Input::Tick);
+        let capacity = node.escrow().capacity();
+        assert!(capacity >= 2 * count as usize, "{capacity}");
+        while node.quota_sweep.is_some() {
+            now = node.next_wakeup_ms();
+            node.handle(now, Input::Tick);
+            assert_eq!(
+                node.escrow().capacity(),
+                capacity,
+                "the table grew mid-pass"
+            );
+        }
+        assert_eq!(node.escrow().len() as u64, 2 * count);
+    }
+
+    #[test]
     fn a_tenant_the_pass_has_not_reached_is_reconciled_before_it_consumes() {
         let count = 2 * QUOTA_SWEEP_TENANTS as u64;
         let start = 1_800_000_000_000;
@@ -371,6 +404,45 @@ mod tests {
         }
         assert_eq!(node.local_rights(&key), QUOTA - 1);
         assert_eq!(node.escrow().get(&key).unwrap().limit(), QUOTA);
+    }
+
+    #[test]
+    fn a_sealed_month_s_counters_are_forgotten_in_bounded_steps() {
+        // More tenants than one tick forgets: the month's counters go over two ticks,
+        // the second one due at once, and none of them is spent meanwhile.
+        let count = super::super::finality::FORGET_STEP as u64 + 100;
+        let mut now = 1_800_000_000_000;
+        let (mut node, tenants) = node_with_tenants(count, now);
+        while {
+            node.handle(now, Input::Tick);
+            node.quota_sweep.is_some()
+        } {
+            now = node.next_wakeup_ms();
+        }
+        let month = Period::containing(PeriodKind::Month, now);
+        let of_month = |node: &Node| {
+            node.escrow()
+                .iter()
+                .filter(|(k, _)| k.period == month)
+                .count() as u64
+        };
+        assert_eq!(of_month(&node), count);
+        // Well after the month ended and its seal's grace passed.
+        now = month.end_ms() + 86_400_000;
+        node.handle(now, Input::Tick);
+        assert_eq!(
+            of_month(&node),
+            100,
+            "one step forgets FORGET_STEP counters"
+        );
+        assert!(node.next_wakeup_ms() <= now + 1, "the rest is due at once");
+        let key = CounterKey::new(*tenants.last().unwrap(), month, Metric::Requests);
+        assert!(
+            node.consume(now, key, 1).is_err(),
+            "a sealed month's rights are inert"
+        );
+        node.handle(node.next_wakeup_ms(), Input::Tick);
+        assert_eq!(of_month(&node), 0);
     }
 
     #[test]

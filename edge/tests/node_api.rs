@@ -644,6 +644,9 @@ async fn usage_records_export_as_jsonl_and_parquet_and_the_cli_drives_it_all() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    // Streamed, not built whole first (its length is not known before the end).
+    assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(reply.header("content-length"), None);
     let records: Vec<Value> = reply
         .body
         .split(|b| *b == b'\n')

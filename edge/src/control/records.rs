@@ -165,9 +165,8 @@ fn ends_torn(file: &File) -> std::io::Result<bool> {
     Ok(last[0] != b'\n')
 }
 
-/// Every record in the files of `dir` within `[from_ms, to_ms)`, without repeats, in
-/// time order.
-pub fn read_all(dir: &Path, from_ms: u64, to_ms: u64) -> std::io::Result<Vec<Record>> {
+/// The hourly files of `dir`, oldest first (none if the directory was never made).
+pub fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
@@ -178,60 +177,117 @@ pub fn read_all(dir: &Path, from_ms: u64, to_ms: u64) -> std::io::Result<Vec<Rec
         Err(e) => return Err(e),
     };
     files.sort();
+    Ok(files)
+}
+
+/// One hourly file's records within `[from_ms, to_ms)`, without repeats, in time order.
+/// A repeat (a record appended again after a crash) is the same line, so it has the same
+/// time and lands in the same hourly file: removing repeats file by file removes them all.
+fn read_file(path: &Path, from_ms: u64, to_ms: u64) -> std::io::Result<Vec<Record>> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for path in files {
-        for line in BufReader::new(File::open(&path)?).lines() {
-            let line = line?;
-            // A torn last line (a crash mid-append) is skipped: its record is still in
-            // the store and is appended again.
-            let Ok(record) = serde_json::from_str::<Record>(&line) else {
-                continue;
-            };
-            if record.at_ms >= from_ms
-                && record.at_ms < to_ms
-                && seen.insert(record.request_id.clone())
-            {
-                out.push(record);
-            }
+    for line in BufReader::new(File::open(path)?).lines() {
+        let line = line?;
+        // A torn last line (a crash mid-append) is skipped: its record is still in the
+        // store and is appended again.
+        let Ok(record) = serde_json::from_str::<Record>(&line) else {
+            continue;
+        };
+        if record.at_ms >= from_ms && record.at_ms < to_ms && seen.insert(record.request_id.clone())
+        {
+            out.push(record);
         }
     }
     out.sort_by_key(|r| r.at_ms);
     Ok(out)
 }
 
-pub fn to_jsonl(records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for record in records {
-        serde_json::to_writer(&mut out, record).expect("a record serialises");
-        out.push(b'\n');
-    }
-    out
+/// The format of an export of records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// One Parquet file: a row group per hourly file, Snappy-compressed columns.
+    Parquet,
 }
 
-/// The records as a Parquet file (one row group, Snappy-compressed columns).
-pub fn to_parquet(records: &[Record]) -> Result<Vec<u8>, parquet::errors::ParquetError> {
-    let schema = Arc::new(parse_message_type(
-        "message usage_record {
-            required int64 at_ms;
-            required binary tenant (UTF8);
-            optional binary key (UTF8);
-            required binary node (UTF8);
-            required binary request_id (UTF8);
-            required binary route (UTF8);
-            required int32 status;
-            required int64 bytes_in;
-            required int64 bytes_out;
-            required int64 cpu_micros;
-        }",
-    )?);
-    let props = Arc::new(
+/// Writes the records of `files` within `[from_ms, to_ms)` to `out`, without repeats, in
+/// time order, one hourly file at a time: memory holds one hour of this node's records,
+/// not the export. Returns how many rows were written. An error of `out` (the client
+/// left) stops it.
+pub fn export(
+    files: &[PathBuf],
+    from_ms: u64,
+    to_ms: u64,
+    format: ExportFormat,
+    out: impl Write + Send,
+) -> std::io::Result<u64> {
+    let mut rows = 0;
+    match format {
+        ExportFormat::Jsonl => {
+            let mut out = BufWriter::with_capacity(1 << 16, out);
+            for path in files {
+                for record in read_file(path, from_ms, to_ms)? {
+                    serde_json::to_writer(&mut out, &record)?;
+                    out.write_all(b"\n")?;
+                    rows += 1;
+                }
+            }
+            out.flush()?;
+        }
+        ExportFormat::Parquet => {
+            let mut writer = SerializedFileWriter::new(out, parquet_schema(), parquet_props())
+                .map_err(std::io::Error::other)?;
+            for path in files {
+                let records = read_file(path, from_ms, to_ms)?;
+                if records.is_empty() {
+                    continue;
+                }
+                write_row_group(&mut writer, &records).map_err(std::io::Error::other)?;
+                rows += records.len() as u64;
+            }
+            writer
+                .into_inner()
+                .map_err(std::io::Error::other)?
+                .flush()?;
+        }
+    }
+    Ok(rows)
+}
+
+fn parquet_schema() -> Arc<parquet::schema::types::Type> {
+    Arc::new(
+        parse_message_type(
+            "message usage_record {
+                required int64 at_ms;
+                required binary tenant (UTF8);
+                optional binary key (UTF8);
+                required binary node (UTF8);
+                required binary request_id (UTF8);
+                required binary route (UTF8);
+                required int32 status;
+                required int64 bytes_in;
+                required int64 bytes_out;
+                required int64 cpu_micros;
+            }",
+        )
+        .expect("the records schema parses"),
+    )
+}
+
+fn parquet_props() -> Arc<WriterProperties> {
+    Arc::new(
         WriterProperties::builder()
             .set_compression(parquet::basic::Compression::SNAPPY)
             .build(),
-    );
-    let mut buffer = Vec::new();
-    let mut writer = SerializedFileWriter::new(&mut buffer, schema, props)?;
+    )
+}
+
+/// One row group of `records`.
+fn write_row_group<W: Write + Send>(
+    writer: &mut SerializedFileWriter<W>,
+    records: &[Record],
+) -> Result<(), parquet::errors::ParquetError> {
     let mut group = writer.next_row_group()?;
     let int64 =
         |f: fn(&Record) -> u64| -> Vec<i64> { records.iter().map(|r| f(r) as i64).collect() };
@@ -288,14 +344,24 @@ pub fn to_parquet(records: &[Record]) -> Result<Vec<u8>, parquet::errors::Parque
         column += 1;
     }
     group.close()?;
-    writer.close()?;
-    Ok(buffer)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    /// Every record of `dir` within `[from_ms, to_ms)`, as the JSON-lines export reads them.
+    fn read_all(dir: &Path, from_ms: u64, to_ms: u64) -> std::io::Result<Vec<Record>> {
+        let mut out = Vec::new();
+        export(&files(dir)?, from_ms, to_ms, ExportFormat::Jsonl, &mut out)?;
+        Ok(out
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_slice(line).unwrap())
+            .collect())
+    }
 
     #[test]
     fn request_ids_do_not_repeat_and_pending_records_encode_as_records() {
@@ -391,12 +457,28 @@ mod tests {
     }
 
     #[test]
-    fn parquet_holds_every_row_and_column() {
-        let records = vec![record(1, "a", Some("9")), record(2, "b", None)];
-        let bytes = to_parquet(&records).unwrap();
+    fn parquet_holds_every_row_and_column_with_a_row_group_per_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour_ms = 3_600_000;
+        let lines: Vec<(u64, Vec<u8>)> = [
+            record(1, "a", Some("9")),
+            record(2, "b", None),
+            record(hour_ms + 1, "c", None),
+            record(2, "b", None), // a repeat after a crash
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64, serde_json::to_vec(r).unwrap()))
+        .collect();
+        append(dir.path(), &lines).unwrap();
+        let mut bytes = Vec::new();
+        let files = files(dir.path()).unwrap();
+        let rows = export(&files, 0, u64::MAX, ExportFormat::Parquet, &mut bytes).unwrap();
+        assert_eq!(rows, 3);
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
         let meta = reader.metadata();
-        assert_eq!(meta.file_metadata().num_rows(), 2);
+        assert_eq!(meta.file_metadata().num_rows(), 3);
+        assert_eq!(meta.num_row_groups(), 2);
         assert_eq!(meta.file_metadata().schema_descr().num_columns(), 10);
         let rows: Vec<String> = reader
             .get_row_iter(None)
@@ -405,6 +487,50 @@ mod tests {
             .collect();
         assert!(rows[0].contains("request_id: \"a\""), "{rows:?}");
         assert!(rows[1].contains("key: null"), "{rows:?}");
-        assert_eq!(to_jsonl(&records).split(|b| *b == b'\n').count(), 3);
+        assert!(rows[2].contains("request_id: \"c\""), "{rows:?}");
+        // An export of nothing is still a Parquet file, of no rows.
+        let mut empty = Vec::new();
+        assert_eq!(
+            export(
+                &files,
+                5 * hour_ms,
+                u64::MAX,
+                ExportFormat::Parquet,
+                &mut empty
+            )
+            .unwrap(),
+            0
+        );
+        let reader = SerializedFileReader::new(bytes::Bytes::from(empty)).unwrap();
+        assert_eq!(reader.metadata().file_metadata().num_rows(), 0);
+    }
+
+    /// The export stops at the first error of its output (a client that left) instead
+    /// of reading every file to the end.
+    #[test]
+    fn an_export_stops_when_its_output_fails() {
+        struct Gone;
+        impl Write for Gone {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<(u64, Vec<u8>)> = (0..20_000u64)
+            .map(|i| {
+                (
+                    i,
+                    serde_json::to_vec(&record(i, &i.to_string(), None)).unwrap(),
+                )
+            })
+            .collect();
+        append(dir.path(), &lines).unwrap();
+        let files = files(dir.path()).unwrap();
+        let error = export(&files, 0, u64::MAX, ExportFormat::Jsonl, Gone).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(export(&files, 0, u64::MAX, ExportFormat::Parquet, Gone).is_err());
     }
 }

@@ -23,7 +23,7 @@
 //! the directory is made with `Directory::change` (one `CreateTenant`, one `CreateKey`
 //! minted by `auth::new_key`, one `SetQuota` per tenant; home = this node), then
 //! `Node::new` from that state, then one `Input::Tick` starts the quota pass that turns the
-//! quotas into local grants (it goes 256 tenants a tick; a tenant it has not reached yet is
+//! quotas into local grants (it goes 128 tenants a tick; a tenant it has not reached yet is
 //! granted at its first consume, as on a restarted node, and the drains' ticks finish it). Building through `Node::edit_directory` instead re-runs the quota
 //! reconciliation over every tenant on each edit (quadratic at this size); what one such
 //! edit costs on the built node is measured and printed too.

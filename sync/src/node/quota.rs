@@ -7,12 +7,14 @@
 use super::*;
 
 /// Tenants one step of the full quota pass looks at: ~2 µs each at 100K tenants when every
-/// one needs its grants created (the first pass after start), so a step holds the node's
-/// lock for about half a millisecond at most.
-pub(super) const QUOTA_SWEEP_TENANTS: usize = 256;
+/// one needs its grants created (the first pass after start), with the flushes that push
+/// those grants to the peers. 128: a step and the flush after it stay near a millisecond
+/// (at 256, the first minute after a start at 100K tenants had ~130 ticks over 1 ms, the
+/// longest 4.7-4.9 ms; at 128, 28-65 and 2.1-2.3 ms, on a loaded 2-vCPU VM).
+pub(super) const QUOTA_SWEEP_TENANTS: usize = 128;
 
 /// Time between two steps of the full quota pass: leaves the lock to the request path
-/// between steps, and ends a pass over 100K tenants in about 2 s.
+/// between steps, and ends a pass over 100K tenants in about 4 s.
 pub(super) const QUOTA_STEP_MS: u64 = 5;
 
 /// A full quota pass in progress (see [`Node::reconcile_quotas`]).
@@ -39,7 +41,7 @@ impl Node {
     /// [`Node::quota_sweep_step`], one step per tick, a step every [`QUOTA_STEP_MS`] (the
     /// node asks to be woken for it). Bound: a pass over `T` tenants ends within
     /// `ceil(T / QUOTA_SWEEP_TENANTS) × QUOTA_STEP_MS` plus the steps' own time — about
-    /// 2 s at 100K tenants, far inside the hour it serves. A tenant the pass has not reached
+    /// 4 s at 100K tenants, far inside the hour it serves. A tenant the pass has not reached
     /// is reconciled alone before it consumes ([`Node::reconcile_unswept`]), so "every
     /// consume runs the quota pass first" (its declaration before its first consume, see
     /// "What a quota bounds") still holds; only what the pass does for tenants that do not

@@ -225,6 +225,10 @@ pub struct StoreConfig {
     pub commit_timeout_ms: u64,
     /// Usage records move from the store to their hourly files at least this often.
     pub records_interval_ms: u64,
+    /// Hourly files of raw usage records are deleted this many days after their hour
+    /// ends (0: kept for ever). The ledger's totals are kept apart from this
+    /// (`billing.retention_days`).
+    pub records_retention_days: u64,
     /// The directory's audit history is kept whole for this many days; older edits that
     /// later ones overwrote are folded to placeholders (creations, revocations, deletions
     /// and decommissions are kept). 0: never fold.
@@ -325,6 +329,7 @@ impl Default for StoreConfig {
             log_bytes_max: 64 << 20,
             commit_timeout_ms: 5_000,
             records_interval_ms: 10_000,
+            records_retention_days: 400,
             audit_retention_days: 365,
         }
     }
@@ -909,6 +914,12 @@ impl Config {
             self.billing.seal_grace_ms,
             (self.http.request_deadline_ms + self.store.commit_timeout_ms).saturating_add(1),
             30 * 24 * hour_ms,
+        )?;
+        in_range(
+            "store.records_retention_days",
+            self.store.records_retention_days,
+            0,
+            100 * 365,
         )?;
         in_range(
             "store.audit_retention_days",

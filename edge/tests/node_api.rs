@@ -1037,3 +1037,35 @@ async fn totals_export_streams_a_line_per_tenant_with_usage() {
     assert_eq!(exported, billed, "{lines:?}");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_record_files_past_their_retention_are_deleted() {
+    use tessera_crdt::{Period, PeriodKind};
+    let dir = tempfile::tempdir().unwrap();
+    let usage = dir.path().join("usage");
+    std::fs::create_dir_all(&usage).unwrap();
+    let now = tessera_edge::control::now_ms();
+    let name = |at_ms: u64| {
+        let hour = Period::containing(PeriodKind::Hour, at_ms).to_string();
+        usage.join(format!("records-{hour}.jsonl"))
+    };
+    let old = name(now - 3 * 86_400_000);
+    let recent = name(now - 3_600_000);
+    for path in [&old, &recent] {
+        std::fs::write(path, b"").unwrap();
+    }
+    let mut config = config(dir.path());
+    config.store.records_retention_days = 2;
+    let node = TestNode::start(config).await;
+    // The mover prunes at start, then hourly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while old.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !old.exists(),
+        "a file 3 days old outlived a 2-day retention"
+    );
+    assert!(recent.exists(), "an hour-old file was deleted");
+    node.stop().await;
+}

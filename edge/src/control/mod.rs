@@ -251,6 +251,7 @@ impl ControlPlane {
             records: records.clone(),
             records_dir: crate::control::records::directory(&config.data_dir),
             records_interval: Duration::from_millis(config.store.records_interval_ms),
+            records_keep_ms: config.store.records_retention_days * 86_400_000,
             directory_keep_ms: config.store.audit_retention_days * 86_400_000,
             rotate_requests,
             holds: holds.clone(),
@@ -561,6 +562,8 @@ struct Writer {
     records: Arc<Mutex<Vec<crate::control::records::Pending>>>,
     records_dir: std::path::PathBuf,
     records_interval: Duration,
+    /// Hourly record files are deleted this long after their hour (0: never).
+    records_keep_ms: u64,
     rotate_requests: mpsc::Receiver<oneshot::Sender<Result<(), RotateError>>>,
     /// Directory edits older than this are folded by the log's compactor, as by the node.
     directory_keep_ms: u64,
@@ -586,6 +589,7 @@ async fn writer(writer: Writer) {
         records,
         records_dir,
         records_interval,
+        records_keep_ms,
         rotate_requests,
         directory_keep_ms,
         holds,
@@ -600,6 +604,7 @@ async fn writer(writer: Writer) {
         store.pending_records(),
         records_dir,
         records_interval,
+        records_keep_ms,
         rotate_requests,
         commits_over_rx,
     ));
@@ -764,15 +769,30 @@ async fn ticker(node: Arc<Mutex<Node>>, holds: Histogram, mut stopped: watch::Re
 /// Moves usage records from the store to their hourly files every `interval`, when an
 /// export asks ([`ControlPlane::flush_records`]: every record committed before the ask is
 /// in the files when it is answered), and once more after the writer's last commit.
+/// Once an hour (and at start) it deletes the files past `keep_ms` (0: never).
 async fn move_records(
     pending: PendingRecords,
     dir: std::path::PathBuf,
     interval: Duration,
+    keep_ms: u64,
     mut requests: mpsc::Receiver<oneshot::Sender<Result<(), RotateError>>>,
     mut commits_over: oneshot::Receiver<()>,
 ) {
     let mut next_at = tokio::time::Instant::now() + interval;
+    let mut next_prune = tokio::time::Instant::now();
     loop {
+        if keep_ms > 0 && tokio::time::Instant::now() >= next_prune {
+            next_prune = tokio::time::Instant::now() + Duration::from_secs(3_600);
+            let (dir, before_ms) = (dir.clone(), now_ms().saturating_sub(keep_ms));
+            match tokio::task::spawn_blocking(move || records::prune(&dir, before_ms)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(files)) => {
+                    tracing::info!(files, "deleted usage record files past their retention");
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "deleting old usage record files failed"),
+                Err(error) => tracing::warn!(%error, "deleting old usage record files panicked"),
+            }
+        }
         let mut waiting = Vec::new();
         let last = tokio::select! {
             () = tokio::time::sleep_until(next_at) => false,

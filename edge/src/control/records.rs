@@ -165,19 +165,51 @@ fn ends_torn(file: &File) -> std::io::Result<bool> {
     Ok(last[0] != b'\n')
 }
 
-/// The hourly files of `dir`, oldest first (none if the directory was never made).
-pub fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+/// The hour of an hourly file, from its name (`None`: not one of ours).
+fn hour_of(path: &Path) -> Option<tessera_crdt::Period> {
+    let name = path.file_name()?.to_str()?;
+    let hour = name.strip_prefix("records-")?.strip_suffix(".jsonl")?;
+    hour.parse().ok()
+}
+
+/// Every hourly file of `dir` with its hour, oldest first (none if the directory was
+/// never made).
+fn hourly_files(dir: &Path) -> std::io::Result<Vec<(tessera_crdt::Period, PathBuf)>> {
+    let mut files: Vec<_> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .filter_map(|p| Some((hour_of(&p)?, p)))
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
     files.sort();
     Ok(files)
+}
+
+/// The hourly files of `dir` whose hour overlaps `[from_ms, to_ms)`, oldest first.
+pub fn files(dir: &Path, from_ms: u64, to_ms: u64) -> std::io::Result<Vec<PathBuf>> {
+    Ok(hourly_files(dir)?
+        .into_iter()
+        .filter(|(hour, _)| hour.end_ms() > from_ms && hour.start_ms() < to_ms)
+        .map(|(_, path)| path)
+        .collect())
+}
+
+/// Deletes the hourly files of hours that ended at or before `before_ms` (the records'
+/// retention, `store.records_retention_days`); returns how many. Files whose names are
+/// not ours are left alone.
+pub fn prune(dir: &Path, before_ms: u64) -> std::io::Result<usize> {
+    let mut deleted = 0;
+    for (hour, path) in hourly_files(dir)? {
+        if hour.end_ms() > before_ms {
+            break;
+        }
+        std::fs::remove_file(&path)?;
+        deleted += 1;
+    }
+    Ok(deleted)
 }
 
 /// One hourly file's records within `[from_ms, to_ms)`, without repeats, in time order.
@@ -207,7 +239,8 @@ fn read_file(path: &Path, from_ms: u64, to_ms: u64) -> std::io::Result<Vec<Recor
 pub enum ExportFormat {
     /// One JSON object per line.
     Jsonl,
-    /// One Parquet file: a row group per hourly file, Snappy-compressed columns.
+    /// One Parquet file: a row group per hourly file, Snappy-compressed columns, `at_ms`
+    /// typed as a UTC timestamp in milliseconds (the same numbers as the JSON lines).
     Parquet,
 }
 
@@ -259,7 +292,7 @@ fn parquet_schema() -> Arc<parquet::schema::types::Type> {
     Arc::new(
         parse_message_type(
             "message usage_record {
-                required int64 at_ms;
+                required int64 at_ms (TIMESTAMP(MILLIS, true));
                 required binary tenant (UTF8);
                 optional binary key (UTF8);
                 required binary node (UTF8);
@@ -355,7 +388,13 @@ mod tests {
     /// Every record of `dir` within `[from_ms, to_ms)`, as the JSON-lines export reads them.
     fn read_all(dir: &Path, from_ms: u64, to_ms: u64) -> std::io::Result<Vec<Record>> {
         let mut out = Vec::new();
-        export(&files(dir)?, from_ms, to_ms, ExportFormat::Jsonl, &mut out)?;
+        export(
+            &files(dir, from_ms, to_ms)?,
+            from_ms,
+            to_ms,
+            ExportFormat::Jsonl,
+            &mut out,
+        )?;
         Ok(out
             .split(|b| *b == b'\n')
             .filter(|line| !line.is_empty())
@@ -457,6 +496,34 @@ mod tests {
     }
 
     #[test]
+    fn files_past_their_retention_are_deleted_and_a_range_reads_only_its_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour_ms = 3_600_000;
+        let start = 1_800_000_000_000 / hour_ms * hour_ms;
+        let lines: Vec<(u64, Vec<u8>)> = (0..4)
+            .map(|h| {
+                let record = record(start + h * hour_ms + 5, &h.to_string(), None);
+                (h, serde_json::to_vec(&record).unwrap())
+            })
+            .collect();
+        append(dir.path(), &lines).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"kept").unwrap();
+        // A range reads the files of its hours only.
+        let second = files(dir.path(), start + hour_ms, start + 2 * hour_ms).unwrap();
+        assert_eq!(second, [file_for(dir.path(), start + hour_ms)]);
+        // Hours that ended at or before the bound go; the rest, and others' files, stay.
+        assert_eq!(prune(dir.path(), start + 2 * hour_ms).unwrap(), 2);
+        let ids: Vec<String> = read_all(dir.path(), 0, u64::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.request_id)
+            .collect();
+        assert_eq!(ids, ["2", "3"]);
+        assert!(dir.path().join("notes.txt").exists());
+        assert_eq!(prune(dir.path(), start + 2 * hour_ms).unwrap(), 0);
+    }
+
+    #[test]
     fn parquet_holds_every_row_and_column_with_a_row_group_per_hour() {
         let dir = tempfile::tempdir().unwrap();
         let hour_ms = 3_600_000;
@@ -472,14 +539,23 @@ mod tests {
         .collect();
         append(dir.path(), &lines).unwrap();
         let mut bytes = Vec::new();
-        let files = files(dir.path()).unwrap();
+        let files = files(dir.path(), 0, u64::MAX).unwrap();
         let rows = export(&files, 0, u64::MAX, ExportFormat::Parquet, &mut bytes).unwrap();
         assert_eq!(rows, 3);
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
         let meta = reader.metadata();
         assert_eq!(meta.file_metadata().num_rows(), 3);
         assert_eq!(meta.num_row_groups(), 2);
-        assert_eq!(meta.file_metadata().schema_descr().num_columns(), 10);
+        let schema = meta.file_metadata().schema_descr();
+        assert_eq!(schema.num_columns(), 10);
+        // Time is typed: readers show an instant (UTC), not a bare integer.
+        assert_eq!(
+            schema.column(0).logical_type_ref(),
+            Some(&parquet::basic::LogicalType::Timestamp {
+                is_adjusted_to_u_t_c: true,
+                unit: parquet::basic::TimeUnit::MILLIS,
+            })
+        );
         let rows: Vec<String> = reader
             .get_row_iter(None)
             .unwrap()
@@ -528,7 +604,7 @@ mod tests {
             })
             .collect();
         append(dir.path(), &lines).unwrap();
-        let files = files(dir.path()).unwrap();
+        let files = files(dir.path(), 0, u64::MAX).unwrap();
         let error = export(&files, 0, u64::MAX, ExportFormat::Jsonl, Gone).unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe);
         assert!(export(&files, 0, u64::MAX, ExportFormat::Parquet, Gone).is_err());

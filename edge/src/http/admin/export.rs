@@ -58,7 +58,7 @@ pub(super) async fn export_records(
             e,
         )
     };
-    let files = tokio::task::spawn_blocking(move || crate::control::records::files(&dir))
+    let files = tokio::task::spawn_blocking(move || crate::control::records::files(&dir, from, to))
         .await
         .map_err(|e| export_failed(e.to_string()))?
         .map_err(|e| export_failed(e.to_string()))?;

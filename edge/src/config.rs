@@ -376,7 +376,12 @@ pub struct HttpConfig {
     /// Bytes of request bodies one tenant may hold in memory; 0 = a quarter of
     /// `buffered_bytes_max`.
     pub tenant_buffered_bytes_max: usize,
-    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    /// On SIGTERM/SIGINT (or a leave), `/readyz` answers 503 at once but the node goes on
+    /// accepting and serving for this long, so a load balancer sees it unready and stops
+    /// sending before the listener closes (0: close at once). Set it to the balancer's
+    /// health-check interval times its failure threshold.
+    pub drain_delay_ms: u64,
+    /// Then the listener closes and in-flight requests get this long to finish.
     pub shutdown_grace_ms: u64,
 }
 
@@ -485,6 +490,7 @@ impl Default for HttpConfig {
             connections_per_client_max: 256,
             overflow_connections_max: 64,
             tenant_buffered_bytes_max: 0,
+            drain_delay_ms: 0,
             shutdown_grace_ms: 15_000,
             admin_body_bytes_max: 64 << 10,
         }
@@ -631,6 +637,7 @@ impl Config {
             0,
             hour_ms,
         )?;
+        in_range("http.drain_delay_ms", self.http.drain_delay_ms, 0, hour_ms)?;
         in_range("http.body_bytes_max", self.http.body_bytes_max, 1, 1 << 30)?;
         in_range(
             "http.connections_max",
@@ -1072,6 +1079,10 @@ impl Config {
 
     pub fn request_deadline(&self) -> Duration {
         Duration::from_millis(self.http.request_deadline_ms)
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.http.drain_delay_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

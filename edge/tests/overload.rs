@@ -128,6 +128,45 @@ async fn shutdown_finishes_in_flight_requests_then_stops() {
     );
 }
 
+/// With a drain delay, shutdown turns `/readyz` to 503 first and goes on serving new
+/// connections until the delay ends; only then does the listener close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_delay_fails_readiness_first_and_keeps_serving_until_it_ends() {
+    let mut config = test_config();
+    config.http.drain_delay_ms = 5_000;
+    let mut node = TestNode::start(config).await;
+    let addr = node.addr;
+    assert_eq!(node.get("/readyz").await.status, StatusCode::OK);
+    let asked = std::time::Instant::now();
+    node.begin_shutdown();
+    let mut unready = false;
+    for _ in 0..200 {
+        if !node.state.ready.load(std::sync::atomic::Ordering::Acquire) {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(unready, "readiness did not fail after the shutdown signal");
+    // New connections during the delay are still served: unready, but alive.
+    let readyz = node.get("/readyz").await;
+    let healthz = node.get("/healthz").await;
+    let during = asked.elapsed();
+    assert_eq!(readyz.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(healthz.status, StatusCode::OK);
+    assert!(
+        during < Duration::from_millis(5_000),
+        "too slow to check: {during:?}"
+    );
+    // Then the listener closes.
+    assert!(node.stopped_within(Duration::from_secs(30)).await);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(5_000),
+        "stopped before the drain delay"
+    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_before_the_body_is_sent() {
     let Some(photos) = photos_dir() else { return };

@@ -159,7 +159,9 @@ impl Default for LeaveRequest {
 /// How long a connection in the overflow lane may take to send its request head.
 const OVERFLOW_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves `listener` until `shutdown` completes or a leave is requested, then stops
+/// Serves `listener` until `shutdown` completes or a leave is requested, then drains:
+/// `/readyz` fails at once while the node goes on accepting for `http.drain_delay_ms` (a
+/// load balancer's health checks see it leave before connections are refused), then stops
 /// accepting, lets in-flight requests finish for at most `http.shutdown_grace_ms` (and
 /// drops the rest), stops the worker pool, hands this node's quota rights to its peers
 /// (on a leave, or with `cluster.leave_on_shutdown`) and closes the replica.
@@ -201,10 +203,14 @@ pub async fn run(
     // Every connection's task, so that none outlives the shutdown (finished ones are
     // reaped at each accept).
     let mut connections = JoinSet::new();
+    // Once shutdown starts: whether it is a leave; accepting ends at `drained`.
+    let mut draining: Option<bool> = None;
+    let drained = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(drained);
     let leaving = loop {
-        let (stream, peer) = tokio::select! {
+        let stop = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => Ok(accepted),
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%err, "accept failed");
@@ -212,8 +218,27 @@ pub async fn run(
                     continue;
                 }
             },
-            () = &mut shutdown => break false,
-            () = state.leave.requested() => break true,
+            () = &mut shutdown, if draining.is_none() => Err(false),
+            () = state.leave.requested(), if draining.is_none() => Err(true),
+            () = &mut drained, if draining.is_some() => break draining == Some(true),
+        };
+        let (stream, peer) = match stop {
+            Ok(accepted) => accepted,
+            Err(leaving) => {
+                // Unready first; the listener stays open for the drain delay.
+                state.ready.store(false, Ordering::Release);
+                tracing::info!(
+                    leaving,
+                    drain_delay_ms = config.http.drain_delay_ms,
+                    "draining: /readyz answers 503, connections are still served until the \
+                     drain delay ends"
+                );
+                draining = Some(leaving);
+                drained
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + config.drain_delay());
+                continue;
+            }
         };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
@@ -256,7 +281,6 @@ pub async fn run(
         leaving,
         "shutting down: no new connections, finishing in-flight requests"
     );
-    state.ready.store(false, Ordering::Release);
     drop(listener);
     if tokio::time::timeout(config.shutdown_grace(), graceful.shutdown())
         .await

@@ -1069,3 +1069,34 @@ async fn usage_record_files_past_their_retention_are_deleted() {
     assert!(recent.exists(), "an hour-old file was deleted");
     node.stop().await;
 }
+
+/// A node with no operator token configured generates one at its first start and writes
+/// it to a file only its user can read (not to the log); it works, and a restart does not
+/// make another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_operator_token_goes_to_a_private_file_and_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.auth.operator_token_sha256.clear();
+    let node = TestNode::start(config.clone()).await;
+    let path = dir.path().join(tessera_edge::control::OPERATOR_TOKEN_FILE);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+    assert!(token.starts_with("top_"), "{token}");
+    let listing =
+        common::with_bearer(node.addr, &token, Method::GET, "/admin/v1/tenants", None).await;
+    assert_eq!(listing.status, StatusCode::OK, "{listing:?}");
+    let wrong = common::with_bearer(node.addr, TOKEN, Method::GET, "/admin/v1/tenants", None).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    node.stop().await;
+    // Read and deleted by the operator; the next start keeps the stored digest.
+    std::fs::remove_file(&path).unwrap();
+    let node = TestNode::start(config).await;
+    assert!(!path.exists(), "a second token was generated");
+    let listing =
+        common::with_bearer(node.addr, &token, Method::GET, "/admin/v1/tenants", None).await;
+    assert_eq!(listing.status, StatusCode::OK);
+    node.stop().await;
+}

@@ -932,11 +932,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let state = server::build_state(config)
             .await
             .context("starting the node")?;
-        if let Some(token) = &state.control.new_operator_token {
-            // Shown once: only its digest is kept.
-            eprintln!(
-                "tessera: no operator token configured; generated one (shown once, only its \
-                 digest is stored):\n  {token}"
+        if let Some(path) = &state.control.new_operator_token_file {
+            // Named, not printed: logs are read and shipped by others.
+            tracing::warn!(
+                file = %path.display(),
+                "no operator token configured: generated one and wrote it to this file \
+                 (mode 0600; only its digest is stored). Read it, then delete the file"
             );
         }
         tracing::info!(

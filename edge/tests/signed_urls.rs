@@ -277,12 +277,19 @@ async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
     let image = image::load_from_memory(&reply.body).unwrap();
     assert_eq!(image.width(), 200);
     assert_eq!(reply.header("x-cache"), Some("miss"));
+    let timing = reply.header("server-timing").unwrap();
+    assert!(timing.starts_with("fetch;dur="), "{timing}");
+    assert!(timing.contains("decode;dur="), "{timing}");
     // The same URL again: from the result cache, no fetch, same bytes, billed again.
     let fetched = fetches.load(Ordering::SeqCst);
     let again = get(path.clone()).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.header("x-cache"), Some("hit"));
     assert_eq!(again.body, reply.body);
+    // Its timing is its own, not the miss's decode and resize.
+    let timing = again.header("server-timing").unwrap();
+    assert!(timing.starts_with("cache;desc=hit, total;dur="), "{timing}");
+    assert!(!timing.contains("decode"), "{timing}");
     assert_eq!(fetches.load(Ordering::SeqCst), fetched);
     let etag = reply.header("etag").unwrap().to_owned();
     let conditional = common::request(

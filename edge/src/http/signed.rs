@@ -153,6 +153,7 @@ pub async fn handler(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let (parts, _) = request.into_parts();
     let url = parse(parts.uri.path(), parts.uri.query())?;
     let now_s = now_ms() / 1000;
@@ -231,7 +232,7 @@ pub async fn handler(
         for origin in &hit.origins {
             fetch::check_origin(origin, &allowed)?;
         }
-        return serve_hit(&state, payer, &hit, if_none_match.as_deref()).await;
+        return serve_hit(&state, payer, &hit, if_none_match.as_deref(), started).await;
     }
     if let Err(rejected) = state.pool.check_admission(Some(payer.tenant)) {
         return Err(routes::shed(&state.metrics, rejected));
@@ -240,7 +241,9 @@ pub async fn handler(
         budget: &state.body_budget,
         payer: Some(payer.tenant),
     };
+    let fetch_started = Instant::now();
     let fetched = fetch::fetch(&url.source, &allowed, &state.fetch, account).await?;
+    let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
     let deadline = Instant::now() + state.config.request_deadline();
     let response = routes::convert(
         &state,
@@ -263,6 +266,8 @@ pub async fn handler(
         .unwrap_or_default();
     let mut headers = head.headers.clone();
     headers.remove("x-request-id");
+    // What this answer cost is not what a hit costs: a hit says its own.
+    headers.remove("server-timing");
     state
         .results
         .store(
@@ -277,6 +282,18 @@ pub async fn handler(
         .await;
     head.headers
         .insert("x-cache", axum::http::HeaderValue::from_static("miss"));
+    // The fetch before the conversion's own steps.
+    let timing = match head
+        .headers
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(steps) => format!("fetch;dur={fetch_ms:.1}, {steps}"),
+        None => format!("fetch;dur={fetch_ms:.1}"),
+    };
+    if let Ok(value) = axum::http::HeaderValue::from_str(&timing) {
+        head.headers.insert("server-timing", value);
+    }
     Ok(Response::from_parts(head, axum::body::Body::from(body)))
 }
 
@@ -293,12 +310,17 @@ fn cache_key(tenant: TenantId, message: &str, parsed: &params::Parsed) -> [u8; 3
     hasher.finalize().into()
 }
 
-/// A cache hit: still admitted by the quota and billed (bytes out; no fetch, no CPU).
+/// A cache hit: still admitted by the quota and billed as a request, with the bytes it
+/// sends and no CPU (no fetch, no conversion); a 304 from the cache likewise, with no
+/// bytes. `Server-Timing` says what this answer took (`cache;desc=hit`, `total`: from the
+/// request's arrival to the answer, the quota and the durable billing included), never
+/// the timings of the miss that filled the entry.
 async fn serve_hit(
     state: &AppState,
     payer: crate::http::meter::Payer,
     hit: &crate::work::cache::Cached,
     if_none_match: Option<&str>,
+    started: Instant,
 ) -> Result<Response, ApiError> {
     let deadline = Instant::now() + state.config.request_deadline();
     // Refunded unless billed (a failed commit answers 503 and costs no quota).
@@ -327,6 +349,13 @@ async fn serve_hit(
     headers.insert("x-cache", axum::http::HeaderValue::from_static("hit"));
     if let Ok(id) = axum::http::HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", id);
+    }
+    let timing = format!(
+        "cache;desc=hit, total;dur={:.1}",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(&timing) {
+        headers.insert("server-timing", value);
     }
     Ok(response)
 }

@@ -454,6 +454,10 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// Share of successful requests written to the request log (target
+    /// `tessera::request`), 0 to 1; errors are always written, successful health,
+    /// readiness and metrics probes never.
+    pub requests_sample: f64,
 }
 
 impl Default for Config {
@@ -529,6 +533,7 @@ impl Default for LogConfig {
         Self {
             level: "info".to_owned(),
             format: "text".to_owned(),
+            requests_sample: 1.0,
         }
     }
 }
@@ -717,6 +722,12 @@ impl Config {
             return Err(invalid(
                 "log.format",
                 format!("is {:?}; it must be \"text\" or \"json\"", self.log.format),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.log.requests_sample) {
+            return Err(invalid(
+                "log.requests_sample",
+                format!("is {}; it must be from 0 to 1", self.log.requests_sample),
             ));
         }
         if self.data_dir.as_os_str().is_empty() {

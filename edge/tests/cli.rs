@@ -49,25 +49,20 @@ fn a_bad_setting_stops_the_node_with_a_message_naming_it() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/tessera.toml"));
 }
 
-#[test]
-fn serve_answers_and_exits_cleanly_on_sigterm() {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = tessera()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--data-dir",
-        ])
-        .arg(data.path().join("node"))
+/// `tessera serve` on a free port with one worker, its log on a pipe, and a watchdog, so a
+/// node that never logs its address fails the test instead of hanging it.
+fn serve(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let child = tessera()
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
         .env("TESSERA_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // A watchdog, so a node that never logs its address fails the test instead of hanging it.
     let pid = child.id();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(60));
@@ -75,6 +70,13 @@ fn serve_answers_and_exits_cleanly_on_sigterm() {
             .args(["-KILL", &pid.to_string()])
             .status();
     });
+    child
+}
+
+#[test]
+fn serve_answers_and_exits_cleanly_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = serve(&data.path().join("node"), &[], &[]);
     // The log line "tessera listening address=127.0.0.1:PORT" says where it listens.
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let address = loop {
@@ -107,5 +109,100 @@ fn serve_answers_and_exits_cleanly_on_sigterm() {
     assert!(
         rest.iter().any(|l| l.contains("shutdown complete")),
         "{rest:#?}"
+    );
+}
+
+/// One HTTP/1.1 exchange on a fresh connection; the whole answer as text.
+fn exchange(address: &str, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// The request log as an operator reads it (JSON lines on stdout): a line per request
+/// with its route, status, error code, bytes and steps; none for a successful health
+/// probe. And the first start's operator token is named by its file, never printed.
+#[test]
+fn the_request_log_has_a_line_per_request_and_the_log_holds_no_token() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = serve(
+        &data.path().join("node"),
+        &["--log-format", "json"],
+        &[("TESSERA_AUTH__ANONYMOUS_RESIZE", "true")],
+    );
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let address = loop {
+        let line = lines.next().expect("log ended before listening").unwrap();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        seen.push(line);
+        if let Some(address) = json["fields"]["address"].as_str() {
+            break address.to_owned();
+        }
+    };
+    let health = exchange(
+        &address,
+        b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    );
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let missing = exchange(
+        &address,
+        b"GET /nope HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    );
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 10, 10]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let mut request = format!(
+        "POST /v1/resize?w=16&format=png HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        png.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&png);
+    let resized = exchange(&address, &request);
+    assert!(resized.starts_with("HTTP/1.1 200"), "{resized}");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    seen.extend(lines.map_while(Result::ok));
+    let requests: Vec<serde_json::Value> = seen
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|j| j["target"] == "tessera::request")
+        .map(|j| j["fields"].clone())
+        .collect();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    let missing = &requests[0];
+    assert_eq!(missing["route"], "unmatched");
+    assert_eq!(missing["status"], 404);
+    assert_eq!(missing["code"], "not_found");
+    let resized = &requests[1];
+    assert_eq!(resized["method"], "POST");
+    assert_eq!(resized["route"], "/v1/resize");
+    assert_eq!(resized["status"], 200);
+    assert_eq!(resized["bytes_in"], png.len() as u64);
+    assert!(resized["bytes_out"].as_u64().unwrap() > 0, "{resized}");
+    assert!(resized["decode_ms"].as_f64().is_some(), "{resized}");
+    assert!(resized["ms"].as_f64().is_some(), "{resized}");
+    // No operator token was configured: one was made, and only its file is named.
+    let token = std::fs::read_to_string(data.path().join("node/operator-token")).unwrap();
+    let token = token.trim();
+    assert!(token.starts_with("top_"));
+    assert!(
+        seen.iter().all(|l| !l.contains(token)),
+        "the token reached the log"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("operator-token")),
+        "the log does not name the token's file"
     );
 }

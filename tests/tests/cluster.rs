@@ -417,7 +417,11 @@ async fn a_node_cut_off_keeps_serving_never_overruns_and_reconciles() {
 /// and a wipe brings the node back as a new member that its peer then hears from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn process_faults_pause_stop_kill_restart_and_wipe() {
-    let mut cluster = Cluster::start(ClusterSpec::new(2, Backend::Direct), node_bin!()).await;
+    let mut spec = ClusterSpec::new(2, Backend::Direct);
+    // Short, so the wiped identity's silence reaches the log within the test.
+    spec.env
+        .push(("TESSERA_CLUSTER__PEER_STALE_MS".into(), "3000".into()));
+    let mut cluster = Cluster::start(spec, node_bin!()).await;
     let addr = cluster.addr(1);
     let health = || {
         client::request(
@@ -471,6 +475,21 @@ async fn process_faults_pause_stop_kill_restart_and_wipe() {
                     .as_array()?
                     .iter()
                     .any(|m| m["node"] == wiped.as_str() && m["connected"] == true)
+                    .then_some(())
+            },
+        )
+        .await;
+    // The old identity went silent for good: the other node's log says so (its
+    // disconnection alone is not the same news: a member may stay silent while connected).
+    cluster
+        .eventually(
+            Duration::from_secs(20),
+            "node 0 logs the wiped identity as stale",
+            || async {
+                cluster
+                    .log_tail(0, 400)
+                    .lines()
+                    .any(|l| l.contains("replication peer stale") && l.contains(&original))
                     .then_some(())
             },
         )

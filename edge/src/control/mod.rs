@@ -60,6 +60,47 @@ pub enum ControlError {
     },
 }
 
+/// Logs each replication peer's passage from fresh to stale and back (stale: not heard
+/// from within `stale_ms`, [`ops::is_stale`]), so an operator reading the log sees a
+/// member go silent, not only its connection drop. Staleness comes from time passing, not
+/// from an event, so this sleeps until the freshest-looking member could next turn stale
+/// (at most `stale_ms`, and at most 5 s, to see one come back), then copies the members
+/// in one short hold and compares. Ends when the control plane is dropped.
+pub async fn log_freshness(control: std::sync::Weak<ControlPlane>, stale_ms: u64) {
+    let mut stale = std::collections::BTreeSet::new();
+    loop {
+        let Some(plane) = control.upgrade() else {
+            return;
+        };
+        let now = now_ms();
+        let members = plane.cluster_report(None, now).members;
+        drop(plane);
+        let mut next_ms = stale_ms.min(5_000);
+        for member in &members {
+            let view = &member.view;
+            if ops::is_stale(view, member.decommissioned, now, stale_ms) {
+                if stale.insert(member.id) {
+                    tracing::warn!(
+                        peer = %member.id,
+                        connected = view.connected,
+                        last_heard_age_ms = view.last_heard_ms.map(|t| now.saturating_sub(t)),
+                        "replication peer stale: not heard from within cluster.peer_stale_ms"
+                    );
+                }
+            } else {
+                if stale.remove(&member.id) {
+                    tracing::info!(peer = %member.id, "replication peer heard from again");
+                }
+                if let Some(heard) = view.last_heard_ms {
+                    next_ms = next_ms.min((heard + stale_ms + 1).saturating_sub(now));
+                }
+            }
+        }
+        stale.retain(|id| members.iter().any(|m| m.id == *id));
+        tokio::time::sleep(Duration::from_millis(next_ms.max(100))).await;
+    }
+}
+
 /// The file, in the data directory, that a generated operator token is written to.
 pub const OPERATOR_TOKEN_FILE: &str = "operator-token";
 

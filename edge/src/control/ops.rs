@@ -223,6 +223,17 @@ pub struct NodeRow {
     pub decommissioned: bool,
 }
 
+/// Whether what a member sent may be behind: not heard from within `stale_ms` (or never),
+/// unless it left or was decommissioned — it will send nothing more, so nothing is missing.
+/// The one rule for "stale" (usage's harvest, `cluster status`, the freshness log).
+pub fn is_stale(view: &PeerView, decommissioned: bool, now_ms: u64, stale_ms: u64) -> bool {
+    !view.left
+        && !decommissioned
+        && view
+            .last_heard_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) > stale_ms)
+}
+
 /// What `GET /admin/v1/usage` reports, copied out in one hold.
 pub struct UsageReport {
     pub totals: [u64; 4],

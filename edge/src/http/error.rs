@@ -103,6 +103,8 @@ impl IntoResponse for ApiError {
             "error": { "code": self.code.as_str(), "message": self.message }
         });
         let mut response = (self.status, axum::Json(body)).into_response();
+        // For the request log (`crate::http::access`).
+        response.extensions_mut().insert(self.code);
         if let Some(seconds) = self.retry_after_s {
             response
                 .headers_mut()

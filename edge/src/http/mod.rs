@@ -12,12 +12,14 @@
 //! - [`meter`]: quota admission before work and metering after it, as handlers await
 //!   them (the state they touch is the control plane's);
 //! - [`error`]: the JSON error shape every refusal takes;
-//! - [`metrics`]: the Prometheus registry and its families.
+//! - [`metrics`]: the Prometheus registry and its families; [`access`]: the request log,
+//!   a line per request.
 //!
 //! Why one room for all of it: what a client or an operator sees — status codes, error
 //! codes, headers, JSON shapes — is decided here and nowhere else, so the OpenAPI document
 //! (`docs/openapi.json`) is checked against one place.
 
+pub mod access;
 pub mod admin;
 pub mod body;
 pub mod connections;

@@ -34,7 +34,7 @@ use crate::http::connections::Over;
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::metrics::{Metrics, ReasonLabels, RouteLabels, RouteStatusLabels, StageLabels};
 use crate::http::params::{self, Defaults};
-use crate::http::{admin, meter};
+use crate::http::{access, admin, meter};
 use crate::work::cost::Shape;
 use crate::work::idempotency;
 use crate::work::pool::{Job, JobOutcome, Pool, Rejected};
@@ -71,6 +71,8 @@ pub struct AppState {
     /// Set by `POST /admin/v1/cluster/leave`; the server then shuts down and hands this
     /// node's rights to its peers.
     pub leave: crate::http::server::LeaveRequest,
+    /// Which successful requests the request log writes (`log.requests_sample`).
+    pub access_sampler: crate::http::access::Sampler,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -107,13 +109,30 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     };
     let metrics = &state.metrics;
     let started = Instant::now();
+    let method = request.method().clone();
     metrics
         .requests_received
         .get_or_create(&RouteLabels { route })
         .inc();
     metrics.requests_in_flight.inc();
-    let response = next.run(request).await;
+    let (response, facts) = access::scope(next.run(request)).await;
     metrics.requests_in_flight.dec();
+    let status = response.status().as_u16();
+    if access::wanted(route, status, &state.access_sampler) {
+        access::write(&access::Line {
+            method: method.as_str(),
+            route,
+            status,
+            code: response.extensions().get::<ErrorCode>().copied(),
+            request_id: response
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            bytes_out: hyper::body::Body::size_hint(response.body()).exact(),
+            total_ms: started.elapsed().as_secs_f64() * 1e3,
+            facts,
+        });
+    }
     metrics
         .request_duration
         .get_or_create(&RouteLabels { route })
@@ -221,11 +240,17 @@ fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<meter::Payer>, 
         .and_then(auth::present)
         .and_then(|presented| state.control.authenticate(&presented, Scopes::RESIZE));
     match checked {
-        Ok(caller) => Ok(Some(meter::Payer {
-            tenant: caller.tenant,
-            key: Some(caller.key),
-            route: "/v1/resize",
-        })),
+        Ok(caller) => {
+            access::note(|facts| {
+                facts.tenant = Some(caller.tenant);
+                facts.key = Some(caller.key);
+            });
+            Ok(Some(meter::Payer {
+                tenant: caller.tenant,
+                key: Some(caller.key),
+                route: "/v1/resize",
+            }))
+        }
         Err(error) => {
             state
                 .metrics
@@ -375,6 +400,7 @@ pub(crate) async fn convert(
         return Err(ResizeError::Empty.into());
     }
     let input_bytes = input.len() as u64;
+    access::note(|facts| facts.bytes_in = Some(input_bytes));
     // The header alone (no pixels, no metadata inflated): a refusal it can decide costs
     // no quota and no queue slot, and what it reads sizes the job for the fair queue.
     let probe = tessera_resize::probe(&input, &parsed.options, &state.limits)?;
@@ -440,6 +466,16 @@ pub(crate) async fn convert(
         } => {
             let output = result?;
             record_output(&state.metrics, input_bytes, queue_wait, &output);
+            access::note(|facts| {
+                let fetch_ms = facts.steps.and_then(|s| s.fetch_ms);
+                facts.steps = Some(access::Steps {
+                    fetch_ms,
+                    queue_ms: queue_wait.as_secs_f64() * 1e3,
+                    decode_ms: output.timings.decode_us as f64 / 1e3,
+                    resize_ms: output.timings.resize_us as f64 / 1e3,
+                    encode_ms: output.timings.encode_us as f64 / 1e3,
+                });
+            });
             let mut request_id = None;
             if let Some(payer) = payer {
                 let usage = meter::Usage {

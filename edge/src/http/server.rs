@@ -61,10 +61,17 @@ pub enum StartError {
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     // Before the store is touched: a bad roots file stops the start with nothing opened.
     let fetch = config.fetch_policy()?;
+    let config_sample = config.log.requests_sample;
     let mut metrics = Metrics::new();
     let control = Arc::new(ControlPlane::start(&config, metrics.node_lock_hold.clone()).await?);
     let replicated = control.clone();
     metrics.register_replication(move || routes::sync_snapshot(&replicated));
+    if control.is_replicating() {
+        tokio::spawn(crate::control::log_freshness(
+            Arc::downgrade(&control),
+            config.cluster.peer_stale_ms,
+        ));
+    }
     let metrics = Arc::new(metrics);
     let operator_digests = config
         .auth
@@ -122,6 +129,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         control,
         operator_digests,
         leave: LeaveRequest::new(),
+        access_sampler: crate::http::access::Sampler::new(config_sample),
     }))
 }
 

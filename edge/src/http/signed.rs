@@ -219,6 +219,7 @@ pub async fn handler(
         key: None,
         route: "/v1/img",
     };
+    crate::http::access::note(|facts| facts.tenant = Some(url.tenant));
     let if_none_match = parts
         .headers
         .get(header::IF_NONE_MATCH)
@@ -232,6 +233,7 @@ pub async fn handler(
         for origin in &hit.origins {
             fetch::check_origin(origin, &allowed)?;
         }
+        crate::http::access::note(|facts| facts.cache = Some("hit"));
         return serve_hit(&state, payer, &hit, if_none_match.as_deref(), started).await;
     }
     if let Err(rejected) = state.pool.check_admission(Some(payer.tenant)) {
@@ -244,6 +246,13 @@ pub async fn handler(
     let fetch_started = Instant::now();
     let fetched = fetch::fetch(&url.source, &allowed, &state.fetch, account).await?;
     let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
+    crate::http::access::note(|facts| {
+        facts.cache = Some("miss");
+        facts.steps = Some(crate::http::access::Steps {
+            fetch_ms: Some(fetch_ms),
+            ..Default::default()
+        });
+    });
     let deadline = Instant::now() + state.config.request_deadline();
     let response = routes::convert(
         &state,

@@ -30,6 +30,7 @@ use tessera_crdt::{Metric, NodeId, Period, PeriodKind, TenantId};
 use tessera_sync::PeerView;
 
 use crate::control::auth::{self, Caller};
+use crate::control::ops::is_stale;
 use crate::control::{now_ms, ControlPlane, DurableError};
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::routes::AppState;

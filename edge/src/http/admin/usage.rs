@@ -122,16 +122,6 @@ pub(super) async fn usage(
     Ok(Json(report))
 }
 
-/// Whether what a member sent may be behind: not heard from within `stale_ms` (or never),
-/// unless it left or was decommissioned — it will send nothing more, so nothing is missing.
-pub(super) fn is_stale(view: &PeerView, decommissioned: bool, now_ms: u64, stale_ms: u64) -> bool {
-    !view.left
-        && !decommissioned
-        && view
-            .last_heard_ms
-            .is_none_or(|t| now_ms.saturating_sub(t) > stale_ms)
-}
-
 pub(super) fn metric_map(values: &[u64; 4]) -> Value {
     let mut map = serde_json::Map::new();
     for metric in Metric::ALL {

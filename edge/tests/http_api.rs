@@ -155,7 +155,7 @@ async fn every_bad_file_is_refused_and_the_node_stays_healthy() {
     }
     let metrics = node.metrics().await;
     assert_eq!(
-        metric_value(&metrics, "tessera_resize_bytes_out_total"),
+        metric_value(&metrics, "tessera_resize_output_bytes_total"),
         0.0,
         "no bad input produced output"
     );
@@ -204,7 +204,7 @@ async fn bad_parameters_get_400_before_any_work() {
     }
     let metrics = node.metrics().await;
     assert_eq!(
-        metric_value(&metrics, "tessera_resize_bytes_in_total"),
+        metric_value(&metrics, "tessera_resize_input_bytes_total"),
         0.0,
         "no refused request reached the pipeline"
     );
@@ -385,13 +385,108 @@ async fn metrics_describe_requests_stages_and_pool() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
     assert_eq!(
-        metric_value(&text, "tessera_resize_bytes_in_total"),
+        metric_value(&text, "tessera_resize_input_bytes_total"),
         input.len() as f64
     );
     assert_eq!(
-        metric_value(&text, "tessera_resize_bytes_out_total"),
+        metric_value(&text, "tessera_resize_output_bytes_total"),
         ok.body.len() as f64
     );
-    assert!(metric_value(&text, "tessera_resize_cpu_micros_total") > 0.0);
+    assert!(metric_value(&text, "tessera_resize_cpu_seconds_total") > 0.0);
     node.stop().await;
+}
+
+/// `/metrics` speaks OpenMetrics to a scraper that asks for it and the text format 0.0.4
+/// to any other; every family with a closed label set is there from the start (at 0),
+/// with the build and the process figures.
+#[tokio::test]
+async fn metrics_negotiate_their_format_and_show_every_family_from_the_start() {
+    let node = TestNode::start(test_config()).await;
+    let plain = node.get("/metrics").await;
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = String::from_utf8(plain.body.to_vec()).unwrap();
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(!text.contains("# UNIT"), "{text}");
+    for needle in [
+        "# TYPE tessera_billed_requests_total counter",
+        "# TYPE tessera_resize_cpu_seconds_total counter",
+        "tessera_requests_shed_total{reason=\"queue_full\"} 0",
+        "tessera_quota_decisions_total{outcome=\"exhausted\"} 0",
+        "tessera_result_cache_lookups_total{outcome=\"hit\"} 0",
+        "tessera_auth_refused_total{code=\"key_revoked\"} 0",
+        "tessera_http_requests_received_total{route=\"/v1/img\"} 0",
+        "tessera_fetch_duration_seconds_count 0",
+        "tessera_build_info{version=\"",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    let rss = metric_value(&text, "process_resident_memory_bytes");
+    assert!(rss > 1e6, "{rss}");
+
+    let open = common::request(
+        node.addr,
+        hyper::Method::GET,
+        "/metrics",
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        open.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = String::from_utf8(open.body.to_vec()).unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(
+        text.contains("# TYPE tessera_billed_requests counter"),
+        "{text}"
+    );
+    node.stop().await;
+}
+
+/// Every metric the sample alert rules (`packaging/prometheus-alerts.yml`) query is one
+/// a node exports: a renamed metric would silence an alert without a word.
+#[tokio::test]
+async fn the_sample_alert_rules_query_metrics_that_exist() {
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/prometheus-alerts.yml"
+    ))
+    .unwrap();
+    let node = TestNode::start(test_config()).await;
+    let text = node.metrics().await;
+    node.stop().await;
+    let mut names: Vec<&str> = rules
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("tessera_") || w.starts_with("process_"))
+        .map(|w| {
+            // A histogram's series name their family with a suffix.
+            ["_bucket", "_sum", "_count"]
+                .into_iter()
+                .find_map(|suffix| w.strip_suffix(suffix))
+                .unwrap_or(w)
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 8, "{names:?}");
+    for name in names {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "the alert rules query {name}, which /metrics does not export"
+        );
+    }
 }

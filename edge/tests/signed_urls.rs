@@ -290,6 +290,14 @@ async fn signed_urls_verify_rotate_expire_and_refuse_ssrf() {
     let timing = again.header("server-timing").unwrap();
     assert!(timing.starts_with("cache;desc=hit, total;dur="), "{timing}");
     assert!(!timing.contains("decode"), "{timing}");
+    let metrics = node.metrics().await;
+    for needle in [
+        "tessera_result_cache_lookups_total{outcome=\"hit\"} 1",
+        "tessera_result_cache_lookups_total{outcome=\"miss\"} 1",
+        "tessera_fetch_duration_seconds_count 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
     assert_eq!(fetches.load(Ordering::SeqCst), fetched);
     let etag = reply.header("etag").unwrap().to_owned();
     let conditional = common::request(

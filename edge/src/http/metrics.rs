@@ -1,4 +1,13 @@
-//! Prometheus metrics of the node, in the text exposition format at `/metrics`.
+//! Prometheus metrics of the node at `/metrics`: OpenMetrics text for a scraper that asks
+//! for it (`Accept: application/openmetrics-text`, as Prometheus does), the text format
+//! 0.0.4 for any other ([`to_text_004`]).
+//!
+//! Names are in base units with the conventional suffixes (`_seconds`, `_bytes`,
+//! `_total`); families with a closed set of labels (routes, stages, shed reasons, quota
+//! outcomes, cache outcomes, refusal codes) are created at start, so a rate reads 0, not
+//! "no data", before the first event. `tessera_build_info` names the version;
+//! `process_*` (CPU, memory, file descriptors, start time) are read from `/proc` at each
+//! scrape, by the names every Prometheus client gives them.
 //!
 //! Latencies are histograms, not averages, so percentiles can be read off them; requests
 //! are counted twice — when received and when answered, by status — so yield
@@ -48,8 +57,52 @@ pub struct CodeLabels {
     pub code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Every route label `observe` gives (the router's templates, `/admin`, `unmatched`).
+pub const ROUTES: [&str; 8] = [
+    "/v1/resize",
+    "/v1/img",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/admin",
+    "unmatched",
+];
+const STAGES: [&str; 4] = ["queue_wait", "decode", "resize", "encode"];
+const SHED_REASONS: [&str; 6] = [
+    "queue_full",
+    "deadline_unreachable",
+    "too_costly",
+    "shutting_down",
+    "rate_limited",
+    "deadline_exceeded",
+];
+const QUOTA_OUTCOMES: [&str; 4] = [
+    "admitted_locally",
+    "admitted_after_transfer",
+    "exhausted",
+    "unavailable",
+];
+const CACHE_OUTCOMES: [&str; 2] = ["hit", "miss"];
+const AUTH_CODES: [&str; 7] = [
+    "missing_key",
+    "malformed_key",
+    "invalid_key",
+    "key_revoked",
+    "insufficient_scope",
+    "tenant_suspended",
+    "tenant_deleted",
+];
+
 pub struct Metrics {
     registry: Registry,
+    /// `process_*`, without the node's prefix (their names are a convention).
+    process: Registry,
     pub requests_received: Family<RouteLabels, Counter>,
     pub requests_answered: Family<RouteStatusLabels, Counter>,
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -60,7 +113,14 @@ pub struct Metrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub stage_duration: Family<StageLabels, Histogram, fn() -> Histogram>,
-    pub cpu_micros: Counter,
+    /// Thread CPU time of the resize pipeline (`tessera_resize_cpu_seconds_total`).
+    pub cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Signed-URL result cache lookups, by outcome (hit, miss).
+    pub cache_lookups: Family<OutcomeLabels, Counter>,
+    /// Successful origin fetches, from the first connection to the last body byte.
+    pub fetch_duration: Histogram,
+    /// Origin fetches that failed, by error code.
+    pub fetch_errors: Family<CodeLabels, Counter>,
     pub shed: Family<ReasonLabels, Counter>,
     pub pool: PoolGauges,
     /// Quota admissions by outcome (admitted, exhausted, unavailable).
@@ -95,7 +155,38 @@ impl Metrics {
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
         let stage_duration = Family::new_with_constructor(latency_histogram as fn() -> _);
-        let cpu_micros = Counter::default();
+        let cpu_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        let cache_lookups = Family::<OutcomeLabels, Counter>::default();
+        let fetch_duration = latency_histogram();
+        let fetch_errors = Family::<CodeLabels, Counter>::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: 1, with its version as a label",
+            build_info,
+        );
+        registry.register(
+            "result_cache_lookups",
+            "Signed-URL result cache lookups, by outcome (hit: served without fetch or \
+             conversion)",
+            cache_lookups.clone(),
+        );
+        registry.register(
+            "fetch_duration_seconds",
+            "Successful origin fetches of signed URLs, from the first connection to the \
+             last body byte",
+            fetch_duration.clone(),
+        );
+        registry.register(
+            "fetch_errors",
+            "Origin fetches of signed URLs that failed, by error code",
+            fetch_errors.clone(),
+        );
         let shed = Family::<ReasonLabels, Counter>::default();
         let pool = PoolGauges::default();
         let quota_decisions = Family::<OutcomeLabels, Counter>::default();
@@ -171,14 +262,16 @@ impl Metrics {
             "Connections over a cap (per client or the node's) answered once in the overflow lane",
             connections_overflow.clone(),
         );
-        registry.register(
-            "resize_bytes_in",
-            "Request body bytes of resize requests that were processed",
+        registry.register_with_unit(
+            "resize_input",
+            "Source image bytes of the resize requests that were processed",
+            Unit::Bytes,
             bytes_in.clone(),
         );
-        registry.register(
-            "resize_bytes_out",
-            "Encoded image bytes sent in successful resize responses",
+        registry.register_with_unit(
+            "resize_output",
+            "Encoded image bytes of successful resize responses",
+            Unit::Bytes,
             bytes_out.clone(),
         );
         registry.register(
@@ -186,10 +279,11 @@ impl Metrics {
             "Time spent per resize stage (queue_wait, decode, resize, encode)",
             stage_duration.clone(),
         );
-        registry.register(
-            "resize_cpu_micros",
-            "Thread CPU time spent in the resize pipeline, in microseconds",
-            cpu_micros.clone(),
+        registry.register_with_unit(
+            "resize_cpu",
+            "Thread CPU time spent in the resize pipeline",
+            Unit::Seconds,
+            cpu_seconds.clone(),
         );
         registry.register(
             "requests_shed",
@@ -212,8 +306,11 @@ impl Metrics {
              finished too late to be answered)",
             pool.past_deadline.clone(),
         );
-        Self {
+        let mut process = Registry::default();
+        process.register_collector(Box::new(Process));
+        let metrics = Self {
             registry,
+            process,
             requests_received,
             requests_answered,
             request_duration,
@@ -224,7 +321,10 @@ impl Metrics {
             bytes_in,
             bytes_out,
             stage_duration,
-            cpu_micros,
+            cpu_seconds,
+            cache_lookups,
+            fetch_duration,
+            fetch_errors,
             shed,
             pool,
             quota_decisions,
@@ -233,14 +333,47 @@ impl Metrics {
             billed,
             commit_wait,
             node_lock_hold,
+        };
+        metrics.create_known_series();
+        metrics
+    }
+
+    /// Creates the series of every closed label set at 0, so they are scraped before
+    /// their first event (see the module doc).
+    fn create_known_series(&self) {
+        for route in ROUTES {
+            drop(self.requests_received.get_or_create(&RouteLabels { route }));
+            drop(self.request_duration.get_or_create(&RouteLabels { route }));
+            let ok = RouteStatusLabels { route, status: 200 };
+            drop(self.requests_answered.get_or_create(&ok));
+        }
+        for stage in STAGES {
+            drop(self.stage_duration.get_or_create(&StageLabels { stage }));
+        }
+        for reason in SHED_REASONS {
+            drop(self.shed.get_or_create(&ReasonLabels { reason }));
+        }
+        for outcome in QUOTA_OUTCOMES {
+            drop(
+                self.quota_decisions
+                    .get_or_create(&OutcomeLabels { outcome }),
+            );
+        }
+        for outcome in CACHE_OUTCOMES {
+            drop(self.cache_lookups.get_or_create(&OutcomeLabels { outcome }));
+        }
+        for code in AUTH_CODES {
+            drop(self.auth_refused.get_or_create(&CodeLabels { code }));
         }
     }
 
-    /// The whole registry in the Prometheus text format.
+    /// The whole registry as OpenMetrics text, `process_*` included.
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text;
         let mut out = String::with_capacity(16 * 1024);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        text::encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
+        text::encode_registry(&mut out, &self.process).expect("writing to a String cannot fail");
+        text::encode_eof(&mut out).expect("writing to a String cannot fail");
         out
     }
 
@@ -261,6 +394,164 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The process's figures from `/proc/self` (Linux), at each scrape: CPU seconds, resident
+/// and virtual memory, open and maximum file descriptors, threads, start time. Nothing is
+/// reported where `/proc` cannot be read.
+#[derive(Debug)]
+struct Process;
+
+/// What `/proc/self/stat` says, in base units.
+struct ProcStat {
+    cpu_seconds: f64,
+    virtual_bytes: u64,
+    resident_bytes: u64,
+    threads: u64,
+    start_seconds: f64,
+}
+
+impl ProcStat {
+    fn read() -> Option<ProcStat> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name is in parentheses and may hold spaces: fields start after it.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+        // Fields 3.. of proc(5), so index = field number - 3.
+        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        // SAFETY: sysconf has no preconditions.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let (ticks, page) = (u64::try_from(ticks).ok()?, u64::try_from(page).ok()?);
+        let boot_seconds: u64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+        Some(ProcStat {
+            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks as f64,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * page,
+            threads: field(20)?,
+            start_seconds: boot_seconds as f64 + field(22)? as f64 / ticks as f64,
+        })
+    }
+}
+
+/// The soft limit on open files (`/proc/self/limits`).
+fn max_fds() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
+
+impl Collector for Process {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Some(stat) = ProcStat::read() else {
+            return Ok(());
+        };
+        encoder
+            .encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time of the process",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(&stat.cpu_seconds, None)?;
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of the process",
+                stat.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory of the process",
+                stat.virtual_bytes as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process, seconds since the Unix epoch",
+                stat.start_seconds,
+            ),
+            (
+                "process_threads",
+                "Threads of the process",
+                stat.threads as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&value)?;
+        }
+        if let Ok(open) = std::fs::read_dir("/proc/self/fd") {
+            encoder
+                .encode_descriptor(
+                    "process_open_fds",
+                    "Open file descriptors of the process",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&(open.count() as i64))?;
+        }
+        if let Some(max) = max_fds() {
+            encoder
+                .encode_descriptor(
+                    "process_max_fds",
+                    "Limit on open file descriptors of the process",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&(max as i64))?;
+        }
+        Ok(())
+    }
+}
+
+/// OpenMetrics text (what [`Metrics::render`] writes) as the Prometheus text format 0.0.4,
+/// for scrapers that do not ask for OpenMetrics: no `# EOF` or `# UNIT` line, and a
+/// counter's `# HELP` and `# TYPE` name its samples (`…_total`), as 0.0.4 wants.
+pub fn to_text_004(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let header = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match header {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = match tail {
+                    "info" | "stateset" | "gaugehistogram" | "unknown" => "untyped",
+                    other => other,
+                };
+                if counters.contains(name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                } else {
+                    out.push_str(&format!("{prefix}{name} {tail}\n"));
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// The replication figures one scrape reports.
@@ -579,6 +870,19 @@ mod tests {
         );
         assert!(text.contains("tessera_pool_queue_depth"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_text_format_0_0_4_names_counters_by_their_samples_and_drops_eof_and_units() {
+        let open = "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total 3\n\
+                    # HELP x_seconds Time.\n# TYPE x_seconds histogram\n# UNIT x_seconds seconds\n\
+                    x_seconds_sum 1.5\n# TYPE x_info info\nx_info{v=\"1\"} 1\n# EOF\n";
+        assert_eq!(
+            to_text_004(open),
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\nx_requests_total 3\n\
+             # HELP x_seconds Time.\n# TYPE x_seconds histogram\nx_seconds_sum 1.5\n\
+             # TYPE x_info untyped\nx_info{v=\"1\"} 1\n"
+        );
     }
 
     /// The replication figures come out of the registry, at each scrape, in the text

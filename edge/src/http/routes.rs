@@ -203,15 +203,33 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the text format 0.0.4.
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let open_metrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let text = state.metrics.render();
+    if open_metrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            crate::http::metrics::to_text_004(&text),
+        )
+            .into_response()
+    }
 }
 
 /// What the replication collector reads at a scrape ([`Metrics::register_replication`]).
@@ -560,7 +578,9 @@ fn set(headers: &mut HeaderMap, name: impl header::IntoHeaderName, value: &str) 
 fn record_output(metrics: &Metrics, input_bytes: u64, queue_wait: Duration, output: &Output) {
     metrics.bytes_in.inc_by(input_bytes);
     metrics.bytes_out.inc_by(output.bytes.len() as u64);
-    metrics.cpu_micros.inc_by(output.timings.cpu_us);
+    metrics
+        .cpu_seconds
+        .inc_by(output.timings.cpu_us as f64 / 1e6);
     let stages = [
         ("queue_wait", queue_wait.as_secs_f64()),
         ("decode", output.timings.decode_us as f64 / 1e6),

@@ -234,6 +234,7 @@ pub async fn handler(
             fetch::check_origin(origin, &allowed)?;
         }
         crate::http::access::note(|facts| facts.cache = Some("hit"));
+        cache_lookup(&state, "hit");
         return serve_hit(&state, payer, &hit, if_none_match.as_deref(), started).await;
     }
     if let Err(rejected) = state.pool.check_admission(Some(payer.tenant)) {
@@ -243,9 +244,24 @@ pub async fn handler(
         budget: &state.body_budget,
         payer: Some(payer.tenant),
     };
+    cache_lookup(&state, "miss");
     let fetch_started = Instant::now();
-    let fetched = fetch::fetch(&url.source, &allowed, &state.fetch, account).await?;
-    let fetch_ms = fetch_started.elapsed().as_secs_f64() * 1e3;
+    let fetched = match fetch::fetch(&url.source, &allowed, &state.fetch, account).await {
+        Ok(fetched) => fetched,
+        Err(error) => {
+            state
+                .metrics
+                .fetch_errors
+                .get_or_create(&crate::http::metrics::CodeLabels {
+                    code: error.code.as_str(),
+                })
+                .inc();
+            return Err(error);
+        }
+    };
+    let fetch_seconds = fetch_started.elapsed().as_secs_f64();
+    state.metrics.fetch_duration.observe(fetch_seconds);
+    let fetch_ms = fetch_seconds * 1e3;
     crate::http::access::note(|facts| {
         facts.cache = Some("miss");
         facts.steps = Some(crate::http::access::Steps {
@@ -304,6 +320,14 @@ pub async fn handler(
         head.headers.insert("server-timing", value);
     }
     Ok(Response::from_parts(head, axum::body::Body::from(body)))
+}
+
+fn cache_lookup(state: &AppState, outcome: &'static str) {
+    state
+        .metrics
+        .cache_lookups
+        .get_or_create(&crate::http::metrics::OutcomeLabels { outcome })
+        .inc();
 }
 
 /// What makes two signed-URL answers the same bytes.

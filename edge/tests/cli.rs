@@ -206,3 +206,52 @@ fn the_request_log_has_a_line_per_request_and_the_log_holds_no_token() {
         "the log does not name the token's file"
     );
 }
+
+/// `tessera config` never prints the cluster key (it ends up in tickets and chats).
+#[test]
+fn config_does_not_print_the_cluster_key() {
+    let key = "ab".repeat(32);
+    let output = tessera()
+        .args(["config"])
+        .env("TESSERA_CLUSTER__CLUSTER_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(!text.contains(&key), "{text}");
+    assert!(
+        text.contains("cluster_key = \"(set; not shown)\""),
+        "{text}"
+    );
+}
+
+/// A command without a token says which setting is missing, before any request.
+#[test]
+fn a_command_without_a_token_says_how_to_give_one() {
+    let output = tessera()
+        .args(["tenant", "list", "--node", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TESSERA_TOKEN"), "{stderr}");
+    assert!(stderr.contains("--token"), "{stderr}");
+}
+
+/// Output piped into a reader that leaves early (`| head -1`) ends the command quietly:
+/// no panic message on a broken pipe.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let mut child = tessera()
+        .args(["token", "new"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader leaves before the command writes.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}

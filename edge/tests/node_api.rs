@@ -23,6 +23,19 @@ async fn admin(node: &TestNode, method: Method, path: &str, body: Option<Value>)
     common::with_bearer(node.addr, TOKEN, method, path, body).await
 }
 
+/// `GET /admin/v1/tenants/{tenant}`, as JSON.
+async fn tenant_detail(node: &TestNode, tenant: &str) -> Value {
+    json_of(
+        &admin(
+            node,
+            Method::GET,
+            &format!("/admin/v1/tenants/{tenant}"),
+            None,
+        )
+        .await,
+    )
+}
+
 async fn create_tenant(node: &TestNode, name: &str) -> String {
     common::create_tenant(node.addr, TOKEN, name).await
 }
@@ -472,15 +485,7 @@ async fn admin_edits_are_validated() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    let shown = json_of(
-        &admin(
-            &node,
-            Method::GET,
-            &format!("/admin/v1/tenants/{tenant}"),
-            None,
-        )
-        .await,
-    );
+    let shown = tenant_detail(&node, &tenant).await;
     assert_eq!(shown["presets"]["thumb"], "w=200&h=200&fit=cover");
     assert_eq!(shown["origins"][0], "https://img.example.com");
     assert_eq!(shown["signing_secrets"].as_array().unwrap().len(), 1);
@@ -1098,5 +1103,89 @@ async fn a_generated_operator_token_goes_to_a_private_file_and_works() {
     let listing =
         common::with_bearer(node.addr, &token, Method::GET, "/admin/v1/tenants", None).await;
     assert_eq!(listing.status, StatusCode::OK);
+    node.stop().await;
+}
+
+/// What an operator could store by mistake is refused with a reason, at the API (so the
+/// CLI and scripts alike): origins that would never match a fetch, names with hidden
+/// characters, keys without a scope, a home no member is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_what_would_silently_never_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let origins = format!("/admin/v1/tenants/{tenant}/origins");
+    for bad in [
+        "images.example.com",
+        "javascript:alert(1)",
+        "https://images.example.com/photos",
+        "https://images.example.com/?x=1",
+        "ftp://images.example.com",
+        "https://user@images.example.com",
+    ] {
+        let reply = admin(&node, Method::PUT, &origins, Some(json!({ "origin": bad }))).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {reply:?}"
+        );
+        assert_eq!(reply.error_code(), "invalid_field", "{bad}");
+    }
+    // Written as operators do, stored as fetches compare.
+    for (written, stored) in [
+        (
+            "HTTPS://Images.Example.com:443/",
+            "https://images.example.com",
+        ),
+        ("http://cdn.example.com:8080", "http://cdn.example.com:8080"),
+    ] {
+        let reply = admin(
+            &node,
+            Method::PUT,
+            &origins,
+            Some(json!({ "origin": written })),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{written}: {reply:?}");
+        let shown = tenant_detail(&node, &tenant).await;
+        let listed: Vec<&str> = shown["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.as_str())
+            .collect();
+        assert!(listed.contains(&stored), "{written} -> {listed:?}");
+    }
+
+    for name in ["evil\u{202E}gpj.exe", "zero\u{200B}width", "tab\there"] {
+        let reply = admin(
+            &node,
+            Method::POST,
+            "/admin/v1/tenants",
+            Some(json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name:?}: {reply:?}"
+        );
+    }
+    let reply = admin(
+        &node,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({ "name": "elsewhere", "home": "00000000000000ff" })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{reply:?}");
+    let reply = admin(
+        &node,
+        Method::POST,
+        &format!("/admin/v1/tenants/{tenant}/keys"),
+        Some(json!({ "scopes": "" })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{reply:?}");
     node.stop().await;
 }

@@ -319,9 +319,22 @@ impl ConfigArgs {
 /// Parses the process's arguments and runs the command they name.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // A command's output piped into `head` ends quietly when the reader leaves, as
+        // other command-line tools do, instead of panicking on the broken pipe. (The
+        // node keeps Rust's default: a write to a closed socket is an error it handles.)
+        // SAFETY: restoring a signal's default disposition, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Config(args) => {
-            let config = args.load()?;
+            let mut config = args.load()?;
+            // The effective configuration without its secrets: it is pasted into tickets.
+            if !config.cluster.cluster_key.is_empty() {
+                config.cluster.cluster_key = "(set; not shown)".to_owned();
+            }
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())
         }
@@ -708,6 +721,12 @@ fn export(
 
 /// The admin API client for `remote`, and a runtime to drive it.
 fn connect(remote: &Remote) -> anyhow::Result<(Client, tokio::runtime::Runtime)> {
+    if remote.token.is_none() {
+        anyhow::bail!(
+            "no operator token: set TESSERA_TOKEN or pass --token (a new node writes one to \
+             <data-dir>/operator-token at its first start; `tessera token new` mints one offline)"
+        );
+    }
     let client = Client::new(
         &remote.node,
         remote.token.clone(),

@@ -518,6 +518,14 @@ impl ControlPlane {
         })
     }
 
+    /// Whether `node` can home a tenant: this node, or a member heard of (directly or by
+    /// gossip) that was not decommissioned.
+    pub fn can_home(&self, node: NodeId) -> bool {
+        let core = self.lock();
+        !core.directory().is_decommissioned(node)
+            && (node == core.id() || core.peers().contains_key(&node))
+    }
+
     /// Members, freshness and, with a tenant, the escrow rights each node holds for its
     /// quotas in the current periods.
     pub fn cluster_report(&self, tenant: Option<TenantId>, now: u64) -> ClusterReport {

@@ -159,6 +159,20 @@ pub fn parse_source(url: &str) -> Result<Source, ApiError> {
     })
 }
 
+/// An origin as an operator writes it (`https://Images.Example.com:443/`), in the form
+/// fetches compare against (`https://images.example.com`): http or https, a host, an
+/// optional port, nothing else (a trailing `/` is tolerated). The reason when it is not one.
+pub fn origin_of(text: &str) -> Result<String, &'static str> {
+    if !text.contains("://") {
+        return Err("no scheme");
+    }
+    let source = parse_source(text).map_err(|_| "not an http:// or https:// URL with a host")?;
+    match source.path_and_query.as_str() {
+        "/" if !text.ends_with("?") => Ok(source.origin),
+        _ => Err("an origin has no path, query or fragment"),
+    }
+}
+
 /// What an address range is to the SSRF check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Form {

@@ -30,6 +30,12 @@ pub(super) async fn create_key(
     };
     let scopes =
         Scopes::parse(request.scopes.as_deref().unwrap_or("resize")).map_err(directory_error)?;
+    if scopes == Scopes::empty() {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidField,
+            "a key needs at least one scope: resize, usage",
+        ));
+    }
     let minted = auth::new_key();
     let key = KeyId(random_id());
     edit(

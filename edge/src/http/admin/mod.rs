@@ -288,3 +288,24 @@ pub fn parse_body(route: &str, body: &[u8]) -> Result<(), ApiError> {
         _ => Err(ApiError::not_found()),
     }
 }
+
+/// Refuses text an operator would misread: control characters, and the invisible
+/// formatting characters that reorder or hide text (bidirectional overrides and isolates,
+/// such as U+202E, zero-width marks). Checked on new edits only: the directory's own
+/// rules, which its replicas apply to every op they receive, stay as they were.
+pub(super) fn visible_text(field: &str, value: &str) -> Result<(), ApiError> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
+    };
+    match value.chars().find(|c| hidden(*c)) {
+        Some(c) => Err(ApiError::unprocessable(
+            ErrorCode::InvalidField,
+            format!(
+                "{field} holds an invisible or control character (U+{:04X})",
+                c as u32
+            ),
+        )),
+        None => Ok(()),
+    }
+}

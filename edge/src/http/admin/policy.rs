@@ -90,12 +90,23 @@ pub(super) async fn set_origin(
     let actor = operator(&state, &headers)?;
     let tenant = tenant_id(&tenant)?;
     let request: SetOrigin = json_body(&body)?;
+    // Stored as fetches compare it (`scheme://host[:port]`, lowercase, default port
+    // dropped): anything else would be kept and never match.
+    let origin = crate::work::fetch::origin_of(&request.origin).map_err(|reason| {
+        ApiError::unprocessable(
+            ErrorCode::InvalidField,
+            format!(
+                "origin {:?}: {reason}; expected scheme://host[:port], e.g. https://images.example.com",
+                request.origin.chars().take(100).collect::<String>()
+            ),
+        )
+    })?;
     edit(
         &state,
         &actor,
         vec![Change::SetOrigin {
             tenant,
-            origin: request.origin,
+            origin,
             allowed: request.allowed,
         }],
     )

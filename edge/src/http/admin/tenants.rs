@@ -18,12 +18,23 @@ pub(super) async fn create_tenant(
 ) -> Result<Response, ApiError> {
     let actor = operator(&state, &headers)?;
     let request: CreateTenant = json_body(&body)?;
+    visible_text("name", &request.name)?;
     let home = match request.home.as_deref() {
         None => state.control.id(),
         Some(text) => NodeId(u64::from_str_radix(text, 16).map_err(|_| {
             ApiError::unprocessable(ErrorCode::InvalidField, "home must be a node id (hex)")
         })?),
     };
+    // A home nobody knows would never grant the tenant's quotas.
+    if !state.control.can_home(home) {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidField,
+            format!(
+                "home {home} is not a member this node knows of (or it was decommissioned); \
+                 `tessera cluster status` lists the members"
+            ),
+        ));
+    }
     let tenant = TenantId(random_id());
     edit(
         &state,

@@ -255,3 +255,48 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("Broken pipe"), "{stderr}");
 }
+
+/// `tessera sign` makes the URL the node verifies: the same path as the node's own
+/// signer, keyed with the bytes of the secret's hex digits, with `exp` from `--ttl-s`.
+#[test]
+fn sign_prints_a_url_the_node_verifies() {
+    let secret = "0f".repeat(32);
+    let output = tessera()
+        .args(["sign", "42", "w=200,h=100", "https://img.example.com/a.jpg"])
+        .args(["--secret", &secret, "--base", "https://edge.example.com/"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let url = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let expected = tessera_edge::http::signed::signed_path(
+        tessera_crdt::TenantId(42),
+        &[0x0f; 32],
+        "w=200,h=100",
+        "https://img.example.com/a.jpg",
+    );
+    assert_eq!(url, format!("https://edge.example.com{expected}"));
+    let parsed = tessera_edge::http::signed::parse(&expected, None).unwrap();
+    assert_eq!(
+        parsed.mac,
+        tessera_edge::http::signed::sign(&[0x0f; 32], &parsed.message)
+    );
+
+    let output = tessera()
+        .args(["sign", "42", "_", "https://img.example.com/a.jpg"])
+        .args(["--secret", &secret, "--ttl-s", "600"])
+        .output()
+        .unwrap();
+    let path = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let parsed = tessera_edge::http::signed::parse(&path, None).unwrap();
+    let now_s = tessera_edge::control::now_ms() / 1000;
+    let exp = parsed.expires_s.expect("an expiry");
+    assert!(exp > now_s && exp <= now_s + 600, "{exp} vs {now_s}");
+
+    let refused = tessera()
+        .args(["sign", "42", "_", "https://img.example.com/a.jpg"])
+        .args(["--secret", "not-hex"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("hex digits"));
+}

@@ -120,6 +120,27 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Sign an image URL for a tenant (offline): prints the URL, or its path without
+    /// --base. The scheme, for signing elsewhere, is in README.md ("Signed URLs").
+    Sign {
+        /// The tenant's id.
+        tenant: u64,
+        /// Resize options joined by `,`, e.g. `w=400,h=300,fit=cover` (`_` for none;
+        /// `preset=<name>` names a preset).
+        options: String,
+        /// The source image's URL, on one of the tenant's allowed origins.
+        source: String,
+        /// The signing secret as `tessera secret add` printed it (hex digits: the HMAC
+        /// key is the bytes they encode).
+        #[arg(long)]
+        secret: String,
+        /// Valid for this many seconds from now (adds `exp=<unix seconds>`).
+        #[arg(long)]
+        ttl_s: Option<u64>,
+        /// A node's base URL (e.g. `https://img.example.com`) to print a whole URL.
+        #[arg(long)]
+        base: Option<String>,
+    },
 }
 
 /// Where the admin commands go and how they print.
@@ -339,6 +360,38 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args.load()?),
+        Command::Sign {
+            tenant,
+            options,
+            source,
+            secret,
+            ttl_s,
+            base,
+        } => {
+            let key = crate::control::auth::parse_digest(secret.trim()).context(
+                "--secret must be the secret's 64 hex digits, as `tessera secret add` printed them",
+            )?;
+            let mut options = if options.is_empty() || options == "_" {
+                Vec::new()
+            } else {
+                vec![options]
+            };
+            if let Some(ttl_s) = ttl_s {
+                let now_s = crate::control::now_ms() / 1000;
+                options.push(format!("exp={}", now_s.saturating_add(ttl_s)));
+            }
+            let path = crate::http::signed::signed_path(
+                tessera_crdt::TenantId(tenant),
+                &key,
+                &options.join(","),
+                &source,
+            );
+            match base {
+                Some(base) => println!("{}{path}", base.trim_end_matches('/')),
+                None => println!("{path}"),
+            }
+            Ok(())
+        }
         Command::Token {
             action: TokenAction::New,
         } => {
@@ -621,7 +674,11 @@ fn admin(command: Command) -> anyhow::Result<()> {
             Some(json!({ "node": node_id })),
             View::Record,
         ),
-        Command::Serve(_) | Command::Config(_) | Command::Token { .. } | Command::Export { .. } => {
+        Command::Serve(_)
+        | Command::Config(_)
+        | Command::Token { .. }
+        | Command::Sign { .. }
+        | Command::Export { .. } => {
             unreachable!("handled in main")
         }
     };

@@ -173,7 +173,11 @@ pub async fn handler(
                 )
         });
         if !valid {
-            return Err(invalid("the signature is not valid"));
+            return Err(invalid(
+                "the signature is not valid (it is hex HMAC-SHA256 of everything after the \
+                 signature segment, keyed with the bytes the secret's hex digits encode, not \
+                 with the digits themselves; `tessera sign` makes one)",
+            ));
         }
         if tenant.deleted {
             return Err(ApiError::forbidden(

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
 pub mod client;
@@ -88,6 +88,7 @@ enum Command {
     },
     /// Merged usage of a tenant, with each node's contribution and freshness.
     Usage {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
         /// Billing period, e.g. 2026-11 (default: the current month).
         #[arg(long)]
@@ -110,8 +111,9 @@ enum Command {
         /// Where to write (default: standard output).
         #[arg(long, global = true)]
         out: Option<PathBuf>,
-        #[arg(long, global = true, default_value = "jsonl")]
-        format: String,
+        /// jsonl, or parquet (records only).
+        #[arg(long, global = true, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
         #[command(flatten)]
         remote: Remote,
     },
@@ -170,101 +172,206 @@ struct Remote {
     timeout_ms: u64,
 }
 
+/// A tenant, by its id as `tenant create` and `tenant list` print it.
+const TENANT_HELP: &str = "The tenant's id (as `tenant create` and `tenant list` print it)";
+
 #[derive(Subcommand)]
 enum TenantAction {
+    /// Create a tenant; prints its id.
     Create {
+        /// A name for people (the id is what the API uses).
         name: String,
         /// Home node (hex id) that turns quotas into escrow grants; default: the node
         /// the command talks to.
         #[arg(long)]
         home: Option<String>,
     },
+    /// List every live tenant.
     List,
+    /// A tenant's keys, secrets, origins, quotas and presets.
     Show {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
     },
+    /// Refuse its requests until activated again (keys and usage are kept).
     Suspend {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
     },
+    /// Serve a suspended tenant again.
     Activate {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
     },
+    /// Delete a tenant for good (its usage stays in the bill).
     Delete {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
     },
+    /// Every edit of a tenant, by whom, when and on which node.
     History {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
     },
 }
 
 #[derive(Subcommand)]
 enum KeyAction {
+    /// Create an API key; it is printed once (only its digest is kept).
     Create {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
-        /// Comma-separated: resize, usage.
+        /// Comma-separated: resize, usage (at least one).
         #[arg(long, default_value = "resize")]
         scopes: String,
+        /// A note for people (e.g. which service holds it).
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// Revoke a key: refused on every node once the edit reaches it.
     Revoke {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
+        /// The key's id, as `key create` and `tenant show` print it.
         key: String,
     },
 }
 
 #[derive(Subcommand)]
 enum SecretAction {
-    Add { tenant: String },
-    Primary { tenant: String, secret: String },
-    Retire { tenant: String, secret: String },
+    /// Add a URL-signing secret; it is printed once.
+    Add {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+    },
+    /// Make a secret the one the tenant's tools should sign with.
+    Primary {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+        /// The secret's id, as `secret add` and `tenant show` print it.
+        secret: String,
+    },
+    /// Retire a secret: URLs signed with it are refused from then on.
+    Retire {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+        /// The secret's id, as `secret add` and `tenant show` print it.
+        secret: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum OriginAction {
-    Allow { tenant: String, origin: String },
-    Deny { tenant: String, origin: String },
+    /// Allow signed URLs to fetch from an origin.
+    Allow {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+        /// scheme://host[:port], e.g. https://images.example.com
+        origin: String,
+    },
+    /// Stop allowing an origin.
+    Deny {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+        /// scheme://host[:port], as allowed.
+        origin: String,
+    },
+}
+
+/// What a quota counts (the ones enforceable before any work is done).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum QuotaMetric {
+    Requests,
+    #[value(name = "bytes_in")]
+    BytesIn,
+}
+
+impl QuotaMetric {
+    fn name(self) -> &'static str {
+        match self {
+            QuotaMetric::Requests => "requests",
+            QuotaMetric::BytesIn => "bytes_in",
+        }
+    }
+}
+
+/// The period a quota resets at.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum QuotaPeriod {
+    Month,
+    Hour,
+}
+
+impl QuotaPeriod {
+    fn name(self) -> &'static str {
+        match self {
+            QuotaPeriod::Month => "month",
+            QuotaPeriod::Hour => "hour",
+        }
+    }
+}
+
+/// The format of an export.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Parquet,
 }
 
 #[derive(Subcommand)]
 enum QuotaAction {
+    /// Set a hard quota, cluster-wide, per period.
     Set {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
-        /// requests or bytes_in.
-        #[arg(long, default_value = "requests")]
-        metric: String,
-        /// month or hour.
-        #[arg(long, default_value = "month")]
-        period: String,
+        /// What it counts.
+        #[arg(long, value_enum, default_value_t = QuotaMetric::Requests)]
+        metric: QuotaMetric,
+        /// When it resets.
+        #[arg(long, value_enum, default_value_t = QuotaPeriod::Month)]
+        period: QuotaPeriod,
+        /// How many per period (requests, or bytes received).
         #[arg(long)]
         limit: u64,
     },
+    /// Remove a quota.
     Clear {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
-        #[arg(long, default_value = "requests")]
-        metric: String,
-        #[arg(long, default_value = "month")]
-        period: String,
+        /// What it counts.
+        #[arg(long, value_enum, default_value_t = QuotaMetric::Requests)]
+        metric: QuotaMetric,
+        /// When it resets.
+        #[arg(long, value_enum, default_value_t = QuotaPeriod::Month)]
+        period: QuotaPeriod,
     },
 }
 
 #[derive(Subcommand)]
 enum PresetAction {
+    /// Name a set of resize options (used as `preset=<name>` in signed URLs).
     Set {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
+        /// The preset's name.
         name: String,
         /// A resize query string, e.g. `w=400&h=400&fit=cover`.
         options: String,
     },
+    /// Remove a preset.
     Clear {
+        #[arg(help = TENANT_HELP)]
         tenant: String,
+        /// The preset's name.
         name: String,
     },
 }
 
 #[derive(Subcommand)]
 enum ClusterAction {
+    /// Members, connected, last heard, replication lag, stale or decommissioned.
     Status {
+        /// Also show the quota rights each node holds for this tenant.
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -284,13 +391,16 @@ enum ClusterAction {
 enum ExportWhat {
     /// Every request this node billed.
     Records {
+        /// From this time, Unix ms (inclusive).
         #[arg(long)]
         from_ms: Option<u64>,
+        /// Until this time, Unix ms (exclusive).
         #[arg(long)]
         to_ms: Option<u64>,
     },
     /// Merged totals per tenant for a period.
     Totals {
+        /// Billing period, e.g. 2026-11 (default: the current month).
         #[arg(long)]
         period: Option<String>,
     },
@@ -317,7 +427,7 @@ struct ConfigArgs {
     #[arg(long)]
     workers: Option<usize>,
     /// Log format: text or json.
-    #[arg(long)]
+    #[arg(long, value_parser = ["text", "json"])]
     log_format: Option<String>,
 }
 
@@ -410,7 +520,7 @@ pub fn run() -> anyhow::Result<()> {
             out,
             format,
             remote,
-        } => export(what, out, &format, &remote),
+        } => export(what, out, format, &remote),
         command => admin(command),
     }
 }
@@ -582,8 +692,8 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 format!(
                     "/admin/v1/tenants/{}/quotas/{}/{}",
                     segment(&tenant),
-                    segment(&metric),
-                    segment(&period)
+                    segment(metric.name()),
+                    segment(period.name())
                 ),
                 Some(json!({ "limit": limit })),
                 View::Done,
@@ -598,8 +708,8 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 format!(
                     "/admin/v1/tenants/{}/quotas/{}/{}",
                     segment(&tenant),
-                    segment(&metric),
-                    segment(&period)
+                    segment(metric.name()),
+                    segment(period.name())
                 ),
                 Some(json!({ "limit": null })),
                 View::Done,
@@ -735,12 +845,16 @@ async fn all_pages(
 fn export(
     what: ExportWhat,
     out: Option<PathBuf>,
-    format: &str,
+    format: ExportFormat,
     remote: &Remote,
 ) -> anyhow::Result<()> {
+    let format = match format {
+        ExportFormat::Jsonl => "jsonl",
+        ExportFormat::Parquet => "parquet",
+    };
     let path = match what {
         ExportWhat::Records { from_ms, to_ms } => {
-            let mut path = format!("/admin/v1/export/records?format={}", query_value(format));
+            let mut path = format!("/admin/v1/export/records?format={format}");
             if let Some(from) = from_ms {
                 path.push_str(&format!("&from_ms={from}"));
             }
@@ -751,11 +865,10 @@ fn export(
         }
         ExportWhat::Totals { period } => match period {
             Some(period) => format!(
-                "/admin/v1/export/totals?format={}&period={}",
-                query_value(format),
+                "/admin/v1/export/totals?format={format}&period={}",
                 query_value(&period)
             ),
-            None => format!("/admin/v1/export/totals?format={}", query_value(format)),
+            None => format!("/admin/v1/export/totals?format={format}"),
         },
     };
     let (client, runtime) = connect(remote)?;
@@ -1065,6 +1178,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     #[test]
     fn arguments_stay_inside_their_segment_or_value() {
@@ -1076,5 +1190,31 @@ mod tests {
         assert_eq!(segment("thumb_v2-x.y~z"), "thumb_v2-x.y~z");
         assert_eq!(query_value("a&b=c d#e"), "a%26b%3Dc+d%23e");
         assert_eq!(query_value("2026-11"), "2026-11");
+    }
+
+    /// Every command and every argument says what it is in `--help` (an empty line there
+    /// was the first thing an operator met).
+    #[test]
+    fn every_command_and_argument_says_what_it_is() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                let here = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(here.clone());
+                }
+                for arg in sub.get_arguments() {
+                    if arg.get_help().is_none() {
+                        missing.push(format!("{here} <{}>", arg.get_id()));
+                    }
+                }
+                check(sub, &here, missing);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        check(&command, "tessera", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
     }
 }

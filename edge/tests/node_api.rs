@@ -1189,3 +1189,56 @@ async fn the_admin_api_refuses_what_would_silently_never_work() {
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{reply:?}");
     node.stop().await;
 }
+
+/// The CLI lists what a tenant has — keys, secrets, origins, quotas, presets — as tables,
+/// and as JSON (that part only) with `--json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_a_tenant_s_keys_secrets_origins_quotas_and_presets() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let t = tenant.as_str();
+    for args in [
+        vec![
+            "key",
+            "create",
+            t,
+            "--scopes",
+            "resize,usage",
+            "--label",
+            "web",
+        ],
+        vec!["secret", "add", t],
+        vec!["origin", "allow", t, "https://img.example.com"],
+        vec!["quota", "set", t, "--metric", "bytes_in", "--limit", "5000"],
+        vec!["preset", "set", t, "thumb", "w=100&h=100"],
+    ] {
+        let out = cli(&node, &args).await;
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let text = |out: std::process::Output| {
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let keys = text(cli(&node, &["key", "list", t]).await);
+    assert!(keys.starts_with("ID"), "{keys}");
+    assert!(keys.contains("web") && keys.contains("resize"), "{keys}");
+    let secrets = text(cli(&node, &["secret", "list", t]).await);
+    assert_eq!(secrets.lines().count(), 2, "{secrets}");
+    let origins = text(cli(&node, &["origin", "list", t]).await);
+    assert_eq!(origins, "https://img.example.com\n");
+    let quotas = text(cli(&node, &["quota", "list", t]).await);
+    assert!(
+        quotas.contains("bytes_in") && quotas.contains("5000"),
+        "{quotas}"
+    );
+    let presets = text(cli(&node, &["preset", "list", t]).await);
+    assert!(
+        presets.contains("thumb") && presets.contains("w=100&h=100"),
+        "{presets}"
+    );
+    let json: Value =
+        serde_json::from_str(&text(cli(&node, &["origin", "list", t, "--json"]).await)).unwrap();
+    assert_eq!(json, json!(["https://img.example.com"]));
+    node.stop().await;
+}

@@ -228,6 +228,11 @@ enum KeyAction {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// The tenant's keys (revoked ones included).
+    List {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+    },
     /// Revoke a key: refused on every node once the edit reaches it.
     Revoke {
         #[arg(help = TENANT_HELP)]
@@ -241,6 +246,11 @@ enum KeyAction {
 enum SecretAction {
     /// Add a URL-signing secret; it is printed once.
     Add {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+    },
+    /// The tenant's signing secrets (ids and state; the secrets are never shown again).
+    List {
         #[arg(help = TENANT_HELP)]
         tenant: String,
     },
@@ -268,6 +278,11 @@ enum OriginAction {
         tenant: String,
         /// scheme://host[:port], e.g. https://images.example.com
         origin: String,
+    },
+    /// The origins the tenant's signed URLs may fetch from.
+    List {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
     },
     /// Stop allowing an origin.
     Deny {
@@ -334,6 +349,11 @@ enum QuotaAction {
         #[arg(long)]
         limit: u64,
     },
+    /// The tenant's quotas (`cluster status --tenant` shows what is used, node by node).
+    List {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+    },
     /// Remove a quota.
     Clear {
         #[arg(help = TENANT_HELP)]
@@ -357,6 +377,11 @@ enum PresetAction {
         name: String,
         /// A resize query string, e.g. `w=400&h=400&fit=cover`.
         options: String,
+    },
+    /// The tenant's presets.
+    List {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
     },
     /// Remove a preset.
     Clear {
@@ -621,6 +646,13 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 Some(json!({ "scopes": scopes, "label": label })),
                 View::Record,
             ),
+            KeyAction::List { tenant } => (
+                remote,
+                M::GET,
+                format!("/admin/v1/tenants/{}", segment(&tenant)),
+                None,
+                View::List("keys", &["id", "prefix", "label", "scopes", "revoked"]),
+            ),
             KeyAction::Revoke { tenant, key } => (
                 remote,
                 M::DELETE,
@@ -640,6 +672,13 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 format!("/admin/v1/tenants/{}/secrets", segment(&tenant)),
                 None,
                 View::Record,
+            ),
+            SecretAction::List { tenant } => (
+                remote,
+                M::GET,
+                format!("/admin/v1/tenants/{}", segment(&tenant)),
+                None,
+                View::List("signing_secrets", &["id", "active", "primary"]),
             ),
             SecretAction::Primary { tenant, secret } => (
                 remote,
@@ -672,6 +711,13 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 Some(json!({ "origin": origin, "allowed": true })),
                 View::Done,
             ),
+            OriginAction::List { tenant } => (
+                remote,
+                M::GET,
+                format!("/admin/v1/tenants/{}", segment(&tenant)),
+                None,
+                View::Values("origins"),
+            ),
             OriginAction::Deny { tenant, origin } => (
                 remote,
                 M::PUT,
@@ -697,6 +743,13 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 ),
                 Some(json!({ "limit": limit })),
                 View::Done,
+            ),
+            QuotaAction::List { tenant } => (
+                remote,
+                M::GET,
+                format!("/admin/v1/tenants/{}", segment(&tenant)),
+                None,
+                View::List("quotas", &["metric", "period", "limit"]),
             ),
             QuotaAction::Clear {
                 tenant,
@@ -730,6 +783,13 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 ),
                 Some(json!({ "options": options })),
                 View::Done,
+            ),
+            PresetAction::List { tenant } => (
+                remote,
+                M::GET,
+                format!("/admin/v1/tenants/{}", segment(&tenant)),
+                None,
+                View::Pairs("presets", ["name", "options"]),
             ),
             PresetAction::Clear { tenant, name } => (
                 remote,
@@ -807,7 +867,16 @@ fn admin(command: Command) -> anyhow::Result<()> {
         anyhow::bail!("{status}: {code}: {message}");
     }
     if remote.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        let shown = match view.field() {
+            // A listing drawn from a larger answer (the tenant's detail): its part only.
+            Some(field)
+                if path.starts_with("/admin/v1/tenants/") && path.matches('/').count() == 4 =>
+            {
+                &answer[field]
+            }
+            _ => &answer,
+        };
+        println!("{}", serde_json::to_string_pretty(shown)?);
         return Ok(());
     }
     print!("{}", render(&view, &answer));
@@ -914,9 +983,24 @@ fn connect(remote: &Remote) -> anyhow::Result<(Client, tokio::runtime::Runtime)>
 enum View {
     Done,
     Record,
+    /// A field holding an array of objects: a table of these columns.
     List(&'static str, &'static [&'static str]),
+    /// A field holding an array of strings: one a line.
+    Values(&'static str),
+    /// A field holding an object: a two-column table, key then value.
+    Pairs(&'static str, [&'static str; 2]),
     Usage,
     Cluster,
+}
+
+impl View {
+    /// The part of the answer this view shows (with `--json`, printed as is).
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            View::List(field, _) | View::Values(field) | View::Pairs(field, _) => Some(field),
+            _ => None,
+        }
+    }
 }
 
 fn cell(value: &serde_json::Value) -> String {
@@ -979,6 +1063,17 @@ fn render(view: &View, answer: &serde_json::Value) -> String {
                         .map(|item| columns.iter().map(|c| cell(&item[*c])).collect())
                         .collect()
                 })
+                .unwrap_or_default();
+            table(columns, &rows)
+        }
+        View::Values(field) => answer[*field]
+            .as_array()
+            .map(|items| items.iter().map(|v| format!("{}\n", cell(v))).collect())
+            .unwrap_or_default(),
+        View::Pairs(field, columns) => {
+            let rows: Vec<Vec<String>> = answer[*field]
+                .as_object()
+                .map(|map| map.iter().map(|(k, v)| vec![k.clone(), cell(v)]).collect())
                 .unwrap_or_default();
             table(columns, &rows)
         }

@@ -423,7 +423,7 @@ async fn admin_edits_are_validated() {
         ),
         (
             Method::DELETE,
-            format!("/admin/v1/tenants/{tenant}/keys/77"),
+            format!("/admin/v1/tenants/{tenant}/keys/0000000000000077"),
             None,
             StatusCode::NOT_FOUND,
             "not_found",
@@ -1240,5 +1240,65 @@ async fn the_cli_lists_a_tenant_s_keys_secrets_origins_quotas_and_presets() {
     let json: Value =
         serde_json::from_str(&text(cli(&node, &["origin", "list", t, "--json"]).await)).unwrap();
     assert_eq!(json, json!(["https://img.example.com"]));
+    node.stop().await;
+}
+
+/// A key is named one way everywhere: its 16-hex-digit id, as creation, listings and
+/// usage records show it — or the prefix its holder sees in the key itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_revoked_by_its_id_or_its_prefix_and_one_id_form_shows_everywhere() {
+    let Some(photos) = photos_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let tenant = create_tenant(&node, "acme").await;
+    let created = json_of(
+        &admin(
+            &node,
+            Method::POST,
+            &format!("/admin/v1/tenants/{tenant}/keys"),
+            Some(json!({ "scopes": "resize" })),
+        )
+        .await,
+    );
+    let (id, key, prefix) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+        created["prefix"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(id.len(), 16, "{created}");
+    assert!(key.contains(&prefix), "{created}");
+    let listed = tenant_detail(&node, &tenant).await;
+    assert_eq!(listed["keys"][0]["id"], id.as_str());
+    let input = photo(&photos, "seeding-256k.jpg");
+    assert_eq!(
+        resize(&node, Some(&key), "w=50", input.clone())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A decimal form is not an id any more: 404, saying which forms are.
+    let decimal = u64::from_str_radix(&id, 16).unwrap().to_string();
+    let reply = admin(
+        &node,
+        Method::DELETE,
+        &format!("/admin/v1/tenants/{tenant}/keys/{decimal}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("16-hex-digit id"),
+        "{reply:?}"
+    );
+    let reply = admin(
+        &node,
+        Method::DELETE,
+        &format!("/admin/v1/tenants/{tenant}/keys/{prefix}"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    let refused = resize(&node, Some(&key), "w=50", input).await;
+    assert_eq!(refused.error_code(), "key_revoked");
     node.stop().await;
 }

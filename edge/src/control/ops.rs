@@ -18,7 +18,9 @@
 
 use std::collections::BTreeMap;
 
-use tessera_crdt::directory::{Change, DirectoryError, Op, Scopes, Tenant, TenantStatus};
+use tessera_crdt::directory::{
+    Change, DirectoryError, KeyId, Op, Scopes, SecretId, Tenant, TenantStatus,
+};
 use tessera_crdt::ledger::{Finality, IncrementError};
 use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId};
 use tessera_sync::{Node, PeerView, Stats};
@@ -199,7 +201,7 @@ pub struct TenantDetail {
     pub deleted: bool,
     pub keys: Vec<KeyRow>,
     /// `(id, active, primary)`.
-    pub secrets: Vec<(u64, bool, bool)>,
+    pub secrets: Vec<(SecretId, bool, bool)>,
     pub origins: Vec<String>,
     /// `(metric, period kind, limit)`.
     pub quotas: Vec<(Metric, PeriodKind, u64)>,
@@ -207,7 +209,7 @@ pub struct TenantDetail {
 }
 
 pub struct KeyRow {
-    pub id: u64,
+    pub id: KeyId,
     pub prefix: Option<String>,
     pub label: String,
     pub scopes: Scopes,
@@ -424,7 +426,7 @@ impl ControlPlane {
             .keys()
             .filter_map(|key| directory.key(key).map(|k| (key, k)))
             .map(|(key, k)| KeyRow {
-                id: key.0,
+                id: key,
                 prefix: k.prefix().map(str::to_owned),
                 label: k.label().to_owned(),
                 scopes: k.scopes(),
@@ -439,7 +441,7 @@ impl ControlPlane {
             keys,
             secrets: t
                 .signing_secrets()
-                .map(|(sid, s)| (sid.0, s.is_active(), Some(sid) == primary))
+                .map(|(sid, s)| (sid, s.is_active(), Some(sid) == primary))
                 .collect(),
             origins: t.origins().map(str::to_owned).collect(),
             quotas: t
@@ -516,6 +518,18 @@ impl ControlPlane {
             forgotten: period.end_ms() <= ledger.forgotten_before_ms(),
             ticket: self.take_ticket(),
         })
+    }
+
+    /// The key of `tenant` whose public prefix is `prefix`, if exactly one has it.
+    pub fn key_with_prefix(&self, tenant: TenantId, prefix: &str) -> Option<KeyId> {
+        let core = self.lock();
+        let mut found = core
+            .directory()
+            .lookup_key(prefix)
+            .filter(|m| m.tenant == tenant)
+            .map(|m| m.key);
+        let key = found.next()?;
+        found.next().is_none().then_some(key)
     }
 
     /// Whether `node` can home a tenant: this node, or a member heard of (directly or by

@@ -43,7 +43,7 @@ impl Pending {
         serde_json::to_vec(&Record {
             at_ms: self.at_ms,
             tenant: self.tenant.0.to_string(),
-            key: self.key.map(|k| k.0.to_string()),
+            key: self.key.map(|k| k.to_string()),
             node: node.to_string(),
             request_id: self.request_id.to_string(),
             route: self.route.to_owned(),
@@ -421,7 +421,7 @@ mod tests {
         };
         let record: Record = serde_json::from_slice(&pending.encode(NodeId(5))).unwrap();
         assert_eq!(record.tenant, "42");
-        assert_eq!(record.key.as_deref(), Some("9"));
+        assert_eq!(record.key.as_deref(), Some("0000000000000009"));
         assert_eq!(record.node, NodeId(5).to_string());
         assert_eq!(record.request_id, id.to_string());
         assert_eq!(

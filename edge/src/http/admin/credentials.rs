@@ -54,7 +54,7 @@ pub(super) async fn create_key(
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "id": key.0.to_string(),
+            "id": key.to_string(),
             "tenant": tenant.0.to_string(),
             "key": minted.key,
             "prefix": minted.prefix,
@@ -73,7 +73,11 @@ pub(super) async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
     let tenant = tenant_id(&tenant)?;
-    let key = KeyId(parse_id("key", &key)?);
+    // Its id, or the prefix its holder sees in the key itself (`tsk_<prefix>_…`).
+    let key = match state.control.key_with_prefix(tenant, &key) {
+        Some(found) => found,
+        None => KeyId(parse_hex_id("key", &key)?),
+    };
     edit(&state, &actor, vec![Change::RevokeKey { tenant, key }]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -100,7 +104,7 @@ pub(super) async fn add_secret(
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "id": secret_id.0.to_string(),
+            "id": secret_id.to_string(),
             "secret": auth::hex(&secret),
         })),
     )
@@ -139,7 +143,7 @@ pub(super) async fn secret_edit(
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(state, headers)?;
     let tenant = tenant_id(tenant)?;
-    let secret_id = SecretId(parse_id("secret", secret)?);
+    let secret_id = SecretId(parse_hex_id("secret", secret)?);
     edit(state, &actor, vec![change(tenant, secret_id)]).await?;
     Ok(StatusCode::NO_CONTENT)
 }

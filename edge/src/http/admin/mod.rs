@@ -171,6 +171,31 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A key's or a secret's id as every answer prints it: 16 hex digits (`KeyId`'s and
+/// `SecretId`'s `Display`), the one form the API takes and shows.
+fn parse_hex_id(what: &'static str, text: &str) -> Result<u64, ApiError> {
+    Some(text)
+        .filter(|t| t.len() == 16)
+        .and_then(|t| u64::from_str_radix(t, 16).ok())
+        .filter(|id| (1..=ID_MAX).contains(id))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!(
+                    "no {what} {:?} (a {what} is named by its 16-hex-digit id, as `{what} list` \
+                     shows{})",
+                    text.chars().take(40).collect::<String>(),
+                    if what == "key" {
+                        ", or by its 12-character prefix"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        })
+}
+
 fn parse_id(what: &'static str, text: &str) -> Result<u64, ApiError> {
     text.parse::<u64>()
         .ok()

@@ -300,3 +300,39 @@ fn sign_prints_a_url_the_node_verifies() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("hex digits"));
 }
+
+/// Shell completions and the man page come from the same definitions as `--help`: the
+/// bash script parses, it completes the commands, and the man page is roff naming them.
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    let bash = tessera().args(["completions", "bash"]).output().unwrap();
+    assert!(bash.status.success(), "{bash:?}");
+    let script = String::from_utf8(bash.stdout).unwrap();
+    for command in ["tenant", "quota", "sign", "export"] {
+        assert!(script.contains(command), "{command} missing");
+    }
+    let mut check = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(
+        check.wait().unwrap().success(),
+        "the bash completion does not parse"
+    );
+    for shell in ["zsh", "fish"] {
+        let out = tessera().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let man = tessera().arg("man").output().unwrap();
+    assert!(man.status.success(), "{man:?}");
+    let page = String::from_utf8(man.stdout).unwrap();
+    assert!(page.contains(".TH tessera 1"), "{page}");
+    assert!(page.contains("serve") && page.contains("quota"), "{page}");
+}

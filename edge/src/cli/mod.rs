@@ -122,6 +122,15 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Print a shell completion script, e.g. `tessera completions bash >
+    /// /etc/bash_completion.d/tessera`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `tessera man > /usr/share/man/man1/tessera.1`.
+    Man,
     /// Sign an image URL for a tenant (offline): prints the URL, or its path without
     /// --base. The scheme, for signing elsewhere, is in README.md ("Signed URLs").
     Sign {
@@ -495,6 +504,21 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args.load()?),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tessera",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Sign {
             tenant,
             options,
@@ -848,6 +872,8 @@ fn admin(command: Command) -> anyhow::Result<()> {
         | Command::Config(_)
         | Command::Token { .. }
         | Command::Sign { .. }
+        | Command::Completions { .. }
+        | Command::Man
         | Command::Export { .. } => {
             unreachable!("handled in main")
         }

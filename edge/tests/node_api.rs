@@ -1302,3 +1302,57 @@ async fn a_key_is_revoked_by_its_id_or_its_prefix_and_one_id_form_shows_everywhe
     assert_eq!(refused.error_code(), "key_revoked");
     node.stop().await;
 }
+
+/// Tenant names are unique (as far as the node knows) and name a tenant wherever its id
+/// does, in the API and so in the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_names_are_unique_and_name_the_tenant_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(config(dir.path())).await;
+    let id = create_tenant(&node, "acme").await;
+    let again = admin(
+        &node,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({ "name": "acme" })),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{again:?}");
+    assert_eq!(again.error_code(), "exists");
+    assert!(
+        String::from_utf8_lossy(&again.body).contains(&id),
+        "{again:?}"
+    );
+    let digits = admin(
+        &node,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({ "name": "12345" })),
+    )
+    .await;
+    assert_eq!(
+        digits.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{digits:?}"
+    );
+    // By name, the same tenant as by id.
+    assert_eq!(tenant_detail(&node, "acme").await["id"], id.as_str());
+    let out = cli(&node, &["key", "create", "acme", "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["tenant"], id.as_str());
+    let missing = admin(&node, Method::GET, "/admin/v1/tenants/nobody", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // Deleted, the name is free again.
+    let deleted = admin(
+        &node,
+        Method::DELETE,
+        &format!("/admin/v1/tenants/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    let other = create_tenant(&node, "acme").await;
+    assert_ne!(other, id);
+    node.stop().await;
+}

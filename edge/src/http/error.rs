@@ -184,6 +184,7 @@ error_codes! {
     IdempotencyInProgress = "idempotency_in_progress",
     Exists = "exists",
     DecommissionSelf = "decommission_self",
+    AmbiguousName = "ambiguous_name",
     // Usually 413.
     PayloadTooLarge = "payload_too_large",
     // Usually 415.

@@ -19,7 +19,7 @@ pub(super) async fn create_key(
     AdminBody(body): AdminBody,
 ) -> Result<Response, ApiError> {
     let actor = operator(&state, &headers)?;
-    let tenant = tenant_id(&tenant)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
     let request: CreateKey = if body.is_empty() {
         CreateKey {
             scopes: None,
@@ -72,7 +72,7 @@ pub(super) async fn revoke_key(
     Path((tenant, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
-    let tenant = tenant_id(&tenant)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
     // Its id, or the prefix its holder sees in the key itself (`tsk_<prefix>_…`).
     let key = match state.control.key_with_prefix(tenant, &key) {
         Some(found) => found,
@@ -88,7 +88,7 @@ pub(super) async fn add_secret(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     let actor = operator(&state, &headers)?;
-    let tenant = tenant_id(&tenant)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
     let secret = auth::random_bytes::<32>();
     let secret_id = SecretId(random_id());
     edit(
@@ -142,7 +142,7 @@ pub(super) async fn secret_edit(
     change: impl FnOnce(TenantId, SecretId) -> Change,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(state, headers)?;
-    let tenant = tenant_id(tenant)?;
+    let tenant = resolve_tenant(state, tenant).await?;
     let secret_id = SecretId(parse_hex_id("secret", secret)?);
     edit(state, &actor, vec![change(tenant, secret_id)]).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -28,7 +28,7 @@ pub(super) async fn set_quota(
     AdminBody(body): AdminBody,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
-    let tenant = tenant_id(&tenant)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
     let metric = parse_metric(&metric).ok_or_else(|| {
         ApiError::unprocessable(
             ErrorCode::InvalidField,
@@ -88,7 +88,7 @@ pub(super) async fn set_origin(
     AdminBody(body): AdminBody,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
-    let tenant = tenant_id(&tenant)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
     let request: SetOrigin = json_body(&body)?;
     // Stored as fetches compare it (`scheme://host[:port]`, lowercase, default port
     // dropped): anything else would be kept and never match.
@@ -127,7 +127,7 @@ pub(super) async fn set_preset(
     AdminBody(body): AdminBody,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
-    let tenant = tenant_id(&tenant)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
     let request: SetPreset = json_body(&body)?;
     if let Some(options) = &request.options {
         // A preset must be a valid set of resize options now, not at first use.

@@ -19,6 +19,27 @@ pub(super) async fn create_tenant(
     let actor = operator(&state, &headers)?;
     let request: CreateTenant = json_body(&body)?;
     visible_text("name", &request.name)?;
+    if request.name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidField,
+            "a tenant name cannot be all digits (it would read as an id)",
+        ));
+    }
+    // Unique as far as this node knows (see `resolve_tenant`).
+    let (control, name) = (state.control.clone(), request.name.clone());
+    let taken = tokio::task::spawn_blocking(move || control.tenants_named(&name))
+        .await
+        .unwrap_or_default();
+    if let Some(existing) = taken.first() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Exists,
+            format!(
+                "a tenant named {:?} exists (id {})",
+                request.name, existing.0
+            ),
+        ));
+    }
     let home = match request.home.as_deref() {
         None => state.control.id(),
         Some(text) => NodeId(u64::from_str_radix(text, 16).map_err(|_| {
@@ -116,13 +137,50 @@ pub(super) fn tenant_id(text: &str) -> Result<TenantId, ApiError> {
     parse_id("tenant", text).map(TenantId)
 }
 
+/// A tenant named in a path or a query: its id (digits), or its name when exactly one
+/// live tenant has it (names are unique on creation, as far as the creating node knew:
+/// two nodes creating the same name at once both succeed, and then only the id names
+/// either).
+pub(super) async fn resolve_tenant(state: &AppState, text: &str) -> Result<TenantId, ApiError> {
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return tenant_id(text);
+    }
+    let (control, name) = (state.control.clone(), text.to_owned());
+    let found = tokio::task::spawn_blocking(move || control.tenants_named(&name))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::InternalError,
+                e.to_string(),
+            )
+        })?;
+    match found.as_slice() {
+        [id] => Ok(*id),
+        [] => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no tenant {:?} (by id or name)", text.chars().take(100).collect::<String>()),
+        )),
+        several => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AmbiguousName,
+            format!(
+                "{} tenants are named {text:?} (created at once on different nodes): use an id, one of {}",
+                several.len(),
+                several.iter().map(|t| t.0.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
 pub(super) async fn show_tenant(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     operator(&state, &headers)?;
-    let id = tenant_id(&tenant)?;
+    let id = resolve_tenant(&state, &tenant).await?;
     let t = state.control.tenant_detail(id).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such tenant")
     })?;
@@ -199,7 +257,7 @@ pub(super) async fn history(
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     operator(&state, &headers)?;
-    let id = tenant_id(&tenant)?;
+    let id = resolve_tenant(&state, &tenant).await?;
     let ops: Vec<Value> = state
         .control
         .history(id)
@@ -222,7 +280,7 @@ pub(super) async fn delete_tenant(
     Path(tenant): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
-    let tenant = tenant_id(&tenant)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
     edit(&state, &actor, vec![Change::DeleteTenant { tenant }]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -240,7 +298,7 @@ pub(super) async fn set_status(
     AdminBody(body): AdminBody,
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
-    let tenant = tenant_id(&tenant)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
     let request: SetStatus = json_body(&body)?;
     let status = match request.status.as_str() {
         "active" => TenantStatus::Active,

@@ -29,7 +29,7 @@ pub(super) async fn usage(
         .tenant
         .as_deref()
         .ok_or_else(|| ApiError::bad_parameter("the `tenant` parameter is required"))?;
-    let tenant = tenant_id(tenant)?;
+    let tenant = resolve_tenant(&state, tenant).await?;
     if !is_operator {
         // Hashed before the lock; only the probe is made under it.
         let caller: Caller = auth::present(credential)

@@ -596,6 +596,22 @@ fn query_value(value: impl std::fmt::Display) -> String {
     form_urlencoded::byte_serialize(value.to_string().as_bytes()).collect()
 }
 
+/// `GET` of one tenant's detail, shown through `view` (`tenant show` and the `list`
+/// commands read parts of the same answer).
+fn tenant_detail(
+    remote: Remote,
+    tenant: &str,
+    view: View,
+) -> (Remote, Method, String, Option<serde_json::Value>, View) {
+    (
+        remote,
+        Method::GET,
+        format!("/admin/v1/tenants/{}", segment(tenant)),
+        None,
+        view,
+    )
+}
+
 /// One admin API call from the command line.
 fn admin(command: Command) -> anyhow::Result<()> {
     use serde_json::json;
@@ -622,13 +638,7 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 None,
                 View::List("tenants", &["id", "name", "status", "home"]),
             ),
-            TenantAction::Show { tenant } => (
-                remote,
-                M::GET,
-                format!("/admin/v1/tenants/{}", segment(&tenant)),
-                None,
-                View::Record,
-            ),
+            TenantAction::Show { tenant } => tenant_detail(remote, &tenant, View::Record),
             TenantAction::Suspend { tenant } => (
                 remote,
                 M::POST,
@@ -670,11 +680,9 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 Some(json!({ "scopes": scopes, "label": label })),
                 View::Record,
             ),
-            KeyAction::List { tenant } => (
+            KeyAction::List { tenant } => tenant_detail(
                 remote,
-                M::GET,
-                format!("/admin/v1/tenants/{}", segment(&tenant)),
-                None,
+                &tenant,
                 View::List("keys", &["id", "prefix", "label", "scopes", "revoked"]),
             ),
             KeyAction::Revoke { tenant, key } => (
@@ -697,11 +705,9 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 None,
                 View::Record,
             ),
-            SecretAction::List { tenant } => (
+            SecretAction::List { tenant } => tenant_detail(
                 remote,
-                M::GET,
-                format!("/admin/v1/tenants/{}", segment(&tenant)),
-                None,
+                &tenant,
                 View::List("signing_secrets", &["id", "active", "primary"]),
             ),
             SecretAction::Primary { tenant, secret } => (
@@ -735,13 +741,9 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 Some(json!({ "origin": origin, "allowed": true })),
                 View::Done,
             ),
-            OriginAction::List { tenant } => (
-                remote,
-                M::GET,
-                format!("/admin/v1/tenants/{}", segment(&tenant)),
-                None,
-                View::Values("origins"),
-            ),
+            OriginAction::List { tenant } => {
+                tenant_detail(remote, &tenant, View::Values("origins"))
+            }
             OriginAction::Deny { tenant, origin } => (
                 remote,
                 M::PUT,
@@ -768,11 +770,9 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 Some(json!({ "limit": limit })),
                 View::Done,
             ),
-            QuotaAction::List { tenant } => (
+            QuotaAction::List { tenant } => tenant_detail(
                 remote,
-                M::GET,
-                format!("/admin/v1/tenants/{}", segment(&tenant)),
-                None,
+                &tenant,
                 View::List("quotas", &["metric", "period", "limit"]),
             ),
             QuotaAction::Clear {
@@ -808,13 +808,9 @@ fn admin(command: Command) -> anyhow::Result<()> {
                 Some(json!({ "options": options })),
                 View::Done,
             ),
-            PresetAction::List { tenant } => (
-                remote,
-                M::GET,
-                format!("/admin/v1/tenants/{}", segment(&tenant)),
-                None,
-                View::Pairs("presets", ["name", "options"]),
-            ),
+            PresetAction::List { tenant } => {
+                tenant_detail(remote, &tenant, View::Pairs("presets", ["name", "options"]))
+            }
             PresetAction::Clear { tenant, name } => (
                 remote,
                 M::PUT,

@@ -26,11 +26,7 @@ pub(super) async fn create_tenant(
         ));
     }
     // Unique as far as this node knows (see `resolve_tenant`).
-    let (control, name) = (state.control.clone(), request.name.clone());
-    let taken = tokio::task::spawn_blocking(move || control.tenants_named(&name))
-        .await
-        .unwrap_or_default();
-    if let Some(existing) = taken.first() {
+    if let Some(existing) = tenants_named(&state, &request.name).await?.first() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::Exists,
@@ -137,6 +133,21 @@ pub(super) fn tenant_id(text: &str) -> Result<TenantId, ApiError> {
     parse_id("tenant", text).map(TenantId)
 }
 
+/// Live tenants named `name` ([`ControlPlane::tenants_named`], a scan in short holds), on
+/// a blocking thread: off the runtime's workers.
+async fn tenants_named(state: &AppState, name: &str) -> Result<Vec<TenantId>, ApiError> {
+    let (control, name) = (state.control.clone(), name.to_owned());
+    tokio::task::spawn_blocking(move || control.tenants_named(&name))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::InternalError,
+                e.to_string(),
+            )
+        })
+}
+
 /// A tenant named in a path or a query: its id (digits), or its name when exactly one
 /// live tenant has it (names are unique on creation, as far as the creating node knew:
 /// two nodes creating the same name at once both succeed, and then only the id names
@@ -145,17 +156,7 @@ pub(super) async fn resolve_tenant(state: &AppState, text: &str) -> Result<Tenan
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return tenant_id(text);
     }
-    let (control, name) = (state.control.clone(), text.to_owned());
-    let found = tokio::task::spawn_blocking(move || control.tenants_named(&name))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::InternalError,
-                e.to_string(),
-            )
-        })?;
-    match found.as_slice() {
+    match tenants_named(state, text).await?.as_slice() {
         [id] => Ok(*id),
         [] => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -383,6 +383,16 @@ pub struct HttpConfig {
     pub drain_delay_ms: u64,
     /// Then the listener closes and in-flight requests get this long to finish.
     pub shutdown_grace_ms: u64,
+    /// PEM file of the certificate chain the listener serves TLS with (the node's own
+    /// certificate first); set together with `tls_key_file`, or neither (plain HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// A TLS client must finish its handshake within this time after connecting, or the
+    /// connection is closed (its place in the connection caps is held meanwhile).
+    pub tls_handshake_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -497,6 +507,9 @@ impl Default for HttpConfig {
             drain_delay_ms: 0,
             shutdown_grace_ms: 15_000,
             admin_body_bytes_max: 64 << 10,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -643,6 +656,29 @@ impl Config {
             hour_ms,
         )?;
         in_range("http.drain_delay_ms", self.http.drain_delay_ms, 0, hour_ms)?;
+        // A certificate without its key (or the reverse) is a half-done TLS set-up: refused
+        // rather than served in clear.
+        match (&self.http.tls_cert_file, &self.http.tls_key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "http.tls_key_file",
+                    "is not set but http.tls_cert_file is; set both (TLS) or neither",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "http.tls_cert_file",
+                    "is not set but http.tls_key_file is; set both (TLS) or neither",
+                ))
+            }
+            _ => {}
+        }
+        in_range(
+            "http.tls_handshake_timeout_ms",
+            self.http.tls_handshake_timeout_ms,
+            100,
+            60_000,
+        )?;
         in_range("http.body_bytes_max", self.http.body_bytes_max, 1, 1 << 30)?;
         in_range(
             "http.connections_max",
@@ -1100,6 +1136,10 @@ impl Config {
         Duration::from_millis(self.http.shutdown_grace_ms)
     }
 
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.http.tls_handshake_timeout_ms)
+    }
+
     pub fn leave_timeout(&self) -> Duration {
         Duration::from_millis(self.cluster.leave_timeout_ms)
     }
@@ -1230,6 +1270,17 @@ mod tests {
                 "TESSERA_CLUSTER__LEAVE_TIMEOUT_MS",
                 "0",
                 "cluster.leave_timeout_ms",
+            ),
+            (
+                "TESSERA_HTTP__TLS_HANDSHAKE_TIMEOUT_MS",
+                "0",
+                "http.tls_handshake_timeout_ms",
+            ),
+            // A certificate without its key.
+            (
+                "TESSERA_HTTP__TLS_CERT_FILE",
+                "/etc/tessera/node.pem",
+                "http.tls_key_file",
             ),
             // Totals forgotten before the period is even compacted.
             (

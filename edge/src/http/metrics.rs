@@ -4,7 +4,7 @@
 //!
 //! Names are in base units with the conventional suffixes (`_seconds`, `_bytes`,
 //! `_total`); families with a closed set of labels (routes, stages, shed reasons, quota
-//! outcomes, cache outcomes, refusal codes) are created at start, so a rate reads 0, not
+//! outcomes, cache outcomes, refusal codes, TLS handshake failures) are created at start, so a rate reads 0, not
 //! "no data", before the first event. `tessera_build_info` names the version;
 //! `process_*` (CPU, memory, file descriptors, start time) are read from `/proc` at each
 //! scrape, by the names every Prometheus client gives them.
@@ -89,6 +89,8 @@ const QUOTA_OUTCOMES: [&str; 4] = [
     "unavailable",
 ];
 const CACHE_OUTCOMES: [&str; 2] = ["hit", "miss"];
+/// Every reason of [`crate::http::tls::HandshakeFailure::reason`].
+const TLS_HANDSHAKE_FAILURES: [&str; 2] = ["timeout", "error"];
 const AUTH_CODES: [&str; 7] = [
     "missing_key",
     "malformed_key",
@@ -110,6 +112,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_refused: Counter,
     pub connections_overflow: Counter,
+    /// TLS handshakes on the listener that failed, by reason (timeout, error).
+    pub tls_handshake_failures: Family<ReasonLabels, Counter>,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub stage_duration: Family<StageLabels, Histogram, fn() -> Histogram>,
@@ -152,6 +156,7 @@ impl Metrics {
         let connections_open = Gauge::default();
         let connections_refused = Counter::default();
         let connections_overflow = Counter::default();
+        let tls_handshake_failures = Family::<ReasonLabels, Counter>::default();
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
         let stage_duration = Family::new_with_constructor(latency_histogram as fn() -> _);
@@ -262,6 +267,12 @@ impl Metrics {
             "Connections over a cap (per client or the node's) answered once in the overflow lane",
             connections_overflow.clone(),
         );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the HTTP listener that failed, by reason (timeout: not \
+             finished within http.tls_handshake_timeout_ms; error: refused or cut)",
+            tls_handshake_failures.clone(),
+        );
         registry.register_with_unit(
             "resize_input",
             "Source image bytes of the resize requests that were processed",
@@ -318,6 +329,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             connections_overflow,
+            tls_handshake_failures,
             bytes_in,
             bytes_out,
             stage_duration,
@@ -364,6 +376,12 @@ impl Metrics {
         }
         for code in AUTH_CODES {
             drop(self.auth_refused.get_or_create(&CodeLabels { code }));
+        }
+        for reason in TLS_HANDSHAKE_FAILURES {
+            drop(
+                self.tls_handshake_failures
+                    .get_or_create(&ReasonLabels { reason }),
+            );
         }
     }
 

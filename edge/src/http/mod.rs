@@ -3,6 +3,7 @@
 //! In request order:
 //! - [`server`]: accept loop, timeouts, graceful shutdown; [`connections`]: caps per
 //!   client and for the node, and the overflow lane that answers what is over them;
+//!   [`tls`]: the listener's certificate and key, and the bounded TLS handshake;
 //! - [`routes`]: the handlers of `POST /v1/resize`, health, readiness and metrics, and
 //!   the router; [`signed`]: signed URLs (`GET /v1/img/...`); [`admin`]: the admin API
 //!   (tenants, keys, quotas, usage with harvest, cluster);
@@ -31,3 +32,4 @@ pub mod params;
 pub mod routes;
 pub mod server;
 pub mod signed;
+pub mod tls;

@@ -66,6 +66,9 @@ pub struct AppState {
     pub rate: crate::work::rate::RateLimiter,
     pub idempotency: Arc<crate::work::idempotency::IdempotencyCache>,
     pub fetch: crate::work::fetch::FetchPolicy,
+    /// The listener's TLS (`http.tls_cert_file`, `http.tls_key_file`); `None`: plain
+    /// HTTP. See [`AppState::serves_tls`].
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Signed-URL results kept for identical requests.
     pub results: crate::work::cache::ResultCache,
     /// Set by `POST /admin/v1/cluster/leave`; the server then shuts down and hands this
@@ -660,5 +663,12 @@ fn deadline_exceeded(metrics: &Metrics) -> ApiError {
 impl AppState {
     pub fn commit_timeout(&self) -> Duration {
         Duration::from_millis(self.config.store.commit_timeout_ms)
+    }
+
+    /// Whether the node's listener serves TLS (every connection, admin API included):
+    /// what decides, e.g., that a cookie the node sets may be marked `Secure`. A node
+    /// behind a TLS-terminating proxy serves plain HTTP here and answers false.
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
     }
 }

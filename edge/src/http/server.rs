@@ -18,6 +18,17 @@
 //! is answered once in a small overflow lane (health checks served, everything else a JSON
 //! 429/503 with `Retry-After`), and closed only when that lane is full too — a bounded
 //! refusal instead of unbounded memory.
+//!
+//! TLS is served in-process when `http.tls_cert_file` and `http.tls_key_file` are set
+//! ([`crate::http::tls`]): many operators run a node without a proxy in front of it, and
+//! the admin API on this same listener takes the operator token, a bearer credential
+//! that must never cross a network in clear. The handshake cannot hold a connection's
+//! place for ever: a connection takes its slot in the caps at accept, as a plain one
+//! does, and keeps it through the handshake, which must finish within
+//! `http.tls_handshake_timeout_ms` or the connection is closed (logged at debug, since
+//! scanners do this all day, and counted in `tessera_tls_handshake_failures_total`). A
+//! finished handshake is then served by the same code as a plain connection, generic
+//! over the stream (`Lane::serve`): the same header timeout, lanes and graceful shutdown.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -26,8 +37,9 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -37,9 +49,10 @@ use crate::control::auth;
 use crate::control::{ControlError, ControlPlane};
 use crate::http::body::Budget;
 use crate::http::connections::{Admission, ConnectionCaps, Doorman, Over};
-use crate::http::metrics::Metrics;
+use crate::http::metrics::{Metrics, ReasonLabels};
 use crate::http::params::Defaults;
 use crate::http::routes::{self, AppState};
+use crate::http::tls::{self, TlsError};
 use crate::work::pool::Pool;
 
 /// Why the node could not start.
@@ -54,13 +67,17 @@ pub enum StartError {
         dir: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Builds the shared state: metrics registry, the replica (store, state, transport) and
 /// the worker pool, sized from `config`. Must run inside a tokio runtime.
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
-    // Before the store is touched: a bad roots file stops the start with nothing opened.
+    // Before the store is touched: a bad roots file, certificate or key stops the start
+    // with nothing opened.
     let fetch = config.fetch_policy()?;
+    let tls = tls::acceptor(&config.http)?;
     let config_sample = config.log.requests_sample;
     let mut metrics = Metrics::new();
     let control = Arc::new(ControlPlane::start(&config, metrics.node_lock_hold.clone()).await?);
@@ -125,6 +142,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         rate,
         idempotency,
         fetch,
+        tls,
         results,
         control,
         operator_digests,
@@ -167,6 +185,27 @@ impl Default for LeaveRequest {
 /// How long a connection in the overflow lane may take to send its request head.
 const OVERFLOW_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How a connection is served once admitted: the normal lane or an overflow lane, each
+/// its own hyper builder and router.
+struct Lane {
+    http: hyper::server::conn::http1::Builder,
+    router: axum::Router,
+}
+
+impl Lane {
+    /// Serves `io` — a TCP stream, or the TLS stream over one — until it closes, under
+    /// the graceful shutdown `watcher`. The one serve path, whatever the transport.
+    async fn serve<IO>(&self, io: IO, watcher: Watcher) -> hyper::Result<()>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = TowerToHyperService::new(self.router.clone());
+        watcher
+            .watch(self.http.serve_connection(TokioIo::new(io), service))
+            .await
+    }
+}
+
 /// Serves `listener` until `shutdown` completes or a leave is requested, then drains:
 /// `/readyz` fails at once while the node goes on accepting for `http.drain_delay_ms` (a
 /// load balancer's health checks see it leave before connections are refused), then stops
@@ -179,7 +218,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let config: &Config = &state.config;
-    let router = routes::router(state.clone());
     let doorman = Doorman::new(ConnectionCaps {
         connections_max: config.http.connections_max,
         per_client_max: config.http.connections_per_client_max,
@@ -191,6 +229,10 @@ pub async fn run(
         .header_read_timeout(config.header_read_timeout())
         .keep_alive(true)
         .max_headers(100);
+    let served = Arc::new(Lane {
+        http,
+        router: routes::router(state.clone()),
+    });
     // The overflow lane: one request per connection, and a short wait for its head.
     let mut overflow_http = hyper::server::conn::http1::Builder::new();
     overflow_http
@@ -198,10 +240,15 @@ pub async fn run(
         .header_read_timeout(config.header_read_timeout().min(OVERFLOW_HEAD_TIMEOUT))
         .keep_alive(false)
         .max_headers(100);
-    let overflow_routers =
-        [Over::Client, Over::Node].map(|over| routes::overflow_router(state.clone(), over));
+    let overflow = [Over::Client, Over::Node].map(|over| {
+        Arc::new(Lane {
+            http: overflow_http.clone(),
+            router: routes::overflow_router(state.clone(), over),
+        })
+    });
     tracing::info!(
         address = %listener.local_addr()?,
+        tls = state.serves_tls(),
         workers = state.pool.workers(),
         queue_max = state.pool.queue_max(),
         "tessera listening"
@@ -250,23 +297,11 @@ pub async fn run(
         };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let (slot, connection) = match doorman.admit(peer.ip()) {
-            Admission::Serve(slot) => {
-                let service = TowerToHyperService::new(router.clone());
-                (
-                    slot,
-                    graceful.watch(http.serve_connection(TokioIo::new(stream), service)),
-                )
-            }
+        let (slot, lane) = match doorman.admit(peer.ip()) {
+            Admission::Serve(slot) => (slot, served.clone()),
             Admission::Overflow(slot, over) => {
                 state.metrics.connections_overflow.inc();
-                let router = overflow_routers[usize::from(over == Over::Node)].clone();
-                let service = TowerToHyperService::new(router);
-                let io = TokioIo::new(stream);
-                (
-                    slot,
-                    graceful.watch(overflow_http.serve_connection(io, service)),
-                )
+                (slot, overflow[usize::from(over == Over::Node)].clone())
             }
             Admission::Close => {
                 state.metrics.connections_refused.inc();
@@ -274,10 +309,37 @@ pub async fn run(
                 continue;
             }
         };
+        // Taken now, not after the handshake: a connection still in its handshake is
+        // waited for by the graceful shutdown like any other.
+        let watcher = graceful.watcher();
+        let tls = state.tls.clone();
+        let handshake_timeout = config.tls_handshake_timeout();
         let metrics = state.metrics.clone();
         metrics.connections_open.inc();
         connections.spawn(async move {
-            if let Err(err) = connection.await {
+            // The slot is held from accept to close, handshake included: a client that
+            // never finishes its handshake still counts against the caps until its
+            // timeout ends it.
+            let ended = match tls {
+                None => lane.serve(stream, watcher).await,
+                Some(acceptor) => {
+                    match tls::handshake(&acceptor, stream, handshake_timeout).await {
+                        Ok(stream) => lane.serve(stream, watcher).await,
+                        Err(failure) => {
+                            // Scanners and plain-HTTP probes do this all day: not a warning.
+                            tracing::debug!(%peer, %failure, "TLS handshake failed");
+                            metrics
+                                .tls_handshake_failures
+                                .get_or_create(&ReasonLabels {
+                                    reason: failure.reason(),
+                                })
+                                .inc();
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
             metrics.connections_open.dec();

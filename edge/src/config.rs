@@ -69,6 +69,26 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     pub fetch: FetchConfig,
     pub cache: CacheConfig,
+    pub console: ConsoleConfig,
+}
+
+/// The operator console (`/console`): server-rendered pages behind an operator login.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console; `false` answers its paths 404 like any unknown path.
+    pub enabled: bool,
+    /// How long a console session lasts after its login (the operator logs in again).
+    pub session_ttl_ms: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_ttl_ms: 8 * 3_600_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -488,6 +508,7 @@ impl Default for Config {
             idempotency: IdempotencyConfig::default(),
             fetch: FetchConfig::default(),
             cache: CacheConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -754,6 +775,12 @@ impl Config {
             100,
         )?;
         in_range("output.avif_speed", self.output.avif_speed, 1, 10)?;
+        in_range(
+            "console.session_ttl_ms",
+            self.console.session_ttl_ms,
+            60_000,
+            30 * 24 * 3_600_000,
+        )?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log.format",

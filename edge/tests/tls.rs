@@ -256,3 +256,49 @@ async fn a_certificate_or_key_that_is_not_usable_pem_stops_the_start() {
     // Nothing was opened: the store's directory was never made.
     assert!(!dir.path().join("data").exists());
 }
+
+/// The console's cookies over TLS are `Secure` (over plain HTTP they are not:
+/// `tests/console.rs`). Read with a bare rustls client, since the CLI's shows no headers.
+#[tokio::test]
+async fn console_cookies_are_secure_over_tls() {
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let node = TestNode::start(tls_config(&cert, &key)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&cert).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(node.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/console/login")
+        .header("host", "localhost")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("tessera_login=") && cookie.ends_with("; Secure"),
+        "{cookie}"
+    );
+    node.stop().await;
+}

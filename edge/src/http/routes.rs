@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -76,6 +76,8 @@ pub struct AppState {
     pub leave: crate::http::server::LeaveRequest,
     /// Which successful requests the request log writes (`log.requests_sample`).
     pub access_sampler: crate::http::access::Sampler,
+    /// The operator console's sessions.
+    pub console: crate::http::admin::console::session::Sessions,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -87,6 +89,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .merge(admin::router(state.config.http.admin_body_bytes_max))
+        .merge(if state.config.console.enabled {
+            admin::console::router().layer(DefaultBodyLimit::max(
+                state.config.http.admin_body_bytes_max,
+            ))
+        } else {
+            Router::new()
+        })
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -108,6 +117,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         Some("/metrics") => "/metrics",
         Some("/openapi.json") => "/openapi.json",
         Some(path) if path.starts_with("/admin/") => "/admin",
+        Some(path) if path.starts_with("/console") => "/console",
         _ => "unmatched",
     };
     let metrics = &state.metrics;

@@ -148,6 +148,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         operator_digests,
         leave: LeaveRequest::new(),
         access_sampler: crate::http::access::Sampler::new(config_sample),
+        console: Default::default(),
     }))
 }
 

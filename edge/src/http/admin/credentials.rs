@@ -28,8 +28,48 @@ pub(super) async fn create_key(
     } else {
         json_body(&body)?
     };
-    let scopes =
-        Scopes::parse(request.scopes.as_deref().unwrap_or("resize")).map_err(directory_error)?;
+    let minted = mint_key(
+        &state,
+        &actor,
+        tenant,
+        request.scopes.as_deref().unwrap_or("resize"),
+        &request.label,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": minted.id.to_string(),
+            "tenant": tenant.0.to_string(),
+            "key": minted.key,
+            "prefix": minted.prefix,
+            "scopes": scope_names(minted.scopes),
+            "label": request.label,
+            "note": "the key is shown once; only its digest is stored",
+        })),
+    )
+        .into_response())
+}
+
+/// A key just created: the only time its secret exists outside its holder.
+pub(super) struct MintedKey {
+    pub id: KeyId,
+    pub key: String,
+    pub prefix: String,
+    pub scopes: Scopes,
+}
+
+/// Creates a key of `tenant` with `scopes` (comma-separated names, at least one) and
+/// `label`, durably; only its digest is stored.
+pub(super) async fn mint_key(
+    state: &AppState,
+    actor: &Operator,
+    tenant: TenantId,
+    scopes: &str,
+    label: &str,
+) -> Result<MintedKey, ApiError> {
+    visible_text("label", label)?;
+    let scopes = Scopes::parse(scopes).map_err(directory_error)?;
     if scopes == Scopes::empty() {
         return Err(ApiError::unprocessable(
             ErrorCode::InvalidField,
@@ -39,31 +79,24 @@ pub(super) async fn create_key(
     let minted = auth::new_key();
     let key = KeyId(random_id());
     edit(
-        &state,
-        &actor,
+        state,
+        actor,
         vec![Change::CreateKey {
             tenant,
             key,
             prefix: minted.prefix.clone(),
             secret_hash: minted.secret_hash,
             scopes,
-            label: request.label.clone(),
+            label: label.to_owned(),
         }],
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": key.to_string(),
-            "tenant": tenant.0.to_string(),
-            "key": minted.key,
-            "prefix": minted.prefix,
-            "scopes": scope_names(scopes),
-            "label": request.label,
-            "note": "the key is shown once; only its digest is stored",
-        })),
-    )
-        .into_response())
+    Ok(MintedKey {
+        id: key,
+        key: minted.key,
+        prefix: minted.prefix,
+        scopes,
+    })
 }
 
 pub(super) async fn revoke_key(
@@ -73,13 +106,23 @@ pub(super) async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     let actor = operator(&state, &headers)?;
     let tenant = resolve_tenant(&state, &tenant).await?;
-    // Its id, or the prefix its holder sees in the key itself (`tsk_<prefix>_…`).
-    let key = match state.control.key_with_prefix(tenant, &key) {
-        Some(found) => found,
-        None => KeyId(parse_hex_id("key", &key)?),
-    };
-    edit(&state, &actor, vec![Change::RevokeKey { tenant, key }]).await?;
+    revoke(&state, &actor, tenant, &key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes the key of `tenant` named by `key`: its id, or the prefix its holder sees in
+/// the key itself (`tsk_<prefix>_…`).
+pub(super) async fn revoke(
+    state: &AppState,
+    actor: &Operator,
+    tenant: TenantId,
+    key: &str,
+) -> Result<(), ApiError> {
+    let key = match state.control.key_with_prefix(tenant, key) {
+        Some(found) => found,
+        None => KeyId(parse_hex_id("key", key)?),
+    };
+    edit(state, actor, vec![Change::RevokeKey { tenant, key }]).await
 }
 
 pub(super) async fn add_secret(

@@ -36,6 +36,7 @@ use crate::http::error::{ApiError, ErrorCode};
 use crate::http::routes::AppState;
 
 mod cluster;
+pub mod console;
 mod credentials;
 mod export;
 mod policy;
@@ -154,11 +155,19 @@ async fn set_faults(
 /// The operator's actor name in the audit history: a short digest of the token.
 struct Operator(String);
 
+impl Operator {
+    /// The actor of operator token `token` (`operator:<12 hex digits of its SHA-256>`), the
+    /// same from the API, the CLI and the console.
+    fn of(token: &str) -> Operator {
+        let digest = auth::hex(&auth::sha256(token.as_bytes()));
+        Operator(format!("operator:{}", &digest[..12]))
+    }
+}
+
 fn operator(state: &AppState, headers: &HeaderMap) -> Result<Operator, ApiError> {
     let token = auth::bearer(header_str(headers, header::AUTHORIZATION.as_str()))?;
     if auth::is_operator(&state.operator_digests, token) {
-        let digest = auth::hex(&auth::sha256(token.as_bytes()));
-        Ok(Operator(format!("operator:{}", &digest[..12])))
+        Ok(Operator::of(token))
     } else {
         Err(ApiError::unauthorized(
             ErrorCode::InvalidToken,
@@ -241,7 +250,7 @@ fn directory_error(error: DirectoryError) -> ApiError {
     }
 }
 
-fn durable_error(error: DurableError) -> ApiError {
+pub(super) fn durable_error(error: DurableError) -> ApiError {
     ApiError::overloaded(ErrorCode::StoreUnavailable, error.to_string(), 1)
 }
 

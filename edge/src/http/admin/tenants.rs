@@ -18,25 +18,51 @@ pub(super) async fn create_tenant(
 ) -> Result<Response, ApiError> {
     let actor = operator(&state, &headers)?;
     let request: CreateTenant = json_body(&body)?;
-    visible_text("name", &request.name)?;
-    if request.name.bytes().all(|b| b.is_ascii_digit()) {
+    let (tenant, home) = new_tenant(&state, &actor, &request.name, request.home.as_deref()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": tenant.0.to_string(),
+            "name": request.name,
+            "home": home.to_string(),
+            "status": "active",
+        })),
+    )
+        .into_response())
+}
+
+/// Creates a tenant named `name`, homed on `home` (a node id in hex; default: this node),
+/// once the name and the home pass the checks every creation passes (the API's and the
+/// console's): visible text, not all digits, unique as far as this node knows, a home this
+/// node knows of.
+pub(super) async fn new_tenant(
+    state: &AppState,
+    actor: &Operator,
+    name: &str,
+    home: Option<&str>,
+) -> Result<(TenantId, NodeId), ApiError> {
+    visible_text("name", name)?;
+    if name.is_empty() {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidField,
+            "a tenant needs a name",
+        ));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::unprocessable(
             ErrorCode::InvalidField,
             "a tenant name cannot be all digits (it would read as an id)",
         ));
     }
     // Unique as far as this node knows (see `resolve_tenant`).
-    if let Some(existing) = tenants_named(&state, &request.name).await?.first() {
+    if let Some(existing) = tenants_named(state, name).await?.first() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::Exists,
-            format!(
-                "a tenant named {:?} exists (id {})",
-                request.name, existing.0
-            ),
+            format!("a tenant named {name:?} exists (id {})", existing.0),
         ));
     }
-    let home = match request.home.as_deref() {
+    let home = match home {
         None => state.control.id(),
         Some(text) => NodeId(u64::from_str_radix(text, 16).map_err(|_| {
             ApiError::unprocessable(ErrorCode::InvalidField, "home must be a node id (hex)")
@@ -54,25 +80,16 @@ pub(super) async fn create_tenant(
     }
     let tenant = TenantId(random_id());
     edit(
-        &state,
-        &actor,
+        state,
+        actor,
         vec![Change::CreateTenant {
             tenant,
-            name: request.name.clone(),
+            name: name.to_owned(),
             home,
         }],
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": tenant.0.to_string(),
-            "name": request.name,
-            "home": home.to_string(),
-            "status": "active",
-        })),
-    )
-        .into_response())
+    Ok((tenant, home))
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,7 +318,18 @@ pub(super) async fn set_status(
     let actor = operator(&state, &headers)?;
     let tenant = resolve_tenant(&state, &tenant).await?;
     let request: SetStatus = json_body(&body)?;
-    let status = match request.status.as_str() {
+    set_tenant_status(&state, &actor, tenant, &request.status).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Suspends (`"suspended"`) or reactivates (`"active"`) a tenant.
+pub(super) async fn set_tenant_status(
+    state: &AppState,
+    actor: &Operator,
+    tenant: TenantId,
+    status: &str,
+) -> Result<(), ApiError> {
+    let status = match status {
         "active" => TenantStatus::Active,
         "suspended" => TenantStatus::Suspended,
         other => {
@@ -312,10 +340,9 @@ pub(super) async fn set_status(
         }
     };
     edit(
-        &state,
-        &actor,
+        state,
+        actor,
         vec![Change::SetTenantStatus { tenant, status }],
     )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }

@@ -66,6 +66,58 @@ async fn resizes_a_photo_with_cache_headers() {
     node.stop().await;
 }
 
+/// The same output has the same tag whatever else `Accept` lists: a browser that accepts
+/// AVIF and WebP gets WebP, exactly as one that accepts WebP alone, and a cache or a
+/// conditional request must see one entity (before, listing AVIF changed the tag).
+#[tokio::test]
+async fn the_etag_of_one_output_does_not_depend_on_accept() {
+    let Some(photos) = photos_dir() else { return };
+    let node = TestNode::start(test_config()).await;
+    let input = photo(&photos, "seeding-256k.jpg");
+    let mut tags = Vec::new();
+    for accept in [
+        "image/webp",
+        "image/avif,image/webp,*/*",
+        "image/webp;q=1, image/avif",
+    ] {
+        let reply = node
+            .post(
+                "/v1/resize?w=32&format=auto",
+                &[("accept", accept)],
+                input.clone(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("content-type"), Some("image/webp"), "{accept}");
+        tags.push(reply.header("etag").unwrap().to_owned());
+    }
+    assert!(tags.windows(2).all(|w| w[0] == w[1]), "{tags:?}");
+    let avif = node
+        .post(
+            "/v1/resize?w=32&format=auto",
+            &[("accept", "image/avif")],
+            input.clone(),
+        )
+        .await;
+    assert_ne!(
+        avif.header("etag").unwrap(),
+        tags[0],
+        "another output, another tag"
+    );
+    let revalidated = node
+        .post(
+            "/v1/resize?w=32&format=auto",
+            &[
+                ("accept", "image/avif,image/webp"),
+                ("if-none-match", &tags[0]),
+            ],
+            input,
+        )
+        .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn format_auto_follows_accept_and_varies() {
     let Some(photos) = photos_dir() else { return };

@@ -89,11 +89,32 @@ pub fn parse(
             }
         }
     }
+    options.format = canonical_format(options.format, limits);
     options.validate(limits).map_err(ApiError::from)?;
     Ok(Parsed {
         options,
         vary_accept,
     })
+}
+
+/// `format` with what cannot change the output dropped, so that two `Accept` headers
+/// leading to the same output make the same request — the same ETag, the same cache key.
+/// `format=auto` picks AVIF only when WebP is not accepted or the output is too large for
+/// WebP; with AVIF's pixel limit at most WebP's (the default), an output too large for WebP
+/// is too large for AVIF as well, so once WebP is accepted, whether AVIF is does not matter.
+fn canonical_format(format: FormatRequest, limits: &Limits) -> FormatRequest {
+    match format {
+        FormatRequest::Auto {
+            webp: true,
+            avif: true,
+        } if limits.avif_output_pixels_max <= limits.webp_output_pixels_max => {
+            FormatRequest::Auto {
+                webp: true,
+                avif: false,
+            }
+        }
+        other => other,
+    }
 }
 
 fn invalid<E: std::fmt::Display>(name: &'static str) -> impl Fn(E) -> ApiError {
@@ -273,6 +294,34 @@ mod tests {
                 webp: true,
                 avif: false
             }
+        );
+    }
+
+    #[test]
+    fn accept_headers_with_the_same_output_make_the_same_request() {
+        let parse_with = |accept, limits: &Limits| {
+            parse("format=auto&w=100", Some(accept), DEFAULTS, limits)
+                .unwrap()
+                .options
+        };
+        let limits = Limits::default();
+        let webp = parse_with("image/webp", &limits);
+        assert_eq!(parse_with("image/avif,image/webp", &limits), webp);
+        assert_eq!(parse_with("image/webp, image/avif;q=0.9", &limits), webp);
+        assert_ne!(
+            parse_with("image/avif", &limits),
+            webp,
+            "AVIF alone is AVIF"
+        );
+        // Where AVIF's limit is above WebP's, an output too large for WebP may be AVIF:
+        // then the two differ.
+        let wider_avif = Limits {
+            avif_output_pixels_max: limits.webp_output_pixels_max + 1,
+            ..limits
+        };
+        assert_ne!(
+            parse_with("image/avif,image/webp", &wider_avif),
+            parse_with("image/webp", &wider_avif)
         );
     }
 }

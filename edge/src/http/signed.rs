@@ -128,13 +128,16 @@ pub fn parse(path: &str, query: Option<&str>) -> Result<SignedUrl, ApiError> {
 }
 
 /// The source as given: plain (`http://…`, or `http:/…` if a proxy merged the slashes)
-/// or percent-encoded.
+/// or percent-encoded. Decoded as a URL path is (RFC 3986), not as a form: a `+` stays a
+/// `+` (a source such as `/photos/a+b.jpg` is a different file from `a b.jpg`).
 fn decode_source(source: &str) -> Result<String, ApiError> {
     let decoded: String = if source.contains("%3A") || source.contains("%3a") {
-        form_urlencoded::parse(format!("s={source}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        percent_encoding::percent_decode_str(source)
+            .decode_utf8()
+            .map_err(|_| {
+                ApiError::bad_parameter("the percent-encoded source URL is not UTF-8 once decoded")
+            })?
+            .into_owned()
     } else {
         source.to_owned()
     };
@@ -426,6 +429,20 @@ mod tests {
         assert_eq!(decode_source("http://a/b").unwrap(), "http://a/b");
         assert_eq!(decode_source("http:/a/b").unwrap(), "http://a/b");
         assert_eq!(decode_source("http%3A%2F%2Fa%2Fb").unwrap(), "http://a/b");
+        // A `+` is a `+`, encoded or not, in a partly encoded URL too; `%2B` is one as well.
+        assert_eq!(
+            decode_source("http%3A%2F%2Fa%2Fb+c.jpg").unwrap(),
+            "http://a/b+c.jpg"
+        );
+        assert_eq!(
+            decode_source("http%3A%2F%2Fa%2Fb%2Bc%20d.jpg").unwrap(),
+            "http://a/b+c d.jpg"
+        );
+        assert_eq!(
+            decode_source("http://a/b+c.jpg").unwrap(),
+            "http://a/b+c.jpg"
+        );
+        assert!(decode_source("http%3A%2F%2Fa%2F%FF").is_err());
     }
 
     #[test]

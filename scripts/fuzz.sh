@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 seconds=${1:-40}
 shift || true
-all=(resize query signed_url sync_message crdt_state admin_body)
+all=(resize query signed_url imgproxy_url sync_message crdt_state admin_body)
 if (($#)); then targets=("$@"); else targets=("${all[@]}"); fi
 jobs=${FUZZ_JOBS:-$(nproc)}
 out=${FUZZ_OUT:-$root/fuzz/out}

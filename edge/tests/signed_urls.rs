@@ -707,3 +707,101 @@ async fn cached_results_are_refused_after_a_policy_change() {
         }
     }
 }
+
+/// imgproxy's signature, re-written here from its documentation ("Signing a URL"):
+/// URL-safe base64 (no padding) of HMAC-SHA256 keyed with the key's bytes over the salt's
+/// bytes and the path after the signature segment.
+fn imgproxy_sign(key: &[u8], salt: &[u8], path: &str) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(salt);
+    mac.update(path.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// imgproxy URLs: signed with the pair `secret add` prints, processed and billed as a
+/// signed URL is; an option Tessera cannot honour, a wrong signature, an unsigned URL
+/// refused; the same answer from imgproxy's base64 and plain source forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imgproxy_urls_sign_translate_and_bill_like_signed_urls() {
+    use base64::Engine as _;
+    let Some(photos) = photos_dir() else { return };
+    let jpeg = photo(&photos, "seeding-256k.jpg");
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let origin_addr = origin(jpeg, fetches.clone()).await;
+    let local = format!("http://localhost:{}", origin_addr.port());
+    let mut config = signed_config();
+    config.fetch.private_origins = vec![local.clone()];
+    let node = TestNode::start(config).await;
+    let (tenant, _) = create_tenant(&node, "acme").await;
+    allow(&node, &tenant, &local).await;
+    let reply = admin(
+        &node,
+        Method::POST,
+        &format!("/admin/v1/tenants/{tenant}/secrets"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let body = json_of(&reply);
+    let key = hex_bytes(body["imgproxy"]["key"].as_str().unwrap());
+    let salt = hex_bytes(body["imgproxy"]["salt"].as_str().unwrap());
+    assert_eq!(key, hex_bytes(body["secret"].as_str().unwrap()));
+    assert_eq!(salt.len(), 16);
+    let get = |path: String| {
+        let addr = node.addr;
+        async move { common::request(addr, Method::GET, &path, &[], Vec::new()).await }
+    };
+    let url = |signed: &str| {
+        format!(
+            "/ip/{tenant}/{}{signed}",
+            imgproxy_sign(&key, &salt, signed)
+        )
+    };
+
+    let source = format!("{local}/photo.jpg");
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&source);
+    let (head, tail) = encoded.split_at(10);
+    let path = format!("/rs:fill:64:48/g:no/{head}/{tail}.webp");
+    let reply = get(url(&path)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("image/webp"));
+    let image = image::load_from_memory(&reply.body).unwrap();
+    assert_eq!((image.width(), image.height()), (64, 48));
+    // The plain form of the same source and options: the same image.
+    let plain = get(url(&format!(
+        "/rs:fill:64:48/g:no/plain/{}@webp",
+        form_urlencoded::byte_serialize(source.as_bytes()).collect::<String>()
+    )))
+    .await;
+    assert_eq!(plain.status, StatusCode::OK, "{plain:?}");
+    assert_eq!(plain.body, reply.body);
+    // Without an extension the output keeps the source's family (JPEG).
+    let original = get(url(&format!("/w:32/plain/{source}"))).await;
+    assert_eq!(original.header("content-type"), Some("image/jpeg"));
+
+    // Refusals: an option Tessera cannot honour exactly, named; a signature from another
+    // key; a tampered path; an unsigned URL.
+    let padded = get(url(&format!("/pd:10:10/plain/{source}"))).await;
+    assert_eq!(padded.status, StatusCode::BAD_REQUEST);
+    assert!(
+        String::from_utf8_lossy(&padded.body).contains("`pd:10:10`"),
+        "{padded:?}"
+    );
+    let other_key = format!(
+        "/ip/{tenant}/{}{path}",
+        imgproxy_sign(b"other", &salt, &path)
+    );
+    assert_eq!(get(other_key).await.status, StatusCode::FORBIDDEN);
+    let tampered = url(&path).replace("rs:fill:64", "rs:fill:65");
+    assert_eq!(get(tampered).await.status, StatusCode::FORBIDDEN);
+    let unsigned = format!("/ip/{tenant}/insecure{path}");
+    assert_eq!(get(unsigned).await.status, StatusCode::FORBIDDEN);
+
+    // Billed like any signed URL: the three answers, none of the refusals.
+    assert_eq!(totals(&node, &tenant).await["requests"], 3);
+    let metrics = node.metrics().await;
+    assert!(metrics.contains("route=\"/ip\""), "{metrics}");
+    node.stop().await;
+}

@@ -66,6 +66,7 @@ fn main() {
         ("resize", resize(&out, photos.as_deref())),
         ("query", query(&out)),
         ("signed_url", signed_url(&out)),
+        ("imgproxy_url", imgproxy_url(&out)),
         ("sync_message", sync_message(&out)),
         ("crdt_state", crdt_state(&out)),
         ("admin_body", admin_body(&out)),
@@ -199,6 +200,19 @@ fn signed_url(out: &Path) -> usize {
             .strip_prefix(tessera_edge::http::signed::PREFIX)
             .expect("signed_path starts with the prefix");
         seeds.add(options, tail.as_bytes());
+    }
+    seeds.count
+}
+
+fn imgproxy_url(out: &Path) -> usize {
+    let mut seeds = Seeds::new(out, "imgproxy_url");
+    for (name, tail) in [
+        ("docs", "7/oKfUtW34Dvo2BGQehJFR4Nr0_rIjOtdtzJ3QFsUcXH8/rs:fill:300:400:0/g:sm/aHR0cDovL2V4YW1w/bGUuY29tL2ltYWdl/cy9jdXJpb3NpdHku/anBn.png"),
+        ("plain", "42/sig/w:300/h:200/q:70/plain/http%3A%2F%2Fimg.example.com%2Fa+b.jpg@webp"),
+        ("many", "1/s/s:100:50:1:1/g:fp:0.3:0.7/bl:2/sh:0.5/rot:90/fl:1:0/t:10/bg:ff0000/dpr:2/pr:thumb/exp:1900000000/cb:x/aHR0cDovL2EvYi5qcGc"),
+        ("refused", "1/s/pd:1:2:3:4/c:10:10/wm:1/plain/http://a/b"),
+    ] {
+        seeds.add(name, tail.as_bytes());
     }
     seeds.count
 }

@@ -1068,9 +1068,12 @@ fn render(view: &View, answer: &serde_json::Value) -> String {
             Some(map) => map
                 .iter()
                 .map(|(k, v)| match v {
-                    serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-                        format!("{k}: {v}\n")
-                    }
+                    // One level of nesting reads as `outer.inner: value` lines.
+                    serde_json::Value::Object(inner) => inner
+                        .iter()
+                        .map(|(ik, iv)| format!("{k}.{ik}: {}\n", cell(iv)))
+                        .collect(),
+                    serde_json::Value::Array(_) => format!("{k}: {v}\n"),
                     _ => format!("{k}: {}\n", cell(v)),
                 })
                 .collect(),

@@ -5,7 +5,8 @@
 //!   client and for the node, and the overflow lane that answers what is over them;
 //!   [`tls`]: the listener's certificate and key, and the bounded TLS handshake;
 //! - [`routes`]: the handlers of `POST /v1/resize`, health, readiness and metrics, and
-//!   the router; [`signed`]: signed URLs (`GET /v1/img/...`); [`admin`]: the admin API
+//!   the router; [`signed`]: signed URLs (`GET /v1/img/...`); [`imgproxy`]: imgproxy's
+//!   URLs (`GET /ip/...`) onto the same path; [`admin`]: the admin API
 //!   (tenants, keys, quotas, usage with harvest, cluster);
 //! - [`body`]: request bodies under size, time and memory bounds;
 //! - [`params`]: query string and `Accept` → resize options;
@@ -26,6 +27,7 @@ pub mod body;
 pub mod connections;
 pub mod error;
 pub mod etag;
+pub mod imgproxy;
 pub mod meter;
 pub mod metrics;
 pub mod params;

@@ -84,6 +84,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/resize", post(resize))
         .route("/v1/img/{*rest}", get(crate::http::signed::handler))
+        .route("/ip/{*rest}", get(crate::http::imgproxy::handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -112,6 +113,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     {
         Some("/v1/resize") => "/v1/resize",
         Some("/v1/img/{*rest}") => "/v1/img",
+        Some("/ip/{*rest}") => "/ip",
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",

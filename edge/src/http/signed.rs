@@ -69,7 +69,8 @@ pub struct SignedUrl {
     pub source: String,
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+/// A 403 `invalid_signature` (every signed route's).
+pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::forbidden(ErrorCode::InvalidSignature, message)
 }
 
@@ -159,81 +160,147 @@ pub async fn handler(
     let started = Instant::now();
     let (parts, _) = request.into_parts();
     let url = parse(parts.uri.path(), parts.uri.query())?;
-    let now_s = now_ms() / 1000;
     // Verify first: nothing about the tenant is revealed to an unsigned request.
-    let (query, allowed_origins) = {
-        // Copied out in one short hold; the HMACs are computed after it.
-        let tenant = state
-            .control
-            .signing_view(url.tenant)
-            .ok_or_else(|| invalid("the signature is not valid"))?;
-        let valid = tenant.secrets.iter().fold(false, |found, secret| {
-            found
-                | bool::from(
-                    sign(secret, &url.message)
-                        .as_bytes()
-                        .ct_eq(url.mac.as_bytes()),
-                )
-        });
-        if !valid {
-            return Err(invalid(
-                "the signature is not valid (it is hex HMAC-SHA256 of everything after the \
-                 signature segment, keyed with the bytes the secret's hex digits encode, not \
-                 with the digits themselves; `tessera sign` makes one)",
-            ));
-        }
-        if tenant.deleted {
-            return Err(ApiError::forbidden(
-                ErrorCode::TenantDeleted,
-                "the tenant was deleted",
-            ));
-        }
-        if !tenant.serving {
-            return Err(ApiError::forbidden(
-                ErrorCode::TenantSuspended,
-                "the tenant is suspended",
-            ));
-        }
-        let query = match &url.preset {
-            None => url.query.clone(),
-            Some(name) => {
-                let preset = tenant.presets.get(name).ok_or_else(|| {
-                    ApiError::bad_parameter(format!("the tenant has no preset {name:?}"))
-                })?;
-                if url.query.is_empty() {
-                    preset.to_owned()
-                } else {
-                    format!("{preset}&{}", url.query)
-                }
-            }
-        };
-        (query, tenant.origins)
+    let tenant = verified_tenant(
+        &state,
+        url.tenant,
+        |secret| {
+            bool::from(
+                sign(secret, &url.message)
+                    .as_bytes()
+                    .ct_eq(url.mac.as_bytes()),
+            )
+        },
+        "it is hex HMAC-SHA256 of everything after the signature segment, keyed with the \
+         bytes the secret's hex digits encode, not with the digits themselves; `tessera sign` \
+         makes one",
+    )?;
+    let query = with_presets(&tenant.presets, url.preset.as_slice(), &url.query)?;
+    not_expired(url.expires_s)?;
+    let source = Verified {
+        tenant: url.tenant,
+        message: url.message,
+        query,
+        source: url.source,
+        origins: tenant.origins,
+        route: "/v1/img",
     };
-    if url.expires_s.is_some_and(|exp| now_s > exp) {
+    serve(&state, &parts.headers, source, started).await
+}
+
+/// The tenant's signing view, once one of its active secrets makes `valid` true (each
+/// tried, none skipped: constant time over the secrets) and the tenant may be served; a
+/// refusal says why in `hint`'s terms. Copied out in one short hold; the HMACs are
+/// computed after it.
+pub(crate) fn verified_tenant(
+    state: &AppState,
+    tenant: TenantId,
+    valid: impl Fn(&[u8]) -> bool,
+    hint: &str,
+) -> Result<crate::control::ops::SigningView, ApiError> {
+    let view = state
+        .control
+        .signing_view(tenant)
+        .ok_or_else(|| invalid("the signature is not valid"))?;
+    let ok = view
+        .secrets
+        .iter()
+        .fold(false, |found, secret| found | valid(secret));
+    if !ok {
+        return Err(invalid(format!("the signature is not valid ({hint})")));
+    }
+    if view.deleted {
+        return Err(ApiError::forbidden(
+            ErrorCode::TenantDeleted,
+            "the tenant was deleted",
+        ));
+    }
+    if !view.serving {
+        return Err(ApiError::forbidden(
+            ErrorCode::TenantSuspended,
+            "the tenant is suspended",
+        ));
+    }
+    Ok(view)
+}
+
+/// `query` after the tenant's presets named in `names`, in order (a preset is a query
+/// string of options; a parameter given twice is then refused by the parser, as always).
+pub(crate) fn with_presets(
+    presets: &std::collections::BTreeMap<String, String>,
+    names: &[String],
+    query: &str,
+) -> Result<String, ApiError> {
+    let mut parts = Vec::with_capacity(names.len() + 1);
+    for name in names {
+        let preset = presets
+            .get(name)
+            .ok_or_else(|| ApiError::bad_parameter(format!("the tenant has no preset {name:?}")))?;
+        parts.push(preset.as_str());
+    }
+    if !query.is_empty() {
+        parts.push(query);
+    }
+    Ok(parts.join("&"))
+}
+
+/// Refuses a URL whose expiry (Unix seconds) has passed.
+pub(crate) fn not_expired(expires_s: Option<u64>) -> Result<(), ApiError> {
+    if expires_s.is_some_and(|exp| now_ms() / 1000 > exp) {
         return Err(ApiError::forbidden(
             ErrorCode::SignatureExpired,
             "the signed URL has expired",
         ));
     }
-    routes::gate(&state, url.tenant)?;
-    let accept = parts
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
+    Ok(())
+}
+
+/// A request for a source image that passed its URL scheme's signature and the tenant's
+/// checks: what every signed route (Tessera's, imgproxy's) then does alike.
+pub(crate) struct Verified {
+    pub tenant: TenantId,
+    /// What was signed: with the tenant and the options, the result cache's key.
+    pub message: String,
+    /// Tessera's options as a query string, presets applied.
+    pub query: String,
+    pub source: String,
+    /// The tenant's allowed origins.
+    pub origins: Vec<String>,
+    /// The route as metering and records name it.
+    pub route: &'static str,
+}
+
+/// Serves a verified request: the quota gate, the options, the result cache, the source
+/// fetch from the tenant's origins, the conversion, billing, and a copy for the cache.
+pub(crate) async fn serve(
+    state: &Arc<AppState>,
+    headers: &axum::http::HeaderMap,
+    verified: Verified,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let Verified {
+        tenant,
+        message,
+        query,
+        source,
+        origins: allowed_origins,
+        route,
+    } = verified;
+    routes::gate(state, tenant)?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let parsed = params::parse(&query, accept, state.defaults, &state.limits)?;
     let payer = crate::http::meter::Payer {
-        tenant: url.tenant,
+        tenant,
         key: None,
-        route: "/v1/img",
+        route,
     };
-    crate::http::access::note(|facts| facts.tenant = Some(url.tenant));
-    let if_none_match = parts
-        .headers
+    crate::http::access::note(|facts| facts.tenant = Some(tenant));
+    let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let allowed = move |origin: &str| allowed_origins.iter().any(|o| o == origin);
-    let cache_key = cache_key(url.tenant, &url.message, &parsed);
+    let cache_key = cache_key(tenant, route, &message, &parsed);
     if let Some(hit) = state.results.lookup(&cache_key, Instant::now()).await {
         // The tenant and the signature passed above, against the directory of now; the
         // origins are what a miss would check while fetching.
@@ -241,8 +308,8 @@ pub async fn handler(
             fetch::check_origin(origin, &allowed)?;
         }
         crate::http::access::note(|facts| facts.cache = Some("hit"));
-        cache_lookup(&state, "hit");
-        return serve_hit(&state, payer, &hit, if_none_match.as_deref(), started).await;
+        cache_lookup(state, "hit");
+        return serve_hit(state, payer, &hit, if_none_match.as_deref(), started).await;
     }
     if let Err(rejected) = state.pool.check_admission(Some(payer.tenant)) {
         return Err(routes::shed(&state.metrics, rejected));
@@ -251,9 +318,9 @@ pub async fn handler(
         budget: &state.body_budget,
         payer: Some(payer.tenant),
     };
-    cache_lookup(&state, "miss");
+    cache_lookup(state, "miss");
     let fetch_started = Instant::now();
-    let fetched = match fetch::fetch(&url.source, &allowed, &state.fetch, account).await {
+    let fetched = match fetch::fetch(&source, &allowed, &state.fetch, account).await {
         Ok(fetched) => fetched,
         Err(error) => {
             state
@@ -278,7 +345,7 @@ pub async fn handler(
     });
     let deadline = Instant::now() + state.config.request_deadline();
     let response = routes::convert(
-        &state,
+        state,
         Some(payer),
         parsed,
         fetched.body,
@@ -337,11 +404,14 @@ fn cache_lookup(state: &AppState, outcome: &'static str) {
         .inc();
 }
 
-/// What makes two signed-URL answers the same bytes.
-fn cache_key(tenant: TenantId, message: &str, parsed: &params::Parsed) -> [u8; 32] {
+/// What makes two signed-URL answers the same bytes (the route too: the same text signed
+/// for two URL schemes means two different things).
+fn cache_key(tenant: TenantId, route: &str, message: &str, parsed: &params::Parsed) -> [u8; 32] {
     use sha2::Digest;
     let mut hasher = Sha256::new();
     hasher.update(tenant.0.to_le_bytes());
+    hasher.update(route.as_bytes());
+    hasher.update([0]);
     hasher.update((message.len() as u64).to_le_bytes());
     hasher.update(message.as_bytes());
     // The explicit form the ETag uses, not `Debug`: a disk-tier key outlives the build

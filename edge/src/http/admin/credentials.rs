@@ -149,6 +149,11 @@ pub(super) async fn add_secret(
         Json(json!({
             "id": secret_id.to_string(),
             "secret": auth::hex(&secret),
+            // The same secret as imgproxy's key/salt pair (`GET /ip/...`).
+            "imgproxy": {
+                "key": auth::hex(&secret),
+                "salt": auth::hex(&crate::http::imgproxy::salt_of(&secret)),
+            },
         })),
     )
         .into_response())

@@ -805,3 +805,40 @@ async fn imgproxy_urls_sign_translate_and_bill_like_signed_urls() {
     assert!(metrics.contains("route=\"/ip\""), "{metrics}");
     node.stop().await;
 }
+
+/// `GET /v1/info/<tenant>.<signature>/_/<source>`: signed like `/v1/img`, the source
+/// fetched from the tenant's origins, billed; options other than `exp` refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_info_urls_fetch_and_bill() {
+    let Some(photos) = photos_dir() else { return };
+    let jpeg = photo(&photos, "seeding-256k.jpg");
+    let origin_addr = origin(jpeg.clone(), Arc::new(AtomicUsize::new(0))).await;
+    let local = format!("http://localhost:{}", origin_addr.port());
+    let mut config = signed_config();
+    config.fetch.private_origins = vec![local.clone()];
+    let node = TestNode::start(config).await;
+    let (tenant, _) = create_tenant(&node, "acme").await;
+    allow(&node, &tenant, &local).await;
+    let (_, secret) = add_secret(&node, &tenant).await;
+    let path = |options: &str| {
+        let message = format!("{options}/{local}/photo.jpg");
+        let mac = tessera_edge::http::signed::sign(&secret, &message);
+        format!("/v1/info/{tenant}.{mac}/{message}")
+    };
+    let reply = common::request(node.addr, Method::GET, &path("_"), &[], Vec::new()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let body = json_of(&reply);
+    let decoded = image::load_from_memory(&jpeg).unwrap();
+    assert_eq!(
+        (body["format"].as_str(), body["width"].as_u64()),
+        (Some("jpeg"), Some(decoded.width().into()))
+    );
+    let with_options =
+        common::request(node.addr, Method::GET, &path("w=10"), &[], Vec::new()).await;
+    assert_eq!(with_options.status, StatusCode::BAD_REQUEST);
+    let tampered = path("_").replace("photo.jpg", "other.jpg");
+    let refused = common::request(node.addr, Method::GET, &tampered, &[], Vec::new()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(totals(&node, &tenant).await["requests"], 1);
+    node.stop().await;
+}

@@ -36,7 +36,7 @@
 //! `sniff` (format from magic bytes), `decode` (bounded decoders), `color` (CMYK and ICC to
 //! sRGB), `geometry` (fit, crop, shrink-on-load, orientation), `encode` (encoders),
 //! `budget` (the job memory estimate), `cancel` (stop checks), [`pipeline`] (the call that
-//! ties them together, and [`probe`]), [`error`].
+//! ties them together, and [`probe`]), [`info`] (what an image is, for `/v1/info`), [`error`].
 //!
 //! Dependencies beyond `image`, `fast_image_resize` and `thiserror`, and why:
 //! - `mozjpeg` (+ `mozjpeg-sys` for its error-manager types): libjpeg-turbo's SIMD decoder
@@ -67,6 +67,7 @@ mod decode;
 mod encode;
 pub mod error;
 mod geometry;
+pub mod info;
 pub mod limits;
 pub mod options;
 pub mod pipeline;
@@ -74,6 +75,7 @@ mod sniff;
 
 pub use decode::JPEG_SCANS_MAX;
 pub use error::{ErrorClass, ResizeError};
+pub use info::{info, ColorSpace, Info, InfoBuffers};
 pub use limits::Limits;
 pub use options::{
     avif_speed_min, Fit, FormatRequest, Gravity, Options, OutputFormat, ParseError, SIDE_MAX,

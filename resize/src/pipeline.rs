@@ -339,7 +339,11 @@ struct JobPlan {
 }
 
 /// The checks that need no decoder: options, empty and oversized bodies, the format.
-fn admit(input: &[u8], options: &Options, limits: &Limits) -> Result<InputFormat, ResizeError> {
+pub(crate) fn admit(
+    input: &[u8],
+    options: &Options,
+    limits: &Limits,
+) -> Result<InputFormat, ResizeError> {
     options.validate(limits)?;
     if input.is_empty() {
         return Err(ResizeError::Empty);
@@ -548,7 +552,7 @@ fn elapsed_us(start: Instant) -> u64 {
 }
 
 /// CPU time consumed by the calling thread, µs.
-fn thread_cpu_us() -> u64 {
+pub(crate) fn thread_cpu_us() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -63,9 +63,13 @@ struct BuildLabels {
 }
 
 /// Every route label `observe` gives (the router's templates, `/admin`, `unmatched`).
-pub const ROUTES: [&str; 8] = [
+pub const ROUTES: [&str; 12] = [
     "/v1/resize",
     "/v1/img",
+    "/ip",
+    "/v1/info",
+    "/v1/info/signed",
+    "/console",
     "/healthz",
     "/readyz",
     "/metrics",

@@ -6,7 +6,8 @@
 //!   [`tls`]: the listener's certificate and key, and the bounded TLS handshake;
 //! - [`routes`]: the handlers of `POST /v1/resize`, health, readiness and metrics, and
 //!   the router; [`signed`]: signed URLs (`GET /v1/img/...`); [`imgproxy`]: imgproxy's
-//!   URLs (`GET /ip/...`) onto the same path; [`admin`]: the admin API
+//!   URLs (`GET /ip/...`) onto the same path; [`info`]: what an image is (`/v1/info`);
+//!   [`admin`]: the admin API
 //!   (tenants, keys, quotas, usage with harvest, cluster);
 //! - [`body`]: request bodies under size, time and memory bounds;
 //! - [`params`]: query string and `Accept` → resize options;
@@ -28,6 +29,7 @@ pub mod connections;
 pub mod error;
 pub mod etag;
 pub mod imgproxy;
+pub mod info;
 pub mod meter;
 pub mod metrics;
 pub mod params;

@@ -37,7 +37,7 @@ use crate::http::params::{self, Defaults};
 use crate::http::{access, admin, meter};
 use crate::work::cost::Shape;
 use crate::work::idempotency;
-use crate::work::pool::{Job, JobOutcome, Pool, Rejected};
+use crate::work::pool::{Job, JobOutcome, Pool, Rejected, Work};
 use bytes::Bytes;
 use tessera_crdt::directory::Scopes;
 use tessera_crdt::TenantId;
@@ -85,6 +85,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/resize", post(resize))
         .route("/v1/img/{*rest}", get(crate::http::signed::handler))
         .route("/ip/{*rest}", get(crate::http::imgproxy::handler))
+        .route("/v1/info", post(crate::http::info::post))
+        .route("/v1/info/{*rest}", get(crate::http::info::signed))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -114,6 +116,8 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         Some("/v1/resize") => "/v1/resize",
         Some("/v1/img/{*rest}") => "/v1/img",
         Some("/ip/{*rest}") => "/ip",
+        Some("/v1/info") => "/v1/info",
+        Some("/v1/info/{*rest}") => "/v1/info/signed",
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",
@@ -261,7 +265,11 @@ pub fn sync_snapshot(control: &ControlPlane) -> crate::http::metrics::SyncSnapsh
 
 /// Who pays for a resize: a tenant (authenticated key with the resize scope) or nobody
 /// (`auth.anonymous_resize`).
-fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<meter::Payer>, ApiError> {
+pub(crate) fn payer(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &'static str,
+) -> Result<Option<meter::Payer>, ApiError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -281,7 +289,7 @@ fn payer(state: &AppState, headers: &HeaderMap) -> Result<Option<meter::Payer>, 
             Ok(Some(meter::Payer {
                 tenant: caller.tenant,
                 key: Some(caller.key),
-                route: "/v1/resize",
+                route,
             }))
         }
         Err(error) => {
@@ -304,7 +312,7 @@ async fn resize(
     body: Body,
 ) -> Result<Response, ApiError> {
     let config = &state.config;
-    let payer = payer(&state, &headers)?;
+    let payer = payer(&state, &headers, "/v1/resize")?;
     if let Some(payer) = payer {
         gate(&state, payer.tenant)?;
     }
@@ -320,34 +328,7 @@ async fn resize(
         &state.limits,
     )?;
 
-    // Shed before reading the body when the queue is already full: refusing costs a
-    // few microseconds, reading a large upload first would not.
-    if let Err(rejected) = state.pool.check_admission(payer.map(|p| p.tenant)) {
-        let expects_continue = headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !expects_continue {
-            // Answer first, drain after: the 503 goes out at once while the rest of the
-            // upload is read and dropped in the background (bounded in bytes and time).
-            tokio::spawn(body::discard(
-                body,
-                config.http.body_bytes_max,
-                DISCARD_TIMEOUT,
-            ));
-        }
-        return Err(shed(&state.metrics, rejected));
-    }
-    let account = body::Account {
-        budget: &state.body_budget,
-        payer: payer.map(|p| p.tenant),
-    };
-    let buffered = body::read(
-        body,
-        config.http.body_bytes_max,
-        config.body_read_timeout(),
-        account,
-    )
-    .await?;
+    let buffered = upload(&state, &headers, body, payer.map(|p| p.tenant)).await?;
     let input = buffered.bytes.clone();
     // The processing budget starts once the upload is complete: a slow upload is the
     // body timeout's business, and must not eat the time the work needs.
@@ -385,6 +366,46 @@ async fn resize(
         if_none_match,
         deadline,
         claim,
+    )
+    .await
+}
+
+/// Reads a request's upload once the pool would take its work: when the queue is already
+/// full it is shed before the body is read (refusing costs a few microseconds, reading a
+/// large upload first would not) and the body drained in the background, unless the
+/// client asked `Expect: 100-continue` and so never sends it; otherwise read under the
+/// size, time and memory bounds, charged to `payer`'s share.
+pub(crate) async fn upload(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    payer: Option<TenantId>,
+) -> Result<body::Buffered, ApiError> {
+    let config = &state.config;
+    if let Err(rejected) = state.pool.check_admission(payer) {
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            // Answer first, drain after: the 503 goes out at once while the rest of the
+            // upload is read and dropped in the background (bounded in bytes and time).
+            tokio::spawn(body::discard(
+                body,
+                config.http.body_bytes_max,
+                DISCARD_TIMEOUT,
+            ));
+        }
+        return Err(shed(&state.metrics, rejected));
+    }
+    let account = body::Account {
+        budget: &state.body_budget,
+        payer,
+    };
+    body::read(
+        body,
+        config.http.body_bytes_max,
+        config.body_read_timeout(),
+        account,
     )
     .await
 }
@@ -448,30 +469,21 @@ pub(crate) async fn convert(
         Some(payer) => meter::admit(state, payer.tenant, input_bytes, deadline).await?,
         None => meter::Spent::nothing(),
     };
-    let (reply, outcome) = oneshot::channel();
-    let job = Job {
-        input: buffered,
-        options: parsed.options,
-        if_none_match,
+    let outcome = queue(
+        state,
+        |reply| Job {
+            input: buffered,
+            options: parsed.options,
+            if_none_match,
+            deadline,
+            flow: payer.map(|p| p.tenant),
+            shape,
+            work: Work::Resize,
+            reply,
+        },
         deadline,
-        flow: payer.map(|p| p.tenant),
-        shape,
-        reply,
-    };
-    if let Err(rejected) = state.pool.submit(job, Instant::now()) {
-        return Err(shed(&state.metrics, rejected));
-    }
-    let outcome = match tokio::time::timeout_at(deadline.into(), outcome).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(_)) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::WorkerLost,
-                "the resize worker stopped before answering",
-            ))
-        }
-        Err(_) => return Err(deadline_exceeded(&state.metrics)),
-    };
+    )
+    .await?;
 
     match outcome {
         JobOutcome::NotModified { etag } => {
@@ -547,11 +559,39 @@ pub(crate) async fn convert(
         JobOutcome::PushedOut { retry_after_s } => {
             Err(shed(&state.metrics, Rejected::QueueFull { retry_after_s }))
         }
-        JobOutcome::Panicked => Err(ApiError::new(
+        JobOutcome::Panicked | JobOutcome::Info { .. } => Err(internal_error()),
+    }
+}
+
+/// The answer to a job that panicked (a bug, logged by the pool).
+pub(crate) fn internal_error() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::InternalError,
+        "the image could not be processed because of an internal error",
+    )
+}
+
+/// Queues the job `make` builds around its reply channel, and waits for the outcome until
+/// `deadline`: a refusal at submission is shed (429/503), a lost worker a 500, the
+/// deadline a 503.
+pub(crate) async fn queue(
+    state: &AppState,
+    make: impl FnOnce(oneshot::Sender<JobOutcome>) -> Job,
+    deadline: Instant,
+) -> Result<JobOutcome, ApiError> {
+    let (reply, outcome) = oneshot::channel();
+    if let Err(rejected) = state.pool.submit(make(reply), Instant::now()) {
+        return Err(shed(&state.metrics, rejected));
+    }
+    match tokio::time::timeout_at(deadline.into(), outcome).await {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(_)) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::InternalError,
-            "the image could not be processed because of an internal error",
+            ErrorCode::WorkerLost,
+            "the resize worker stopped before answering",
         )),
+        Err(_) => Err(deadline_exceeded(&state.metrics)),
     }
 }
 
@@ -658,7 +698,7 @@ pub(crate) fn shed(metrics: &Metrics, rejected: Rejected) -> ApiError {
     error
 }
 
-fn deadline_exceeded(metrics: &Metrics) -> ApiError {
+pub(crate) fn deadline_exceeded(metrics: &Metrics) -> ApiError {
     metrics
         .shed
         .get_or_create(&ReasonLabels {

@@ -76,7 +76,12 @@ pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
 
 /// Splits `path` (starting with [`PREFIX`]) and `query`.
 pub fn parse(path: &str, query: Option<&str>) -> Result<SignedUrl, ApiError> {
-    let rest = path.strip_prefix(PREFIX).ok_or_else(ApiError::not_found)?;
+    parse_at(PREFIX, path, query)
+}
+
+/// Splits `path` (starting with `prefix`: [`PREFIX`], or the info route's) and `query`.
+pub fn parse_at(prefix: &str, path: &str, query: Option<&str>) -> Result<SignedUrl, ApiError> {
+    let rest = path.strip_prefix(prefix).ok_or_else(ApiError::not_found)?;
     let (signature, after) = rest
         .split_once('/')
         .ok_or_else(|| invalid("the URL has no options and source after the signature"))?;
@@ -311,38 +316,9 @@ pub(crate) async fn serve(
         cache_lookup(state, "hit");
         return serve_hit(state, payer, &hit, if_none_match.as_deref(), started).await;
     }
-    if let Err(rejected) = state.pool.check_admission(Some(payer.tenant)) {
-        return Err(routes::shed(&state.metrics, rejected));
-    }
-    let account = crate::http::body::Account {
-        budget: &state.body_budget,
-        payer: Some(payer.tenant),
-    };
     cache_lookup(state, "miss");
-    let fetch_started = Instant::now();
-    let fetched = match fetch::fetch(&source, &allowed, &state.fetch, account).await {
-        Ok(fetched) => fetched,
-        Err(error) => {
-            state
-                .metrics
-                .fetch_errors
-                .get_or_create(&crate::http::metrics::CodeLabels {
-                    code: error.code.as_str(),
-                })
-                .inc();
-            return Err(error);
-        }
-    };
-    let fetch_seconds = fetch_started.elapsed().as_secs_f64();
-    state.metrics.fetch_duration.observe(fetch_seconds);
-    let fetch_ms = fetch_seconds * 1e3;
-    crate::http::access::note(|facts| {
-        facts.cache = Some("miss");
-        facts.steps = Some(crate::http::access::Steps {
-            fetch_ms: Some(fetch_ms),
-            ..Default::default()
-        });
-    });
+    crate::http::access::note(|facts| facts.cache = Some("miss"));
+    let (fetched, fetch_ms) = fetch_source(state, tenant, &source, &allowed).await?;
     let deadline = Instant::now() + state.config.request_deadline();
     let response = routes::convert(
         state,
@@ -394,6 +370,48 @@ pub(crate) async fn serve(
         head.headers.insert("server-timing", value);
     }
     Ok(Response::from_parts(head, axum::body::Body::from(body)))
+}
+
+/// Fetches `source` for `tenant` from its `allowed` origins once the pool would take the
+/// work (shed first: a fetch for a job that cannot be queued is wasted), its body charged
+/// to the tenant's memory share; returns it with the fetch's duration in ms.
+pub(crate) async fn fetch_source(
+    state: &AppState,
+    tenant: TenantId,
+    source: &str,
+    allowed: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<(fetch::Fetched, f64), ApiError> {
+    if let Err(rejected) = state.pool.check_admission(Some(tenant)) {
+        return Err(routes::shed(&state.metrics, rejected));
+    }
+    let account = crate::http::body::Account {
+        budget: &state.body_budget,
+        payer: Some(tenant),
+    };
+    let fetch_started = Instant::now();
+    let fetched = match fetch::fetch(source, allowed, &state.fetch, account).await {
+        Ok(fetched) => fetched,
+        Err(error) => {
+            state
+                .metrics
+                .fetch_errors
+                .get_or_create(&crate::http::metrics::CodeLabels {
+                    code: error.code.as_str(),
+                })
+                .inc();
+            return Err(error);
+        }
+    };
+    let fetch_seconds = fetch_started.elapsed().as_secs_f64();
+    state.metrics.fetch_duration.observe(fetch_seconds);
+    let fetch_ms = fetch_seconds * 1e3;
+    crate::http::access::note(|facts| {
+        facts.steps = Some(crate::http::access::Steps {
+            fetch_ms: Some(fetch_ms),
+            ..Default::default()
+        });
+    });
+    Ok((fetched, fetch_ms))
 }
 
 fn cache_lookup(state: &AppState, outcome: &'static str) {

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tessera_crdt::TenantId;
-use tessera_resize::{Limits, Options, Output, Pipeline, ResizeError};
+use tessera_resize::{InfoBuffers, Limits, Options, Output, Pipeline, ResizeError};
 use tokio::sync::oneshot;
 
 use crate::http::body::Buffered;
@@ -82,6 +82,20 @@ pub enum JobOutcome {
     PushedOut { retry_after_s: u32 },
     /// The pipeline panicked on this input (a bug, reported as 500).
     Panicked,
+    /// An info job ran ([`Work::Info`]).
+    Info {
+        result: Result<tessera_resize::Info, ResizeError>,
+        queue_wait: Duration,
+    },
+}
+
+/// What a job asks of its worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Convert the input as the job's options say.
+    Resize,
+    /// Read what the input is (`tessera_resize::info`): the options are not used.
+    Info,
 }
 
 /// Why a job was refused at submission.
@@ -115,6 +129,7 @@ pub struct Job {
     pub flow: Option<TenantId>,
     /// What the header says the work is, for the cost model.
     pub shape: Shape,
+    pub work: Work,
     pub reply: oneshot::Sender<JobOutcome>,
 }
 
@@ -560,8 +575,14 @@ fn worker_loop(shared: &Shared, limits: Limits, lane: Lane) {
         Lane::Express => shared.size.worker_niceness / 2,
     });
     let mut pipeline = Pipeline::new(limits.clone());
+    let mut info_buffers = InfoBuffers::default();
     while let Some(queued) = shared.next(lane) {
         let flow = queued.job.flow;
+        if queued.job.work == Work::Info {
+            inspect(shared, &mut info_buffers, &limits, queued);
+            shared.finished(lane, flow);
+            continue;
+        }
         run(shared, &mut pipeline, &limits, queued);
         shared.finished(lane, flow);
     }
@@ -638,6 +659,41 @@ fn run(shared: &Shared, pipeline: &mut Pipeline, limits: &Limits, queued: Queued
     }
 }
 
+/// Runs one info job and answers it. Not taught to the cost model: its decode is a
+/// fraction of a conversion's (JPEG at 1/8), and would make conversions look cheaper.
+fn inspect(shared: &Shared, buffers: &mut InfoBuffers, limits: &Limits, queued: Queued) {
+    let Queued { job, submitted, .. } = queued;
+    let started = Instant::now();
+    if job.reply.is_closed() {
+        return;
+    }
+    if started > job.deadline {
+        let _ = job.reply.send(JobOutcome::Expired);
+        return;
+    }
+    shared.gauges.busy_workers.inc();
+    let stop = || job.reply.is_closed() || Instant::now() > job.deadline;
+    let outcome = match catch_unwind(AssertUnwindSafe(|| {
+        tessera_resize::info(&job.input.bytes, limits, buffers, &stop)
+    })) {
+        Ok(Err(ResizeError::Cancelled)) => JobOutcome::Expired,
+        Ok(result) => JobOutcome::Info {
+            result,
+            queue_wait: started - submitted,
+        },
+        Err(_) => {
+            tracing::error!(
+                input_bytes = job.input.bytes.len(),
+                "info panicked; worker continues with fresh buffers"
+            );
+            *buffers = InfoBuffers::default();
+            JobOutcome::Panicked
+        }
+    };
+    shared.gauges.busy_workers.dec();
+    let _ = job.reply.send(outcome);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,6 +724,7 @@ mod tests {
                     output_format: OutputFormat::Jpeg,
                     output_pixels: 0,
                 },
+                work: Work::Resize,
                 reply,
             },
             submitted: Instant::now(),

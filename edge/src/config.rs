@@ -454,6 +454,8 @@ pub struct LimitsConfig {
     pub height_max: u32,
     pub pixels_max: u64,
     pub frames_max: u32,
+    /// Largest frames × max(canvas, output) pixels of an animation kept animated.
+    pub animation_pixels_max: u64,
     pub output_pixels_max: u64,
     /// Largest metadata item read or inflated (ICC profile, EXIF), and largest total of the
     /// JPEG segments kept, in bytes.
@@ -543,6 +545,7 @@ impl Default for LimitsConfig {
             height_max: limits.height_max,
             pixels_max: limits.pixels_max,
             frames_max: limits.frames_max,
+            animation_pixels_max: limits.animation_pixels_max,
             output_pixels_max: limits.output_pixels_max,
             metadata_bytes_max: limits.metadata_bytes_max,
             job_bytes_max: limits.job_bytes_max,
@@ -738,6 +741,12 @@ impl Config {
         in_range("limits.height_max", self.limits.height_max, 1, 1 << 20)?;
         in_range("limits.pixels_max", self.limits.pixels_max, 1, 1 << 36)?;
         in_range("limits.frames_max", self.limits.frames_max, 1, 100_000)?;
+        in_range(
+            "limits.animation_pixels_max",
+            self.limits.animation_pixels_max,
+            1,
+            1 << 40,
+        )?;
         in_range(
             "limits.output_pixels_max",
             self.limits.output_pixels_max,
@@ -1135,6 +1144,7 @@ impl Config {
             height_max: self.limits.height_max,
             pixels_max: self.limits.pixels_max,
             frames_max: self.limits.frames_max,
+            animation_pixels_max: self.limits.animation_pixels_max,
             output_pixels_max: self.limits.output_pixels_max,
             metadata_bytes_max: self.limits.metadata_bytes_max,
             job_bytes_max: self.limits.job_bytes_max,

@@ -542,3 +542,64 @@ async fn the_sample_alert_rules_query_metrics_that_exist() {
         );
     }
 }
+
+/// An animated GIF stays animated (#17): as a GIF for `format=original`, as an animated
+/// WebP for `format=auto` when WebP is accepted, as its first frame for a still format;
+/// and an animation over `limits.animation_pixels_max` is a 422 naming its code.
+#[tokio::test]
+async fn animations_stay_animated_as_gif_and_webp() {
+    use image::AnimationDecoder;
+    let Some(photos) = photos_dir() else { return };
+    let input = photo(&photos, "friends-animated.gif");
+    let node = TestNode::start(test_config()).await;
+
+    let reply = node
+        .post("/v1/resize?w=160&format=original", &[], input.clone())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("image/gif"));
+    let frames = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(&reply.body))
+        .unwrap()
+        .into_frames()
+        .collect_frames()
+        .unwrap();
+    assert_eq!(frames.len(), 6);
+    assert_eq!(frames[0].buffer().width(), 160);
+
+    let reply = node
+        .post(
+            "/v1/resize?w=160&format=auto",
+            &[("accept", "image/avif,image/webp,*/*")],
+            input.clone(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("image/webp"));
+    // An animated WebP: a RIFF with an ANIM chunk and one ANMF chunk per frame.
+    let anmf = reply.body.windows(4).filter(|w| w == b"ANMF").count();
+    assert!(reply.body.windows(4).any(|w| w == b"ANIM"));
+    assert_eq!(anmf, 6);
+
+    let reply = node
+        .post("/v1/resize?w=160&format=png", &[], input.clone())
+        .await;
+    assert_eq!(reply.header("content-type"), Some("image/png"));
+    assert_eq!(decode(&reply.body).width(), 160);
+    node.stop().await;
+
+    let mut config = test_config();
+    config.limits.animation_pixels_max = 1_000;
+    let node = TestNode::start(config).await;
+    let reply = node
+        .post("/v1/resize?w=160&format=gif", &[], input.clone())
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.error_code(), "animation_too_large");
+    let reply = node.post("/v1/resize?w=160&format=jpeg", &[], input).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "a still output is not bound by it"
+    );
+    node.stop().await;
+}

@@ -18,6 +18,7 @@ pub fn resize_limits() -> Limits {
         height_max: 4096,
         pixels_max: 1 << 20,
         frames_max: 8,
+        animation_pixels_max: 1 << 16,
         output_pixels_max: 64 * 64,
         metadata_bytes_max: 256 << 10,
         job_bytes_max: 48 << 20,

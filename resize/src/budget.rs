@@ -32,6 +32,7 @@ use crate::{Limits, OutputFormat, ResizeError};
 /// - PNG: row filters and the deflate state are a few rows and ~300 KiB: counted as 1.
 /// - WebP: libwebp's ARGB and YUVA copies of the picture and per-macroblock state: 12
 ///   (measured ~5.4 at 16.7 MP).
+/// - GIF: the RGBA copy the quantiser works in, the palette indices and the LZW output: 6.
 /// - AVIF: ravif's RGB and YUV copies and rav1e's frame, reference and lookahead state: 64
 ///   (measured ~25 at 4.2 MP, speed 10).
 pub(crate) fn encoder_bytes_per_pixel(format: OutputFormat) -> u64 {
@@ -40,6 +41,7 @@ pub(crate) fn encoder_bytes_per_pixel(format: OutputFormat) -> u64 {
         OutputFormat::Png => 1,
         OutputFormat::WebP => 12,
         OutputFormat::Avif => 64,
+        OutputFormat::Gif => 6,
     }
 }
 

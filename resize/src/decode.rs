@@ -752,7 +752,7 @@ fn decode_png(
 /// The `gif` and `image-webp` decoders' own allocation bound: the largest accepted image as
 /// RGBA twice (frame and canvas) plus decoder state. The job's memory estimate is the tighter
 /// check; this one stops a decoder that would allocate beyond what it declared.
-fn decoder_alloc_max(limits: &Limits) -> u64 {
+pub(crate) fn decoder_alloc_max(limits: &Limits) -> u64 {
     limits.pixels_max.saturating_mul(8).saturating_add(64 << 20)
 }
 
@@ -787,7 +787,7 @@ fn gif_frames(input: &[u8], limits: &Limits) -> Result<u32, ResizeError> {
 
 /// The stored order of a frame's rows: top to bottom, or GIF's four interlace passes
 /// (every 8th row from 0, every 8th from 4, every 4th from 2, every 2nd from 1).
-fn gif_row_order(height: usize, interlaced: bool) -> Box<dyn Iterator<Item = usize>> {
+pub(crate) fn gif_row_order(height: usize, interlaced: bool) -> Box<dyn Iterator<Item = usize>> {
     if interlaced {
         Box::new(
             (0..height)

@@ -1,5 +1,5 @@
 //! Encoders: JPEG (libjpeg-turbo via `mozjpeg`), PNG (`png`), WebP (libwebp via `libwebp-sys`),
-//! AVIF (rav1e via `ravif`). Nothing but pixels is written: no EXIF, ICC, XMP or comments
+//! AVIF (rav1e via `ravif`), GIF (`gif`, one frame here; animations in `crate::animation`). Nothing but pixels is written: no EXIF, ICC, XMP or comments
 //! (pixels are already sRGB and upright, so nothing of the input's metadata is needed).
 //!
 //! JPEG uses libjpeg-turbo's classic settings (`set_fastest_defaults`: standard quantisation
@@ -58,6 +58,13 @@ pub(crate) fn encode(
         OutputFormat::Png => encode_png(frame, out, stop),
         OutputFormat::WebP => encode_webp(frame, settings, out, stop),
         OutputFormat::Avif => encode_avif(frame, settings, out),
+        OutputFormat::Gif => crate::animation::encode_still_gif(
+            frame.pixels,
+            frame.width,
+            frame.height,
+            frame.channels,
+            out,
+        ),
     })) {
         Ok(result) => result,
         Err(payload) => Err(ResizeError::Encode(panic_message(
@@ -151,7 +158,10 @@ fn encode_png(frame: &Frame<'_>, out: &mut Vec<u8>, stop: Stop<'_>) -> Result<()
 
 /// libwebp's progress hook: returning 0 aborts the encode (`VP8_ENC_ERROR_USER_ABORT`).
 /// `user_data` points at the caller's [`Stop`] for the duration of `WebPEncode`.
-unsafe extern "C" fn webp_progress(_percent: i32, picture: *const libwebp_sys::WebPPicture) -> i32 {
+pub(crate) unsafe extern "C" fn webp_progress(
+    _percent: i32,
+    picture: *const libwebp_sys::WebPPicture,
+) -> i32 {
     // SAFETY: `encode_webp` sets `user_data` to a `Stop` that outlives `WebPEncode`.
     let stop = unsafe { &*((*picture).user_data as *const Stop<'_>) };
     // A panicking stop check must not unwind into C: it counts as a stop.

@@ -33,6 +33,10 @@ pub enum ResizeError {
     /// An animation has more frames than `Limits::frames_max`.
     #[error("the animation has {frames} frames, over the limit of {max}")]
     TooManyFrames { frames: u32, max: u32 },
+    /// An animation kept animated would touch more than `Limits::animation_pixels_max`
+    /// pixels (frames × the larger of canvas and output).
+    #[error("the animation has {frames} frames, {pixels} pixels in all, over the limit of {max} pixels for an animated output (ask for a still format for its first frame)")]
+    AnimationTooLarge { frames: u32, pixels: u64, max: u64 },
     /// A request option is out of range or its result would exceed the output limits.
     #[error("invalid option: {0}")]
     InvalidOption(String),
@@ -90,6 +94,7 @@ impl ResizeError {
             }
             ResizeError::DimensionsTooLarge { .. }
             | ResizeError::TooManyFrames { .. }
+            | ResizeError::AnimationTooLarge { .. }
             | ResizeError::MetadataTooLarge { .. }
             | ResizeError::JobMemoryExceeded { .. } => ErrorClass::Unprocessable,
             ResizeError::Cancelled => ErrorClass::Cancelled,
@@ -106,6 +111,7 @@ impl ResizeError {
             ResizeError::Corrupt(_) => "undecodable_image",
             ResizeError::DimensionsTooLarge { .. } => "image_too_large",
             ResizeError::TooManyFrames { .. } => "too_many_frames",
+            ResizeError::AnimationTooLarge { .. } => "animation_too_large",
             ResizeError::InvalidOption(_) => "invalid_parameter",
             ResizeError::MetadataTooLarge { .. } => "metadata_too_large",
             ResizeError::JobMemoryExceeded { .. } => "job_memory_exceeded",

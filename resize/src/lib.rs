@@ -60,6 +60,7 @@
 //!
 //! What this crate must never know about: HTTP, tenants, billing, the network, tokio.
 
+mod animation;
 mod budget;
 mod cancel;
 mod color;

@@ -26,6 +26,11 @@ pub struct Limits {
     pub pixels_max: u64,
     /// Largest number of frames of an animation (GIF, WebP, APNG); more is refused (default 100).
     pub frames_max: u32,
+    /// Largest total of pixels an animation kept animated makes the job touch: frames ×
+    /// the larger of the canvas and the output (default 100 000 000: 100 frames of a
+    /// 1000x1000 GIF). Over it the job is refused ([`ResizeError::AnimationTooLarge`]);
+    /// asking for a still format (JPEG, PNG, AVIF) takes the first frame only.
+    pub animation_pixels_max: u64,
     /// Largest width × height of the output (default 16 777 216).
     pub output_pixels_max: u64,
     /// Largest metadata item the pipeline reads or inflates (ICC profile, EXIF), and largest
@@ -55,6 +60,7 @@ impl Default for Limits {
             height_max: 16_384,
             pixels_max: 50_000_000,
             frames_max: 100,
+            animation_pixels_max: 100_000_000,
             output_pixels_max: 16_777_216,
             metadata_bytes_max: 4 << 20,
             job_bytes_max: 512 << 20,
@@ -93,6 +99,18 @@ impl Limits {
                 kind,
                 bytes,
                 max: self.metadata_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the pixels an animated job touches against `animation_pixels_max`.
+    pub(crate) fn check_animation(&self, frames: u32, pixels: u64) -> Result<(), ResizeError> {
+        if pixels > self.animation_pixels_max {
+            return Err(ResizeError::AnimationTooLarge {
+                frames,
+                pixels,
+                max: self.animation_pixels_max,
             });
         }
         Ok(())

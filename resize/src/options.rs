@@ -127,6 +127,8 @@ pub enum OutputFormat {
     Png,
     WebP,
     Avif,
+    /// Animated when the input is (see `crate::animation`); else one frame.
+    Gif,
 }
 
 impl OutputFormat {
@@ -137,6 +139,7 @@ impl OutputFormat {
             OutputFormat::Png => "png",
             OutputFormat::WebP => "webp",
             OutputFormat::Avif => "avif",
+            OutputFormat::Gif => "gif",
         }
     }
 
@@ -147,6 +150,7 @@ impl OutputFormat {
             OutputFormat::Png => "image/png",
             OutputFormat::WebP => "image/webp",
             OutputFormat::Avif => "image/avif",
+            OutputFormat::Gif => "image/gif",
         }
     }
 }
@@ -159,8 +163,9 @@ impl FromStr for OutputFormat {
             "png" => Ok(OutputFormat::Png),
             "webp" => Ok(OutputFormat::WebP),
             "avif" => Ok(OutputFormat::Avif),
+            "gif" => Ok(OutputFormat::Gif),
             _ => Err(ParseError(format!(
-                "unknown format {s:?}; accepted: jpeg (jpg), png, webp, avif"
+                "unknown format {s:?}; accepted: jpeg (jpg), png, webp, avif, gif"
             ))),
         }
     }
@@ -173,11 +178,13 @@ pub enum FormatRequest {
     Fixed(OutputFormat),
     /// WebP if accepted; else AVIF if accepted; else PNG when the image has alpha, else JPEG.
     /// WebP wins over AVIF because it encodes ~50x faster at a similar size for thumbnails.
+    /// An animated input stays animated: animated WebP if accepted, else GIF.
     Auto {
         webp: bool,
         avif: bool,
     },
-    /// Same family as the input: JPEG in -> JPEG, PNG/GIF -> PNG, WebP -> WebP.
+    /// Same family as the input: JPEG in -> JPEG, PNG -> PNG, GIF -> GIF, WebP -> WebP
+    /// (an animated GIF or WebP stays animated).
     Original,
 }
 

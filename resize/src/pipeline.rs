@@ -21,7 +21,8 @@ use crate::decode::{self, DecodeBuffers, Header};
 use crate::encode::{self, EncodeSettings, Frame};
 use crate::geometry::{self, Plan};
 use crate::{
-    budget, color, sniff, FormatRequest, InputFormat, Limits, Options, OutputFormat, ResizeError,
+    animation, budget, color, sniff, FormatRequest, InputFormat, Limits, Options, OutputFormat,
+    ResizeError,
 };
 
 /// Lanczos3's support, in source pixels at scale 1 (as `fast_image_resize` uses it).
@@ -148,6 +149,8 @@ impl Pipeline {
         let limits = &self.limits;
         let margin = self.jpeg_shrink_margin;
         let mut planned: Option<(Header, JobPlan)> = None;
+        // An animation kept animated stops this decode at its header (the callback's
+        // `Cancelled`) and goes through `crate::animation` instead.
         let decoded = decode::decode(
             input_format,
             input,
@@ -156,10 +159,19 @@ impl Pipeline {
             &mut |header| {
                 let job = plan_job(header, input_format, options, limits, margin)?;
                 planned = Some((*header, job));
-                Ok(job.scale)
+                match job.animate {
+                    true => Err(ResizeError::Cancelled),
+                    false => Ok(job.scale),
+                }
             },
             stop,
-        )?;
+        );
+        if let (Err(ResizeError::Cancelled), Some((header, job))) = (&decoded, planned) {
+            if job.animate {
+                return self.animate(input, input_format, &header, &job, options, start, stop);
+            }
+        }
+        let decoded = decoded?;
         let (header, JobPlan { plan, .. }) =
             planned.ok_or_else(|| ResizeError::Corrupt("the decoder read no header".to_owned()))?;
         let decode_us = elapsed_us(start);
@@ -292,6 +304,7 @@ impl Pipeline {
         let format = resolve_format(
             options.format,
             input_format,
+            header.frames,
             has_alpha,
             out_pixels,
             &self.limits,
@@ -327,6 +340,49 @@ impl Pipeline {
             },
         })
     }
+
+    /// Every frame of an animation decoded, resized and encoded (`crate::animation`); the
+    /// stage timings split as decode (the header) and encode (everything after).
+    #[allow(clippy::too_many_arguments)]
+    fn animate(
+        &mut self,
+        input: &[u8],
+        input_format: InputFormat,
+        header: &Header,
+        job: &JobPlan,
+        options: &Options,
+        start: Instant,
+        stop: Stop<'_>,
+    ) -> Result<Output, ResizeError> {
+        let decode_us = elapsed_us(start);
+        let start = Instant::now();
+        let mut bytes = Vec::new();
+        animation::run(
+            input,
+            input_format,
+            header,
+            &job.plan,
+            job.format,
+            options.quality,
+            &self.limits,
+            &mut self.resizer,
+            &mut bytes,
+            stop,
+        )?;
+        Ok(Output {
+            bytes,
+            format: job.format,
+            width: job.plan.out_w,
+            height: job.plan.out_h,
+            input_format,
+            timings: Timings {
+                decode_us,
+                resize_us: 0,
+                encode_us: elapsed_us(start),
+                cpu_us: 0,
+            },
+        })
+    }
 }
 
 /// What the header settles about a job: the geometry, the JPEG DCT scale (8 for other
@@ -336,6 +392,8 @@ struct JobPlan {
     plan: Plan,
     scale: u8,
     format: OutputFormat,
+    /// Every frame is kept (`crate::animation`), not only the first.
+    animate: bool,
 }
 
 /// The checks that need no decoder: options, empty and oversized bodies, the format.
@@ -381,23 +439,45 @@ fn plan_job(
     };
     let alpha = header.channels == 2 || header.channels == 4;
     let out_pixels = u64::from(plan.out_w) * u64::from(plan.out_h);
-    let format = resolve_format(options.format, input_format, alpha, out_pixels, limits)?;
-    budget::check(limits, header, scale, &plan, format)?;
+    let format = resolve_format(
+        options.format,
+        input_format,
+        header.frames,
+        alpha,
+        out_pixels,
+        limits,
+    )?;
+    let animate = animation::animates(input_format, header.frames, format);
+    if animate {
+        limits.check_animation(header.frames, animation::pixels(header, &plan))?;
+        let bytes = animation::job_bytes(header, &plan, format);
+        if bytes > limits.job_bytes_max {
+            return Err(ResizeError::JobMemoryExceeded {
+                bytes,
+                max: limits.job_bytes_max,
+            });
+        }
+    } else {
+        budget::check(limits, header, scale, &plan, format)?;
+    }
     Ok(JobPlan {
         plan,
         scale,
         format,
+        animate,
     })
 }
 
-/// The output format for a request, an input format, whether the output has alpha, and its
-/// size. `format=auto` takes WebP if accepted, else AVIF if accepted, each only while the
-/// output is within that format's pixel bound (`Limits::webp_output_pixels_max`,
-/// `avif_output_pixels_max`), else PNG with alpha and JPEG without. An explicit WebP or AVIF
-/// over its bound is refused.
+/// The output format for a request, an input format and its frame count, whether the
+/// output has alpha, and its size. `format=auto` takes WebP if accepted, else AVIF if
+/// accepted, each only while the output is within that format's pixel bound
+/// (`Limits::webp_output_pixels_max`, `avif_output_pixels_max`), else PNG with alpha and
+/// JPEG without; an animated GIF or WebP keeps its animation (WebP if accepted, else GIF).
+/// An explicit WebP or AVIF over its bound is refused.
 pub(crate) fn resolve_format(
     request: FormatRequest,
     input_format: InputFormat,
+    frames: u32,
     has_alpha: bool,
     out_pixels: u64,
     limits: &Limits,
@@ -405,17 +485,23 @@ pub(crate) fn resolve_format(
     let fits = |format: OutputFormat| match format {
         OutputFormat::WebP => out_pixels <= limits.webp_output_pixels_max,
         OutputFormat::Avif => out_pixels <= limits.avif_output_pixels_max,
-        OutputFormat::Jpeg | OutputFormat::Png => true,
+        OutputFormat::Jpeg | OutputFormat::Png | OutputFormat::Gif => true,
     };
+    let animated = frames > 1 && matches!(input_format, InputFormat::Gif | InputFormat::WebP);
     let format = match request {
         FormatRequest::Fixed(f) => f,
+        FormatRequest::Auto { webp: true, .. } if animated && fits(OutputFormat::WebP) => {
+            OutputFormat::WebP
+        }
+        FormatRequest::Auto { .. } if animated => OutputFormat::Gif,
         FormatRequest::Auto { webp: true, .. } if fits(OutputFormat::WebP) => OutputFormat::WebP,
         FormatRequest::Auto { avif: true, .. } if fits(OutputFormat::Avif) => OutputFormat::Avif,
         FormatRequest::Auto { .. } if has_alpha => OutputFormat::Png,
         FormatRequest::Auto { .. } => OutputFormat::Jpeg,
         FormatRequest::Original => match input_format {
             InputFormat::Jpeg => OutputFormat::Jpeg,
-            InputFormat::Png | InputFormat::Gif => OutputFormat::Png,
+            InputFormat::Png => OutputFormat::Png,
+            InputFormat::Gif => OutputFormat::Gif,
             InputFormat::WebP => OutputFormat::WebP,
         },
     };
@@ -450,6 +536,8 @@ pub struct Probe {
     /// Output width and height (displayed frame), exactly as the pipeline produces them.
     pub output_width: u32,
     pub output_height: u32,
+    /// Frames of the output: every frame when an animation is kept, else 1.
+    pub output_frames: u32,
     /// The job's estimated peak working memory in bytes (checked against
     /// `Limits::job_bytes_max`), at the default [`JPEG_SHRINK_MARGIN`].
     pub job_bytes: u64,
@@ -485,7 +573,12 @@ pub fn probe(input: &[u8], options: &Options, limits: &Limits) -> Result<Probe, 
             output_format: job.format,
             output_width: job.plan.out_w,
             output_height: job.plan.out_h,
-            job_bytes: budget::job_bytes(&header, job.scale, &job.plan, job.format),
+            output_frames: if job.animate { header.frames } else { 1 },
+            job_bytes: if job.animate {
+                animation::job_bytes(&header, &job.plan, job.format)
+            } else {
+                budget::job_bytes(&header, job.scale, &job.plan, job.format)
+            },
         }),
         (Err(e), _) => Err(e),
         (Ok(_), _) => Err(ResizeError::Corrupt(

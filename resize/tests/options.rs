@@ -57,7 +57,9 @@ fn format_spellings_and_mime() {
     assert_eq!("png".parse::<OutputFormat>().unwrap(), OutputFormat::Png);
     assert_eq!("webp".parse::<OutputFormat>().unwrap(), OutputFormat::WebP);
     assert_eq!("avif".parse::<OutputFormat>().unwrap(), OutputFormat::Avif);
-    assert!("gif".parse::<OutputFormat>().is_err());
+    assert_eq!("gif".parse::<OutputFormat>().unwrap(), OutputFormat::Gif);
+    assert!("bmp".parse::<OutputFormat>().is_err());
+    assert_eq!(OutputFormat::Gif.mime(), "image/gif");
     assert_eq!(OutputFormat::Avif.mime(), "image/avif");
     assert_eq!(OutputFormat::WebP.mime(), "image/webp");
     assert_eq!(OutputFormat::Jpeg.mime(), "image/jpeg");

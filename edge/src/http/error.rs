@@ -193,6 +193,7 @@ error_codes! {
     // Usually 422.
     ImageTooLarge = "image_too_large",
     TooManyFrames = "too_many_frames",
+    AnimationTooLarge = "animation_too_large",
     MetadataTooLarge = "metadata_too_large",
     JobMemoryExceeded = "job_memory_exceeded",
     TooCostly = "too_costly",
@@ -242,6 +243,7 @@ impl ErrorCode {
             ResizeError::Corrupt(_) => ErrorCode::UndecodableImage,
             ResizeError::DimensionsTooLarge { .. } => ErrorCode::ImageTooLarge,
             ResizeError::TooManyFrames { .. } => ErrorCode::TooManyFrames,
+            ResizeError::AnimationTooLarge { .. } => ErrorCode::AnimationTooLarge,
             ResizeError::InvalidOption(_) => ErrorCode::InvalidParameter,
             ResizeError::MetadataTooLarge { .. } => ErrorCode::MetadataTooLarge,
             ResizeError::JobMemoryExceeded { .. } => ErrorCode::JobMemoryExceeded,
@@ -278,6 +280,11 @@ mod tests {
                 pixels_max: 1,
             },
             ResizeError::TooManyFrames { frames: 2, max: 1 },
+            ResizeError::AnimationTooLarge {
+                frames: 2,
+                pixels: 2,
+                max: 1,
+            },
             ResizeError::InvalidOption("x".into()),
             ResizeError::MetadataTooLarge {
                 kind: "EXIF",

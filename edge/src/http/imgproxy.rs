@@ -304,8 +304,9 @@ fn format_of(ext: &str) -> Result<&'static str, ApiError> {
         "png" => Ok("png"),
         "webp" => Ok("webp"),
         "avif" => Ok("avif"),
+        "gif" => Ok("gif"),
         other => Err(ApiError::bad_parameter(format!(
-            "imgproxy format `{}` is not supported: jpg, png, webp, avif are",
+            "imgproxy format `{}` is not supported: jpg, png, webp, avif, gif are",
             other.chars().take(20).collect::<String>()
         ))),
     }
@@ -535,7 +536,8 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(parse("/ip/1/s/enc/abc").is_err());
-        assert!(parse("/ip/1/s/plain/http://a/b@gif").is_err());
+        assert!(parse("/ip/1/s/plain/http://a/b@gif").is_ok());
+        assert!(parse("/ip/1/s/plain/http://a/b@bmp").is_err());
     }
 
     /// A table of option strings and what each becomes, or that it is refused by name.

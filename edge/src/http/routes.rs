@@ -462,7 +462,10 @@ pub(crate) async fn convert(
         input_format: probe.input_format,
         input_bytes,
         output_format: probe.output_format,
-        output_pixels: u64::from(probe.output_width) * u64::from(probe.output_height),
+        // Every frame of a kept animation is resized and encoded.
+        output_pixels: u64::from(probe.output_width)
+            * u64::from(probe.output_height)
+            * u64::from(probe.output_frames),
     };
     // Rights spent here come back unless the answer is billed (dropping `spent`).
     let spent = match payer {

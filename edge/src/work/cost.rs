@@ -28,6 +28,7 @@ pub struct Shape {
     pub input_format: InputFormat,
     pub input_bytes: u64,
     pub output_format: OutputFormat,
+    /// Output pixels, times the frames of an animation kept animated.
     pub output_pixels: u64,
 }
 
@@ -35,7 +36,7 @@ pub struct Shape {
 /// update under a race costs one sample), each kept within `RATE_BAND` of its prior.
 pub struct CostModel {
     decode_ns_per_byte: [Rate; 4],
-    encode_ns_per_pixel: [Rate; 4],
+    encode_ns_per_pixel: [Rate; 5],
 }
 
 struct Rate {
@@ -90,6 +91,7 @@ fn output_index(format: OutputFormat) -> usize {
         OutputFormat::Png => 1,
         OutputFormat::WebP => 2,
         OutputFormat::Avif => 3,
+        OutputFormat::Gif => 4,
     }
 }
 
@@ -114,6 +116,8 @@ impl Default for CostModel {
                 Rate::new(60.0),
                 Rate::new(150.0),
                 Rate::new(1_500.0),
+                // GIF: NeuQuant palette search and LZW, per output pixel and frame.
+                Rate::new(300.0),
             ],
         }
     }

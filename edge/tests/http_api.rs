@@ -603,3 +603,41 @@ async fn animations_stay_animated_as_gif_and_webp() {
     );
     node.stop().await;
 }
+
+/// `max_bytes` and the per-format qualities end to end (#17): the answer fits the budget,
+/// and each option makes its own ETag.
+#[tokio::test]
+async fn max_bytes_and_per_format_quality() {
+    let Some(photos) = photos_dir() else { return };
+    let input = photo(&photos, "seeding-256k.jpg");
+    let node = TestNode::start(test_config()).await;
+    let full = node.post("/v1/resize?w=600&q=90", &[], input.clone()).await;
+    assert_eq!(full.status, StatusCode::OK);
+    let max = full.body.len() / 2;
+    let fitted = node
+        .post(
+            &format!("/v1/resize?w=600&q=90&max_bytes={max}"),
+            &[],
+            input.clone(),
+        )
+        .await;
+    assert_eq!(fitted.status, StatusCode::OK, "{:?}", fitted.body);
+    assert!(fitted.body.len() <= max, "{} > {max}", fitted.body.len());
+    assert_eq!(decode(&fitted.body).width(), 600);
+    assert_ne!(fitted.header("etag"), full.header("etag"));
+
+    let webp = |q: &'static str| {
+        let input = input.clone();
+        let node = &node;
+        async move {
+            node.post(&format!("/v1/resize?w=600&format=webp{q}"), &[], input)
+                .await
+        }
+    };
+    let (plain, low) = (webp("").await, webp("&q_webp=20&q_jpeg=95").await);
+    assert!(low.body.len() < plain.body.len());
+    let bad = node.post("/v1/resize?w=600&q_webp=0", &[], input).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.error_code() == "invalid_parameter");
+    node.stop().await;
+}

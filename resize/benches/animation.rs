@@ -43,7 +43,11 @@ fn frames_of(bytes: &[u8]) -> (u32, u32, Vec<Vec<u8>>) {
     let (w, h) = frames[0].buffer().dimensions();
     let rgb = frames
         .iter()
-        .map(|f| image::DynamicImage::ImageRgba8(f.buffer().clone()).to_rgb8().into_raw())
+        .map(|f| {
+            image::DynamicImage::ImageRgba8(f.buffer().clone())
+                .to_rgb8()
+                .into_raw()
+        })
         .collect();
     (w, h, rgb)
 }
@@ -169,7 +173,11 @@ fn main() {
     } else {
         0.0
     };
-    let vips_start = if vips { startup("vips", "--version") } else { 0.0 };
+    let vips_start = if vips {
+        startup("vips", "--version")
+    } else {
+        0.0
+    };
     println!(
         "start-up per call: gif2webp {:.1} ms, vips {:.1} ms",
         gif2webp_start * 1e3,
@@ -215,7 +223,13 @@ fn main() {
             let o = out("a-gif2webp.webp");
             let args = ["-lossy", "-q", "80", src.as_str(), "-o", o.as_str()];
             let t = time_per_call(seconds, || run("gif2webp", &args));
-            push("→ webp", "gif2webp", t, gif2webp_start, std::fs::read(&o).unwrap());
+            push(
+                "→ webp",
+                "gif2webp",
+                t,
+                gif2webp_start,
+                std::fs::read(&o).unwrap(),
+            );
         }
         if vips {
             let (i, o) = (format!("{src}[n=-1]"), out("a-vips.webp"));

@@ -79,7 +79,8 @@ pub use error::{ErrorClass, ResizeError};
 pub use info::{info, ColorSpace, Info, InfoBuffers};
 pub use limits::Limits;
 pub use options::{
-    avif_speed_min, Fit, FormatRequest, Gravity, Options, OutputFormat, ParseError, SIDE_MAX,
+    avif_speed_min, Fit, FormatQuality, FormatRequest, Gravity, Options, OutputFormat, ParseError,
+    MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN, SIDE_MAX,
 };
 pub use pipeline::{probe, Output, Pipeline, Probe, Timings, JPEG_SHRINK_MARGIN};
 pub use sniff::{sniff, InputFormat};

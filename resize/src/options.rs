@@ -207,7 +207,32 @@ pub struct Options {
     /// 1..=10 (10 fastest); default 8. The effective speed is raised to
     /// [`avif_speed_min`] of the output size, so a request cannot take minutes.
     pub avif_speed: u8,
+    /// Quality for one output format, over `quality` (`q_jpeg`, `q_webp`, `q_avif`), so one
+    /// URL can serve `format=auto` at the quality each format needs.
+    pub format_quality: FormatQuality,
+    /// Largest encoded size wanted, bytes: a JPEG, WebP or AVIF still over it is encoded
+    /// again at lower qualities (a bisection, at most [`MAX_BYTES_ENCODES`] encodes in all,
+    /// down to [`MAX_BYTES_QUALITY_MIN`]); the best quality that fits is kept, else the
+    /// smallest tried. PNG, GIF and animations are lossless or palette-bound here and are
+    /// answered as encoded.
+    pub max_bytes: Option<u32>,
 }
+
+/// Per-format qualities; `None` falls back to `Options::quality`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FormatQuality {
+    pub jpeg: Option<u8>,
+    pub webp: Option<u8>,
+    pub avif: Option<u8>,
+}
+
+/// Most encodes one `max_bytes` request may run, the first included: enough for a
+/// bisection of qualities 10..=99 to its last step (log2 of 90, rounded up, plus one).
+pub const MAX_BYTES_ENCODES: u32 = 8;
+
+/// The lowest quality the `max_bytes` search goes down to (below it JPEG blocks and WebP
+/// smearing make a thumbnail useless; imgproxy stops at 10 too).
+pub const MAX_BYTES_QUALITY_MIN: u8 = 10;
 
 /// Slowest AVIF speed allowed for an output of `pixels` pixels (rav1e, single thread, no
 /// asm). Measured on this machine (aitzgorri-1m.jpg): 400x266 at speed 1 took 11.5 s and
@@ -233,13 +258,27 @@ impl Default for Options {
             quality: 80,
             progressive: false,
             avif_speed: 8,
+            format_quality: FormatQuality::default(),
+            max_bytes: None,
         }
     }
 }
 
 impl Options {
+    /// The quality an output in `format` is encoded at.
+    pub fn quality_for(&self, format: OutputFormat) -> u8 {
+        let specific = match format {
+            OutputFormat::Jpeg => self.format_quality.jpeg,
+            OutputFormat::WebP => self.format_quality.webp,
+            OutputFormat::Avif => self.format_quality.avif,
+            OutputFormat::Png | OutputFormat::Gif => None,
+        };
+        specific.unwrap_or(self.quality)
+    }
+
     /// Checks ranges: width/height 0 or over [`SIDE_MAX`], a requested box over
-    /// `limits.output_pixels_max`, quality 0 or over 100, avif_speed outside 1..=10.
+    /// `limits.output_pixels_max`, a quality (`quality`, `q_jpeg`, `q_webp`, `q_avif`) 0 or
+    /// over 100, `max_bytes` 0, avif_speed outside 1..=10.
     pub fn validate(&self, limits: &Limits) -> Result<(), ResizeError> {
         for (name, value) in [("width", self.width), ("height", self.height)] {
             if let Some(v) = value {
@@ -259,11 +298,23 @@ impl Options {
                 )));
             }
         }
-        if !(1..=100).contains(&self.quality) {
-            return Err(ResizeError::InvalidOption(format!(
-                "quality {} is out of range 1..=100",
-                self.quality
-            )));
+        let qualities = [
+            ("quality", Some(self.quality)),
+            ("q_jpeg", self.format_quality.jpeg),
+            ("q_webp", self.format_quality.webp),
+            ("q_avif", self.format_quality.avif),
+        ];
+        for (name, quality) in qualities {
+            if let Some(q) = quality.filter(|q| !(1..=100).contains(q)) {
+                return Err(ResizeError::InvalidOption(format!(
+                    "{name} {q} is out of range 1..=100"
+                )));
+            }
+        }
+        if self.max_bytes == Some(0) {
+            return Err(ResizeError::InvalidOption(
+                "max_bytes 0 is out of range: at least 1".to_owned(),
+            ));
         }
         if !(1..=10).contains(&self.avif_speed) {
             return Err(ResizeError::InvalidOption(format!(

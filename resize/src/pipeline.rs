@@ -20,6 +20,7 @@ use crate::cancel::{self, Stop};
 use crate::decode::{self, DecodeBuffers, Header};
 use crate::encode::{self, EncodeSettings, Frame};
 use crate::geometry::{self, Plan};
+use crate::options::{MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN};
 use crate::{
     animation, budget, color, sniff, FormatRequest, InputFormat, Limits, Options, OutputFormat,
     ResizeError,
@@ -318,12 +319,17 @@ impl Pipeline {
             channels: out_channels,
         };
         let settings = EncodeSettings {
-            quality: options.quality,
+            quality: options.quality_for(format),
             progressive: options.progressive,
             avif_speed: options.avif_speed,
         };
         let mut bytes = Vec::with_capacity(pixels.len() / 8 + 1024);
         encode::encode(format, &frame, settings, &mut bytes, stop)?;
+        if let Some(max) = options.max_bytes {
+            if bytes.len() > max as usize && lossy(format) {
+                bytes = fit_bytes(format, &frame, settings, bytes, max as usize, stop)?;
+            }
+        }
         let encode_us = elapsed_us(start);
 
         Ok(Output {
@@ -363,7 +369,7 @@ impl Pipeline {
             header,
             &job.plan,
             job.format,
-            options.quality,
+            options.quality_for(job.format),
             &self.limits,
             &mut self.resizer,
             &mut bytes,
@@ -394,6 +400,8 @@ struct JobPlan {
     format: OutputFormat,
     /// Every frame is kept (`crate::animation`), not only the first.
     animate: bool,
+    /// The estimated peak working memory, checked against `Limits::job_bytes_max`.
+    bytes: u64,
 }
 
 /// The checks that need no decoder: options, empty and oversized bodies, the format.
@@ -448,23 +456,31 @@ fn plan_job(
         limits,
     )?;
     let animate = animation::animates(input_format, header.frames, format);
-    if animate {
+    let bytes = if animate {
         limits.check_animation(header.frames, animation::pixels(header, &plan))?;
-        let bytes = animation::job_bytes(header, &plan, format);
-        if bytes > limits.job_bytes_max {
-            return Err(ResizeError::JobMemoryExceeded {
-                bytes,
-                max: limits.job_bytes_max,
-            });
-        }
+        animation::job_bytes(header, &plan, format)
     } else {
-        budget::check(limits, header, scale, &plan, format)?;
+        // A `max_bytes` search holds two more encoded outputs (counted at the raw size).
+        let search = match options.max_bytes {
+            Some(_) if lossy(format) => {
+                2 * u64::from(plan.out_w) * u64::from(plan.out_h) * u64::from(header.channels)
+            }
+            _ => 0,
+        };
+        budget::job_bytes(header, scale, &plan, format) + search
+    };
+    if bytes > limits.job_bytes_max {
+        return Err(ResizeError::JobMemoryExceeded {
+            bytes,
+            max: limits.job_bytes_max,
+        });
     }
     Ok(JobPlan {
         plan,
         scale,
         format,
         animate,
+        bytes,
     })
 }
 
@@ -574,11 +590,7 @@ pub fn probe(input: &[u8], options: &Options, limits: &Limits) -> Result<Probe, 
             output_width: job.plan.out_w,
             output_height: job.plan.out_h,
             output_frames: if job.animate { header.frames } else { 1 },
-            job_bytes: if job.animate {
-                animation::job_bytes(&header, &job.plan, job.format)
-            } else {
-                budget::job_bytes(&header, job.scale, &job.plan, job.format)
-            },
+            job_bytes: job.bytes,
         }),
         (Err(e), _) => Err(e),
         (Ok(_), _) => Err(ResizeError::Corrupt(
@@ -638,6 +650,62 @@ fn adapt_channels<'a>(
             (&out[..], n as u8)
         }
     }
+}
+
+/// Whether `max_bytes` can trade quality for bytes in `format`.
+fn lossy(format: OutputFormat) -> bool {
+    matches!(
+        format,
+        OutputFormat::Jpeg | OutputFormat::WebP | OutputFormat::Avif
+    )
+}
+
+/// `max_bytes`: given `first`, the encode at the requested quality that came out over
+/// `max`, bisects the qualities below it (down to [`MAX_BYTES_QUALITY_MIN`]) for the highest
+/// whose output fits, in at most [`MAX_BYTES_ENCODES`] encodes in all. Returns that output,
+/// else the smallest one tried (the floor's, when the bisection reached it). Encoded size
+/// is monotone enough in quality for a bisection (not strictly: a step may gain a few
+/// bytes, so the result is a quality that fits, not always the highest that would).
+fn fit_bytes(
+    format: OutputFormat,
+    frame: &Frame<'_>,
+    settings: EncodeSettings,
+    first: Vec<u8>,
+    max: usize,
+    stop: Stop<'_>,
+) -> Result<Vec<u8>, ResizeError> {
+    let (mut lo, mut hi) = (MAX_BYTES_QUALITY_MIN, settings.quality.saturating_sub(1));
+    let mut smallest = first;
+    let mut fits: Option<Vec<u8>> = None;
+    let mut encodes = 1;
+    let mut bytes = Vec::with_capacity(smallest.len());
+    while lo <= hi && encodes < MAX_BYTES_ENCODES {
+        let quality = lo + (hi - lo) / 2;
+        encode::encode(
+            format,
+            frame,
+            EncodeSettings {
+                quality,
+                ..settings
+            },
+            &mut bytes,
+            stop,
+        )?;
+        encodes += 1;
+        if bytes.len() <= max {
+            lo = quality + 1;
+            fits = Some(std::mem::take(&mut bytes));
+        } else {
+            hi = quality.saturating_sub(1);
+            if bytes.len() < smallest.len() {
+                std::mem::swap(&mut smallest, &mut bytes);
+            }
+        }
+        if hi < MAX_BYTES_QUALITY_MIN {
+            break;
+        }
+    }
+    Ok(fits.unwrap_or(smallest))
 }
 
 fn elapsed_us(start: Instant) -> u64 {

@@ -266,3 +266,36 @@ fn avif_speed_floor_rises_with_output_size() {
     assert_eq!(avif_speed_min(1000 * 1000), 6);
     assert_eq!(avif_speed_min(4096 * 4096), 10);
 }
+
+#[test]
+fn per_format_quality_falls_back_to_quality_and_is_range_checked() {
+    let options = Options {
+        quality: 70,
+        format_quality: tessera_resize::FormatQuality {
+            webp: Some(55),
+            avif: Some(40),
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    assert_eq!(options.quality_for(OutputFormat::Jpeg), 70);
+    assert_eq!(options.quality_for(OutputFormat::WebP), 55);
+    assert_eq!(options.quality_for(OutputFormat::Avif), 40);
+    assert_eq!(options.quality_for(OutputFormat::Png), 70);
+    let limits = tessera_resize::Limits::default();
+    assert!(options.validate(&limits).is_ok());
+    let bad = Options {
+        format_quality: tessera_resize::FormatQuality {
+            jpeg: Some(101),
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let err = bad.validate(&limits).unwrap_err().to_string();
+    assert!(err.contains("q_jpeg 101"), "{err}");
+    let zero = Options {
+        max_bytes: Some(0),
+        ..Options::default()
+    };
+    assert!(zero.validate(&limits).is_err());
+}

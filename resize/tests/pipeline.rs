@@ -594,3 +594,82 @@ fn png_input_round_trips_exactly_at_original_size() {
     let back = common::decode_back(&out.bytes).to_rgb8();
     assert_eq!(back.as_raw(), img.as_raw());
 }
+
+// ------------------------------------------------------------------ per-format quality, max_bytes
+
+#[test]
+fn max_bytes_lowers_the_quality_until_the_output_fits() {
+    let Some(bytes) = common::photo("seeding-256k.jpg") else {
+        return;
+    };
+    for format in [OutputFormat::Jpeg, OutputFormat::WebP] {
+        let at = |quality: u8, max_bytes: Option<u32>| {
+            process(
+                &bytes,
+                &Options {
+                    quality,
+                    max_bytes,
+                    format: FormatRequest::Fixed(format),
+                    ..opts(Some(600), None, Fit::Contain)
+                },
+            )
+            .bytes
+        };
+        let full = at(90, None);
+        let floor = at(tessera_resize::MAX_BYTES_QUALITY_MIN, None);
+        // A budget between the floor and the requested quality: met, with a quality
+        // above the floor (so more bytes than the floor's output).
+        let max = (full.len() + floor.len()) / 3;
+        assert!(max > floor.len(), "{format:?}: {} vs {}", max, floor.len());
+        let fitted = at(90, Some(max as u32));
+        assert!(fitted.len() <= max, "{format:?}: {} > {max}", fitted.len());
+        assert!(fitted.len() > floor.len(), "{format:?}");
+        assert_eq!(common::decode_back(&fitted).width(), 600);
+        // A budget already met: the first encode, untouched.
+        assert_eq!(at(90, Some(full.len() as u32)), full);
+        // A budget no quality meets: the floor's output, the smallest there is.
+        assert_eq!(at(90, Some(100)), floor, "{format:?}");
+    }
+    // PNG is lossless: answered as encoded.
+    let png = |max_bytes| {
+        process(
+            &bytes,
+            &Options {
+                max_bytes,
+                ..png_out(opts(Some(100), None, Fit::Contain))
+            },
+        )
+        .bytes
+    };
+    assert_eq!(png(Some(100)), png(None));
+}
+
+#[test]
+fn each_format_takes_its_own_quality() {
+    let Some(bytes) = common::photo("seeding-256k.jpg") else {
+        return;
+    };
+    let with = |format, quality: tessera_resize::FormatQuality| {
+        process(
+            &bytes,
+            &Options {
+                quality: 80,
+                format_quality: quality,
+                format: FormatRequest::Fixed(format),
+                ..opts(Some(400), None, Fit::Contain)
+            },
+        )
+        .bytes
+    };
+    let webp_only = tessera_resize::FormatQuality {
+        webp: Some(30),
+        ..Default::default()
+    };
+    let plain = tessera_resize::FormatQuality::default();
+    // q_webp changes the WebP output and leaves the JPEG one alone.
+    assert!(with(OutputFormat::WebP, webp_only).len() < with(OutputFormat::WebP, plain).len());
+    assert_eq!(
+        with(OutputFormat::Jpeg, webp_only),
+        with(OutputFormat::Jpeg, plain)
+    );
+}

@@ -38,8 +38,10 @@ pub(crate) fn canonical_options(options: &Options) -> String {
         FormatRequest::Auto { webp, avif } => format!("auto:webp={webp}:avif={avif}"),
         FormatRequest::Original => "original".to_owned(),
     };
+    let fq = options.format_quality;
     format!(
-        "w={:?};h={:?};fit={};gravity={};format={};q={};progressive={};avif_speed={}",
+        "w={:?};h={:?};fit={};gravity={};format={};q={};progressive={};avif_speed={};\
+         q_jpeg={:?};q_webp={:?};q_avif={:?};max_bytes={:?}",
         options.width,
         options.height,
         options.fit.as_str(),
@@ -48,6 +50,10 @@ pub(crate) fn canonical_options(options: &Options) -> String {
         options.quality,
         options.progressive,
         options.avif_speed,
+        fq.jpeg,
+        fq.webp,
+        fq.avif,
+        options.max_bytes,
     )
 }
 
@@ -105,6 +111,24 @@ mod tests {
                     webp: true,
                     avif: false,
                 },
+                ..base
+            },
+            Options {
+                format_quality: tessera_resize::FormatQuality {
+                    webp: Some(60),
+                    ..Default::default()
+                },
+                ..base
+            },
+            Options {
+                format_quality: tessera_resize::FormatQuality {
+                    avif: Some(60),
+                    ..Default::default()
+                },
+                ..base
+            },
+            Options {
+                max_bytes: Some(10_000),
                 ..base
             },
         ];

@@ -347,6 +347,26 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
             "0" => Ok(Translated::Nothing),
             q => one("q", q),
         },
+        ("fq" | "format_quality", args) if !args.is_empty() && args.len() % 2 == 0 => {
+            let mut out = Vec::new();
+            for kv in args.chunks(2) {
+                let key = match kv[0] {
+                    "jpg" | "jpeg" => "q_jpeg",
+                    "webp" => "q_webp",
+                    "avif" => "q_avif",
+                    _ => return Err(unsupported(option, "format quality is for jpg, webp and avif")),
+                };
+                // 0 means "the default quality" in imgproxy.
+                if kv[1] != "0" {
+                    out.push(pair(key, kv[1].to_owned()));
+                }
+            }
+            Ok(Translated::Options(out))
+        }
+        ("mb" | "max_bytes", [bytes]) => match *bytes {
+            "0" => Ok(Translated::Nothing),
+            bytes => one("max_bytes", bytes),
+        },
         ("bg" | "background", args) if !args.is_empty() => one("background", &colour_of(option, args)?),
         ("bl" | "blur", [sigma]) => match *sigma {
             "0" => Ok(Translated::Nothing),
@@ -395,12 +415,12 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
             | "quality" | "bg" | "background" | "bl" | "blur" | "sh" | "sharpen" | "rot"
             | "rotate" | "fl" | "flip" | "t" | "trim" | "f" | "format" | "ext" | "pr"
             | "preset" | "exp" | "expires" | "cb" | "cachebuster" | "ar" | "auto_rotate"
-            | "sm" | "strip_metadata",
+            | "sm" | "strip_metadata" | "fq" | "format_quality" | "mb" | "max_bytes",
             _,
         ) => Err(bad(option, "wrong number of arguments")),
         _ => Err(unsupported(
             option,
-            "supported: rs, s, rt, w, h, el, ex, g, dpr, q, bg, bl, sh, rot, fl, t, f, pr, exp, cb, ar, sm",
+            "supported: rs, s, rt, w, h, el, ex, g, dpr, q, fq, mb, bg, bl, sh, rot, fl, t, f, pr, exp, cb, ar, sm",
         )),
     }
 }
@@ -577,6 +597,10 @@ mod tests {
             ("rot:90", "rotate=90"),
             ("fl:1:1", "flip=hv"),
             ("t:10", "trim=10"),
+            ("fq:jpg:70:webp:60:avif:50", "q_jpeg=70&q_webp=60&q_avif=50"),
+            ("format_quality:webp:0:jpeg:85", "q_jpeg=85"),
+            ("mb:20000", "max_bytes=20000"),
+            ("mb:0", "Nothing"),
         ] {
             assert_eq!(ok(option), tessera, "{option}");
         }
@@ -601,6 +625,8 @@ mod tests {
             ("w:abc", "w:abc"),
             ("bg:zz", "bg:zz"),
             ("q", "q"),
+            ("fq:png:50", "fq:png:50"),
+            ("fq:jpg", "fq:jpg"),
         ] {
             let error = translate(option).unwrap_err();
             assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);

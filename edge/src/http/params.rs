@@ -1,5 +1,5 @@
 //! Parsing the resize query string (`w`, `h`, `fit`, `gravity`, `format`, `q`,
-//! `progressive`) and the `Accept` header into [`tessera_resize::Options`].
+//! `q_jpeg`, `q_webp`, `q_avif`, `max_bytes`, `progressive`) and the `Accept` header into [`tessera_resize::Options`].
 //!
 //! Strict on purpose: an unknown or repeated parameter is an error that names it, not a
 //! silently ignored typo (`?widht=300` returning the full-size image would be billed and
@@ -11,7 +11,8 @@ use tessera_resize::{FormatRequest, Limits, Options, OutputFormat};
 use crate::http::error::ApiError;
 
 /// The parameters `POST /v1/resize` accepts, listed in error messages.
-pub const ACCEPTED: &str = "w, h, fit, gravity, format, q, progressive";
+pub const ACCEPTED: &str =
+    "w, h, fit, gravity, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive";
 
 /// Defaults for what a request leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +57,18 @@ pub fn parse(
         match key.as_ref() {
             "w" => options.width = Some(dimension("w", &value)?),
             "h" => options.height = Some(dimension("h", &value)?),
-            "q" => options.quality = quality(&value)?,
+            "q" => options.quality = quality("q", &value)?,
+            "q_jpeg" => options.format_quality.jpeg = Some(quality("q_jpeg", &value)?),
+            "q_webp" => options.format_quality.webp = Some(quality("q_webp", &value)?),
+            "q_avif" => options.format_quality.avif = Some(quality("q_avif", &value)?),
+            "max_bytes" => {
+                options.max_bytes = Some(value.parse().map_err(|_| {
+                    ApiError::bad_parameter(format!(
+                        "parameter `max_bytes` is {value:?}; use a byte count from 1 to {}",
+                        u32::MAX
+                    ))
+                })?)
+            }
             "fit" => options.fit = value.parse().map_err(invalid("fit"))?,
             "gravity" => options.gravity = value.parse().map_err(invalid("gravity"))?,
             "progressive" => {
@@ -135,11 +147,11 @@ fn dimension(name: &str, value: &str) -> Result<u32, ApiError> {
     }
 }
 
-fn quality(value: &str) -> Result<u8, ApiError> {
+fn quality(name: &str, value: &str) -> Result<u8, ApiError> {
     match value.parse::<u32>() {
         Ok(q @ 1..=100) => Ok(q as u8),
         _ => Err(ApiError::bad_parameter(format!(
-            "parameter `q` is {value:?}; it must be a whole number from 1 to 100"
+            "parameter `{name}` is {value:?}; it must be a whole number from 1 to 100"
         ))),
     }
 }
@@ -206,6 +218,17 @@ mod tests {
             parse_ok("fit=scale-down").fit,
             tessera_resize::Fit::ScaleDown
         );
+        let o = parse_ok("q_jpeg=85&q_webp=70&q_avif=50&max_bytes=20000&format=gif");
+        assert_eq!(
+            o.format_quality,
+            tessera_resize::FormatQuality {
+                jpeg: Some(85),
+                webp: Some(70),
+                avif: Some(50),
+            }
+        );
+        assert_eq!(o.max_bytes, Some(20_000));
+        assert_eq!(o.format, FormatRequest::Fixed(OutputFormat::Gif));
     }
 
     #[test]
@@ -222,6 +245,12 @@ mod tests {
             ("q=0", "`q`"),
             ("q=101", "`q`"),
             ("q=-1", "`q`"),
+            ("q_jpeg=0", "`q_jpeg`"),
+            ("q_webp=101", "`q_webp`"),
+            ("q_avif=x", "`q_avif`"),
+            ("max_bytes=0", "max_bytes"),
+            ("max_bytes=-3", "`max_bytes`"),
+            ("max_bytes=99999999999", "`max_bytes`"),
             ("fit=squash", "`fit`"),
             ("gravity=up", "`gravity`"),
             ("format=bmp", "`format`"),

@@ -466,6 +466,10 @@ pub(crate) async fn convert(
         output_pixels: u64::from(probe.output_width)
             * u64::from(probe.output_height)
             * u64::from(probe.output_frames),
+        encodes_max: match parsed.options.max_bytes {
+            Some(_) => tessera_resize::MAX_BYTES_ENCODES,
+            None => 1,
+        },
     };
     // Rights spent here come back unless the answer is billed (dropping `spent`).
     let spent = match payer {

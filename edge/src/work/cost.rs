@@ -30,6 +30,10 @@ pub struct Shape {
     pub output_format: OutputFormat,
     /// Output pixels, times the frames of an animation kept animated.
     pub output_pixels: u64,
+    /// Encodes the job may run: 1, or up to `tessera_resize::MAX_BYTES_ENCODES` for a
+    /// `max_bytes` search. Predictions take the worst case; such a job teaches only the
+    /// decode rate (how many encodes it ran is not known here).
+    pub encodes_max: u32,
 }
 
 /// Learned rates, each an `f64` in an atomic (workers update them without a lock; a lost
@@ -129,7 +133,8 @@ impl CostModel {
         let ns = self.decode_ns_per_byte[input_index(shape.input_format)].get()
             * shape.input_bytes as f64
             + self.encode_ns_per_pixel[output_index(shape.output_format)].get()
-                * shape.output_pixels as f64;
+                * shape.output_pixels as f64
+                * f64::from(shape.encodes_max.max(1));
         Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
     }
 
@@ -151,7 +156,7 @@ impl CostModel {
             self.decode_ns_per_byte[input_index(shape.input_format)]
                 .learn(timings.decode_us as f64 * 1e3 / shape.input_bytes as f64);
         }
-        if shape.output_pixels > 0 {
+        if shape.output_pixels > 0 && shape.encodes_max <= 1 {
             self.encode_ns_per_pixel[output_index(shape.output_format)].learn(
                 (timings.resize_us + timings.encode_us) as f64 * 1e3 / shape.output_pixels as f64,
             );
@@ -187,6 +192,7 @@ mod tests {
             input_bytes: 250_000,
             output_format: OutputFormat::Avif,
             output_pixels: pixels,
+            encodes_max: 1,
         }
     }
 
@@ -219,6 +225,7 @@ mod tests {
             input_bytes: 1,
             output_format: OutputFormat::Jpeg,
             output_pixels: 1,
+            encodes_max: 1,
         };
         // A 24 MP photo resized to one pixel: a millisecond of resampling for one pixel.
         let odd = Timings {
@@ -278,5 +285,44 @@ mod tests {
             ..shape
         };
         assert_eq!(model.predict(&jpeg), CostModel::default().predict(&jpeg));
+    }
+
+    /// A `max_bytes` job is predicted at its worst case (every encode of the search) and
+    /// does not teach the encode rate: it may have run one encode or eight.
+    #[test]
+    fn a_max_bytes_search_is_predicted_at_its_worst_and_teaches_only_decoding() {
+        let model = CostModel::default();
+        let one = avif(1_000_000);
+        let search = Shape {
+            encodes_max: 8,
+            ..one
+        };
+        let decode = model.predict(&Shape {
+            output_pixels: 0,
+            ..one
+        });
+        let close = |a: Duration, b: Duration| a.as_nanos().abs_diff(b.as_nanos()) <= 16;
+        assert!(close(
+            model.predict(&search) - decode,
+            (model.predict(&one) - decode) * 8
+        ));
+        let quick = Timings {
+            decode_us: 25_000,
+            resize_us: 1_000,
+            encode_us: 1_000,
+            cpu_us: 0,
+        };
+        for _ in 0..100 {
+            model.completed(&search, &quick);
+        }
+        let encode_after = model.predict(&one)
+            - model.predict(&Shape {
+                output_pixels: 0,
+                ..one
+            });
+        assert!(close(
+            encode_after,
+            CostModel::default().predict(&one) - decode
+        ));
     }
 }

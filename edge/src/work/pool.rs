@@ -723,6 +723,7 @@ mod tests {
                     input_bytes: 0,
                     output_format: OutputFormat::Jpeg,
                     output_pixels: 0,
+                    encodes_max: 1,
                 },
                 work: Work::Resize,
                 reply,

@@ -172,7 +172,7 @@ pub fn canonical_query(options: &Options) -> String {
         pairs.push(format!("h={h}"));
     }
     pairs.push(format!("fit={}", options.fit.as_str()));
-    pairs.push(format!("gravity={}", options.gravity.as_str()));
+    pairs.push(format!("gravity={}", options.gravity));
     pairs.push(format!("q={}", options.quality));
     pairs.push(format!("progressive={}", options.progressive));
     let format = match options.format {

@@ -28,13 +28,31 @@ use fast_image_resize as fir;
 use crate::cancel::{self, Stop, ROWS_PER_CHECK};
 use crate::decode::{decoder_alloc_max, gif_row_order, Header};
 use crate::geometry::{self, Plan};
-use crate::{InputFormat, Limits, OutputFormat, ResizeError};
+use crate::{Fit, InputFormat, Limits, Options, OutputFormat, ResizeError};
 
 /// Whether a job with this input and output is kept animated.
 pub(crate) fn animates(input_format: InputFormat, frames: u32, output: OutputFormat) -> bool {
     frames > 1
         && matches!(input_format, InputFormat::Gif | InputFormat::WebP)
         && matches!(output, OutputFormat::Gif | OutputFormat::WebP)
+}
+
+/// Refuses the options an animation kept animated cannot honour frame by frame (yet):
+/// what needs a canvas, a pixel scan or a filter. Geometry that the plan carries (`crop`,
+/// a focus point, `dpr`, `enlarge`, `rotate`, `flip`) applies to every frame.
+pub(crate) fn check_options(options: &Options) -> Result<(), ResizeError> {
+    let refused = [
+        (options.fit == Fit::Pad, "fit=pad"),
+        (options.background.is_some(), "background"),
+        (options.trim.is_some(), "trim"),
+    ];
+    match refused.iter().find(|(on, _)| *on) {
+        Some((_, name)) => Err(ResizeError::InvalidOption(format!(
+            "{name} is not supported on an animated output; ask for a still format (e.g. \
+             format=png) for the first frame"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Frames × the larger of canvas and output pixels: what `Limits::animation_pixels_max`
@@ -86,13 +104,13 @@ pub(crate) fn run(
     while let Some(delay_ms) = frames.next(&mut canvas, stop)? {
         cancel::check(stop)?;
         resize(resizer, &canvas, (w, h), channels, plan, &mut resized)?;
-        let pixels = if header.orientation > 1 && header.orientation <= 8 {
+        let pixels = if plan.orientation > 1 && plan.orientation <= 8 {
             geometry::orient(
                 &resized,
                 plan.resize_w,
                 plan.resize_h,
                 usize::from(channels),
-                header.orientation,
+                plan.orientation,
                 &mut oriented,
             );
             &oriented

@@ -10,8 +10,9 @@
 //!   `image`'s GIF frame; WebP planes);
 //! - resize: the resized image, `fast_image_resize`'s intermediate (output width × decoded
 //!   height) and, with alpha, its premultiplied copy of the source;
-//! - after resizing: the ICC scratch, the oriented copy and the channel-adapted copy (one
-//!   output image each, where the job needs it);
+//! - after resizing: the ICC scratch, the oriented copy, the padded or background canvas
+//!   ([`extra_bytes`]) and the channel-adapted copy (one output image each, where the job
+//!   needs it);
 //! - encode: the output bytes (counted at the raw size) plus the encoder's working set per
 //!   output pixel ([`encoder_bytes_per_pixel`]).
 //!
@@ -21,7 +22,7 @@
 
 use crate::decode::Header;
 use crate::geometry::Plan;
-use crate::{Limits, OutputFormat, ResizeError};
+use crate::{Limits, Options, OutputFormat, ResizeError};
 
 /// The encoder's working set per output pixel, in bytes, besides the output itself; set
 /// above what `examples/stretches.rs` measured (peak RSS growth of a 64x64 PNG enlarged, less
@@ -64,13 +65,24 @@ pub(crate) fn job_bytes(header: &Header, scale: u8, plan: &Plan, format: OutputF
     let resize = rw * rh * ch + rw * dh * ch + if alpha { decoded * ch } else { 0 };
     let out = u64::from(plan.out_w) * u64::from(plan.out_h);
     // The ICC scratch and the oriented copy exist only when there is a profile or a
-    // rotation; the channel-adapted copy only when the encoder takes other channels.
-    let oriented = u64::from(header.icc) + u64::from(header.orientation > 1);
+    // rotation (EXIF or asked for); the channel-adapted copy only when the encoder takes other channels.
+    let oriented = u64::from(header.icc) + u64::from(plan.orientation > 1);
     let same_channels = header.channels == 3
         || (header.channels == 1 && matches!(format, OutputFormat::Jpeg | OutputFormat::Png));
     let after = out * ch * oriented + if same_channels { 0 } else { out * 4 };
     let encode = out * (ch + encoder_bytes_per_pixel(format));
     decode + resize + after + encode + JOB_OVERHEAD_BYTES
+}
+
+/// Buffers only some options add, bytes: the canvas of `fit=pad` or `background` (the
+/// output at 4 bytes per pixel at most).
+pub(crate) fn extra_bytes(plan: &Plan, options: &Options, _channels: u8) -> u64 {
+    let out = u64::from(plan.out_w) * u64::from(plan.out_h);
+    if plan.pads() || options.background.is_some() {
+        out * 4
+    } else {
+        0
+    }
 }
 
 /// Checks the estimate against `limits.job_bytes_max`.

@@ -79,7 +79,6 @@ pub(crate) struct Decoded {
     pub height: u32,
     /// 1, 2, 3 or 4 interleaved 8-bit channels.
     pub channels: u8,
-    pub orientation: u8,
     /// An embedded ICC profile for RGB data that still has to be applied (CMYK and gray
     /// profiles are handled during decoding or ignored).
     pub icc: Option<Vec<u8>>,
@@ -567,7 +566,6 @@ fn decode_jpeg_inner(
             width: w,
             height: h,
             channels: 3,
-            orientation,
             icc: None,
         });
     }
@@ -583,7 +581,6 @@ fn decode_jpeg_inner(
         width: w,
         height: h,
         channels,
-        orientation,
         icc,
     })
 }
@@ -742,7 +739,6 @@ fn decode_png(
         width,
         height,
         channels,
-        orientation: chunks.orientation,
         icc,
     })
 }
@@ -873,7 +869,6 @@ fn decode_gif(
         width,
         height,
         channels: 4,
-        orientation: 1,
         icc: None,
     })
 }
@@ -956,7 +951,6 @@ fn decode_webp(
         width,
         height,
         channels,
-        orientation,
         icc,
     })
 }

@@ -1,5 +1,6 @@
-//! Size arithmetic: output dimensions per fit mode, the cover crop window per gravity, the
-//! JPEG shrink-on-load factor, and EXIF orientation.
+//! Size arithmetic: output dimensions per fit mode (with `dpr`, `enlarge` and padding), the
+//! crop window (manual crop, trim, compass gravity, focus point), the JPEG shrink-on-load
+//! factor, and orientation (EXIF composed with `rotate` and `flip`).
 //!
 //! All decisions are made in the *displayed* (oriented) frame, because that is what the
 //! caller sees and asks for; they are then mapped back to the *stored* frame, where decoding
@@ -7,6 +8,7 @@
 //! moving pixels is cheapest.
 
 use crate::options::SIDE_MAX;
+use crate::options::{Flip, Gravity, Rotation};
 use crate::{Fit, Limits, Options, ResizeError};
 
 /// A rectangle in pixels (fractional, as `fast_image_resize` crops with sub-pixel precision).
@@ -18,18 +20,82 @@ pub(crate) struct Rect {
     pub h: f64,
 }
 
+impl Rect {
+    fn intersect(self, other: Rect) -> Rect {
+        let x = self.x.max(other.x);
+        let y = self.y.max(other.y);
+        Rect {
+            x,
+            y,
+            w: ((self.x + self.w).min(other.x + other.w) - x).max(0.0),
+            h: ((self.y + self.h).min(other.y + other.h) - y).max(0.0),
+        }
+    }
+}
+
 /// What to produce from a source of a given stored size and orientation.
+///
+/// Three frames are involved: *stored* (the decoder's pixels), *displayed source* (after
+/// the EXIF orientation: what `crop`, `trim` and a focus point refer to) and *final* (after
+/// `rotate` and `flip` as well: what `w`, `h`, fit and compass gravity refer to). All
+/// three orientations are composed into one, [`Plan::orientation`], applied by [`orient`]
+/// to the small output: a rotation costs no extra pass.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Plan {
-    /// Final (displayed) output size.
+    /// Final (displayed) output size: the canvas when padding, else the resized image.
     pub out_w: u32,
     pub out_h: u32,
+    /// The resized image in the final frame, and where it sits on the canvas (equal to
+    /// `out_w` x `out_h` at 0,0 unless `Fit::Pad` adds bars).
+    pub content_w: u32,
+    pub content_h: u32,
+    pub pad_x: u32,
+    pub pad_y: u32,
     /// Region of the full-size stored image to resize.
     pub crop: Rect,
-    /// Size the crop is resized to, in the stored frame (out_w/out_h swapped for
-    /// orientations 5..=8).
+    /// Where the crop may move (`gravity=smart` chooses its place after decoding): the
+    /// image after `crop` and `trim`, in the stored frame at full size.
+    pub region: Rect,
+    /// Size the crop is resized to, in the stored frame (content_w/content_h swapped when
+    /// `orientation` swaps axes).
     pub resize_w: u32,
     pub resize_h: u32,
+    /// EXIF orientation composed with `rotate` and `flip`: stored frame to final frame.
+    pub orientation: u8,
+    /// The EXIF orientation alone (stored frame to displayed source).
+    pub exif_orientation: u8,
+}
+
+impl Plan {
+    /// Whether a canvas larger than the resized image is filled around it.
+    pub(crate) fn pads(&self) -> bool {
+        self.content_w != self.out_w || self.content_h != self.out_h
+    }
+
+    /// Where the displayed source's top-left pixel is stored, full-size pixels (the colour
+    /// `trim` removes is that pixel's).
+    pub(crate) fn exif_corner(&self, src_w: u32, src_h: u32) -> (f64, f64) {
+        let corner = Rect {
+            x: 0.0,
+            y: 0.0,
+            w: 1.0,
+            h: 1.0,
+        };
+        let r = displayed_rect_to_stored(
+            corner,
+            self.exif_orientation,
+            f64::from(src_w),
+            f64::from(src_h),
+        );
+        (r.x, r.y)
+    }
+
+    /// The crop in the displayed source frame (after EXIF orientation), full-size pixels.
+    pub(crate) fn source_window(&self, src_w: u32, src_h: u32) -> Rect {
+        let e = self.exif_orientation;
+        let (dw, dh) = displayed_size(src_w, src_h, e);
+        displayed_rect_to_stored(self.crop, inverse(e), f64::from(dw), f64::from(dh))
+    }
 }
 
 /// True when the orientation swaps width and height.
@@ -37,96 +103,230 @@ pub(crate) fn swaps_axes(orientation: u8) -> bool {
     matches!(orientation, 5..=8)
 }
 
+fn displayed_size(w: u32, h: u32, orientation: u8) -> (u32, u32) {
+    if swaps_axes(orientation) {
+        (h, w)
+    } else {
+        (w, h)
+    }
+}
+
+/// An orientation as the displayed-to-stored mapping it stands for: transpose the
+/// coordinates or not, then mirror the stored x and/or y axis (see [`orient`]).
+fn parts(orientation: u8) -> (bool, bool, bool) {
+    match orientation {
+        2 => (false, true, false),
+        3 => (false, true, true),
+        4 => (false, false, true),
+        5 => (true, false, false),
+        6 => (true, false, true),
+        7 => (true, true, true),
+        8 => (true, true, false),
+        _ => (false, false, false),
+    }
+}
+
+fn from_parts(parts: (bool, bool, bool)) -> u8 {
+    match parts {
+        (false, false, false) => 1,
+        (false, true, false) => 2,
+        (false, true, true) => 3,
+        (false, false, true) => 4,
+        (true, false, false) => 5,
+        (true, false, true) => 6,
+        (true, true, true) => 7,
+        (true, true, false) => 8,
+    }
+}
+
+/// The one orientation that shows what `then` shows of an image first shown by `first`.
+/// In mappings from displayed to stored coordinates, `s = F₁·T₁·(F₂·T₂·d)`; a mirror moved
+/// past a transpose swaps its axes, so the product is `(F₁ ⊕ swap?(F₂))·T^(t₁ ⊕ t₂)`.
+pub(crate) fn compose(first: u8, then: u8) -> u8 {
+    let (t1, x1, y1) = parts(first);
+    let (t2, x2, y2) = parts(then);
+    let (x2, y2) = if t1 { (y2, x2) } else { (x2, y2) };
+    from_parts((t1 ^ t2, x1 ^ x2, y1 ^ y2))
+}
+
+/// The orientation that undoes `orientation` (only the two quarter turns differ from
+/// themselves).
+pub(crate) fn inverse(orientation: u8) -> u8 {
+    match orientation {
+        6 => 8,
+        8 => 6,
+        o @ 1..=8 => o,
+        _ => 1,
+    }
+}
+
+/// The caller's rotation (clockwise), then flip, as an EXIF orientation.
+pub(crate) fn user_orientation(rotate: Rotation, flip: Flip) -> u8 {
+    let rotation = match rotate {
+        Rotation::None => 1,
+        Rotation::Deg90 => 6,
+        Rotation::Deg180 => 3,
+        Rotation::Deg270 => 8,
+    };
+    let mirror = match flip {
+        Flip::None => 1,
+        Flip::Horizontal => 2,
+        Flip::Vertical => 4,
+        Flip::Both => 3,
+    };
+    compose(rotation, mirror)
+}
+
 fn round_side(v: f64) -> u32 {
     (v.round() as u32).max(1)
 }
 
-/// Computes the output of `options` for a stored `src_w` x `src_h` image.
+/// Computes the output of `options` for a stored `src_w` x `src_h` image with EXIF
+/// `orientation`. `trim` is the part of the stored image (full-size pixels) left after
+/// `Options::trim`, once the decoded pixels have shown it; the plan from the header has
+/// none and is planned again with it.
 pub(crate) fn plan(
     src_w: u32,
     src_h: u32,
     orientation: u8,
     options: &Options,
     limits: &Limits,
+    trim: Option<Rect>,
 ) -> Result<Plan, ResizeError> {
-    let swap = swaps_axes(orientation);
-    // Displayed source size.
-    let (w, h) = if swap { (src_h, src_w) } else { (src_w, src_h) };
-    let (wf, hf) = (f64::from(w), f64::from(h));
-    let full = Rect {
+    let exif = if (1..=8).contains(&orientation) {
+        orientation
+    } else {
+        1
+    };
+    let user = user_orientation(options.rotate, options.flip);
+    let combined = compose(exif, user);
+    let (sw, sh) = (f64::from(src_w), f64::from(src_h));
+    // The displayed source, then the region of it that is kept.
+    let (dw, dh) = displayed_size(src_w, src_h, exif);
+    let (dwf, dhf) = (f64::from(dw), f64::from(dh));
+    let mut region = Rect {
+        x: 0.0,
+        y: 0.0,
+        w: dwf,
+        h: dhf,
+    };
+    if let Some(crop) = options.crop {
+        let (x, y, w, h) = crop.to_pixels(dwf, dhf);
+        region = region.intersect(Rect { x, y, w, h });
+        if region.w < 0.5 || region.h < 0.5 {
+            return Err(ResizeError::InvalidOption(format!(
+                "crop {crop} lies outside the {dw}x{dh} image (less than a pixel is left)"
+            )));
+        }
+    }
+    if let Some(trim) = trim {
+        let kept = displayed_rect_to_stored(trim, inverse(exif), dwf, dhf);
+        let trimmed = region.intersect(kept);
+        // A trim that leaves nothing of a manual crop is ignored rather than refused: the
+        // caller cannot know where the border is.
+        if trimmed.w >= 0.5 && trimmed.h >= 0.5 {
+            region = trimmed;
+        }
+    }
+    // The final frame: the displayed source turned by `rotate`/`flip`.
+    let (fw, fh) = displayed_size(dw, dh, user);
+    let (fwf, fhf) = (f64::from(fw), f64::from(fh));
+    let region = displayed_rect_to_stored(region, inverse(user), fwf, fhf);
+    let focus = match options.gravity {
+        Gravity::FocusPoint { x, y } => {
+            let point = Rect {
+                x: x.as_f64() * dwf,
+                y: y.as_f64() * dhf,
+                w: 0.0,
+                h: 0.0,
+            };
+            let p = displayed_rect_to_stored(point, inverse(user), fwf, fhf);
+            Some((p.x, p.y))
+        }
+        _ => None,
+    };
+
+    let (wf, hf) = (region.w, region.h);
+    let (w, h) = (round_side(wf), round_side(hf));
+    let enlarge = options.enlarge.unwrap_or(options.fit != Fit::ScaleDown);
+    let (box_w, box_h) = options.box_size();
+    // (content size, window within the region, canvas size)
+    let whole = Rect {
         x: 0.0,
         y: 0.0,
         w: wf,
         h: hf,
     };
-
-    let (out_w, out_h, crop) = match (options.width, options.height) {
+    let (content_w, content_h, window, canvas) = match (box_w, box_h) {
         (None, None) => {
             let pixels = u64::from(w) * u64::from(h);
             if pixels <= limits.output_pixels_max {
-                (w, h, full)
+                (w, h, whole, None)
             } else {
                 let s = (limits.output_pixels_max as f64 / pixels as f64).sqrt();
                 (
                     (wf * s).floor().max(1.0) as u32,
                     (hf * s).floor().max(1.0) as u32,
-                    full,
+                    whole,
+                    None,
                 )
             }
         }
         (Some(tw), None) => {
-            let tw = if options.fit == Fit::ScaleDown {
-                tw.min(w)
-            } else {
-                tw
-            };
-            (tw, round_side(hf * f64::from(tw) / wf), full)
+            let tw = if enlarge { tw } else { tw.min(w) };
+            (tw, round_side(hf * f64::from(tw) / wf), whole, None)
         }
         (None, Some(th)) => {
-            let th = if options.fit == Fit::ScaleDown {
-                th.min(h)
-            } else {
-                th
-            };
-            (round_side(wf * f64::from(th) / hf), th, full)
+            let th = if enlarge { th } else { th.min(h) };
+            (round_side(wf * f64::from(th) / hf), th, whole, None)
         }
         (Some(tw), Some(th)) => {
             let (twf, thf) = (f64::from(tw), f64::from(th));
             match options.fit {
-                Fit::Fill => (tw, th, full),
-                Fit::Contain | Fit::ScaleDown => {
+                Fit::Fill if enlarge => (tw, th, whole, None),
+                Fit::Fill => (tw.min(w), th.min(h), whole, None),
+                Fit::Contain | Fit::ScaleDown | Fit::Pad => {
                     let mut scale = (twf / wf).min(thf / hf);
-                    if options.fit == Fit::ScaleDown && scale >= 1.0 {
+                    if !enlarge && scale >= 1.0 {
                         scale = 1.0;
                     }
+                    let canvas = (options.fit == Fit::Pad).then_some((tw, th));
                     // The binding side gets exactly the requested length.
                     if scale == twf / wf {
-                        (tw, round_side(hf * scale).min(th), full)
+                        (tw, round_side(hf * scale).min(th), whole, canvas)
                     } else if scale == thf / hf {
-                        (round_side(wf * scale).min(tw), th, full)
+                        (round_side(wf * scale).min(tw), th, whole, canvas)
                     } else {
-                        (w, h, full)
+                        (w.min(tw), h.min(th), whole, canvas)
                     }
                 }
                 Fit::Cover => {
-                    let scale = (twf / wf).max(thf / hf);
-                    let cw = (twf / scale).min(wf);
-                    let ch = (thf / scale).min(hf);
-                    let (ax, ay) = options.gravity.anchor();
-                    (
-                        tw,
-                        th,
-                        Rect {
-                            x: (wf - cw) * ax,
-                            y: (hf - ch) * ay,
-                            w: cw,
-                            h: ch,
-                        },
-                    )
+                    let mut scale = (twf / wf).max(thf / hf);
+                    let (ow, oh) = if !enlarge && scale > 1.0 {
+                        scale = 1.0;
+                        (tw.min(w), th.min(h))
+                    } else {
+                        (tw, th)
+                    };
+                    let cw = (f64::from(ow) / scale).min(wf);
+                    let ch = (f64::from(oh) / scale).min(hf);
+                    let (x, y) = match focus {
+                        // Centred on the point, moved back inside the region.
+                        Some((px, py)) => (
+                            (px - region.x - cw / 2.0).clamp(0.0, wf - cw),
+                            (py - region.y - ch / 2.0).clamp(0.0, hf - ch),
+                        ),
+                        None => {
+                            let (ax, ay) = options.gravity.anchor();
+                            ((wf - cw) * ax, (hf - ch) * ay)
+                        }
+                    };
+                    (ow, oh, Rect { x, y, w: cw, h: ch }, None)
                 }
             }
         }
     };
+    let (out_w, out_h) = canvas.unwrap_or((content_w, content_h));
 
     if out_w > SIDE_MAX
         || out_h > SIDE_MAX
@@ -138,19 +338,42 @@ pub(crate) fn plan(
             limits.output_pixels_max
         )));
     }
+    let (pad_x, pad_y) = if canvas.is_some() {
+        let (ax, ay) = options.gravity.anchor();
+        (
+            (f64::from(out_w - content_w) * ax).round() as u32,
+            (f64::from(out_h - content_h) * ay).round() as u32,
+        )
+    } else {
+        (0, 0)
+    };
 
-    let crop = displayed_rect_to_stored(crop, orientation, f64::from(src_w), f64::from(src_h));
-    let (resize_w, resize_h) = if swap { (out_h, out_w) } else { (out_w, out_h) };
+    let window = Rect {
+        x: region.x + window.x,
+        y: region.y + window.y,
+        ..window
+    };
+    let crop = displayed_rect_to_stored(window, combined, sw, sh);
+    let region = displayed_rect_to_stored(region, combined, sw, sh);
+    let (resize_w, resize_h) = displayed_size(content_w, content_h, combined);
     Ok(Plan {
         out_w,
         out_h,
+        content_w,
+        content_h,
+        pad_x,
+        pad_y,
         crop,
+        region,
         resize_w,
         resize_h,
+        orientation: combined,
+        exif_orientation: exif,
     })
 }
 
-/// Maps a rectangle of the displayed image to the stored image (`sw` x `sh`).
+/// Maps a rectangle of the displayed image to the stored image (`sw` x `sh`). With the
+/// [`inverse`] orientation and the displayed size it maps the other way.
 fn displayed_rect_to_stored(r: Rect, orientation: u8, sw: f64, sh: f64) -> Rect {
     let Rect { x, y, w, h } = r;
     match orientation {
@@ -283,5 +506,42 @@ mod tests {
                 assert_eq!(s as u8, v, "orientation {o} displayed ({dx},{dy})");
             }
         }
+    }
+
+    /// Orienting by `first` and then by `then` is orienting once by `compose(first, then)`,
+    /// and `inverse` undoes: checked on pixels, for every pair.
+    #[test]
+    fn composed_orientations_agree_with_two_passes() {
+        let (w, h) = (3u32, 2u32);
+        let src: Vec<u8> = (0..6).collect();
+        for first in 1..=8u8 {
+            let mut once = Vec::new();
+            let (w1, h1) = orient(&src, w, h, 1, first, &mut once);
+            let mut back = Vec::new();
+            orient(&once, w1, h1, 1, inverse(first), &mut back);
+            assert_eq!(back, src, "inverse of {first}");
+            for then in 1..=8u8 {
+                let mut twice = Vec::new();
+                let size2 = orient(&once, w1, h1, 1, then, &mut twice);
+                let mut direct = Vec::new();
+                let size = orient(&src, w, h, 1, compose(first, then), &mut direct);
+                assert_eq!((direct, size), (twice, size2), "{first} then {then}");
+            }
+        }
+    }
+
+    #[test]
+    fn rotations_are_clockwise() {
+        // 2x1 stored [a b]: turned 90 degrees clockwise it is a column, a on top.
+        let mut dst = Vec::new();
+        let o = user_orientation(Rotation::Deg90, Flip::None);
+        assert_eq!(orient(&[1, 2], 2, 1, 1, o, &mut dst), (1, 2));
+        assert_eq!(dst, [1, 2]);
+        let o = user_orientation(Rotation::Deg270, Flip::None);
+        orient(&[1, 2], 2, 1, 1, o, &mut dst);
+        assert_eq!(dst, [2, 1]);
+        let o = user_orientation(Rotation::None, Flip::Horizontal);
+        orient(&[1, 2], 2, 1, 1, o, &mut dst);
+        assert_eq!(dst, [2, 1]);
     }
 }

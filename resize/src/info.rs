@@ -110,6 +110,7 @@ pub fn info(
                 header.orientation,
                 &thumbnail,
                 limits,
+                None,
             )?;
             let scale = if format == InputFormat::Jpeg {
                 geometry::jpeg_scale(&plan, 1.0)

@@ -5,7 +5,8 @@
 //! check every [`Limits`] bound *before* a pixel buffer is allocated → decode, at a reduced
 //! scale where the format allows it (JPEG DCT scaling, "shrink-on-load") → convert to sRGB
 //! (CMYK, ICC profiles, gray, 16-bit) → resize with `fast_image_resize` → apply EXIF
-//! orientation → encode (JPEG, PNG, WebP, AVIF) with all metadata stripped.
+//! orientation (EXIF composed with the caller's `rotate`/`flip`, one pass) → padding and
+//! background → encode (JPEG, PNG, WebP, AVIF) with all metadata stripped.
 //!
 //! Every byte and CPU-second a request can cost is bounded from its header, before pixels
 //! are allocated: input bytes, declared width/height/pixels, frames, metadata
@@ -35,7 +36,8 @@
 //! Parts: [`limits`] (bounds), [`options`] (what a request asks, parsing, validation),
 //! `sniff` (format from magic bytes), `decode` (bounded decoders), `color` (CMYK and ICC to
 //! sRGB), `geometry` (fit, crop, shrink-on-load, orientation), `encode` (encoders),
-//! `budget` (the job memory estimate), `cancel` (stop checks), [`pipeline`] (the call that
+//! `trim` (uniform borders), `canvas` (padding and background), `budget` (the job memory
+//! estimate), `cancel` (stop checks), [`pipeline`] (the call that
 //! ties them together, and [`probe`]), [`info`] (what an image is, for `/v1/info`), [`error`].
 //!
 //! Dependencies beyond `image`, `fast_image_resize` and `thiserror`, and why:
@@ -63,6 +65,7 @@
 mod animation;
 mod budget;
 mod cancel;
+mod canvas;
 mod color;
 mod decode;
 mod encode;
@@ -73,14 +76,15 @@ pub mod limits;
 pub mod options;
 pub mod pipeline;
 mod sniff;
+mod trim;
 
 pub use decode::JPEG_SCANS_MAX;
 pub use error::{ErrorClass, ResizeError};
 pub use info::{info, ColorSpace, Info, InfoBuffers};
 pub use limits::Limits;
 pub use options::{
-    avif_speed_min, Fit, FormatQuality, FormatRequest, Gravity, Options, OutputFormat, ParseError,
-    MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN, SIDE_MAX,
+    avif_speed_min, Crop, Decimal, Fit, Flip, FormatQuality, FormatRequest, Gravity, Options,
+    OutputFormat, ParseError, Rgba, Rotation, MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN, SIDE_MAX,
 };
-pub use pipeline::{probe, Output, Pipeline, Probe, Timings, JPEG_SHRINK_MARGIN};
+pub use pipeline::{probe, Output, Pipeline, Probe, SourceWindow, Timings, JPEG_SHRINK_MARGIN};
 pub use sniff::{sniff, InputFormat};

@@ -1,5 +1,7 @@
-//! What a caller may ask of one resize: target size, fit mode, gravity, output format and
-//! encoder settings, with parsing from the query-string spellings and range validation.
+//! What a caller may ask of one resize: target size (and device pixel ratio), fit mode,
+//! gravity (compass, focus point), manual crop, trim, rotation and flip, padding and
+//! background, enlargement, output format and encoder settings, with parsing from the
+//! query-string spellings and range validation.
 //!
 //! Parsing lives here (not in the node) so that every front end (POST query, signed URL,
 //! CLI) accepts exactly the same spellings and rejects with the same messages.
@@ -23,6 +25,10 @@ pub enum Fit {
     Fill,
     /// Like `Contain`, but never enlarge.
     ScaleDown,
+    /// Like `Contain`, then placed (at the gravity) on a canvas of exactly the requested box,
+    /// filled with `Options::background` (transparent when none is given; white in a JPEG).
+    /// With only one side given there is no box to fill and it is `Contain`.
+    Pad,
 }
 
 impl Fit {
@@ -33,6 +39,7 @@ impl Fit {
             Fit::Cover => "cover",
             Fit::Fill => "fill",
             Fit::ScaleDown => "scale-down",
+            Fit::Pad => "pad",
         }
     }
 }
@@ -45,14 +52,16 @@ impl FromStr for Fit {
             "cover" => Ok(Fit::Cover),
             "fill" => Ok(Fit::Fill),
             "scale-down" => Ok(Fit::ScaleDown),
+            "pad" => Ok(Fit::Pad),
             _ => Err(ParseError(format!(
-                "unknown fit {s:?}; accepted: contain, cover, fill, scale-down"
+                "unknown fit {s:?}; accepted: contain, cover, fill, scale-down, pad"
             ))),
         }
     }
 }
 
-/// Which part of the image `Fit::Cover` keeps when it crops.
+/// Which part of the image `Fit::Cover` keeps when it crops (and where `Fit::Pad` places
+/// the image on its canvas).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Gravity {
     #[default]
@@ -65,12 +74,19 @@ pub enum Gravity {
     SouthWest,
     West,
     NorthWest,
+    /// A focus point (`fp:x:y`), as fractions 0..=1 of the displayed source (after EXIF
+    /// orientation, before `rotate`/`flip`): the cover window is centred on it, moved only
+    /// as far as needed to stay inside the image.
+    FocusPoint {
+        x: Decimal,
+        y: Decimal,
+    },
 }
 
-impl Gravity {
-    /// The canonical spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
+impl std::fmt::Display for Gravity {
+    /// The canonical spelling (what `FromStr` reads back).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
             Gravity::Center => "center",
             Gravity::North => "north",
             Gravity::NorthEast => "northeast",
@@ -80,12 +96,19 @@ impl Gravity {
             Gravity::SouthWest => "southwest",
             Gravity::West => "west",
             Gravity::NorthWest => "northwest",
-        }
+            Gravity::FocusPoint { x, y } => return write!(f, "fp:{x}:{y}"),
+        };
+        f.write_str(name)
     }
+}
 
-    /// Where the crop window sits along each axis: 0 = left/top, 0.5 = centre, 1 = right/bottom.
+impl Gravity {
+    /// Where the crop window (or the padded image) sits along each axis: 0 = left/top,
+    /// 0.5 = centre, 1 = right/bottom. A focus point places a padded image like its own
+    /// fractions; for a cover window `crate::geometry` centres the window on it instead.
     pub(crate) fn anchor(self) -> (f64, f64) {
         match self {
+            Gravity::FocusPoint { x, y } => (x.as_f64(), y.as_f64()),
             Gravity::Center => (0.5, 0.5),
             Gravity::North => (0.5, 0.0),
             Gravity::NorthEast => (1.0, 0.0),
@@ -112,9 +135,25 @@ impl FromStr for Gravity {
             "sw" | "southwest" => Ok(Gravity::SouthWest),
             "w" | "west" => Ok(Gravity::West),
             "nw" | "northwest" => Ok(Gravity::NorthWest),
+            _ if s.starts_with("fp:") => {
+                let bad = || {
+                    ParseError(format!(
+                        "focus point {s:?} must be fp:x:y with x and y fractions from 0 to 1"
+                    ))
+                };
+                let (x, y) = s[3..].split_once(':').ok_or_else(bad)?;
+                let (x, y) = (x.parse::<Decimal>(), y.parse::<Decimal>());
+                match (x, y) {
+                    (Ok(x), Ok(y)) if x <= Decimal::ONE && y <= Decimal::ONE => {
+                        Ok(Gravity::FocusPoint { x, y })
+                    }
+                    _ => Err(bad()),
+                }
+            }
             _ => Err(ParseError(format!(
                 "unknown gravity {s:?}; accepted: center (centre, c), n (north), ne (northeast), \
-                 e (east), se (southeast), s (south), sw (southwest), w (west), nw (northwest)"
+                 e (east), se (southeast), s (south), sw (southwest), w (west), nw (northwest), \
+                 fp:x:y (a focus point, fractions 0..1)"
             ))),
         }
     }
@@ -216,6 +255,287 @@ pub struct Options {
     /// smallest tried. PNG, GIF and animations are lossless or palette-bound here and are
     /// answered as encoded.
     pub max_bytes: Option<u32>,
+    /// Device pixel ratio, 1..=4 (default 1): multiplies `width` and `height`, so one
+    /// layout size serves every screen density. The multiplied box is what the output limits
+    /// are checked against. Without `width` and `height` it changes nothing.
+    pub dpr: Decimal,
+    /// A manual crop of the displayed source (after EXIF orientation, before `rotate` and
+    /// `flip`), applied before fitting; intersected with the image (and with `trim`).
+    pub crop: Option<Crop>,
+    /// `RRGGBB[AA]`: the colour of `Fit::Pad`'s bars, and what transparent pixels are
+    /// composited over (for any fit) when given. Without it transparency is kept where the
+    /// output format has alpha and composited over white where it has not.
+    pub background: Option<Rgba>,
+    /// Clockwise rotation after the EXIF orientation; `width`/`height` are the final
+    /// (rotated) output's.
+    pub rotate: Rotation,
+    /// Mirroring after `rotate`.
+    pub flip: Flip,
+    /// Removes a uniform border whose colour is within this distance (the largest
+    /// per-channel difference, alpha included, 0..=255) of the top-left pixel's, found on
+    /// the decoded pixels before fitting. A border taking the whole image is left alone.
+    pub trim: Option<u8>,
+    /// Whether the image may be scaled up. `None` (default): `Fit::ScaleDown` never
+    /// enlarges, every other fit does. `Some(false)`: no fit enlarges (a cover crop of a
+    /// small image comes out smaller than the box; a pad keeps the image at its size on the
+    /// full canvas). `Some(true)` with `Fit::ScaleDown` is a contradiction, refused.
+    pub enlarge: Option<bool>,
+}
+
+/// A non-negative decimal number with at most six fractional digits, kept exactly as
+/// millionths so that options stay `Eq + Hash` (ETags, cache keys) and print back as given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Decimal(u64);
+
+impl Decimal {
+    pub const ZERO: Decimal = Decimal(0);
+    pub const ONE: Decimal = Decimal(1_000_000);
+
+    /// `whole` units.
+    pub const fn whole(whole: u32) -> Decimal {
+        Decimal(whole as u64 * 1_000_000)
+    }
+
+    /// The value in millionths.
+    pub const fn from_millionths(millionths: u64) -> Decimal {
+        Decimal(millionths)
+    }
+
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+}
+
+impl FromStr for Decimal {
+    type Err = ParseError;
+    /// Digits, optionally a `.` and 1 to 6 more digits; at most 1 000 000 in all.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = || {
+            ParseError(format!(
+                "{s:?} is not a decimal number (digits, optionally a point and up to 6 digits)"
+            ))
+        };
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || whole.len() > 7 || !digits(whole) || frac.len() > 6 || !digits(frac)
+        {
+            return Err(bad());
+        }
+        if s.contains('.') && frac.is_empty() {
+            return Err(bad());
+        }
+        let whole: u64 = whole.parse().map_err(|_| bad())?;
+        let frac_millionths: u64 = format!("{frac:0<6}").parse().map_err(|_| bad())?;
+        Ok(Decimal(whole * 1_000_000 + frac_millionths))
+    }
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, frac) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        if frac == 0 {
+            write!(f, "{whole}")
+        } else {
+            let frac = format!("{frac:06}");
+            write!(f, "{whole}.{}", frac.trim_end_matches('0'))
+        }
+    }
+}
+
+/// `crop=x,y,w,h`: in pixels of the displayed source, or (when a value has a `.` and all
+/// four are at most 1) in fractions of its width and height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Crop {
+    Pixels {
+        x: u32,
+        y: u32,
+        w: u32,
+        h: u32,
+    },
+    Fractions {
+        x: Decimal,
+        y: Decimal,
+        w: Decimal,
+        h: Decimal,
+    },
+}
+
+impl Crop {
+    /// The rectangle in pixels of a displayed source `src_w` x `src_h` (not yet clipped).
+    pub(crate) fn to_pixels(self, src_w: f64, src_h: f64) -> (f64, f64, f64, f64) {
+        match self {
+            Crop::Pixels { x, y, w, h } => (f64::from(x), f64::from(y), f64::from(w), f64::from(h)),
+            Crop::Fractions { x, y, w, h } => (
+                x.as_f64() * src_w,
+                y.as_f64() * src_h,
+                w.as_f64() * src_w,
+                h.as_f64() * src_h,
+            ),
+        }
+    }
+}
+
+impl FromStr for Crop {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = |why: &str| {
+            ParseError(format!(
+                "crop {s:?}: {why}; use x,y,w,h in whole pixels, or four fractions 0..1 \
+                 written with a point (0.1,0.1,0.5,0.5)"
+            ))
+        };
+        let parts: Vec<&str> = s.split(',').collect();
+        let [x, y, w, h] = parts.as_slice() else {
+            return Err(bad("expected four values"));
+        };
+        let values = [*x, *y, *w, *h];
+        let decimals = values
+            .iter()
+            .map(|v| v.parse::<Decimal>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e.to_string()))?;
+        if values.iter().any(|v| v.contains('.')) {
+            if decimals.iter().any(|d| *d > Decimal::ONE) {
+                return Err(bad("values with a point are fractions, at most 1"));
+            }
+            return Ok(Crop::Fractions {
+                x: decimals[0],
+                y: decimals[1],
+                w: decimals[2],
+                h: decimals[3],
+            });
+        }
+        let px = |v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| bad("pixel values are whole numbers"))
+        };
+        Ok(Crop::Pixels {
+            x: px(x)?,
+            y: px(y)?,
+            w: px(w)?,
+            h: px(h)?,
+        })
+    }
+}
+
+impl std::fmt::Display for Crop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Crop::Pixels { x, y, w, h } => write!(f, "{x},{y},{w},{h}"),
+            // Fractions always print a point, so they read back as fractions.
+            Crop::Fractions { x, y, w, h } => {
+                let p = |d: &Decimal| {
+                    let s = d.to_string();
+                    if s.contains('.') {
+                        s
+                    } else {
+                        format!("{s}.0")
+                    }
+                };
+                write!(f, "{},{},{},{}", p(x), p(y), p(w), p(h))
+            }
+        }
+    }
+}
+
+/// A colour with alpha, from `RRGGBB` (opaque) or `RRGGBBAA` in hex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rgba(pub [u8; 4]);
+
+impl FromStr for Rgba {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let hex = s.strip_prefix('#').unwrap_or(s);
+        if !matches!(hex.len(), 6 | 8) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseError(format!(
+                "colour {s:?} must be RRGGBB or RRGGBBAA in hex"
+            )));
+        }
+        let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0);
+        let alpha = if hex.len() == 8 { byte(6) } else { 255 };
+        Ok(Rgba([byte(0), byte(2), byte(4), alpha]))
+    }
+}
+
+impl std::fmt::Display for Rgba {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [r, g, b, a] = self.0;
+        write!(f, "{r:02x}{g:02x}{b:02x}")?;
+        if a != 255 {
+            write!(f, "{a:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A clockwise rotation by a multiple of 90 degrees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Rotation {
+    #[default]
+    None,
+    Deg90,
+    Deg180,
+    Deg270,
+}
+
+impl Rotation {
+    pub fn degrees(self) -> u16 {
+        match self {
+            Rotation::None => 0,
+            Rotation::Deg90 => 90,
+            Rotation::Deg180 => 180,
+            Rotation::Deg270 => 270,
+        }
+    }
+}
+
+impl FromStr for Rotation {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "0" => Ok(Rotation::None),
+            "90" => Ok(Rotation::Deg90),
+            "180" => Ok(Rotation::Deg180),
+            "270" => Ok(Rotation::Deg270),
+            _ => Err(ParseError(format!(
+                "rotation {s:?} must be 0, 90, 180 or 270 (degrees clockwise)"
+            ))),
+        }
+    }
+}
+
+/// Mirroring: `h` swaps left and right, `v` top and bottom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Flip {
+    #[default]
+    None,
+    Horizontal,
+    Vertical,
+    Both,
+}
+
+impl Flip {
+    /// The canonical spelling (`none` is the default and is never written in a query).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flip::None => "none",
+            Flip::Horizontal => "h",
+            Flip::Vertical => "v",
+            Flip::Both => "hv",
+        }
+    }
+}
+
+impl FromStr for Flip {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "h" => Ok(Flip::Horizontal),
+            "v" => Ok(Flip::Vertical),
+            "hv" | "vh" => Ok(Flip::Both),
+            _ => Err(ParseError(format!("flip {s:?} must be h, v or hv"))),
+        }
+    }
 }
 
 /// Per-format qualities; `None` falls back to `Options::quality`.
@@ -260,6 +580,13 @@ impl Default for Options {
             avif_speed: 8,
             format_quality: FormatQuality::default(),
             max_bytes: None,
+            dpr: Decimal::ONE,
+            crop: None,
+            background: None,
+            rotate: Rotation::None,
+            flip: Flip::None,
+            trim: None,
+            enlarge: None,
         }
     }
 }
@@ -276,10 +603,58 @@ impl Options {
         specific.unwrap_or(self.quality)
     }
 
-    /// Checks ranges: width/height 0 or over [`SIDE_MAX`], a requested box over
-    /// `limits.output_pixels_max`, a quality (`quality`, `q_jpeg`, `q_webp`, `q_avif`) 0 or
-    /// over 100, `max_bytes` 0, avif_speed outside 1..=10.
+    /// `width` and `height` multiplied by `dpr` (rounded): the box actually produced.
+    pub fn box_size(&self) -> (Option<u32>, Option<u32>) {
+        let scale = |v: Option<u32>| {
+            v.map(|v| {
+                let scaled = (f64::from(v) * self.dpr.as_f64()).round();
+                scaled.min(f64::from(u32::MAX)).max(1.0) as u32
+            })
+        };
+        (scale(self.width), scale(self.height))
+    }
+
+    /// Checks ranges: width/height 0 or over [`SIDE_MAX`] (also once multiplied by `dpr`),
+    /// a requested box over `limits.output_pixels_max`, `dpr` outside 1..=4, a quality
+    /// (`quality`, `q_jpeg`, `q_webp`, `q_avif`) 0 or over 100, `max_bytes` 0, avif_speed
+    /// outside 1..=10, a crop of zero width or height or starting outside the image, a
+    /// focus point outside 0..=1, `enlarge=true` with `fit=scale-down`.
     pub fn validate(&self, limits: &Limits) -> Result<(), ResizeError> {
+        let invalid = |msg: String| Err(ResizeError::InvalidOption(msg));
+        if self.dpr < Decimal::ONE || self.dpr > Decimal::whole(4) {
+            return invalid(format!("dpr {} is out of range 1..=4", self.dpr));
+        }
+        match self.crop {
+            Some(c @ Crop::Pixels { w, h, .. }) if w == 0 || h == 0 => {
+                return invalid(format!(
+                    "crop {c}: width and height must be at least 1 pixel"
+                ));
+            }
+            Some(c @ Crop::Fractions { x, y, w, h })
+                if w == Decimal::ZERO
+                    || h == Decimal::ZERO
+                    || x >= Decimal::ONE
+                    || y >= Decimal::ONE =>
+            {
+                return invalid(format!(
+                    "crop {c}: fractions x and y must be below 1, w and h above 0 (all 0..=1)"
+                ));
+            }
+            _ => {}
+        }
+        if let Gravity::FocusPoint { x, y } = self.gravity {
+            if x > Decimal::ONE || y > Decimal::ONE {
+                return invalid(format!(
+                    "gravity fp:{x}:{y}: the focus point's fractions are out of range 0..=1"
+                ));
+            }
+        }
+        if self.enlarge == Some(true) && self.fit == Fit::ScaleDown {
+            return invalid(
+                "enlarge=true contradicts fit=scale-down (which never enlarges); use fit=contain"
+                    .to_owned(),
+            );
+        }
         for (name, value) in [("width", self.width), ("height", self.height)] {
             if let Some(v) = value {
                 if v == 0 || v > SIDE_MAX {
@@ -289,7 +664,19 @@ impl Options {
                 }
             }
         }
-        if let (Some(w), Some(h)) = (self.width, self.height) {
+        let (box_w, box_h) = self.box_size();
+        for (name, value) in [("width", box_w), ("height", box_h)] {
+            match value {
+                Some(v) if v > SIDE_MAX => {
+                    return invalid(format!(
+                        "{name} {v} (times dpr {}) is out of range 1..={SIDE_MAX}",
+                        self.dpr
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if let (Some(w), Some(h)) = (box_w, box_h) {
             let pixels = u64::from(w) * u64::from(h);
             if pixels > limits.output_pixels_max {
                 return Err(ResizeError::InvalidOption(format!(

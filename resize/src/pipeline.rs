@@ -2,9 +2,11 @@
 //! it needs so that a worker thread reuses them from one request to the next.
 //!
 //! Order of work, chosen for speed on photos: sniff → header and limits → decode (JPEG at
-//! reduced DCT scale) → resize (with the cover crop folded into the resampling, no copy) →
-//! ICC to sRGB (on the small output) → orientation (on the small output) → alpha handling
-//! for the target format → encode. `Timings` reports wall time per stage and the thread CPU
+//! reduced DCT scale) → trim (a scan of the decoded pixels, folded into the crop) → resize
+//! (with the manual, cover and trim crops folded into the resampling, no copy) → ICC to sRGB
+//! (on the small output) → orientation (EXIF, `rotate` and `flip` composed, on the small
+//! output) → padding / background (`crate::canvas`) → alpha handling for the target format
+//! → encode. `Timings` reports wall time per stage and the thread CPU
 //! time of the whole call, which is what the node bills.
 //!
 //! Everything that decides the cost of a job is settled from the header, in [`plan_job`]:
@@ -20,10 +22,11 @@ use crate::cancel::{self, Stop};
 use crate::decode::{self, DecodeBuffers, Header};
 use crate::encode::{self, EncodeSettings, Frame};
 use crate::geometry::{self, Plan};
+use crate::options::Rgba;
 use crate::options::{MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN};
 use crate::{
-    animation, budget, color, sniff, FormatRequest, InputFormat, Limits, Options, OutputFormat,
-    ResizeError,
+    animation, budget, canvas, color, sniff, trim, FormatRequest, InputFormat, Limits, Options,
+    OutputFormat, ResizeError,
 };
 
 /// Lanczos3's support, in source pixels at scale 1 (as `fast_image_resize` uses it).
@@ -74,7 +77,31 @@ pub struct Output {
     pub height: u32,
     /// The format the input bytes were sniffed as.
     pub input_format: InputFormat,
+    /// The part of the source that was resized (after crop, trim, cover and smart crop).
+    pub source_window: SourceWindow,
     pub timings: Timings,
+}
+
+/// A rectangle of the displayed source (full size, after EXIF orientation, before
+/// `rotate`/`flip`), in pixels; fractional, as resampling crops with sub-pixel precision.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceWindow {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+impl SourceWindow {
+    fn of(plan: &Plan, header: &Header) -> SourceWindow {
+        let r = plan.source_window(header.width, header.height);
+        SourceWindow {
+            x: r.x,
+            y: r.y,
+            width: r.w,
+            height: r.h,
+        }
+    }
 }
 
 /// Owns the reusable buffers. Not `Sync`; one per worker thread.
@@ -84,6 +111,8 @@ pub struct Pipeline {
     resized: Vec<u8>,
     oriented: Vec<u8>,
     converted: Vec<u8>,
+    /// The padded canvas, or the image composited over `background`.
+    canvas: Vec<u8>,
     scratch: Vec<u8>,
     resizer: fir::Resizer,
     jpeg_shrink_margin: f64,
@@ -98,6 +127,7 @@ impl Pipeline {
             resized: Vec::new(),
             oriented: Vec::new(),
             converted: Vec::new(),
+            canvas: Vec::new(),
             scratch: Vec::new(),
             resizer: fir::Resizer::new(),
             jpeg_shrink_margin: JPEG_SHRINK_MARGIN,
@@ -173,18 +203,58 @@ impl Pipeline {
             }
         }
         let decoded = decoded?;
-        let (header, JobPlan { plan, .. }) =
+        let (header, job) =
             planned.ok_or_else(|| ResizeError::Corrupt("the decoder read no header".to_owned()))?;
+        let mut plan = job.plan;
+        let channels = decoded.channels;
+        let (dw, dh) = (decoded.width, decoded.height);
+        let sx = f64::from(dw) / f64::from(header.width);
+        let sy = f64::from(dh) / f64::from(header.height);
+        if let Some(threshold) = options.trim {
+            // The border is found on the decoded pixels (at the DCT scale), and the job
+            // planned again without it: a trimmed image has another aspect ratio, so its
+            // output size, and memory, are checked again.
+            let corner = plan.exif_corner(header.width, header.height);
+            let corner = ((corner.0 * sx) as u32, (corner.1 * sy) as u32);
+            if let Some(kept) = trim::kept(
+                &self.decode.pixels,
+                dw,
+                dh,
+                channels,
+                corner,
+                threshold,
+                stop,
+            )? {
+                let kept = geometry::Rect {
+                    x: kept.x / sx,
+                    y: kept.y / sy,
+                    w: kept.w / sx,
+                    h: kept.h / sy,
+                };
+                plan = geometry::plan(
+                    header.width,
+                    header.height,
+                    header.orientation,
+                    options,
+                    &self.limits,
+                    Some(kept),
+                )?;
+                let bytes = budget::job_bytes(&header, job.scale, &plan, job.format)
+                    + budget::extra_bytes(&plan, options, header.channels);
+                if bytes > self.limits.job_bytes_max {
+                    return Err(ResizeError::JobMemoryExceeded {
+                        bytes,
+                        max: self.limits.job_bytes_max,
+                    });
+                }
+            }
+        }
         let decode_us = elapsed_us(start);
         cancel::check(stop)?;
 
         // ---- resize, colour, orientation
         let start = Instant::now();
-        let channels = decoded.channels;
         let bpp = usize::from(channels);
-        let (dw, dh) = (decoded.width, decoded.height);
-        let sx = f64::from(dw) / f64::from(header.width);
-        let sy = f64::from(dh) / f64::from(header.height);
         let crop = plan.crop;
         let (cx, cy) = ((crop.x * sx).max(0.0), (crop.y * sy).max(0.0));
         let cw = (crop.w * sx).min(f64::from(dw) - cx);
@@ -280,20 +350,22 @@ impl Pipeline {
                 &mut self.scratch,
             );
         }
-        let pixels: &[u8] = if decoded.orientation > 1 && decoded.orientation <= 8 {
-            geometry::orient(
-                resized,
-                rw,
-                rh,
-                bpp,
-                decoded.orientation,
-                &mut self.oriented,
-            );
+        let pixels: &[u8] = if plan.orientation > 1 && plan.orientation <= 8 {
+            geometry::orient(resized, rw, rh, bpp, plan.orientation, &mut self.oriented);
             &self.oriented
         } else {
             &resized[..]
         };
-        let pixels = &pixels[..plan.out_w as usize * plan.out_h as usize * bpp];
+        let pixels = &pixels[..plan.content_w as usize * plan.content_h as usize * bpp];
+        // Bars around a padded image, and transparency composited over `background`.
+        let (pixels, channels) = if plan.pads() || options.background.is_some() {
+            let background = options.background.unwrap_or(Rgba([0, 0, 0, 0]));
+            let channels = canvas::compose(pixels, channels, &plan, background, &mut self.canvas);
+            (&self.canvas[..], channels)
+        } else {
+            (pixels, channels)
+        };
+        let bpp = usize::from(channels);
         let resize_us = elapsed_us(start);
         cancel::check(stop)?;
 
@@ -338,6 +410,7 @@ impl Pipeline {
             width: plan.out_w,
             height: plan.out_h,
             input_format,
+            source_window: SourceWindow::of(&plan, &header),
             timings: Timings {
                 decode_us,
                 resize_us,
@@ -381,6 +454,7 @@ impl Pipeline {
             width: job.plan.out_w,
             height: job.plan.out_h,
             input_format,
+            source_window: SourceWindow::of(&job.plan, header),
             timings: Timings {
                 decode_us,
                 resize_us: 0,
@@ -439,6 +513,7 @@ fn plan_job(
         header.orientation,
         options,
         limits,
+        None,
     )?;
     let scale = if input_format == InputFormat::Jpeg {
         geometry::jpeg_scale(&plan, margin)
@@ -457,6 +532,7 @@ fn plan_job(
     )?;
     let animate = animation::animates(input_format, header.frames, format);
     let bytes = if animate {
+        animation::check_options(options)?;
         limits.check_animation(header.frames, animation::pixels(header, &plan))?;
         animation::job_bytes(header, &plan, format)
     } else {
@@ -467,7 +543,9 @@ fn plan_job(
             }
             _ => 0,
         };
-        budget::job_bytes(header, scale, &plan, format) + search
+        budget::job_bytes(header, scale, &plan, format)
+            + search
+            + budget::extra_bytes(&plan, options, header.channels)
     };
     if bytes > limits.job_bytes_max {
         return Err(ResizeError::JobMemoryExceeded {

@@ -41,7 +41,7 @@ fn gravity_spellings() {
     ];
     for (s, g) in table {
         assert_eq!(s.parse::<Gravity>().unwrap(), g, "{s}");
-        assert_eq!(g.as_str().parse::<Gravity>().unwrap(), g);
+        assert_eq!(g.to_string().parse::<Gravity>().unwrap(), g);
     }
     assert!("up"
         .parse::<Gravity>()

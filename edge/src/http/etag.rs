@@ -45,7 +45,7 @@ pub(crate) fn canonical_options(options: &Options) -> String {
         options.width,
         options.height,
         options.fit.as_str(),
-        options.gravity.as_str(),
+        options.gravity,
         format,
         options.quality,
         options.progressive,

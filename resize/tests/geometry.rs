@@ -1,0 +1,690 @@
+//! Geometry options end to end, as properties on synthetic images (and the shared photos
+//! where a real EXIF orientation matters): output sizes for `dpr`, `fit=pad`, `crop` and
+//! `enlarge`; crop fractions and pixels agreeing; a focus point anchoring the cover window;
+//! `rotate`/`flip` giving exactly the rotated source's pixels; padding bars and flattened
+//! transparency in the background colour; `trim` within its threshold and not beyond; and
+//! what an animation refuses.
+
+mod common;
+
+use image::ImageEncoder;
+use tessera_resize::{
+    Crop, Decimal, Fit, Flip, FormatRequest, Gravity, Limits, Options, Output, OutputFormat,
+    Pipeline, ResizeError, Rgba, Rotation,
+};
+
+fn png(options: Options) -> Options {
+    Options {
+        format: FormatRequest::Fixed(OutputFormat::Png),
+        ..options
+    }
+}
+
+fn process(bytes: &[u8], options: &Options) -> Output {
+    Pipeline::new(Limits::default())
+        .process(bytes, options)
+        .unwrap_or_else(|e| panic!("{options:?}: {e}"))
+}
+
+fn refused(bytes: &[u8], options: &Options) -> String {
+    match Pipeline::new(Limits::default()).process(bytes, options) {
+        Err(e @ ResizeError::InvalidOption(_)) => e.to_string(),
+        other => panic!("{options:?}: expected InvalidOption, got {other:?}"),
+    }
+}
+
+fn encode_png(img: &image::RgbaImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgba8,
+        )
+        .unwrap();
+    out
+}
+
+/// A `w` x `h` opaque image whose every pixel is distinct: (x, y, x ^ y).
+fn distinct(w: u32, h: u32) -> image::RgbaImage {
+    image::RgbaImage::from_fn(w, h, |x, y| {
+        image::Rgba([x as u8, y as u8, (x ^ y) as u8 ^ 0x55, 255])
+    })
+}
+
+fn rgba(bytes: &[u8]) -> image::RgbaImage {
+    common::decode_back(bytes).to_rgba8()
+}
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+// ------------------------------------------------------------------ sizes
+
+#[test]
+fn output_sizes_for_dpr_pad_crop_and_enlarge() {
+    let input = encode_png(&distinct(200, 100));
+    let size = |o: Options| {
+        let out = process(&input, &png(o));
+        let img = rgba(&out.bytes);
+        assert_eq!((img.width(), img.height()), (out.width, out.height));
+        (out.width, out.height)
+    };
+    let base = Options {
+        width: Some(50),
+        height: Some(40),
+        ..Options::default()
+    };
+    // dpr multiplies the box; 1.5 rounds.
+    assert_eq!(size(base), (50, 25));
+    assert_eq!(
+        size(Options {
+            dpr: dec("2"),
+            ..base
+        }),
+        (100, 50)
+    );
+    assert_eq!(
+        size(Options {
+            dpr: dec("1.5"),
+            ..base
+        }),
+        (75, 38)
+    );
+    let cover = Options {
+        fit: Fit::Cover,
+        ..base
+    };
+    assert_eq!(
+        size(Options {
+            dpr: dec("3"),
+            ..cover
+        }),
+        (150, 120)
+    );
+    // pad: exactly the box, whatever the aspect ratio; one side alone is contain.
+    assert_eq!(
+        size(Options {
+            fit: Fit::Pad,
+            ..base
+        }),
+        (50, 40)
+    );
+    assert_eq!(
+        size(Options {
+            fit: Fit::Pad,
+            height: None,
+            ..base
+        }),
+        (50, 25)
+    );
+    // crop with no size: the crop's size.
+    let crop = Some(Crop::Pixels {
+        x: 10,
+        y: 20,
+        w: 70,
+        h: 30,
+    });
+    assert_eq!(
+        size(Options {
+            crop,
+            ..Options::default()
+        }),
+        (70, 30)
+    );
+    // A crop that runs over the edge keeps what lies inside.
+    let over = Some(Crop::Pixels {
+        x: 150,
+        y: 50,
+        w: 100,
+        h: 100,
+    });
+    assert_eq!(
+        size(Options {
+            crop: over,
+            ..Options::default()
+        }),
+        (50, 50)
+    );
+    // crop, then fit: the crop's aspect ratio decides.
+    assert_eq!(
+        size(Options {
+            crop,
+            width: Some(35),
+            ..Options::default()
+        }),
+        (35, 15)
+    );
+    // enlarge: default enlarges (contain), false keeps the source size, cover shrinks
+    // the box to what the source has.
+    let big = Options {
+        width: Some(400),
+        height: Some(400),
+        ..Options::default()
+    };
+    assert_eq!(size(big), (400, 200));
+    assert_eq!(
+        size(Options {
+            enlarge: Some(false),
+            ..big
+        }),
+        (200, 100)
+    );
+    assert_eq!(
+        size(Options {
+            fit: Fit::Cover,
+            enlarge: Some(false),
+            ..big
+        }),
+        (200, 100)
+    );
+    assert_eq!(
+        size(Options {
+            fit: Fit::Cover,
+            ..big
+        }),
+        (400, 400)
+    );
+    assert_eq!(
+        size(Options {
+            fit: Fit::Pad,
+            enlarge: Some(false),
+            ..big
+        }),
+        (400, 400)
+    );
+    assert_eq!(
+        size(Options {
+            fit: Fit::ScaleDown,
+            ..big
+        }),
+        (200, 100)
+    );
+    assert_eq!(
+        size(Options {
+            width: Some(300),
+            height: None,
+            enlarge: Some(false),
+            ..Options::default()
+        }),
+        (200, 100)
+    );
+}
+
+#[test]
+fn dpr_over_the_output_limit_is_refused() {
+    let input = encode_png(&distinct(20, 20));
+    let limits = Limits::default();
+    let side = (limits.output_pixels_max as f64).sqrt() as u32;
+    let o = Options {
+        width: Some(side / 2 + 1),
+        height: Some(side / 2 + 1),
+        dpr: dec("2"),
+        ..Options::default()
+    };
+    assert!(refused(&input, &o).contains("over the output limit"));
+    let o = Options {
+        width: Some(10_000),
+        dpr: dec("2"),
+        ..Options::default()
+    };
+    assert!(refused(&input, &o).contains("width"));
+}
+
+#[test]
+fn invalid_values_are_refused_naming_the_option() {
+    let input = encode_png(&distinct(20, 20));
+    let cases = [
+        (
+            Options {
+                dpr: dec("0.5"),
+                ..Options::default()
+            },
+            "dpr",
+        ),
+        (
+            Options {
+                dpr: dec("4.01"),
+                ..Options::default()
+            },
+            "dpr",
+        ),
+        (
+            Options {
+                crop: Some(Crop::Pixels {
+                    x: 0,
+                    y: 0,
+                    w: 0,
+                    h: 5,
+                }),
+                ..Options::default()
+            },
+            "crop",
+        ),
+        (
+            Options {
+                crop: Some(Crop::Pixels {
+                    x: 30,
+                    y: 0,
+                    w: 5,
+                    h: 5,
+                }),
+                ..Options::default()
+            },
+            "crop",
+        ),
+        (
+            Options {
+                crop: Some(Crop::Fractions {
+                    x: dec("1"),
+                    y: dec("0"),
+                    w: dec("0.5"),
+                    h: dec("0.5"),
+                }),
+                ..Options::default()
+            },
+            "crop",
+        ),
+        (
+            Options {
+                gravity: Gravity::FocusPoint {
+                    x: dec("1.5"),
+                    y: dec("0"),
+                },
+                ..Options::default()
+            },
+            "fp",
+        ),
+        (
+            Options {
+                fit: Fit::ScaleDown,
+                enlarge: Some(true),
+                ..Options::default()
+            },
+            "enlarge",
+        ),
+    ];
+    for (options, name) in cases {
+        let message = refused(&input, &options);
+        assert!(message.contains(name), "{options:?}: {message}");
+    }
+}
+
+// ------------------------------------------------------------------ crop
+
+#[test]
+fn crop_fractions_and_pixels_agree() {
+    let input = encode_png(&distinct(200, 100));
+    let pixels = Options {
+        crop: Some(Crop::Pixels {
+            x: 50,
+            y: 25,
+            w: 100,
+            h: 50,
+        }),
+        ..png(Options::default())
+    };
+    let fractions = Options {
+        crop: Some(Crop::Fractions {
+            x: dec("0.25"),
+            y: dec("0.25"),
+            w: dec("0.5"),
+            h: dec("0.5"),
+        }),
+        ..pixels
+    };
+    let (a, b) = (process(&input, &pixels), process(&input, &fractions));
+    assert_eq!(a.bytes, b.bytes);
+    // Without resizing, the crop is exactly the source's pixels.
+    let img = rgba(&a.bytes);
+    let src = distinct(200, 100);
+    for (x, y, p) in img.enumerate_pixels() {
+        assert_eq!(*p, *src.get_pixel(x + 50, y + 25));
+    }
+    let window = a.source_window;
+    assert_eq!(
+        (window.x, window.y, window.width, window.height),
+        (50.0, 25.0, 100.0, 50.0)
+    );
+}
+
+// ------------------------------------------------------------------ focus point
+
+/// A 400x100 gray image with a red block at x 300..340: a 100x100 cover window centred on
+/// a focus point at the block keeps it; the centre (default) does not.
+#[test]
+fn a_focus_point_anchors_the_cover_window() {
+    let img = image::RgbaImage::from_fn(400, 100, |x, _| {
+        if (300..340).contains(&x) {
+            image::Rgba([255, 0, 0, 255])
+        } else {
+            image::Rgba([128, 128, 128, 255])
+        }
+    });
+    let input = encode_png(&img);
+    let cover = png(Options {
+        width: Some(100),
+        height: Some(100),
+        fit: Fit::Cover,
+        ..Options::default()
+    });
+    let window = |x: &str, y: &str| {
+        let out = process(
+            &input,
+            &Options {
+                gravity: Gravity::FocusPoint {
+                    x: dec(x),
+                    y: dec(y),
+                },
+                ..cover
+            },
+        );
+        (out.source_window.x, out.source_window.width, out)
+    };
+    // Centred on x = 0.8 * 400 = 320.
+    let (x, w, out) = window("0.8", "0.5");
+    assert_eq!((x, w), (270.0, 100.0));
+    let red = |out: &Output| {
+        rgba(&out.bytes)
+            .pixels()
+            .filter(|p| p[0] > 200 && p[1] < 50)
+            .count()
+    };
+    assert!(red(&out) >= 35 * 100, "the block is in the window");
+    // Clamped at the edges.
+    assert_eq!(window("0.05", "0.5").0, 0.0);
+    assert_eq!(window("1", "0").0, 300.0);
+    assert_eq!(red(&process(&input, &cover)), 0, "the centre misses it");
+}
+
+// ------------------------------------------------------------------ rotate, flip
+
+#[test]
+fn rotate_and_flip_give_exactly_the_turned_source() {
+    let src = distinct(5, 3);
+    let input = encode_png(&src);
+    use image::imageops::{flip_horizontal, flip_vertical, rotate180, rotate270, rotate90};
+    let cases: [(Rotation, Flip, image::RgbaImage); 7] = [
+        (Rotation::Deg90, Flip::None, rotate90(&src)),
+        (Rotation::Deg180, Flip::None, rotate180(&src)),
+        (Rotation::Deg270, Flip::None, rotate270(&src)),
+        (Rotation::None, Flip::Horizontal, flip_horizontal(&src)),
+        (Rotation::None, Flip::Vertical, flip_vertical(&src)),
+        (Rotation::None, Flip::Both, rotate180(&src)),
+        // Rotation first, then the flip (of the rotated image).
+        (
+            Rotation::Deg90,
+            Flip::Horizontal,
+            flip_horizontal(&rotate90(&src)),
+        ),
+    ];
+    for (rotate, flip, expected) in cases {
+        let out = process(
+            &input,
+            &png(Options {
+                rotate,
+                flip,
+                ..Options::default()
+            }),
+        );
+        assert_eq!(rgba(&out.bytes), expected, "{rotate:?} {flip:?}");
+    }
+    // w/h are the final output's: 5x3 turned is 3x5, asked for 6 wide it is 6x10.
+    let out = process(
+        &input,
+        &png(Options {
+            rotate: Rotation::Deg90,
+            width: Some(6),
+            ..Options::default()
+        }),
+    );
+    assert_eq!((out.width, out.height), (6, 10));
+}
+
+/// The shared EXIF orientation-6 photo turned 270 degrees more is its stored pixels, as an
+/// independent decoder (which ignores EXIF) reads them.
+#[test]
+fn rotate_composes_with_the_exif_orientation() {
+    let Some(photo) = common::photo("friends-orientation6.jpg") else {
+        return;
+    };
+    let stored = common::decode_back(&photo).to_rgb8();
+    let out = process(
+        &photo,
+        &png(Options {
+            rotate: Rotation::Deg270,
+            ..Options::default()
+        }),
+    );
+    assert_eq!((out.width, out.height), stored.dimensions());
+    let got = common::decode_back(&out.bytes).to_rgb8();
+    let psnr = common::psnr(got.as_raw(), stored.as_raw());
+    assert!(psnr > 35.0, "PSNR {psnr:.1} dB");
+    // And turned 90 more, it is the stored pixels upside down.
+    let out = process(
+        &photo,
+        &png(Options {
+            rotate: Rotation::Deg90,
+            ..Options::default()
+        }),
+    );
+    let got = common::decode_back(&out.bytes).to_rgb8();
+    let upside_down = image::imageops::rotate180(&stored);
+    let psnr = common::psnr(got.as_raw(), upside_down.as_raw());
+    assert!(psnr > 35.0, "PSNR {psnr:.1} dB");
+}
+
+// ------------------------------------------------------------------ pad, background
+
+#[test]
+fn pad_fills_the_bars_with_the_background() {
+    let red = image::RgbaImage::from_pixel(200, 100, image::Rgba([255, 0, 0, 255]));
+    let input = encode_png(&red);
+    let pad = png(Options {
+        width: Some(100),
+        height: Some(100),
+        fit: Fit::Pad,
+        background: Some("00ff00".parse::<Rgba>().unwrap()),
+        ..Options::default()
+    });
+    let img = rgba(&process(&input, &pad).bytes);
+    assert_eq!(img.dimensions(), (100, 100));
+    let green = image::Rgba([0, 255, 0, 255]);
+    for x in [0, 50, 99] {
+        assert_eq!(*img.get_pixel(x, 0), green);
+        assert_eq!(*img.get_pixel(x, 24), green);
+        assert_eq!(*img.get_pixel(x, 50), image::Rgba([255, 0, 0, 255]));
+        assert_eq!(*img.get_pixel(x, 75), green);
+        assert_eq!(*img.get_pixel(x, 99), green);
+    }
+    // At the top (gravity north) the bar is all below.
+    let north = rgba(
+        &process(
+            &input,
+            &Options {
+                gravity: Gravity::North,
+                ..pad
+            },
+        )
+        .bytes,
+    );
+    assert_eq!(*north.get_pixel(50, 10), image::Rgba([255, 0, 0, 255]));
+    assert_eq!(*north.get_pixel(50, 60), green);
+    // Without a background the bars are transparent in PNG and white in JPEG.
+    let clear = rgba(
+        &process(
+            &input,
+            &Options {
+                background: None,
+                ..pad
+            },
+        )
+        .bytes,
+    );
+    assert_eq!(clear.get_pixel(50, 5)[3], 0);
+    let jpeg = process(
+        &input,
+        &Options {
+            background: None,
+            format: FormatRequest::Fixed(OutputFormat::Jpeg),
+            ..pad
+        },
+    );
+    let bar = common::decode_back(&jpeg.bytes).to_rgb8();
+    assert!(bar.get_pixel(50, 5).0.iter().all(|&v| v > 245));
+}
+
+#[test]
+fn background_flattens_transparency_for_any_fit() {
+    // Left half transparent, right half opaque blue.
+    let img = image::RgbaImage::from_fn(20, 10, |x, _| {
+        if x < 10 {
+            image::Rgba([0, 0, 0, 0])
+        } else {
+            image::Rgba([0, 0, 255, 255])
+        }
+    });
+    let input = encode_png(&img);
+    let out = process(
+        &input,
+        &png(Options {
+            background: Some("ff8000".parse().unwrap()),
+            ..Options::default()
+        }),
+    );
+    let back = common::decode_back(&out.bytes);
+    assert!(!back.color().has_alpha(), "flattened: no alpha left");
+    let back = back.to_rgb8();
+    assert_eq!(back.get_pixel(2, 5).0, [255, 128, 0]);
+    assert_eq!(back.get_pixel(15, 5).0, [0, 0, 255]);
+}
+
+// ------------------------------------------------------------------ trim
+
+/// A white 120x80 image with a dark 40x30 block at (30, 20) and one off-white pixel (245)
+/// at (5, 5): trimmed within 10 it is the block alone; within 5 the pixel is content.
+#[test]
+fn trim_removes_a_border_within_the_threshold_and_not_beyond() {
+    let mut img = image::RgbaImage::from_pixel(120, 80, image::Rgba([255, 255, 255, 255]));
+    for y in 20..50 {
+        for x in 30..70 {
+            img.put_pixel(x, y, image::Rgba([20, 40, 60, 255]));
+        }
+    }
+    img.put_pixel(5, 5, image::Rgba([245, 245, 245, 255]));
+    let input = encode_png(&img);
+    let trim = |t| {
+        process(
+            &input,
+            &png(Options {
+                trim: Some(t),
+                ..Options::default()
+            }),
+        )
+    };
+    let out = trim(10);
+    assert_eq!((out.width, out.height), (40, 30));
+    assert!(rgba(&out.bytes)
+        .pixels()
+        .all(|p| *p == image::Rgba([20, 40, 60, 255])));
+    let out = trim(5);
+    assert_eq!((out.width, out.height), (65, 45));
+    // Trim, then fit: the trimmed aspect ratio decides.
+    let out = process(
+        &input,
+        &png(Options {
+            trim: Some(10),
+            width: Some(20),
+            ..Options::default()
+        }),
+    );
+    assert_eq!((out.width, out.height), (20, 15));
+}
+
+// ------------------------------------------------------------------ animation
+
+fn two_frame_gif() -> Vec<u8> {
+    let palette = [255, 0, 0, 0, 0, 255];
+    let mut out = Vec::new();
+    {
+        let mut enc = gif::Encoder::new(&mut out, 40, 20, &palette).unwrap();
+        enc.set_repeat(gif::Repeat::Infinite).unwrap();
+        for colour in [0u8, 1] {
+            let frame = gif::Frame {
+                width: 40,
+                height: 20,
+                delay: 10,
+                buffer: std::borrow::Cow::Owned(vec![colour; 800]),
+                ..gif::Frame::default()
+            };
+            enc.write_frame(&frame).unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn animations_turn_every_frame_and_refuse_what_needs_a_canvas() {
+    let gif = two_frame_gif();
+    let gif_out = Options {
+        format: FormatRequest::Fixed(OutputFormat::Gif),
+        ..Options::default()
+    };
+    let out = process(
+        &gif,
+        &Options {
+            rotate: Rotation::Deg90,
+            width: Some(10),
+            ..gif_out
+        },
+    );
+    assert_eq!((out.width, out.height), (10, 20));
+    let mut decoder = gif::DecodeOptions::new()
+        .read_info(std::io::Cursor::new(&out.bytes))
+        .unwrap();
+    let mut frames = 0;
+    while let Some(frame) = decoder.read_next_frame().unwrap() {
+        assert_eq!((frame.width, frame.height), (10, 20));
+        frames += 1;
+    }
+    assert_eq!(frames, 2);
+    for (options, name) in [
+        (
+            Options {
+                fit: Fit::Pad,
+                width: Some(10),
+                height: Some(10),
+                ..gif_out
+            },
+            "fit=pad",
+        ),
+        (
+            Options {
+                trim: Some(3),
+                ..gif_out
+            },
+            "trim",
+        ),
+        (
+            Options {
+                background: Some("ffffff".parse().unwrap()),
+                ..gif_out
+            },
+            "background",
+        ),
+    ] {
+        let message = refused(&gif, &options);
+        assert!(message.contains(name), "{message}");
+    }
+    // A still output of the same animation takes them.
+    let still = Options {
+        fit: Fit::Pad,
+        width: Some(10),
+        height: Some(10),
+        format: FormatRequest::Fixed(OutputFormat::Png),
+        ..Options::default()
+    };
+    assert_eq!(process(&gif, &still).width, 10);
+}

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
-use tessera_resize::{FormatRequest, Options};
+use tessera_resize::{Decimal, Flip, FormatRequest, Options, Rotation};
 
 /// The quoted strong ETag of a resize of `input` with `options`.
 pub fn compute(input: &[u8], options: &Options) -> String {
@@ -39,7 +39,7 @@ pub(crate) fn canonical_options(options: &Options) -> String {
         FormatRequest::Original => "original".to_owned(),
     };
     let fq = options.format_quality;
-    format!(
+    let mut text = format!(
         "w={:?};h={:?};fit={};gravity={};format={};q={};progressive={};avif_speed={};\
          q_jpeg={:?};q_webp={:?};q_avif={:?};max_bytes={:?}",
         options.width,
@@ -54,7 +54,33 @@ pub(crate) fn canonical_options(options: &Options) -> String {
         fq.webp,
         fq.avif,
         options.max_bytes,
-    )
+    );
+    // Options added since tags were first given out appear only when not at their default,
+    // so every tag given out before them stays the same.
+    let added: [(&str, Option<String>); 7] = [
+        (
+            "dpr",
+            (options.dpr != Decimal::ONE).then(|| options.dpr.to_string()),
+        ),
+        ("crop", options.crop.map(|c| c.to_string())),
+        ("background", options.background.map(|b| b.to_string())),
+        (
+            "rotate",
+            (options.rotate != Rotation::None).then(|| options.rotate.degrees().to_string()),
+        ),
+        (
+            "flip",
+            (options.flip != Flip::None).then(|| options.flip.as_str().to_owned()),
+        ),
+        ("trim", options.trim.map(|t| t.to_string())),
+        ("enlarge", options.enlarge.map(|e| e.to_string())),
+    ];
+    for (name, value) in added {
+        if let Some(value) = value {
+            let _ = write!(text, ";{name}={value}"); // writing to a String cannot fail
+        }
+    }
+    text
 }
 
 /// Whether an `If-None-Match` header value matches `etag` (weak comparison, RFC 9110 13.1.2).
@@ -131,10 +157,68 @@ mod tests {
                 max_bytes: Some(10_000),
                 ..base
             },
+            Options {
+                dpr: "2".parse().unwrap(),
+                ..base
+            },
+            Options {
+                crop: Some("0,0,10,10".parse().unwrap()),
+                ..base
+            },
+            Options {
+                crop: Some("0.0,0.0,0.5,0.5".parse().unwrap()),
+                ..base
+            },
+            Options {
+                gravity: "fp:0.2:0.3".parse().unwrap(),
+                ..base
+            },
+            Options {
+                fit: tessera_resize::Fit::Pad,
+                ..base
+            },
+            Options {
+                background: Some("ffffff".parse().unwrap()),
+                ..base
+            },
+            Options {
+                rotate: Rotation::Deg90,
+                ..base
+            },
+            Options {
+                flip: Flip::Horizontal,
+                ..base
+            },
+            Options {
+                trim: Some(0),
+                ..base
+            },
+            Options {
+                enlarge: Some(true),
+                ..base
+            },
         ];
+        let mut tags = vec![tag];
         for variant in variants {
-            assert_ne!(tag, compute(b"abc", &variant), "{variant:?}");
+            let t = compute(b"abc", &variant);
+            assert!(!tags.contains(&t), "{variant:?}");
+            tags.push(t);
         }
+    }
+
+    /// Tags given out before the geometry options existed stay the same: the text hashed for
+    /// default options is exactly what it was.
+    #[test]
+    fn default_options_hash_as_before() {
+        assert_eq!(
+            canonical_options(&Options::default()),
+            "w=None;h=None;fit=contain;gravity=center;format=jpeg;q=80;progressive=false;\
+             avif_speed=8;q_jpeg=None;q_webp=None;q_avif=None;max_bytes=None"
+        );
+        assert_eq!(
+            compute(b"abc", &Options::default()),
+            "\"60920f9bee77e36a5386442d8423ddb7\""
+        );
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! - `<options>`: imgproxy's processing options, `name:arg:arg` segments, translated into
 //!   Tessera's own options ([`translate`]) and then parsed by the one parser every route
 //!   uses. An option Tessera cannot honour exactly is a 400 naming it, never ignored.
+//!   Geometry: `dpr`, `g:fp:x:y` (focus point), `rot`, `fl:h:v`, `t:<threshold>` (trim),
+//!   `bg` (background), `ex:1` (pad a `fit` result to the box: `fit=pad`) and `el`
+//!   (enlarge, false unless given, as in imgproxy, where Tessera's own default enlarges)
+//!   map onto the same options as Tessera's query; `c` (crop with gravity) and `pd`
+//!   (padding) are refused by name.
 //! - `<source>`: URL-safe base64 of the URL (may be split by `/`), then `.<ext>`; or
 //!   `plain/<percent-encoded URL>@<ext>`. `<ext>` picks the output format; without one
 //!   the output keeps the source's family (imgproxy's default).
@@ -162,6 +167,10 @@ pub fn parse(path: &str) -> Result<ImgproxyUrl, ApiError> {
             None if extend == "true" => last.push(("fit".into(), "pad".into())),
             _ => {}
         }
+    }
+    // imgproxy enlarges only when asked (`el:1`); Tessera's own default is to enlarge.
+    if !last.iter().any(|(k, _)| k == "enlarge") {
+        last.push(("enlarge".into(), "false".into()));
     }
     let format = match extension.as_deref().filter(|e| !e.is_empty()) {
         Some(ext) => format_of(ext)?,
@@ -521,20 +530,33 @@ mod tests {
         assert_eq!(q("w:100/aHR0cDovL2EvYi5qcGc").source, "http://a/b.jpg");
         assert_eq!(
             q("w:100/aHR0cDovL2EvYi5qcGc").query,
-            "w=100&format=original"
+            "w=100&enlarge=false&format=original"
         );
-        assert_eq!(q("aHR0cDov/L2EvYi5qcGc.webp").query, "format=webp");
+        assert_eq!(
+            q("aHR0cDov/L2EvYi5qcGc.webp").query,
+            "enlarge=false&format=webp"
+        );
         assert_eq!(q("plain/http://a/b+c.jpg@avif").source, "http://a/b+c.jpg");
-        assert_eq!(q("plain/http://a/b+c.jpg@avif").query, "format=avif");
+        assert_eq!(
+            q("plain/http://a/b+c.jpg@avif").query,
+            "enlarge=false&format=avif"
+        );
         assert_eq!(
             q("plain/http%3A%2F%2Fu%40a%2Fb%20c.jpg").source,
             "http://u@a/b c.jpg"
         );
-        assert_eq!(q("f:jpg/plain/http://a/b.png").query, "format=jpeg");
+        assert_eq!(
+            q("f:jpg/plain/http://a/b.png").query,
+            "enlarge=false&format=jpeg"
+        );
+        assert_eq!(
+            q("el:1/plain/http://a/b.png").query,
+            "enlarge=true&format=original"
+        );
         // Later options override earlier ones; extend pads only a `fit`.
         assert_eq!(
             q("rs:fit:100:100/w:200/plain/http://a/b").query,
-            "fit=contain&h=100&w=200&format=original"
+            "fit=contain&h=100&w=200&enlarge=false&format=original"
         );
         assert_eq!(
             q("rs:fit:100:100:0:1/plain/http://a/b").query,
@@ -542,11 +564,11 @@ mod tests {
         );
         assert_eq!(
             q("ex:1/rs:fill:100:100/plain/http://a/b").query,
-            "fit=cover&w=100&h=100&format=original"
+            "fit=cover&w=100&h=100&enlarge=false&format=original"
         );
         assert_eq!(
             q("ex:1/w:10/plain/http://a/b").query,
-            "w=10&fit=pad&format=original"
+            "w=10&fit=pad&enlarge=false&format=original"
         );
         for bad in [
             "/ip/1/insecure/w:1/plain/http://a/b",
@@ -636,5 +658,32 @@ mod tests {
                 error.message
             );
         }
+    }
+
+    /// What the geometry options translate to is Tessera's own query: it parses into the
+    /// options each names, with imgproxy's default of not enlarging.
+    #[test]
+    fn translated_geometry_parses_into_the_options() {
+        use tessera_resize::{Fit, Flip, Gravity, Limits, Rgba, Rotation};
+        let options = |p: &str| {
+            let url = parse(&format!("/ip/1/sig/{p}/plain/http://a/b@png")).unwrap();
+            let defaults = crate::http::params::Defaults {
+                quality: 80,
+                avif_speed: 8,
+            };
+            crate::http::params::parse(&url.query, None, defaults, &Limits::default())
+                .unwrap_or_else(|e| panic!("{p}: {}", e.message))
+                .options
+        };
+        let o = options("rs:fit:100:80:1:1/dpr:2/g:fp:0.3:0.6/rot:90/fl:1:0/t:8/bg:10:20:30");
+        assert_eq!((o.width, o.height, o.fit), (Some(100), Some(80), Fit::Pad));
+        assert_eq!(o.enlarge, Some(true));
+        assert_eq!(o.dpr, "2".parse().unwrap());
+        assert_eq!(o.gravity, "fp:0.3:0.6".parse::<Gravity>().unwrap());
+        assert_eq!((o.rotate, o.flip), (Rotation::Deg90, Flip::Horizontal));
+        assert_eq!(o.trim, Some(8));
+        assert_eq!(o.background, Some(Rgba([10, 20, 30, 255])));
+        assert_eq!(options("w:50").enlarge, Some(false));
+        assert_eq!(options("ex:1/s:10:10").fit, Fit::Pad);
     }
 }

@@ -1,5 +1,8 @@
-//! Parsing the resize query string (`w`, `h`, `fit`, `gravity`, `format`, `q`,
-//! `q_jpeg`, `q_webp`, `q_avif`, `max_bytes`, `progressive`) and the `Accept` header into [`tessera_resize::Options`].
+//! Parsing the resize query string (`w`, `h`, `dpr`, `fit`, `gravity`, `crop`, `trim`,
+//! `rotate`, `flip`, `background`, `enlarge`, `format`, `q`, `q_jpeg`, `q_webp`, `q_avif`,
+//! `max_bytes`, `progressive`) and the `Accept` header into [`tessera_resize::Options`].
+//! The spellings of the values are `tessera_resize`'s (`FromStr` on each option type), so
+//! every front end reads them alike.
 //!
 //! Strict on purpose: an unknown or repeated parameter is an error that names it, not a
 //! silently ignored typo (`?widht=300` returning the full-size image would be billed and
@@ -11,8 +14,8 @@ use tessera_resize::{FormatRequest, Limits, Options, OutputFormat};
 use crate::http::error::ApiError;
 
 /// The parameters `POST /v1/resize` accepts, listed in error messages.
-pub const ACCEPTED: &str =
-    "w, h, fit, gravity, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive";
+pub const ACCEPTED: &str = "w, h, dpr, fit, gravity, crop, trim, rotate, flip, background, \
+     enlarge, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive";
 
 /// Defaults for what a request leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -71,17 +74,22 @@ pub fn parse(
             }
             "fit" => options.fit = value.parse().map_err(invalid("fit"))?,
             "gravity" => options.gravity = value.parse().map_err(invalid("gravity"))?,
-            "progressive" => {
-                options.progressive = match value.as_ref() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(ApiError::bad_parameter(format!(
-                            "parameter `progressive` is {other:?}; use true or false"
-                        )))
-                    }
-                }
+            "dpr" => options.dpr = value.parse().map_err(invalid("dpr"))?,
+            "crop" => options.crop = Some(value.parse().map_err(invalid("crop"))?),
+            "background" => {
+                options.background = Some(value.parse().map_err(invalid("background"))?)
             }
+            "rotate" => options.rotate = value.parse().map_err(invalid("rotate"))?,
+            "flip" => options.flip = value.parse().map_err(invalid("flip"))?,
+            "trim" => {
+                options.trim = Some(value.parse().map_err(|_| {
+                    ApiError::bad_parameter(format!(
+                        "parameter `trim` is {value:?}; it must be a colour distance from 0 to 255"
+                    ))
+                })?)
+            }
+            "enlarge" => options.enlarge = Some(boolean("enlarge", &value)?),
+            "progressive" => options.progressive = boolean("progressive", &value)?,
             "format" => {
                 options.format = match value.as_ref() {
                     "auto" => {
@@ -143,6 +151,16 @@ fn dimension(name: &str, value: &str) -> Result<u32, ApiError> {
         }),
         Err(_) => Err(ApiError::bad_parameter(format!(
             "parameter `{name}` is {value:?}; it must be a positive whole number of pixels"
+        ))),
+    }
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(ApiError::bad_parameter(format!(
+            "parameter `{name}` is {other:?}; use true or false"
         ))),
     }
 }
@@ -231,6 +249,76 @@ mod tests {
         assert_eq!(o.format, FormatRequest::Fixed(OutputFormat::Gif));
     }
 
+    /// Each geometry option's spellings, and that leaving it out is the default.
+    #[test]
+    fn geometry_options() {
+        use tessera_resize::{Crop, Decimal, Flip, Gravity, Rgba, Rotation};
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let o = parse_ok(
+            "w=100&h=50&dpr=2.5&fit=pad&background=ff000080&rotate=270&flip=hv&trim=12\
+             &enlarge=false&gravity=fp:0.25:1",
+        );
+        assert_eq!(o.dpr, d("2.5"));
+        assert_eq!(o.fit, tessera_resize::Fit::Pad);
+        assert_eq!(o.background, Some(Rgba([255, 0, 0, 128])));
+        assert_eq!(o.rotate, Rotation::Deg270);
+        assert_eq!(o.flip, Flip::Both);
+        assert_eq!(o.trim, Some(12));
+        assert_eq!(o.enlarge, Some(false));
+        assert_eq!(
+            o.gravity,
+            Gravity::FocusPoint {
+                x: d("0.25"),
+                y: d("1")
+            }
+        );
+        assert_eq!(
+            parse_ok("crop=10,20,300,200").crop,
+            Some(Crop::Pixels {
+                x: 10,
+                y: 20,
+                w: 300,
+                h: 200
+            })
+        );
+        assert_eq!(
+            parse_ok("crop=0.1,0,0.5,1").crop,
+            Some(Crop::Fractions {
+                x: d("0.1"),
+                y: d("0"),
+                w: d("0.5"),
+                h: d("1")
+            })
+        );
+        assert_eq!(
+            parse_ok("background=00FF00").background,
+            Some(Rgba([0, 255, 0, 255]))
+        );
+        assert_eq!(parse_ok("rotate=0").rotate, Rotation::None);
+        assert_eq!(parse_ok("enlarge=1").enlarge, Some(true));
+        let o = parse_ok("w=10");
+        assert_eq!(
+            (
+                o.dpr,
+                o.crop,
+                o.background,
+                o.rotate,
+                o.flip,
+                o.trim,
+                o.enlarge
+            ),
+            (
+                Decimal::ONE,
+                None,
+                None,
+                Rotation::None,
+                Flip::None,
+                None,
+                None
+            )
+        );
+    }
+
     #[test]
     fn bad_queries_name_the_parameter() {
         let cases = [
@@ -255,6 +343,26 @@ mod tests {
             ("gravity=up", "`gravity`"),
             ("format=bmp", "`format`"),
             ("progressive=maybe", "`progressive`"),
+            ("dpr=0.5", "dpr"),
+            ("dpr=5", "dpr"),
+            ("dpr=two", "`dpr`"),
+            ("w=10000&dpr=2", "width"),
+            ("w=4000&h=4000&dpr=2", "output limit"),
+            ("crop=1,2,3", "`crop`"),
+            ("crop=1,2,0,3", "crop"),
+            ("crop=0.5,0.5,1.5,0.1", "`crop`"),
+            ("crop=1,2,3.5,4", "`crop`"),
+            ("crop=-1,0,5,5", "`crop`"),
+            ("gravity=fp:1.2:0", "`gravity`"),
+            ("gravity=fp:0.5", "`gravity`"),
+            ("background=red", "`background`"),
+            ("background=12345", "`background`"),
+            ("rotate=45", "`rotate`"),
+            ("flip=x", "`flip`"),
+            ("trim=256", "`trim`"),
+            ("trim=-1", "`trim`"),
+            ("enlarge=yes", "`enlarge`"),
+            ("fit=scale-down&enlarge=true", "enlarge"),
             ("widht=300", "`widht`"),
             ("w=10&w=20", "more than once"),
             ("w=", "empty"),

@@ -106,7 +106,7 @@ pub fn parse_at(prefix: &str, path: &str, query: Option<&str>) -> Result<SignedU
         source.push('?');
         source.push_str(query);
     }
-    let mut pairs = Vec::new();
+    let mut pairs: Vec<String> = Vec::new();
     let mut expires_s = None;
     let mut preset = None;
     if options != "_" {
@@ -118,7 +118,14 @@ pub fn parse_at(prefix: &str, path: &str, query: Option<&str>) -> Result<SignedU
                     })?)
                 }
                 Some(("preset", value)) => preset = Some(value.to_owned()),
-                _ => pairs.push(pair),
+                // A piece without `=` continues the value before it: `crop=x,y,w,h`.
+                None if !pair.is_empty() && !pairs.is_empty() => {
+                    if let Some(last) = pairs.last_mut() {
+                        last.push(',');
+                        last.push_str(pair);
+                    }
+                }
+                _ => pairs.push(pair.to_owned()),
             }
         }
     }
@@ -510,6 +517,17 @@ mod tests {
         // Tampering with any signed part changes the message.
         let tampered = path.replace("w=200", "w=201");
         assert_ne!(parse(&tampered, None).unwrap().message, url.message);
+        // A crop's commas stay in its value.
+        let path = signed_path(
+            TenantId(42),
+            secret,
+            "crop=1,2,30,40,w=20,rotate=90",
+            "http://img.example.com/a.jpg",
+        );
+        assert_eq!(
+            parse(&path, None).unwrap().query,
+            "crop=1,2,30,40&w=20&rotate=90"
+        );
     }
 
     #[test]

@@ -67,6 +67,8 @@ mod color;
 mod decode;
 mod encode;
 pub mod error;
+#[doc(hidden)]
+pub mod filter;
 mod geometry;
 pub mod info;
 pub mod limits;

@@ -74,6 +74,8 @@ pub mod info;
 pub mod limits;
 pub mod options;
 pub mod pipeline;
+#[doc(hidden)]
+pub mod smart;
 mod sniff;
 
 pub use decode::JPEG_SCANS_MAX;

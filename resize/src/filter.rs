@@ -11,8 +11,9 @@
 //! - Below [`BOX_SIGMA_MIN`] the blur is a true separable Gaussian: a sampled kernel of
 //!   radius `ceil(3·sigma)`, normalised to sum 1. The horizontal pass reads one row padded
 //!   with its edge pixels and adds `w[k]·(row[i-k] + row[i+k])` over the contiguous row (one
-//!   axpy per tap, which the compiler vectorises); the vertical pass does the same with
-//!   whole rows as vectors, so both passes stream memory row by row with no transpose.
+//!   axpy per tap, which the compiler vectorises) into a ring of `2r+1` rows; the vertical
+//!   pass does the same with whole rows of the ring as vectors, so both passes stream row
+//!   by row with no transpose and no f32 copy of the image.
 //! - From [`BOX_SIGMA_MIN`] up, three *extended* box passes per direction (Gwosdek et al.,
 //!   "Theoretical foundations of Gaussian convolution by extended box filtering", 2011):
 //!   each pass is a running sum over `2r+1` samples plus a fractional weight `alpha` on the
@@ -154,7 +155,8 @@ pub fn filter_ops(width: u32, height: u32, channels: u8, sigma: f32) -> u64 {
 }
 
 /// Bytes a blur or unsharp mask of `sigma` takes from `scratch` (for the job memory
-/// estimate): one f32 copy of the image (two on the box path) and a few padded rows.
+/// estimate): `2·ceil(3·sigma)+1` f32 rows on the kernel path, two f32 copies of the image
+/// on the box path, and a few padded rows.
 pub fn filter_scratch_bytes(width: u32, height: u32, channels: u8, sigma: f32) -> u64 {
     floats_needed(
         width as usize,
@@ -172,7 +174,7 @@ fn floats_needed(w: usize, h: usize, ch: usize, sigma: f32, method: Method) -> u
     match method {
         Method::Kernel => {
             let r = kernel_radius(sigma);
-            n * h + (w + 2 * r) * ch + n
+            n * (2 * r + 1) + (w + 2 * r) * ch + n
         }
         Method::Boxes => {
             let p = BoxPass::for_sigma(sigma).r + 1;
@@ -388,32 +390,32 @@ pub(crate) fn blur_rows(
     cancel::check(stop)?;
     match method {
         Method::Kernel => {
+            // Rows are blurred horizontally into a ring of 2r+1 rows as the vertical pass
+            // needs them, so the working set is a few hundred KB, not an f32 image: the
+            // vertical sum for output row y reads rows y-r..=y+r, all loaded (from the
+            // original pixels, rows > y are not yet written) before row y is written.
             let r = kernel_radius(sigma);
             let mut weights = Vec::with_capacity(r + 1);
             kernel_weights(sigma, r, &mut weights);
-            let (image, rest) = buf.split_at_mut(n * h);
+            let slots = 2 * r + 1;
+            let (ring, rest) = buf.split_at_mut(n * slots);
             let (padded, rest) = rest.split_at_mut((w + 2 * r) * ch);
             let acc = &mut rest[..n];
-            for (y, (src, dst)) in pixels
-                .chunks_exact(n)
-                .zip(image.chunks_exact_mut(n))
-                .enumerate()
-            {
+            let mut loaded = 0usize;
+            for y in 0..h {
                 if y % ROWS_PER_CHECK == ROWS_PER_CHECK - 1 {
                     cancel::check(stop)?;
                 }
-                load_padded(src, ch, r, padded);
-                kernel_row(padded, &weights, ch, dst);
-            }
-            cancel::check(stop)?;
-            let row = |y: isize| {
-                let y = y.clamp(0, h as isize - 1) as usize;
-                &image[y * n..(y + 1) * n]
-            };
-            for (y, out) in pixels.chunks_exact_mut(n).enumerate() {
-                if y % ROWS_PER_CHECK == ROWS_PER_CHECK - 1 {
-                    cancel::check(stop)?;
+                while loaded < h && loaded <= y + r {
+                    let slot = loaded % slots;
+                    load_padded(&pixels[loaded * n..(loaded + 1) * n], ch, r, padded);
+                    kernel_row(padded, &weights, ch, &mut ring[slot * n..(slot + 1) * n]);
+                    loaded += 1;
                 }
+                let row = |k: isize| {
+                    let slot = k.clamp(0, h as isize - 1) as usize % slots;
+                    &ring[slot * n..(slot + 1) * n]
+                };
                 let yi = y as isize;
                 let w0 = weights[0];
                 for (a, &s) in acc.iter_mut().zip(row(yi)) {
@@ -425,7 +427,7 @@ pub(crate) fn blur_rows(
                         *a += wk * (u + d);
                     }
                 }
-                sink(acc, out);
+                sink(acc, &mut pixels[y * n..(y + 1) * n]);
             }
         }
         Method::Boxes => {

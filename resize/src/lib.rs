@@ -70,11 +70,15 @@ mod color;
 mod decode;
 mod encode;
 pub mod error;
+#[doc(hidden)]
+pub mod filter;
 mod geometry;
 pub mod info;
 pub mod limits;
 pub mod options;
 pub mod pipeline;
+#[doc(hidden)]
+pub mod smart;
 mod sniff;
 mod trim;
 

@@ -2,7 +2,8 @@
 //! (status, output size, `Content-Type`), bad values answer 400 with a JSON error naming
 //! the option, the ETag changes with an option and stays the same without it (or at its
 //! default); the same options in a signed URL (a crop's commas included) and in imgproxy
-//! URLs (`dpr`, `g:fp`, `ex:1`, `el`, `rot`, `fl`, `t`, `bg`), against a local origin.
+//! URLs (`dpr`, `g:fp`, `g:sm`, `ex:1`, `el`, `rot`, `fl`, `t`, `bg`, `bl`, `sh`), against
+//! a local origin; `gravity=smart`, `blur` and `sharpen` on POST.
 
 mod common;
 
@@ -110,7 +111,6 @@ async fn bad_values_answer_400_naming_the_option() {
         ("enlarge=maybe", "enlarge"),
         ("fit=scale-down&enlarge=true", "enlarge"),
         ("rotate=90&rotate=90", "more than once"),
-        ("gravity=smart&fit=cover&w=10&h=10", "gravity"),
     ] {
         let reply = node
             .post(&format!("/v1/resize?{query}"), &[], input.clone())
@@ -154,6 +154,10 @@ async fn the_etag_changes_with_an_option_and_not_without_it() {
         "w=50&flip=v",
         "w=50&trim=3",
         "w=50&enlarge=true",
+        "w=50&h=50&fit=cover&gravity=smart",
+        "w=50&blur=2",
+        "w=50&sharpen=1",
+        "w=50&sharpen=1:0.5",
     ] {
         let t = tag(query).await;
         assert!(!seen.contains(&t), "{query}: {t}");
@@ -290,6 +294,9 @@ async fn signed_and_imgproxy_urls_take_the_geometry_options() {
         ("w:400", (200, 100), "image/png"),
         ("w:400/el:1", (400, 200), "image/png"),
         ("w:50/rot:270@jpg", (50, 100), "image/jpeg"),
+        ("rs:fill:40:40/g:sm", (40, 40), "image/png"),
+        ("w:100/bl:2", (100, 50), "image/png"),
+        ("w:100/sh:0.7", (100, 50), "image/png"),
     ] {
         let (options, ext) = options.split_once('@').unwrap_or((options, "png"));
         let reply = get(url(&format!("/{options}/{plain}@{ext}"))).await;
@@ -317,6 +324,42 @@ async fn signed_and_imgproxy_urls_take_the_geometry_options() {
             String::from_utf8_lossy(&reply.body).contains(named),
             "{option}: {reply:?}"
         );
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn smart_blur_and_sharpen_round_trip() {
+    let node = TestNode::start(test_config()).await;
+    let input = bordered();
+    for (query, size) in [
+        ("w=50&h=50&fit=cover&gravity=smart&format=png", (50, 50)),
+        ("w=100&blur=2&format=png", (100, 50)),
+        ("w=100&sharpen=0.8&format=png", (100, 50)),
+        ("w=100&sharpen=1:0.5&blur=1&format=png", (100, 50)),
+    ] {
+        let reply = node
+            .post(&format!("/v1/resize?{query}"), &[], input.clone())
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {reply:?}");
+        assert_eq!(reply.header("content-type"), Some("image/png"));
+        assert_eq!(size_of(&reply), size, "{query}");
+    }
+    for (query, name) in [
+        ("blur=0.1", "blur"),
+        ("blur=1000", "blur"),
+        ("sharpen=0", "sharpen"),
+        ("sharpen=2:30", "sharpen"),
+    ] {
+        let reply = node
+            .post(&format!("/v1/resize?{query}"), &[], input.clone())
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}: {reply:?}");
+        let message = json_of(&reply)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains(name), "{query}: {message}");
     }
     node.stop().await;
 }

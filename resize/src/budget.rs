@@ -22,7 +22,7 @@
 
 use crate::decode::Header;
 use crate::geometry::Plan;
-use crate::{Limits, Options, OutputFormat, ResizeError};
+use crate::{Decimal, Limits, Options, OutputFormat, ResizeError};
 
 /// The encoder's working set per output pixel, in bytes, besides the output itself; set
 /// above what `examples/stretches.rs` measured (peak RSS growth of a 64x64 PNG enlarged, less
@@ -75,14 +75,69 @@ pub(crate) fn job_bytes(header: &Header, scale: u8, plan: &Plan, format: OutputF
 }
 
 /// Buffers only some options add, bytes: the canvas of `fit=pad` or `background` (the
-/// output at 4 bytes per pixel at most).
-pub(crate) fn extra_bytes(plan: &Plan, options: &Options, _channels: u8) -> u64 {
+/// output at 4 bytes per pixel at most); the filter scratch of `blur`/`sharpen` (one
+/// buffer, reused: the larger of the two, `crate::filter::filter_scratch_bytes`); for
+/// `gravity=smart` the copy of the region the window may move in (the decoded image, at
+/// most, when a crop or trim narrows it) and the search's shrunk copy and tables.
+pub(crate) fn extra_bytes(
+    plan: &Plan,
+    options: &Options,
+    channels: u8,
+    decoded_pixels: u64,
+) -> u64 {
     let out = u64::from(plan.out_w) * u64::from(plan.out_h);
-    if plan.pads() || options.background.is_some() {
+    let canvas = if plan.pads() || options.background.is_some() {
         out * 4
     } else {
         0
-    }
+    };
+    let scratch = |sigma: Decimal| {
+        crate::filter::filter_scratch_bytes(
+            plan.resize_w,
+            plan.resize_h,
+            channels,
+            sigma.as_f64() as f32,
+        )
+    };
+    let filter = options
+        .blur
+        .map(scratch)
+        .unwrap_or(0)
+        .max(options.sharpen.map(|s| scratch(s.sigma)).unwrap_or(0));
+    let smart = if plan.smart {
+        let side = u64::from(crate::smart::SMART_SIDE_MAX);
+        let search = side * side * (u64::from(channels) + 4 * 4);
+        let region = if options.crop.is_some() || options.trim.is_some() {
+            decoded_pixels * u64::from(channels)
+        } else {
+            0
+        };
+        search + region
+    } else {
+        0
+    };
+    canvas + filter + smart
+}
+
+/// Pixel operations of the work besides decoding, resizing and encoding, for the node's
+/// cost model: `blur` and `sharpen` on the resized image (`crate::filter::filter_ops`) and
+/// the `gravity=smart` search on the decoded image (`crate::smart::smart_ops`).
+pub(crate) fn filter_ops(plan: &Plan, options: &Options, channels: u8, decoded: (u64, u64)) -> u64 {
+    let ops = |sigma: Decimal| {
+        crate::filter::filter_ops(
+            plan.resize_w,
+            plan.resize_h,
+            channels,
+            sigma.as_f64() as f32,
+        )
+    };
+    let smart = if plan.smart {
+        let side = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        crate::smart::smart_ops(side(decoded.0), side(decoded.1), channels)
+    } else {
+        0
+    };
+    options.blur.map(ops).unwrap_or(0) + options.sharpen.map(|s| ops(s.sigma)).unwrap_or(0) + smart
 }
 
 /// Checks the estimate against `limits.job_bytes_max`.

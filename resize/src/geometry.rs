@@ -64,6 +64,9 @@ pub(crate) struct Plan {
     pub orientation: u8,
     /// The EXIF orientation alone (stored frame to displayed source).
     pub exif_orientation: u8,
+    /// `gravity=smart` on a cover window smaller than `region`: the pipeline moves `crop`
+    /// within `region` once the decoded pixels show where the content is.
+    pub smart: bool,
 }
 
 impl Plan {
@@ -353,6 +356,10 @@ pub(crate) fn plan(
         y: region.y + window.y,
         ..window
     };
+    let smart = options.gravity == Gravity::Smart
+        && options.fit == Fit::Cover
+        && canvas.is_none()
+        && (window.w < region.w - 0.5 || window.h < region.h - 0.5);
     let crop = displayed_rect_to_stored(window, combined, sw, sh);
     let region = displayed_rect_to_stored(region, combined, sw, sh);
     let (resize_w, resize_h) = displayed_size(content_w, content_h, combined);
@@ -369,6 +376,7 @@ pub(crate) fn plan(
         resize_h,
         orientation: combined,
         exif_orientation: exif,
+        smart,
     })
 }
 

@@ -36,9 +36,10 @@
 //! Parts: [`limits`] (bounds), [`options`] (what a request asks, parsing, validation),
 //! `sniff` (format from magic bytes), `decode` (bounded decoders), `color` (CMYK and ICC to
 //! sRGB), `geometry` (fit, crop, shrink-on-load, orientation), `encode` (encoders),
-//! `trim` (uniform borders), `canvas` (padding and background), `budget` (the job memory
-//! estimate), `cancel` (stop checks), [`pipeline`] (the call that
-//! ties them together, and [`probe`]), [`info`] (what an image is, for `/v1/info`), [`error`].
+//! `trim` (uniform borders), `canvas` (padding and background), `filter` (blur, unsharp
+//! mask), `smart` (the content-aware crop anchor), `budget` (the job memory estimate and
+//! filter operation count), `cancel` (stop checks), [`pipeline`] (the call that ties them
+//! together, and [`probe`]), [`info`] (what an image is, for `/v1/info`), [`error`].
 //!
 //! Dependencies beyond `image`, `fast_image_resize` and `thiserror`, and why:
 //! - `mozjpeg` (+ `mozjpeg-sys` for its error-manager types): libjpeg-turbo's SIMD decoder
@@ -88,7 +89,8 @@ pub use info::{info, ColorSpace, Info, InfoBuffers};
 pub use limits::Limits;
 pub use options::{
     avif_speed_min, Crop, Decimal, Fit, Flip, FormatQuality, FormatRequest, Gravity, Options,
-    OutputFormat, ParseError, Rgba, Rotation, MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN, SIDE_MAX,
+    OutputFormat, ParseError, Rgba, Rotation, Sharpen, MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN,
+    SIDE_MAX,
 };
 pub use pipeline::{probe, Output, Pipeline, Probe, SourceWindow, Timings, JPEG_SHRINK_MARGIN};
 pub use sniff::{sniff, InputFormat};

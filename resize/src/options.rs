@@ -74,6 +74,9 @@ pub enum Gravity {
     SouthWest,
     West,
     NorthWest,
+    /// Content-aware (`smart`): the cover window is placed where the image holds the most
+    /// edges, colour and skin tones (`crate::smart`), found on the decoded pixels.
+    Smart,
     /// A focus point (`fp:x:y`), as fractions 0..=1 of the displayed source (after EXIF
     /// orientation, before `rotate`/`flip`): the cover window is centred on it, moved only
     /// as far as needed to stay inside the image.
@@ -96,6 +99,7 @@ impl std::fmt::Display for Gravity {
             Gravity::SouthWest => "southwest",
             Gravity::West => "west",
             Gravity::NorthWest => "northwest",
+            Gravity::Smart => "smart",
             Gravity::FocusPoint { x, y } => return write!(f, "fp:{x}:{y}"),
         };
         f.write_str(name)
@@ -109,7 +113,7 @@ impl Gravity {
     pub(crate) fn anchor(self) -> (f64, f64) {
         match self {
             Gravity::FocusPoint { x, y } => (x.as_f64(), y.as_f64()),
-            Gravity::Center => (0.5, 0.5),
+            Gravity::Center | Gravity::Smart => (0.5, 0.5),
             Gravity::North => (0.5, 0.0),
             Gravity::NorthEast => (1.0, 0.0),
             Gravity::East => (1.0, 0.5),
@@ -135,6 +139,7 @@ impl FromStr for Gravity {
             "sw" | "southwest" => Ok(Gravity::SouthWest),
             "w" | "west" => Ok(Gravity::West),
             "nw" | "northwest" => Ok(Gravity::NorthWest),
+            "smart" => Ok(Gravity::Smart),
             _ if s.starts_with("fp:") => {
                 let bad = || {
                     ParseError(format!(
@@ -153,7 +158,7 @@ impl FromStr for Gravity {
             _ => Err(ParseError(format!(
                 "unknown gravity {s:?}; accepted: center (centre, c), n (north), ne (northeast), \
                  e (east), se (southeast), s (south), sw (southwest), w (west), nw (northwest), \
-                 fp:x:y (a focus point, fractions 0..1)"
+                 smart (content-aware), fp:x:y (a focus point, fractions 0..1)"
             ))),
         }
     }
@@ -280,6 +285,50 @@ pub struct Options {
     /// small image comes out smaller than the box; a pad keeps the image at its size on the
     /// full canvas). `Some(true)` with `Fit::ScaleDown` is a contradiction, refused.
     pub enlarge: Option<bool>,
+    /// Gaussian blur of the resized image, sigma in output pixels
+    /// ([`crate::filter::BLUR_SIGMA_MIN`]..=[`crate::filter::BLUR_SIGMA_MAX`]).
+    pub blur: Option<Decimal>,
+    /// Unsharp mask of the resized image (after `blur` when both are given).
+    pub sharpen: Option<Sharpen>,
+}
+
+/// `sharpen=<amount>[:<sigma>]`: `out = in + amount·(in − blur_sigma(in))`. The sigma
+/// defaults to [`Sharpen::SIGMA_DEFAULT`] (the usual thumbnail sharpening after a
+/// downscale); imgproxy's `sh:<sigma>` is amount 1 at that sigma.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Sharpen {
+    pub amount: Decimal,
+    pub sigma: Decimal,
+}
+
+impl Sharpen {
+    pub const SIGMA_DEFAULT: Decimal = Decimal::ONE;
+}
+
+impl FromStr for Sharpen {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let (amount, sigma) = match s.split_once(':') {
+            Some((amount, sigma)) => (amount, Some(sigma)),
+            None => (s, None),
+        };
+        let amount = amount.parse::<Decimal>()?;
+        let sigma = match sigma {
+            Some(sigma) => sigma.parse::<Decimal>()?,
+            None => Sharpen::SIGMA_DEFAULT,
+        };
+        Ok(Sharpen { amount, sigma })
+    }
+}
+
+impl std::fmt::Display for Sharpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.sigma == Sharpen::SIGMA_DEFAULT {
+            write!(f, "{}", self.amount)
+        } else {
+            write!(f, "{}:{}", self.amount, self.sigma)
+        }
+    }
 }
 
 /// A non-negative decimal number with at most six fractional digits, kept exactly as
@@ -587,6 +636,8 @@ impl Default for Options {
             flip: Flip::None,
             trim: None,
             enlarge: None,
+            blur: None,
+            sharpen: None,
         }
     }
 }
@@ -646,6 +697,34 @@ impl Options {
             if x > Decimal::ONE || y > Decimal::ONE {
                 return invalid(format!(
                     "gravity fp:{x}:{y}: the focus point's fractions are out of range 0..=1"
+                ));
+            }
+        }
+        if let Some(sigma) = self.blur {
+            let (min, max) = (
+                f64::from(crate::filter::BLUR_SIGMA_MIN),
+                f64::from(crate::filter::BLUR_SIGMA_MAX),
+            );
+            if !(min..=max).contains(&sigma.as_f64()) {
+                return invalid(format!(
+                    "blur {sigma} is out of range {min}..={max} (sigma, pixels)"
+                ));
+            }
+        }
+        if let Some(Sharpen { amount, sigma }) = self.sharpen {
+            let amount_max = f64::from(crate::filter::SHARPEN_AMOUNT_MAX);
+            if amount == Decimal::ZERO || amount.as_f64() > amount_max {
+                return invalid(format!(
+                    "sharpen amount {amount} is out of range: above 0, at most {amount_max}"
+                ));
+            }
+            let (min, max) = (
+                f64::from(crate::filter::SHARPEN_SIGMA_MIN),
+                f64::from(crate::filter::SHARPEN_SIGMA_MAX),
+            );
+            if !(min..=max).contains(&sigma.as_f64()) {
+                return invalid(format!(
+                    "sharpen sigma {sigma} is out of range {min}..={max}"
                 ));
             }
         }

@@ -3,8 +3,9 @@
 //!
 //! Order of work, chosen for speed on photos: sniff → header and limits → decode (JPEG at
 //! reduced DCT scale) → trim (a scan of the decoded pixels, folded into the crop) → resize
-//! (with the manual, cover and trim crops folded into the resampling, no copy) → ICC to sRGB
-//! (on the small output) → orientation (EXIF, `rotate` and `flip` composed, on the small
+//! (with the manual, cover, trim and smart crops folded into the resampling, no copy; the
+//! smart window is searched on the decoded pixels first) → ICC to sRGB (on the small
+//! output) → blur / sharpen (`crate::filter`, on the small output) → orientation (EXIF, `rotate` and `flip` composed, on the small
 //! output) → padding / background (`crate::canvas`) → alpha handling for the target format
 //! → encode. `Timings` reports wall time per stage and the thread CPU
 //! time of the whole call, which is what the node bills.
@@ -25,8 +26,8 @@ use crate::geometry::{self, Plan};
 use crate::options::Rgba;
 use crate::options::{MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN};
 use crate::{
-    animation, budget, canvas, color, sniff, trim, FormatRequest, InputFormat, Limits, Options,
-    OutputFormat, ResizeError,
+    animation, budget, canvas, color, filter, smart, sniff, trim, FormatRequest, InputFormat,
+    Limits, Options, OutputFormat, ResizeError,
 };
 
 /// Lanczos3's support, in source pixels at scale 1 (as `fast_image_resize` uses it).
@@ -113,6 +114,8 @@ pub struct Pipeline {
     converted: Vec<u8>,
     /// The padded canvas, or the image composited over `background`.
     canvas: Vec<u8>,
+    /// `blur`/`sharpen` working memory, and the region copy of a smart crop.
+    filter_scratch: Vec<u8>,
     scratch: Vec<u8>,
     resizer: fir::Resizer,
     jpeg_shrink_margin: f64,
@@ -128,6 +131,7 @@ impl Pipeline {
             oriented: Vec::new(),
             converted: Vec::new(),
             canvas: Vec::new(),
+            filter_scratch: Vec::new(),
             scratch: Vec::new(),
             resizer: fir::Resizer::new(),
             jpeg_shrink_margin: JPEG_SHRINK_MARGIN,
@@ -239,8 +243,9 @@ impl Pipeline {
                     &self.limits,
                     Some(kept),
                 )?;
+                let decoded_pixels = u64::from(dw) * u64::from(dh);
                 let bytes = budget::job_bytes(&header, job.scale, &plan, job.format)
-                    + budget::extra_bytes(&plan, options, header.channels);
+                    + budget::extra_bytes(&plan, options, header.channels, decoded_pixels);
                 if bytes > self.limits.job_bytes_max {
                     return Err(ResizeError::JobMemoryExceeded {
                         bytes,
@@ -248,6 +253,10 @@ impl Pipeline {
                     });
                 }
             }
+        }
+        if plan.smart {
+            cancel::check(stop)?;
+            plan.crop = self.smart_crop(&plan, channels, (dw, dh), (sx, sy))?;
         }
         let decode_us = elapsed_us(start);
         cancel::check(stop)?;
@@ -350,6 +359,31 @@ impl Pipeline {
                 &mut self.scratch,
             );
         }
+        // Filters on the resized image (before orientation: a Gaussian is the same turned).
+        let resized_len = rw as usize * rh as usize * bpp;
+        if let Some(sigma) = options.blur {
+            filter::gaussian_blur(
+                &mut resized[..resized_len],
+                rw,
+                rh,
+                channels,
+                sigma.as_f64() as f32,
+                &mut self.filter_scratch,
+                stop,
+            )?;
+        }
+        if let Some(sharpen) = options.sharpen {
+            filter::unsharp_mask(
+                &mut resized[..resized_len],
+                rw,
+                rh,
+                channels,
+                sharpen.sigma.as_f64() as f32,
+                sharpen.amount.as_f64() as f32,
+                &mut self.filter_scratch,
+                stop,
+            )?;
+        }
         let pixels: &[u8] = if plan.orientation > 1 && plan.orientation <= 8 {
             geometry::orient(resized, rw, rh, bpp, plan.orientation, &mut self.oriented);
             &self.oriented
@@ -420,6 +454,67 @@ impl Pipeline {
         })
     }
 
+    /// `gravity=smart`: the plan's cover window moved within its region to where the
+    /// content is (`crate::smart`), searched on the decoded pixels (stored frame, at the DCT
+    /// scale `sx`, `sy`), on a copy of the region when a crop or trim narrowed it.
+    fn smart_crop(
+        &mut self,
+        plan: &Plan,
+        channels: u8,
+        (dw, dh): (u32, u32),
+        (sx, sy): (f64, f64),
+    ) -> Result<geometry::Rect, ResizeError> {
+        let bpp = usize::from(channels);
+        let region = plan.region;
+        // The region in decoded pixels, whole pixels inside it.
+        let x0 = ((region.x * sx).ceil() as u32).min(dw - 1);
+        let y0 = ((region.y * sy).ceil() as u32).min(dh - 1);
+        let x1 = (((region.x + region.w) * sx).floor() as u32).clamp(x0 + 1, dw);
+        let y1 = (((region.y + region.h) * sy).floor() as u32).clamp(y0 + 1, dh);
+        let (rw, rh) = (x1 - x0, y1 - y0);
+        let window_w = (plan.crop.w * sx).min(f64::from(rw));
+        let window_h = (plan.crop.h * sy).min(f64::from(rh));
+        let pixels = &self.decode.pixels[..dw as usize * dh as usize * bpp];
+        let (x, y) = if (x0, y0, rw, rh) == (0, 0, dw, dh) {
+            smart::smart_window(
+                pixels,
+                dw,
+                dh,
+                channels,
+                window_w,
+                window_h,
+                &mut self.resizer,
+            )?
+        } else {
+            self.filter_scratch.clear();
+            for row in y0..y1 {
+                let at = (row as usize * dw as usize + x0 as usize) * bpp;
+                self.filter_scratch
+                    .extend_from_slice(&pixels[at..at + rw as usize * bpp]);
+            }
+            smart::smart_window(
+                &self.filter_scratch,
+                rw,
+                rh,
+                channels,
+                window_w,
+                window_h,
+                &mut self.resizer,
+            )?
+        };
+        // Back to full-size stored pixels, kept inside the region.
+        let crop = plan.crop;
+        Ok(geometry::Rect {
+            x: ((f64::from(x0) + x) / sx)
+                .min(region.x + region.w - crop.w)
+                .max(region.x),
+            y: ((f64::from(y0) + y) / sy)
+                .min(region.y + region.h - crop.h)
+                .max(region.y),
+            ..crop
+        })
+    }
+
     /// Every frame of an animation decoded, resized and encoded (`crate::animation`); the
     /// stage timings split as decode (the header) and encode (everything after).
     #[allow(clippy::too_many_arguments)]
@@ -476,6 +571,8 @@ struct JobPlan {
     animate: bool,
     /// The estimated peak working memory, checked against `Limits::job_bytes_max`.
     bytes: u64,
+    /// Pixel operations of filters and the smart-crop search (`budget::filter_ops`).
+    filter_ops: u64,
 }
 
 /// The checks that need no decoder: options, empty and oversized bodies, the format.
@@ -531,6 +628,12 @@ fn plan_job(
         limits,
     )?;
     let animate = animation::animates(input_format, header.frames, format);
+    let decoded = (
+        budget::scaled(header.width, scale),
+        budget::scaled(header.height, scale),
+    );
+    let decoded_pixels = decoded.0 * decoded.1;
+    let filter_ops = budget::filter_ops(&plan, options, header.channels, decoded);
     let bytes = if animate {
         animation::check_options(options)?;
         limits.check_animation(header.frames, animation::pixels(header, &plan))?;
@@ -545,7 +648,7 @@ fn plan_job(
         };
         budget::job_bytes(header, scale, &plan, format)
             + search
-            + budget::extra_bytes(&plan, options, header.channels)
+            + budget::extra_bytes(&plan, options, header.channels, decoded_pixels)
     };
     if bytes > limits.job_bytes_max {
         return Err(ResizeError::JobMemoryExceeded {
@@ -559,6 +662,7 @@ fn plan_job(
         format,
         animate,
         bytes,
+        filter_ops,
     })
 }
 
@@ -635,6 +739,10 @@ pub struct Probe {
     /// The job's estimated peak working memory in bytes (checked against
     /// `Limits::job_bytes_max`), at the default [`JPEG_SHRINK_MARGIN`].
     pub job_bytes: u64,
+    /// Pixel operations of `blur`, `sharpen` and the `gravity=smart` search (0 without
+    /// them): one op is one sample touched by one filter tap (`filter::filter_ops`), or one
+    /// sample of the smart search (`smart::smart_ops`). The node prices them separately.
+    pub filter_ops: u64,
 }
 
 /// Reads only the header of `input` (no pixel is decoded, metadata is read within
@@ -669,6 +777,7 @@ pub fn probe(input: &[u8], options: &Options, limits: &Limits) -> Result<Probe, 
             output_height: job.plan.out_h,
             output_frames: if job.animate { header.frames } else { 1 },
             job_bytes: job.bytes,
+            filter_ops: job.filter_ops,
         }),
         (Err(e), _) => Err(e),
         (Ok(_), _) => Err(ResizeError::Corrupt(

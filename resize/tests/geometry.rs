@@ -3,7 +3,9 @@
 //! `enlarge`; crop fractions and pixels agreeing; a focus point anchoring the cover window;
 //! `rotate`/`flip` giving exactly the rotated source's pixels; padding bars and flattened
 //! transparency in the background colour; `trim` within its threshold and not beyond; and
-//! what an animation refuses.
+//! what an animation refuses; `gravity=smart` keeping an off-centre subject (synthetic, and
+//! the shared photos with the window printed); `blur` and `sharpen` lowering and raising the
+//! high-frequency energy.
 
 mod common;
 
@@ -687,4 +689,240 @@ fn animations_turn_every_frame_and_refuse_what_needs_a_canvas() {
         ..Options::default()
     };
     assert_eq!(process(&gif, &still).width, 10);
+}
+
+// ------------------------------------------------------------------ smart crop
+
+/// A flat gray 400x200 image with a textured, coloured subject at x 280..360: a square
+/// smart cover window keeps it; the centre would cut it.
+#[test]
+fn smart_crop_keeps_an_off_centre_subject() {
+    let img = image::RgbaImage::from_fn(400, 200, |x, y| {
+        if (280..360).contains(&x) && (60..140).contains(&y) {
+            // A checkerboard in skin-ish and saturated colours: edges and colour.
+            if (x / 4 + y / 4) % 2 == 0 {
+                image::Rgba([220, 160, 120, 255])
+            } else {
+                image::Rgba([40, 90, 200, 255])
+            }
+        } else {
+            image::Rgba([128, 128, 128, 255])
+        }
+    });
+    let input = encode_png(&img);
+    let smart = png(Options {
+        width: Some(100),
+        height: Some(100),
+        fit: Fit::Cover,
+        gravity: Gravity::Smart,
+        ..Options::default()
+    });
+    let out = process(&input, &smart);
+    let w = out.source_window;
+    println!("smart window on the synthetic image: {w:?}");
+    assert_eq!((w.width, w.height), (200.0, 200.0));
+    assert!(
+        w.x <= 280.0 && w.x + w.width >= 360.0,
+        "the window {w:?} holds the subject (x 280..360)"
+    );
+    let centre = process(
+        &input,
+        &Options {
+            gravity: Gravity::Center,
+            ..smart
+        },
+    );
+    assert_eq!(centre.source_window.x, 100.0, "the centre window cuts it");
+    // Within a manual crop the window stays inside the crop.
+    let cropped = process(
+        &input,
+        &Options {
+            crop: Some(Crop::Pixels {
+                x: 0,
+                y: 0,
+                w: 300,
+                h: 200,
+            }),
+            ..smart
+        },
+    );
+    let w = cropped.source_window;
+    assert!(w.x >= 0.0 && w.x + w.width <= 300.0 + 1e-9, "{w:?}");
+    assert!(w.x + w.width >= 290.0, "{w:?} leans towards the subject");
+}
+
+/// The shared photos, square windows chosen by the smart crop, printed for the record;
+/// each lies inside its photo, and on the off-centre portrait (friends) it differs from
+/// the centre window.
+#[test]
+fn smart_windows_of_the_shared_photos() {
+    let Some(dir) = common::photos_dir() else {
+        return;
+    };
+    let smart = Options {
+        width: Some(200),
+        height: Some(200),
+        fit: Fit::Cover,
+        gravity: Gravity::Smart,
+        ..Options::default()
+    };
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jpg") && !n.contains("_by_"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    for name in names {
+        let bytes = std::fs::read(dir.join(&name)).unwrap();
+        let out = process(&bytes, &smart);
+        let centre = process(
+            &bytes,
+            &Options {
+                gravity: Gravity::Center,
+                ..smart
+            },
+        );
+        let (w, c) = (out.source_window, centre.source_window);
+        println!(
+            "{name}: smart window x {:.0} y {:.0} side {:.0} (centre x {:.0} y {:.0})",
+            w.x, w.y, w.width, c.x, c.y
+        );
+        assert_eq!((out.width, out.height), (200, 200));
+        assert!((w.width - c.width).abs() < 1e-6 && (w.height - c.height).abs() < 1e-6);
+        assert!(w.x >= 0.0 && w.y >= 0.0);
+        if name == "friends-orientation6.jpg" || name == "friends-gray.jpg" {
+            assert!(
+                (w.x - c.x).abs() + (w.y - c.y).abs() > 20.0,
+                "{name}: the smart window {w:?} moved from the centre {c:?}"
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------ blur, sharpen
+
+/// Sum of squared differences between horizontal and vertical neighbours: the image's
+/// high-frequency energy.
+fn high_frequency(img: &image::RgbImage) -> f64 {
+    let mut sum = 0.0;
+    for y in 0..img.height() - 1 {
+        for x in 0..img.width() - 1 {
+            let p = img.get_pixel(x, y).0;
+            for q in [img.get_pixel(x + 1, y).0, img.get_pixel(x, y + 1).0] {
+                for c in 0..3 {
+                    sum += (f64::from(p[c]) - f64::from(q[c])).powi(2);
+                }
+            }
+        }
+    }
+    sum
+}
+
+#[test]
+fn blur_lowers_and_sharpen_raises_the_high_frequencies() {
+    let img = image::RgbaImage::from_fn(120, 90, |x, y| {
+        let v = if (x / 6 + y / 6) % 2 == 0 { 60 } else { 190 };
+        image::Rgba([v, (x * 2) as u8, (y * 2) as u8, 255])
+    });
+    let input = encode_png(&img);
+    let base = png(Options {
+        width: Some(100),
+        ..Options::default()
+    });
+    let energy = |o: Options| {
+        let out = process(&input, &o);
+        assert_eq!((out.width, out.height), (100, 75));
+        high_frequency(&common::decode_back(&out.bytes).to_rgb8())
+    };
+    let plain = energy(base);
+    let blurred = energy(Options {
+        blur: Some(dec("2")),
+        ..base
+    });
+    let more = energy(Options {
+        blur: Some(dec("6")),
+        ..base
+    });
+    let sharpened = energy(Options {
+        sharpen: Some("1".parse().unwrap()),
+        ..base
+    });
+    println!("high-frequency energy: plain {plain:.0}, blur 2 {blurred:.0}, blur 6 {more:.0}, sharpen 1 {sharpened:.0}");
+    assert!(blurred < plain * 0.7, "{blurred} vs {plain}");
+    assert!(more < blurred, "{more} vs {blurred}");
+    assert!(sharpened > plain * 1.1, "{sharpened} vs {plain}");
+}
+
+#[test]
+fn filter_and_smart_options_are_validated_and_refused_on_animations() {
+    let input = encode_png(&distinct(20, 20));
+    for (options, name) in [
+        (
+            Options {
+                blur: Some(dec("0.1")),
+                ..Options::default()
+            },
+            "blur",
+        ),
+        (
+            Options {
+                blur: Some(dec("500")),
+                ..Options::default()
+            },
+            "blur",
+        ),
+        (
+            Options {
+                sharpen: Some("0".parse().unwrap()),
+                ..Options::default()
+            },
+            "sharpen",
+        ),
+        (
+            Options {
+                sharpen: Some("1:50".parse().unwrap()),
+                ..Options::default()
+            },
+            "sharpen sigma",
+        ),
+    ] {
+        let message = refused(&input, &options);
+        assert!(message.contains(name), "{message}");
+    }
+    let gif = two_frame_gif();
+    let gif_out = Options {
+        format: FormatRequest::Fixed(OutputFormat::Gif),
+        ..Options::default()
+    };
+    for (options, name) in [
+        (
+            Options {
+                gravity: Gravity::Smart,
+                fit: Fit::Cover,
+                width: Some(10),
+                height: Some(10),
+                ..gif_out
+            },
+            "gravity=smart",
+        ),
+        (
+            Options {
+                blur: Some(dec("1")),
+                ..gif_out
+            },
+            "blur",
+        ),
+        (
+            Options {
+                sharpen: Some("1".parse().unwrap()),
+                ..gif_out
+            },
+            "sharpen",
+        ),
+    ] {
+        let message = refused(&gif, &options);
+        assert!(message.contains(name), "{message}");
+    }
 }

@@ -57,7 +57,7 @@ pub(crate) fn canonical_options(options: &Options) -> String {
     );
     // Options added since tags were first given out appear only when not at their default,
     // so every tag given out before them stays the same.
-    let added: [(&str, Option<String>); 7] = [
+    let added: [(&str, Option<String>); 9] = [
         (
             "dpr",
             (options.dpr != Decimal::ONE).then(|| options.dpr.to_string()),
@@ -74,6 +74,8 @@ pub(crate) fn canonical_options(options: &Options) -> String {
         ),
         ("trim", options.trim.map(|t| t.to_string())),
         ("enlarge", options.enlarge.map(|e| e.to_string())),
+        ("blur", options.blur.map(|b| b.to_string())),
+        ("sharpen", options.sharpen.map(|s| s.to_string())),
     ];
     for (name, value) in added {
         if let Some(value) = value {
@@ -195,6 +197,22 @@ mod tests {
             },
             Options {
                 enlarge: Some(true),
+                ..base
+            },
+            Options {
+                gravity: tessera_resize::Gravity::Smart,
+                ..base
+            },
+            Options {
+                blur: Some("2".parse().unwrap()),
+                ..base
+            },
+            Options {
+                sharpen: Some("1".parse().unwrap()),
+                ..base
+            },
+            Options {
+                sharpen: Some("1:0.5".parse().unwrap()),
                 ..base
             },
         ];

@@ -12,7 +12,9 @@
 //!   uses. An option Tessera cannot honour exactly is a 400 naming it, never ignored.
 //!   Geometry: `dpr`, `g:fp:x:y` (focus point), `rot`, `fl:h:v`, `t:<threshold>` (trim),
 //!   `bg` (background), `ex:1` (pad a `fit` result to the box: `fit=pad`) and `el`
-//!   (enlarge, false unless given, as in imgproxy, where Tessera's own default enlarges)
+//!   (enlarge, false unless given, as in imgproxy, where Tessera's own default enlarges),
+//!   `g:sm` (`gravity=smart`), `bl:<sigma>` (`blur`) and `sh:<sigma>` (`sharpen=1:<sigma>`:
+//!   imgproxy's argument is the unsharp mask's sigma, at amount 1)
 //!   map onto the same options as Tessera's query; `c` (crop with gravity) and `pd`
 //!   (padding) are refused by name.
 //! - `<source>`: URL-safe base64 of the URL (may be split by `/`), then `.<ext>`; or
@@ -381,9 +383,10 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
             "0" => Ok(Translated::Nothing),
             sigma => one("blur", sigma),
         },
+        // imgproxy's `sh` gives the unsharp mask's sigma; its amount is 1.
         ("sh" | "sharpen", [sigma]) => match *sigma {
             "0" => Ok(Translated::Nothing),
-            sigma => one("sharpen", sigma),
+            sigma => one("sharpen", &format!("1:{sigma}")),
         },
         ("rot" | "rotate", [angle]) => match *angle {
             "0" => Ok(Translated::Nothing),
@@ -615,7 +618,7 @@ mod tests {
             ("bg:255:0:10", "background=ff000a"),
             ("bg:FFF", "background=ffffff"),
             ("bl:2.5", "blur=2.5"),
-            ("sh:0.7", "sharpen=0.7"),
+            ("sh:0.7", "sharpen=1:0.7"),
             ("rot:90", "rotate=90"),
             ("fl:1:1", "flip=hv"),
             ("t:10", "trim=10"),
@@ -685,5 +688,9 @@ mod tests {
         assert_eq!(o.background, Some(Rgba([10, 20, 30, 255])));
         assert_eq!(options("w:50").enlarge, Some(false));
         assert_eq!(options("ex:1/s:10:10").fit, Fit::Pad);
+        let o = options("rs:fill:10:10/g:sm/bl:2/sh:0.5");
+        assert_eq!(o.gravity, Gravity::Smart);
+        assert_eq!(o.blur, Some("2".parse().unwrap()));
+        assert_eq!(o.sharpen, Some("1:0.5".parse().unwrap()));
     }
 }

@@ -108,6 +108,7 @@ async fn inspect(
         output_format: probe.output_format,
         output_pixels: u64::from(probe.output_width) * u64::from(probe.output_height),
         encodes_max: 1,
+        filter_ops: 0,
     };
     let spent = match payer {
         Some(payer) => meter::admit(state, payer.tenant, input_bytes, deadline).await?,

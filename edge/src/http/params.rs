@@ -1,5 +1,5 @@
 //! Parsing the resize query string (`w`, `h`, `dpr`, `fit`, `gravity`, `crop`, `trim`,
-//! `rotate`, `flip`, `background`, `enlarge`, `format`, `q`, `q_jpeg`, `q_webp`, `q_avif`,
+//! `rotate`, `flip`, `background`, `enlarge`, `blur`, `sharpen`, `format`, `q`, `q_jpeg`, `q_webp`, `q_avif`,
 //! `max_bytes`, `progressive`) and the `Accept` header into [`tessera_resize::Options`].
 //! The spellings of the values are `tessera_resize`'s (`FromStr` on each option type), so
 //! every front end reads them alike.
@@ -15,7 +15,7 @@ use crate::http::error::ApiError;
 
 /// The parameters `POST /v1/resize` accepts, listed in error messages.
 pub const ACCEPTED: &str = "w, h, dpr, fit, gravity, crop, trim, rotate, flip, background, \
-     enlarge, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive";
+     enlarge, blur, sharpen, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive";
 
 /// Defaults for what a request leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +89,8 @@ pub fn parse(
                 })?)
             }
             "enlarge" => options.enlarge = Some(boolean("enlarge", &value)?),
+            "blur" => options.blur = Some(value.parse().map_err(invalid("blur"))?),
+            "sharpen" => options.sharpen = Some(value.parse().map_err(invalid("sharpen"))?),
             "progressive" => options.progressive = boolean("progressive", &value)?,
             "format" => {
                 options.format = match value.as_ref() {
@@ -296,6 +298,12 @@ mod tests {
         );
         assert_eq!(parse_ok("rotate=0").rotate, Rotation::None);
         assert_eq!(parse_ok("enlarge=1").enlarge, Some(true));
+        assert_eq!(parse_ok("gravity=smart").gravity, Gravity::Smart);
+        assert_eq!(parse_ok("blur=2.5").blur, Some(d("2.5")));
+        let s = parse_ok("sharpen=0.8").sharpen.unwrap();
+        assert_eq!((s.amount, s.sigma), (d("0.8"), d("1")));
+        let s = parse_ok("sharpen=1:0.5").sharpen.unwrap();
+        assert_eq!((s.amount, s.sigma), (d("1"), d("0.5")));
         let o = parse_ok("w=10");
         assert_eq!(
             (
@@ -363,6 +371,13 @@ mod tests {
             ("trim=-1", "`trim`"),
             ("enlarge=yes", "`enlarge`"),
             ("fit=scale-down&enlarge=true", "enlarge"),
+            ("blur=0", "blur"),
+            ("blur=101", "blur"),
+            ("blur=x", "`blur`"),
+            ("sharpen=0", "sharpen"),
+            ("sharpen=11", "sharpen"),
+            ("sharpen=1:20", "sharpen sigma"),
+            ("sharpen=1:", "`sharpen`"),
             ("widht=300", "`widht`"),
             ("w=10&w=20", "more than once"),
             ("w=", "empty"),

@@ -470,6 +470,7 @@ pub(crate) async fn convert(
             Some(_) => tessera_resize::MAX_BYTES_ENCODES,
             None => 1,
         },
+        filter_ops: probe.filter_ops,
     };
     // Rights spent here come back unless the answer is billed (dropping `spent`).
     let spent = match payer {

@@ -34,7 +34,22 @@ pub struct Shape {
     /// `max_bytes` search. Predictions take the worst case; such a job teaches only the
     /// decode rate (how many encodes it ran is not known here).
     pub encodes_max: u32,
+    /// Pixel operations of `blur`, `sharpen` and the `gravity=smart` search
+    /// (`tessera_resize::Probe::filter_ops`), charged at [`FILTER_NS_PER_OP`], so a large
+    /// blur is priced (and refused when it cannot meet its deadline) by what it does.
+    pub filter_ops: u64,
 }
+
+/// Worker time per filter operation, ns: a fixed rate, not learned (a job's stage timings
+/// do not separate filtering from resampling). One op is one f32 sample touched by one
+/// filter tap, or one sample of the smart search. From docs/BENCHMARKS.md ("Filters and
+/// smart crop", 800x1202 RGB, one loaded core): blur sigma 3 (kernel path) 115 M ops in
+/// 14.8 ms = 0.13 ns/op; sigma 30 (box path) 75 M ops in 29.7 ms = 0.40 ns/op; the smart
+/// search 6.1 M ops in 1.6 ms = 0.27 ns/op. 1 ns rounds the worst up past the ±40% those
+/// runs vary by, as a cold node errs towards refusing work it could have done rather than
+/// starting work it cannot finish: a sigma-3 blur of a 1 MP RGB output (120 M ops) is
+/// priced at 0.12 s.
+pub const FILTER_NS_PER_OP: f64 = 1.0;
 
 /// Learned rates, each an `f64` in an atomic (workers update them without a lock; a lost
 /// update under a race costs one sample), each kept within `RATE_BAND` of its prior.
@@ -134,7 +149,8 @@ impl CostModel {
             * shape.input_bytes as f64
             + self.encode_ns_per_pixel[output_index(shape.output_format)].get()
                 * shape.output_pixels as f64
-                * f64::from(shape.encodes_max.max(1));
+                * f64::from(shape.encodes_max.max(1))
+            + FILTER_NS_PER_OP * shape.filter_ops as f64;
         Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
     }
 
@@ -156,7 +172,7 @@ impl CostModel {
             self.decode_ns_per_byte[input_index(shape.input_format)]
                 .learn(timings.decode_us as f64 * 1e3 / shape.input_bytes as f64);
         }
-        if shape.output_pixels > 0 && shape.encodes_max <= 1 {
+        if shape.output_pixels > 0 && shape.encodes_max <= 1 && shape.filter_ops == 0 {
             self.encode_ns_per_pixel[output_index(shape.output_format)].learn(
                 (timings.resize_us + timings.encode_us) as f64 * 1e3 / shape.output_pixels as f64,
             );
@@ -193,6 +209,7 @@ mod tests {
             output_format: OutputFormat::Avif,
             output_pixels: pixels,
             encodes_max: 1,
+            filter_ops: 0,
         }
     }
 
@@ -226,6 +243,7 @@ mod tests {
             output_format: OutputFormat::Jpeg,
             output_pixels: 1,
             encodes_max: 1,
+            filter_ops: 0,
         };
         // A 24 MP photo resized to one pixel: a millisecond of resampling for one pixel.
         let odd = Timings {
@@ -324,5 +342,39 @@ mod tests {
             encode_after,
             CostModel::default().predict(&one) - decode
         ));
+    }
+
+    /// A blur is priced by its filter operations, on top of decoding and encoding, and
+    /// does not teach the encode rate (its time is not the encoder's).
+    #[test]
+    fn filter_ops_are_priced_and_do_not_teach_the_encode_rate() {
+        let model = CostModel::default();
+        let plain = Shape {
+            output_format: OutputFormat::Jpeg,
+            ..avif(1_000_000)
+        };
+        let blurred = Shape {
+            filter_ops: 2_000_000_000,
+            ..plain
+        };
+        let extra = model.predict(&blurred) - model.predict(&plain);
+        assert_eq!(extra, Duration::from_secs(2));
+        let slow = Timings {
+            decode_us: 25_000,
+            resize_us: 2_000_000,
+            encode_us: 10_000,
+            cpu_us: 0,
+        };
+        for _ in 0..50 {
+            model.completed(&blurred, &slow);
+        }
+        let encode = |m: &CostModel| {
+            m.predict(&plain)
+                - m.predict(&Shape {
+                    output_pixels: 0,
+                    ..plain
+                })
+        };
+        assert_eq!(encode(&model), encode(&CostModel::default()));
     }
 }

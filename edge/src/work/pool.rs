@@ -724,6 +724,7 @@ mod tests {
                     output_format: OutputFormat::Jpeg,
                     output_pixels: 0,
                     encodes_max: 1,
+                    filter_ops: 0,
                 },
                 work: Work::Resize,
                 reply,

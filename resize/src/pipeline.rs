@@ -391,8 +391,10 @@ impl Pipeline {
             &resized[..]
         };
         let pixels = &pixels[..plan.content_w as usize * plan.content_h as usize * bpp];
-        // Bars around a padded image, and transparency composited over `background`.
-        let (pixels, channels) = if plan.pads() || options.background.is_some() {
+        // Bars around a padded image, and transparency composited over `background` (an
+        // image without an alpha channel is left as it is: nothing to composite).
+        let flatten = options.background.is_some() && (channels == 2 || channels == 4);
+        let (pixels, channels) = if plan.pads() || flatten {
             let background = options.background.unwrap_or(Rgba([0, 0, 0, 0]));
             let channels = canvas::compose(pixels, channels, &plan, background, &mut self.canvas);
             (&self.canvas[..], channels)

@@ -31,7 +31,8 @@ pub fn resize_limits() -> Limits {
 /// The request one selector byte stands for: bits 0-2 the output format (fixed, auto with
 /// or without WebP/AVIF, original), bits 3-4 the fit, bits 5-6 the box (48 x 40, width 64,
 /// height 40, or none: original size within the output limit), bit 7 progressive JPEG
-/// and a 2 KiB `max_bytes`, so the quality search runs on every lossy encoder.
+/// with a 2 KiB `max_bytes` (the quality search runs on every lossy encoder) and
+/// `strip=false` (the source's rights and profile go into the output).
 /// The gravity follows the selector too, so cover crops move around.
 pub fn resize_options(selector: u8) -> Options {
     let format = match selector & 7 {
@@ -83,6 +84,7 @@ pub fn resize_options(selector: u8) -> Options {
         avif_speed: 10,
         format_quality: FormatQuality::default(),
         max_bytes: (selector & 0x80 != 0).then_some(2048),
+        keep_metadata: selector & 0x80 != 0,
     }
 }
 

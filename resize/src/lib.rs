@@ -70,6 +70,7 @@ pub mod error;
 mod geometry;
 pub mod info;
 pub mod limits;
+mod metadata;
 pub mod options;
 pub mod pipeline;
 mod sniff;

@@ -216,6 +216,11 @@ pub struct Options {
     /// smallest tried. PNG, GIF and animations are lossless or palette-bound here and are
     /// answered as encoded.
     pub max_bytes: Option<u32>,
+    /// `strip=false`: keep the source's rights notice (EXIF `Artist`, `Copyright`) and its
+    /// RGB ICC profile, leaving the pixels in that profile's colour space, in outputs that
+    /// can carry them (the profile: JPEG, PNG, WebP; the notice: those and AVIF). Default
+    /// false: bare sRGB pixels. Animations are written without metadata either way.
+    pub keep_metadata: bool,
 }
 
 /// Per-format qualities; `None` falls back to `Options::quality`.
@@ -260,6 +265,7 @@ impl Default for Options {
             avif_speed: 8,
             format_quality: FormatQuality::default(),
             max_bytes: None,
+            keep_metadata: false,
         }
     }
 }

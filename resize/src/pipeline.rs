@@ -20,6 +20,7 @@ use crate::cancel::{self, Stop};
 use crate::decode::{self, DecodeBuffers, Header};
 use crate::encode::{self, EncodeSettings, Frame};
 use crate::geometry::{self, Plan};
+use crate::metadata::Kept;
 use crate::options::{MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN};
 use crate::{
     animation, budget, color, sniff, FormatRequest, InputFormat, Limits, Options, OutputFormat,
@@ -272,7 +273,34 @@ impl Pipeline {
             }
             &mut self.resized
         };
-        if let Some(icc) = &decoded.icc {
+        // Alpha and channels do not change from here on, so the format is settled now:
+        // it decides whether the ICC profile is applied or kept (`strip=false`).
+        let has_alpha = (channels == 2 || channels == 4)
+            && resized[..rw as usize * rh as usize * bpp]
+                .chunks_exact(bpp)
+                .any(|p| p[bpp - 1] != 255);
+        let format = resolve_format(
+            options.format,
+            input_format,
+            header.frames,
+            has_alpha,
+            u64::from(plan.out_w) * u64::from(plan.out_h),
+            &self.limits,
+        )?;
+        let keep_icc = options.keep_metadata
+            && encode::carries_icc(format)
+            && decoded
+                .icc
+                .as_ref()
+                .is_some_and(|icc| icc.len() <= encode::ICC_BYTES_MAX);
+        let kept = Kept {
+            icc: decoded.icc.clone().filter(|_| keep_icc),
+            exif: decoded
+                .rights_exif
+                .clone()
+                .filter(|_| options.keep_metadata),
+        };
+        if let Some(icc) = decoded.icc.as_ref().filter(|_| !keep_icc) {
             color::rgb_icc_to_srgb(
                 &mut resized[..rw as usize * rh as usize * bpp],
                 channels,
@@ -299,17 +327,6 @@ impl Pipeline {
 
         // ---- alpha handling and encoding
         let start = Instant::now();
-        let has_alpha =
-            (channels == 2 || channels == 4) && pixels.chunks_exact(bpp).any(|p| p[bpp - 1] != 255);
-        let out_pixels = u64::from(plan.out_w) * u64::from(plan.out_h);
-        let format = resolve_format(
-            options.format,
-            input_format,
-            header.frames,
-            has_alpha,
-            out_pixels,
-            &self.limits,
-        )?;
         let (pixels, out_channels) =
             adapt_channels(pixels, channels, has_alpha, format, &mut self.converted);
         let frame = Frame {
@@ -324,10 +341,10 @@ impl Pipeline {
             avif_speed: options.avif_speed,
         };
         let mut bytes = Vec::with_capacity(pixels.len() / 8 + 1024);
-        encode::encode(format, &frame, settings, &mut bytes, stop)?;
+        encode::encode(format, &frame, settings, &kept, &mut bytes, stop)?;
         if let Some(max) = options.max_bytes {
             if bytes.len() > max as usize && lossy(format) {
-                bytes = fit_bytes(format, &frame, settings, bytes, max as usize, stop)?;
+                bytes = fit_bytes(format, &frame, settings, &kept, bytes, max as usize, stop)?;
             }
         }
         let encode_us = elapsed_us(start);
@@ -670,6 +687,7 @@ fn fit_bytes(
     format: OutputFormat,
     frame: &Frame<'_>,
     settings: EncodeSettings,
+    kept: &Kept,
     first: Vec<u8>,
     max: usize,
     stop: Stop<'_>,
@@ -688,6 +706,7 @@ fn fit_bytes(
                 quality,
                 ..settings
             },
+            kept,
             &mut bytes,
             stop,
         )?;

@@ -39,7 +39,7 @@ pub(crate) fn canonical_options(options: &Options) -> String {
         FormatRequest::Original => "original".to_owned(),
     };
     let fq = options.format_quality;
-    format!(
+    let mut text = format!(
         "w={:?};h={:?};fit={};gravity={};format={};q={};progressive={};avif_speed={};\
          q_jpeg={:?};q_webp={:?};q_avif={:?};max_bytes={:?}",
         options.width,
@@ -54,7 +54,13 @@ pub(crate) fn canonical_options(options: &Options) -> String {
         fq.webp,
         fq.avif,
         options.max_bytes,
-    )
+    );
+    // Options added later are written only when not at their default, so the tags of
+    // requests that do not use them stay what they were.
+    if options.keep_metadata {
+        text.push_str(";strip=false");
+    }
+    text
 }
 
 /// Whether an `If-None-Match` header value matches `etag` (weak comparison, RFC 9110 13.1.2).
@@ -129,6 +135,10 @@ mod tests {
             },
             Options {
                 max_bytes: Some(10_000),
+                ..base
+            },
+            Options {
+                keep_metadata: true,
                 ..base
             },
         ];

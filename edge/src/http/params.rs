@@ -1,5 +1,6 @@
 //! Parsing the resize query string (`w`, `h`, `fit`, `gravity`, `format`, `q`,
-//! `q_jpeg`, `q_webp`, `q_avif`, `max_bytes`, `progressive`) and the `Accept` header into [`tessera_resize::Options`].
+//! `q_jpeg`, `q_webp`, `q_avif`, `max_bytes`, `progressive`, `strip`) and the `Accept` header
+//! into [`tessera_resize::Options`].
 //!
 //! Strict on purpose: an unknown or repeated parameter is an error that names it, not a
 //! silently ignored typo (`?widht=300` returning the full-size image would be billed and
@@ -12,7 +13,7 @@ use crate::http::error::ApiError;
 
 /// The parameters `POST /v1/resize` accepts, listed in error messages.
 pub const ACCEPTED: &str =
-    "w, h, fit, gravity, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive";
+    "w, h, fit, gravity, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive, strip";
 
 /// Defaults for what a request leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -71,17 +72,8 @@ pub fn parse(
             }
             "fit" => options.fit = value.parse().map_err(invalid("fit"))?,
             "gravity" => options.gravity = value.parse().map_err(invalid("gravity"))?,
-            "progressive" => {
-                options.progressive = match value.as_ref() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(ApiError::bad_parameter(format!(
-                            "parameter `progressive` is {other:?}; use true or false"
-                        )))
-                    }
-                }
-            }
+            "progressive" => options.progressive = boolean("progressive", &value)?,
+            "strip" => options.keep_metadata = !boolean("strip", &value)?,
             "format" => {
                 options.format = match value.as_ref() {
                     "auto" => {
@@ -107,6 +99,17 @@ pub fn parse(
         options,
         vary_accept,
     })
+}
+
+/// A boolean parameter: `true`/`1` or `false`/`0`.
+fn boolean(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(ApiError::bad_parameter(format!(
+            "parameter `{name}` is {other:?}; use true or false"
+        ))),
+    }
 }
 
 /// `format` with what cannot change the output dropped, so that two `Accept` headers
@@ -232,6 +235,15 @@ mod tests {
     }
 
     #[test]
+    fn strip_false_keeps_metadata_and_true_is_the_default() {
+        assert!(!parse_ok("w=10").keep_metadata);
+        assert!(!parse_ok("strip=true").keep_metadata);
+        assert!(!parse_ok("strip=1").keep_metadata);
+        assert!(parse_ok("strip=false").keep_metadata);
+        assert!(parse_ok("strip=0").keep_metadata);
+    }
+
+    #[test]
     fn bad_queries_name_the_parameter() {
         let cases = [
             ("w=0", "`w`"),
@@ -255,6 +267,8 @@ mod tests {
             ("gravity=up", "`gravity`"),
             ("format=bmp", "`format`"),
             ("progressive=maybe", "`progressive`"),
+            ("strip=no", "`strip`"),
+            ("strip=true&strip=false", "more than once"),
             ("widht=300", "`widht`"),
             ("w=10&w=20", "more than once"),
             ("w=", "empty"),

@@ -641,3 +641,54 @@ async fn max_bytes_and_per_format_quality() {
     assert!(bad.error_code() == "invalid_parameter");
     node.stop().await;
 }
+
+/// `strip=false` keeps the source's copyright notice (and only it) in the answer, under an
+/// ETag of its own; by default the answer carries none; a bad value is a 400.
+#[tokio::test]
+async fn strip_false_keeps_the_copyright_notice() {
+    let Some(photos) = photos_dir() else { return };
+    let copyright = b"(c) 2026 Ana Lopez\0";
+    let make = b"SecretCam\0";
+    // A little-endian TIFF block: Make, then Copyright, both out of line.
+    let mut exif = b"Exif\0\0II*\0\x08\0\0\0\x02\0".to_vec();
+    let data_at = 8 + 2 + 2 * 12 + 4;
+    for (tag, text, at) in [
+        (0x010Fu16, &make[..], data_at),
+        (0x8298, &copyright[..], data_at + make.len()),
+    ] {
+        exif.extend_from_slice(&tag.to_le_bytes());
+        exif.extend_from_slice(&2u16.to_le_bytes());
+        exif.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        exif.extend_from_slice(&(at as u32).to_le_bytes());
+    }
+    exif.extend_from_slice(&[0; 4]);
+    exif.extend_from_slice(make);
+    exif.extend_from_slice(copyright);
+    let photo = photo(&photos, "seeding-256k.jpg");
+    let mut input = photo[..2].to_vec();
+    input.extend_from_slice(&[0xFF, 0xE1]);
+    input.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+    input.extend_from_slice(&exif);
+    input.extend_from_slice(&photo[2..]);
+
+    let node = TestNode::start(test_config()).await;
+    let has = |body: &[u8], what: &[u8]| body.windows(what.len()).any(|w| w == what);
+    let bare = node.post("/v1/resize?w=200", &[], input.clone()).await;
+    let kept = node
+        .post("/v1/resize?w=200&strip=false", &[], input.clone())
+        .await;
+    assert_eq!(bare.status, StatusCode::OK);
+    assert_eq!(kept.status, StatusCode::OK, "{:?}", kept.body);
+    assert!(!has(&bare.body, b"Ana Lopez"));
+    assert!(has(&kept.body, b"(c) 2026 Ana Lopez"));
+    assert!(!has(&kept.body, b"SecretCam"), "only the rights are kept");
+    assert_ne!(bare.header("etag"), kept.header("etag"));
+    let same = node
+        .post("/v1/resize?w=200&strip=true", &[], input.clone())
+        .await;
+    assert_eq!(same.header("etag"), bare.header("etag"));
+    let bad = node.post("/v1/resize?w=200&strip=no", &[], input).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.error_code(), "invalid_parameter");
+    node.stop().await;
+}

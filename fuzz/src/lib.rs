@@ -5,7 +5,8 @@
 //! broken; an input the code refuses with a typed error is a normal outcome.
 
 use tessera_resize::{
-    Fit, FormatRequest, Gravity, Limits, Options, Output, OutputFormat, Probe, ResizeError,
+    Fit, FormatQuality, FormatRequest, Gravity, Limits, Options, Output, OutputFormat, Probe,
+    ResizeError,
 };
 
 /// The node's limits with every number scaled down so one execution of the resize target
@@ -29,7 +30,9 @@ pub fn resize_limits() -> Limits {
 
 /// The request one selector byte stands for: bits 0-2 the output format (fixed, auto with
 /// or without WebP/AVIF, original), bits 3-4 the fit, bits 5-6 the box (48 x 40, width 64,
-/// height 40, or none: original size within the output limit), bit 7 progressive JPEG.
+/// height 40, or none: original size within the output limit), bit 7 progressive JPEG
+/// with a 2 KiB `max_bytes` (the quality search runs on every lossy encoder) and
+/// `strip=false` (the source's rights and profile go into the output).
 /// The gravity follows the selector too, so cover crops move around.
 pub fn resize_options(selector: u8) -> Options {
     let format = match selector & 7 {
@@ -79,6 +82,12 @@ pub fn resize_options(selector: u8) -> Options {
         progressive: selector & 0x80 != 0,
         // Fastest: the output is tiny and the encoder's speed is not what is under test.
         avif_speed: 10,
+        format_quality: FormatQuality::default(),
+        max_bytes: (selector & 0x80 != 0).then_some(2048),
+        keep_metadata: selector & 0x80 != 0,
+        // The geometry and filter options (dpr, crop, rotate, pad, blur, ...) at their
+        // defaults: this target is about hostile bytes, not option combinations.
+        ..Options::default()
     }
 }
 

@@ -92,7 +92,8 @@ fn main() {
                         quality: 80,
                         avif_speed: 8,
                     };
-                    if tessera_edge::http::params::parse(options, None, defaults, &limits).is_err() {
+                    if tessera_edge::http::params::parse(options, None, defaults, &limits).is_err()
+                    {
                         return;
                     }
                 }

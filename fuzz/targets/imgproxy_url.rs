@@ -29,7 +29,11 @@ fn main() {
             .and_then(|(_, after)| after.split_once('/'))
             .map(|(_, signed)| signed)
             .expect("a parsed URL has a tenant, a signature and a tail");
-        assert_eq!(url.path, format!("/{tail}"), "the signed path is not the URL's tail");
+        assert_eq!(
+            url.path,
+            format!("/{tail}"),
+            "the signed path is not the URL's tail"
+        );
         tessera_fuzz::check_query(&url.query, None, &limits);
     });
 }

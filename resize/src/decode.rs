@@ -44,6 +44,7 @@ use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr};
 use crate::cancel::{self, Cancelled, Stop, ROWS_PER_CHECK};
 use crate::color;
 use crate::error::panic_message;
+use crate::metadata;
 use crate::{InputFormat, Limits, ResizeError};
 
 /// Most scans accepted in one JPEG (libjpeg-turbo's `TJFLAG_LIMITSCANS` uses the same value).
@@ -82,6 +83,9 @@ pub(crate) struct Decoded {
     /// An embedded ICC profile for RGB data that still has to be applied (CMYK and gray
     /// profiles are handled during decoding or ignored).
     pub icc: Option<Vec<u8>>,
+    /// The source's EXIF `Artist` and `Copyright`, rebuilt as a block of their own
+    /// ([`crate::metadata::rights_exif`]), for `strip=false`.
+    pub rights_exif: Option<Vec<u8>>,
 }
 
 /// Reusable buffers for decoding.
@@ -472,6 +476,7 @@ fn decode_jpeg_inner(
     limits.check_dimensions(width, height)?;
 
     let mut orientation = 1;
+    let mut rights_exif = None;
     let mut adobe = false;
     let mut icc_chunks: Vec<(u8, &[u8])> = Vec::new();
     for m in dec.markers() {
@@ -480,6 +485,7 @@ fn decode_jpeg_inner(
                 if let Some(o) = Orientation::from_exif_chunk(&m.data[6..]) {
                     orientation = o.to_exif();
                 }
+                rights_exif = rights_exif.or_else(|| metadata::rights_exif(&m.data[6..]));
             }
             Marker::APP(2) if m.data.starts_with(b"ICC_PROFILE\0") && m.data.len() > 14 => {
                 icc_chunks.push((m.data[12], &m.data[14..]));
@@ -567,6 +573,7 @@ fn decode_jpeg_inner(
             height: h,
             channels: 3,
             icc: None,
+            rights_exif,
         });
     }
 
@@ -582,6 +589,7 @@ fn decode_jpeg_inner(
         height: h,
         channels,
         icc,
+        rights_exif,
     })
 }
 
@@ -596,6 +604,8 @@ struct PngChunks {
     icc: Option<Vec<u8>>,
     /// EXIF orientation from `eXIf`.
     orientation: u8,
+    /// `Artist` and `Copyright` from `eXIf`.
+    rights_exif: Option<Vec<u8>>,
 }
 
 /// Walks the chunks up to the first `IDAT`, without trusting any of them: an `iCCP` profile
@@ -607,6 +617,7 @@ fn png_chunks(input: &[u8], limits: &Limits) -> Result<PngChunks, ResizeError> {
         frames: 1,
         icc: None,
         orientation: 1,
+        rights_exif: None,
     };
     let cap = usize::try_from(limits.metadata_bytes_max).unwrap_or(usize::MAX);
     let mut pos = 8;
@@ -642,6 +653,7 @@ fn png_chunks(input: &[u8], limits: &Limits) -> Result<PngChunks, ResizeError> {
                 if let Some(o) = Orientation::from_exif_chunk(data) {
                     chunks.orientation = o.to_exif();
                 }
+                chunks.rights_exif = metadata::rights_exif(data);
             }
             _ => {}
         }
@@ -740,6 +752,7 @@ fn decode_png(
         height,
         channels,
         icc,
+        rights_exif: chunks.rights_exif,
     })
 }
 
@@ -870,6 +883,7 @@ fn decode_gif(
         height,
         channels: 4,
         icc: None,
+        rights_exif: None,
     })
 }
 
@@ -918,12 +932,12 @@ fn decode_webp(
     limits.check_frames(frames)?;
     // Metadata reads are held to the metadata bound, the pixel decode to the decoder's.
     dec.set_memory_limit(usize::try_from(limits.metadata_bytes_max).unwrap_or(usize::MAX));
-    let orientation = dec
-        .exif_metadata()
-        .ok()
-        .flatten()
-        .and_then(|exif| Orientation::from_exif_chunk(&exif))
+    let exif = dec.exif_metadata().ok().flatten();
+    let orientation = exif
+        .as_deref()
+        .and_then(Orientation::from_exif_chunk)
         .map_or(1, Orientation::to_exif);
+    let rights_exif = exif.as_deref().and_then(metadata::rights_exif);
     let icc = dec.icc_profile().ok().flatten();
     let channels: u8 = if dec.has_alpha() { 4 } else { 3 };
     plan(&Header {
@@ -952,5 +966,6 @@ fn decode_webp(
         height,
         channels,
         icc,
+        rights_exif,
     })
 }

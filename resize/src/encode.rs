@@ -1,6 +1,12 @@
 //! Encoders: JPEG (libjpeg-turbo via `mozjpeg`), PNG (`png`), WebP (libwebp via `libwebp-sys`),
-//! AVIF (rav1e via `ravif`), GIF (`gif`, one frame here; animations in `crate::animation`). Nothing but pixels is written: no EXIF, ICC, XMP or comments
-//! (pixels are already sRGB and upright, so nothing of the input's metadata is needed).
+//! AVIF (rav1e via `ravif`), GIF (`gif`, one frame here; animations in `crate::animation`).
+//! By default nothing but pixels is written: no EXIF, ICC, XMP or comments (pixels are
+//! already sRGB and upright, so nothing of the input's metadata is needed). With
+//! `strip=false` the [`Kept`] metadata goes in: the ICC profile in JPEG (`APP2`), PNG
+//! (`iCCP`) and WebP (`ICCP`, through libwebp's mux), the rights-only EXIF block in JPEG
+//! (`APP1`), PNG (`eXIf`), WebP (`EXIF`) and AVIF (an `Exif` item); AVIF gets no profile
+//! (`ravif` writes no `colr` ICC box) and GIF nothing, so the pipeline converts their pixels
+//! to sRGB as usual.
 //!
 //! JPEG uses libjpeg-turbo's classic settings (`set_fastest_defaults`: standard quantisation
 //! tables, no trellis quantisation) with optimised Huffman tables and 4:2:0 chroma: mozjpeg's
@@ -22,6 +28,7 @@ use mozjpeg::{ColorSpace, Compress};
 
 use crate::cancel::{self, Stop, ROWS_PER_CHECK};
 use crate::error::panic_message;
+use crate::metadata::Kept;
 use crate::options::avif_speed_min;
 use crate::{OutputFormat, ResizeError};
 
@@ -42,22 +49,44 @@ pub(crate) struct EncodeSettings {
     pub avif_speed: u8,
 }
 
-/// Encodes `frame` as `format` into `out` (cleared first). The frame's channels must suit
-/// the format: JPEG takes 1 or 3, WebP 3 or 4, AVIF 3 or 4, PNG any.
+/// Profile bytes in one JPEG `APP2` segment (65535 less the length field and the
+/// 14-byte `ICC_PROFILE` header).
+const JPEG_ICC_SEGMENT_BYTES: usize = 65_519;
+
+/// The largest ICC profile an output carries: what 255 JPEG segments hold (~16 MB, far over
+/// `Limits::metadata_bytes_max`'s default); a larger one is applied to the pixels instead.
+pub(crate) const ICC_BYTES_MAX: usize = 255 * JPEG_ICC_SEGMENT_BYTES;
+
+/// Whether `format` can carry an ICC profile here: where it cannot, pixels are converted
+/// to sRGB even when `strip=false` keeps the metadata.
+pub(crate) fn carries_icc(format: OutputFormat) -> bool {
+    matches!(
+        format,
+        OutputFormat::Jpeg | OutputFormat::Png | OutputFormat::WebP
+    )
+}
+
+/// Encodes `frame` as `format` into `out` (cleared first), with the `kept` metadata the
+/// format can carry. The frame's channels must suit the format: JPEG takes 1 or 3, WebP 3
+/// or 4, AVIF 3 or 4, PNG any.
 pub(crate) fn encode(
     format: OutputFormat,
     frame: &Frame<'_>,
     settings: EncodeSettings,
+    kept: &Kept,
     out: &mut Vec<u8>,
     stop: Stop<'_>,
 ) -> Result<(), ResizeError> {
     out.clear();
     cancel::check(stop)?;
     match catch_unwind(AssertUnwindSafe(|| match format {
-        OutputFormat::Jpeg => encode_jpeg(frame, settings, out, stop),
-        OutputFormat::Png => encode_png(frame, out, stop),
-        OutputFormat::WebP => encode_webp(frame, settings, out, stop),
-        OutputFormat::Avif => encode_avif(frame, settings, out),
+        OutputFormat::Jpeg => encode_jpeg(frame, settings, kept, out, stop),
+        OutputFormat::Png => encode_png(frame, kept, out, stop),
+        OutputFormat::WebP => {
+            encode_webp(frame, settings, out, stop)?;
+            webp_with_metadata(out, kept)
+        }
+        OutputFormat::Avif => encode_avif(frame, settings, kept, out),
         OutputFormat::Gif => crate::animation::encode_still_gif(
             frame.pixels,
             frame.width,
@@ -77,6 +106,7 @@ pub(crate) fn encode(
 fn encode_jpeg(
     frame: &Frame<'_>,
     settings: EncodeSettings,
+    kept: &Kept,
     out: &mut Vec<u8>,
     stop: Stop<'_>,
 ) -> Result<(), ResizeError> {
@@ -115,6 +145,31 @@ fn encode_jpeg(
         .start_compress(std::mem::take(out))
         .map_err(|e| ResizeError::Encode(format!("JPEG: {e}")))?;
     let mut started = started;
+    if let Some(exif) = &kept.exif {
+        // One APP1 segment holds at most 65533 bytes; the rebuilt block is a few hundred.
+        let mut app1 = Vec::with_capacity(6 + exif.len());
+        app1.extend_from_slice(b"Exif\0\0");
+        app1.extend_from_slice(exif);
+        if app1.len() <= 65_533 {
+            started.write_marker(mozjpeg::Marker::APP(1), &app1);
+        }
+    }
+    if let Some(icc) = kept.icc.as_deref() {
+        // `ICC_PROFILE\0`, the segment's number counted from 1, the count, then the data
+        // (ICC.1 B.4). Not `write_icc_profile`: `mozjpeg` numbers its segments from 0,
+        // which readers that check the numbering (zune-jpeg, so `image`) drop.
+        let chunks = icc.chunks(JPEG_ICC_SEGMENT_BYTES);
+        let count = chunks.len() as u8; // at most 255: `ICC_BYTES_MAX`
+        let mut app2 = Vec::with_capacity(14 + JPEG_ICC_SEGMENT_BYTES.min(icc.len()));
+        for (i, chunk) in chunks.enumerate() {
+            app2.clear();
+            app2.extend_from_slice(b"ICC_PROFILE\0");
+            app2.push(i as u8 + 1);
+            app2.push(count);
+            app2.extend_from_slice(chunk);
+            started.write_marker(mozjpeg::Marker::APP(2), &app2);
+        }
+    }
     let row_bytes = frame.width as usize * usize::from(frame.channels);
     for band in frame.pixels.chunks(row_bytes * ROWS_PER_CHECK) {
         // Dropping `started` destroys the compressor (`mozjpeg`'s `Drop`).
@@ -129,7 +184,12 @@ fn encode_jpeg(
     Ok(())
 }
 
-fn encode_png(frame: &Frame<'_>, out: &mut Vec<u8>, stop: Stop<'_>) -> Result<(), ResizeError> {
+fn encode_png(
+    frame: &Frame<'_>,
+    kept: &Kept,
+    out: &mut Vec<u8>,
+    stop: Stop<'_>,
+) -> Result<(), ResizeError> {
     let err = |e: png::EncodingError| ResizeError::Encode(format!("PNG: {e}"));
     let color = match frame.channels {
         1 => png::ColorType::Grayscale,
@@ -139,9 +199,12 @@ fn encode_png(frame: &Frame<'_>, out: &mut Vec<u8>, stop: Stop<'_>) -> Result<()
     };
     // The settings `image`'s `PngEncoder` used here before (CompressionType::Default,
     // FilterType::Adaptive), written through a stream so rows go in bands.
-    let mut encoder = png::Encoder::new(&mut *out, frame.width, frame.height);
-    encoder.set_color(color);
-    encoder.set_depth(png::BitDepth::Eight);
+    let mut info = png::Info::with_size(frame.width, frame.height);
+    info.color_type = color;
+    info.bit_depth = png::BitDepth::Eight;
+    info.icc_profile = kept.icc.as_deref().map(std::borrow::Cow::Borrowed);
+    info.exif_metadata = kept.exif.as_deref().map(std::borrow::Cow::Borrowed);
+    let mut encoder = png::Encoder::with_info(&mut *out, info).map_err(err)?;
     encoder.set_compression(png::Compression::Balanced);
     encoder.set_filter(png::Filter::Adaptive);
     let mut writer = encoder.write_header().map_err(err)?;
@@ -244,15 +307,19 @@ fn encode_webp(
 fn encode_avif(
     frame: &Frame<'_>,
     settings: EncodeSettings,
+    kept: &Kept,
     out: &mut Vec<u8>,
 ) -> Result<(), ResizeError> {
     let pixels = u64::from(frame.width) * u64::from(frame.height);
     let speed = settings.avif_speed.clamp(1, 10).max(avif_speed_min(pixels));
-    let encoder = ravif::Encoder::new()
+    let mut encoder = ravif::Encoder::new()
         .with_quality(f32::from(settings.quality))
         .with_alpha_quality(f32::from(settings.quality))
         .with_speed(speed)
         .with_num_threads(Some(1));
+    if let Some(exif) = &kept.exif {
+        encoder = encoder.with_exif(exif.as_slice());
+    }
     let (w, h) = (frame.width as usize, frame.height as usize);
     let encoded = match frame.channels {
         3 => {
@@ -279,5 +346,59 @@ fn encode_avif(
     }
     .map_err(|e| ResizeError::Encode(format!("AVIF: {e}")))?;
     *out = encoded.avif_file;
+    Ok(())
+}
+
+/// Adds the `kept` ICC profile and EXIF block to an encoded still WebP in `out` (a VP8X
+/// container is made around the bitstream by libwebp's mux); nothing to add leaves it as is.
+fn webp_with_metadata(out: &mut Vec<u8>, kept: &Kept) -> Result<(), ResizeError> {
+    use libwebp_sys as ffi;
+    if kept.icc.is_none() && kept.exif.is_none() {
+        return Ok(());
+    }
+    let failed = |what: &str, e: ffi::WebPMuxError| {
+        ResizeError::Encode(format!("WebP: adding metadata, {what}: {e:?}"))
+    };
+    let image = ffi::WebPData {
+        bytes: out.as_ptr(),
+        size: out.len(),
+    };
+    // SAFETY: every `WebPData` handed to the mux points at a live buffer (`out`, `kept`'s),
+    // copied by the mux (`copy_data` 1) before they are touched again; the assembled data
+    // is copied out and freed; the mux is deleted on every path once created.
+    unsafe {
+        let mux = ffi::WebPMuxCreateInternal(&image, 1, ffi::WEBP_MUX_ABI_VERSION as _);
+        if mux.is_null() {
+            return Err(ResizeError::Encode(
+                "WebP: the encoder's output did not parse for metadata".to_owned(),
+            ));
+        }
+        let chunks = [
+            (c"ICCP", kept.icc.as_deref()),
+            (c"EXIF", kept.exif.as_deref()),
+        ];
+        for (fourcc, data) in chunks {
+            let Some(data) = data else { continue };
+            let chunk = ffi::WebPData {
+                bytes: data.as_ptr(),
+                size: data.len(),
+            };
+            let e = ffi::WebPMuxSetChunk(mux, fourcc.as_ptr(), &chunk, 1);
+            if e != ffi::WebPMuxError::WEBP_MUX_OK {
+                ffi::WebPMuxDelete(mux);
+                return Err(failed("chunk", e));
+            }
+        }
+        let mut assembled = ffi::WebPData::default();
+        let e = ffi::WebPMuxAssemble(mux, &mut assembled);
+        ffi::WebPMuxDelete(mux);
+        if e != ffi::WebPMuxError::WEBP_MUX_OK {
+            ffi::WebPDataClear(&mut assembled);
+            return Err(failed("assembling", e));
+        }
+        out.clear();
+        out.extend_from_slice(std::slice::from_raw_parts(assembled.bytes, assembled.size));
+        ffi::WebPDataClear(&mut assembled);
+    }
     Ok(())
 }

@@ -76,6 +76,7 @@ pub mod filter;
 mod geometry;
 pub mod info;
 pub mod limits;
+mod metadata;
 pub mod options;
 pub mod pipeline;
 #[doc(hidden)]

@@ -290,6 +290,11 @@ pub struct Options {
     pub blur: Option<Decimal>,
     /// Unsharp mask of the resized image (after `blur` when both are given).
     pub sharpen: Option<Sharpen>,
+    /// `strip=false`: keep the source's rights notice (EXIF `Artist`, `Copyright`) and its
+    /// RGB ICC profile, leaving the pixels in that profile's colour space, in outputs that
+    /// can carry them (the profile: JPEG, PNG, WebP; the notice: those and AVIF). Default
+    /// false: bare sRGB pixels. Animations are written without metadata either way.
+    pub keep_metadata: bool,
 }
 
 /// `sharpen=<amount>[:<sigma>]`: `out = in + amount·(in − blur_sigma(in))`. The sigma
@@ -638,6 +643,7 @@ impl Default for Options {
             enlarge: None,
             blur: None,
             sharpen: None,
+            keep_metadata: false,
         }
     }
 }

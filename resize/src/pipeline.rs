@@ -4,11 +4,12 @@
 //! Order of work, chosen for speed on photos: sniff → header and limits → decode (JPEG at
 //! reduced DCT scale) → trim (a scan of the decoded pixels, folded into the crop) → resize
 //! (with the manual, cover, trim and smart crops folded into the resampling, no copy; the
-//! smart window is searched on the decoded pixels first) → ICC to sRGB (on the small
-//! output) → blur / sharpen (`crate::filter`, on the small output) → orientation (EXIF, `rotate` and `flip` composed, on the small
-//! output) → padding / background (`crate::canvas`) → alpha handling for the target format
-//! → encode. `Timings` reports wall time per stage and the thread CPU
-//! time of the whole call, which is what the node bills.
+//! smart window is searched on the decoded pixels first) → ICC to sRGB unless kept (on the
+//! small output) → blur / sharpen (`crate::filter`, on the small output) → orientation
+//! (EXIF, `rotate` and `flip` composed, on the small output) → padding / background
+//! (`crate::canvas`) → alpha handling for the target format → encode (with the kept
+//! metadata). `Timings` reports wall time per stage and the thread CPU time of the whole
+//! call, which is what the node bills.
 //!
 //! Everything that decides the cost of a job is settled from the header, in [`plan_job`]:
 //! the geometry plan, the JPEG DCT scale, the output format (see [`resolve_format`]) and
@@ -23,6 +24,7 @@ use crate::cancel::{self, Stop};
 use crate::decode::{self, DecodeBuffers, Header};
 use crate::encode::{self, EncodeSettings, Frame};
 use crate::geometry::{self, Plan};
+use crate::metadata::Kept;
 use crate::options::Rgba;
 use crate::options::{MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN};
 use crate::{
@@ -351,7 +353,36 @@ impl Pipeline {
             }
             &mut self.resized
         };
-        if let Some(icc) = &decoded.icc {
+        // The image's alpha is settled from here on (an opaque `background` composites it
+        // away; padding bars are not the image's and go white in a JPEG), so the format is
+        // settled now: it decides whether the ICC profile is applied or kept (`strip=false`).
+        let has_alpha = (channels == 2 || channels == 4)
+            && options.background.is_none_or(|b| b.0[3] != 255)
+            && resized[..rw as usize * rh as usize * bpp]
+                .chunks_exact(bpp)
+                .any(|p| p[bpp - 1] != 255);
+        let format = resolve_format(
+            options.format,
+            input_format,
+            header.frames,
+            has_alpha,
+            u64::from(plan.out_w) * u64::from(plan.out_h),
+            &self.limits,
+        )?;
+        let keep_icc = options.keep_metadata
+            && encode::carries_icc(format)
+            && decoded
+                .icc
+                .as_ref()
+                .is_some_and(|icc| icc.len() <= encode::ICC_BYTES_MAX);
+        let kept = Kept {
+            icc: decoded.icc.clone().filter(|_| keep_icc),
+            exif: decoded
+                .rights_exif
+                .clone()
+                .filter(|_| options.keep_metadata),
+        };
+        if let Some(icc) = decoded.icc.as_ref().filter(|_| !keep_icc) {
             color::rgb_icc_to_srgb(
                 &mut resized[..rw as usize * rh as usize * bpp],
                 channels,
@@ -394,30 +425,18 @@ impl Pipeline {
         // Bars around a padded image, and transparency composited over `background` (an
         // image without an alpha channel is left as it is: nothing to composite).
         let flatten = options.background.is_some() && (channels == 2 || channels == 4);
-        let (pixels, channels) = if plan.pads() || flatten {
+        let (pixels, channels, has_alpha) = if plan.pads() || flatten {
             let background = options.background.unwrap_or(Rgba([0, 0, 0, 0]));
             let channels = canvas::compose(pixels, channels, &plan, background, &mut self.canvas);
-            (&self.canvas[..], channels)
+            (&self.canvas[..], channels, channels == 2 || channels == 4)
         } else {
-            (pixels, channels)
+            (pixels, channels, has_alpha)
         };
-        let bpp = usize::from(channels);
         let resize_us = elapsed_us(start);
         cancel::check(stop)?;
 
         // ---- alpha handling and encoding
         let start = Instant::now();
-        let has_alpha =
-            (channels == 2 || channels == 4) && pixels.chunks_exact(bpp).any(|p| p[bpp - 1] != 255);
-        let out_pixels = u64::from(plan.out_w) * u64::from(plan.out_h);
-        let format = resolve_format(
-            options.format,
-            input_format,
-            header.frames,
-            has_alpha,
-            out_pixels,
-            &self.limits,
-        )?;
         let (pixels, out_channels) =
             adapt_channels(pixels, channels, has_alpha, format, &mut self.converted);
         let frame = Frame {
@@ -432,10 +451,10 @@ impl Pipeline {
             avif_speed: options.avif_speed,
         };
         let mut bytes = Vec::with_capacity(pixels.len() / 8 + 1024);
-        encode::encode(format, &frame, settings, &mut bytes, stop)?;
+        encode::encode(format, &frame, settings, &kept, &mut bytes, stop)?;
         if let Some(max) = options.max_bytes {
             if bytes.len() > max as usize && lossy(format) {
-                bytes = fit_bytes(format, &frame, settings, bytes, max as usize, stop)?;
+                bytes = fit_bytes(format, &frame, settings, &kept, bytes, max as usize, stop)?;
             }
         }
         let encode_us = elapsed_us(start);
@@ -859,6 +878,7 @@ fn fit_bytes(
     format: OutputFormat,
     frame: &Frame<'_>,
     settings: EncodeSettings,
+    kept: &Kept,
     first: Vec<u8>,
     max: usize,
     stop: Stop<'_>,
@@ -877,6 +897,7 @@ fn fit_bytes(
                 quality,
                 ..settings
             },
+            kept,
             &mut bytes,
             stop,
         )?;

@@ -82,6 +82,11 @@ pub(crate) fn canonical_options(options: &Options) -> String {
             let _ = write!(text, ";{name}={value}"); // writing to a String cannot fail
         }
     }
+    // Options added later are written only when not at their default, so the tags of
+    // requests that do not use them stay what they were.
+    if options.keep_metadata {
+        text.push_str(";strip=false");
+    }
     text
 }
 
@@ -213,6 +218,10 @@ mod tests {
             },
             Options {
                 sharpen: Some("1:0.5".parse().unwrap()),
+                ..base
+            },
+            Options {
+                keep_metadata: true,
                 ..base
             },
         ];

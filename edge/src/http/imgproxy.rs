@@ -419,7 +419,11 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
         },
         ("sm" | "strip_metadata", [s]) => match boolean(option, s)? {
             true => Ok(Translated::Nothing),
-            false => Err(unsupported(option, "metadata is always stripped for now")),
+            false => Err(unsupported(
+                option,
+                "imgproxy keeps every tag with sm:0; Tessera keeps only the rights notice and \
+                 the ICC profile, with `strip=false` on /v1/resize and /v1/img",
+            )),
         },
         (
             "rs" | "resize" | "s" | "size" | "rt" | "resizing_type" | "w" | "width" | "h"

@@ -1,8 +1,8 @@
 //! Parsing the resize query string (`w`, `h`, `dpr`, `fit`, `gravity`, `crop`, `trim`,
-//! `rotate`, `flip`, `background`, `enlarge`, `blur`, `sharpen`, `format`, `q`, `q_jpeg`, `q_webp`, `q_avif`,
-//! `max_bytes`, `progressive`) and the `Accept` header into [`tessera_resize::Options`].
-//! The spellings of the values are `tessera_resize`'s (`FromStr` on each option type), so
-//! every front end reads them alike.
+//! `rotate`, `flip`, `background`, `enlarge`, `blur`, `sharpen`, `format`, `q`, `q_jpeg`,
+//! `q_webp`, `q_avif`, `max_bytes`, `progressive`, `strip`) and the `Accept` header into
+//! [`tessera_resize::Options`]. The spellings of the values are `tessera_resize`'s
+//! (`FromStr` on each option type), so every front end reads them alike.
 //!
 //! Strict on purpose: an unknown or repeated parameter is an error that names it, not a
 //! silently ignored typo (`?widht=300` returning the full-size image would be billed and
@@ -15,7 +15,7 @@ use crate::http::error::ApiError;
 
 /// The parameters `POST /v1/resize` accepts, listed in error messages.
 pub const ACCEPTED: &str = "w, h, dpr, fit, gravity, crop, trim, rotate, flip, background, \
-     enlarge, blur, sharpen, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive";
+     enlarge, blur, sharpen, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive, strip";
 
 /// Defaults for what a request leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +92,7 @@ pub fn parse(
             "blur" => options.blur = Some(value.parse().map_err(invalid("blur"))?),
             "sharpen" => options.sharpen = Some(value.parse().map_err(invalid("sharpen"))?),
             "progressive" => options.progressive = boolean("progressive", &value)?,
+            "strip" => options.keep_metadata = !boolean("strip", &value)?,
             "format" => {
                 options.format = match value.as_ref() {
                     "auto" => {
@@ -117,6 +118,17 @@ pub fn parse(
         options,
         vary_accept,
     })
+}
+
+/// A boolean parameter: `true`/`1` or `false`/`0`.
+fn boolean(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(ApiError::bad_parameter(format!(
+            "parameter `{name}` is {other:?}; use true or false"
+        ))),
+    }
 }
 
 /// `format` with what cannot change the output dropped, so that two `Accept` headers
@@ -153,16 +165,6 @@ fn dimension(name: &str, value: &str) -> Result<u32, ApiError> {
         }),
         Err(_) => Err(ApiError::bad_parameter(format!(
             "parameter `{name}` is {value:?}; it must be a positive whole number of pixels"
-        ))),
-    }
-}
-
-fn boolean(name: &str, value: &str) -> Result<bool, ApiError> {
-    match value {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        other => Err(ApiError::bad_parameter(format!(
-            "parameter `{name}` is {other:?}; use true or false"
         ))),
     }
 }
@@ -328,6 +330,15 @@ mod tests {
     }
 
     #[test]
+    fn strip_false_keeps_metadata_and_true_is_the_default() {
+        assert!(!parse_ok("w=10").keep_metadata);
+        assert!(!parse_ok("strip=true").keep_metadata);
+        assert!(!parse_ok("strip=1").keep_metadata);
+        assert!(parse_ok("strip=false").keep_metadata);
+        assert!(parse_ok("strip=0").keep_metadata);
+    }
+
+    #[test]
     fn bad_queries_name_the_parameter() {
         let cases = [
             ("w=0", "`w`"),
@@ -378,6 +389,8 @@ mod tests {
             ("sharpen=11", "sharpen"),
             ("sharpen=1:20", "sharpen sigma"),
             ("sharpen=1:", "`sharpen`"),
+            ("strip=no", "`strip`"),
+            ("strip=true&strip=false", "more than once"),
             ("widht=300", "`widht`"),
             ("w=10&w=20", "more than once"),
             ("w=", "empty"),

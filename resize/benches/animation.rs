@@ -16,14 +16,21 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 
 use std::io::Cursor;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use image::AnimationDecoder;
 use tessera_resize::{Fit, FormatRequest, Limits, Options, OutputFormat, Pipeline};
+
+use harness::time_ms;
+
+/// Best-of-three seconds per call of `f` ([`harness::time_ms`] in seconds).
+fn time_per_call(seconds: f64, f: impl FnMut()) -> f64 {
+    time_ms(seconds, f) / 1000.0
+}
 
 /// Every frame of an animated GIF or WebP as composited RGB, with the size.
 fn frames_of(bytes: &[u8]) -> (u32, u32, Vec<Vec<u8>>) {
@@ -89,22 +96,6 @@ fn synthetic_clip(photo: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Best-of-three seconds per call of `f`, each run lasting about `seconds` / 3.
-fn time_per_call(seconds: f64, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let start = Instant::now();
-        let mut n = 0u32;
-        while n == 0 || start.elapsed().as_secs_f64() < seconds / 3.0 {
-            f();
-            n += 1;
-        }
-        best = best.min(start.elapsed().as_secs_f64() / f64::from(n));
-    }
-    best
 }
 
 fn run(program: &str, args: &[&str]) {

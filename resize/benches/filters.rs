@@ -28,11 +28,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+
+use harness::{pin_to_cpu0, program_best_ms, time_ms};
 
 use fast_image_resize as fir;
 use tessera_resize::filter::{self, Method};
@@ -81,51 +83,6 @@ else:
     res['smart'] = bench(lambda: im.smartcrop(side, side, interesting='attention').write_to_memory())
 print(json.dumps(res))
 "#;
-
-fn pin_to_cpu0() -> bool {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
-
-/// Best of three mean times of `f`, ms, each over a third of `seconds`.
-fn time_ms(seconds: f64, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let start = Instant::now();
-        let mut n = 0u32;
-        while n == 0 || start.elapsed().as_secs_f64() < seconds / 3.0 {
-            f();
-            n += 1;
-        }
-        best = best.min(start.elapsed().as_secs_f64() * 1000.0 / f64::from(n));
-    }
-    best
-}
-
-/// Best wall time of five runs of `vips args…`, ms; `None` when it fails.
-fn vips_cli_ms(args: &[String]) -> Option<f64> {
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let status = Command::new("taskset")
-            .args(["-c", "0", "vips"])
-            .args(args)
-            .env("VIPS_CONCURRENCY", "1")
-            .status()
-            .ok()?;
-        if !status.success() {
-            eprintln!("vips {args:?} failed: {status}");
-            return None;
-        }
-        best = best.min(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    Some(best)
-}
 
 fn python(python: &str, lib: &str, png: &Path, dir: &Path, seconds: f64) -> HashMap<String, f64> {
     let out = Command::new("taskset")
@@ -261,7 +218,7 @@ fn main() {
                 .status()
                 .ok()
                 .filter(|s| s.success())
-                .and_then(|_| vips_cli_ms(&[s("copy"), v_in.clone(), v_out.clone()]))
+                .and_then(|_| program_best_ms("vips", &[s("copy"), v_in.clone(), v_out.clone()]))
         } else {
             None
         };
@@ -320,12 +277,15 @@ fn main() {
             let key = format!("blur{}", sigma as u32);
             let cli = has_vips
                 .then(|| {
-                    vips_cli_ms(&[
-                        s("gaussblur"),
-                        v_in.clone(),
-                        v_out.clone(),
-                        sigma.to_string(),
-                    ])
+                    program_best_ms(
+                        "vips",
+                        &[
+                            s("gaussblur"),
+                            v_in.clone(),
+                            v_out.clone(),
+                            sigma.to_string(),
+                        ],
+                    )
                 })
                 .flatten();
             row(
@@ -346,13 +306,16 @@ fn main() {
         });
         let cli = has_vips
             .then(|| {
-                vips_cli_ms(&[
-                    s("sharpen"),
-                    v_in.clone(),
-                    v_out.clone(),
-                    s("--sigma"),
-                    s("1"),
-                ])
+                program_best_ms(
+                    "vips",
+                    &[
+                        s("sharpen"),
+                        v_in.clone(),
+                        v_out.clone(),
+                        s("--sigma"),
+                        s("1"),
+                    ],
+                )
             })
             .flatten();
         row(s("unsharp_mask 1, 1"), ours, "sharpen", cli, [None; 3]);
@@ -364,15 +327,18 @@ fn main() {
         });
         let cli = has_vips
             .then(|| {
-                vips_cli_ms(&[
-                    s("smartcrop"),
-                    v_in.clone(),
-                    v_out.clone(),
-                    side.to_string(),
-                    side.to_string(),
-                    s("--interesting"),
-                    s("attention"),
-                ])
+                program_best_ms(
+                    "vips",
+                    &[
+                        s("smartcrop"),
+                        v_in.clone(),
+                        v_out.clone(),
+                        side.to_string(),
+                        side.to_string(),
+                        s("--interesting"),
+                        s("attention"),
+                    ],
+                )
             })
             .flatten();
         row(

@@ -47,11 +47,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+
+use harness::{pin_to_cpu0, program_best_ms, time_ms};
 
 use fast_image_resize as fir;
 use tessera_resize::{
@@ -176,51 +178,6 @@ for name, f in ops.items():
     open('%s/%s_%s.jpg' % (outdir, lib, name), 'wb').write(f())
 print(json.dumps(res))
 "#;
-
-fn pin_to_cpu0() -> bool {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
-
-/// Best of three mean times of `f`, ms, each over a third of `seconds`.
-fn time_ms(seconds: f64, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let start = Instant::now();
-        let mut n = 0u32;
-        while n == 0 || start.elapsed().as_secs_f64() < seconds / 3.0 {
-            f();
-            n += 1;
-        }
-        best = best.min(start.elapsed().as_secs_f64() * 1000.0 / f64::from(n));
-    }
-    best
-}
-
-/// Best wall time of five runs of `vipsthumbnail args…`, ms; `None` when it fails.
-fn vips_cli_ms(args: &[String]) -> Option<f64> {
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let status = Command::new("taskset")
-            .args(["-c", "0", "vipsthumbnail"])
-            .args(args)
-            .env("VIPS_CONCURRENCY", "1")
-            .status()
-            .ok()?;
-        if !status.success() {
-            eprintln!("vipsthumbnail {args:?} failed: {status}");
-            return None;
-        }
-        best = best.min(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    Some(best)
-}
 
 fn python(python: &str, lib: &str, files: [&Path; 3], seconds: f64) -> HashMap<String, f64> {
     let out = Command::new("taskset")
@@ -715,7 +672,7 @@ fn main() {
             let mut a = vec![photo_s.clone(), "-s".to_owned(), size.to_owned()];
             a.extend(extra.iter().map(|s| (*s).to_owned()));
             a.extend(["-o".to_owned(), format!("{}[Q=80]", out(o))]);
-            vips_cli_ms(&a)
+            program_best_ms("vipsthumbnail", &a)
         };
         let cli_ms: HashMap<&str, Option<f64>> = [
             ("fit", cli("400x400", &[], "cli_fit.jpg")),

@@ -13,6 +13,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,21 +21,14 @@ use std::time::{Duration, Instant};
 
 use tessera_resize::{Fit, Limits, Options, Pipeline};
 
+use harness::pin_to_cpu0;
+
 const PHOTOS: [&str; 4] = [
     "seeding-256k.jpg",
     "aitzgorri-256k.jpg",
     "aitzgorri-1m.jpg",
     "seeding_by_Clements_Engelhardt.jpg",
 ];
-
-fn pin_to_cpu0() -> bool {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
 
 fn children_cpu() -> Duration {
     // SAFETY: `usage` is a valid, writable rusage.

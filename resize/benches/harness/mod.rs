@@ -1,0 +1,57 @@
+//! What every comparison bench in this folder shares: pinning to one core, timing a
+//! closure, and timing a command-line program, so each bench holds only its own
+//! operations and tables and all of them measure the same way.
+
+// Each bench uses the part it needs.
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::time::Instant;
+
+/// Pins this process to CPU 0 (children inherit it); false when the kernel refuses.
+pub fn pin_to_cpu0() -> bool {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// Best of three mean times of `f`, ms, each over a third of `seconds` (after one
+/// warm-up call).
+pub fn time_ms(seconds: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut n = 0u32;
+        while n == 0 || start.elapsed().as_secs_f64() < seconds / 3.0 {
+            f();
+            n += 1;
+        }
+        best = best.min(start.elapsed().as_secs_f64() * 1000.0 / f64::from(n));
+    }
+    best
+}
+
+/// Best wall time of five runs of `program args…` on CPU 0 with `VIPS_CONCURRENCY=1`,
+/// ms; `None` when it cannot start or fails.
+pub fn program_best_ms(program: &str, args: &[String]) -> Option<f64> {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let status = Command::new("taskset")
+            .args(["-c", "0", program])
+            .args(args)
+            .env("VIPS_CONCURRENCY", "1")
+            .status()
+            .ok()?;
+        if !status.success() {
+            eprintln!("{program} {args:?} failed: {status}");
+            return None;
+        }
+        best = best.min(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Some(best)
+}

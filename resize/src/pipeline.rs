@@ -208,7 +208,7 @@ impl Pipeline {
                 return self.animate(input, input_format, &header, &job, options, start, stop);
             }
         }
-        let decoded = decoded?;
+        let mut decoded = decoded?;
         let (header, job) =
             planned.ok_or_else(|| ResizeError::Corrupt("the decoder read no header".to_owned()))?;
         let mut plan = job.plan;
@@ -375,14 +375,17 @@ impl Pipeline {
                 .icc
                 .as_ref()
                 .is_some_and(|icc| icc.len() <= encode::ICC_BYTES_MAX);
-        let kept = Kept {
-            icc: decoded.icc.clone().filter(|_| keep_icc),
-            exif: decoded
-                .rights_exif
-                .clone()
-                .filter(|_| options.keep_metadata),
+        // The profile goes either into the output or onto the pixels, never both: moved,
+        // not copied.
+        let (kept_icc, applied_icc) = match decoded.icc.take() {
+            Some(icc) if keep_icc => (Some(icc), None),
+            other => (None, other),
         };
-        if let Some(icc) = decoded.icc.as_ref().filter(|_| !keep_icc) {
+        let kept = Kept {
+            icc: kept_icc,
+            exif: decoded.rights_exif.take().filter(|_| options.keep_metadata),
+        };
+        if let Some(icc) = &applied_icc {
             color::rgb_icc_to_srgb(
                 &mut resized[..rw as usize * rh as usize * bpp],
                 channels,

@@ -34,7 +34,8 @@ pub mod version;
 
 pub use codec::DecodeError;
 pub use directory::{
-    Change, Directory, DirectoryDelta, DirectoryError, KeyId, KeyStanding, Scopes, SecretId,
+    Change, DeltaBudget, Directory, DirectoryDelta, DirectoryError, KeyId, KeyStanding, Scopes,
+    SecretId,
 };
 pub use escrow::{BoundedCounter, EscrowBook, EscrowError};
 pub use ids::{

@@ -75,11 +75,13 @@ fn change_strategy() -> impl Strategy<Value = Change> {
             period: PeriodKind::Month,
             limit,
         }),
-        1 => (tenant, 0u8..2, prop::option::of("w=[0-9]{2}")).prop_map(|(tenant, i, options)| Change::SetPreset {
+        1 => (tenant.clone(), 0u8..2, prop::option::of("w=[0-9]{2}")).prop_map(|(tenant, i, options)| Change::SetPreset {
             tenant,
             name: format!("p{i}"),
             options,
         }),
+        1 => (tenant, prop::option::of(prop::collection::vec(any::<u8>(), 1..64)))
+            .prop_map(|(tenant, image)| Change::SetWatermark { tenant, image }),
         // Replicas' own ids and one beyond them (an edit naming its own replica is refused).
         1 => (0..NODES + 1).prop_map(|i| Change::DecommissionNode { node: node(i) }),
     ]
@@ -181,11 +183,13 @@ fn register_change_strategy() -> impl Strategy<Value = Change> {
         }),
         2 => (tenant.clone(), "[a-z]{1,6}").prop_map(|(tenant, name)| Change::RenameTenant { tenant, name }),
         2 => (key, scopes).prop_map(|(key, scopes)| Change::SetKeyScopes { tenant: TENANTS[0], key, scopes }),
-        1 => (tenant, 0u8..2, prop::option::of("w=[0-9]{2}")).prop_map(|(tenant, i, options)| Change::SetPreset {
+        1 => (tenant.clone(), 0u8..2, prop::option::of("w=[0-9]{2}")).prop_map(|(tenant, i, options)| Change::SetPreset {
             tenant,
             name: format!("p{i}"),
             options,
         }),
+        1 => (tenant, prop::option::of(prop::collection::vec(any::<u8>(), 1..64)))
+            .prop_map(|(tenant, image)| Change::SetWatermark { tenant, image }),
         1 => change_strategy(),
     ]
 }

@@ -7,14 +7,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use common::{json_of, test_config, Reply, TestNode};
+use common::{hex_bytes, json_of, origin, test_config, Reply, TestNode, TOKEN};
 use hyper::{Method, StatusCode};
 use image::ImageEncoder;
 use tessera_crdt::TenantId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// A 200x100 PNG: red left half, blue right half, with a 10-pixel white border.
 fn bordered() -> Vec<u8> {
@@ -168,43 +164,6 @@ async fn the_etag_changes_with_an_option_and_not_without_it() {
 
 // ------------------------------------------------------------------ signed and imgproxy
 
-const TOKEN: &str = "top_geometry-test";
-
-/// An origin answering every GET with `body` as a PNG.
-async fn origin(body: Vec<u8>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(&body).await;
-            });
-        }
-    });
-    addr
-}
-
-fn hex_bytes(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 /// imgproxy's signature, as its documentation describes it ("Signing a URL").
 fn imgproxy_sign(key: &[u8], salt: &[u8], path: &str) -> String {
@@ -229,24 +188,7 @@ async fn signed_and_imgproxy_urls_take_the_geometry_options() {
     let node = TestNode::start(config).await;
     let tenant = common::create_tenant(node.addr, TOKEN, "geo").await;
     let addr = node.addr;
-    let admin = |method: Method, path: String, body: Option<serde_json::Value>| async move {
-        common::with_bearer(addr, TOKEN, method, &path, body).await
-    };
-    let reply = admin(
-        Method::PUT,
-        format!("/admin/v1/tenants/{tenant}/origins"),
-        Some(serde_json::json!({ "origin": local })),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
-    let reply = admin(
-        Method::POST,
-        format!("/admin/v1/tenants/{tenant}/secrets"),
-        None,
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    let body = json_of(&reply);
+    let body = common::allow_and_add_secret(addr, &tenant, &local).await;
     let secret = hex_bytes(body["secret"].as_str().unwrap());
     let key = hex_bytes(body["imgproxy"]["key"].as_str().unwrap());
     let salt = hex_bytes(body["imgproxy"]["salt"].as_str().unwrap());

@@ -278,6 +278,10 @@ fn states() -> (Ledger, Ledger, Directory, BoundedCounter, EscrowBook) {
             name: "thumb".into(),
             options: Some("w=200&h=200&fit=cover".into()),
         },
+        Change::SetWatermark {
+            tenant,
+            image: Some(b"\x89PNG\r\n\x1a\n watermark".to_vec()),
+        },
         Change::SetTenantStatus {
             tenant,
             status: tessera_crdt::directory::TenantStatus::Suspended,

@@ -146,7 +146,7 @@ pub fn assert_client_error(error: &tessera_edge::http::error::ApiError) {
 
 /// `params::parse` on `query` and `accept` with the node's defaults: a refusal is a client
 /// error, and what parses is valid for the pipeline and survives a round trip through
-/// [`canonical_query`].
+/// `params::to_query`.
 pub fn check_query(query: &str, accept: Option<&str>, limits: &Limits) {
     use tessera_edge::http::params;
     let defaults = params::Defaults {
@@ -160,7 +160,7 @@ pub fn check_query(query: &str, accept: Option<&str>, limits: &Limits) {
                 .options
                 .validate(limits)
                 .expect("parsed options are valid for the pipeline");
-            let canonical = canonical_query(&parsed.options);
+            let canonical = params::to_query(&parsed.options);
             let again = params::parse(&canonical, accept, defaults, limits)
                 .unwrap_or_else(|e| panic!("{canonical:?} does not parse: {}", e.message));
             assert_eq!(
@@ -171,24 +171,3 @@ pub fn check_query(query: &str, accept: Option<&str>, limits: &Limits) {
     }
 }
 
-/// `options` written back as a query string with every parameter spelled out.
-pub fn canonical_query(options: &Options) -> String {
-    let mut pairs = Vec::new();
-    if let Some(w) = options.width {
-        pairs.push(format!("w={w}"));
-    }
-    if let Some(h) = options.height {
-        pairs.push(format!("h={h}"));
-    }
-    pairs.push(format!("fit={}", options.fit.as_str()));
-    pairs.push(format!("gravity={}", options.gravity));
-    pairs.push(format!("q={}", options.quality));
-    pairs.push(format!("progressive={}", options.progressive));
-    let format = match options.format {
-        FormatRequest::Fixed(format) => format.as_str(),
-        FormatRequest::Auto { .. } => "auto",
-        FormatRequest::Original => "original",
-    };
-    pairs.push(format!("format={format}"));
-    pairs.join("&")
-}

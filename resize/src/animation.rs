@@ -38,7 +38,8 @@ pub(crate) fn animates(input_format: InputFormat, frames: u32, output: OutputFor
 }
 
 /// Refuses the options an animation kept animated cannot honour frame by frame (yet):
-/// what needs a canvas, a pixel scan (trim, smart crop) or a filter (blur, sharpen). Geometry that the plan carries (`crop`,
+/// what needs a canvas, a pixel scan (trim, smart crop), a filter (blur, sharpen) or a
+/// blend (watermark). Geometry that the plan carries (`crop`,
 /// a focus point, `dpr`, `enlarge`, `rotate`, `flip`) applies to every frame.
 pub(crate) fn check_options(options: &Options) -> Result<(), ResizeError> {
     let refused = [
@@ -48,6 +49,7 @@ pub(crate) fn check_options(options: &Options) -> Result<(), ResizeError> {
         (options.gravity == Gravity::Smart, "gravity=smart"),
         (options.blur.is_some(), "blur"),
         (options.sharpen.is_some(), "sharpen"),
+        (options.watermark.is_some(), "watermark"),
     ];
     match refused.iter().find(|(on, _)| *on) {
         Some((_, name)) => Err(ResizeError::InvalidOption(format!(

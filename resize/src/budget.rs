@@ -78,7 +78,8 @@ pub(crate) fn job_bytes(header: &Header, scale: u8, plan: &Plan, format: OutputF
 /// output at 4 bytes per pixel at most); the filter scratch of `blur`/`sharpen` (one
 /// buffer, reused: the larger of the two, `crate::filter::filter_scratch_bytes`); for
 /// `gravity=smart` the copy of the region the window may move in (the decoded image, at
-/// most, when a crop or trim narrows it) and the search's shrunk copy and tables.
+/// most, when a crop or trim narrows it) and the search's shrunk copy and tables; for a
+/// watermark, the blended copy of the output and the scaled mark.
 pub(crate) fn extra_bytes(
     plan: &Plan,
     options: &Options,
@@ -116,12 +117,20 @@ pub(crate) fn extra_bytes(
     } else {
         0
     };
-    canvas + filter + smart
+    // The output copied with the watermark blended in, and the mark scaled (drawn at most
+    // the output's size: `crate::watermark`).
+    let watermark = if options.watermark.is_some() {
+        out * 4 * 2
+    } else {
+        0
+    };
+    canvas + filter + smart + watermark
 }
 
 /// Pixel operations of the work besides decoding, resizing and encoding, for the node's
-/// cost model: `blur` and `sharpen` on the resized image (`crate::filter::filter_ops`) and
-/// the `gravity=smart` search on the decoded image (`crate::smart::smart_ops`).
+/// cost model: `blur` and `sharpen` on the resized image (`crate::filter::filter_ops`),
+/// the `gravity=smart` search on the decoded image (`crate::smart::smart_ops`) and the
+/// watermark's copy, scaling and blend.
 pub(crate) fn filter_ops(plan: &Plan, options: &Options, channels: u8, decoded: (u64, u64)) -> u64 {
     let ops = |sigma: Decimal| {
         crate::filter::filter_ops(
@@ -137,7 +146,17 @@ pub(crate) fn filter_ops(plan: &Plan, options: &Options, channels: u8, decoded: 
     } else {
         0
     };
-    options.blur.map(ops).unwrap_or(0) + options.sharpen.map(|s| ops(s.sigma)).unwrap_or(0) + smart
+    // A watermark: the output copied, the mark scaled and blended, at most the output's
+    // pixels each.
+    let watermark = if options.watermark.is_some() {
+        3 * u64::from(plan.out_w) * u64::from(plan.out_h)
+    } else {
+        0
+    };
+    options.blur.map(ops).unwrap_or(0)
+        + options.sharpen.map(|s| ops(s.sigma)).unwrap_or(0)
+        + smart
+        + watermark
 }
 
 /// Checks the estimate against `limits.job_bytes_max`.

@@ -6,7 +6,7 @@
 //! scale where the format allows it (JPEG DCT scaling, "shrink-on-load") → convert to sRGB
 //! (CMYK, ICC profiles, gray, 16-bit) → resize with `fast_image_resize` → apply EXIF
 //! orientation (EXIF composed with the caller's `rotate`/`flip`, one pass) → padding and
-//! background → encode (JPEG, PNG, WebP, AVIF) with all metadata stripped.
+//! background → the tenant's watermark → encode (JPEG, PNG, WebP, AVIF) with all metadata stripped.
 //!
 //! Every byte and CPU-second a request can cost is bounded from its header, before pixels
 //! are allocated: input bytes, declared width/height/pixels, frames, metadata
@@ -37,7 +37,8 @@
 //! `sniff` (format from magic bytes), `decode` (bounded decoders), `color` (CMYK and ICC to
 //! sRGB), `geometry` (fit, crop, shrink-on-load, orientation), `encode` (encoders),
 //! `trim` (uniform borders), `canvas` (padding and background), `filter` (blur, unsharp
-//! mask), `smart` (the content-aware crop anchor), `budget` (the job memory estimate and
+//! mask), `smart` (the content-aware crop anchor), [`watermark`] (a tenant's logo blended
+//! over the result), `budget` (the job memory estimate and
 //! filter operation count), `cancel` (stop checks), [`pipeline`] (the call that ties them
 //! together, and [`probe`]), [`info`] (what an image is, for `/v1/info`), [`error`].
 //!
@@ -83,6 +84,7 @@ pub mod pipeline;
 pub mod smart;
 mod sniff;
 mod trim;
+pub mod watermark;
 
 pub use decode::JPEG_SCANS_MAX;
 pub use error::{ErrorClass, ResizeError};
@@ -90,8 +92,9 @@ pub use info::{info, ColorSpace, Info, InfoBuffers};
 pub use limits::Limits;
 pub use options::{
     avif_speed_min, Crop, Decimal, Fit, Flip, FormatQuality, FormatRequest, Gravity, Options,
-    OutputFormat, ParseError, Rgba, Rotation, Sharpen, MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN,
-    SIDE_MAX,
+    OutputFormat, ParseError, Rgba, Rotation, Sharpen, WatermarkOptions, WatermarkPosition,
+    MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN, SIDE_MAX, WATERMARK_INSET_MAX_PX,
 };
 pub use pipeline::{probe, Output, Pipeline, Probe, SourceWindow, Timings, JPEG_SHRINK_MARGIN};
 pub use sniff::{sniff, InputFormat};
+pub use watermark::{Watermark, WATERMARK_BYTES_MAX};

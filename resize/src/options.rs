@@ -295,6 +295,9 @@ pub struct Options {
     /// can carry them (the profile: JPEG, PNG, WebP; the notice: those and AVIF). Default
     /// false: bare sRGB pixels. Animations are written without metadata either way.
     pub keep_metadata: bool,
+    /// The tenant's watermark blended over the result (`crate::watermark`); the image
+    /// itself is the caller's to give ([`crate::Pipeline::process_marked`]).
+    pub watermark: Option<WatermarkOptions>,
 }
 
 /// `sharpen=<amount>[:<sigma>]`: `out = in + amount·(in − blur_sigma(in))`. The sigma
@@ -592,6 +595,91 @@ impl FromStr for Flip {
     }
 }
 
+/// `watermark=<opacity>[:<position>[:<x>[:<y>[:<scale>]]]]`: how the tenant's watermark is
+/// drawn (imgproxy's `wm` has the same arguments). `opacity` 0..=1 (above 0) multiplies the
+/// mark's alpha; `position` is a compass point (default `southeast`) or `tile`; `x`/`y`
+/// are the inset from the edges the mark is anchored to (the gaps between tiles), pixels,
+/// at most [`WATERMARK_INSET_MAX_PX`]; `scale` (0..=1, above 0) draws the mark at that
+/// fraction of the output's width, else it is drawn at its own size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WatermarkOptions {
+    pub opacity: Decimal,
+    pub position: WatermarkPosition,
+    pub x_px: u32,
+    pub y_px: u32,
+    pub scale: Option<Decimal>,
+}
+
+/// The largest watermark inset or tile gap, pixels.
+pub const WATERMARK_INSET_MAX_PX: u32 = 4096;
+
+/// Where a watermark goes: anchored at a compass point, or repeated over the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WatermarkPosition {
+    /// One of the nine compass gravities (never `smart` or a focus point).
+    At(Gravity),
+    Tile,
+}
+
+impl FromStr for WatermarkOptions {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = |why: String| {
+            ParseError(format!(
+                "watermark {s:?}: {why}; use <opacity>[:<position>[:<x>[:<y>[:<scale>]]]], \
+                 e.g. 0.5:southeast:10:10:0.2"
+            ))
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() > 5 {
+            return Err(bad("at most five values".into()));
+        }
+        let opacity: Decimal = parts[0].parse().map_err(|e: ParseError| bad(e.0))?;
+        let position = match parts.get(1) {
+            None => WatermarkPosition::At(Gravity::SouthEast),
+            Some(&"tile") => WatermarkPosition::Tile,
+            Some(g) => match g.parse::<Gravity>().map_err(|e| bad(e.0))? {
+                Gravity::Smart | Gravity::FocusPoint { .. } => {
+                    return Err(bad("the position is a compass point or tile".into()))
+                }
+                g => WatermarkPosition::At(g),
+            },
+        };
+        let px = |i: usize| -> Result<u32, ParseError> {
+            parts.get(i).map_or(Ok(0), |v| {
+                v.parse::<u32>()
+                    .map_err(|_| bad(format!("{v:?} is not a whole number of pixels")))
+            })
+        };
+        let scale = match parts.get(4) {
+            None => None,
+            Some(v) => Some(v.parse::<Decimal>().map_err(|e| bad(e.0))?),
+        };
+        Ok(WatermarkOptions {
+            opacity,
+            position,
+            x_px: px(2)?,
+            y_px: px(3)?,
+            scale,
+        })
+    }
+}
+
+impl std::fmt::Display for WatermarkOptions {
+    /// Every value spelled out (what `FromStr` reads back).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.position {
+            WatermarkPosition::Tile => write!(f, "{}:tile", self.opacity)?,
+            WatermarkPosition::At(g) => write!(f, "{}:{g}", self.opacity)?,
+        }
+        write!(f, ":{}:{}", self.x_px, self.y_px)?;
+        if let Some(scale) = self.scale {
+            write!(f, ":{scale}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Per-format qualities; `None` falls back to `Options::quality`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FormatQuality {
@@ -644,6 +732,7 @@ impl Default for Options {
             blur: None,
             sharpen: None,
             keep_metadata: false,
+            watermark: None,
         }
     }
 }
@@ -731,6 +820,26 @@ impl Options {
             if !(min..=max).contains(&sigma.as_f64()) {
                 return invalid(format!(
                     "sharpen sigma {sigma} is out of range {min}..={max}"
+                ));
+            }
+        }
+        if let Some(w) = self.watermark {
+            if w.opacity == Decimal::ZERO || w.opacity > Decimal::ONE {
+                return invalid(format!(
+                    "watermark opacity {} is out of range: above 0, at most 1",
+                    w.opacity
+                ));
+            }
+            if w.scale
+                .is_some_and(|s| s == Decimal::ZERO || s > Decimal::ONE)
+            {
+                return invalid(format!(
+                    "watermark {w}: the scale is a fraction of the output's width, above 0, at most 1"
+                ));
+            }
+            if w.x_px.max(w.y_px) > WATERMARK_INSET_MAX_PX {
+                return invalid(format!(
+                    "watermark {w}: insets are at most {WATERMARK_INSET_MAX_PX} pixels"
                 ));
             }
         }

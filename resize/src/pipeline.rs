@@ -7,7 +7,8 @@
 //! smart window is searched on the decoded pixels first) → ICC to sRGB unless kept (on the
 //! small output) → blur / sharpen (`crate::filter`, on the small output) → orientation
 //! (EXIF, `rotate` and `flip` composed, on the small output) → padding / background
-//! (`crate::canvas`) → alpha handling for the target format → encode (with the kept
+//! (`crate::canvas`) → the tenant's watermark (`crate::watermark`) → alpha handling for
+//! the target format → encode (with the kept
 //! metadata). `Timings` reports wall time per stage and the thread CPU time of the whole
 //! call, which is what the node bills.
 //!
@@ -28,8 +29,8 @@ use crate::metadata::Kept;
 use crate::options::Rgba;
 use crate::options::{MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN};
 use crate::{
-    animation, budget, canvas, color, filter, smart, sniff, trim, FormatRequest, InputFormat,
-    Limits, Options, OutputFormat, ResizeError,
+    animation, budget, canvas, color, filter, smart, sniff, trim, watermark, FormatRequest,
+    InputFormat, Limits, Options, OutputFormat, ResizeError, Watermark,
 };
 
 /// Lanczos3's support, in source pixels at scale 1 (as `fast_image_resize` uses it).
@@ -118,6 +119,9 @@ pub struct Pipeline {
     canvas: Vec<u8>,
     /// `blur`/`sharpen` working memory, and the region copy of a smart crop.
     filter_scratch: Vec<u8>,
+    /// The output with the watermark blended in, and the watermark scaled.
+    marked: Vec<u8>,
+    mark_scaled: Vec<u8>,
     scratch: Vec<u8>,
     resizer: fir::Resizer,
     jpeg_shrink_margin: f64,
@@ -134,6 +138,8 @@ impl Pipeline {
             converted: Vec::new(),
             canvas: Vec::new(),
             filter_scratch: Vec::new(),
+            marked: Vec::new(),
+            mark_scaled: Vec::new(),
             scratch: Vec::new(),
             resizer: fir::Resizer::new(),
             jpeg_shrink_margin: JPEG_SHRINK_MARGIN,
@@ -167,8 +173,20 @@ impl Pipeline {
         options: &Options,
         stop: &dyn Fn() -> bool,
     ) -> Result<Output, ResizeError> {
+        self.process_marked(input, options, None, stop)
+    }
+
+    /// [`Pipeline::process_cancellable`] with the tenant's watermark, which
+    /// `options.watermark` draws (an error without one: the caller checks first).
+    pub fn process_marked(
+        &mut self,
+        input: &[u8],
+        options: &Options,
+        watermark: Option<&Watermark>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Output, ResizeError> {
         let cpu_start_us = thread_cpu_us();
-        let mut output = self.process_inner(input, options, stop)?;
+        let mut output = self.process_inner(input, options, watermark, stop)?;
         output.timings.cpu_us = thread_cpu_us().saturating_sub(cpu_start_us);
         Ok(output)
     }
@@ -177,9 +195,19 @@ impl Pipeline {
         &mut self,
         input: &[u8],
         options: &Options,
+        watermark: Option<&Watermark>,
         stop: Stop<'_>,
     ) -> Result<Output, ResizeError> {
         let input_format = admit(input, options, &self.limits)?;
+        let watermark = match (options.watermark, watermark) {
+            (Some(spec), Some(mark)) => Some((spec, mark)),
+            (Some(_), None) => {
+                return Err(ResizeError::InvalidOption(
+                    "watermark: there is no watermark image to draw".to_owned(),
+                ))
+            }
+            (None, _) => None,
+        };
 
         // ---- decode
         let start = Instant::now();
@@ -434,6 +462,23 @@ impl Pipeline {
             (&self.canvas[..], channels, channels == 2 || channels == 4)
         } else {
             (pixels, channels, has_alpha)
+        };
+        let (pixels, channels) = match watermark {
+            Some((spec, mark)) => {
+                cancel::check(stop)?;
+                let channels = watermark::apply(
+                    pixels,
+                    channels,
+                    (plan.out_w, plan.out_h),
+                    mark,
+                    &spec,
+                    &mut self.resizer,
+                    &mut self.mark_scaled,
+                    &mut self.marked,
+                )?;
+                (&self.marked[..], channels)
+            }
+            None => (pixels, channels),
         };
         let resize_us = elapsed_us(start);
         cancel::check(stop)?;

@@ -9,7 +9,7 @@ pub struct SyncConfig {
     pub push_delay_ms: u64,
     /// Ledger entries per pushed or pulled message.
     pub ledger_entries_max: usize,
-    /// Directory ops per message.
+    /// Directory ops per message (also cut by bytes: [`SyncConfig::directory_budget`]).
     pub directory_ops_max: usize,
     /// Counters per escrow message (at most `message::COUNTERS_MAX`).
     pub escrow_counters_max: usize,
@@ -110,6 +110,18 @@ pub struct SyncConfig {
     /// are folded into placeholders (`Directory::compact`), checked hourly; this is the
     /// audit window the history keeps whole. 0: never.
     pub directory_audit_keep_ms: u64,
+}
+
+impl SyncConfig {
+    /// What one directory message carries: `directory_ops_max` ops, and ops of at most half
+    /// the frame (`message_bytes_max`) in bytes, the rest left to the digest beside them,
+    /// so a run of large ops (watermarks) is cut into messages the transport carries.
+    pub fn directory_budget(&self) -> tessera_crdt::DeltaBudget {
+        tessera_crdt::DeltaBudget {
+            ops_max: self.directory_ops_max,
+            bytes_max: self.message_bytes_max / 2,
+        }
+    }
 }
 
 impl Default for SyncConfig {

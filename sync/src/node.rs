@@ -1210,7 +1210,7 @@ impl Node {
                 // Staged, like a push: enforced by `promote` once durable.
                 let reply = self
                     .directory
-                    .stage_sync(&sync, self.config.directory_ops_max)?;
+                    .stage_sync(&sync, self.config.directory_budget())?;
                 if let Some(reply) = reply {
                     self.send(from, Message::Directory(reply));
                 }

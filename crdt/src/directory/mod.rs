@@ -160,6 +160,24 @@ impl DirectoryDelta {
     }
 }
 
+/// What one delta may carry ([`Directory::delta_since`]): ops, and bytes of encoded ops,
+/// so a message built from it fits the transport's frame whatever the ops hold (a
+/// watermark is 16 KiB, a key a hundred bytes). A plain count bounds the ops alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaBudget {
+    pub ops_max: usize,
+    pub bytes_max: usize,
+}
+
+impl From<usize> for DeltaBudget {
+    fn from(ops_max: usize) -> Self {
+        DeltaBudget {
+            ops_max,
+            bytes_max: usize::MAX,
+        }
+    }
+}
+
 /// What [`Directory::apply_delta`] did with each op.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -683,20 +701,28 @@ impl Directory {
     }
 
     /// What a peer with digest `peer` lacks: for each origin, the ops after the peer's
-    /// prefix, ascending, at most `ops_max` in all (at least one if anything is missing, so
-    /// a chunked exchange always progresses).
-    pub fn delta_since(&self, peer: &VersionVector, ops_max: usize) -> DirectoryDelta {
-        let budget = ops_max.max(1);
+    /// prefix, ascending, within `budget` (ops, and bytes of encoded ops), but at least one
+    /// if anything is missing, so a chunked exchange always progresses.
+    pub fn delta_since(
+        &self,
+        peer: &VersionVector,
+        budget: impl Into<DeltaBudget>,
+    ) -> DirectoryDelta {
+        let DeltaBudget { ops_max, bytes_max } = budget.into();
+        let ops_max = ops_max.max(1);
         let mut ops = Vec::new();
-        for (origin, log) in &self.log {
+        let mut bytes = 0usize;
+        'origins: for (origin, log) in &self.log {
             // A placeholder the peer holds part of is sent whole: it takes the rest.
             let Some(start) = log.entry_of(peer.get(*origin).saturating_add(1)) else {
                 continue;
             };
-            let take = (log.len() - start).min(budget - ops.len());
-            ops.extend((start..start + take).map(|i| log.op(i)));
-            if ops.len() == budget {
-                break;
+            for i in start..log.len() {
+                bytes = bytes.saturating_add(log.op_bytes(i).len());
+                if ops.len() == ops_max || (bytes > bytes_max && !ops.is_empty()) {
+                    break 'origins;
+                }
+                ops.push(log.op(i));
             }
         }
         DirectoryDelta { ops }
@@ -888,9 +914,9 @@ impl Directory {
     pub fn handle_sync(
         &mut self,
         message: &SyncMessage,
-        ops_max: usize,
+        budget: impl Into<DeltaBudget>,
     ) -> Result<Option<SyncMessage>, DirectoryError> {
-        self.sync_step(message, ops_max, true)
+        self.sync_step(message, budget.into(), true)
     }
 
     /// [`Directory::handle_sync`] that stages the ops it receives (see
@@ -898,20 +924,20 @@ impl Directory {
     pub fn stage_sync(
         &mut self,
         message: &SyncMessage,
-        ops_max: usize,
+        budget: impl Into<DeltaBudget>,
     ) -> Result<Option<SyncMessage>, DirectoryError> {
-        self.sync_step(message, ops_max, false)
+        self.sync_step(message, budget.into(), false)
     }
 
     fn sync_step(
         &mut self,
         message: &SyncMessage,
-        ops_max: usize,
+        budget: DeltaBudget,
         enforce: bool,
     ) -> Result<Option<SyncMessage>, DirectoryError> {
         match message {
             SyncMessage::Digest(peer) => Ok(Some(SyncMessage::Ops {
-                delta: self.delta_since(peer, ops_max),
+                delta: self.delta_since(peer, budget),
                 digest: self.vv.clone(),
             })),
             SyncMessage::Ops { delta, digest } => {
@@ -920,7 +946,7 @@ impl Directory {
                     // The peer lacks ops we hold: send them, and our digest so it pulls
                     // whatever else it holds that we lack.
                     Ok(Some(SyncMessage::Ops {
-                        delta: self.delta_since(digest, ops_max),
+                        delta: self.delta_since(digest, budget),
                         digest: self.vv.clone(),
                     }))
                 } else if !digest.is_covered_by(&self.vv) {
@@ -1115,6 +1141,76 @@ mod tests {
             steps += 1;
             assert!(steps < 1000, "sync does not terminate");
         }
+    }
+
+    /// A watermark is a register: the later edit wins on every replica, removal included,
+    /// an overwritten image is compacted away, and a delta cut by bytes carries the big
+    /// ops a few at a time (at least one) where a count alone would put them all in one.
+    #[test]
+    fn watermarks_replicate_compact_and_travel_in_byte_bounded_deltas() {
+        let set = |byte: u8| Change::SetWatermark {
+            tenant: T,
+            image: Some(vec![byte; limits::WATERMARK_BYTES_MAX]),
+        };
+        let mut a = with_tenant_and_key(A);
+        let mut b = Directory::new(B);
+        for i in 0..8u8 {
+            a.change(2_000 + u64::from(i), "ops", set(i)).unwrap();
+        }
+        let peer = b.version_vector().clone();
+        let whole = a.delta_since(&peer, 1024);
+        assert_eq!(whole.ops.len(), 10, "two ops of set-up, eight watermarks");
+        let cut = a.delta_since(
+            &peer,
+            DeltaBudget {
+                ops_max: 1024,
+                bytes_max: 3 * limits::WATERMARK_BYTES_MAX,
+            },
+        );
+        assert_eq!(
+            cut.ops.len(),
+            4,
+            "the set-up and two watermarks fit, not a third"
+        );
+        assert_eq!(cut.ops[..], whole.ops[..4]);
+        let tiny = DeltaBudget {
+            ops_max: 1024,
+            bytes_max: 1,
+        };
+        assert_eq!(a.delta_since(&peer, tiny).ops.len(), 1, "always one op");
+        sync(&mut a, &mut b);
+        let (image, _) = b.tenant(T).unwrap().watermark().unwrap();
+        assert_eq!(image[0], 7);
+        b.change(
+            3_000,
+            "ops",
+            Change::SetWatermark {
+                tenant: T,
+                image: None,
+            },
+        )
+        .unwrap();
+        sync(&mut a, &mut b);
+        assert!(a.tenant(T).unwrap().watermark().is_none());
+        assert!(a.same_view(&b));
+        let before = a.encode().len();
+        a.compact(u64::MAX);
+        assert!(
+            a.encode().len() < before - 7 * limits::WATERMARK_BYTES_MAX,
+            "overwritten images are compacted away: {} -> {}",
+            before,
+            a.encode().len()
+        );
+        let too_big = Change::SetWatermark {
+            tenant: T,
+            image: Some(vec![0; limits::WATERMARK_BYTES_MAX + 1]),
+        };
+        assert!(a.change(4_000, "ops", too_big).is_err());
+        let empty = Change::SetWatermark {
+            tenant: T,
+            image: Some(Vec::new()),
+        };
+        assert!(a.change(4_000, "ops", empty).is_err());
     }
 
     #[test]

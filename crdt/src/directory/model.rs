@@ -217,6 +217,13 @@ pub enum Change {
     CompactedRun {
         through_seq: u64,
     },
+    /// The tenant's watermark image (a file the edge has decoded and checked: at most
+    /// [`limits::WATERMARK_BYTES_MAX`] bytes); `None` removes it. Every node holds it, so it
+    /// is small, and an overwritten one is compacted away like any register's old value.
+    SetWatermark {
+        tenant: TenantId,
+        image: Option<Vec<u8>>,
+    },
 }
 
 /// Size bounds on every field an op carries, checked on local edits and on every op a peer
@@ -232,6 +239,8 @@ pub mod limits {
     pub const ORIGIN_BYTES_MAX: usize = 512;
     pub const PRESET_NAME_BYTES_MAX: usize = 64;
     pub const PRESET_OPTIONS_BYTES_MAX: usize = 1024;
+    /// A watermark file: a logo of a few KiB. Every node holds every tenant's.
+    pub const WATERMARK_BYTES_MAX: usize = 16 << 10;
     /// Lamport times above this are refused, so `lamport + 1` never overflows and a single
     /// hostile op cannot exhaust the clock.
     pub const LAMPORT_MAX: u64 = 1 << 62;
@@ -256,7 +265,8 @@ impl Change {
             | Change::RetireSigningSecret { tenant, .. }
             | Change::SetOrigin { tenant, .. }
             | Change::SetQuota { tenant, .. }
-            | Change::SetPreset { tenant, .. } => Some(*tenant),
+            | Change::SetPreset { tenant, .. }
+            | Change::SetWatermark { tenant, .. } => Some(*tenant),
             Change::DecommissionNode { .. } | Change::Compacted | Change::CompactedRun { .. } => {
                 None
             }
@@ -333,6 +343,15 @@ impl Change {
                     None => Ok(()),
                 }
             }
+            Change::SetWatermark {
+                image: Some(image), ..
+            } if image.is_empty() || image.len() > WATERMARK_BYTES_MAX => {
+                Err(DirectoryError::InvalidField {
+                    field: "watermark",
+                    reason: format!("must be 1..={WATERMARK_BYTES_MAX} bytes"),
+                })
+            }
+            Change::SetWatermark { .. } => Ok(()),
             Change::DecommissionNode { node } => {
                 // `NodeId`'s default (the home of a tenant whose creation has not arrived),
                 // not a member's id: an op naming it is a mistake or garbage.
@@ -442,6 +461,14 @@ impl fmt::Display for Change {
                     write!(f, "set preset {name:?} to {options:?} for tenant {tenant}")
                 }
                 None => write!(f, "remove preset {name:?} of tenant {tenant}"),
+            },
+            Change::SetWatermark { tenant, image } => match image {
+                Some(image) => write!(
+                    f,
+                    "set the watermark of tenant {tenant} ({} bytes)",
+                    image.len()
+                ),
+                None => write!(f, "remove the watermark of tenant {tenant}"),
             },
             Change::DecommissionNode { node } => write!(f, "decommission node {node}"),
             Change::Compacted => write!(f, "compacted (an edit overwritten since)"),

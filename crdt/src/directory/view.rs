@@ -18,6 +18,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use super::model::{limits, Change, KeyId, Op, Scopes, SecretId, Stamp, TenantStatus};
 use crate::ids::{IdHashMap, Metric, NodeId, TenantId};
@@ -164,6 +165,8 @@ pub struct Tenant {
     secrets: SmallMap<SecretId, SigningSecret>,
     primary_secret: Lww<Option<SecretId>>,
     keys: SmallMap<KeyId, ()>,
+    /// Shared, so a clone of the tenant does not copy the image.
+    watermark: Lww<Option<Arc<[u8]>>>,
 }
 
 impl Tenant {
@@ -234,6 +237,15 @@ impl Tenant {
         self.presets
             .get(name)
             .and_then(|options| options.get().as_deref())
+    }
+
+    /// The watermark file, if one is set, and the stamp of the edit that set it: one per
+    /// version, so a cache of the decoded image can be keyed by it.
+    pub fn watermark(&self) -> Option<(&Arc<[u8]>, Stamp)> {
+        self.watermark
+            .get()
+            .as_ref()
+            .map(|image| (image, self.watermark.stamp()))
     }
 
     /// Presets that are set, sorted by name.
@@ -549,6 +561,9 @@ impl View {
                     .and_then(|t| t.presets.get(name.as_str()))
                     .map(Lww::stamp),
             ),
+            Change::SetWatermark { tenant: id, .. } => {
+                later(tenant(id).map(|t| t.watermark.stamp()))
+            }
             Change::SetKeyScopes { key, .. } => later(self.keys.get(key).map(|k| k.scopes.stamp())),
             Change::SetKeyLabel { key, .. } => later(self.keys.get(key).map(|k| k.label.stamp())),
             _ => false,
@@ -727,6 +742,10 @@ impl View {
                     .presets
                     .get_or_default(name.clone())
                     .set(stamp, options.clone());
+                false
+            }
+            Change::SetWatermark { image, .. } => {
+                tenant.watermark.set(stamp, image.as_deref().map(Arc::from));
                 false
             }
             Change::CreateKey { .. }

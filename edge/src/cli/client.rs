@@ -127,8 +127,30 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let payload = body.map(|json| (Bytes::from(json.to_string()), "application/json"));
+        self.send(method, path, payload).await
+    }
+
+    /// Sends one request whose body is `bytes` of `content_type` (an image file); returns
+    /// the status and the body as it came.
+    pub async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        bytes: Bytes,
+        content_type: &'static str,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.send(method, path, Some((bytes, content_type))).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Option<(Bytes, &'static str)>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let timeout_ms = self.timeout.as_millis() as u64;
-        tokio::time::timeout(self.timeout, self.call_inner(method, path, body))
+        tokio::time::timeout(self.timeout, self.call_inner(method, path, payload))
             .await
             .map_err(|_| ClientError::Timeout {
                 addr: self.authority.clone(),
@@ -140,7 +162,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        payload: Option<(Bytes, &'static str)>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let stream =
             TcpStream::connect(&self.authority)
@@ -149,7 +171,7 @@ impl Client {
                     addr: self.authority.clone(),
                     reason: e.to_string(),
                 })?;
-        let request = self.request(method, path, body)?;
+        let request = self.request(method, path, payload)?;
         match &self.tls {
             None => exchange(stream, request).await,
             Some(tls) => {
@@ -169,7 +191,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        payload: Option<(Bytes, &'static str)>,
     ) -> Result<Request<Full<Bytes>>, ClientError> {
         let mut request = Request::builder()
             .method(method)
@@ -178,10 +200,10 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        let bytes = match body {
-            Some(body) => {
-                request = request.header("content-type", "application/json");
-                Bytes::from(body.to_string())
+        let bytes = match payload {
+            Some((bytes, content_type)) => {
+                request = request.header("content-type", content_type);
+                bytes
             }
             None => Bytes::new(),
         };

@@ -1,6 +1,6 @@
 //! The `tessera` command: `tessera serve` runs a node; `tessera config` prints the
 //! effective configuration after every layer (file, environment, flags) is applied; the
-//! other commands (`tenant`, `key`, `secret`, `origin`, `quota`, `preset`, `usage`,
+//! other commands (`tenant`, `key`, `secret`, `origin`, `quota`, `preset`, `watermark`, `usage`,
 //! `cluster status|leave|decommission`) talk to a node's admin API, printing tables for
 //! people and JSON with `--json`; `token new` mints an operator token offline.
 //!
@@ -83,6 +83,13 @@ enum Command {
     Preset {
         #[command(subcommand)]
         action: PresetAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A tenant's watermark image (drawn by `watermark=` on its requests).
+    Watermark {
+        #[command(subcommand)]
+        action: WatermarkAction,
         #[command(flatten)]
         remote: Remote,
     },
@@ -402,6 +409,29 @@ enum PresetAction {
 }
 
 #[derive(Subcommand)]
+enum WatermarkAction {
+    /// Set the watermark from an image file (PNG, WebP, GIF or JPEG; at most 16 KiB).
+    Set {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+        /// The image file.
+        file: PathBuf,
+    },
+    /// Write the watermark file to `--out` (default: standard output).
+    Get {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Remove the watermark.
+    Clear {
+        #[arg(help = TENANT_HELP)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum ClusterAction {
     /// Members, connected, last heard, replication lag, stale or decommissioned.
     Status {
@@ -570,6 +600,7 @@ pub fn run() -> anyhow::Result<()> {
             format,
             remote,
         } => export(what, out, format, &remote),
+        Command::Watermark { action, remote } => watermark(action, &remote),
         command => admin(command),
     }
 }
@@ -870,7 +901,8 @@ fn admin(command: Command) -> anyhow::Result<()> {
         | Command::Sign { .. }
         | Command::Completions { .. }
         | Command::Man
-        | Command::Export { .. } => {
+        | Command::Export { .. }
+        | Command::Watermark { .. } => {
             unreachable!("handled in main")
         }
     };
@@ -976,6 +1008,48 @@ fn export(
             use std::io::Write;
             std::io::stdout().write_all(&body)?;
         }
+    }
+    Ok(())
+}
+
+/// `tessera watermark set|get|clear`: the file travels as it is, not in JSON.
+fn watermark(action: WatermarkAction, remote: &Remote) -> anyhow::Result<()> {
+    let path = |tenant: &str| format!("/admin/v1/tenants/{}/watermark", segment(tenant));
+    let (client, runtime) = connect(remote)?;
+    let (status, body, out) = match action {
+        WatermarkAction::Set { tenant, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let path = path(&tenant);
+            let call =
+                client.call_bytes(Method::PUT, &path, bytes.into(), "application/octet-stream");
+            let (status, body) = runtime.block_on(call)?;
+            (status, body, None)
+        }
+        WatermarkAction::Get { tenant, out } => {
+            let (status, body) =
+                runtime.block_on(client.call_raw(Method::GET, &path(&tenant), None))?;
+            (status, body, Some(out))
+        }
+        WatermarkAction::Clear { tenant } => {
+            let (status, body) =
+                runtime.block_on(client.call_raw(Method::DELETE, &path(&tenant), None))?;
+            (status, body, None)
+        }
+    };
+    if !status.is_success() {
+        anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body));
+    }
+    match out {
+        Some(Some(file)) => {
+            std::fs::write(&file, &body).with_context(|| format!("writing {}", file.display()))?;
+            eprintln!("wrote {} bytes to {}", body.len(), file.display());
+        }
+        Some(None) => {
+            use std::io::Write;
+            std::io::stdout().write_all(&body)?;
+        }
+        None => println!("ok"),
     }
     Ok(())
 }

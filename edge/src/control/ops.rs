@@ -17,9 +17,10 @@
 //! runs exactly the code the operations run.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tessera_crdt::directory::{
-    Change, DirectoryError, KeyId, Op, Scopes, SecretId, Tenant, TenantStatus,
+    Change, DirectoryError, KeyId, Op, Scopes, SecretId, Stamp, Tenant, TenantStatus,
 };
 use tessera_crdt::ledger::{Finality, IncrementError};
 use tessera_crdt::{CounterKey, Metric, NodeId, Period, PeriodKind, TenantId};
@@ -171,6 +172,8 @@ pub struct SigningView {
     pub serving: bool,
     pub presets: BTreeMap<String, String>,
     pub origins: Vec<String>,
+    /// The watermark file and the stamp of its version (shared, not copied).
+    pub watermark: Option<(Arc<[u8]>, Stamp)>,
 }
 
 /// A peer as the metrics show it: id, connected, ms since last heard, replication lag.
@@ -206,6 +209,8 @@ pub struct TenantDetail {
     /// `(metric, period kind, limit)`.
     pub quotas: Vec<(Metric, PeriodKind, u64)>,
     pub presets: Vec<(String, String)>,
+    /// The watermark file's size, bytes, if one is set.
+    pub watermark_bytes: Option<usize>,
 }
 
 pub struct KeyRow {
@@ -345,7 +350,15 @@ impl ControlPlane {
                 .map(|(name, options)| (name.to_owned(), options.to_owned()))
                 .collect(),
             origins: t.origins().map(str::to_owned).collect(),
+            watermark: t.watermark().map(|(file, stamp)| (file.clone(), stamp)),
         })
+    }
+
+    /// The tenant's watermark file and the stamp of its version, if it has one.
+    pub fn watermark(&self, tenant: TenantId) -> Option<(Arc<[u8]>, Stamp)> {
+        let node = self.lock();
+        let t = node.directory().tenant(tenant).filter(|t| t.exists())?;
+        t.watermark().map(|(file, stamp)| (file.clone(), stamp))
     }
 
     /// The core's counters and each peer's freshness, for `/metrics`.
@@ -475,6 +488,7 @@ impl ControlPlane {
                 .presets()
                 .map(|(name, options)| (name.to_owned(), options.to_owned()))
                 .collect(),
+            watermark_bytes: t.watermark().map(|(file, _)| file.len()),
         })
     }
 

@@ -159,6 +159,7 @@ error_codes! {
     BodyReadFailed = "body_read_failed",
     InvalidJson = "invalid_json",
     InvalidNodeId = "invalid_node_id",
+    NoWatermark = "no_watermark",
     // Usually 401.
     MissingKey = "missing_key",
     MalformedKey = "malformed_key",

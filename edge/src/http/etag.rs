@@ -12,14 +12,19 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 use tessera_resize::{Decimal, Flip, FormatRequest, Options, Rotation};
 
-/// The quoted strong ETag of a resize of `input` with `options`.
-pub fn compute(input: &[u8], options: &Options) -> String {
+/// The quoted strong ETag of a resize of `input` with `options`, and the watermark whose
+/// file has SHA-256 `watermark` when one is drawn (another mark, another output).
+pub fn compute(input: &[u8], options: &Options, watermark: Option<&[u8; 32]>) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"tessera-resize/");
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
     hasher.update([0]);
     hasher.update(canonical_options(options).as_bytes());
     hasher.update([0]);
+    if let Some(digest) = watermark {
+        hasher.update(b"watermark:");
+        hasher.update(digest);
+    }
     hasher.update(input);
     let digest = hasher.finalize();
     let mut tag = String::with_capacity(2 + 32);
@@ -87,6 +92,9 @@ pub(crate) fn canonical_options(options: &Options) -> String {
     if options.keep_metadata {
         text.push_str(";strip=false");
     }
+    if let Some(watermark) = options.watermark {
+        let _ = write!(text, ";watermark={watermark}"); // writing to a String cannot fail
+    }
     text
 }
 
@@ -110,10 +118,10 @@ mod tests {
     #[test]
     fn tag_depends_on_input_and_every_option() {
         let base = Options::default();
-        let tag = compute(b"abc", &base);
+        let tag = compute(b"abc", &base, None);
         assert_eq!(tag.len(), 34);
-        assert_eq!(tag, compute(b"abc", &base), "deterministic");
-        assert_ne!(tag, compute(b"abd", &base));
+        assert_eq!(tag, compute(b"abc", &base, None), "deterministic");
+        assert_ne!(tag, compute(b"abd", &base, None));
         let variants = [
             Options {
                 width: Some(10),
@@ -224,13 +232,29 @@ mod tests {
                 keep_metadata: true,
                 ..base
             },
+            Options {
+                watermark: Some("0.5".parse().unwrap()),
+                ..base
+            },
+            Options {
+                watermark: Some("0.5:tile".parse().unwrap()),
+                ..base
+            },
         ];
         let mut tags = vec![tag];
         for variant in variants {
-            let t = compute(b"abc", &variant);
+            let t = compute(b"abc", &variant, None);
             assert!(!tags.contains(&t), "{variant:?}");
             tags.push(t);
         }
+        // The same options with another watermark file.
+        let marked = Options {
+            watermark: Some("0.5".parse().unwrap()),
+            ..base
+        };
+        let one = compute(b"abc", &marked, Some(&[1; 32]));
+        assert!(!tags.contains(&one));
+        assert_ne!(one, compute(b"abc", &marked, Some(&[2; 32])));
     }
 
     /// Tags given out before the geometry options existed stay the same: the text hashed for
@@ -243,7 +267,7 @@ mod tests {
              avif_speed=8;q_jpeg=None;q_webp=None;q_avif=None;max_bytes=None"
         );
         assert_eq!(
-            compute(b"abc", &Options::default()),
+            compute(b"abc", &Options::default(), None),
             "\"60920f9bee77e36a5386442d8423ddb7\""
         );
     }

@@ -120,6 +120,7 @@ async fn inspect(
         |reply| Job {
             input: buffered,
             options: tessera_resize::Options::default(),
+            watermark: None,
             if_none_match: None,
             deadline,
             flow,

@@ -1,5 +1,5 @@
 //! Parsing the resize query string (`w`, `h`, `dpr`, `fit`, `gravity`, `crop`, `trim`,
-//! `rotate`, `flip`, `background`, `enlarge`, `blur`, `sharpen`, `format`, `q`, `q_jpeg`,
+//! `rotate`, `flip`, `background`, `enlarge`, `blur`, `sharpen`, `watermark`, `format`, `q`, `q_jpeg`,
 //! `q_webp`, `q_avif`, `max_bytes`, `progressive`, `strip`) and the `Accept` header into
 //! [`tessera_resize::Options`]. The spellings of the values are `tessera_resize`'s
 //! (`FromStr` on each option type), so every front end reads them alike.
@@ -9,13 +9,14 @@
 //! wrong). Range checks on the values themselves belong to the pipeline
 //! (`Options::validate`), so the node and the library cannot disagree on them.
 
-use tessera_resize::{FormatRequest, Limits, Options, OutputFormat};
+use tessera_resize::{Flip, FormatRequest, Limits, Options, OutputFormat};
 
 use crate::http::error::ApiError;
 
 /// The parameters `POST /v1/resize` accepts, listed in error messages.
 pub const ACCEPTED: &str = "w, h, dpr, fit, gravity, crop, trim, rotate, flip, background, \
-     enlarge, blur, sharpen, format, q, q_jpeg, q_webp, q_avif, max_bytes, progressive, strip";
+     enlarge, blur, sharpen, watermark, format, q, q_jpeg, q_webp, q_avif, max_bytes, \
+     progressive, strip";
 
 /// Defaults for what a request leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +94,7 @@ pub fn parse(
             "sharpen" => options.sharpen = Some(value.parse().map_err(invalid("sharpen"))?),
             "progressive" => options.progressive = boolean("progressive", &value)?,
             "strip" => options.keep_metadata = !boolean("strip", &value)?,
+            "watermark" => options.watermark = Some(value.parse().map_err(invalid("watermark"))?),
             "format" => {
                 options.format = match value.as_ref() {
                     "auto" => {
@@ -118,6 +120,76 @@ pub fn parse(
         options,
         vary_accept,
     })
+}
+
+/// The query string that [`parse`] reads back as `options` (given the same `Accept` and
+/// `defaults.avif_speed`, which no parameter sets): every option spelled out, so a
+/// canonical request can be written from parsed options — the fuzz targets check that
+/// parsing is stable this way. The destructuring names every field of [`Options`], so an
+/// option added to the pipeline without a spelling here does not compile.
+pub fn to_query(options: &Options) -> String {
+    let Options {
+        width,
+        height,
+        fit,
+        gravity,
+        format,
+        quality,
+        progressive,
+        avif_speed: _,
+        format_quality,
+        max_bytes,
+        dpr,
+        crop,
+        background,
+        rotate,
+        flip,
+        trim,
+        enlarge,
+        blur,
+        sharpen,
+        keep_metadata,
+        watermark,
+    } = *options;
+    let format = match format {
+        FormatRequest::Fixed(format) => format.as_str(),
+        FormatRequest::Auto { .. } => "auto",
+        FormatRequest::Original => "original",
+    };
+    let pairs: [(&str, Option<String>); 22] = [
+        ("w", width.map(|w| w.to_string())),
+        ("h", height.map(|h| h.to_string())),
+        ("dpr", Some(dpr.to_string())),
+        ("fit", Some(fit.as_str().to_owned())),
+        ("gravity", Some(gravity.to_string())),
+        ("crop", crop.map(|c| c.to_string())),
+        ("trim", trim.map(|t| t.to_string())),
+        ("rotate", Some(rotate.degrees().to_string())),
+        (
+            "flip",
+            (flip != Flip::None).then(|| flip.as_str().to_owned()),
+        ),
+        ("background", background.map(|b| b.to_string())),
+        ("enlarge", enlarge.map(|e| e.to_string())),
+        ("blur", blur.map(|b| b.to_string())),
+        ("sharpen", sharpen.map(|s| s.to_string())),
+        ("watermark", watermark.map(|w| w.to_string())),
+        ("format", Some(format.to_owned())),
+        ("q", Some(quality.to_string())),
+        ("q_jpeg", format_quality.jpeg.map(|q| q.to_string())),
+        ("q_webp", format_quality.webp.map(|q| q.to_string())),
+        ("q_avif", format_quality.avif.map(|q| q.to_string())),
+        ("max_bytes", max_bytes.map(|b| b.to_string())),
+        ("progressive", Some(progressive.to_string())),
+        ("strip", Some((!keep_metadata).to_string())),
+    ];
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            pairs
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v.as_str()))),
+        )
+        .finish()
 }
 
 /// A boolean parameter: `true`/`1` or `false`/`0`.
@@ -222,6 +294,32 @@ mod tests {
 
     fn parse_err(query: &str) -> ApiError {
         parse(query, None, DEFAULTS, &Limits::default()).expect_err(query)
+    }
+
+    /// `to_query` is `parse`'s inverse: the defaults, every parameter at once, and each
+    /// spelling a value can take read back as the same options.
+    #[test]
+    fn to_query_reads_back_as_the_same_options() {
+        for query in [
+            "",
+            "w=300&h=200&dpr=2.5&fit=pad&gravity=fp:0.25:0.75&crop=0.1,0.2,0.5,0.5&trim=12\
+             &rotate=270&flip=hv&background=ff000080&enlarge=false&blur=1.5&sharpen=2:0.8\
+             &format=webp&q=70&q_jpeg=60&q_webp=50&q_avif=40&max_bytes=9000\
+             &progressive=true&strip=false&watermark=0.5:southwest:10:20:0.25",
+            "w=40&fit=cover&gravity=smart&crop=10,20,300,400&format=auto&rotate=90&flip=v",
+            "h=40&fit=scale-down&crop=0.0,0,1,1.0&format=original&enlarge=false&sharpen=1",
+            "format=png&rotate=0&trim=0&strip=true&gravity=sw&watermark=1",
+            "watermark=0.3:tile:5:0",
+        ] {
+            for accept in [None, Some("image/avif,image/webp")] {
+                let first = parse(query, accept, DEFAULTS, &Limits::default())
+                    .unwrap_or_else(|e| panic!("{query}: {e:?}"));
+                let canonical = to_query(&first.options);
+                let again = parse(&canonical, accept, DEFAULTS, &Limits::default())
+                    .unwrap_or_else(|e| panic!("{canonical}: {e:?}"));
+                assert_eq!(again, first, "{query} -> {canonical}");
+            }
+        }
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct AppState {
     pub access_sampler: crate::http::access::Sampler,
     /// The operator console's sessions.
     pub console: crate::http::admin::console::session::Sessions,
+    /// Tenants' watermarks, decoded.
+    pub marks: crate::work::marks::Marks,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -327,6 +329,9 @@ async fn resize(
         state.defaults,
         &state.limits,
     )?;
+    // Before the upload is read: a request for a watermark there is none of is refused
+    // at once.
+    let watermark = watermark_for(&state, payer.map(|p| p.tenant), &parsed.options, None).await?;
 
     let buffered = upload(&state, &headers, body, payer.map(|p| p.tenant)).await?;
     let input = buffered.bytes.clone();
@@ -361,7 +366,7 @@ async fn resize(
     convert(
         &state,
         payer,
-        parsed,
+        Recipe { parsed, watermark },
         buffered,
         if_none_match,
         deadline,
@@ -437,17 +442,56 @@ pub(crate) fn gate(state: &AppState, tenant: TenantId) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What a conversion makes: the parsed options, and the tenant's watermark when they draw
+/// one ([`watermark_for`]).
+pub(crate) struct Recipe {
+    pub parsed: params::Parsed,
+    pub watermark: Option<Arc<crate::work::marks::Mark>>,
+}
+
+/// The watermark `options` draw, `tenant`'s: none when they draw none; a 400 when the
+/// request has no tenant (anonymous) or the tenant has no watermark. `file` is the
+/// tenant's watermark file and its version's stamp, as the caller read it (signed routes
+/// have it from the signing view; `None` reads it now).
+pub(crate) async fn watermark_for(
+    state: &AppState,
+    tenant: Option<TenantId>,
+    options: &tessera_resize::Options,
+    file: Option<Option<(Arc<[u8]>, tessera_crdt::directory::Stamp)>>,
+) -> Result<Option<Arc<crate::work::marks::Mark>>, ApiError> {
+    if options.watermark.is_none() {
+        return Ok(None);
+    }
+    let Some(tenant) = tenant else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::NoWatermark,
+            "`watermark` draws the tenant's watermark: authenticate with the tenant's key",
+        ));
+    };
+    let file = file.unwrap_or_else(|| state.control.watermark(tenant));
+    let Some((file, stamp)) = file else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::NoWatermark,
+            "the tenant has no watermark (an operator sets one: `tessera watermark set`)",
+        ));
+    };
+    state.marks.resolve(tenant, file, stamp).await.map(Some)
+}
+
 /// From the input in memory to the answer: quota admission, the worker pool, billing,
 /// the response (shared by `POST /v1/resize` and signed URLs).
 pub(crate) async fn convert(
     state: &Arc<AppState>,
     payer: Option<meter::Payer>,
-    parsed: params::Parsed,
+    recipe: Recipe,
     buffered: body::Buffered,
     if_none_match: Option<String>,
     deadline: Instant,
     claim: Option<idempotency::Claim>,
 ) -> Result<Response, ApiError> {
+    let Recipe { parsed, watermark } = recipe;
     let input = buffered.bytes.clone();
     if input.is_empty() {
         // Refused here to spare a trip through the pool; the library's error says why.
@@ -482,6 +526,7 @@ pub(crate) async fn convert(
         |reply| Job {
             input: buffered,
             options: parsed.options,
+            watermark,
             if_none_match,
             deadline,
             flow: payer.map(|p| p.tenant),

@@ -149,6 +149,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         leave: LeaveRequest::new(),
         access_sampler: crate::http::access::Sampler::new(config_sample),
         console: Default::default(),
+        marks: crate::work::marks::Marks::new(crate::work::marks::MARKS_BYTES_MAX),
     }))
 }
 

@@ -195,6 +195,7 @@ pub async fn handler(
         query,
         source: url.source,
         origins: tenant.origins,
+        watermark: tenant.watermark,
         route: "/v1/img",
     };
     serve(&state, &parts.headers, source, started).await
@@ -278,6 +279,8 @@ pub(crate) struct Verified {
     pub source: String,
     /// The tenant's allowed origins.
     pub origins: Vec<String>,
+    /// The tenant's watermark file and its version, from the same view.
+    pub watermark: Option<(Arc<[u8]>, tessera_crdt::directory::Stamp)>,
     /// The route as metering and records name it.
     pub route: &'static str,
 }
@@ -296,11 +299,14 @@ pub(crate) async fn serve(
         query,
         source,
         origins: allowed_origins,
+        watermark,
         route,
     } = verified;
     routes::gate(state, tenant)?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let parsed = params::parse(&query, accept, state.defaults, &state.limits)?;
+    let watermark =
+        routes::watermark_for(state, Some(tenant), &parsed.options, Some(watermark)).await?;
     let payer = crate::http::meter::Payer {
         tenant,
         key: None,
@@ -312,7 +318,13 @@ pub(crate) async fn serve(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let allowed = move |origin: &str| allowed_origins.iter().any(|o| o == origin);
-    let cache_key = cache_key(tenant, route, &message, &parsed);
+    let cache_key = cache_key(
+        tenant,
+        route,
+        &message,
+        &parsed,
+        watermark.as_deref().map(|m| &m.digest),
+    );
     if let Some(hit) = state.results.lookup(&cache_key, Instant::now()).await {
         // The tenant and the signature passed above, against the directory of now; the
         // origins are what a miss would check while fetching.
@@ -330,7 +342,7 @@ pub(crate) async fn serve(
     let response = routes::convert(
         state,
         Some(payer),
-        parsed,
+        routes::Recipe { parsed, watermark },
         fetched.body,
         if_none_match,
         deadline,
@@ -430,8 +442,15 @@ fn cache_lookup(state: &AppState, outcome: &'static str) {
 }
 
 /// What makes two signed-URL answers the same bytes (the route too: the same text signed
-/// for two URL schemes means two different things).
-fn cache_key(tenant: TenantId, route: &str, message: &str, parsed: &params::Parsed) -> [u8; 32] {
+/// for two URL schemes means two different things; and the watermark file drawn, by its
+/// SHA-256).
+fn cache_key(
+    tenant: TenantId,
+    route: &str,
+    message: &str,
+    parsed: &params::Parsed,
+    watermark: Option<&[u8; 32]>,
+) -> [u8; 32] {
     use sha2::Digest;
     let mut hasher = Sha256::new();
     hasher.update(tenant.0.to_le_bytes());
@@ -442,6 +461,10 @@ fn cache_key(tenant: TenantId, route: &str, message: &str, parsed: &params::Pars
     // The explicit form the ETag uses, not `Debug`: a disk-tier key outlives the build
     // that wrote it, and `Debug`'s shape is no contract.
     hasher.update(crate::http::etag::canonical_options(&parsed.options).as_bytes());
+    if let Some(digest) = watermark {
+        hasher.update(b"watermark:");
+        hasher.update(digest);
+    }
     hasher.finalize().into()
 }
 

@@ -7,6 +7,7 @@
 //!   to, under time, byte and redirect bounds;
 //! - [`cache`]: signed-URL results (memory, and optionally disk);
 //! - [`idempotency`]: answers kept for retries with the same `Idempotency-Key`;
+//! - [`marks`]: tenants' watermarks, decoded once per version;
 //! - [`rate`]: the per-tenant token bucket.
 //!
 //! Why apart from [`crate::http`]: each is a bounded resource with its own invariant
@@ -16,5 +17,6 @@ pub mod cache;
 pub mod cost;
 pub mod fetch;
 pub mod idempotency;
+pub mod marks;
 pub mod pool;
 pub mod rate;

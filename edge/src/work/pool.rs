@@ -122,6 +122,8 @@ pub struct Job {
     /// is dropped: a requester that leaves does not free memory its queued job still holds.
     pub input: Buffered,
     pub options: Options,
+    /// The tenant's watermark, when `options.watermark` draws it.
+    pub watermark: Option<Arc<crate::work::marks::Mark>>,
     /// The `If-None-Match` header value, checked against the job's ETag before any work.
     pub if_none_match: Option<String>,
     pub deadline: Instant,
@@ -601,7 +603,9 @@ fn run(shared: &Shared, pipeline: &mut Pipeline, limits: &Limits, queued: Queued
             return;
         }
         shared.gauges.busy_workers.inc();
-        let etag = crate::http::etag::compute(&job.input.bytes, &job.options);
+        let mark = job.watermark.as_deref();
+        let etag =
+            crate::http::etag::compute(&job.input.bytes, &job.options, mark.map(|m| &m.digest));
         let outcome = if job
             .if_none_match
             .as_deref()
@@ -615,7 +619,12 @@ fn run(shared: &Shared, pipeline: &mut Pipeline, limits: &Limits, queued: Queued
             let tail = shared.cost.uninterruptible(&job.shape);
             let stop = || job.reply.is_closed() || Instant::now() + tail > job.deadline;
             match catch_unwind(AssertUnwindSafe(|| {
-                pipeline.process_cancellable(&job.input.bytes, &job.options, &stop)
+                pipeline.process_marked(
+                    &job.input.bytes,
+                    &job.options,
+                    mark.map(|m| &m.image),
+                    &stop,
+                )
             })) {
                 Ok(Ok(output)) => {
                     shared.cost.completed(&job.shape, &output.timings);
@@ -715,6 +724,7 @@ mod tests {
             job: Job {
                 input: Buffered::uncharged(bytes::Bytes::from(vec![0; id])),
                 options: Options::default(),
+                watermark: None,
                 if_none_match: None,
                 deadline: Instant::now(),
                 flow,

@@ -284,3 +284,69 @@ pub async fn totals(addr: SocketAddr, token: &str, tenant: &str) -> serde_json::
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     json_of(&reply)["totals"].clone()
 }
+
+/// A local origin answering every request with `body` as a PNG (for signed-URL tests;
+/// the node under test must allow `http://localhost:<port>` as a private origin).
+pub async fn origin(body: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Bytes from hex digits (panics on anything else).
+pub fn hex_bytes(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Allows `origin` for `tenant` (as [`TOKEN`]'s operator) and adds the tenant a signing
+/// secret; returns the secret's answer (`secret`, `imgproxy.key`, `imgproxy.salt`, hex).
+pub async fn allow_and_add_secret(
+    addr: SocketAddr,
+    tenant: &str,
+    origin: &str,
+) -> serde_json::Value {
+    let reply = with_bearer(
+        addr,
+        TOKEN,
+        Method::PUT,
+        &format!("/admin/v1/tenants/{tenant}/origins"),
+        Some(serde_json::json!({ "origin": origin })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    let reply = with_bearer(
+        addr,
+        TOKEN,
+        Method::POST,
+        &format!("/admin/v1/tenants/{tenant}/secrets"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    json_of(&reply)
+}

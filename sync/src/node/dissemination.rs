@@ -49,7 +49,7 @@ impl Node {
             );
             let delta = self
                 .directory
-                .delta_since(&since, self.config.directory_ops_max);
+                .delta_since(&since, self.config.directory_budget());
             let ops: Vec<Op> = delta
                 .ops
                 .into_iter()

@@ -1,5 +1,5 @@
 //! The admin API (`/admin/v1/...`): tenants, keys, signing secrets, origins, quotas,
-//! presets, merged usage with harvest, the cluster view, leaving the cluster, and
+//! presets, watermarks, merged usage with harvest, the cluster view, leaving the cluster, and
 //! decommissioning a member that is gone for good.
 //!
 //! Every edit is a directory op made on this node's replica: it is durable (group commit)
@@ -12,7 +12,7 @@
 //!
 //! This module holds the router, the body and query extractors, the operator check and
 //! the edit helpers every route shares; the routes live by subject in `tenants`,
-//! `credentials`, `policy` (quotas, origins, presets), `usage`, `cluster` and
+//! `credentials`, `policy` (quotas, origins, presets, the watermark), `usage`, `cluster` and
 //! `export`. Each reaches the node's state through one named operation of the control
 //! plane and renders JSON after its lock is released.
 
@@ -116,6 +116,12 @@ pub fn router(body_bytes_max: usize) -> Router<Arc<AppState>> {
             post(primary_secret),
         )
         .route("/admin/v1/tenants/{tenant}/presets/{name}", put(set_preset))
+        .route(
+            "/admin/v1/tenants/{tenant}/watermark",
+            put(set_watermark)
+                .get(get_watermark)
+                .delete(remove_watermark),
+        )
         .route("/admin/v1/usage", get(usage))
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/cluster/leave", post(cluster_leave))

@@ -1,5 +1,5 @@
 //! What a tenant may do: quotas (hard or soft, per metric and period), allowed origins for
-//! signed URLs, presets.
+//! signed URLs, presets, and its watermark (an image file, the body of the request as is).
 
 use super::*;
 
@@ -140,6 +140,75 @@ pub(super) async fn set_preset(
             tenant,
             name,
             options: request.options,
+        }],
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /admin/v1/tenants/{tenant}/watermark`: the body is the image file (PNG, WebP, GIF
+/// or JPEG, at most `WATERMARK_BYTES_MAX` bytes), decoded before it is stored so that only
+/// a usable mark reaches the directory (decoding runs on the blocking pool).
+pub(super) async fn set_watermark(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    AdminBody(body): AdminBody,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
+    crate::work::marks::decode_blocking(body.clone()).await?;
+    edit(
+        &state,
+        &actor,
+        vec![Change::SetWatermark {
+            tenant,
+            image: Some(body.to_vec()),
+        }],
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /admin/v1/tenants/{tenant}/watermark`: the file as it was set.
+pub(super) async fn get_watermark(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Response, ApiError> {
+    operator(&state, &headers)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
+    let Some((file, _)) = state.control.watermark(tenant) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "the tenant has no watermark",
+        ));
+    };
+    let mime = match tessera_resize::sniff(&file) {
+        Some(tessera_resize::InputFormat::Jpeg) => "image/jpeg",
+        Some(tessera_resize::InputFormat::Png) => "image/png",
+        Some(tessera_resize::InputFormat::WebP) => "image/webp",
+        Some(tessera_resize::InputFormat::Gif) => "image/gif",
+        None => "application/octet-stream",
+    };
+    Ok(([(header::CONTENT_TYPE, mime)], file.to_vec()).into_response())
+}
+
+/// `DELETE /admin/v1/tenants/{tenant}/watermark`.
+pub(super) async fn remove_watermark(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let actor = operator(&state, &headers)?;
+    let tenant = resolve_tenant(&state, &tenant).await?;
+    edit(
+        &state,
+        &actor,
+        vec![Change::SetWatermark {
+            tenant,
+            image: None,
         }],
     )
     .await?;

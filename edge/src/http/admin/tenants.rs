@@ -251,6 +251,7 @@ pub(super) async fn show_tenant(
         "origins": t.origins,
         "quotas": quotas,
         "presets": presets,
+        "watermark": t.watermark_bytes.map(|bytes| json!({ "bytes": bytes })),
     })))
 }
 

@@ -28,7 +28,7 @@ use fast_image_resize as fir;
 use crate::cancel::{self, Stop, ROWS_PER_CHECK};
 use crate::decode::{decoder_alloc_max, gif_row_order, Header};
 use crate::geometry::{self, Plan};
-use crate::{Fit, Gravity, InputFormat, Limits, Options, OutputFormat, ResizeError};
+use crate::{Fit, Gravity, InputFormat, Limits, Options, OutputFormat, Padding, ResizeError};
 
 /// Whether a job with this input and output is kept animated.
 pub(crate) fn animates(input_format: InputFormat, frames: u32, output: OutputFormat) -> bool {
@@ -38,12 +38,14 @@ pub(crate) fn animates(input_format: InputFormat, frames: u32, output: OutputFor
 }
 
 /// Refuses the options an animation kept animated cannot honour frame by frame (yet):
-/// what needs a canvas, a pixel scan (trim, smart crop), a filter (blur, sharpen) or a
-/// blend (watermark). Geometry that the plan carries (`crop`,
-/// a focus point, `dpr`, `enlarge`, `rotate`, `flip`) applies to every frame.
+/// what needs a canvas (`fit=pad`, `padding`, `background`), a pixel scan (trim, smart
+/// crop), a filter (blur, sharpen) or a blend (watermark). Geometry that the plan carries
+/// (`crop`, rectangle or window, a compass or focus-point gravity, `dpr`, `enlarge`,
+/// `rotate`, `flip`) applies to every frame.
 pub(crate) fn check_options(options: &Options) -> Result<(), ResizeError> {
     let refused = [
         (options.fit == Fit::Pad, "fit=pad"),
+        (options.padding != Padding::NONE, "padding"),
         (options.background.is_some(), "background"),
         (options.trim.is_some(), "trim"),
         (options.gravity == Gravity::Smart, "gravity=smart"),

@@ -1,6 +1,12 @@
-//! Size arithmetic: output dimensions per fit mode (with `dpr`, `enlarge` and padding), the
-//! crop window (manual crop, trim, compass gravity, focus point), the JPEG shrink-on-load
-//! factor, and orientation (EXIF composed with `rotate` and `flip`).
+//! Size arithmetic: output dimensions per fit mode (with `dpr`, `enlarge`, `fit=pad`'s
+//! canvas and `padding`), the crop window (manual crop rectangle or gravity-placed window,
+//! trim, compass gravity, focus point), the JPEG shrink-on-load factor, and orientation
+//! (EXIF composed with `rotate` and `flip`).
+//!
+//! One `gravity` places every window: a `crop=w,h` window inside the image, then a cover
+//! window inside that, both read in the final frame (a focus point is mapped there from
+//! the displayed source). `gravity=smart` searches once, for the final window anywhere in
+//! the image (see [`plan`]).
 //!
 //! All decisions are made in the *displayed* (oriented) frame, because that is what the
 //! caller sees and asks for; they are then mapped back to the *stored* frame, where decoding
@@ -8,7 +14,7 @@
 //! moving pixels is cheapest.
 
 use crate::options::SIDE_MAX;
-use crate::options::{Flip, Gravity, Rotation};
+use crate::options::{Flip, Gravity, Padding, Rotation};
 use crate::{Fit, Limits, Options, ResizeError};
 
 /// A rectangle in pixels (fractional, as `fast_image_resize` crops with sub-pixel precision).
@@ -42,11 +48,12 @@ impl Rect {
 /// to the small output: a rotation costs no extra pass.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Plan {
-    /// Final (displayed) output size: the canvas when padding, else the resized image.
+    /// Final (displayed) output size: the canvas when padding (`fit=pad`, `padding`), else
+    /// the resized image.
     pub out_w: u32,
     pub out_h: u32,
     /// The resized image in the final frame, and where it sits on the canvas (equal to
-    /// `out_w` x `out_h` at 0,0 unless `Fit::Pad` adds bars).
+    /// `out_w` x `out_h` at 0,0 unless `Fit::Pad` or `padding` adds bars).
     pub content_w: u32,
     pub content_h: u32,
     pub pad_x: u32,
@@ -54,7 +61,8 @@ pub(crate) struct Plan {
     /// Region of the full-size stored image to resize.
     pub crop: Rect,
     /// Where the crop may move (`gravity=smart` chooses its place after decoding): the
-    /// image after `crop` and `trim`, in the stored frame at full size.
+    /// image after a crop rectangle and `trim` (a window crop's place is the search's to
+    /// choose), in the stored frame at full size.
     pub region: Rect,
     /// Size the crop is resized to, in the stored frame (content_w/content_h swapped when
     /// `orientation` swaps axes).
@@ -64,8 +72,9 @@ pub(crate) struct Plan {
     pub orientation: u8,
     /// The EXIF orientation alone (stored frame to displayed source).
     pub exif_orientation: u8,
-    /// `gravity=smart` on a cover window smaller than `region`: the pipeline moves `crop`
-    /// within `region` once the decoded pixels show where the content is.
+    /// `gravity=smart` on a window crop or a cover window smaller than `region`: the
+    /// pipeline moves `crop` within `region` once the decoded pixels show where the
+    /// content is.
     pub smart: bool,
 }
 
@@ -213,8 +222,8 @@ pub(crate) fn plan(
         w: dwf,
         h: dhf,
     };
-    if let Some(crop) = options.crop {
-        let (x, y, w, h) = crop.to_pixels(dwf, dhf);
+    if let Some((crop, (x, y, w, h))) = options.crop.and_then(|c| Some((c, c.to_pixels(dwf, dhf)?)))
+    {
         region = region.intersect(Rect { x, y, w, h });
         if region.w < 0.5 || region.h < 0.5 {
             return Err(ResizeError::InvalidOption(format!(
@@ -231,6 +240,8 @@ pub(crate) fn plan(
             region = trimmed;
         }
     }
+    // A window crop's size, in the displayed source like a rectangle's, of what is left.
+    let crop_window = options.crop.and_then(|c| c.window_size(region.w, region.h));
     // The final frame: the displayed source turned by `rotate`/`flip`.
     let (fw, fh) = displayed_size(dw, dh, user);
     let (fwf, fhf) = (f64::from(fw), f64::from(fh));
@@ -247,6 +258,17 @@ pub(crate) fn plan(
             Some((p.x, p.y))
         }
         _ => None,
+    };
+    // `outer` is where a smart window may move: the whole of what is left, since one search
+    // for the final window there finds what a window crop and then a cover crop would keep.
+    let outer = region;
+    let region = match crop_window {
+        Some((w, h)) => {
+            let (w, h) = if swaps_axes(user) { (h, w) } else { (w, h) };
+            let (x, y) = place(region, w, h, options.gravity, focus);
+            Rect { x, y, w, h }
+        }
+        None => region,
     };
 
     let (wf, hf) = (region.w, region.h);
@@ -313,55 +335,59 @@ pub(crate) fn plan(
                     };
                     let cw = (f64::from(ow) / scale).min(wf);
                     let ch = (f64::from(oh) / scale).min(hf);
-                    let (x, y) = match focus {
-                        // Centred on the point, moved back inside the region.
-                        Some((px, py)) => (
-                            (px - region.x - cw / 2.0).clamp(0.0, wf - cw),
-                            (py - region.y - ch / 2.0).clamp(0.0, hf - ch),
-                        ),
-                        None => {
-                            let (ax, ay) = options.gravity.anchor();
-                            ((wf - cw) * ax, (hf - ch) * ay)
-                        }
-                    };
+                    let focus = focus.map(|(px, py)| (px - region.x, py - region.y));
+                    let (x, y) = place(whole, cw, ch, options.gravity, focus);
                     (ow, oh, Rect { x, y, w: cw, h: ch }, None)
                 }
             }
         }
     };
-    let (out_w, out_h) = canvas.unwrap_or((content_w, content_h));
-
-    if out_w > SIDE_MAX
-        || out_h > SIDE_MAX
-        || u64::from(out_w) * u64::from(out_h) > limits.output_pixels_max
+    let (canvas_w, canvas_h) = canvas.unwrap_or((content_w, content_h));
+    // `padding` around the result (and around `fit=pad`'s canvas), in output pixels.
+    let padding = options.padding.scaled(options.dpr);
+    let (add_w, add_h) = padding.added_px();
+    let (padded_w, padded_h) = (u64::from(canvas_w) + add_w, u64::from(canvas_h) + add_h);
+    if padded_w > u64::from(SIDE_MAX)
+        || padded_h > u64::from(SIDE_MAX)
+        || padded_w * padded_h > limits.output_pixels_max
     {
+        let padded = if padding == Padding::NONE {
+            String::new()
+        } else {
+            format!(" with padding {}", options.padding)
+        };
         return Err(ResizeError::InvalidOption(format!(
-            "the output would be {out_w}x{out_h}, over the output limits \
+            "the output would be {padded_w}x{padded_h}{padded}, over the output limits \
              ({SIDE_MAX} per side, {} pixels)",
             limits.output_pixels_max
         )));
     }
+    // Both within SIDE_MAX: checked above.
+    let (out_w, out_h) = (padded_w as u32, padded_h as u32);
     let (pad_x, pad_y) = if canvas.is_some() {
         let (ax, ay) = options.gravity.anchor();
         (
-            (f64::from(out_w - content_w) * ax).round() as u32,
-            (f64::from(out_h - content_h) * ay).round() as u32,
+            (f64::from(canvas_w - content_w) * ax).round() as u32,
+            (f64::from(canvas_h - content_h) * ay).round() as u32,
         )
     } else {
         (0, 0)
     };
+    let (pad_x, pad_y) = (pad_x + padding.left_px, pad_y + padding.top_px);
 
     let window = Rect {
         x: region.x + window.x,
         y: region.y + window.y,
         ..window
     };
+    // The smart search moves the final window within `outer`: a window crop's place is
+    // the search's to choose as well, so it takes any fit; without one only a cover
+    // window has room to move.
     let smart = options.gravity == Gravity::Smart
-        && options.fit == Fit::Cover
-        && canvas.is_none()
-        && (window.w < region.w - 0.5 || window.h < region.h - 0.5);
+        && (crop_window.is_some() || (options.fit == Fit::Cover && canvas.is_none()))
+        && (window.w < outer.w - 0.5 || window.h < outer.h - 0.5);
     let crop = displayed_rect_to_stored(window, combined, sw, sh);
-    let region = displayed_rect_to_stored(region, combined, sw, sh);
+    let region = displayed_rect_to_stored(outer, combined, sw, sh);
     let (resize_w, resize_h) = displayed_size(content_w, content_h, combined);
     Ok(Plan {
         out_w,
@@ -378,6 +404,26 @@ pub(crate) fn plan(
         exif_orientation: exif,
         smart,
     })
+}
+
+/// Top-left of a `w` x `h` window (no larger than `region`) inside `region`: centred on
+/// the focus point `focus` and moved back inside, else at the gravity's anchor (a smart
+/// window starts centred; the pipeline moves it).
+fn place(region: Rect, w: f64, h: f64, gravity: Gravity, focus: Option<(f64, f64)>) -> (f64, f64) {
+    let (x_max, y_max) = (region.x + region.w - w, region.y + region.h - h);
+    match focus {
+        Some((px, py)) => (
+            (px - w / 2.0).min(x_max).max(region.x),
+            (py - h / 2.0).min(y_max).max(region.y),
+        ),
+        None => {
+            let (ax, ay) = gravity.anchor();
+            (
+                region.x + (region.w - w) * ax,
+                region.y + (region.h - h) * ay,
+            )
+        }
+    }
 }
 
 /// Maps a rectangle of the displayed image to the stored image (`sw` x `sh`). With the

@@ -92,8 +92,8 @@ pub use info::{info, ColorSpace, Info, InfoBuffers};
 pub use limits::Limits;
 pub use options::{
     avif_speed_min, Crop, Decimal, Fit, Flip, FormatQuality, FormatRequest, Gravity, Options,
-    OutputFormat, ParseError, Rgba, Rotation, Sharpen, WatermarkOptions, WatermarkPosition,
-    MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN, SIDE_MAX, WATERMARK_INSET_MAX_PX,
+    OutputFormat, Padding, ParseError, Rgba, Rotation, Sharpen, WatermarkOptions,
+    WatermarkPosition, MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN, SIDE_MAX, WATERMARK_INSET_MAX_PX,
 };
 pub use pipeline::{probe, Output, Pipeline, Probe, SourceWindow, Timings, JPEG_SHRINK_MARGIN};
 pub use sniff::{sniff, InputFormat};

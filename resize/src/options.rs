@@ -1,7 +1,8 @@
 //! What a caller may ask of one resize: target size (and device pixel ratio), fit mode,
-//! gravity (compass, focus point), manual crop, trim, rotation and flip, padding and
-//! background, enlargement, output format and encoder settings, with parsing from the
-//! query-string spellings and range validation.
+//! gravity (compass, focus point), manual crop (a rectangle, or a window placed by the
+//! gravity), trim, rotation and flip, padding and background, enlargement, output format
+//! and encoder settings, with parsing from the query-string spellings and range
+//! validation.
 //!
 //! Parsing lives here (not in the node) so that every front end (POST query, signed URL,
 //! CLI) accepts exactly the same spellings and rejects with the same messages.
@@ -60,8 +61,9 @@ impl FromStr for Fit {
     }
 }
 
-/// Which part of the image `Fit::Cover` keeps when it crops (and where `Fit::Pad` places
-/// the image on its canvas).
+/// Which part of the image `Fit::Cover` keeps when it crops, where a `crop=w,h` window is
+/// taken before that (the same gravity places both), and where `Fit::Pad` places the image
+/// on its canvas. Compass points are read in the final frame (after `rotate`/`flip`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Gravity {
     #[default]
@@ -241,7 +243,7 @@ pub struct Options {
     /// Target height; see `width`.
     pub height: Option<u32>,
     pub fit: Fit,
-    /// Used by `Fit::Cover`.
+    /// Used by `Fit::Cover`, a window `crop` and `Fit::Pad`.
     pub gravity: Gravity,
     pub format: FormatRequest,
     /// 1..=100 (JPEG, WebP, AVIF); default 80.
@@ -265,9 +267,11 @@ pub struct Options {
     /// are checked against. Without `width` and `height` it changes nothing.
     pub dpr: Decimal,
     /// A manual crop of the displayed source (after EXIF orientation, before `rotate` and
-    /// `flip`), applied before fitting; intersected with the image (and with `trim`).
+    /// `flip`), applied before fitting: a rectangle intersected with the image (and with
+    /// `trim`), or a window (`crop=w,h`) of what `trim` left, placed by `gravity`. The one
+    /// `gravity` places both the window and a later `Fit::Cover` window inside it.
     pub crop: Option<Crop>,
-    /// `RRGGBB[AA]`: the colour of `Fit::Pad`'s bars, and what transparent pixels are
+    /// `RRGGBB[AA]`: the colour of `Fit::Pad`'s and `padding`'s bars, and what transparent pixels are
     /// composited over (for any fit) when given. Without it transparency is kept where the
     /// output format has alpha and composited over white where it has not.
     pub background: Option<Rgba>,
@@ -276,6 +280,9 @@ pub struct Options {
     pub rotate: Rotation,
     /// Mirroring after `rotate`.
     pub flip: Flip,
+    /// Bars of `background` around the result (after `fit=pad`'s canvas), output pixels
+    /// times `dpr`; the padded output is what the output limits are checked against.
+    pub padding: Padding,
     /// Removes a uniform border whose colour is within this distance (the largest
     /// per-channel difference, alpha included, 0..=255) of the top-left pixel's, found on
     /// the decoded pixels before fitting. A border taking the whole image is left alone.
@@ -400,7 +407,9 @@ impl std::fmt::Display for Decimal {
 }
 
 /// `crop=x,y,w,h`: in pixels of the displayed source, or (when a value has a `.` and all
-/// four are at most 1) in fractions of its width and height.
+/// four are at most 1) in fractions of its width and height. `crop=w,h`: a window of that
+/// size (same rules for pixels and fractions; 0 is the whole side) placed by the request's
+/// `gravity` (imgproxy's `c:w:h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Crop {
     Pixels {
@@ -415,20 +424,48 @@ pub enum Crop {
         w: Decimal,
         h: Decimal,
     },
+    /// A `w` x `h` pixel window (0: the whole side), placed by the gravity.
+    WindowPixels {
+        w: u32,
+        h: u32,
+    },
+    /// A window of fractions of the image's width and height (0: the whole side), placed
+    /// by the gravity.
+    WindowFractions {
+        w: Decimal,
+        h: Decimal,
+    },
 }
 
 impl Crop {
-    /// The rectangle in pixels of a displayed source `src_w` x `src_h` (not yet clipped).
-    pub(crate) fn to_pixels(self, src_w: f64, src_h: f64) -> (f64, f64, f64, f64) {
+    /// The rectangle in pixels of a displayed source `src_w` x `src_h` (not yet clipped);
+    /// `None` for a window, which has no place until the gravity gives it one.
+    pub(crate) fn to_pixels(self, src_w: f64, src_h: f64) -> Option<(f64, f64, f64, f64)> {
         match self {
-            Crop::Pixels { x, y, w, h } => (f64::from(x), f64::from(y), f64::from(w), f64::from(h)),
-            Crop::Fractions { x, y, w, h } => (
+            Crop::Pixels { x, y, w, h } => {
+                Some((f64::from(x), f64::from(y), f64::from(w), f64::from(h)))
+            }
+            Crop::Fractions { x, y, w, h } => Some((
                 x.as_f64() * src_w,
                 y.as_f64() * src_h,
                 w.as_f64() * src_w,
                 h.as_f64() * src_h,
-            ),
+            )),
+            Crop::WindowPixels { .. } | Crop::WindowFractions { .. } => None,
         }
+    }
+
+    /// The size of a window crop within an image (or what is left of it) `avail_w` x
+    /// `avail_h`, in its pixels: 0 is the whole side, and a window larger than the image
+    /// is the image's side. `None` for a rectangle.
+    pub(crate) fn window_size(self, avail_w: f64, avail_h: f64) -> Option<(f64, f64)> {
+        let side = |v: f64, avail: f64| if v == 0.0 { avail } else { v.min(avail) };
+        let (w, h) = match self {
+            Crop::WindowPixels { w, h } => (f64::from(w), f64::from(h)),
+            Crop::WindowFractions { w, h } => (w.as_f64() * avail_w, h.as_f64() * avail_h),
+            Crop::Pixels { .. } | Crop::Fractions { .. } => return None,
+        };
+        Some((side(w, avail_w), side(h, avail_h)))
     }
 }
 
@@ -438,14 +475,14 @@ impl FromStr for Crop {
         let bad = |why: &str| {
             ParseError(format!(
                 "crop {s:?}: {why}; use x,y,w,h in whole pixels, or four fractions 0..1 \
-                 written with a point (0.1,0.1,0.5,0.5)"
+                 written with a point (0.1,0.1,0.5,0.5); or w,h (a window placed by the \
+                 gravity, 0 for a whole side) in pixels or fractions (0.5,0.0)"
             ))
         };
-        let parts: Vec<&str> = s.split(',').collect();
-        let [x, y, w, h] = parts.as_slice() else {
-            return Err(bad("expected four values"));
-        };
-        let values = [*x, *y, *w, *h];
+        let values: Vec<&str> = s.split(',').collect();
+        if !matches!(values.len(), 2 | 4) {
+            return Err(bad("expected four values (x,y,w,h) or two (w,h)"));
+        }
         let decimals = values
             .iter()
             .map(|v| v.parse::<Decimal>())
@@ -455,43 +492,131 @@ impl FromStr for Crop {
             if decimals.iter().any(|d| *d > Decimal::ONE) {
                 return Err(bad("values with a point are fractions, at most 1"));
             }
-            return Ok(Crop::Fractions {
-                x: decimals[0],
-                y: decimals[1],
-                w: decimals[2],
-                h: decimals[3],
+            return Ok(match decimals[..] {
+                [w, h] => Crop::WindowFractions { w, h },
+                [x, y, w, h] => Crop::Fractions { x, y, w, h },
+                _ => return Err(bad("expected four values (x,y,w,h) or two (w,h)")),
             });
         }
-        let px = |v: &str| {
-            v.parse::<u32>()
-                .map_err(|_| bad("pixel values are whole numbers"))
-        };
-        Ok(Crop::Pixels {
-            x: px(x)?,
-            y: px(y)?,
-            w: px(w)?,
-            h: px(h)?,
-        })
+        let pixels = values
+            .iter()
+            .map(|v| v.parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| bad("pixel values are whole numbers"))?;
+        match pixels[..] {
+            [w, h] => Ok(Crop::WindowPixels { w, h }),
+            [x, y, w, h] => Ok(Crop::Pixels { x, y, w, h }),
+            _ => Err(bad("expected four values (x,y,w,h) or two (w,h)")),
+        }
     }
 }
 
 impl std::fmt::Display for Crop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Fractions always print a point, so they read back as fractions.
+        let p = |d: &Decimal| {
+            let s = d.to_string();
+            if s.contains('.') {
+                s
+            } else {
+                format!("{s}.0")
+            }
+        };
         match self {
             Crop::Pixels { x, y, w, h } => write!(f, "{x},{y},{w},{h}"),
-            // Fractions always print a point, so they read back as fractions.
             Crop::Fractions { x, y, w, h } => {
-                let p = |d: &Decimal| {
-                    let s = d.to_string();
-                    if s.contains('.') {
-                        s
-                    } else {
-                        format!("{s}.0")
-                    }
-                };
                 write!(f, "{},{},{},{}", p(x), p(y), p(w), p(h))
             }
+            Crop::WindowPixels { w, h } => write!(f, "{w},{h}"),
+            Crop::WindowFractions { w, h } => write!(f, "{},{}", p(w), p(h)),
         }
+    }
+}
+
+/// `padding=top,right,bottom,left`: bars of `Options::background` added around the
+/// result (after resizing, filters, `rotate`/`flip` and `fit=pad`), in output pixels
+/// before `dpr` multiplies them (imgproxy's `pd`). Read as in CSS: one value is every
+/// side, two are vertical and horizontal, three top, horizontal and bottom; written back
+/// as four.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Padding {
+    pub top_px: u32,
+    pub right_px: u32,
+    pub bottom_px: u32,
+    pub left_px: u32,
+}
+
+impl Padding {
+    /// No padding (the default).
+    pub const NONE: Padding = Padding {
+        top_px: 0,
+        right_px: 0,
+        bottom_px: 0,
+        left_px: 0,
+    };
+
+    /// Each side multiplied by `dpr` and rounded: the bars actually added.
+    pub fn scaled(self, dpr: Decimal) -> Padding {
+        let scale = |v: u32| {
+            let scaled = (f64::from(v) * dpr.as_f64()).round();
+            scaled.min(f64::from(u32::MAX)) as u32
+        };
+        Padding {
+            top_px: scale(self.top_px),
+            right_px: scale(self.right_px),
+            bottom_px: scale(self.bottom_px),
+            left_px: scale(self.left_px),
+        }
+    }
+
+    /// Left plus right, and top plus bottom: what the padding adds to each dimension.
+    pub fn added_px(self) -> (u64, u64) {
+        (
+            u64::from(self.left_px) + u64::from(self.right_px),
+            u64::from(self.top_px) + u64::from(self.bottom_px),
+        )
+    }
+}
+
+impl FromStr for Padding {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = || {
+            ParseError(format!(
+                "padding {s:?} must be 1 to 4 whole numbers of pixels separated by commas \
+                 (top,right,bottom,left, read as in CSS)"
+            ))
+        };
+        let sides = s
+            .split(',')
+            .map(|v| v.parse::<u32>().map_err(|_| bad()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let [top_px, right_px, bottom_px, left_px] = match sides[..] {
+            [all] => [all; 4],
+            [vertical, horizontal] => [vertical, horizontal, vertical, horizontal],
+            [top, horizontal, bottom] => [top, horizontal, bottom, horizontal],
+            [top, right, bottom, left] => [top, right, bottom, left],
+            _ => return Err(bad()),
+        };
+        Ok(Padding {
+            top_px,
+            right_px,
+            bottom_px,
+            left_px,
+        })
+    }
+}
+
+impl std::fmt::Display for Padding {
+    /// Always the four sides, top, right, bottom, left.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Padding {
+            top_px,
+            right_px,
+            bottom_px,
+            left_px,
+        } = self;
+        write!(f, "{top_px},{right_px},{bottom_px},{left_px}")
     }
 }
 
@@ -727,6 +852,7 @@ impl Default for Options {
             background: None,
             rotate: Rotation::None,
             flip: Flip::None,
+            padding: Padding::NONE,
             trim: None,
             enlarge: None,
             blur: None,
@@ -764,7 +890,9 @@ impl Options {
     /// a requested box over `limits.output_pixels_max`, `dpr` outside 1..=4, a quality
     /// (`quality`, `q_jpeg`, `q_webp`, `q_avif`) 0 or over 100, `max_bytes` 0, avif_speed
     /// outside 1..=10, a crop of zero width or height or starting outside the image, a
-    /// focus point outside 0..=1, `enlarge=true` with `fit=scale-down`.
+    /// window crop's fractions over 1, a padding side over [`SIDE_MAX`] (or a box plus its
+    /// padding over the output limits), a focus point outside 0..=1, `enlarge=true` with
+    /// `fit=scale-down`.
     pub fn validate(&self, limits: &Limits) -> Result<(), ResizeError> {
         let invalid = |msg: String| Err(ResizeError::InvalidOption(msg));
         if self.dpr < Decimal::ONE || self.dpr > Decimal::whole(4) {
@@ -786,7 +914,21 @@ impl Options {
                     "crop {c}: fractions x and y must be below 1, w and h above 0 (all 0..=1)"
                 ));
             }
+            Some(c @ Crop::WindowFractions { w, h }) if w > Decimal::ONE || h > Decimal::ONE => {
+                return invalid(format!(
+                    "crop {c}: a window's fractions are 0..=1 (0 is the whole side)"
+                ));
+            }
             _ => {}
+        }
+        let p = self.padding;
+        if [p.top_px, p.right_px, p.bottom_px, p.left_px]
+            .iter()
+            .any(|&side| side > SIDE_MAX)
+        {
+            return invalid(format!(
+                "padding {p}: each side is out of range 0..={SIDE_MAX} pixels"
+            ));
         }
         if let Gravity::FocusPoint { x, y } = self.gravity {
             if x > Decimal::ONE || y > Decimal::ONE {
@@ -878,6 +1020,31 @@ impl Options {
                     limits.output_pixels_max
                 )));
             }
+        }
+        // The box is the most a fit answers along a side it gives; the padding is added
+        // around it (`geometry::plan` checks the padded output itself once the image's size
+        // is known).
+        let (add_w, add_h) = self.padding.scaled(self.dpr).added_px();
+        let padded_w = box_w.map(|w| u64::from(w) + add_w);
+        let padded_h = box_h.map(|h| u64::from(h) + add_h);
+        let over_side = |side: Option<u64>| side.is_some_and(|v| v > u64::from(SIDE_MAX));
+        let over_pixels = match (padded_w, padded_h) {
+            (Some(w), Some(h)) => w * h > limits.output_pixels_max,
+            _ => false,
+        };
+        if self.padding != Padding::NONE
+            && (over_side(padded_w) || over_side(padded_h) || over_pixels)
+        {
+            let side = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
+            return invalid(format!(
+                "the box with padding {} (times dpr {}) is {}x{}, over the output limits \
+                 ({SIDE_MAX} per side, {} pixels)",
+                self.padding,
+                self.dpr,
+                side(padded_w),
+                side(padded_h),
+                limits.output_pixels_max
+            ));
         }
         let qualities = [
             ("quality", Some(self.quality)),

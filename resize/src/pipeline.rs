@@ -6,9 +6,9 @@
 //! (with the manual, cover, trim and smart crops folded into the resampling, no copy; the
 //! smart window is searched on the decoded pixels first) → ICC to sRGB unless kept (on the
 //! small output) → blur / sharpen (`crate::filter`, on the small output) → orientation
-//! (EXIF, `rotate` and `flip` composed, on the small output) → padding / background
-//! (`crate::canvas`) → the tenant's watermark (`crate::watermark`) → alpha handling for
-//! the target format → encode (with the kept
+//! (EXIF, `rotate` and `flip` composed, on the small output) → `fit=pad`, `padding` /
+//! background (`crate::canvas`) → the tenant's watermark (`crate::watermark`) → alpha
+//! handling for the target format → encode (with the kept
 //! metadata). `Timings` reports wall time per stage and the thread CPU time of the whole
 //! call, which is what the node bills.
 //!

@@ -3,7 +3,9 @@
 //! `enlarge`; crop fractions and pixels agreeing; a focus point anchoring the cover window;
 //! `rotate`/`flip` giving exactly the rotated source's pixels; padding bars and flattened
 //! transparency in the background colour; `trim` within its threshold and not beyond; and
-//! what an animation refuses; `gravity=smart` keeping an off-centre subject (synthetic, and
+//! what an animation refuses; a `crop=w,h` window landing where each gravity puts it (with
+//! rotation, a cover crop after it, and smart); `padding`'s size, colour and transparency
+//! and its limits; `gravity=smart` keeping an off-centre subject (synthetic, and
 //! the shared photos with the window printed); `blur` and `sharpen` lowering and raising the
 //! high-frequency energy.
 
@@ -352,6 +354,271 @@ fn crop_fractions_and_pixels_agree() {
     );
 }
 
+// ------------------------------------------------------------------ crop window
+
+/// `crop=w,h`: an 80x40 window of a 200x100 image lands where each gravity puts it, and
+/// is exactly those source pixels; 0 is the whole side, a window larger than the image is
+/// the image, fractions are of the image's sides.
+#[test]
+fn a_crop_window_lands_where_the_gravity_puts_it() {
+    let src = distinct(200, 100);
+    let input = encode_png(&src);
+    let window = Options {
+        crop: Some(Crop::WindowPixels { w: 80, h: 40 }),
+        ..png(Options::default())
+    };
+    let place = |options: &Options| {
+        let out = process(&input, options);
+        let w = out.source_window;
+        ((w.x, w.y, w.width, w.height), out)
+    };
+    for (gravity, x, y) in [
+        (Gravity::Center, 60.0, 30.0),
+        (Gravity::North, 60.0, 0.0),
+        (Gravity::NorthEast, 120.0, 0.0),
+        (Gravity::East, 120.0, 30.0),
+        (Gravity::SouthEast, 120.0, 60.0),
+        (Gravity::South, 60.0, 60.0),
+        (Gravity::SouthWest, 0.0, 60.0),
+        (Gravity::West, 0.0, 30.0),
+        (Gravity::NorthWest, 0.0, 0.0),
+        // Centred on the point (0.3·200, 0.5·100), and moved back inside at the edges.
+        (fp("0.3", "0.5"), 20.0, 30.0),
+        (fp("0.95", "0.1"), 120.0, 0.0),
+        (fp("0", "1"), 0.0, 60.0),
+    ] {
+        let (rect, out) = place(&Options { gravity, ..window });
+        assert_eq!(rect, (x, y, 80.0, 40.0), "{gravity}");
+        assert_eq!((out.width, out.height), (80, 40), "{gravity}");
+        let img = rgba(&out.bytes);
+        for (ox, oy, p) in img.enumerate_pixels() {
+            let s = src.get_pixel(ox + x as u32, oy + y as u32);
+            assert_eq!(p, s, "{gravity} at ({ox}, {oy})");
+        }
+    }
+    let size = |crop: Crop, gravity: Gravity| {
+        place(&Options {
+            crop: Some(crop),
+            gravity,
+            ..window
+        })
+        .0
+    };
+    assert_eq!(
+        size(Crop::WindowPixels { w: 0, h: 40 }, Gravity::South),
+        (0.0, 60.0, 200.0, 40.0)
+    );
+    assert_eq!(
+        size(Crop::WindowPixels { w: 500, h: 500 }, Gravity::SouthEast),
+        (0.0, 0.0, 200.0, 100.0)
+    );
+    assert_eq!(
+        size(
+            Crop::WindowFractions {
+                w: dec("0.5"),
+                h: dec("0")
+            },
+            Gravity::East
+        ),
+        (100.0, 0.0, 100.0, 100.0)
+    );
+}
+
+fn fp(x: &str, y: &str) -> Gravity {
+    Gravity::FocusPoint {
+        x: dec(x),
+        y: dec(y),
+    }
+}
+
+/// The window is sized in the source as displayed (like `crop=x,y,w,h`) and placed by the
+/// gravity in the output's frame (like the cover window): turned a quarter, north is the
+/// source's left; a cover window then lands inside the crop window by the same gravity.
+#[test]
+fn a_crop_window_shares_the_gravity_with_rotation_and_cover() {
+    let input = encode_png(&distinct(200, 100));
+    let window = Options {
+        crop: Some(Crop::WindowPixels { w: 80, h: 40 }),
+        ..png(Options::default())
+    };
+    let out = process(
+        &input,
+        &Options {
+            rotate: Rotation::Deg90,
+            gravity: Gravity::North,
+            ..window
+        },
+    );
+    assert_eq!((out.width, out.height), (40, 80));
+    let w = out.source_window;
+    assert_eq!((w.x, w.y, w.width, w.height), (0.0, 30.0, 80.0, 40.0));
+    // A 100x100 window at the east, then a 2:1 cover window in it, east too: the cover
+    // window's left edge stays at the crop window's, its height centred (east is 1, 0.5).
+    let out = process(
+        &input,
+        &Options {
+            crop: Some(Crop::WindowPixels { w: 100, h: 100 }),
+            gravity: Gravity::East,
+            width: Some(50),
+            height: Some(25),
+            fit: Fit::Cover,
+            ..window
+        },
+    );
+    let w = out.source_window;
+    assert_eq!((w.x, w.y, w.width, w.height), (100.0, 25.0, 100.0, 50.0));
+    assert_eq!((out.width, out.height), (50, 25));
+    // With a rectangle crop first nothing moves: the rectangle is placed by its numbers.
+    let out = process(
+        &input,
+        &Options {
+            crop: Some(Crop::Pixels {
+                x: 10,
+                y: 10,
+                w: 50,
+                h: 50,
+            }),
+            gravity: Gravity::SouthEast,
+            ..window
+        },
+    );
+    let w = out.source_window;
+    assert_eq!((w.x, w.y, w.width, w.height), (10.0, 10.0, 50.0, 50.0));
+}
+
+// ------------------------------------------------------------------ padding
+
+/// `padding`: bars of the background around the result, sized in output pixels times
+/// `dpr`, after `fit=pad`'s canvas; the content is untouched between them.
+#[test]
+fn padding_adds_bars_of_the_background_around_the_result() {
+    let red = image::Rgba([255, 0, 0, 255]);
+    let green = image::Rgba([0, 255, 0, 255]);
+    let input = encode_png(&image::RgbaImage::from_pixel(40, 20, red));
+    let padded = png(Options {
+        padding: "1,2,3,4".parse().unwrap(),
+        background: Some("00ff00".parse().unwrap()),
+        ..Options::default()
+    });
+    let out = process(&input, &padded);
+    assert_eq!((out.width, out.height), (46, 24));
+    let img = rgba(&out.bytes);
+    assert_eq!(img.dimensions(), (46, 24));
+    for (x, y, p) in img.enumerate_pixels() {
+        let inside = (4..44).contains(&x) && (1..21).contains(&y);
+        assert_eq!(*p, if inside { red } else { green }, "({x}, {y})");
+    }
+    // dpr doubles the bars with the box; around a `fit=pad` canvas of its own.
+    let out = process(
+        &input,
+        &Options {
+            width: Some(20),
+            dpr: dec("2"),
+            ..padded
+        },
+    );
+    assert_eq!((out.width, out.height), (40 + 12, 20 + 8));
+    let img = rgba(&out.bytes);
+    assert_eq!(*img.get_pixel(8, 2), red);
+    assert_eq!(*img.get_pixel(7, 2), green);
+    assert_eq!(*img.get_pixel(8, 1), green);
+    assert_eq!(*img.get_pixel(47, 21), red);
+    assert_eq!(*img.get_pixel(48, 21), green);
+    assert_eq!(*img.get_pixel(47, 22), green);
+    let out = process(
+        &input,
+        &Options {
+            width: Some(40),
+            height: Some(40),
+            fit: Fit::Pad,
+            padding: "5".parse().unwrap(),
+            ..padded
+        },
+    );
+    assert_eq!((out.width, out.height), (50, 50));
+    let img = rgba(&out.bytes);
+    // The image sits centred on its 40x40 canvas (rows 10..30), inside the 5 px bars.
+    assert_eq!(*img.get_pixel(5, 15), red);
+    assert_eq!(*img.get_pixel(44, 34), red);
+    assert_eq!(*img.get_pixel(5, 14), green);
+    assert_eq!(*img.get_pixel(4, 15), green);
+}
+
+/// Without `background` the bars are transparent where the format has alpha (PNG), and
+/// white where it has not (JPEG), as `fit=pad`'s bars are; the probe (what the node
+/// prices) sees the padded size.
+#[test]
+fn padding_is_transparent_in_png_and_white_in_jpeg() {
+    let input = encode_png(&image::RgbaImage::from_pixel(
+        30,
+        30,
+        image::Rgba([0, 0, 255, 255]),
+    ));
+    let padded = png(Options {
+        padding: "10,0".parse().unwrap(),
+        ..Options::default()
+    });
+    let out = process(&input, &padded);
+    assert_eq!((out.width, out.height), (30, 50));
+    let img = rgba(&out.bytes);
+    assert_eq!(img.get_pixel(15, 5)[3], 0, "the bar is transparent");
+    assert_eq!(img.get_pixel(15, 45)[3], 0, "the bar is transparent");
+    assert_eq!(*img.get_pixel(15, 25), image::Rgba([0, 0, 255, 255]));
+    let probe = tessera_resize::probe(&input, &padded, &Limits::default()).unwrap();
+    assert_eq!((probe.output_width, probe.output_height), (30, 50));
+    let jpeg = process(
+        &input,
+        &Options {
+            format: FormatRequest::Fixed(OutputFormat::Jpeg),
+            ..padded
+        },
+    );
+    let img = common::decode_back(&jpeg.bytes).to_rgb8();
+    assert!(img.get_pixel(15, 2).0.iter().all(|&v| v > 245), "white bar");
+    let [r, g, b] = img.get_pixel(15, 25).0;
+    assert!(r < 20 && g < 20 && b > 230, "blue content {:?}", [r, g, b]);
+}
+
+/// The padded output is what the output limits bound: the pixel limit, the side limit,
+/// and the per-format limits (AVIF's 4.2 MP).
+#[test]
+fn padding_over_the_output_limits_is_refused() {
+    let input = encode_png(&distinct(200, 100));
+    let message = refused(
+        &input,
+        &Options {
+            padding: "0,8100".parse().unwrap(),
+            ..Options::default()
+        },
+    );
+    assert!(
+        message.contains("16400x100 with padding 0,8100"),
+        "{message}"
+    );
+    let message = refused(
+        &input,
+        &Options {
+            width: Some(4000),
+            height: Some(4000),
+            padding: "100".parse().unwrap(),
+            ..Options::default()
+        },
+    );
+    assert!(message.contains("padding"), "{message}");
+    let message = refused(
+        &input,
+        &Options {
+            padding: "1100".parse().unwrap(),
+            format: FormatRequest::Fixed(OutputFormat::Avif),
+            ..Options::default()
+        },
+    );
+    assert!(
+        message.contains("avif output of 5520000 pixels"),
+        "{message}"
+    );
+}
+
 // ------------------------------------------------------------------ focus point
 
 /// A 400x100 gray image with a red block at x 300..340: a 100x100 cover window centred on
@@ -676,6 +943,13 @@ fn animations_turn_every_frame_and_refuse_what_needs_a_canvas() {
             },
             "background",
         ),
+        (
+            Options {
+                padding: "2".parse().unwrap(),
+                ..gif_out
+            },
+            "padding",
+        ),
     ] {
         let message = refused(&gif, &options);
         assert!(message.contains(name), "{message}");
@@ -689,6 +963,17 @@ fn animations_turn_every_frame_and_refuse_what_needs_a_canvas() {
         ..Options::default()
     };
     assert_eq!(process(&gif, &still).width, 10);
+    // A window crop is geometry the plan carries: every frame gets it.
+    let out = process(
+        &gif,
+        &Options {
+            crop: Some(Crop::WindowPixels { w: 10, h: 20 }),
+            gravity: Gravity::East,
+            ..gif_out
+        },
+    );
+    assert_eq!((out.width, out.height), (10, 20));
+    assert_eq!(out.source_window.x, 30.0);
 }
 
 // ------------------------------------------------------------------ smart crop
@@ -749,6 +1034,60 @@ fn smart_crop_keeps_an_off_centre_subject() {
     let w = cropped.source_window;
     assert!(w.x >= 0.0 && w.x + w.width <= 300.0 + 1e-9, "{w:?}");
     assert!(w.x + w.width >= 290.0, "{w:?} leans towards the subject");
+}
+
+/// `crop=w,h` with `gravity=smart`: the search places the window (any fit), and with a
+/// cover crop after it, the final window, anywhere in the image.
+#[test]
+fn a_smart_crop_window_keeps_an_off_centre_subject() {
+    let img = image::RgbaImage::from_fn(400, 200, |x, y| {
+        if (280..360).contains(&x) && (60..140).contains(&y) {
+            if (x / 4 + y / 4) % 2 == 0 {
+                image::Rgba([220, 160, 120, 255])
+            } else {
+                image::Rgba([40, 90, 200, 255])
+            }
+        } else {
+            image::Rgba([128, 128, 128, 255])
+        }
+    });
+    let input = encode_png(&img);
+    let window = png(Options {
+        crop: Some(Crop::WindowPixels { w: 160, h: 200 }),
+        gravity: Gravity::Smart,
+        ..Options::default()
+    });
+    let out = process(&input, &window);
+    let w = out.source_window;
+    assert_eq!(
+        (w.width, w.height, out.width, out.height),
+        (160.0, 200.0, 160, 200)
+    );
+    assert!(
+        w.x <= 280.0 && w.x + w.width >= 360.0,
+        "the window {w:?} holds the subject (x 280..360)"
+    );
+    let centre = process(
+        &input,
+        &Options {
+            gravity: Gravity::Center,
+            ..window
+        },
+    );
+    assert_eq!(centre.source_window.x, 120.0, "the centre window cuts it");
+    let cover = process(
+        &input,
+        &Options {
+            crop: Some(Crop::WindowPixels { w: 300, h: 200 }),
+            width: Some(50),
+            height: Some(50),
+            fit: Fit::Cover,
+            ..window
+        },
+    );
+    let w = cover.source_window;
+    assert_eq!((w.width, w.height), (200.0, 200.0));
+    assert!(w.x <= 280.0 && w.x + w.width >= 360.0, "{w:?}");
 }
 
 /// The shared photos, square windows chosen by the smart crop, printed for the record;

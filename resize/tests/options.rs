@@ -50,6 +50,94 @@ fn gravity_spellings() {
         .contains("\"up\""));
 }
 
+/// Both crop forms and padding read back from their `Display` as the same value, and
+/// each accepted spelling means what it says.
+#[test]
+fn crop_and_padding_spellings_round_trip() {
+    use tessera_resize::{Crop, Padding};
+    let d = |s: &str| s.parse::<tessera_resize::Decimal>().unwrap();
+    for (s, crop, canonical) in [
+        (
+            "1,2,30,40",
+            Crop::Pixels {
+                x: 1,
+                y: 2,
+                w: 30,
+                h: 40,
+            },
+            "1,2,30,40",
+        ),
+        (
+            "0.1,0,0.5,1",
+            Crop::Fractions {
+                x: d("0.1"),
+                y: d("0"),
+                w: d("0.5"),
+                h: d("1"),
+            },
+            "0.1,0.0,0.5,1.0",
+        ),
+        ("300,0", Crop::WindowPixels { w: 300, h: 0 }, "300,0"),
+        ("0,0", Crop::WindowPixels { w: 0, h: 0 }, "0,0"),
+        (
+            "0.5,0",
+            Crop::WindowFractions {
+                w: d("0.5"),
+                h: d("0"),
+            },
+            "0.5,0.0",
+        ),
+        (
+            "1.0,0.25",
+            Crop::WindowFractions {
+                w: d("1"),
+                h: d("0.25"),
+            },
+            "1.0,0.25",
+        ),
+    ] {
+        assert_eq!(s.parse::<Crop>().unwrap(), crop, "{s}");
+        assert_eq!(crop.to_string(), canonical, "{s}");
+        assert_eq!(canonical.parse::<Crop>().unwrap(), crop, "{canonical}");
+    }
+    for bad in [
+        "",
+        "5",
+        "1,2,3",
+        "1,2,3,4,5",
+        "1.5,0.5",
+        "-1,2",
+        "1,x",
+        "0.5,",
+    ] {
+        let message = bad.parse::<Crop>().unwrap_err().to_string();
+        assert!(message.contains("crop"), "{bad}: {message}");
+    }
+    let sides = |p: Padding| [p.top_px, p.right_px, p.bottom_px, p.left_px];
+    for (s, expected) in [
+        ("7", [7, 7, 7, 7]),
+        ("1,2", [1, 2, 1, 2]),
+        ("1,2,3", [1, 2, 3, 2]),
+        ("1,2,3,4", [1, 2, 3, 4]),
+        ("0", [0, 0, 0, 0]),
+    ] {
+        let padding = s.parse::<Padding>().unwrap();
+        assert_eq!(sides(padding), expected, "{s}");
+        let canonical = padding.to_string();
+        assert_eq!(canonical.split(',').count(), 4, "{canonical}");
+        assert_eq!(canonical.parse::<Padding>().unwrap(), padding);
+    }
+    assert_eq!("0".parse::<Padding>().unwrap(), Padding::NONE);
+    assert_eq!(Padding::default(), Padding::NONE);
+    for bad in ["", "1,2,3,4,5", "-1", "1.5", "a", "1,,2"] {
+        let message = bad.parse::<Padding>().unwrap_err().to_string();
+        assert!(message.contains("padding"), "{bad}: {message}");
+    }
+    // dpr multiplies each side, rounded.
+    let scaled = "1,2,3,4".parse::<Padding>().unwrap().scaled(d("1.5"));
+    assert_eq!(sides(scaled), [2, 3, 5, 6]);
+}
+
 #[test]
 fn format_spellings_and_mime() {
     assert_eq!("jpg".parse::<OutputFormat>().unwrap(), OutputFormat::Jpeg);
@@ -171,6 +259,56 @@ fn validate_edge_cases() {
     }
     .validate(&small)
     .is_err());
+    // Padding: each side within SIDE_MAX, and a box plus its padding (times dpr) within
+    // the output limits.
+    let padding = |s: &str| s.parse::<tessera_resize::Padding>().unwrap();
+    assert!(Options {
+        width: Some(8),
+        height: Some(8),
+        padding: padding("1"),
+        ..ok
+    }
+    .validate(&small)
+    .is_ok());
+    let msg = Options {
+        width: Some(8),
+        height: Some(8),
+        padding: padding("1,2,1,1"),
+        ..ok
+    }
+    .validate(&small)
+    .expect_err("10x10 is 100 pixels, 11x10 is over")
+    .to_string();
+    assert!(
+        msg.contains("padding 1,2,1,1") && msg.contains("11x10"),
+        "{msg}"
+    );
+    let msg = invalid(Options {
+        padding: padding("16385,0"),
+        ..ok
+    });
+    assert!(msg.contains("padding"), "{msg}");
+    let msg = invalid(Options {
+        width: Some(16_000),
+        padding: padding("0,200"),
+        ..ok
+    });
+    assert!(msg.contains("16400x?"), "{msg}");
+    let msg = invalid(Options {
+        width: Some(4000),
+        padding: padding("0,100"),
+        dpr: "4".parse().unwrap(),
+        ..ok
+    });
+    assert!(msg.contains("16800x?"), "{msg}");
+    let msg = invalid(Options {
+        crop: Some(tessera_resize::Crop::WindowFractions {
+            w: "1.5".parse().unwrap(),
+            h: "0".parse().unwrap(),
+        }),
+        ..ok
+    });
+    assert!(msg.contains("crop"), "{msg}");
     let _ = FormatRequest::Auto {
         webp: true,
         avif: false,

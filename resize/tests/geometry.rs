@@ -978,11 +978,9 @@ fn animations_turn_every_frame_and_refuse_what_needs_a_canvas() {
 
 // ------------------------------------------------------------------ smart crop
 
-/// A flat gray 400x200 image with a textured, coloured subject at x 280..360: a square
-/// smart cover window keeps it; the centre would cut it.
-#[test]
-fn smart_crop_keeps_an_off_centre_subject() {
-    let img = image::RgbaImage::from_fn(400, 200, |x, y| {
+/// A flat gray 400x200 PNG with a textured, coloured subject at x 280..360, y 60..140.
+fn off_centre_subject() -> Vec<u8> {
+    encode_png(&image::RgbaImage::from_fn(400, 200, |x, y| {
         if (280..360).contains(&x) && (60..140).contains(&y) {
             // A checkerboard in skin-ish and saturated colours: edges and colour.
             if (x / 4 + y / 4) % 2 == 0 {
@@ -993,8 +991,32 @@ fn smart_crop_keeps_an_off_centre_subject() {
         } else {
             image::Rgba([128, 128, 128, 255])
         }
-    });
-    let input = encode_png(&img);
+    }))
+}
+
+/// Processes `off_centre_subject()` with `smart` (a `gravity=smart` request): its window
+/// holds the subject's columns, where the centre gravity's (at `centre_x`) cuts them.
+fn holds_the_subject(input: &[u8], smart: &Options, centre_x: f64) -> Output {
+    let out = process(input, smart);
+    let w = out.source_window;
+    assert!(
+        w.x <= 280.0 && w.x + w.width >= 360.0,
+        "the window {w:?} holds the subject (x 280..360)"
+    );
+    let centre = Options {
+        gravity: Gravity::Center,
+        ..*smart
+    };
+    let x = process(input, &centre).source_window.x;
+    assert_eq!(x, centre_x, "the centre window cuts it");
+    assert!(x + w.width < 360.0 || x > 280.0);
+    out
+}
+
+/// The off-centre subject: a square smart cover window keeps it; the centre would cut it.
+#[test]
+fn smart_crop_keeps_an_off_centre_subject() {
+    let input = off_centre_subject();
     let smart = png(Options {
         width: Some(100),
         height: Some(100),
@@ -1002,22 +1024,9 @@ fn smart_crop_keeps_an_off_centre_subject() {
         gravity: Gravity::Smart,
         ..Options::default()
     });
-    let out = process(&input, &smart);
-    let w = out.source_window;
+    let w = holds_the_subject(&input, &smart, 100.0).source_window;
     println!("smart window on the synthetic image: {w:?}");
     assert_eq!((w.width, w.height), (200.0, 200.0));
-    assert!(
-        w.x <= 280.0 && w.x + w.width >= 360.0,
-        "the window {w:?} holds the subject (x 280..360)"
-    );
-    let centre = process(
-        &input,
-        &Options {
-            gravity: Gravity::Center,
-            ..smart
-        },
-    );
-    assert_eq!(centre.source_window.x, 100.0, "the centre window cuts it");
     // Within a manual crop the window stays inside the crop.
     let cropped = process(
         &input,
@@ -1040,41 +1049,18 @@ fn smart_crop_keeps_an_off_centre_subject() {
 /// cover crop after it, the final window, anywhere in the image.
 #[test]
 fn a_smart_crop_window_keeps_an_off_centre_subject() {
-    let img = image::RgbaImage::from_fn(400, 200, |x, y| {
-        if (280..360).contains(&x) && (60..140).contains(&y) {
-            if (x / 4 + y / 4) % 2 == 0 {
-                image::Rgba([220, 160, 120, 255])
-            } else {
-                image::Rgba([40, 90, 200, 255])
-            }
-        } else {
-            image::Rgba([128, 128, 128, 255])
-        }
-    });
-    let input = encode_png(&img);
+    let input = off_centre_subject();
     let window = png(Options {
         crop: Some(Crop::WindowPixels { w: 160, h: 200 }),
         gravity: Gravity::Smart,
         ..Options::default()
     });
-    let out = process(&input, &window);
+    let out = holds_the_subject(&input, &window, 120.0);
     let w = out.source_window;
     assert_eq!(
         (w.width, w.height, out.width, out.height),
         (160.0, 200.0, 160, 200)
     );
-    assert!(
-        w.x <= 280.0 && w.x + w.width >= 360.0,
-        "the window {w:?} holds the subject (x 280..360)"
-    );
-    let centre = process(
-        &input,
-        &Options {
-            gravity: Gravity::Center,
-            ..window
-        },
-    );
-    assert_eq!(centre.source_window.x, 120.0, "the centre window cuts it");
     let cover = process(
         &input,
         &Options {

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
-use tessera_resize::{Decimal, Flip, FormatRequest, Options, Rotation};
+use tessera_resize::{Decimal, Flip, FormatRequest, Options, Padding, Rotation};
 
 /// The quoted strong ETag of a resize of `input` with `options`, and the watermark whose
 /// file has SHA-256 `watermark` when one is drawn (another mark, another output).
@@ -94,6 +94,9 @@ pub(crate) fn canonical_options(options: &Options) -> String {
     }
     if let Some(watermark) = options.watermark {
         let _ = write!(text, ";watermark={watermark}"); // writing to a String cannot fail
+    }
+    if options.padding != Padding::NONE {
+        let _ = write!(text, ";padding={}", options.padding); // writing to a String cannot fail
     }
     text
 }
@@ -238,6 +241,22 @@ mod tests {
             },
             Options {
                 watermark: Some("0.5:tile".parse().unwrap()),
+                ..base
+            },
+            Options {
+                crop: Some("10,10".parse().unwrap()),
+                ..base
+            },
+            Options {
+                crop: Some("0.5,0.0".parse().unwrap()),
+                ..base
+            },
+            Options {
+                padding: "1,2,3,4".parse().unwrap(),
+                ..base
+            },
+            Options {
+                padding: "4,3,2,1".parse().unwrap(),
                 ..base
             },
         ];

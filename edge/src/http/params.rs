@@ -1,6 +1,7 @@
 //! Parsing the resize query string (`w`, `h`, `dpr`, `fit`, `gravity`, `crop`, `trim`,
-//! `rotate`, `flip`, `background`, `enlarge`, `blur`, `sharpen`, `watermark`, `format`, `q`, `q_jpeg`,
-//! `q_webp`, `q_avif`, `max_bytes`, `progressive`, `strip`) and the `Accept` header into
+//! `rotate`, `flip`, `padding`, `background`, `enlarge`, `blur`, `sharpen`, `watermark`,
+//! `format`, `q`, `q_jpeg`, `q_webp`, `q_avif`, `max_bytes`, `progressive`, `strip`) and the
+//! `Accept` header into
 //! [`tessera_resize::Options`]. The spellings of the values are `tessera_resize`'s
 //! (`FromStr` on each option type), so every front end reads them alike.
 //!
@@ -9,14 +10,14 @@
 //! wrong). Range checks on the values themselves belong to the pipeline
 //! (`Options::validate`), so the node and the library cannot disagree on them.
 
-use tessera_resize::{Flip, FormatRequest, Limits, Options, OutputFormat};
+use tessera_resize::{Flip, FormatRequest, Limits, Options, OutputFormat, Padding};
 
 use crate::http::error::ApiError;
 
 /// The parameters `POST /v1/resize` accepts, listed in error messages.
-pub const ACCEPTED: &str = "w, h, dpr, fit, gravity, crop, trim, rotate, flip, background, \
-     enlarge, blur, sharpen, watermark, format, q, q_jpeg, q_webp, q_avif, max_bytes, \
-     progressive, strip";
+pub const ACCEPTED: &str = "w, h, dpr, fit, gravity, crop, trim, rotate, flip, padding, \
+     background, enlarge, blur, sharpen, watermark, format, q, q_jpeg, q_webp, q_avif, \
+     max_bytes, progressive, strip";
 
 /// Defaults for what a request leaves out.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +83,7 @@ pub fn parse(
             }
             "rotate" => options.rotate = value.parse().map_err(invalid("rotate"))?,
             "flip" => options.flip = value.parse().map_err(invalid("flip"))?,
+            "padding" => options.padding = value.parse().map_err(invalid("padding"))?,
             "trim" => {
                 options.trim = Some(value.parse().map_err(|_| {
                     ApiError::bad_parameter(format!(
@@ -144,6 +146,7 @@ pub fn to_query(options: &Options) -> String {
         background,
         rotate,
         flip,
+        padding,
         trim,
         enlarge,
         blur,
@@ -156,7 +159,7 @@ pub fn to_query(options: &Options) -> String {
         FormatRequest::Auto { .. } => "auto",
         FormatRequest::Original => "original",
     };
-    let pairs: [(&str, Option<String>); 22] = [
+    let pairs: [(&str, Option<String>); 23] = [
         ("w", width.map(|w| w.to_string())),
         ("h", height.map(|h| h.to_string())),
         ("dpr", Some(dpr.to_string())),
@@ -168,6 +171,10 @@ pub fn to_query(options: &Options) -> String {
         (
             "flip",
             (flip != Flip::None).then(|| flip.as_str().to_owned()),
+        ),
+        (
+            "padding",
+            (padding != Padding::NONE).then(|| padding.to_string()),
         ),
         ("background", background.map(|b| b.to_string())),
         ("enlarge", enlarge.map(|e| e.to_string())),
@@ -303,13 +310,16 @@ mod tests {
         for query in [
             "",
             "w=300&h=200&dpr=2.5&fit=pad&gravity=fp:0.25:0.75&crop=0.1,0.2,0.5,0.5&trim=12\
-             &rotate=270&flip=hv&background=ff000080&enlarge=false&blur=1.5&sharpen=2:0.8\
-             &format=webp&q=70&q_jpeg=60&q_webp=50&q_avif=40&max_bytes=9000\
+             &rotate=270&flip=hv&padding=1,2,3,4&background=ff000080&enlarge=false&blur=1.5\
+             &sharpen=2:0.8&format=webp&q=70&q_jpeg=60&q_webp=50&q_avif=40&max_bytes=9000\
              &progressive=true&strip=false&watermark=0.5:southwest:10:20:0.25",
             "w=40&fit=cover&gravity=smart&crop=10,20,300,400&format=auto&rotate=90&flip=v",
             "h=40&fit=scale-down&crop=0.0,0,1,1.0&format=original&enlarge=false&sharpen=1",
-            "format=png&rotate=0&trim=0&strip=true&gravity=sw&watermark=1",
+            "format=png&rotate=0&trim=0&strip=true&gravity=sw&watermark=1&padding=0",
             "watermark=0.3:tile:5:0",
+            "w=50&h=50&fit=cover&gravity=ne&crop=300,0&padding=5,6",
+            "crop=0.5,0&gravity=fp:0.1:0.9&padding=1,2,3",
+            "crop=0,0&gravity=smart",
         ] {
             for accept in [None, Some("image/avif,image/webp")] {
                 let first = parse(query, accept, DEFAULTS, &Limits::default())
@@ -392,6 +402,33 @@ mod tests {
                 h: d("1")
             })
         );
+        // Two values: a window placed by the gravity; 0 is the whole side.
+        assert_eq!(
+            parse_ok("crop=300,0&gravity=n").crop,
+            Some(Crop::WindowPixels { w: 300, h: 0 })
+        );
+        assert_eq!(
+            parse_ok("crop=0.5,0").crop,
+            Some(Crop::WindowFractions {
+                w: d("0.5"),
+                h: d("0")
+            })
+        );
+        // Padding reads as CSS: all, vertical/horizontal, top/horizontal/bottom, four.
+        for (query, sides) in [
+            ("padding=5", [5, 5, 5, 5]),
+            ("padding=5,10", [5, 10, 5, 10]),
+            ("padding=1,2,3", [1, 2, 3, 2]),
+            ("padding=1,2,3,4", [1, 2, 3, 4]),
+        ] {
+            let p = parse_ok(query).padding;
+            assert_eq!(
+                [p.top_px, p.right_px, p.bottom_px, p.left_px],
+                sides,
+                "{query}"
+            );
+        }
+        assert_eq!(parse_ok("w=10").padding, tessera_resize::Padding::NONE);
         assert_eq!(
             parse_ok("background=00FF00").background,
             Some(Rgba([0, 255, 0, 255]))
@@ -470,6 +507,17 @@ mod tests {
             ("crop=0.5,0.5,1.5,0.1", "`crop`"),
             ("crop=1,2,3.5,4", "`crop`"),
             ("crop=-1,0,5,5", "`crop`"),
+            ("crop=5", "`crop`"),
+            ("crop=1,2,3,4,5", "`crop`"),
+            ("crop=1.5,0.5", "`crop`"),
+            ("crop=10,0.5x", "`crop`"),
+            ("padding=", "empty"),
+            ("padding=1,2,3,4,5", "`padding`"),
+            ("padding=-1", "`padding`"),
+            ("padding=1.5", "`padding`"),
+            ("padding=16385", "padding"),
+            ("w=4000&h=4000&padding=100", "padding"),
+            ("w=16000&padding=0,200", "padding"),
             ("gravity=fp:1.2:0", "`gravity`"),
             ("gravity=fp:0.5", "`gravity`"),
             ("background=red", "`background`"),

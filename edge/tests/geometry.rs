@@ -1,9 +1,10 @@
 //! The geometry options over HTTP: each query name round-trips on `POST /v1/resize`
 //! (status, output size, `Content-Type`), bad values answer 400 with a JSON error naming
 //! the option, the ETag changes with an option and stays the same without it (or at its
-//! default); the same options in a signed URL (a crop's commas included) and in imgproxy
-//! URLs (`dpr`, `g:fp`, `g:sm`, `ex:1`, `el`, `rot`, `fl`, `t`, `bg`, `bl`, `sh`), against
-//! a local origin; `gravity=smart`, `blur` and `sharpen` on POST.
+//! default); the same options in a signed URL (a crop's and a padding's commas included)
+//! and in imgproxy URLs (`dpr`, `g:fp`, `g:sm`, `ex:1`, `el`, `rot`, `fl`, `t`, `bg`, `bl`,
+//! `sh`, `c` with its gravity, `pd`), against a local origin; `gravity=smart`, `blur` and
+//! `sharpen` on POST.
 
 mod common;
 
@@ -39,7 +40,7 @@ fn size_of(reply: &Reply) -> (u32, u32) {
 async fn each_option_round_trips_on_post_resize() {
     let node = TestNode::start(test_config()).await;
     let input = bordered();
-    let cases: [(&str, (u32, u32), &str); 12] = [
+    let cases: [(&str, (u32, u32), &str); 16] = [
         ("w=50&dpr=2", (100, 50), "image/jpeg"),
         ("w=40&h=40&dpr=1.5&fit=cover", (60, 60), "image/jpeg"),
         ("crop=0,0,100,100&format=png", (100, 100), "image/png"),
@@ -60,6 +61,14 @@ async fn each_option_round_trips_on_post_resize() {
         ("trim=5&format=png", (180, 80), "image/png"),
         ("w=400&enlarge=false", (200, 100), "image/jpeg"),
         ("w=400", (400, 200), "image/jpeg"),
+        ("crop=80,40&gravity=e&format=png", (80, 40), "image/png"),
+        (
+            "crop=0.5,0&gravity=west&w=50&format=png",
+            (50, 50),
+            "image/png",
+        ),
+        ("padding=5,10&format=png", (220, 110), "image/png"),
+        ("w=50&dpr=2&padding=5", (120, 70), "image/jpeg"),
     ];
     for (query, size, mime) in cases {
         let reply = node
@@ -69,21 +78,24 @@ async fn each_option_round_trips_on_post_resize() {
         assert_eq!(reply.header("content-type"), Some(mime), "{query}");
         assert_eq!(size_of(&reply), size, "{query}");
     }
-    // The pad bars are the background; the flip moved blue to the left.
-    let pad = node
-        .post(
-            "/v1/resize?w=80&h=80&fit=pad&background=00ff00&format=png",
-            &[],
-            input.clone(),
-        )
-        .await;
-    let pad = image::load_from_memory(&pad.body).unwrap().to_rgb8();
-    assert_eq!(pad.get_pixel(40, 2).0, [0, 255, 0]);
-    let flipped = node
-        .post("/v1/resize?flip=h&format=png", &[], input.clone())
-        .await;
-    let flipped = image::load_from_memory(&flipped.body).unwrap().to_rgb8();
-    assert_eq!(flipped.get_pixel(50, 50).0, [0, 0, 255]);
+    // The pad bars are the background; the flip moved blue to the left; the window went
+    // east (blue); the padding is transparent in PNG.
+    let pixels = |query: &'static str| {
+        let (node, input) = (&node, input.clone());
+        async move {
+            let reply = node.post(&format!("/v1/resize?{query}"), &[], input).await;
+            image::load_from_memory(&reply.body).unwrap().to_rgba8()
+        }
+    };
+    let pad = pixels("w=80&h=80&fit=pad&background=00ff00&format=png").await;
+    assert_eq!(pad.get_pixel(40, 2).0, [0, 255, 0, 255]);
+    let flipped = pixels("flip=h&format=png").await;
+    assert_eq!(flipped.get_pixel(50, 50).0, [0, 0, 255, 255]);
+    let east = pixels("crop=80,40&gravity=e&format=png").await;
+    assert_eq!(east.get_pixel(20, 20).0, [0, 0, 255, 255]);
+    let padded = pixels("padding=5,10&format=png").await;
+    assert_eq!(padded.get_pixel(5, 2).0[3], 0);
+    assert_eq!(padded.get_pixel(50, 50).0, [255, 0, 0, 255]);
     node.stop().await;
 }
 
@@ -107,6 +119,12 @@ async fn bad_values_answer_400_naming_the_option() {
         ("enlarge=maybe", "enlarge"),
         ("fit=scale-down&enlarge=true", "enlarge"),
         ("rotate=90&rotate=90", "more than once"),
+        ("crop=1.5,0.5", "crop"),
+        ("crop=10", "crop"),
+        ("padding=1,2,3,4,5", "padding"),
+        ("padding=x", "padding"),
+        ("w=4000&h=4000&padding=100", "padding"),
+        ("padding=16000", "padding"),
     ] {
         let reply = node
             .post(&format!("/v1/resize?{query}"), &[], input.clone())
@@ -138,7 +156,7 @@ async fn the_etag_changes_with_an_option_and_not_without_it() {
     let plain = tag("w=50").await;
     assert_eq!(plain, tag("w=50").await);
     // At their defaults the options are not there at all.
-    assert_eq!(plain, tag("w=50&dpr=1&rotate=0").await);
+    assert_eq!(plain, tag("w=50&dpr=1&rotate=0&padding=0").await);
     let mut seen = vec![plain];
     for query in [
         "w=50&dpr=2",
@@ -154,6 +172,10 @@ async fn the_etag_changes_with_an_option_and_not_without_it() {
         "w=50&blur=2",
         "w=50&sharpen=1",
         "w=50&sharpen=1:0.5",
+        "w=50&crop=50,50",
+        "w=50&crop=50,50&gravity=ne",
+        "w=50&padding=1",
+        "w=50&padding=1,2",
     ] {
         let t = tag(query).await;
         assert!(!seen.contains(&t), "{query}: {t}");
@@ -163,7 +185,6 @@ async fn the_etag_changes_with_an_option_and_not_without_it() {
 }
 
 // ------------------------------------------------------------------ signed and imgproxy
-
 
 /// imgproxy's signature, as its documentation describes it ("Signing a URL").
 fn imgproxy_sign(key: &[u8], salt: &[u8], path: &str) -> String {
@@ -205,6 +226,7 @@ async fn signed_and_imgproxy_urls_take_the_geometry_options() {
         ("w=30,dpr=2,flip=h,format=png", (60, 30)),
         ("w=60,h=60,fit=pad,background=000000,format=png", (60, 60)),
         ("trim=5,enlarge=false,w=500,format=png", (180, 80)),
+        ("crop=80,40,gravity=e,padding=1,2,format=png", (84, 42)),
     ] {
         let path = tessera_edge::http::signed::signed_path(tenant_id, &secret, options, &source);
         let reply = get(path).await;
@@ -239,6 +261,11 @@ async fn signed_and_imgproxy_urls_take_the_geometry_options() {
         ("rs:fill:40:40/g:sm", (40, 40), "image/png"),
         ("w:100/bl:2", (100, 50), "image/png"),
         ("w:100/sh:0.7", (100, 50), "image/png"),
+        ("c:80:40:ea", (80, 40), "image/png"),
+        ("c:0.5:0:we/rs:fit:50:50", (50, 50), "image/png"),
+        ("g:ea/c:80:40/rs:fill:40:40", (40, 40), "image/png"),
+        ("pd:5:10", (220, 110), "image/png"),
+        ("w:100/pd:5/dpr:2@jpg", (220, 120), "image/jpeg"),
     ] {
         let (options, ext) = options.split_once('@').unwrap_or((options, "png"));
         let reply = get(url(&format!("/{options}/{plain}@{ext}"))).await;
@@ -253,11 +280,14 @@ async fn signed_and_imgproxy_urls_take_the_geometry_options() {
     let focused = get(url(&format!("/rs:fill:40:40/g:fp:0.75:0.5/{plain}@png"))).await;
     let focused = image::load_from_memory(&focused.body).unwrap().to_rgb8();
     assert_eq!(focused.get_pixel(20, 20).0, [0, 0, 255]);
-    // Refused by name: crop with gravity and padding stay unsupported; so does a bad
-    // rotation.
+    let cropped = get(url(&format!("/c:80:40:ea/{plain}@png"))).await;
+    let cropped = image::load_from_memory(&cropped.body).unwrap().to_rgb8();
+    assert_eq!(cropped.get_pixel(20, 20).0, [0, 0, 255]);
+    // Refused by name: a crop of a fraction by pixels, a crop gravity that the fill's
+    // differs from (one gravity places both), a bad rotation.
     for (option, named) in [
-        ("c:10:10", "`c:10:10`"),
-        ("pd:5", "`pd:5`"),
+        ("c:0.5:10", "`c:0.5:10`"),
+        ("c:10:10:no/rs:fill:40:40", "`c`"),
         ("rot:45", "`rot:45`"),
     ] {
         let reply = get(url(&format!("/{option}/{plain}@png"))).await;

@@ -783,11 +783,11 @@ async fn imgproxy_urls_sign_translate_and_bill_like_signed_urls() {
 
     // Refusals: an option Tessera cannot honour exactly, named; a signature from another
     // key; a tampered path; an unsigned URL.
-    let padded = get(url(&format!("/pd:10:10/plain/{source}"))).await;
-    assert_eq!(padded.status, StatusCode::BAD_REQUEST);
+    let mixed = get(url(&format!("/c:0.5:10/plain/{source}"))).await;
+    assert_eq!(mixed.status, StatusCode::BAD_REQUEST);
     assert!(
-        String::from_utf8_lossy(&padded.body).contains("`pd:10:10`"),
-        "{padded:?}"
+        String::from_utf8_lossy(&mixed.body).contains("`c:0.5:10`"),
+        "{mixed:?}"
     );
     let other_key = format!(
         "/ip/{tenant}/{}{path}",

@@ -14,11 +14,15 @@
 //!   `bg` (background), `ex:1` (pad a `fit` result to the box: `fit=pad`) and `el`
 //!   (enlarge, false unless given, as in imgproxy, where Tessera's own default enlarges),
 //!   `g:sm` (`gravity=smart`), `bl:<sigma>` (`blur`) and `sh:<sigma>` (`sharpen=1:<sigma>`:
-//!   imgproxy's argument is the unsharp mask's sigma, at amount 1) and
+//!   imgproxy's argument is the unsharp mask's sigma, at amount 1),
 //!   `wm:<opacity>:<position>:<x>:<y>:<scale>` (`watermark`: the tenant's own mark, set by
-//!   an operator; position `re` is `tile`)
-//!   map onto the same options as Tessera's query; `c` (crop with gravity) and `pd`
-//!   (padding) are refused by name.
+//!   an operator; position `re` is `tile`), `c:w:h[:gravity]` (`crop=w,h`: a window placed
+//!   by the gravity before resizing; pixels, or fractions below 1, not both in one crop;
+//!   swapped to the source's frame under `rot:90`/`270`) and `pd:t[:r[:b[:l]]]`
+//!   (`padding=t,r,b,l`) map onto the same options as Tessera's query. Tessera has one
+//!   `gravity` for the crop window and the fill (or extend) that follows it: a `c` gravity
+//!   is used when `g` is the same, or when no fill or extend needs `g`; otherwise the URL
+//!   is refused, since one of the two would be wrong.
 //! - `<source>`: URL-safe base64 of the URL (may be split by `/`), then `.<ext>`; or
 //!   `plain/<percent-encoded URL>@<ext>`. `<ext>` picks the output format; without one
 //!   the output keeps the source's family (imgproxy's default).
@@ -47,6 +51,10 @@ pub const PREFIX: &str = "/ip/";
 
 /// The internal key `extend` is gathered under until the resizing type is known.
 const EXTEND: &str = "extend";
+
+/// The internal key a crop's own gravity (`c:w:h:<gravity>`) is gathered under until the
+/// request's `g` and resizing type are known ([`crop_gravity`]).
+const CROP_GRAVITY: &str = "crop_gravity";
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -172,6 +180,7 @@ pub fn parse(path: &str) -> Result<ImgproxyUrl, ApiError> {
             _ => {}
         }
     }
+    crop_gravity(&mut last)?;
     // imgproxy enlarges only when asked (`el:1`); Tessera's own default is to enlarge.
     if !last.iter().any(|(k, _)| k == "enlarge") {
         last.push(("enlarge".into(), "false".into()));
@@ -194,6 +203,119 @@ pub fn parse(path: &str) -> Result<ImgproxyUrl, ApiError> {
         expires_s,
         source,
     })
+}
+
+/// Settles the crop window's gravity and frame in the gathered `pairs`: Tessera's one
+/// `gravity` places both the `crop=w,h` window and the cover window (or `fit=pad`'s image)
+/// after it, so a crop gravity differing from `g` is taken only when nothing after the
+/// crop uses `g`, and refused otherwise. The crop's size, given by imgproxy in the rotated
+/// frame, is swapped into the source's under a quarter turn.
+fn crop_gravity(pairs: &mut Vec<(String, String)>) -> Result<(), ApiError> {
+    let value = |pairs: &[(String, String)], key: &str| {
+        pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
+    if matches!(value(pairs, "rotate").as_deref(), Some("90" | "270")) {
+        if let Some((_, crop)) = pairs.iter_mut().find(|(k, _)| k == "crop") {
+            if let Some((w, h)) = crop.split_once(',') {
+                *crop = format!("{h},{w}");
+            }
+        }
+    }
+    let Some(at) = pairs.iter().position(|(k, _)| k == CROP_GRAVITY) else {
+        return Ok(());
+    };
+    let (_, crop) = pairs.remove(at);
+    if value(pairs, "crop").is_none() {
+        return Ok(());
+    }
+    let fill = value(pairs, "gravity").unwrap_or_else(|| "center".to_owned());
+    let same = match (
+        crop.parse::<tessera_resize::Gravity>(),
+        fill.parse::<tessera_resize::Gravity>(),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => crop == fill,
+    };
+    if same {
+        return Ok(());
+    }
+    // `g` places a cover window or a padded image only when both sides are given.
+    let boxed = value(pairs, "w").is_some() && value(pairs, "h").is_some();
+    let fit = value(pairs, "fit");
+    if boxed && matches!(fit.as_deref(), Some("cover" | "pad")) {
+        let after = if fit.as_deref() == Some("cover") {
+            "the fill (rt:fill)"
+        } else {
+            "extend (ex:1)"
+        };
+        return Err(ApiError::bad_parameter(format!(
+            "imgproxy option `c` has gravity {crop} and `g` is {fill}: Tessera places the crop \
+             window and {after} with one gravity; give `c` no gravity, or the same as `g`"
+        )));
+    }
+    pairs.retain(|(k, _)| k != "gravity");
+    pairs.push(("gravity".to_owned(), crop));
+    Ok(())
+}
+
+/// imgproxy's crop size `c:<w>:<h>` as `crop=w,h`: 0 is the whole side, a value of 1 or
+/// more is pixels (a fraction part dropped, as imgproxy does), one below 1 with a point a
+/// fraction of the side. Tessera's window is in pixels or in fractions, not a mix.
+fn crop_of(option: &str, w: &str, h: &str) -> Result<String, ApiError> {
+    enum Side<'a> {
+        Pixels(&'a str),
+        Fraction(&'a str),
+    }
+    fn side_of<'a>(option: &str, v: &'a str) -> Result<Side<'a>, ApiError> {
+        let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+        let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(frac) || v.ends_with('.') {
+            return Err(bad(
+                option,
+                "crop sizes are pixels, or fractions below 1 (0.5)",
+            ));
+        }
+        Ok(
+            match (whole.trim_start_matches('0'), frac.trim_end_matches('0')) {
+                ("", "") => Side::Pixels("0"),
+                ("", _) => Side::Fraction(v),
+                (whole, _) => Side::Pixels(whole),
+            },
+        )
+    }
+    match (side_of(option, w)?, side_of(option, h)?) {
+        (Side::Pixels(w), Side::Pixels(h)) => Ok(format!("{w},{h}")),
+        (Side::Fraction(w), Side::Fraction(h)) => Ok(format!("{w},{h}")),
+        (Side::Fraction(f), Side::Pixels("0")) => Ok(format!("{f},0")),
+        (Side::Pixels("0"), Side::Fraction(f)) => Ok(format!("0,{f}")),
+        _ => Err(unsupported(
+            option,
+            "a crop of a fraction by pixels has no Tessera counterpart (its window is in \
+             pixels or in fractions)",
+        )),
+    }
+}
+
+/// imgproxy's `pd:<top>[:<right>[:<bottom>[:<left>]]]` as `padding=t,r,b,l`: as in CSS a
+/// missing right is the top, a missing bottom the top, a missing left the right; an empty
+/// argument keeps what the ones before it gave.
+fn padding_of(option: &str, args: &[&str]) -> Result<String, ApiError> {
+    let px = |v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| bad(option, "padding is whole numbers of pixels"))
+    };
+    let mut sides = [0u32; 4];
+    for (i, arg) in args.iter().enumerate().filter(|(_, a)| !a.is_empty()) {
+        let v = px(arg)?;
+        match i {
+            0 => sides = [v; 4],
+            1 => (sides[1], sides[3]) = (v, v),
+            2 => sides[2] = v,
+            _ => sides[3] = v,
+        }
+    }
+    let [t, r, b, l] = sides;
+    Ok(format!("{t},{r},{b},{l}"))
 }
 
 /// What one processing option becomes.
@@ -351,10 +473,27 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
         ("h" | "height", [h]) => Ok(Translated::Options(
             size(option, h)?.map(|h| pair("h", h)).into_iter().collect(),
         )),
-        ("el" | "enlarge", [e]) => one("enlarge", if boolean(option, e)? { "true" } else { "false" }),
+        ("el" | "enlarge", [e]) => one(
+            "enlarge",
+            if boolean(option, e)? { "true" } else { "false" },
+        ),
         ("ex" | "extend", [e]) => one(EXTEND, &boolean(option, e)?.to_string()),
-        ("ex" | "extend", [_, ..]) => Err(unsupported(option, "extend's gravity and offsets are not supported")),
+        ("ex" | "extend", [_, ..]) => Err(unsupported(
+            option,
+            "extend's gravity and offsets are not supported",
+        )),
         ("g" | "gravity", args) if !args.is_empty() => one("gravity", &gravity_of(option, args)?),
+        ("c" | "crop", [w, h, gravity @ ..]) => {
+            let crop = crop_of(option, w, h)?;
+            let mut out = vec![pair("crop", crop.clone())];
+            if !gravity.is_empty() && crop != "0,0" {
+                out.push(pair(CROP_GRAVITY, gravity_of(option, gravity)?));
+            }
+            Ok(Translated::Options(out))
+        }
+        ("pd" | "padding", args) if !args.is_empty() && args.len() <= 4 => {
+            one("padding", &padding_of(option, args)?)
+        }
         ("dpr", [d]) => one("dpr", d),
         ("q" | "quality", [q]) => match *q {
             "0" => Ok(Translated::Nothing),
@@ -367,7 +506,12 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
                     "jpg" | "jpeg" => "q_jpeg",
                     "webp" => "q_webp",
                     "avif" => "q_avif",
-                    _ => return Err(unsupported(option, "format quality is for jpg, webp and avif")),
+                    _ => {
+                        return Err(unsupported(
+                            option,
+                            "format quality is for jpg, webp and avif",
+                        ))
+                    }
                 };
                 // 0 means "the default quality" in imgproxy.
                 if kv[1] != "0" {
@@ -380,7 +524,9 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
             "0" => Ok(Translated::Nothing),
             bytes => one("max_bytes", bytes),
         },
-        ("bg" | "background", args) if !args.is_empty() => one("background", &colour_of(option, args)?),
+        ("bg" | "background", args) if !args.is_empty() => {
+            one("background", &colour_of(option, args)?)
+        }
         ("bl" | "blur", [sigma]) => match *sigma {
             "0" => Ok(Translated::Nothing),
             sigma => one("blur", sigma),
@@ -413,14 +559,20 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
             let position = match args.get(1).copied().unwrap_or("ce") {
                 "re" => "tile".to_owned(),
                 g => gravity_of(option, &[g]).and_then(|g| match g.as_str() {
-                    "smart" => Err(bad(option, "a watermark's position is a compass point or re")),
+                    "smart" => Err(bad(
+                        option,
+                        "a watermark's position is a compass point or re",
+                    )),
                     _ => Ok(g),
                 })?,
             };
             let offset = |i: usize| match args.get(i).copied() {
                 None | Some("") => Ok("0"),
                 Some(v) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(v),
-                Some(_) => Err(bad(option, "offsets are whole numbers of pixels, not negative")),
+                Some(_) => Err(bad(
+                    option,
+                    "offsets are whole numbers of pixels, not negative",
+                )),
             };
             let mut value = format!("{}:{position}:{}:{}", args[0], offset(2)?, offset(3)?);
             if let Some(scale) = args.get(4).filter(|s| !s.is_empty() && **s != "0") {
@@ -430,11 +582,14 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
             one("watermark", &value)
         }
         ("t" | "trim", [threshold]) => one("trim", threshold),
-        ("t" | "trim", [_, ..]) => Err(unsupported(option, "trim's colour and equal-sides arguments are not supported")),
+        ("t" | "trim", [_, ..]) => Err(unsupported(
+            option,
+            "trim's colour and equal-sides arguments are not supported",
+        )),
         ("f" | "format" | "ext", [ext]) => Ok(Translated::Format((*ext).to_owned())),
-        ("pr" | "preset", names) if !names.is_empty() => {
-            Ok(Translated::Presets(names.iter().map(|n| (*n).to_owned()).collect()))
-        }
+        ("pr" | "preset", names) if !names.is_empty() => Ok(Translated::Presets(
+            names.iter().map(|n| (*n).to_owned()).collect(),
+        )),
         ("exp" | "expires", [at]) => at
             .parse::<u64>()
             .map(Translated::Expires)
@@ -442,7 +597,10 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
         ("cb" | "cachebuster", [_]) => Ok(Translated::Nothing),
         ("ar" | "auto_rotate", [a]) => match boolean(option, a)? {
             true => Ok(Translated::Nothing),
-            false => Err(unsupported(option, "Tessera always applies the EXIF orientation")),
+            false => Err(unsupported(
+                option,
+                "Tessera always applies the EXIF orientation",
+            )),
         },
         ("sm" | "strip_metadata", [s]) => match boolean(option, s)? {
             true => Ok(Translated::Nothing),
@@ -455,16 +613,17 @@ pub fn translate(option: &str) -> Result<Translated, ApiError> {
         (
             "rs" | "resize" | "s" | "size" | "rt" | "resizing_type" | "w" | "width" | "h"
             | "height" | "el" | "enlarge" | "ex" | "extend" | "g" | "gravity" | "dpr" | "q"
-            | "quality" | "bg" | "background" | "bl" | "blur" | "sh" | "sharpen" | "rot"
-            | "rotate" | "fl" | "flip" | "t" | "trim" | "f" | "format" | "ext" | "pr"
-            | "preset" | "exp" | "expires" | "cb" | "cachebuster" | "ar" | "auto_rotate"
-            | "sm" | "strip_metadata" | "fq" | "format_quality" | "mb" | "max_bytes" | "wm"
-            | "watermark",
+            | "quality" | "bg" | "background" | "bl" | "blur" | "sh" | "sharpen" | "rot" | "rotate"
+            | "fl" | "flip" | "t" | "trim" | "f" | "format" | "ext" | "pr" | "preset" | "exp"
+            | "expires" | "cb" | "cachebuster" | "ar" | "auto_rotate" | "sm" | "strip_metadata"
+            | "fq" | "format_quality" | "mb" | "max_bytes" | "wm" | "watermark" | "c" | "crop"
+            | "pd" | "padding",
             _,
         ) => Err(bad(option, "wrong number of arguments")),
         _ => Err(unsupported(
             option,
-            "supported: rs, s, rt, w, h, el, ex, g, dpr, q, fq, mb, bg, bl, sh, wm, rot, fl, t, f, pr, exp, cb, ar, sm",
+            "supported: rs, s, rt, w, h, el, ex, g, c, dpr, q, fq, mb, bg, bl, sh, wm, rot, fl, \
+             t, pd, f, pr, exp, cb, ar, sm",
         )),
     }
 }
@@ -579,6 +738,10 @@ mod tests {
             "wm:0.5:soea:10:5:0.2",
             "wm:1:re",
             "wm:0.7",
+            "c:300:200:no/rs:fit:100:100/pd:10:20",
+            "c:0.5:0:fp:0.2:0.7/w:50/pd:1:2:3/dpr:2/bg:ff0000",
+            "c:300:200/g:sm/rs:fill:100:100/rot:90/pd:0",
+            "c:0:0/pd:5::7:1/ex:1/rs:fit:100:100",
         ] {
             let url = parse(&format!("/ip/1/sig/{options}/aHR0cDovL2EvYi5qcGc")).unwrap();
             let first = params::parse(&url.query, None, defaults, &Limits::default())
@@ -694,6 +857,26 @@ mod tests {
             ("watermark:0.3", "watermark=0.3:center:0:0"),
             ("wm:1:nowe:0:0:0", "watermark=1:northwest:0:0"),
             ("wm:0", "Nothing"),
+            ("c:300:200", "crop=300,200"),
+            ("crop:0.5:0", "crop=0.5,0"),
+            ("c:0:0.25", "crop=0,0.25"),
+            ("c:0.5:0.25", "crop=0.5,0.25"),
+            ("c:300.7:0200", "crop=300,200"),
+            ("c:1.0:1", "crop=1,1"),
+            ("c:0.0:0", "crop=0,0"),
+            ("c:0:0:no", "crop=0,0"),
+            ("c:300:200:no", "crop=300,200&crop_gravity=north"),
+            ("c:300:200:sm", "crop=300,200&crop_gravity=smart"),
+            (
+                "c:300:200:fp:0.2:0.3",
+                "crop=300,200&crop_gravity=fp:0.2:0.3",
+            ),
+            ("pd:10", "padding=10,10,10,10"),
+            ("pd:10:20", "padding=10,20,10,20"),
+            ("pd:1:2:3", "padding=1,2,3,2"),
+            ("padding:1:2:3:4", "padding=1,2,3,4"),
+            ("pd:5::7", "padding=5,5,7,5"),
+            ("pd:0", "padding=0,0,0,0"),
         ] {
             assert_eq!(ok(option), tessera, "{option}");
         }
@@ -709,8 +892,18 @@ mod tests {
         assert_eq!(translate("rot:0").unwrap(), Translated::Nothing);
         for (option, named) in [
             ("rs:auto:100:100", "rs:auto:100:100"),
-            ("pd:10:10", "pd:10:10"),
-            ("c:100:100", "c:100:100"),
+            ("c:0.5:300", "c:0.5:300"),
+            ("c:100", "c:100"),
+            ("c", "c"),
+            ("c:-5:10", "c:-5:10"),
+            ("c:.5:10", "c:.5:10"),
+            ("c:5.:10", "c:5.:10"),
+            ("c:100:100:no:10:5", "c:100:100:no:10:5"),
+            ("c:100:100:up", "c:100:100:up"),
+            ("pd", "pd"),
+            ("pd:1:2:3:4:5", "pd:1:2:3:4:5"),
+            ("pd:x", "pd:x"),
+            ("pd:-1", "pd:-1"),
             ("g:no:10:5", "g:no:10:5"),
             ("wm:0.5:sm", "wm:0.5:sm"),
             ("wm:0.5:soea:-5", "wm:0.5:soea:-5"),
@@ -732,11 +925,93 @@ mod tests {
         }
     }
 
+    /// The crop's own gravity becomes the one `gravity` when nothing after the crop needs
+    /// `g`, or when it is `g`; a crop gravity that differs from a `g` a fill or extend
+    /// uses is refused, naming `c`. imgproxy sizes the crop in the rotated frame, Tessera
+    /// in the source's: a quarter turn swaps it.
+    #[test]
+    fn a_crop_gravity_shares_the_one_gravity_or_is_refused() {
+        // The query, decoded (its commas and colons are percent-encoded).
+        let q = |p: &str| {
+            parse(&format!("/ip/1/sig/{p}/plain/http://a/b@png")).map(|u| {
+                form_urlencoded::parse(u.query.as_bytes())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+        };
+        for (options, query) in [
+            (
+                "c:300:200:no/w:100",
+                "crop=300,200&w=100&gravity=north&enlarge=false&format=png",
+            ),
+            (
+                "c:300:200:sm/rs:fit:100:100",
+                "crop=300,200&fit=contain&w=100&h=100&gravity=smart&enlarge=false&format=png",
+            ),
+            (
+                "g:no/c:300:200:no/rs:fill:100:100",
+                "gravity=north&crop=300,200&fit=cover&w=100&h=100&enlarge=false&format=png",
+            ),
+            (
+                "c:300:200:ce/rs:fill:100:100",
+                "crop=300,200&fit=cover&w=100&h=100&enlarge=false&format=png",
+            ),
+            (
+                "g:fp:0.5:0.25/c:300:200:fp:0.50:0.250/rs:fill:10:10",
+                "gravity=fp:0.5:0.25&crop=300,200&fit=cover&w=10&h=10&enlarge=false&format=png",
+            ),
+            // A fill with one side given places nothing by `g`.
+            (
+                "g:so/c:300:200:no/rs:fill:100",
+                "crop=300,200&fit=cover&w=100&gravity=north&enlarge=false&format=png",
+            ),
+            // Without a crop gravity the one `g` places both.
+            (
+                "c:300:200/g:sm/rs:fill:100:100",
+                "crop=300,200&gravity=smart&fit=cover&w=100&h=100&enlarge=false&format=png",
+            ),
+            (
+                "c:300:200/rot:90",
+                "crop=200,300&rotate=90&enlarge=false&format=png",
+            ),
+            (
+                "rot:270/c:0.5:0",
+                "rotate=270&crop=0,0.5&enlarge=false&format=png",
+            ),
+        ] {
+            assert_eq!(
+                q(options).unwrap_or_else(|e| panic!("{options}: {}", e.message)),
+                query,
+                "{options}"
+            );
+        }
+        for options in [
+            "c:300:200:no/rs:fill:100:100",
+            "g:so/c:300:200:no/rs:fill:100:100",
+            "c:300:200:sm/rs:fill:100:100",
+            "c:300:200:ea/rs:fit:100:100:0:1",
+            "c:300:200:ea/ex:1/s:100:100",
+        ] {
+            let error = q(options).unwrap_err();
+            assert_eq!(
+                error.status,
+                axum::http::StatusCode::BAD_REQUEST,
+                "{options}"
+            );
+            assert!(
+                error.message.contains("`c`") && error.message.contains("one gravity"),
+                "{options}: {}",
+                error.message
+            );
+        }
+    }
+
     /// What the geometry options translate to is Tessera's own query: it parses into the
     /// options each names, with imgproxy's default of not enlarging.
     #[test]
     fn translated_geometry_parses_into_the_options() {
-        use tessera_resize::{Fit, Flip, Gravity, Limits, Rgba, Rotation};
+        use tessera_resize::{Crop, Fit, Flip, Gravity, Limits, Padding, Rgba, Rotation};
         let options = |p: &str| {
             let url = parse(&format!("/ip/1/sig/{p}/plain/http://a/b@png")).unwrap();
             let defaults = crate::http::params::Defaults {
@@ -761,5 +1036,24 @@ mod tests {
         assert_eq!(o.gravity, Gravity::Smart);
         assert_eq!(o.blur, Some("2".parse().unwrap()));
         assert_eq!(o.sharpen, Some("1:0.5".parse().unwrap()));
+        // A crop window with its gravity, and padding.
+        let o = options("c:300:200:no/rs:fit:100:100/pd:10:20");
+        assert_eq!(o.crop, Some(Crop::WindowPixels { w: 300, h: 200 }));
+        assert_eq!(o.gravity, Gravity::North);
+        let p = o.padding;
+        assert_eq!(
+            [p.top_px, p.right_px, p.bottom_px, p.left_px],
+            [10, 20, 10, 20]
+        );
+        let o = options("c:0.5:0:fp:0.2:0.7/w:50/pd:1:2:3");
+        let half = Crop::WindowFractions {
+            w: "0.5".parse().unwrap(),
+            h: "0".parse().unwrap(),
+        };
+        assert_eq!((o.crop, o.padding), (Some(half), "1,2,3".parse().unwrap()));
+        assert_eq!(o.gravity, "fp:0.2:0.7".parse::<Gravity>().unwrap());
+        let o = options("c:300:200/g:sm/rs:fill:100:100/rot:90/pd:0");
+        assert_eq!(o.crop, Some(Crop::WindowPixels { w: 200, h: 300 }));
+        assert_eq!((o.gravity, o.padding), (Gravity::Smart, Padding::NONE));
     }
 }

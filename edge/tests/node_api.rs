@@ -8,6 +8,7 @@ mod common;
 
 use common::{json_of, photo, photos_dir, Reply, TestNode};
 use hyper::{Method, StatusCode};
+use image::ImageEncoder;
 use serde_json::{json, Value};
 use tessera_edge::config::Config;
 
@@ -1191,7 +1192,7 @@ async fn the_admin_api_refuses_what_would_silently_never_work() {
 }
 
 /// The CLI lists what a tenant has — keys, secrets, origins, quotas, presets — as tables,
-/// and as JSON (that part only) with `--json`.
+/// and as JSON (that part only) with `--json`; and carries its watermark file both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_lists_a_tenant_s_keys_secrets_origins_quotas_and_presets() {
     let dir = tempfile::tempdir().unwrap();
@@ -1240,6 +1241,39 @@ async fn the_cli_lists_a_tenant_s_keys_secrets_origins_quotas_and_presets() {
     let json: Value =
         serde_json::from_str(&text(cli(&node, &["origin", "list", t, "--json"]).await)).unwrap();
     assert_eq!(json, json!(["https://img.example.com"]));
+
+    // The watermark travels as a file: set, read back byte for byte, cleared.
+    let logo = dir.path().join("logo.png");
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(
+            &[255u8, 0, 0, 255].repeat(6),
+            3,
+            2,
+            image::ExtendedColorType::Rgba8,
+        )
+        .unwrap();
+    std::fs::write(&logo, &png).unwrap();
+    let logo = logo.to_str().unwrap();
+    text(cli(&node, &["watermark", "set", t, logo]).await);
+    let back = dir.path().join("back.png");
+    text(
+        cli(
+            &node,
+            &["watermark", "get", t, "--out", back.to_str().unwrap()],
+        )
+        .await,
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), png);
+    text(cli(&node, &["watermark", "clear", t]).await);
+    let gone = cli(&node, &["watermark", "get", t]).await;
+    assert!(!gone.status.success(), "{gone:?}");
+    let refused = cli(&node, &["watermark", "set", t, "Cargo.toml"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unsupported_media_type"),
+        "{refused:?}"
+    );
     node.stop().await;
 }
 

@@ -421,6 +421,7 @@ enum WatermarkAction {
     Get {
         #[arg(help = TENANT_HELP)]
         tenant: String,
+        /// Where to write the file (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
     },

@@ -15,7 +15,12 @@
 //! 7. `gravity=fp:0.3:0.3`, cover 300x300;
 //! 8. `trim=10`, fit 400x400, on the photo padded with a uniform 128 px border (made once
 //!    here with `image`: full decode, border added, JPEG q92; the border is MCU-aligned);
-//! 9. `blur=3` and `sharpen=1` after a 400-wide resize.
+//! 9. `blur=3` and `sharpen=1` after a 400-wide resize;
+//! 10. `watermark=0.5:southeast:10:10` after a 400x400 fit: a 120x40 RGBA logo (white
+//!     stripes, alpha 255 and 96, made here as a PNG) blended at half opacity. Ours decodes
+//!     the logo once (`Watermark::decode`, as the node's cache does); libvips loads it once
+//!     and per image multiplies its alpha and `composite2`s it `over`; Pillow pastes it with
+//!     its alpha halved as the mask.
 //!
 //! What each column includes, honestly:
 //! - ours: `Pipeline::process` from the JPEG bytes in memory to the JPEG bytes, one reused
@@ -33,7 +38,8 @@
 //!   thresholded, `getbbox`. Pillow has no smart crop.
 //! - vips CLI (secondary): one `vipsthumbnail` process per image, best of 5, for the two
 //!   operations it can express (fit, smart); it mostly measures process start.
-//! - PSNR: each decoded output against a float reference of the same geometry: full
+//! - PSNR: each decoded output against a float reference of the same geometry (for the
+//!   watermark: the fit's reference with the logo blended in float): full
 //!   resolution decode with `image`, the region (whole photo, crop, focus-point window or
 //!   the known un-padded interior) resized with f32 Lanczos3 to the output's size, then
 //!   turned/mirrored/padded exactly, or blurred (f64 Gaussian, radius 4·sigma, edges
@@ -74,6 +80,7 @@ import sys, time, json, io, math
 lib, src, padded, outdir, secs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
 BG = (0x33, 0x66, 0x99); FP = (0.3, 0.3); TRIM = 10; BIG = 100000
 src_buf = open(src, 'rb').read(); pad_buf = open(padded, 'rb').read()
+LOGO = outdir + '/logo.png'; MARGIN = 10
 def rnd(v): return int(math.floor(v + 0.5))
 def bench(f):
     f()
@@ -134,6 +141,13 @@ if lib == 'pil':
         'blur': lambda: save(thumb(src_buf, (400, BIG)).filter(ImageFilter.GaussianBlur(3))),
         'sharpen': lambda: save(thumb(src_buf, (400, BIG)).filter(ImageFilter.UnsharpMask(1, 100, 0))),
     }
+    logo = Image.open(LOGO); logo.load()
+    def watermark():
+        im = thumb(src_buf, (400, 400))
+        mask = logo.getchannel('A').point(lambda v: (v + 1) // 2)
+        im.paste(logo.convert('RGB'), (im.width - MARGIN - logo.width, im.height - MARGIN - logo.height), mask)
+        return save(im)
+    ops['watermark'] = watermark
 else:
     import pyvips
     pyvips.cache_set_max(0)
@@ -173,6 +187,13 @@ else:
         'blur': lambda: save(thumb(src_buf, 400, BIG).gaussblur(3)),
         'sharpen': lambda: save(thumb(src_buf, 400, BIG).sharpen(sigma=1)),
     }
+    logo = pyvips.Image.new_from_file(LOGO).copy_memory()
+    def watermark():
+        t = thumb(src_buf, 400, 400)
+        mark = logo * [1, 1, 1, 0.5]
+        out = t.composite2(mark, 'over', x=t.width - MARGIN - logo.width, y=t.height - MARGIN - logo.height)
+        return save(out.extract_band(0, n=3).cast('uchar'))
+    ops['watermark'] = watermark
 for name, f in ops.items():
     res[name] = bench(f)
     open('%s/%s_%s.jpg' % (outdir, lib, name), 'wb').write(f())
@@ -334,6 +355,30 @@ struct Rgb {
 }
 
 impl Rgb {
+    /// The logo blended "over" in float at `opacity`, `MARGIN` px from the bottom-right,
+    /// rounded once.
+    fn watermarked(&self, opacity: f64) -> Rgb {
+        let logo = logo_rgba();
+        let (x0, y0) = (self.w - MARGIN - LOGO_W, self.h - MARGIN - LOGO_H);
+        let mut px = self.px.clone();
+        for y in 0..LOGO_H {
+            for x in 0..LOGO_W {
+                let l = ((y * LOGO_W + x) * 4) as usize;
+                let a = f64::from(logo[l + 3]) / 255.0 * opacity;
+                let d = (((y0 + y) * self.w + x0 + x) * 3) as usize;
+                for c in 0..3 {
+                    let v = f64::from(logo[l + c]) * a + f64::from(px[d + c]) * (1.0 - a);
+                    px[d + c] = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        Rgb {
+            w: self.w,
+            h: self.h,
+            px,
+        }
+    }
+
     /// Turned 90° clockwise.
     fn rot90(&self) -> Rgb {
         let (w, h) = (self.w as usize, self.h as usize);
@@ -404,6 +449,33 @@ struct Op {
     key: &'static str,
     options: Options,
     padded_input: bool,
+}
+
+/// The logo of the `watermark` op: `LOGO_W` x `LOGO_H` RGBA, white vertical stripes 8 px
+/// wide, alternately opaque and at alpha 96, drawn `MARGIN` px from the bottom-right.
+const LOGO_W: u32 = 120;
+const LOGO_H: u32 = 40;
+const MARGIN: u32 = 10;
+
+fn logo_rgba() -> Vec<u8> {
+    (0..LOGO_H)
+        .flat_map(|_| (0..LOGO_W).map(|x| if (x / 8) % 2 == 0 { 255u8 } else { 96 }))
+        .flat_map(|a| [255, 255, 255, a])
+        .collect()
+}
+
+fn logo_png() -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(
+            &logo_rgba(),
+            LOGO_W,
+            LOGO_H,
+            image::ExtendedColorType::Rgba8,
+        )
+        .unwrap();
+    out
 }
 
 fn ops() -> Vec<Op> {
@@ -520,6 +592,20 @@ fn ops() -> Vec<Op> {
                 ..w400
             },
         ),
+        op(
+            "fit 400 + watermark 0.5 se",
+            "watermark",
+            Options {
+                watermark: Some(tessera_resize::WatermarkOptions {
+                    opacity: half,
+                    position: tessera_resize::WatermarkPosition::At(Gravity::SouthEast),
+                    x_px: MARGIN,
+                    y_px: MARGIN,
+                    scale: None,
+                }),
+                ..box400
+            },
+        ),
     ]
 }
 
@@ -572,6 +658,7 @@ fn references(key: &str, src: &Float, padded: &Float) -> Vec<Rgb> {
             .resized(whole, w400.0, w400.1)
             .sharpened(1.0, 1.0)
             .rounded()],
+        "watermark" => vec![src.resized(whole, fw, fh).rounded().watermarked(0.5)],
         _ => Vec::new(),
     }
 }
@@ -639,6 +726,9 @@ fn main() {
     std::fs::create_dir_all(&tmp).unwrap();
     let ops = ops();
     let mut pipeline = Pipeline::new(Limits::default());
+    let logo = logo_png();
+    std::fs::write(tmp.join("logo.png"), &logo).unwrap();
+    let mark = tessera_resize::Watermark::decode(&logo).unwrap();
 
     for name in PHOTOS {
         let Some(bytes) = common::photo(name) else {
@@ -708,13 +798,17 @@ fn main() {
         for op in &ops {
             let input: &[u8] = if op.padded_input { &padded } else { &bytes };
             let ours = time_ms(seconds, || {
-                pipeline.process(input, &op.options).unwrap();
+                pipeline
+                    .process_marked(input, &op.options, Some(&mark), &|| false)
+                    .unwrap();
             });
             // Stage split (wall), mean of a few calls outside the timed loop.
             let mut stages = [0u64; 3];
             let mut output = None;
             for _ in 0..8 {
-                let o = pipeline.process(input, &op.options).unwrap();
+                let o = pipeline
+                    .process_marked(input, &op.options, Some(&mark), &|| false)
+                    .unwrap();
                 stages[0] += o.timings.decode_us;
                 stages[1] += o.timings.resize_us;
                 stages[2] += o.timings.encode_us;

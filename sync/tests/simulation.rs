@@ -1089,3 +1089,48 @@ fn escrow_messages_are_cut_by_bytes_and_an_oversize_counter_is_counted_not_sent(
         "the oversize counter is counted"
     );
 }
+
+#[test]
+fn a_run_of_large_directory_ops_reaches_a_cut_off_node_in_frames_the_transport_carries() {
+    // 100 watermarks of 16 KiB set while node 2 is cut off: 1.6 MB of ops. With the
+    // production count of 1,024 ops a message and nothing else, the anti-entropy reply
+    // that brings them is one 1.6 MB frame: over the transport's 1 MiB, dropped, and built
+    // again every round, so node 2 never learns them. Cut by bytes too, they arrive in
+    // frames under the limit.
+    let config = SyncConfig {
+        directory_ops_max: 1024,
+        ..fast_config()
+    };
+    let mut sim = Sim::new(3, 11, config, NetConfig::perfect());
+    create_tenant(&mut sim, 0, 7, 0, None);
+    sim.run_for(2_000);
+    sim.partition(&[vec![0, 1], vec![2]]);
+    let size = tessera_crdt::directory::limits::WATERMARK_BYTES_MAX;
+    for i in 0..100u8 {
+        sim.with_node(0, |node, now| {
+            node.edit_directory(
+                now,
+                "admin",
+                Change::SetWatermark {
+                    tenant: TenantId(7),
+                    image: Some(vec![i; size]),
+                },
+            )
+        })
+        .expect("a watermark edit");
+    }
+    sim.run_for(2_000);
+    sim.heal();
+    sim.run_for(15_000);
+    sim.assert_converged(&BTreeMap::new());
+    let watermark = |i: usize| {
+        sim.node(i)
+            .directory()
+            .tenant(TenantId(7))
+            .and_then(|t| t.watermark())
+            .map(|(image, _)| image[0])
+    };
+    assert_eq!(watermark(2), Some(99), "the last watermark reached node 2");
+    assert_eq!(watermark(1), Some(99));
+    assert_eq!(sim.oversized_messages, 0, "{:?}", sim.oversized_by_kind);
+}

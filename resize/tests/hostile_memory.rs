@@ -3,14 +3,24 @@
 //! reset before and read after. The bound: 64 MiB per job beyond the pixel buffer the
 //! header makes the pipeline allocate (zero for every bomb; the declared image for the
 //! tiny files declaring huge frames, which are refused only when their data runs out).
+//! Then the same corpus through the watermark decoder (`Watermark::decode`, what an
+//! operator's upload and a replicated watermark go through), with its own bound.
 
 mod hostile_inputs;
 
 use hostile_inputs as gen;
-use tessera_resize::{FormatRequest, Limits, Options, OutputFormat, Pipeline};
+use tessera_resize::watermark::{WATERMARK_PIXELS_MAX, WATERMARK_SIDE_MAX};
+use tessera_resize::{
+    FormatRequest, Limits, Options, OutputFormat, Pipeline, Watermark, WATERMARK_BYTES_MAX,
+};
 
 /// What a job may add to the peak RSS besides its pixel buffer.
 const JOB_OVERHEAD_MAX_BYTES: u64 = 64 << 20;
+
+/// What decoding one watermark may add to the peak RSS: its pixels twice (the decode
+/// buffer and the RGBA copy, at most `WATERMARK_PIXELS_MAX` pixels of 4 bytes each) and
+/// 8 MiB of decoder state.
+const WATERMARK_MAX_BYTES: u64 = 2 * 4 * WATERMARK_PIXELS_MAX + (8 << 20);
 
 #[test]
 fn hostile_inputs_stay_within_the_memory_bound() {
@@ -113,5 +123,67 @@ fn hostile_inputs_stay_within_the_memory_bound() {
             failures.push(format!("{name}: {growth} bytes"));
         }
     }
+    // The watermark decoder: every case small enough to be a watermark file, and bombs of
+    // its own size — metadata bombs inflating to 8 MiB, a file declaring the largest image
+    // it may decode, and one just over its side limit.
+    let side = WATERMARK_SIDE_MAX;
+    let mut marks: Vec<(String, Vec<u8>)> = cases
+        .iter()
+        .filter(|(_, input, _)| input.len() <= WATERMARK_BYTES_MAX)
+        .map(|(name, input, _)| (name.to_string(), input.clone()))
+        .collect();
+    let small_bomb = gen::zlib_zeros(8 << 20);
+    marks.push((
+        "png iCCP bomb (8 MiB)".to_owned(),
+        gen::png_with(16, 16, &[gen::iccp(&small_bomb)]),
+    ));
+    marks.push((
+        "png zTXt bomb (8 MiB)".to_owned(),
+        gen::png_with(16, 16, &[gen::ztxt(&small_bomb)]),
+    ));
+    marks.push((
+        "gif comment flood".to_owned(),
+        gen::gif_with(16, 16, &gen::gif_comments(60)),
+    ));
+    marks.push((
+        format!("png {side}x256 header, one row"),
+        gen::png_huge_header(side, (WATERMARK_PIXELS_MAX / u64::from(side)) as u32),
+    ));
+    marks.push((
+        format!("png {}x{} header", side + 1, side + 1),
+        gen::png_huge_header(side + 1, side + 1),
+    ));
+    for (name, input) in &marks {
+        assert!(
+            input.len() <= WATERMARK_BYTES_MAX,
+            "{name} is a watermark-sized file"
+        );
+        if !gen::reset_peak_rss() {
+            return;
+        }
+        let (_, before_kib) = gen::rss_kib();
+        let code = std::thread::scope(|s| {
+            s.spawn(|| match Watermark::decode(input) {
+                Ok(_) => "ok",
+                Err(e) => e.code(),
+            })
+            .join()
+            .unwrap()
+        });
+        let (peak_kib, _) = gen::rss_kib();
+        let growth = peak_kib.saturating_sub(before_kib) * 1024;
+        eprintln!(
+            "watermark: {name} ({} bytes): {code}, peak RSS growth {:.1} MiB",
+            input.len(),
+            growth as f64 / (1 << 20) as f64
+        );
+        if growth > WATERMARK_MAX_BYTES {
+            failures.push(format!("watermark {name}: {growth} bytes"));
+        }
+    }
+    assert!(
+        marks.len() >= 7,
+        "the corpus gave too few watermark-sized files"
+    );
     assert!(failures.is_empty(), "{failures:?}");
 }

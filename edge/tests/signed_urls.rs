@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{json_of, photo, photos_dir, test_config, Reply, TestNode};
+use common::{hex_bytes, json_of, photo, photos_dir, test_config, Reply, TestNode};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use tessera_crdt::TenantId;
@@ -199,13 +199,6 @@ async fn totals(node: &TestNode, tenant: &str) -> Value {
 
 async fn admin(node: &TestNode, method: Method, path: &str, body: Option<Value>) -> Reply {
     common::with_bearer(node.addr, TOKEN, method, path, body).await
-}
-
-fn hex_bytes(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 async fn add_secret(node: &TestNode, tenant: &str) -> (String, Vec<u8>) {

@@ -765,12 +765,7 @@ pub(crate) fn resolve_format(
         FormatRequest::Auto { avif: true, .. } if fits(OutputFormat::Avif) => OutputFormat::Avif,
         FormatRequest::Auto { .. } if has_alpha => OutputFormat::Png,
         FormatRequest::Auto { .. } => OutputFormat::Jpeg,
-        FormatRequest::Original => match input_format {
-            InputFormat::Jpeg => OutputFormat::Jpeg,
-            InputFormat::Png => OutputFormat::Png,
-            InputFormat::Gif => OutputFormat::Gif,
-            InputFormat::WebP => OutputFormat::WebP,
-        },
+        FormatRequest::Original => input_format.family(),
     };
     if !fits(format) {
         let max = match format {

@@ -23,6 +23,17 @@ impl InputFormat {
             InputFormat::Gif => "gif",
         }
     }
+
+    /// The output format of the same family (what `format=original` answers, and the
+    /// media type of a file in this format: `family().mime()`).
+    pub fn family(self) -> crate::OutputFormat {
+        match self {
+            InputFormat::Jpeg => crate::OutputFormat::Jpeg,
+            InputFormat::Png => crate::OutputFormat::Png,
+            InputFormat::Gif => crate::OutputFormat::Gif,
+            InputFormat::WebP => crate::OutputFormat::WebP,
+        }
+    }
 }
 
 /// Detects the format from the first bytes only; `None` for anything else.

@@ -331,7 +331,10 @@ async fn resize(
     )?;
     // Before the upload is read: a request for a watermark there is none of is refused
     // at once.
-    let watermark = watermark_for(&state, payer.map(|p| p.tenant), &parsed.options, None).await?;
+    let watermark = watermark_for(&state, payer.map(|p| p.tenant), &parsed.options, |t| {
+        state.control.watermark(t)
+    })
+    .await?;
 
     let buffered = upload(&state, &headers, body, payer.map(|p| p.tenant)).await?;
     let input = buffered.bytes.clone();
@@ -450,14 +453,14 @@ pub(crate) struct Recipe {
 }
 
 /// The watermark `options` draw, `tenant`'s: none when they draw none; a 400 when the
-/// request has no tenant (anonymous) or the tenant has no watermark. `file` is the
-/// tenant's watermark file and its version's stamp, as the caller read it (signed routes
-/// have it from the signing view; `None` reads it now).
+/// request has no tenant (anonymous) or the tenant has no watermark. `file` gives the
+/// tenant's watermark file and its version's stamp, called only when one is drawn (signed
+/// routes have it from the signing view; `POST /v1/resize` reads the directory then).
 pub(crate) async fn watermark_for(
     state: &AppState,
     tenant: Option<TenantId>,
     options: &tessera_resize::Options,
-    file: Option<Option<(Arc<[u8]>, tessera_crdt::directory::Stamp)>>,
+    file: impl FnOnce(TenantId) -> Option<(Arc<[u8]>, tessera_crdt::directory::Stamp)>,
 ) -> Result<Option<Arc<crate::work::marks::Mark>>, ApiError> {
     if options.watermark.is_none() {
         return Ok(None);
@@ -469,8 +472,7 @@ pub(crate) async fn watermark_for(
             "`watermark` draws the tenant's watermark: authenticate with the tenant's key",
         ));
     };
-    let file = file.unwrap_or_else(|| state.control.watermark(tenant));
-    let Some((file, stamp)) = file else {
+    let Some((file, stamp)) = file(tenant) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::NoWatermark,

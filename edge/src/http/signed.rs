@@ -306,7 +306,7 @@ pub(crate) async fn serve(
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let parsed = params::parse(&query, accept, state.defaults, &state.limits)?;
     let watermark =
-        routes::watermark_for(state, Some(tenant), &parsed.options, Some(watermark)).await?;
+        routes::watermark_for(state, Some(tenant), &parsed.options, |_| watermark).await?;
     let payer = crate::http::meter::Payer {
         tenant,
         key: None,

@@ -185,14 +185,11 @@ pub(super) async fn get_watermark(
             "the tenant has no watermark",
         ));
     };
-    let mime = match tessera_resize::sniff(&file) {
-        Some(tessera_resize::InputFormat::Jpeg) => "image/jpeg",
-        Some(tessera_resize::InputFormat::Png) => "image/png",
-        Some(tessera_resize::InputFormat::WebP) => "image/webp",
-        Some(tessera_resize::InputFormat::Gif) => "image/gif",
-        None => "application/octet-stream",
-    };
-    Ok(([(header::CONTENT_TYPE, mime)], file.to_vec()).into_response())
+    let mime = tessera_resize::sniff(&file)
+        .map_or("application/octet-stream", |format| format.family().mime());
+    // The directory's own bytes, shared: no copy.
+    let body = axum::body::Bytes::from_owner(file);
+    Ok(([(header::CONTENT_TYPE, mime)], body).into_response())
 }
 
 /// `DELETE /admin/v1/tenants/{tenant}/watermark`.

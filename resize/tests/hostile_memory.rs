@@ -96,23 +96,14 @@ fn hostile_inputs_stay_within_the_memory_bound() {
     };
     let mut failures = Vec::new();
     for (name, input, pixel_bytes) in &cases {
-        if !gen::reset_peak_rss() {
+        let Some((code, growth)) = peak_growth(|| {
+            Pipeline::new(Limits::default())
+                .process(input, &options)
+                .map(drop)
+        }) else {
             eprintln!("SKIP: /proc/self/clear_refs cannot reset the peak RSS here");
             return;
-        }
-        let (_, before_kib) = gen::rss_kib();
-        let code = std::thread::scope(|s| {
-            s.spawn(
-                || match Pipeline::new(Limits::default()).process(input, &options) {
-                    Ok(_) => "ok",
-                    Err(e) => e.code(),
-                },
-            )
-            .join()
-            .unwrap()
-        });
-        let (peak_kib, _) = gen::rss_kib();
-        let growth = peak_kib.saturating_sub(before_kib) * 1024;
+        };
         eprintln!(
             "{name} ({} bytes): {code}, peak RSS growth {:.1} MiB (pixel buffer {:.1} MiB)",
             input.len(),
@@ -158,20 +149,9 @@ fn hostile_inputs_stay_within_the_memory_bound() {
             input.len() <= WATERMARK_BYTES_MAX,
             "{name} is a watermark-sized file"
         );
-        if !gen::reset_peak_rss() {
+        let Some((code, growth)) = peak_growth(|| Watermark::decode(input).map(drop)) else {
             return;
-        }
-        let (_, before_kib) = gen::rss_kib();
-        let code = std::thread::scope(|s| {
-            s.spawn(|| match Watermark::decode(input) {
-                Ok(_) => "ok",
-                Err(e) => e.code(),
-            })
-            .join()
-            .unwrap()
-        });
-        let (peak_kib, _) = gen::rss_kib();
-        let growth = peak_kib.saturating_sub(before_kib) * 1024;
+        };
         eprintln!(
             "watermark: {name} ({} bytes): {code}, peak RSS growth {:.1} MiB",
             input.len(),
@@ -186,4 +166,25 @@ fn hostile_inputs_stay_within_the_memory_bound() {
         "the corpus gave too few watermark-sized files"
     );
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// Runs `job` on a fresh thread with the peak RSS reset before; its outcome's code and
+/// how far the peak grew over the RSS before it, bytes (`None`: the peak cannot be reset).
+fn peak_growth(
+    job: impl FnOnce() -> Result<(), tessera_resize::ResizeError> + Send,
+) -> Option<(&'static str, u64)> {
+    if !gen::reset_peak_rss() {
+        return None;
+    }
+    let (_, before_kib) = gen::rss_kib();
+    let code = std::thread::scope(|s| {
+        s.spawn(|| match job() {
+            Ok(()) => "ok",
+            Err(e) => e.code(),
+        })
+        .join()
+        .unwrap()
+    });
+    let (peak_kib, _) = gen::rss_kib();
+    Some((code, peak_kib.saturating_sub(before_kib) * 1024))
 }

@@ -4,7 +4,10 @@
 //! orientation, ICC profile), check every [`Limits`] bound, and only then allocate and decode
 //! pixels. JPEG goes through libjpeg-turbo (via `mozjpeg`) because it is the fastest decoder
 //! and can scale by 1/2, 1/4 or 1/8 in the DCT domain ("shrink-on-load"), which the caller
-//! chooses from the header through a callback. PNG uses the `png` crate directly (not
+//! chooses from the header through a callback ([`DecodePlan`]); the callback may also name
+//! the region it will read (a crop or cover window and its filter's reach), and then only
+//! that region's rows and iMCU columns are inverse-transformed (`crate::libjpeg`): rows
+//! below it are never decoded, so damage there does not refuse the crop. PNG uses the `png` crate directly (not
 //! `image`'s wrapper, which inflates iCCP before any limit can be set and reads the frame in
 //! one call), GIF the `gif` crate directly (row by row, for the same reason), WebP
 //! `image-webp` (`image`'s wrapper hides the frame count). The pixel buffer is the caller's and is reused between calls.
@@ -38,12 +41,13 @@ use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use image::metadata::Orientation;
-use mozjpeg::{ColorSpace, Decompress, Marker};
-use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr};
+use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, J_COLOR_SPACE as ColorSpace};
 
 use crate::cancel::{self, Cancelled, Stop, ROWS_PER_CHECK};
 use crate::color;
 use crate::error::panic_message;
+use crate::geometry::Rect;
+use crate::libjpeg::{self, Jpeg};
 use crate::metadata;
 use crate::{InputFormat, Limits, ResizeError};
 
@@ -73,11 +77,40 @@ pub(crate) struct Header {
     pub decoder_bytes: u64,
 }
 
-/// A decoded image whose pixels are in the caller's buffer.
+/// What the caller asks of a decode once it has read the header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DecodePlan {
+    /// JPEG: the DCT scale numerator over 8 (1, 2, 4 or 8). Other formats ignore it.
+    pub scale: u8,
+    /// JPEG: the part of the stored image (full-size pixels) the caller will read. The
+    /// decode then produces only the rows and iMCU columns that cover it ([`Decoded`]'s
+    /// `left`/`top`). Other formats ignore it and decode the whole frame.
+    pub region: Option<Rect>,
+}
+
+impl DecodePlan {
+    /// The whole image at `scale`/8.
+    pub(crate) fn whole(scale: u8) -> DecodePlan {
+        DecodePlan {
+            scale,
+            region: None,
+        }
+    }
+}
+
+/// A decoded image whose pixels are in the caller's buffer: the whole frame, or (for a
+/// JPEG asked for a region) the `width` x `height` block at `left`, `top` of it.
 #[derive(Debug)]
 pub(crate) struct Decoded {
+    /// The buffer's size.
     pub width: u32,
     pub height: u32,
+    /// Where the buffer sits in the decoded frame (0, 0 for a whole frame).
+    pub left: u32,
+    pub top: u32,
+    /// The decoded frame's size (the stored size at the DCT scale).
+    pub full_width: u32,
+    pub full_height: u32,
     /// 1, 2, 3 or 4 interleaved 8-bit channels.
     pub channels: u8,
     /// An embedded ICC profile for RGB data that still has to be applied (CMYK and gray
@@ -107,7 +140,7 @@ pub(crate) fn decode(
     input: &[u8],
     limits: &Limits,
     bufs: &mut DecodeBuffers,
-    plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    plan: &mut dyn FnMut(&Header) -> Result<DecodePlan, ResizeError>,
     stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
     cancel::check(stop)?;
@@ -328,28 +361,15 @@ fn jpeg_layout(input: &[u8]) -> JpegLayout {
     }
 }
 
-const JPEG_MARKERS: &[Marker] = &[Marker::APP(1), Marker::APP(2), Marker::APP(14)];
+const APP1: u8 = 0xE1;
+const APP2: u8 = 0xE2;
+const APP14: u8 = 0xEE;
+/// The marker segments libjpeg keeps for us: EXIF, ICC profile chunks, Adobe.
+const JPEG_MARKERS: &[u8] = &[APP1, APP2, APP14];
 
 /// Largest DCT scale numerator (over 8) at which trailing AC refinement scans of a
 /// progressive JPEG are skipped (see [`trailing_refinement_scans`]).
 const PROGRESSIVE_TRIM_SCALE_MAX: u8 = 2;
-
-/// The bytes libjpeg reads: the whole input, or a prefix followed by a synthetic EOI.
-type JpegInput<'a> = std::io::Chain<&'a [u8], &'a [u8]>;
-
-trait JpegInputExt<'a> {
-    fn full(input: &'a [u8]) -> JpegInput<'a>;
-    fn trimmed(input: &'a [u8], cut: usize) -> JpegInput<'a>;
-}
-
-impl<'a> JpegInputExt<'a> for JpegInput<'a> {
-    fn full(input: &'a [u8]) -> JpegInput<'a> {
-        std::io::Read::chain(input, &[][..])
-    }
-    fn trimmed(input: &'a [u8], cut: usize) -> JpegInput<'a> {
-        std::io::Read::chain(&input[..cut], &[0xFF, 0xD9][..])
-    }
-}
 
 /// For a complete progressive JPEG (SOF2 ... EOI), the offset where its trailing run of luma
 /// AC successive-approximation refinement scans (one component, Ss >= 1, Ah >= 1) begins, if
@@ -429,7 +449,7 @@ fn decode_jpeg(
     input: &[u8],
     limits: &Limits,
     bufs: &mut DecodeBuffers,
-    plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    plan: &mut dyn FnMut(&Header) -> Result<DecodePlan, ResizeError>,
     stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
     // libjpeg errors unwind as panics; `decode` catches them for every format.
@@ -438,29 +458,11 @@ fn decode_jpeg(
     decode_jpeg_inner(input, limits, bufs, plan, stop)
 }
 
-/// Rows of `dest` (`row_bytes` each) read from libjpeg in bands, with a stop check between
-/// bands. A file that ends before its declared height is an error (`UnexpectedEof` from
-/// `mozjpeg`), never a short image.
-fn read_jpeg_rows<R: std::io::BufRead>(
-    started: &mut mozjpeg::decompress::DecompressStarted<R>,
-    dest: &mut [u8],
-    row_bytes: usize,
-    stop: Stop<'_>,
-) -> Result<(), ResizeError> {
-    for band in dest.chunks_mut(row_bytes * ROWS_PER_CHECK) {
-        cancel::check(stop)?;
-        started
-            .read_scanlines_into(band)
-            .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
-    }
-    Ok(())
-}
-
 fn decode_jpeg_inner(
     input: &[u8],
     limits: &Limits,
     bufs: &mut DecodeBuffers,
-    plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    plan: &mut dyn FnMut(&Header) -> Result<DecodePlan, ResizeError>,
     stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
     // Bounded before libjpeg copies the segments into its own memory.
@@ -468,29 +470,26 @@ fn decode_jpeg_inner(
     limits.check_metadata("ICC profile", layout.icc_bytes)?;
     limits.check_metadata("metadata segments", layout.saved_bytes)?;
 
-    let mut dec = Decompress::with_markers(JPEG_MARKERS)
-        .with_err(jpeg_error_mgr())
-        .from_reader(JpegInput::full(input))
-        .map_err(|e| ResizeError::Corrupt(format!("JPEG header: {e}")))?;
-    let (width, height) = (dec.width() as u32, dec.height() as u32);
+    let mut jpeg = Jpeg::new(input, &[], jpeg_error_mgr(), JPEG_MARKERS);
+    let (width, height) = jpeg.size();
     limits.check_dimensions(width, height)?;
 
     let mut orientation = 1;
     let mut rights_exif = None;
     let mut adobe = false;
     let mut icc_chunks: Vec<(u8, &[u8])> = Vec::new();
-    for m in dec.markers() {
-        match m.marker {
-            Marker::APP(1) if m.data.starts_with(b"Exif\0\0") => {
-                if let Some(o) = Orientation::from_exif_chunk(&m.data[6..]) {
+    for (marker, data) in jpeg.markers() {
+        match marker {
+            APP1 if data.starts_with(b"Exif\0\0") => {
+                if let Some(o) = Orientation::from_exif_chunk(&data[6..]) {
                     orientation = o.to_exif();
                 }
-                rights_exif = rights_exif.or_else(|| metadata::rights_exif(&m.data[6..]));
+                rights_exif = rights_exif.or_else(|| metadata::rights_exif(&data[6..]));
             }
-            Marker::APP(2) if m.data.starts_with(b"ICC_PROFILE\0") && m.data.len() > 14 => {
-                icc_chunks.push((m.data[12], &m.data[14..]));
+            APP2 if data.starts_with(b"ICC_PROFILE\0") && data.len() > 14 => {
+                icc_chunks.push((data[12], &data[14..]));
             }
-            Marker::APP(14) if m.data.starts_with(b"Adobe") => adobe = true,
+            APP14 if data.starts_with(b"Adobe") => adobe = true,
             _ => {}
         }
     }
@@ -502,22 +501,21 @@ fn decode_jpeg_inner(
             .collect()
     });
 
-    let (out_space, channels) = match dec.color_space() {
+    let (out_space, channels) = match jpeg.color_space() {
         ColorSpace::JCS_GRAYSCALE => (ColorSpace::JCS_GRAYSCALE, 1u8),
         ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => (ColorSpace::JCS_CMYK, 4u8),
         _ => (ColorSpace::JCS_RGB, 3u8),
     };
     // A multi-scan frame keeps every DCT coefficient (2 bytes each, 64 per 8x8 block of
     // each component, at full size whatever the scale) until the last scan is read.
-    let (h_max, v_max) = dec.components().iter().fold((1, 1), |(h, v), c| {
-        (h.max(c.h_samp_factor), v.max(c.v_samp_factor))
-    });
-    let coefficient_bytes: u64 = dec
-        .components()
-        .iter()
-        .map(|c| {
-            let w = (u64::from(width) * c.h_samp_factor as u64).div_ceil(h_max as u64 * 8) + 1;
-            let h = (u64::from(height) * c.v_samp_factor as u64).div_ceil(v_max as u64 * 8) + 1;
+    let (h_max, v_max) = jpeg
+        .sampling()
+        .fold((1, 1), |(h, v), (ch, cv)| (h.max(ch), v.max(cv)));
+    let coefficient_bytes: u64 = jpeg
+        .sampling()
+        .map(|(ch, cv)| {
+            let w = (u64::from(width) * ch).div_ceil(h_max * 8) + 1;
+            let h = (u64::from(height) * cv).div_ceil(v_max * 8) + 1;
             w * h * 128
         })
         .sum();
@@ -536,61 +534,83 @@ fn decode_jpeg_inner(
             bytes3(width, 16 * 4, 2) + (1 << 20)
         },
     };
-    let scale = plan(&header)?.clamp(1, 8);
+    let wanted = plan(&header)?;
+    let scale = wanted.scale.clamp(1, 8);
     if scale <= PROGRESSIVE_TRIM_SCALE_MAX {
         if let Some(cut) = trailing_refinement_scans(input) {
             // Re-read the header from the trimmed stream (markers only: microseconds).
-            drop(dec);
+            drop(jpeg);
             JPEG_SCANS.with(|s| s.set(0));
-            dec = Decompress::with_markers(&[])
-                .with_err(jpeg_error_mgr())
-                .from_reader(JpegInput::trimmed(input, cut))
-                .map_err(|e| ResizeError::Corrupt(format!("JPEG header: {e}")))?;
+            jpeg = Jpeg::new(&input[..cut], libjpeg::EOI, jpeg_error_mgr(), &[]);
         }
     }
-    dec.scale(scale);
-    // Smoothing only matters for incomplete progressive scans (buffered-image mode).
-    dec.do_block_smoothing(false);
-
-    let mut started = dec
-        .to_colorspace(out_space)
-        .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
-    let (w, h) = (started.width() as u32, started.height() as u32);
+    let (full_w, full_h) = jpeg.start(scale, out_space);
+    // The rows and columns that hold the caller's region, in output pixels: the columns
+    // widened to an iMCU boundary by libjpeg, the rows above skipped, the rows below never
+    // decoded.
+    let (mut left, mut top, mut w, mut h) = (0, 0, full_w, full_h);
+    if let Some(region) = wanted.region {
+        let (fx, fy) = (
+            f64::from(full_w) / f64::from(width),
+            f64::from(full_h) / f64::from(height),
+        );
+        let span = |start: f64, len: f64, f: f64, full: u32| {
+            let a = ((start * f).floor().max(0.0) as u32).min(full - 1);
+            let b = (((start + len) * f).ceil() as u32).clamp(a + 1, full);
+            (a, b - a)
+        };
+        let (x, cw) = span(region.x, region.w, fx, full_w);
+        (top, h) = span(region.y, region.h, fy, full_h);
+        if cw < full_w {
+            (left, w) = jpeg.crop_columns(x, cw);
+        }
+        jpeg.skip_rows(top);
+    }
     let row_bytes = w as usize * usize::from(channels);
     let len = row_bytes * h as usize;
+    let read = |jpeg: &mut Jpeg<'_>, dest: &mut [u8]| -> Result<(), ResizeError> {
+        for band in dest.chunks_mut(row_bytes * ROWS_PER_CHECK) {
+            cancel::check(stop)?;
+            if !jpeg.read_rows(band, row_bytes) {
+                // Not reachable with a source that never suspends; kept as a refusal.
+                return Err(ResizeError::Corrupt(
+                    "JPEG: fewer rows than declared".to_owned(),
+                ));
+            }
+        }
+        // Past the region's rows nothing is decoded; a whole image is read to its EOI.
+        if jpeg.all_rows_read() {
+            jpeg.finish();
+        }
+        Ok(())
+    };
 
-    if out_space == ColorSpace::JCS_CMYK {
-        let cmyk = prepare(&mut bufs.scratch, len)?;
-        read_jpeg_rows(&mut started, cmyk, row_bytes, stop)?;
-        started
-            .finish()
-            .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
-        cancel::check(stop)?;
-        let rgb = prepare(&mut bufs.pixels, w as usize * h as usize * 3)?;
-        color::cmyk_to_rgb(&bufs.scratch[..len], rgb, adobe, icc.as_deref());
-        return Ok(Decoded {
-            width: w,
-            height: h,
-            channels: 3,
-            icc: None,
-            rights_exif,
-        });
-    }
-
-    let pixels = prepare(&mut bufs.pixels, len)?;
-    read_jpeg_rows(&mut started, pixels, row_bytes, stop)?;
-    started
-        .finish()
-        .map_err(|e| ResizeError::Corrupt(format!("JPEG: {e}")))?;
-    // A gray profile is ignored (gray is treated as sRGB gray).
-    let icc = if channels == 3 { icc } else { None };
-    Ok(Decoded {
+    let decoded = |channels, icc, rights_exif| Decoded {
         width: w,
         height: h,
+        left,
+        top,
+        full_width: full_w,
+        full_height: full_h,
         channels,
         icc,
         rights_exif,
-    })
+    };
+    if out_space == ColorSpace::JCS_CMYK {
+        let cmyk = prepare(&mut bufs.scratch, len)?;
+        read(&mut jpeg, cmyk)?;
+        drop(jpeg);
+        cancel::check(stop)?;
+        let rgb = prepare(&mut bufs.pixels, w as usize * h as usize * 3)?;
+        color::cmyk_to_rgb(&bufs.scratch[..len], rgb, adobe, icc.as_deref());
+        return Ok(decoded(3, None, rights_exif));
+    }
+
+    let pixels = prepare(&mut bufs.pixels, len)?;
+    read(&mut jpeg, pixels)?;
+    // A gray profile is ignored (gray is treated as sRGB gray).
+    let icc = if channels == 3 { icc } else { None };
+    Ok(decoded(channels, icc, rights_exif))
 }
 
 // ---------------------------------------------------------------- PNG
@@ -666,7 +686,7 @@ fn decode_png(
     input: &[u8],
     limits: &Limits,
     bufs: &mut DecodeBuffers,
-    plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    plan: &mut dyn FnMut(&Header) -> Result<DecodePlan, ResizeError>,
     stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
     let corrupt = |e: png::DecodingError| ResizeError::Corrupt(format!("PNG: {e}"));
@@ -750,6 +770,10 @@ fn decode_png(
     Ok(Decoded {
         width,
         height,
+        left: 0,
+        top: 0,
+        full_width: width,
+        full_height: height,
         channels,
         icc,
         rights_exif: chunks.rights_exif,
@@ -818,7 +842,7 @@ fn decode_gif(
     input: &[u8],
     limits: &Limits,
     bufs: &mut DecodeBuffers,
-    plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    plan: &mut dyn FnMut(&Header) -> Result<DecodePlan, ResizeError>,
     stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
     let corrupt = |e: gif::DecodingError| ResizeError::Corrupt(format!("GIF: {e}"));
@@ -881,6 +905,10 @@ fn decode_gif(
     Ok(Decoded {
         width,
         height,
+        left: 0,
+        top: 0,
+        full_width: width,
+        full_height: height,
         channels: 4,
         icc: None,
         rights_exif: None,
@@ -916,7 +944,7 @@ fn decode_webp(
     input: &[u8],
     limits: &Limits,
     bufs: &mut DecodeBuffers,
-    plan: &mut dyn FnMut(&Header) -> Result<u8, ResizeError>,
+    plan: &mut dyn FnMut(&Header) -> Result<DecodePlan, ResizeError>,
     stop: Stop<'_>,
 ) -> Result<Decoded, ResizeError> {
     let corrupt = |e: image_webp::DecodingError| ResizeError::Corrupt(format!("WebP: {e}"));
@@ -964,8 +992,203 @@ fn decode_webp(
     Ok(Decoded {
         width,
         height,
+        left: 0,
+        top: 0,
+        full_width: width,
+        full_height: height,
         channels,
         icc,
         rights_exif,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JPEG of a smooth gradient with texture (so every iMCU column differs), encoded
+    /// by libjpeg with the given chroma sampling and scan layout.
+    fn jpeg(
+        width: u32,
+        height: u32,
+        space: ColorSpace,
+        sampling: u8,
+        progressive: bool,
+    ) -> Vec<u8> {
+        let channels = if space == ColorSpace::JCS_GRAYSCALE {
+            1
+        } else {
+            3
+        };
+        let pixels: Vec<u8> = (0..height)
+            .flat_map(|y| (0..width).map(move |x| (x, y)))
+            .flat_map(|(x, y)| {
+                let v = [
+                    (x * 255 / width) as u8 ^ ((y % 7) as u8 * 9),
+                    (y * 255 / height) as u8,
+                    ((x * 7 + y * 13) % 256) as u8,
+                ];
+                v.into_iter().take(channels)
+            })
+            .collect();
+        let mut c = mozjpeg::Compress::new(space);
+        // Baseline unless asked (mozjpeg's own defaults are progressive).
+        c.set_fastest_defaults();
+        c.set_size(width as usize, height as usize);
+        c.set_quality(85.0);
+        if progressive {
+            c.set_progressive_mode();
+        }
+        if channels == 3 {
+            let s = (sampling, sampling);
+            c.set_chroma_sampling_pixel_sizes(s, s);
+        }
+        let mut started = c.start_compress(Vec::new()).unwrap();
+        started.write_scanlines(&pixels).unwrap();
+        started.finish().unwrap()
+    }
+
+    fn run(input: &[u8], plan: DecodePlan, bufs: &mut DecodeBuffers) -> Decoded {
+        decode(
+            InputFormat::Jpeg,
+            input,
+            &Limits::default(),
+            bufs,
+            &mut |_| Ok(plan),
+            &|| false,
+        )
+        .unwrap()
+    }
+
+    /// A region decode (columns cropped by libjpeg, rows above skipped, rows below never
+    /// decoded) yields exactly the pixels of the whole decode at that place, covering the
+    /// region asked for, at every DCT scale, for 4:4:4, 4:2:0, gray and progressive files.
+    #[test]
+    fn a_region_decode_is_the_same_pixels_as_the_whole_decode_there() {
+        let cases = [
+            (ColorSpace::JCS_RGB, 1, false),
+            (ColorSpace::JCS_RGB, 2, false),
+            (ColorSpace::JCS_RGB, 2, true),
+            (ColorSpace::JCS_GRAYSCALE, 1, false),
+        ];
+        let regions = [
+            (100.0, 80.0, 300.0, 200.0),
+            (0.0, 0.0, 50.0, 50.0),
+            (433.5, 250.25, 66.5, 49.75),
+            (1.0, 299.0, 498.0, 1.0),
+            (250.0, 0.0, 250.0, 300.0),
+        ];
+        let (width, height) = (500, 300);
+        for (space, sampling, progressive) in cases {
+            let input = jpeg(width, height, space, sampling, progressive);
+            for scale in [8, 4, 2, 1] {
+                let mut whole_bufs = DecodeBuffers::default();
+                let whole = run(&input, DecodePlan::whole(scale), &mut whole_bufs);
+                let bpp = usize::from(whole.channels);
+                for (x, y, w, h) in regions {
+                    let case = format!(
+                        "{space:?} {sampling} {progressive} scale {scale} region {x},{y} {w}x{h}"
+                    );
+                    let mut bufs = DecodeBuffers::default();
+                    let region = Rect { x, y, w, h };
+                    let part = run(
+                        &input,
+                        DecodePlan {
+                            scale,
+                            region: Some(region),
+                        },
+                        &mut bufs,
+                    );
+                    assert_eq!(
+                        (part.full_width, part.full_height),
+                        (whole.width, whole.height),
+                        "{case}"
+                    );
+                    // It covers the region, in decoded pixels.
+                    let f = f64::from(whole.width) / f64::from(width);
+                    assert!(
+                        f64::from(part.left) <= (x * f).floor(),
+                        "{case}: left {}",
+                        part.left
+                    );
+                    assert!(
+                        f64::from(part.top) <= (y * f).floor(),
+                        "{case}: top {}",
+                        part.top
+                    );
+                    assert!(
+                        f64::from(part.left + part.width)
+                            >= ((x + w) * f).ceil().min(f64::from(whole.width)),
+                        "{case}"
+                    );
+                    assert!(
+                        f64::from(part.top + part.height)
+                            >= ((y + h) * f).ceil().min(f64::from(whole.height)),
+                        "{case}"
+                    );
+                    // And less than the whole image where the region is smaller.
+                    assert!(
+                        u64::from(part.width) * u64::from(part.height)
+                            < u64::from(whole.width) * u64::from(whole.height),
+                        "{case}"
+                    );
+                    // libjpeg upsamples chroma at the cropped columns' edges as at an
+                    // image edge, so there the outermost column differs (by up to 28 levels on this
+                    // synthetic chroma)
+                    // (the region the pipeline asks for has the filter's reach plus two
+                    // pixels of margin, where those columns weigh nothing).
+                    let row_bytes = part.width as usize * bpp;
+                    for row in 0..part.height as usize {
+                        let at = ((part.top as usize + row) * whole.width as usize
+                            + part.left as usize)
+                            * bpp;
+                        let expected = &whole_bufs.pixels[at..at + row_bytes];
+                        let got = &bufs.pixels[row * row_bytes..][..row_bytes];
+                        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+                            let column = (i / bpp) as u32;
+                            let edge = (column == 0 && part.left > 0)
+                                || (column + 1 == part.width
+                                    && part.left + part.width < whole.width);
+                            assert!(
+                                edge || g == e,
+                                "{case}: row {row} column {column}: {g} vs {e}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows below the region are not decoded, so damage there does not refuse the crop,
+    /// while the whole decode of the same file is refused.
+    #[test]
+    fn a_region_above_damage_decodes_and_the_whole_image_does_not() {
+        let input = jpeg(64, 512, ColorSpace::JCS_RGB, 2, false);
+        let cut = &input[..input.len() * 3 / 4];
+        let whole = decode(
+            InputFormat::Jpeg,
+            cut,
+            &Limits::default(),
+            &mut DecodeBuffers::default(),
+            &mut |_| Ok(DecodePlan::whole(8)),
+            &|| false,
+        );
+        assert!(matches!(whole, Err(ResizeError::Corrupt(_))), "{whole:?}");
+        let region = Rect {
+            x: 0.0,
+            y: 0.0,
+            w: 64.0,
+            h: 100.0,
+        };
+        let part = run(
+            cut,
+            DecodePlan {
+                scale: 8,
+                region: Some(region),
+            },
+            &mut DecodeBuffers::default(),
+        );
+        assert!(part.height >= 100 && part.height < 512, "{}", part.height);
+    }
 }

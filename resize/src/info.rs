@@ -119,7 +119,7 @@ pub fn info(
             };
             budget::check(limits, header, scale, &plan, OutputFormat::Png)?;
             seen = Some(*header);
-            Ok(scale)
+            Ok(decode::DecodePlan::whole(scale))
         },
         stop,
     )?;

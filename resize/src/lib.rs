@@ -76,6 +76,7 @@ pub mod error;
 pub mod filter;
 mod geometry;
 pub mod info;
+mod libjpeg;
 pub mod limits;
 mod metadata;
 pub mod options;

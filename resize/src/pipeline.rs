@@ -2,7 +2,8 @@
 //! it needs so that a worker thread reuses them from one request to the next.
 //!
 //! Order of work, chosen for speed on photos: sniff → header and limits → decode (JPEG at
-//! reduced DCT scale) → trim (a scan of the decoded pixels, folded into the crop) → resize
+//! reduced DCT scale, and only the crop's rows and columns unless trim or smart must see
+//! every pixel: [`decode_region`]) → trim (a scan of the decoded pixels, folded into the crop) → resize
 //! (with the manual, cover, trim and smart crops folded into the resampling, no copy; the
 //! smart window is searched on the decoded pixels first) → ICC to sRGB unless kept (on the
 //! small output) → blur / sharpen (`crate::filter`, on the small output) → orientation
@@ -22,7 +23,7 @@ use std::time::Instant;
 use fast_image_resize as fir;
 
 use crate::cancel::{self, Stop};
-use crate::decode::{self, DecodeBuffers, Header};
+use crate::decode::{self, DecodeBuffers, DecodePlan, Header};
 use crate::encode::{self, EncodeSettings, Frame};
 use crate::geometry::{self, Plan};
 use crate::metadata::Kept;
@@ -226,7 +227,10 @@ impl Pipeline {
                 planned = Some((*header, job));
                 match job.animate {
                     true => Err(ResizeError::Cancelled),
-                    false => Ok(job.scale),
+                    false => Ok(DecodePlan {
+                        scale: job.scale,
+                        region: decode_region(&job.plan, job.scale, options, header),
+                    }),
                 }
             },
             stop,
@@ -241,9 +245,11 @@ impl Pipeline {
             planned.ok_or_else(|| ResizeError::Corrupt("the decoder read no header".to_owned()))?;
         let mut plan = job.plan;
         let channels = decoded.channels;
+        // The buffer (the whole frame unless a region was asked for) and the frame's scale.
         let (dw, dh) = (decoded.width, decoded.height);
-        let sx = f64::from(dw) / f64::from(header.width);
-        let sy = f64::from(dh) / f64::from(header.height);
+        let (left, top) = (f64::from(decoded.left), f64::from(decoded.top));
+        let sx = f64::from(decoded.full_width) / f64::from(header.width);
+        let sy = f64::from(decoded.full_height) / f64::from(header.height);
         if let Some(threshold) = options.trim {
             // The border is found on the decoded pixels (at the DCT scale), and the job
             // planned again without it: a trimmed image has another aspect ratio, so its
@@ -295,7 +301,7 @@ impl Pipeline {
         let start = Instant::now();
         let bpp = usize::from(channels);
         let crop = plan.crop;
-        let (cx, cy) = ((crop.x * sx).max(0.0), (crop.y * sy).max(0.0));
+        let (cx, cy) = ((crop.x * sx - left).max(0.0), (crop.y * sy - top).max(0.0));
         let cw = (crop.w * sx).min(f64::from(dw) - cx);
         let ch = (crop.h * sy).min(f64::from(dh) - cy);
         let (rw, rh) = (plan.resize_w, plan.resize_h);
@@ -642,6 +648,41 @@ struct JobPlan {
     bytes: u64,
     /// Pixel operations of filters and the smart-crop search (`budget::filter_ops`).
     filter_ops: u64,
+}
+
+/// The part of the stored image a JPEG decode must produce for `plan` at `scale`/8: the
+/// crop and the reach of the resampling filter around it (the decoded frame's edges clamp
+/// that filter, so pixels past the crop count), or `None` for the whole frame: when `trim`
+/// or `gravity=smart` must look at every pixel, or when the window is the whole image.
+/// Rows and columns outside it are never inverse-transformed (`crate::libjpeg`).
+fn decode_region(
+    plan: &Plan,
+    scale: u8,
+    options: &Options,
+    header: &Header,
+) -> Option<geometry::Rect> {
+    if options.trim.is_some() || plan.smart {
+        return None;
+    }
+    let crop = plan.crop;
+    // Decoded pixels per stored pixel, and per output pixel along each axis.
+    let s = f64::from(scale.clamp(1, 8)) / 8.0;
+    let reach = |len: f64, out: u32| {
+        (LANCZOS3_SUPPORT * (len * s / f64::from(out.max(1))).max(1.0) + 2.0) / s
+    };
+    let (rx, ry) = (reach(crop.w, plan.resize_w), reach(crop.h, plan.resize_h));
+    let (w, h) = (f64::from(header.width), f64::from(header.height));
+    let x0 = (crop.x - rx).max(0.0);
+    let y0 = (crop.y - ry).max(0.0);
+    let x1 = (crop.x + crop.w + rx).min(w);
+    let y1 = (crop.y + crop.h + ry).min(h);
+    let whole = x0 == 0.0 && y0 == 0.0 && x1 == w && y1 == h;
+    (!whole).then_some(geometry::Rect {
+        x: x0,
+        y: y0,
+        w: x1 - x0,
+        h: y1 - y0,
+    })
 }
 
 /// The checks that need no decoder: options, empty and oversized bodies, the format.

@@ -78,7 +78,7 @@ impl Watermark {
             bytes,
             &limits,
             &mut buffers,
-            &mut |_| Ok(8),
+            &mut |_| Ok(decode::DecodePlan::whole(8)),
             &|| false,
         )?;
         let (width, height) = (decoded.width, decoded.height);

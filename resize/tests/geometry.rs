@@ -354,6 +354,100 @@ fn crop_fractions_and_pixels_agree() {
     );
 }
 
+/// A JPEG crop decodes only the rows and columns around the crop (`crate::libjpeg`), and
+/// the output is still those pixels: against a float reference of exactly the crop
+/// (independent full decode, exact crop, f32 Lanczos3) it scores higher than against the
+/// reference moved by two source pixels in any direction. Synthetic (always) and a shared
+/// photo (progressive) where present; crops inside, at corners and along edges.
+#[test]
+fn a_jpeg_crop_is_the_crops_pixels() {
+    let synthetic = {
+        let img = image::RgbImage::from_fn(1200, 800, |x, y| {
+            let v = ((x as f32 / 9.0).sin() * 60.0 + (y as f32 / 13.0).cos() * 60.0) as i32;
+            image::Rgb([
+                (128 + v) as u8,
+                ((x * 255 / 1200) as i32 - v / 2).clamp(0, 255) as u8,
+                ((y * 255 / 800) as u8) ^ ((x / 40 % 2) as u8 * 90),
+            ])
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+            .write_image(img.as_raw(), 1200, 800, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    };
+    let mut inputs = vec![("synthetic", synthetic)];
+    if let Some(photo) = common::photo("seeding_by_Clements_Engelhardt.jpg") {
+        inputs.push(("seeding", photo));
+    }
+    for (name, input) in inputs {
+        let (sw, sh, src) = common::decode_rgb8(&input);
+        let crops = [
+            (sw / 4, sh / 4, sw / 2, sh / 2, 400),
+            (0, 0, sw / 3, sh / 3, 200),
+            (sw - sw / 5, sh / 2, sw / 5, sh / 2, 150),
+            (sw / 3, sh - 64, sw / 3, 64, 300),
+        ];
+        for (x, y, w, h, out_w) in crops {
+            let options = Options {
+                crop: Some(Crop::Pixels { x, y, w, h }),
+                width: Some(out_w),
+                ..png(Options::default())
+            };
+            let out = process(&input, &options);
+            let (ow, oh, got) = common::decode_rgb8(&out.bytes);
+            let reference = |dx: i64, dy: i64| {
+                let (x, y) = (i64::from(x) + dx, i64::from(y) + dy);
+                let mut region = Vec::with_capacity(w as usize * h as usize * 3);
+                for row in y..y + i64::from(h) {
+                    let row = row.clamp(0, i64::from(sh) - 1) as usize;
+                    for col in x..x + i64::from(w) {
+                        let col = col.clamp(0, i64::from(sw) - 1) as usize;
+                        let at = (row * sw as usize + col) * 3;
+                        region.extend_from_slice(&src[at..at + 3]);
+                    }
+                }
+                common::psnr(&got, &common::float_reference(w, h, &region, ow, oh))
+            };
+            let at_crop = reference(0, 0);
+            let case = format!("{name}: crop {x},{y} {w}x{h} to {ow}x{oh}");
+            assert!(at_crop > 35.0, "{case}: {at_crop:.2} dB");
+            for (dx, dy) in [(-2, 0), (2, 0), (0, -2), (0, 2)] {
+                let moved = reference(dx, dy);
+                assert!(
+                    at_crop > moved,
+                    "{case}: {at_crop:.2} dB, moved {dx},{dy}: {moved:.2} dB"
+                );
+            }
+        }
+    }
+}
+
+/// Rows below a JPEG crop are never decoded: a file damaged (cut) below the crop still
+/// serves the crop, while the whole image is refused as corrupt.
+#[test]
+fn a_jpeg_crop_above_damage_is_served_and_the_whole_image_is_refused() {
+    let img = image::RgbImage::from_fn(256, 1024, |x, y| image::Rgb([x as u8, (y / 4) as u8, 77]));
+    let mut input = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut input, 90)
+        .write_image(img.as_raw(), 256, 1024, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    input.truncate(input.len() * 3 / 4);
+    let whole = Pipeline::new(Limits::default()).process(&input, &png(Options::default()));
+    assert!(matches!(whole, Err(ResizeError::Corrupt(_))), "{whole:?}");
+    let options = Options {
+        crop: Some(Crop::Pixels {
+            x: 0,
+            y: 0,
+            w: 256,
+            h: 200,
+        }),
+        ..png(Options::default())
+    };
+    let out = process(&input, &options);
+    assert_eq!((out.width, out.height), (256, 200));
+}
+
 // ------------------------------------------------------------------ crop window
 
 /// `crop=w,h`: an 80x40 window of a 200x100 image lands where each gravity puts it, and

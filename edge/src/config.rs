@@ -559,7 +559,7 @@ impl Default for OutputConfig {
     fn default() -> Self {
         Self {
             quality_default: 80,
-            avif_speed: 8,
+            avif_speed: 9,
             cache_max_age_s: 31_536_000,
         }
     }

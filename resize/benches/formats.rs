@@ -3,7 +3,8 @@
 //! equal bytes.
 //!
 //! Run: `cargo bench --workspace --bench formats` (options after `--`: `--seconds N` per
-//! timing, default 1; `--photos a.jpg,b.jpg`). The process pins itself to CPU 0; python runs
+//! timing, default 1; `--photos a.jpg,b.jpg`; `--avif-speeds 6,8,10` for one AVIF row per
+//! rav1e speed, default the node's 8). The process pins itself to CPU 0; python runs
 //! under `taskset -c 0` with `VIPS_CONCURRENCY=1`.
 //!
 //! What each column includes:
@@ -116,18 +117,15 @@ fn psnr_of(files: &[&Path], photo: &[u8]) -> Vec<Option<f64>> {
     files
         .iter()
         .map(|file| {
-            let size = std::fs::read_to_string(file.with_extension(format!(
-                "{}.size",
-                file.extension()?.to_str()?
-            )))
+            let size = std::fs::read_to_string(
+                file.with_extension(format!("{}.size", file.extension()?.to_str()?)),
+            )
             .ok()?;
             let (w, h) = size.split_once(' ')?;
             let (w, h): (u32, u32) = (w.parse().ok()?, h.parse().ok()?);
-            let pixels = std::fs::read(file.with_extension(format!(
-                "{}.rgb",
-                file.extension()?.to_str()?
-            )))
-            .ok()?;
+            let pixels =
+                std::fs::read(file.with_extension(format!("{}.rgb", file.extension()?.to_str()?)))
+                    .ok()?;
             let reference = references
                 .entry((w, h))
                 .or_insert_with(|| common::float_reference(sw, sh, &src, w, h));
@@ -163,6 +161,14 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').map(str::to_owned).collect())
         .unwrap_or_else(|| PHOTOS.iter().map(|s| (*s).to_owned()).collect());
+    // AVIF rows, one per rav1e speed (the node's default, 8, unless given); each is
+    // floored by `avif_speed_min` of the output size as in the node.
+    let avif_speeds: Vec<u8> = args
+        .iter()
+        .position(|a| a == "--avif-speeds")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_else(|| vec![Options::default().avif_speed]);
     println!("pinned to CPU 0: {}", pin_to_cpu0());
     let Some(dir) = common::photos_dir() else {
         return;
@@ -174,7 +180,7 @@ fn main() {
         "\nfit {BOX_PX}x{BOX_PX}, q{QUALITY}, one core; ms per image; PSNR (dB) against the float reference"
     );
     println!(
-        "{:<22} {:<5} {:>8} {:>8} {:>6} {:>8} {:>8} {:>7} {:>7} {:>9} {:>8}",
+        "{:<22} {:<8} {:>8} {:>8} {:>6} {:>8} {:>8} {:>7} {:>7} {:>9} {:>8}",
         "photo",
         "fmt",
         "ours ms",
@@ -206,24 +212,48 @@ fn main() {
                 .split(',')
                 .filter_map(|kv| {
                     let (k, v) = kv.split_once(':')?;
-                    Some((k.trim().trim_matches('"').to_owned(), v.trim().parse().ok()?))
+                    Some((
+                        k.trim().trim_matches('"').to_owned(),
+                        v.trim().parse().ok()?,
+                    ))
                 })
                 .collect()
         })
         .unwrap_or_default();
-        for (format, ext) in [(OutputFormat::WebP, "webp"), (OutputFormat::Avif, "avif")] {
+        let rows = std::iter::once((OutputFormat::WebP, "webp", None)).chain(
+            avif_speeds
+                .iter()
+                .map(|&speed| (OutputFormat::Avif, "avif", Some(speed))),
+        );
+        for (format, ext, speed) in rows {
             let options = |quality: u8| Options {
                 width: Some(BOX_PX),
                 height: Some(BOX_PX),
                 fit: Fit::Contain,
                 format: FormatRequest::Fixed(format),
                 quality,
+                avif_speed: speed.unwrap_or(Options::default().avif_speed),
                 ..Options::default()
             };
+            let label = speed.map_or(ext.to_owned(), |s| format!("{ext} s{s}"));
             let at_q80 = options(QUALITY);
             let ours_ms = time_ms(seconds, || {
                 pipeline.process(&photo, &at_q80).expect("our encode");
             });
+            // Our stages, best of 5 calls each.
+            let mut stages = [u64::MAX; 3];
+            for _ in 0..5 {
+                let t = pipeline
+                    .process(&photo, &at_q80)
+                    .expect("our encode")
+                    .timings;
+                for (best, us) in stages
+                    .iter_mut()
+                    .zip([t.decode_us, t.resize_us, t.encode_us])
+                {
+                    *best = (*best).min(us);
+                }
+            }
             // The sweep: one file per quality.
             let mut files = Vec::new();
             let mut sizes = Vec::new();
@@ -260,9 +290,9 @@ fn main() {
             let vips_ms = vips.get(ext).copied();
             let fmt = |v: Option<f64>, p: usize| v.map_or("-".to_owned(), |v| format!("{v:.p$}"));
             println!(
-                "{:<22} {:<5} {:>8.2} {:>8} {:>6} {:>8} {:>8} {:>7} {:>7} {:>9} {:>8}",
+                "{:<22} {:<8} {:>8.2} {:>8} {:>6} {:>8} {:>8} {:>7} {:>7} {:>9} {:>8}",
                 name,
-                ext,
+                label,
                 ours_ms,
                 fmt(vips_ms, 2),
                 fmt(vips_ms.map(|v| v / ours_ms), 2),
@@ -279,7 +309,13 @@ fn main() {
                 .zip(&scores)
                 .map(|((q, b), s)| format!("q{q} {b:.0} B {}", fmt(*s, 2)))
                 .collect();
-            println!("    ours: {}", curve_text.join(", "));
+            println!(
+                "    ours: decode {:.2} / resize {:.2} / encode {:.2} ms; {}",
+                stages[0] as f64 / 1000.0,
+                stages[1] as f64 / 1000.0,
+                stages[2] as f64 / 1000.0,
+                curve_text.join(", ")
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&out_dir);

@@ -13,9 +13,20 @@
 //! trellis mode makes files ~10% smaller but costs several times the encode time, which for
 //! thumbnails is most of the request. AVIF runs single-threaded (the node parallelises across
 //! requests) with a speed floor that rises with the output size ([`avif_speed_min`]) so a
-//! request cannot take minutes. rav1e's `asm` feature was measured and left out: it made a
-//! 400x266 thumbnail at speed 8 only 16% faster (526 vs 624 ms; 3x faster at speed 10 on
-//! 6 MP) for a nasm build of rav1e that adds minutes to a clean build on 2 cores.
+//! request cannot take minutes. rav1e is built with its `asm` feature (nasm, already needed
+//! by libjpeg-turbo): it halves the encode of a 400 px thumbnail (seeding-256k.jpg at speed
+//! 8: 363 → 162 ms, `benches/formats.rs`, docs/BENCHMARKS.md) for ~40 s more of a clean
+//! build on 2 cores. (An earlier measurement, 16 % at speed 8, had left it out.) The default
+//! speed is 9: against 8 it halves the encode again for 0.15–0.26 dB less PSNR at equal
+//! bytes, still 1.2–1.5 dB above libvips' AVIF at its size; 10 would be another 3x but falls
+//! below libvips' quality at equal bytes.
+//!
+//! WebP imports the pixels straight into YUV (`use_argb = 0`, as libvips does; lossy WebP is
+//! YUV 4:2:0 whatever the import): the same bytes, 0.1–1.6 ms less of an 8–10 ms encode.
+//! Two other levers were measured and left out: `libwebp-sys`'s `sse41` feature (no
+//! measurable change, and it would make SSE4.1 a requirement of the binary) and libwebp's
+//! `method` 2 instead of 4 (half the encode, but 0.3–0.6 dB less PSNR at equal bytes, below
+//! libvips'). See docs/BENCHMARKS.md, "WebP and AVIF output (#18)".
 //!
 //! Cancellation: JPEG and PNG are written in bands of [`ROWS_PER_CHECK`] rows with a stop
 //! check between bands; WebP goes through libwebp directly (`libwebp-sys`) because only
@@ -268,7 +279,9 @@ fn encode_webp(
     config.quality = f32::from(settings.quality);
     let mut picture =
         ffi::WebPPicture::new().map_err(|()| ResizeError::Encode("WebP: picture".to_owned()))?;
-    picture.use_argb = 1;
+    // Lossy WebP is YUV 4:2:0: importing straight into YUV saves the ARGB copy and the
+    // second conversion pass `use_argb = 1` costs (libvips imports the same way).
+    picture.use_argb = 0;
     picture.width = frame.width as i32;
     picture.height = frame.height as i32;
     let mut writer = std::mem::MaybeUninit::<ffi::WebPMemoryWriter>::uninit();

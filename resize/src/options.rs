@@ -250,7 +250,7 @@ pub struct Options {
     pub quality: u8,
     /// Progressive JPEG; default false.
     pub progressive: bool,
-    /// 1..=10 (10 fastest); default 8. The effective speed is raised to
+    /// 1..=10 (10 fastest); default 9 (see `crate::encode`). The effective speed is raised to
     /// [`avif_speed_min`] of the output size, so a request cannot take minutes.
     pub avif_speed: u8,
     /// Quality for one output format, over `quality` (`q_jpeg`, `q_webp`, `q_avif`), so one
@@ -821,8 +821,9 @@ pub const MAX_BYTES_ENCODES: u32 = 8;
 /// smearing make a thumbnail useless; imgproxy stops at 10 too).
 pub const MAX_BYTES_QUALITY_MIN: u8 = 10;
 
-/// Slowest AVIF speed allowed for an output of `pixels` pixels (rav1e, single thread, no
-/// asm). Measured on this machine (aitzgorri-1m.jpg): 400x266 at speed 1 took 11.5 s and
+/// Slowest AVIF speed allowed for an output of `pixels` pixels (rav1e, single thread).
+/// Measured before rav1e's assembly was enabled (which about halves these times, so the
+/// floors are now conservative), on the machine of the time (aitzgorri-1m.jpg): 400x266 at speed 1 took 11.5 s and
 /// at speed 8 0.6 s; 1200x799 at speed 1 took 89 s, 1230x819 at speed 6 5.4 s; 3088x2056 at
 /// speed 6 21.9 s and at speed 10 7.1 s (about 1.1 s per megapixel, so the largest output
 /// allowed by default, 16.7 MP, stays under ~20 s).
@@ -844,7 +845,7 @@ impl Default for Options {
             format: FormatRequest::Fixed(OutputFormat::Jpeg),
             quality: 80,
             progressive: false,
-            avif_speed: 8,
+            avif_speed: 9,
             format_quality: FormatQuality::default(),
             max_bytes: None,
             dpr: Decimal::ONE,

@@ -170,7 +170,7 @@ fn validate_edge_cases() {
     let ok = Options::default();
     assert!(ok.validate(&Limits::default()).is_ok());
     assert_eq!(ok.quality, 80);
-    assert_eq!(ok.avif_speed, 8);
+    assert_eq!(ok.avif_speed, 9);
     assert!(!ok.progressive);
 
     invalid(Options {

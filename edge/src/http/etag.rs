@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
-use tessera_resize::{Decimal, Flip, FormatRequest, Options, Padding, Rotation};
+use tessera_resize::{Decimal, Flip, FormatRequest, Options, OutputFormat, Padding, Rotation};
 
 /// The quoted strong ETag of a resize of `input` with `options`, and the watermark whose
 /// file has SHA-256 `watermark` when one is drawn (another mark, another output).
@@ -36,12 +36,24 @@ pub fn compute(input: &[u8], options: &Options, watermark: Option<&[u8; 32]>) ->
     tag
 }
 
+/// `avif_speed`'s default when the first tags were given out.
+const AVIF_SPEED_FIRST_DEFAULT: u8 = 8;
+
 /// A stable, explicit text form of the options (not `Debug`, whose shape may change).
 pub(crate) fn canonical_options(options: &Options) -> String {
     let format = match options.format {
         FormatRequest::Fixed(format) => format.as_str().to_owned(),
         FormatRequest::Auto { webp, avif } => format!("auto:webp={webp}:avif={avif}"),
         FormatRequest::Original => "original".to_owned(),
+    };
+    // The AVIF speed changes only AVIF bytes. For a request that cannot produce AVIF it is
+    // written as the default it had when tags were first given out, so those tags stay the
+    // same when the default moves (it went from 8 to 9 with #18).
+    let avif_speed = match options.format {
+        FormatRequest::Fixed(OutputFormat::Avif) | FormatRequest::Auto { avif: true, .. } => {
+            options.avif_speed
+        }
+        _ => AVIF_SPEED_FIRST_DEFAULT,
     };
     let fq = options.format_quality;
     let mut text = format!(
@@ -54,7 +66,7 @@ pub(crate) fn canonical_options(options: &Options) -> String {
         format,
         options.quality,
         options.progressive,
-        options.avif_speed,
+        avif_speed,
         fq.jpeg,
         fq.webp,
         fq.avif,
@@ -274,6 +286,37 @@ mod tests {
         let one = compute(b"abc", &marked, Some(&[1; 32]));
         assert!(!tags.contains(&one));
         assert_ne!(one, compute(b"abc", &marked, Some(&[2; 32])));
+    }
+
+    /// The AVIF speed is part of the tag where the output can be AVIF (the bytes differ) and
+    /// nowhere else (a JPEG's tag did not move when the default speed did).
+    #[test]
+    fn the_avif_speed_counts_only_where_avif_can_come_out() {
+        let at = |format, avif_speed| {
+            compute(
+                b"abc",
+                &Options {
+                    format,
+                    avif_speed,
+                    ..Options::default()
+                },
+                None,
+            )
+        };
+        let jpeg = FormatRequest::Fixed(OutputFormat::Jpeg);
+        let avif = FormatRequest::Fixed(OutputFormat::Avif);
+        let auto = FormatRequest::Auto {
+            webp: false,
+            avif: true,
+        };
+        let webp_only = FormatRequest::Auto {
+            webp: true,
+            avif: false,
+        };
+        assert_eq!(at(jpeg, 8), at(jpeg, 9));
+        assert_eq!(at(webp_only, 8), at(webp_only, 9));
+        assert_ne!(at(avif, 8), at(avif, 9));
+        assert_ne!(at(auto, 8), at(auto, 9));
     }
 
     /// Tags given out before the geometry options existed stay the same: the text hashed for

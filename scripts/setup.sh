@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Tessera needs beyond the Rust toolchain, on Debian:
 #   nasm — assembles libjpeg-turbo's SIMD kernels inside mozjpeg-sys (JPEG decode/encode
-#          is ~3x slower without them).
+#          is ~3x slower without them) and rav1e's (AVIF encode ~2x slower without).
 #   chromium, python3-websocket — the operator console's browser test
 #          (tests/tests/console_browser.rs drives headless Chromium over the DevTools
 #          protocol with tests/browser/console.py, run by Debian's /usr/bin/python3).

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use harness::{pin_to_cpu0, program_best_ms, time_ms};
+use harness::{flat_json, pin_to_cpu0, program_best_ms, python_script, time_ms};
 
 use fast_image_resize as fir;
 use tessera_resize::filter::{self, Method};
@@ -52,17 +52,6 @@ const NEVER: &dyn Fn() -> bool = &|| false;
 const PY: &str = r#"
 import sys, time, json
 lib, src, outdir, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-def bench(f):
-    f()
-    best = 1e9
-    for _ in range(3):
-        n = 0; t0 = time.perf_counter()
-        while True:
-            f(); n += 1
-            el = time.perf_counter() - t0
-            if el > secs / 3: break
-        best = min(best, el / n)
-    return best * 1000
 res = {}
 if lib == 'pil':
     from PIL import Image, ImageFilter
@@ -86,7 +75,7 @@ print(json.dumps(res))
 
 fn python(python: &str, lib: &str, png: &Path, dir: &Path, seconds: f64) -> HashMap<String, f64> {
     let out = Command::new("taskset")
-        .args(["-c", "0", python, "-c", PY, lib])
+        .args(["-c", "0", python, "-c", &python_script(PY), lib])
         .arg(png)
         .arg(dir)
         .arg(seconds.to_string())
@@ -104,20 +93,7 @@ fn python(python: &str, lib: &str, png: &Path, dir: &Path, seconds: f64) -> Hash
             return None;
         }
         let text = String::from_utf8_lossy(&o.stdout).to_string();
-        // {"blur1": 1.2, ...}: flat, so a split is enough.
-        Some(
-            text.trim()
-                .trim_matches(|c| c == '{' || c == '}')
-                .split(',')
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once(':')?;
-                    Some((
-                        k.trim().trim_matches('"').to_owned(),
-                        v.trim().parse().ok()?,
-                    ))
-                })
-                .collect(),
-        )
+        Some(flat_json(&text))
     });
     parsed.unwrap_or_default()
 }

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use harness::{pin_to_cpu0, time_ms};
+use harness::{flat_json, pin_to_cpu0, python_script, time_ms};
 use tessera_resize::{Fit, FormatRequest, Limits, Options, OutputFormat, Pipeline};
 
 const PHOTOS: [&str; 3] = ["seeding-256k.jpg", "aitzgorri-256k.jpg", "aitzgorri-1m.jpg"];
@@ -52,17 +52,6 @@ import sys, time, json
 import pyvips
 pyvips.cache_set_max(0)
 mode = sys.argv[1]
-def bench(f, secs):
-    f()
-    best = 1e9
-    for _ in range(3):
-        n = 0; t0 = time.perf_counter()
-        while True:
-            f(); n += 1
-            el = time.perf_counter() - t0
-            if el > secs / 3: break
-        best = min(best, el / n)
-    return best * 1000
 if mode == 'time':
     src, outdir, secs = sys.argv[2], sys.argv[3], float(sys.argv[4])
     buf = open(src, 'rb').read()
@@ -71,7 +60,7 @@ if mode == 'time':
     res = {}
     for name, f in (('webp', webp), ('avif', avif)):
         open(outdir + '/vips.' + name, 'wb').write(f())
-        res[name] = bench(f, secs)
+        res[name] = bench(f)
     print(json.dumps(res))
 else:
     for path in sys.argv[2:]:
@@ -86,7 +75,7 @@ else:
 
 fn python(args: &[&str]) -> Option<String> {
     let out = Command::new("taskset")
-        .args(["-c", "0", "python3", "-c", PY])
+        .args(["-c", "0", "python3", "-c", &python_script(PY)])
         .args(args)
         .env("VIPS_CONCURRENCY", "1")
         .output()
@@ -206,19 +195,7 @@ fn main() {
             out_dir.to_str().expect("utf-8 path"),
             &seconds.to_string(),
         ])
-        .map(|text| {
-            text.trim()
-                .trim_matches(|c| c == '{' || c == '}')
-                .split(',')
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once(':')?;
-                    Some((
-                        k.trim().trim_matches('"').to_owned(),
-                        v.trim().parse().ok()?,
-                    ))
-                })
-                .collect()
-        })
+        .map(|text| flat_json(&text))
         .unwrap_or_default();
         let rows = std::iter::once((OutputFormat::WebP, "webp", None)).chain(
             avif_speeds

@@ -59,7 +59,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use harness::{pin_to_cpu0, program_best_ms, time_ms};
+use harness::{flat_json, pin_to_cpu0, program_best_ms, python_script, time_ms};
 
 use fast_image_resize as fir;
 use tessera_resize::{
@@ -82,17 +82,6 @@ BG = (0x33, 0x66, 0x99); FP = (0.3, 0.3); TRIM = 10; BIG = 100000
 src_buf = open(src, 'rb').read(); pad_buf = open(padded, 'rb').read()
 LOGO = outdir + '/logo.png'; MARGIN = 10
 def rnd(v): return int(math.floor(v + 0.5))
-def bench(f):
-    f()
-    best = 1e9
-    for _ in range(3):
-        n = 0; t0 = time.perf_counter()
-        while True:
-            f(); n += 1
-            el = time.perf_counter() - t0
-            if el > secs / 3: break
-        best = min(best, el / n)
-    return best * 1000
 def shrink_for(cw, ch, ow, oh):
     # Tessera's and vips thumbnail's rule: keep at least 2 decoded pixels per output pixel.
     for s in (8, 4, 2):
@@ -202,7 +191,7 @@ print(json.dumps(res))
 
 fn python(python: &str, lib: &str, files: [&Path; 3], seconds: f64) -> HashMap<String, f64> {
     let out = Command::new("taskset")
-        .args(["-c", "0", python, "-c", PY, lib])
+        .args(["-c", "0", python, "-c", &python_script(PY), lib])
         .args(files)
         .arg(seconds.to_string())
         .env("VIPS_CONCURRENCY", "1")
@@ -219,20 +208,7 @@ fn python(python: &str, lib: &str, files: [&Path; 3], seconds: f64) -> HashMap<S
             return None;
         }
         let text = String::from_utf8_lossy(&o.stdout).to_string();
-        // {"fit": 1.2, ...}: flat, so a split is enough.
-        Some(
-            text.trim()
-                .trim_matches(|c| c == '{' || c == '}')
-                .split(',')
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once(':')?;
-                    Some((
-                        k.trim().trim_matches('"').to_owned(),
-                        v.trim().parse().ok()?,
-                    ))
-                })
-                .collect(),
-        )
+        Some(flat_json(&text))
     });
     parsed.unwrap_or_default()
 }

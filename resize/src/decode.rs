@@ -121,6 +121,29 @@ pub(crate) struct Decoded {
     pub rights_exif: Option<Vec<u8>>,
 }
 
+impl Decoded {
+    /// A whole frame of `width` x `height`.
+    fn whole(
+        width: u32,
+        height: u32,
+        channels: u8,
+        icc: Option<Vec<u8>>,
+        rights_exif: Option<Vec<u8>>,
+    ) -> Decoded {
+        Decoded {
+            width,
+            height,
+            left: 0,
+            top: 0,
+            full_width: width,
+            full_height: height,
+            channels,
+            icc,
+            rights_exif,
+        }
+    }
+}
+
 /// Reusable buffers for decoding.
 #[derive(Default)]
 pub(crate) struct DecodeBuffers {
@@ -767,17 +790,13 @@ fn decode_png(
     // The end of the frame (a missing or cut IDAT stream is an error here).
     reader.finish().map_err(corrupt)?;
     let icc = if rgb { chunks.icc } else { None };
-    Ok(Decoded {
+    Ok(Decoded::whole(
         width,
         height,
-        left: 0,
-        top: 0,
-        full_width: width,
-        full_height: height,
         channels,
         icc,
-        rights_exif: chunks.rights_exif,
-    })
+        chunks.rights_exif,
+    ))
 }
 
 // ---------------------------------------------------------------- GIF
@@ -902,17 +921,7 @@ fn decode_gif(
             canvas[at..at + visible].copy_from_slice(&row[..visible]);
         }
     }
-    Ok(Decoded {
-        width,
-        height,
-        left: 0,
-        top: 0,
-        full_width: width,
-        full_height: height,
-        channels: 4,
-        icc: None,
-        rights_exif: None,
-    })
+    Ok(Decoded::whole(width, height, 4, None, None))
 }
 
 // ---------------------------------------------------------------- WebP
@@ -989,17 +998,7 @@ fn decode_webp(
     cancel::check(stop)?;
     dec.read_image(buf).map_err(corrupt)?;
     cancel::check(stop)?;
-    Ok(Decoded {
-        width,
-        height,
-        left: 0,
-        top: 0,
-        full_width: width,
-        full_height: height,
-        channels,
-        icc,
-        rights_exif,
-    })
+    Ok(Decoded::whole(width, height, channels, icc, rights_exif))
 }
 
 #[cfg(test)]

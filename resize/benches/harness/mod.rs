@@ -5,6 +5,7 @@
 // Each bench uses the part it needs.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::Instant;
 
@@ -54,4 +55,43 @@ pub fn program_best_ms(program: &str, args: &[String]) -> Option<f64> {
         best = best.min(start.elapsed().as_secs_f64() * 1000.0);
     }
     Some(best)
+}
+
+/// The python side's timing, the same rule as [`time_ms`]: `bench(f)` is the best of three
+/// mean times of `f`, ms, each over a third of the global `secs` (after one warm-up call).
+/// Prepended to each bench's python script (`python_script`).
+const PY_BENCH: &str = r#"
+import time
+def bench(f):
+    f()
+    best = 1e9
+    for _ in range(3):
+        n = 0; t0 = time.perf_counter()
+        while True:
+            f(); n += 1
+            el = time.perf_counter() - t0
+            if el > secs / 3: break
+        best = min(best, el / n)
+    return best * 1000
+"#;
+
+/// A bench's python script with [`PY_BENCH`] in front of it.
+pub fn python_script(body: &str) -> String {
+    format!("{PY_BENCH}{body}")
+}
+
+/// The flat JSON object of name → number a python side prints (`{"fit": 1.2, ...}`): flat,
+/// so a split is enough; anything else is dropped.
+pub fn flat_json(text: &str) -> HashMap<String, f64> {
+    text.trim()
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once(':')?;
+            Some((
+                k.trim().trim_matches('"').to_owned(),
+                v.trim().parse().ok()?,
+            ))
+        })
+        .collect()
 }

@@ -26,7 +26,11 @@
 //! Two other levers were measured and left out: `libwebp-sys`'s `sse41` feature (no
 //! measurable change, and it would make SSE4.1 a requirement of the binary) and libwebp's
 //! `method` 2 instead of 4 (half the encode, but 0.3–0.6 dB less PSNR at equal bytes, below
-//! libvips'). See docs/BENCHMARKS.md, "WebP and AVIF output (#18)".
+//! libvips'). Every other setting stays libwebp's default too, each measured alone
+//! (`cargo bench --workspace --bench formats -- --webp-settings`): method 3 is method 4;
+//! `segments` 1 skips the analysis pass but switches off spatial noise shaping, which SSIM
+//! sees; `pass`, `autofilter` and `preprocessing` cost time for nothing; `use_sharp_yuv`
+//! does nothing on a YUV import. See docs/BENCHMARKS.md, "WebP and AVIF output (#18)".
 //!
 //! Cancellation: JPEG and PNG are written in bands of [`ROWS_PER_CHECK`] rows with a stop
 //! check between bands; WebP goes through libwebp directly (`libwebp-sys`) because only

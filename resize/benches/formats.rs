@@ -4,10 +4,11 @@
 //!
 //! Run: `cargo bench --workspace --bench formats` (options after `--`: `--seconds N` of
 //! timing per side and row, default 1; `--rounds N`, default 3; `--photos a.jpg,b.jpg`;
-//! `--avif-speeds 6,8,10` for one AVIF row per rav1e speed, default the node's;
-//! `--box N` for a fit in NxN instead of 400x400; `--jpeg-margin M` to decode our side at another DCT scale (`JPEG_SHRINK_MARGIN`);
-//! `--webp-settings` for the libwebp settings table instead, see [`webp_settings`]). The
-//! process pins itself to CPU 0; python runs under `taskset -c 0` with `VIPS_CONCURRENCY=1`.
+//! `--avif-speeds 6,8,10` for one AVIF row per rav1e speed, default the node's, `none` for
+//! WebP only; `--box N` for a fit in NxN instead of 400x400; `--jpeg-margin M` to decode our
+//! side at another DCT scale (`JPEG_SHRINK_MARGIN`); `--webp-settings` for the libwebp
+//! settings table instead, see [`webp_settings`]). The process pins itself to CPU 0; python
+//! runs under `taskset -c 0` with `VIPS_CONCURRENCY=1`.
 //!
 //! What each column includes:
 //! - ours: `Pipeline::process` from the JPEG bytes in memory to the encoded bytes, one reused
@@ -28,8 +29,9 @@
 //!   size, which is what the "PSNR at libvips' byte size" means. "q for vips' bytes"
 //!   is the interpolated quality.
 //! - "ratio if only decode and encode cost": libvips' time over our JPEG decode plus our
-//!   encode (best stage times), the ratio we would reach if the resize, colour and every copy
-//!   were free: with the same encoder as libvips', the ceiling of this comparison.
+//!   encode (best of 5 calls each, not alternated, so as noisy as one turn), the ratio we
+//!   would reach if the resize, colour and every copy were free: with this decoder and
+//!   encoder, the ceiling of this comparison.
 //!
 //! Each side is skipped with a message when its program or module is missing.
 

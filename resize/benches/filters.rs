@@ -31,10 +31,11 @@ mod common;
 mod harness;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
-use harness::{flat_json, pin_to_cpu0, program_best_ms, python_script, time_ms};
+use harness::{flat_json, pin_to_cpu0, program_best_ms, run_python, time_ms};
 
 use fast_image_resize as fir;
 use tessera_resize::filter::{self, Method};
@@ -74,28 +75,16 @@ print(json.dumps(res))
 "#;
 
 fn python(python: &str, lib: &str, png: &Path, dir: &Path, seconds: f64) -> HashMap<String, f64> {
-    let out = Command::new("taskset")
-        .args(["-c", "0", python, "-c", &python_script(PY), lib])
-        .arg(png)
-        .arg(dir)
-        .arg(seconds.to_string())
-        .env("VIPS_CONCURRENCY", "1")
-        .output();
-    let parsed = out.ok().and_then(|o| {
-        if !o.status.success() {
-            eprintln!(
-                "SKIP {lib}: {python} failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-            return None;
-        }
-        let text = String::from_utf8_lossy(&o.stdout).to_string();
-        Some(flat_json(&text))
-    });
-    parsed.unwrap_or_default()
+    let seconds = seconds.to_string();
+    let args = [
+        OsStr::new(lib),
+        png.as_os_str(),
+        dir.as_os_str(),
+        OsStr::new(&seconds),
+    ];
+    run_python(python, PY, args, lib)
+        .map(|text| flat_json(&text))
+        .unwrap_or_default()
 }
 
 /// f64 separable Gaussian, radius 4·sigma, edges clamped, rounded to u8 (RGB).

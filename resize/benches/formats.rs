@@ -41,9 +41,8 @@ mod harness;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
-use harness::{flat_json, pin_to_cpu0, python_script, time_ms};
+use harness::{flat_json, pin_to_cpu0, run_python, time_ms};
 use tessera_resize::{
     Fit, FormatRequest, Limits, Options, OutputFormat, Pipeline, JPEG_SHRINK_MARGIN,
 };
@@ -87,23 +86,7 @@ else:
 "#;
 
 fn python(args: &[&str]) -> Option<String> {
-    let out = Command::new("taskset")
-        .args(["-c", "0", "python3", "-c", &python_script(PY)])
-        .args(args)
-        .env("VIPS_CONCURRENCY", "1")
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "SKIP libvips: python failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        return None;
-    }
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    run_python("python3", PY, args, "libvips")
 }
 
 /// PSNR of each file against the fit's float reference, decoded by libvips.

@@ -56,10 +56,10 @@ mod common;
 mod harness;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
-use harness::{flat_json, pin_to_cpu0, program_best_ms, python_script, time_ms};
+use harness::{flat_json, pin_to_cpu0, program_best_ms, run_python, time_ms};
 
 use fast_image_resize as fir;
 use tessera_resize::{
@@ -190,27 +190,13 @@ print(json.dumps(res))
 "#;
 
 fn python(python: &str, lib: &str, files: [&Path; 3], seconds: f64) -> HashMap<String, f64> {
-    let out = Command::new("taskset")
-        .args(["-c", "0", python, "-c", &python_script(PY), lib])
-        .args(files)
-        .arg(seconds.to_string())
-        .env("VIPS_CONCURRENCY", "1")
-        .output();
-    let parsed = out.ok().and_then(|o| {
-        if !o.status.success() {
-            eprintln!(
-                "SKIP {lib}: {python} failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-            return None;
-        }
-        let text = String::from_utf8_lossy(&o.stdout).to_string();
-        Some(flat_json(&text))
-    });
-    parsed.unwrap_or_default()
+    let seconds = seconds.to_string();
+    let args = std::iter::once(OsStr::new(lib))
+        .chain(files.map(Path::as_os_str))
+        .chain([OsStr::new(&seconds)]);
+    run_python(python, PY, args, lib)
+        .map(|text| flat_json(&text))
+        .unwrap_or_default()
 }
 
 /// An RGB image in f32 (the float reference's working form).

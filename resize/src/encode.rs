@@ -18,7 +18,7 @@
 //! 8: 363 → 162 ms, `benches/formats.rs`, docs/BENCHMARKS.md) for ~40 s more of a clean
 //! build on 2 cores. (An earlier measurement, 16 % at speed 8, had left it out.) The default
 //! speed is 9: against 8 it halves the encode again for 0.15–0.26 dB less PSNR at equal
-//! bytes, still 1.2–1.5 dB above libvips' AVIF at its size; 10 would be another 3x but falls
+//! bytes, still 0.95–1.24 dB above libvips' AVIF at its size (docs/BENCHMARKS.md); 10 would be another 3x but falls
 //! below libvips' quality at equal bytes.
 //!
 //! WebP imports the pixels straight into YUV (`use_argb = 0`, as libvips does; lossy WebP is

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::process::Command;
 use std::time::Instant;
 
@@ -76,8 +77,39 @@ def bench(f):
 "#;
 
 /// A bench's python script with [`PY_BENCH`] in front of it.
-pub fn python_script(body: &str) -> String {
+fn python_script(body: &str) -> String {
     format!("{PY_BENCH}{body}")
+}
+
+/// Runs `python` (a program name or path) on `script` (with [`PY_BENCH`] in front) and
+/// `args`, on CPU 0 with `VIPS_CONCURRENCY=1`; its standard output, or `None` after a
+/// `SKIP <side>: ...` line naming its last error when it cannot start or fails.
+pub fn run_python<A: AsRef<OsStr>>(
+    python: &str,
+    script: &str,
+    args: impl IntoIterator<Item = A>,
+    side: &str,
+) -> Option<String> {
+    let out = Command::new("taskset")
+        .args(["-c", "0", python, "-c", &python_script(script)])
+        .args(args)
+        .env("VIPS_CONCURRENCY", "1")
+        .output();
+    match out {
+        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            eprintln!(
+                "SKIP {side}: {python} failed: {}",
+                stderr.lines().last().unwrap_or("")
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("SKIP {side}: {python} did not start: {e}");
+            None
+        }
+    }
 }
 
 /// The flat JSON object of name → number a python side prints (`{"fit": 1.2, ...}`): flat,

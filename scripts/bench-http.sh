@@ -4,6 +4,10 @@
 #
 #   scripts/bench-http.sh [PHOTO...]        (default: the 256 KB and 1 MB photos)
 #
+# BENCH_QUERY is the resize query (default w=400&h=400&format=jpeg&q=80), the same for
+# both sides; BENCH_AVIF_SPEED sets the node's [output] avif_speed (and the library's).
+# BENCH_SECONDS (default 15), BENCH_WORKERS (default 2), BENCH_PORT (default 18080).
+#
 # For each photo:
 #   1. library ceiling: the resize pipeline on as many threads as the node has workers;
 #   2. capacity: closed-loop load (oha -c 8) → conversions/s over HTTP; ratio to (1);
@@ -20,6 +24,12 @@ photos=("$@")
 seconds=${BENCH_SECONDS:-15}
 port=${BENCH_PORT:-18080}
 workers=${BENCH_WORKERS:-2}
+query=${BENCH_QUERY:-w=400&h=400&format=jpeg&q=80}
+speed_args=() speed_env=()
+if [ -n "${BENCH_AVIF_SPEED:-}" ]; then
+  speed_args=(--avif-speed "$BENCH_AVIF_SPEED")
+  speed_env=("TESSERA_OUTPUT__AVIF_SPEED=$BENCH_AVIF_SPEED")
+fi
 command -v oha >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
 
 cargo build --release --quiet --bin tessera
@@ -35,18 +45,19 @@ field() { # FILE EXPR → the Python expression EXPR evaluated with d = the JSON
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
+echo "query: $query${BENCH_AVIF_SPEED:+, avif_speed $BENCH_AVIF_SPEED}; $workers workers, ${seconds}s per step"
 printf '%-22s %10s %10s %6s %9s %9s %10s %10s %10s %10s %9s\n' photo lib_conv/s http_conv/s ratio p50_70%ms p99_70%ms goodput3x goodput% rej_p50ms rej_p99ms peak_MiB
 for photo in "${photos[@]}"; do
   name=$(basename "$photo")
-  lib=$("$lib_bench" "$workers" "$seconds" "$photo" | awk 'NR==2 {print $3}')
+  lib=$("$lib_bench" --query "$query" "${speed_args[@]}" "$workers" "$seconds" "$photo" | awk 'NR==2 {print $3}')
 
   # The open route (no key, nothing billed): the front door alone. The cost of keys,
   # quota and durable metering is measured by scripts/bench-billing.sh.
-  TESSERA_LOG=warn TESSERA_AUTH__ANONYMOUS_RESIZE=true target/release/tessera serve --listen "127.0.0.1:$port" --workers "$workers" \
+  env "${speed_env[@]}" TESSERA_LOG=warn TESSERA_AUTH__ANONYMOUS_RESIZE=true target/release/tessera serve --listen "127.0.0.1:$port" --workers "$workers" \
     --data-dir "$out/data" >"$out/server.log" 2>&1 &
   server=$!
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-  url="http://127.0.0.1:$port/v1/resize?w=400&h=400&format=jpeg&q=80"
+  url="http://127.0.0.1:$port/v1/resize?$query"
   common=(-m POST -D "$photo" -T application/octet-stream)
 
   oha_json "${common[@]}" -c 8 -z "${seconds}s" "$url" >"$out/cap.json"

@@ -479,6 +479,11 @@ fn displayed_rect_to_stored(r: Rect, orientation: u8, sw: f64, sh: f64) -> Rect 
 
 /// The JPEG DCT scale numerator (over 8: 1, 2, 4 or 8) for a plan: the smallest decode that
 /// still has at least `margin` source pixels per output pixel along both axes of the crop.
+///
+/// Powers of two only, although libjpeg-turbo decodes at any eighth: its SIMD inverse DCTs
+/// are the 8x8, 4x4 and 2x2 ones, and the others are plain C. Measured on aitzgorri-1m.jpg
+/// (3088x2056, fit 400x400, WebP q80, best of 60, one core): 3/8 instead of 1/2 took the
+/// resize from 1.8 to 1.2-1.3 ms and the decode from 13.3-13.8 to 14.1-15.4 ms, a loss.
 pub(crate) fn jpeg_scale(plan: &Plan, margin: f64) -> u8 {
     let shrink_x = plan.crop.w / f64::from(plan.resize_w);
     let shrink_y = plan.crop.h / f64::from(plan.resize_h);

@@ -11,7 +11,6 @@
 
 mod common;
 
-use image::ImageEncoder;
 use tessera_resize::{
     Crop, Decimal, Fit, Flip, FormatRequest, Gravity, Limits, Options, Output, OutputFormat,
     Pipeline, ResizeError, Rgba, Rotation,
@@ -38,16 +37,12 @@ fn refused(bytes: &[u8], options: &Options) -> String {
 }
 
 fn encode_png(img: &image::RgbaImage) -> Vec<u8> {
-    let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            image::ExtendedColorType::Rgba8,
-        )
-        .unwrap();
-    out
+    common::png_of(
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::Rgba8,
+    )
 }
 
 /// A `w` x `h` opaque image whose every pixel is distinct: (x, y, x ^ y).
@@ -370,11 +365,7 @@ fn a_jpeg_crop_is_the_crops_pixels() {
                 ((y * 255 / 800) as u8) ^ ((x / 40 % 2) as u8 * 90),
             ])
         });
-        let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
-            .write_image(img.as_raw(), 1200, 800, image::ExtendedColorType::Rgb8)
-            .unwrap();
-        out
+        common::jpeg_of(img.as_raw(), 1200, 800, 95)
     };
     let mut inputs = vec![("synthetic", synthetic)];
     if let Some(photo) = common::photo("seeding_by_Clements_Engelhardt.jpg") {
@@ -428,10 +419,7 @@ fn a_jpeg_crop_is_the_crops_pixels() {
 #[test]
 fn a_jpeg_crop_above_damage_is_served_and_the_whole_image_is_refused() {
     let img = image::RgbImage::from_fn(256, 1024, |x, y| image::Rgb([x as u8, (y / 4) as u8, 77]));
-    let mut input = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut input, 90)
-        .write_image(img.as_raw(), 256, 1024, image::ExtendedColorType::Rgb8)
-        .unwrap();
+    let mut input = common::jpeg_of(img.as_raw(), 256, 1024, 90);
     input.truncate(input.len() * 3 / 4);
     let whole = Pipeline::new(Limits::default()).process(&input, &png(Options::default()));
     assert!(matches!(whole, Err(ResizeError::Corrupt(_))), "{whole:?}");

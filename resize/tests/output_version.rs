@@ -2,15 +2,17 @@
 //! version to a digest of a fixed set of conversions (synthetic inputs made here, so nothing
 //! is skipped: JPEG decoded at a DCT scale, whole and by region, and at full size; PNG with
 //! and without alpha; every still encoder; the filters) and fails when the bytes move and
-//! the version does not. Checked: a JPEG shrink margin of 1.5 instead of 2 fails it. The node's ETags hash the version,
-//! so a tag given out before such a change is not given to different bytes after it.
+//! the version does not (checked: a JPEG shrink margin of 1.5 instead of 2 fails it). The
+//! node's ETags hash the version, so a tag given out before such a change is not given to
+//! different bytes after it.
 //!
 //! When it fails on purpose (an encoder setting, a filter, a codec update), raise
 //! `tessera_resize::OUTPUT_VERSION` and set `PINNED` to the pair the failure prints.
 
-use std::io::Cursor;
+mod common;
 
-use image::ImageEncoder;
+use common::{jpeg_of, png_of};
+use image::ExtendedColorType;
 use tessera_resize::{Fit, FormatRequest, Limits, Options, OutputFormat, Pipeline, OUTPUT_VERSION};
 
 /// (`OUTPUT_VERSION`, FNV-1a 64 of every conversion's output bytes, in order).
@@ -40,22 +42,6 @@ fn picture() -> (u32, u32, Vec<u8>) {
     (w, h, pixels)
 }
 
-fn png(w: u32, h: u32, pixels: &[u8], color: image::ExtendedColorType) -> Vec<u8> {
-    let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(pixels, w, h, color)
-        .expect("PNG encodes");
-    out
-}
-
-fn jpeg(w: u32, h: u32, pixels: &[u8]) -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-        .write_image(pixels, w, h, image::ExtendedColorType::Rgb8)
-        .expect("JPEG encodes");
-    out.into_inner()
-}
-
 /// FNV-1a, 64 bits: a digest fixed by its definition (std's hashers are not).
 fn fnv1a(state: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(state, |h, &b| {
@@ -72,14 +58,11 @@ fn output_bytes_change_only_with_the_output_version() {
         .flat_map(|(i, p)| [p[0], p[1], p[2], (i % 251) as u8])
         .collect();
     let inputs = [
-        ("jpeg", jpeg(w, h, &rgb)),
-        ("png", png(w, h, &rgb, image::ExtendedColorType::Rgb8)),
-        (
-            "png-alpha",
-            png(w, h, &rgba, image::ExtendedColorType::Rgba8),
-        ),
+        ("jpeg", jpeg_of(&rgb, w, h, 90)),
+        ("png", png_of(&rgb, w, h, ExtendedColorType::Rgb8)),
+        ("png-alpha", png_of(&rgba, w, h, ExtendedColorType::Rgba8)),
     ];
-    let fixed = |format| FormatRequest::Fixed(format);
+    let fixed = FormatRequest::Fixed;
     let base = Options {
         width: Some(64),
         height: Some(64),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use image::{GenericImageView, ImageEncoder};
+use image::GenericImageView;
 use tessera_resize::{
     Fit, FormatRequest, Gravity, InputFormat, Limits, Options, Output, OutputFormat, Pipeline,
 };
@@ -33,16 +33,12 @@ fn process(bytes: &[u8], options: &Options) -> Output {
 }
 
 fn encode_png(img: &image::RgbImage) -> Vec<u8> {
-    let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            image::ExtendedColorType::Rgb8,
-        )
-        .unwrap();
-    out
+    common::png_of(
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::Rgb8,
+    )
 }
 
 // ------------------------------------------------------------------ sizes
@@ -150,15 +146,7 @@ fn cover_gravity_selects_the_right_part() {
 
 /// A JPEG from `img` with an EXIF APP1 segment carrying `orientation`.
 fn jpeg_with_orientation(img: &image::RgbImage, orientation: u16) -> Vec<u8> {
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            image::ExtendedColorType::Rgb8,
-        )
-        .unwrap();
+    let jpeg = common::jpeg_of(img.as_raw(), img.width(), img.height(), 95);
     // TIFF, big-endian, one IFD entry: Orientation (0x0112), SHORT, 1 value.
     let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
     exif.extend_from_slice(&orientation.to_be_bytes());

@@ -1,12 +1,14 @@
 //! Helpers shared by the integration tests and the `versus_vips` bench: locating the shared
-//! photos (skipping cleanly where they are absent), decoding outputs back with `image`, and
-//! the float reference (full-resolution decode → f32 Lanczos3) that PSNR is measured against.
+//! photos (skipping cleanly where they are absent), encoding synthetic inputs and decoding
+//! outputs back with `image`, and the float reference (full-resolution decode → f32
+//! Lanczos3) that PSNR is measured against.
 
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
 use fast_image_resize as fir;
+use image::ImageEncoder;
 
 /// The shared photo folder, or `None` (with a message) when it is missing.
 pub fn photos_dir() -> Option<PathBuf> {
@@ -29,6 +31,24 @@ pub fn photo(name: &str) -> Option<Vec<u8>> {
             None
         }
     }
+}
+
+/// `pixels` (`w` x `h`, 8-bit, laid out as `color` says) as a PNG, with `image`'s encoder.
+pub fn png_of(pixels: &[u8], w: u32, h: u32, color: image::ExtendedColorType) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(pixels, w, h, color)
+        .expect("PNG encodes");
+    out
+}
+
+/// RGB `pixels` (`w` x `h`) as a baseline JPEG at `quality`, with `image`'s encoder.
+pub fn jpeg_of(pixels: &[u8], w: u32, h: u32, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .write_image(pixels, w, h, image::ExtendedColorType::Rgb8)
+        .expect("JPEG encodes");
+    out
 }
 
 /// Decodes any output back with `image` (JPEG, PNG, WebP).

@@ -20,7 +20,9 @@
 //!   libaom), defaults otherwise.
 //! - Timing: the two sides take turns `--rounds` times (each turn best of 3 means over a
 //!   third of its share of `--seconds`) and each side keeps its best turn, so a slow spell
-//!   of the machine does not land on one side only.
+//!   of the machine does not land on one side only. Each round's own ratio (libvips' turn
+//!   over ours, back to back) is printed too, min / median / max: how far one turn of this
+//!   machine's noise moves the ratio.
 //! - PSNR: every output decoded by libvips (`new_from_buffer`, so both sides' files go
 //!   through the same decoders) against the float reference (full decode of the photo with
 //!   `image`, f32 Lanczos3 to the output's size), RGB, dB.
@@ -214,6 +216,8 @@ fn main() {
         // slow spell of the machine (this VM has them) lands on both sides alike.
         let mut vips: HashMap<String, f64> = HashMap::new();
         let mut ours = vec![f64::MAX; rows.len()];
+        // Each round's own ratio (libvips' turn over ours, taken back to back), per row.
+        let mut round_ratios: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
         for _ in 0..rounds {
             let round = python(&[
                 "time",
@@ -224,19 +228,24 @@ fn main() {
             ])
             .map(|text| flat_json(&text))
             .unwrap_or_default();
-            for (k, v) in round {
-                let best = vips.entry(k).or_insert(f64::MAX);
-                *best = best.min(v);
+            for (k, v) in &round {
+                let best = vips.entry(k.clone()).or_insert(f64::MAX);
+                *best = best.min(*v);
             }
-            for (best, &(format, _, speed)) in ours.iter_mut().zip(&rows) {
+            for ((best, ratios), &(format, ext, speed)) in
+                ours.iter_mut().zip(&mut round_ratios).zip(&rows)
+            {
                 let at_q80 = options(format, speed, QUALITY);
                 let ms = time_ms(seconds / f64::from(rounds), || {
                     pipeline.process(&photo, &at_q80).expect("our encode");
                 });
                 *best = best.min(ms);
+                ratios.extend(round.get(ext).map(|v| v / ms));
             }
         }
-        for (&(format, ext, speed), ours_ms) in rows.iter().zip(ours) {
+        for ((&(format, ext, speed), ours_ms), mut ratios) in
+            rows.iter().zip(ours).zip(round_ratios)
+        {
             let label = speed.map_or(ext.to_owned(), |s| format!("{ext} s{s}"));
             let at_q80 = options(format, speed, QUALITY);
             // Our stages, best of 5 calls each.
@@ -313,9 +322,17 @@ fn main() {
             let [decode, resize, encode] = stages.map(|us| us as f64 / 1000.0);
             // The ratio if everything but the JPEG decode and the encode cost nothing.
             let bound = vips_ms.map(|v| v / (decode + encode));
+            ratios.sort_by(f64::total_cmp);
+            let spread = match (ratios.first(), ratios.last()) {
+                (Some(low), Some(high)) => {
+                    format!("{low:.2} / {:.2} / {high:.2}", ratios[ratios.len() / 2])
+                }
+                _ => "-".to_owned(),
+            };
             println!(
                 "    ours: decode {decode:.2} / resize {resize:.2} / encode {encode:.2} ms \
-                 (ratio if only decode and encode cost: {}); {}",
+                 (ratio if only decode and encode cost: {}; each round's own ratio, min / \
+                 median / max: {spread}); {}",
                 fmt(bound, 2),
                 curve_text.join(", ")
             );

@@ -165,7 +165,7 @@ fn resize(
         fir::images::Image::from_slice_u8(rw, rh, out, pixel_type).map_err(|e| internal(&e))?;
     let crop = plan.crop;
     let options = fir::ResizeOptions::new()
-        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
+        .resize_alg(crate::resample::lanczos3())
         .use_alpha(channels == 4)
         .crop(crop.x, crop.y, crop.w, crop.h);
     resizer

@@ -35,7 +35,8 @@
 //!
 //! Parts: [`limits`] (bounds), [`options`] (what a request asks, parsing, validation),
 //! `sniff` (format from magic bytes), `decode` (bounded decoders), `color` (CMYK and ICC to
-//! sRGB), `geometry` (fit, crop, shrink-on-load, orientation), `encode` (encoders),
+//! sRGB), `geometry` (fit, crop, shrink-on-load, orientation), `resample` (the Lanczos3 filter),
+//! `encode` (encoders),
 //! `trim` (uniform borders), `canvas` (padding and background), `filter` (blur, unsharp
 //! mask), `smart` (the content-aware crop anchor), [`watermark`] (a tenant's logo blended
 //! over the result), `budget` (the job memory estimate and
@@ -82,6 +83,7 @@ pub mod limits;
 mod metadata;
 pub mod options;
 pub mod pipeline;
+mod resample;
 #[doc(hidden)]
 pub mod smart;
 mod sniff;

@@ -29,13 +29,11 @@ use crate::geometry::{self, Plan};
 use crate::metadata::Kept;
 use crate::options::Rgba;
 use crate::options::{MAX_BYTES_ENCODES, MAX_BYTES_QUALITY_MIN};
+use crate::resample::{self, LANCZOS3_SUPPORT};
 use crate::{
     animation, budget, canvas, color, filter, smart, sniff, trim, watermark, FormatRequest,
     InputFormat, Limits, Options, OutputFormat, ResizeError, Watermark,
 };
-
-/// Lanczos3's support, in source pixels at scale 1 (as `fast_image_resize` uses it).
-const LANCZOS3_SUPPORT: f64 = 3.0;
 
 /// Source plus output pixels one resize call may touch before the next stop check: about
 /// 10-20 ms of Lanczos3 on one core here. Below it (every thumbnail of a camera photo) the
@@ -320,7 +318,7 @@ impl Pipeline {
             self.resized.resize(rw as usize * rh as usize * bpp, 0);
             // Alpha is premultiplied before and divided after resampling (`use_alpha`).
             let resize_options = fir::ResizeOptions::new()
-                .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
+                .resize_alg(resample::lanczos3())
                 .use_alpha(channels == 2 || channels == 4);
             let band_rows = resize_band_rows(f64::from(dw), ch, rw, rh);
             if band_rows >= rh {

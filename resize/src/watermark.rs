@@ -160,7 +160,7 @@ pub(crate) fn apply(
         let mut to = fir::images::Image::from_slice_u8(mw, mh, scaled, fir::PixelType::U8x4)
             .map_err(|e| internal(&e))?;
         let resize_options = fir::ResizeOptions::new()
-            .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
+            .resize_alg(crate::resample::lanczos3())
             .use_alpha(true);
         resizer
             .resize(&from, &mut to, &resize_options)

@@ -27,7 +27,8 @@ pub(crate) fn lanczos3() -> fir::ResizeAlg {
     ))
 }
 
-/// `sinc(x) · sinc(x / 3)` on (−3, 3), zero outside; one `sin` per call.
+/// `sinc(x) · sinc(x / 3)` on [−3, 3) (the interval of `fast_image_resize`'s own), zero
+/// outside; one `sin` per call.
 fn lanczos3_weight(x: f64) -> f64 {
     if x == 0.0 {
         1.0

@@ -619,7 +619,7 @@ fn box_columns(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const NEVER: &dyn Fn() -> bool = &|| false;
@@ -638,7 +638,8 @@ mod tests {
         }
     }
 
-    fn noise(w: u32, h: u32, ch: u8, seed: u64) -> Vec<u8> {
+    /// `w` x `h` pixels of `ch` channels of uniform noise (also `crate::resample`'s tests).
+    pub(crate) fn noise(w: u32, h: u32, ch: u8, seed: u64) -> Vec<u8> {
         let mut rng = Rng(seed);
         (0..w as usize * h as usize * usize::from(ch))
             .map(|_| rng.below(256) as u8)

@@ -35,13 +35,13 @@
 //!
 //! Parts: [`limits`] (bounds), [`options`] (what a request asks, parsing, validation),
 //! `sniff` (format from magic bytes), `decode` (bounded decoders), `color` (CMYK and ICC to
-//! sRGB), `geometry` (fit, crop, shrink-on-load, orientation), `resample` (the Lanczos3 filter),
-//! `encode` (encoders),
-//! `trim` (uniform borders), `canvas` (padding and background), `filter` (blur, unsharp
-//! mask), `smart` (the content-aware crop anchor), [`watermark`] (a tenant's logo blended
-//! over the result), `budget` (the job memory estimate and
-//! filter operation count), `cancel` (stop checks), [`pipeline`] (the call that ties them
-//! together, and [`probe`]), [`info`] (what an image is, for `/v1/info`), [`error`].
+//! sRGB), `geometry` (fit, crop, shrink-on-load, orientation), `resample` (the Lanczos3
+//! filter), `encode` (encoders), `trim` (uniform borders), `canvas` (padding and
+//! background), `filter` (blur, unsharp mask), `smart` (the content-aware crop anchor),
+//! [`watermark`] (a tenant's logo blended over the result), `budget` (the job memory
+//! estimate and filter operation count), `cancel` (stop checks), [`pipeline`] (the call
+//! that ties them together, and [`probe`]), [`info`] (what an image is, for `/v1/info`),
+//! [`error`].
 //!
 //! Dependencies beyond `image`, `fast_image_resize` and `thiserror`, and why:
 //! - `mozjpeg` (+ `mozjpeg-sys` for its error-manager types): libjpeg-turbo's SIMD decoder

@@ -66,13 +66,7 @@ mod tests {
     /// Resizes one row of `width` pseudo-random RGB pixels (its columns `left..left +
     /// span`) to `out` pixels with `alg`.
     fn resize_row(width: u32, left: f64, span: f64, out: u32, alg: fir::ResizeAlg) -> Vec<u8> {
-        let mut seed = u64::from(width).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let pixels: Vec<u8> = (0..width * 3)
-            .map(|_| {
-                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                (seed >> 56) as u8
-            })
-            .collect();
+        let pixels = crate::filter::tests::noise(width, 1, 3, u64::from(width) | 1 << 32);
         let src = fir::images::ImageRef::new(width, 1, &pixels, fir::PixelType::U8x3)
             .expect("a row of width pixels");
         let mut dst = fir::images::Image::new(out, 1, fir::PixelType::U8x3);
@@ -123,7 +117,7 @@ mod tests {
         assert_eq!(lanczos3_weight(0.0), 1.0);
         assert_eq!(lanczos3_weight(3.0), 0.0);
         assert_eq!(lanczos3_weight(7.5), 0.0);
-        // Odd arguments give an even function.
+        // An even function.
         assert_eq!(lanczos3_weight(1.25), lanczos3_weight(-1.25));
     }
 }

@@ -5,7 +5,7 @@
 //! then alternate the two under `taskset -c 0`.
 //!
 //! Run: `cargo build --workspace --profile bench --example prof_webp &&
-//! taskset -c 0 target/release/examples/prof_webp PHOTO [CALLS] [webp|jpeg]`.
+//! taskset -c 0 target/release/examples/prof_webp PHOTO [CALLS] [webp|jpeg] [MARGIN]`.
 
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use tessera_resize::{Fit, FormatRequest, Limits, Options, OutputFormat, Pipeline
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(path) = args.first() else {
-        eprintln!("usage: prof_webp PHOTO [CALLS] [webp|jpeg]");
+        eprintln!("usage: prof_webp PHOTO [CALLS] [webp|jpeg] [MARGIN]");
         std::process::exit(2);
     };
     let photo = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -26,6 +26,7 @@ fn main() {
         Some("jpeg") => OutputFormat::Jpeg,
         Some(other) => panic!("format {other}: webp or jpeg"),
     };
+    let margin: Option<f64> = args.get(3).map(|m| m.parse().expect("MARGIN is a number"));
     let options = Options {
         width: Some(400),
         height: Some(400),
@@ -35,6 +36,9 @@ fn main() {
         ..Options::default()
     };
     let mut pipeline = Pipeline::new(Limits::default());
+    if let Some(margin) = margin {
+        pipeline.set_jpeg_shrink_margin(margin);
+    }
     let mut best = (f64::MAX, Default::default());
     for _ in 0..calls {
         let start = Instant::now();

@@ -54,7 +54,11 @@ fn resize_band_rows(src_w: f64, crop_h: f64, rw: u32, rh: u32) -> u32 {
 /// PSNR against the float reference): margin 1.0 was ~15% faster on the 256 KB photos but
 /// lost 0.6 dB on aitzgorri-256k (32.77 dB, libvips 33.36); 1.5 lost 0.2 dB on the large
 /// seeding photo (1/8 instead of 1/4); 2.0 (libvips' own choice) is at or above libvips on
-/// all four photos.
+/// all four photos. `examples/margin_sweep.rs` measures it more widely (lossless out, so only
+/// decode and resize count; 8 photos, 168 widths): at 2.0 no row falls below libvips; one
+/// DCT scale further down, at 1.9-2.0 decoded pixels per output pixel, costs 0.9-15 dB
+/// (mean 4.8) and puts 16 rows of 48 below libvips. Not lowered for speed (docs/BENCHMARKS.md,
+/// "#18, fifth pass").
 pub const JPEG_SHRINK_MARGIN: f64 = 2.0;
 
 /// Wall time per stage and thread CPU time of one [`Pipeline::process`] call.

@@ -16,12 +16,24 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use tessera_resize::{Fit, FormatRequest, Limits, Options, OutputFormat, Pipeline};
+use tessera_resize::{
+    Fit, FormatRequest, Limits, Options, OutputFormat, Pipeline, JPEG_SHRINK_MARGIN,
+};
 
 /// Decoded pixels per output pixel at the smaller DCT scale, one row per value.
 const RATIOS: [f64; 7] = [1.45, 1.55, 1.65, 1.75, 1.85, 1.95, 1.99];
 /// Narrowest output compared.
 const MIN_WIDTH_PX: u32 = 48;
+
+/// One compared fit.
+struct Row {
+    /// Decoded pixels per output pixel at the next scale down.
+    ratio: f64,
+    /// PSNR at the next scale minus PSNR at the default margin.
+    delta_db: f64,
+    /// Whether each (default, next) is below libvips' PSNR, when libvips ran.
+    below_vips: Option<(bool, bool)>,
+}
 
 fn ours(photo: &[u8], width: u32, margin: f64) -> (u32, u32, Vec<u8>) {
     let mut pipeline = Pipeline::new(Limits::default());
@@ -65,8 +77,11 @@ fn main() {
             .collect();
         names.sort();
     }
-    println!("photo | width | scale, margin 2 -> next | decoded px per output px | PSNR margin 2 | PSNR next scale | delta | libvips");
-    let mut deltas: Vec<(f64, f64)> = Vec::new();
+    println!(
+        "photo | width | scale, default margin ({JPEG_SHRINK_MARGIN}) -> next | decoded px per \
+         output px | PSNR default | PSNR next scale | delta | libvips"
+    );
+    let mut rows: Vec<Row> = Vec::new();
     for name in &names {
         let path = dir.join(name);
         let photo = std::fs::read(&path).expect("photo");
@@ -78,16 +93,20 @@ fn main() {
                 if width < MIN_WIDTH_PX || width >= sw {
                     continue;
                 }
-                let (w, h, at_default) = ours(&photo, width, 2.0);
+                let (w, h, at_default) = ours(&photo, width, JPEG_SHRINK_MARGIN);
                 // Exactly the shrink at this scale along the tighter axis (the output's
                 // height is rounded): the margin that just selects it.
                 let shrink = (f64::from(sw) / f64::from(w)).min(f64::from(sh) / f64::from(h));
                 let exact = shrink * f64::from(num) / 8.0;
-                if exact >= 2.0 {
+                if exact >= JPEG_SHRINK_MARGIN {
                     continue;
                 }
                 let (w2, h2, at_next) = ours(&photo, width, exact - 1e-9);
                 assert_eq!((w, h), (w2, h2));
+                assert_ne!(
+                    at_default, at_next,
+                    "{name} at {w}: the next scale was not used"
+                );
                 let reference = common::float_reference(sw, sh, &src, w, h);
                 let p_default = common::psnr(&at_default, &reference);
                 let p_next = common::psnr(&at_next, &reference);
@@ -99,7 +118,11 @@ fn main() {
                     };
                     common::psnr(&px, &reference)
                 });
-                deltas.push((exact, p_next - p_default));
+                rows.push(Row {
+                    ratio: exact,
+                    delta_db: p_next - p_default,
+                    below_vips: p_vips.map(|v| (p_default < v, p_next < v)),
+                });
                 println!(
                     "{name} | {w} | {}/8 -> {num}/8 | {exact:.2} | {p_default:.2} | {p_next:.2} | {:+.2} | {}",
                     num * 2,
@@ -110,23 +133,34 @@ fn main() {
         }
     }
     println!();
-    println!("decoded px per output px | rows | delta min / mean / max (dB)");
+    println!(
+        "decoded px per output px | rows | delta min / mean / max (dB) | rows below libvips, \
+         default / next scale"
+    );
     for lo in [1.4, 1.5, 1.6, 1.7, 1.8, 1.9] {
-        let band: Vec<f64> = deltas
+        let in_band: Vec<&Row> = rows
             .iter()
-            .filter(|(x, _)| *x >= lo && *x < lo + 0.1)
-            .map(|(_, d)| *d)
+            .filter(|r| r.ratio >= lo && r.ratio < lo + 0.1)
             .collect();
-        if band.is_empty() {
+        if in_band.is_empty() {
             continue;
         }
+        let band: Vec<f64> = in_band.iter().map(|r| r.delta_db).collect();
+        let below = |pick: fn((bool, bool)) -> bool| {
+            in_band
+                .iter()
+                .filter(|r| r.below_vips.is_some_and(pick))
+                .count()
+        };
         let min = band.iter().copied().fold(f64::MAX, f64::min);
         let max = band.iter().copied().fold(f64::MIN, f64::max);
         let mean = band.iter().sum::<f64>() / band.len() as f64;
         println!(
-            "[{lo:.1}, {:.1}) | {} | {min:+.2} / {mean:+.2} / {max:+.2}",
+            "[{lo:.1}, {:.1}) | {} | {min:+.2} / {mean:+.2} / {max:+.2} | {} / {}",
             lo + 0.1,
-            band.len()
+            band.len(),
+            below(|(default, _)| default),
+            below(|(_, next)| next),
         );
     }
 }

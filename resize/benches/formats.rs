@@ -22,7 +22,10 @@
 //!   third of its share of `--seconds`) and each side keeps its best turn, so a slow spell
 //!   of the machine does not land on one side only. Each round's own ratio (libvips' turn
 //!   over ours, back to back) is printed too, min / median / max: how far one turn of this
-//!   machine's noise moves the ratio.
+//!   machine's noise moves the ratio; and from 5 rounds their geometric mean with a 95%
+//!   confidence interval ([`geometric_mean_ci95`]), which takes the rounds as independent
+//!   samples: a slow spell longer than a round makes the interval too narrow, so read it
+//!   beside the spread.
 //! - PSNR: every output decoded by libvips (`new_from_buffer`, so both sides' files go
 //!   through the same decoders) against the float reference (full decode of the photo with
 //!   `image`, f32 Lanczos3 to the output's size), RGB, dB.
@@ -133,6 +136,29 @@ fn interpolate(points: &[(f64, f64)], x: f64) -> Option<f64> {
             }
         })
     })
+}
+
+/// The geometric mean of the rounds' ratios with its 95% confidence interval (Student's t
+/// on the logarithms). A speed ratio is a quotient, so its logarithm
+/// is what averages symmetrically; the interval says whether a run this noisy separates
+/// the mean ratio from a goal such as 1.5. None under 5 rounds.
+fn geometric_mean_ci95(ratios: &[f64]) -> Option<(f64, f64, f64)> {
+    let n = ratios.len();
+    if n < 5 {
+        return None;
+    }
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let mean = logs.iter().sum::<f64>() / n as f64;
+    let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    // Student's t at 97.5% for n - 1 degrees of freedom, by its Cornish-Fisher expansion
+    // around the normal quantile (within 0.3% of the tables from 4 degrees up).
+    let (z, df) = (1.959_964_f64, (n - 1) as f64);
+    let t = z
+        + (z.powi(3) + z) / (4.0 * df)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * df.powi(2))
+        + (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / (384.0 * df.powi(3));
+    let half = t * (var / n as f64).sqrt();
+    Some((mean.exp(), (mean - half).exp(), (mean + half).exp()))
 }
 
 /// The value of `--name` in the command line, parsed.
@@ -322,6 +348,9 @@ fn main() {
             let [decode, resize, encode] = stages.map(|us| us as f64 / 1000.0);
             // The ratio if everything but the JPEG decode and the encode cost nothing.
             let bound = vips_ms.map(|v| v / (decode + encode));
+            let mean = geometric_mean_ci95(&ratios).map_or("-".to_owned(), |(g, lo, hi)| {
+                format!("{g:.3} (95% CI {lo:.3}-{hi:.3})")
+            });
             ratios.sort_by(f64::total_cmp);
             let spread = match (ratios.first(), ratios.last()) {
                 (Some(low), Some(high)) => {
@@ -332,7 +361,7 @@ fn main() {
             println!(
                 "    ours: decode {decode:.2} / resize {resize:.2} / encode {encode:.2} ms \
                  (ratio if only decode and encode cost: {}; each round's own ratio, min / \
-                 median / max: {spread}); {}",
+                 median / max: {spread}, geometric mean {mean}); {}",
                 fmt(bound, 2),
                 curve_text.join(", ")
             );

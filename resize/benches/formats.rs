@@ -25,7 +25,7 @@
 //!   machine's noise moves the ratio; and from 5 rounds their geometric mean with a 95%
 //!   confidence interval ([`geometric_mean_ci95`]), which takes the rounds as independent
 //!   samples: a slow spell longer than a round makes the interval too narrow, so read it
-//!   beside the spread.
+//!   beside the spread and the lag-1 autocorrelation printed with the rounds' ratios.
 //! - PSNR: every output decoded by libvips (`new_from_buffer`, so both sides' files go
 //!   through the same decoders) against the float reference (full decode of the photo with
 //!   `image`, f32 Lanczos3 to the output's size), RGB, dB.
@@ -159,6 +159,20 @@ fn geometric_mean_ci95(ratios: &[f64]) -> Option<(f64, f64, f64)> {
         + (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / (384.0 * df.powi(3));
     let half = t * (var / n as f64).sqrt();
     Some((mean.exp(), (mean - half).exp(), (mean + half).exp()))
+}
+
+/// The lag-1 autocorrelation of the rounds' log ratios, or None under 5 rounds: near 0 when
+/// consecutive rounds vary independently, as [`geometric_mean_ci95`] assumes; well above 0
+/// when slow spells outlast a round, and the interval is then too narrow.
+fn lag1_autocorrelation(ratios: &[f64]) -> Option<f64> {
+    if ratios.len() < 5 {
+        return None;
+    }
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let mean = logs.iter().sum::<f64>() / logs.len() as f64;
+    let var: f64 = logs.iter().map(|l| (l - mean).powi(2)).sum();
+    let cov: f64 = logs.windows(2).map(|w| (w[0] - mean) * (w[1] - mean)).sum();
+    (var > 0.0).then(|| cov / var)
 }
 
 /// The value of `--name` in the command line, parsed.
@@ -351,6 +365,8 @@ fn main() {
             let mean = geometric_mean_ci95(&ratios).map_or("-".to_owned(), |(g, lo, hi)| {
                 format!("{g:.3} (95% CI {lo:.3}-{hi:.3})")
             });
+            let in_order: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            let r1 = lag1_autocorrelation(&ratios).map_or("-".to_owned(), |r| format!("{r:.2}"));
             ratios.sort_by(f64::total_cmp);
             let spread = match (ratios.first(), ratios.last()) {
                 (Some(low), Some(high)) => {
@@ -364,6 +380,11 @@ fn main() {
                  median / max: {spread}, geometric mean {mean}); {}",
                 fmt(bound, 2),
                 curve_text.join(", ")
+            );
+            println!(
+                "    rounds' ratios in time order (lag-1 autocorrelation of their logarithms \
+                 {r1}): {}",
+                in_order.join(" ")
             );
         }
     }

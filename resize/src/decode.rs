@@ -185,11 +185,17 @@ pub(crate) fn decode(
 
 /// Resizes `buf` to exactly `len` bytes without copying old contents that will be overwritten.
 fn prepare(buf: &mut Vec<u8>, len: usize) -> Result<&mut [u8], ResizeError> {
-    buf.clear();
-    buf.try_reserve(len)
-        .map_err(|_| ResizeError::Corrupt(format!("cannot allocate {len} bytes")))?;
+    reserve_empty(buf, len)?;
     buf.resize(len, 0);
     Ok(&mut buf[..len])
+}
+
+/// Empties `buf` with room for `len` bytes, none written: a fresh allocation of that size
+/// costs address space, not memory, until its pages are filled.
+fn reserve_empty(buf: &mut Vec<u8>, len: usize) -> Result<(), ResizeError> {
+    buf.clear();
+    buf.try_reserve(len)
+        .map_err(|_| ResizeError::Corrupt(format!("cannot allocate {len} bytes")))
 }
 
 /// `a * b * c` in bytes, saturating (header values are at most 2^32 each).
@@ -756,7 +762,18 @@ fn decode_png(
     })?;
 
     let row_bytes = width as usize * usize::from(channels);
-    let pixels = prepare(&mut bufs.pixels, row_bytes * height as usize)?;
+    let len = row_bytes * height as usize;
+    // A non-interlaced image comes row by row, in order, and its buffer grows with them: a
+    // file that declares a large frame and ends after a few rows touches the pages of those
+    // rows only (the job's memory estimate still counts the whole frame). Adam7's passes
+    // scatter pixels over the whole frame, which has to exist, zeroed, before the first.
+    let interlaced = reader.info().interlaced;
+    let pixels = &mut bufs.pixels;
+    if interlaced {
+        prepare(pixels, len)?;
+    } else {
+        reserve_empty(pixels, len)?;
+    }
     let row = prepare(&mut bufs.scratch, raw_row)?;
     let mut rows = 0usize;
     while let Some(interlace) = reader.read_row(row).map_err(corrupt)? {
@@ -772,11 +789,10 @@ fn decode_png(
         }
         match interlace {
             png::InterlaceInfo::Null(_) => {
-                // Rows of a non-interlaced image come in order.
-                let dest = pixels
-                    .get_mut(rows * row_bytes..(rows + 1) * row_bytes)
-                    .ok_or_else(|| ResizeError::Corrupt("PNG: too many rows".to_owned()))?;
-                dest.copy_from_slice(&row[..row_bytes]);
+                if pixels.len() + row_bytes > len {
+                    return Err(ResizeError::Corrupt("PNG: too many rows".to_owned()));
+                }
+                pixels.extend_from_slice(&row[..row_bytes]);
             }
             png::InterlaceInfo::Adam7(info) => {
                 png::expand_interlaced_row(pixels, row_bytes, row, &info, channels * 8);
@@ -789,6 +805,11 @@ fn decode_png(
     }
     // The end of the frame (a missing or cut IDAT stream is an error here).
     reader.finish().map_err(corrupt)?;
+    if pixels.len() != len {
+        return Err(ResizeError::Corrupt(
+            "PNG: fewer rows than declared".to_owned(),
+        ));
+    }
     let icc = if rgb { chunks.icc } else { None };
     Ok(Decoded::whole(
         width,

@@ -85,6 +85,61 @@ fn hostile_corpus_is_refused_with_the_right_code() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// Rows land where they belong whichever order the file stores them in: a non-interlaced
+/// PNG fills its frame as rows arrive, an interlaced one scatters its passes over a frame
+/// made whole first. Both decode to the same pixels (PNG out at the same size: the same
+/// bytes), and either, cut short, is refused.
+#[test]
+fn interlaced_and_plain_png_decode_to_the_same_pixels() {
+    let same_size = |w: u32, h: u32| Options {
+        width: Some(w),
+        height: Some(h),
+        format: FormatRequest::Fixed(OutputFormat::Png),
+        ..Options::default()
+    };
+    let mut pipeline = Pipeline::new(Limits::default());
+    // Sizes with every pass present, and with the later passes' partial rows and columns.
+    for (w, h) in [(13, 9), (8, 8), (1, 1), (3, 2), (61, 47)] {
+        let plain = gen::png_with(w, h, &[]);
+        let adam7 = gen::png_adam7(w, h);
+        assert_ne!(plain, adam7);
+        let a = pipeline
+            .process(&plain, &same_size(w, h))
+            .expect("plain PNG");
+        let b = pipeline
+            .process(&adam7, &same_size(w, h))
+            .expect("Adam7 PNG");
+        assert_eq!((a.width, a.height), (w, h));
+        assert!(
+            a.bytes == b.bytes,
+            "{w}x{h}: interlaced decodes differently"
+        );
+        if w * h > 1 {
+            let cut = gen::png_truncated(w, h);
+            assert_eq!(
+                code(&pipeline.process(&cut, &same_size(w, h))),
+                "undecodable_image"
+            );
+        }
+    }
+    // The interlaced file cut inside its last pass (its IDAT halved, then IEND).
+    let adam7 = gen::png_adam7(61, 47);
+    let idat = adam7
+        .windows(4)
+        .position(|k| k == b"IDAT")
+        .expect("an IDAT chunk")
+        - 4;
+    let len = u32::from_be_bytes(adam7[idat..idat + 4].try_into().unwrap()) as usize;
+    let data = &adam7[idat + 8..idat + 8 + len];
+    let mut cut = adam7[..idat].to_vec();
+    cut.extend(gen::chunk(b"IDAT", &data[..len / 2]));
+    cut.extend(gen::chunk(b"IEND", &[]));
+    assert_eq!(
+        code(&pipeline.process(&cut, &same_size(61, 47))),
+        "undecodable_image"
+    );
+}
+
 #[test]
 fn metadata_bound_is_configurable() {
     // The same 3000-byte profile is refused under a 1000-byte bound.

@@ -73,6 +73,44 @@ pub fn png_idat_data(w: u32, h: u32) -> Vec<u8> {
     zlib(&raw)
 }
 
+/// A valid 8-bit RGB PNG of [`gradient`] stored with Adam7 interlacing: the seven passes'
+/// sub-images one after the other, each row filter 0.
+pub fn png_adam7(w: u32, h: u32) -> Vec<u8> {
+    // (x start, y start, x step, y step) of each pass.
+    const PASSES: [(u32, u32, u32, u32); 7] = [
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ];
+    let px = gradient(w, h);
+    let mut raw = Vec::new();
+    for (x0, y0, dx, dy) in PASSES {
+        if x0 >= w || y0 >= h {
+            continue; // an empty pass has no rows at all
+        }
+        for y in (y0..h).step_by(dy as usize) {
+            raw.push(0);
+            for x in (x0..w).step_by(dx as usize) {
+                let at = (y * w + x) as usize * 3;
+                raw.extend_from_slice(&px[at..at + 3]);
+            }
+        }
+    }
+    let mut header = Vec::new();
+    header.extend_from_slice(&w.to_be_bytes());
+    header.extend_from_slice(&h.to_be_bytes());
+    header.extend_from_slice(&[8, 2, 0, 0, 1]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(chunk(b"IHDR", &header));
+    out.extend(chunk(b"IDAT", &zlib(&raw)));
+    out.extend(chunk(b"IEND", &[]));
+    out
+}
+
 /// A valid 8-bit RGB PNG with `extra` chunks between IHDR and IDAT.
 pub fn png_with(w: u32, h: u32, extra: &[Vec<u8>]) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();

@@ -114,15 +114,13 @@ fn interlaced_and_plain_png_decode_to_the_same_pixels() {
             a.bytes == b.bytes,
             "{w}x{h}: interlaced decodes differently"
         );
-        if w * h > 1 {
-            let cut = gen::png_truncated(w, h);
-            assert_eq!(
-                code(&pipeline.process(&cut, &same_size(w, h))),
-                "undecodable_image"
-            );
-        }
+        let cut = gen::png_truncated(w, h);
+        assert_eq!(
+            code(&pipeline.process(&cut, &same_size(w, h))),
+            "undecodable_image"
+        );
     }
-    // The interlaced file cut inside its last pass (its IDAT halved, then IEND).
+    // The interlaced file cut in its later passes (its IDAT halved, then IEND).
     let adam7 = gen::png_adam7(61, 47);
     let idat = adam7
         .windows(4)

@@ -147,8 +147,7 @@ fn geometric_mean_ci95(ratios: &[f64]) -> Option<(f64, f64, f64)> {
     if n < 5 {
         return None;
     }
-    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
-    let mean = logs.iter().sum::<f64>() / n as f64;
+    let (logs, mean) = logs_and_mean(ratios);
     let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     // Student's t at 97.5% for n - 1 degrees of freedom, by its Cornish-Fisher expansion
     // around the normal quantile (within 0.3% of the tables from 4 degrees up).
@@ -168,11 +167,17 @@ fn lag1_autocorrelation(ratios: &[f64]) -> Option<f64> {
     if ratios.len() < 5 {
         return None;
     }
-    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
-    let mean = logs.iter().sum::<f64>() / logs.len() as f64;
+    let (logs, mean) = logs_and_mean(ratios);
     let var: f64 = logs.iter().map(|l| (l - mean).powi(2)).sum();
     let cov: f64 = logs.windows(2).map(|w| (w[0] - mean) * (w[1] - mean)).sum();
     (var > 0.0).then(|| cov / var)
+}
+
+/// The ratios' natural logarithms and their mean (a non-empty slice).
+fn logs_and_mean(ratios: &[f64]) -> (Vec<f64>, f64) {
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let mean = logs.iter().sum::<f64>() / logs.len() as f64;
+    (logs, mean)
 }
 
 /// The value of `--name` in the command line, parsed.

@@ -55,10 +55,15 @@ pub fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
 
 /// The IHDR of an 8-bit RGB, non-interlaced PNG.
 pub fn ihdr(w: u32, h: u32) -> Vec<u8> {
+    ihdr_of(w, h, 2, false)
+}
+
+/// The IHDR of an 8-bit PNG of colour type `color` (2 RGB, 6 RGBA), Adam7 if `adam7`.
+pub fn ihdr_of(w: u32, h: u32, color: u8, adam7: bool) -> Vec<u8> {
     let mut d = Vec::new();
     d.extend_from_slice(&w.to_be_bytes());
     d.extend_from_slice(&h.to_be_bytes());
-    d.extend_from_slice(&[8, 2, 0, 0, 0]);
+    d.extend_from_slice(&[8, color, 0, 0, u8::from(adam7)]);
     chunk(b"IHDR", &d)
 }
 
@@ -100,12 +105,8 @@ pub fn png_adam7(w: u32, h: u32) -> Vec<u8> {
             }
         }
     }
-    let mut header = Vec::new();
-    header.extend_from_slice(&w.to_be_bytes());
-    header.extend_from_slice(&h.to_be_bytes());
-    header.extend_from_slice(&[8, 2, 0, 0, 1]);
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    out.extend(chunk(b"IHDR", &header));
+    out.extend(ihdr_of(w, h, 2, true));
     out.extend(chunk(b"IDAT", &zlib(&raw)));
     out.extend(chunk(b"IEND", &[]));
     out
@@ -508,12 +509,8 @@ pub fn corpus(bomb: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
 
 /// A PNG header declaring an RGBA image, with a token IDAT (refused before decoding).
 pub fn png_rgba_header(w: u32, h: u32) -> Vec<u8> {
-    let mut d = Vec::new();
-    d.extend_from_slice(&w.to_be_bytes());
-    d.extend_from_slice(&h.to_be_bytes());
-    d.extend_from_slice(&[8, 6, 0, 0, 0]);
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    out.extend(chunk(b"IHDR", &d));
+    out.extend(ihdr_of(w, h, 6, false));
     out.extend(chunk(b"IDAT", &zlib(&[0; 64])));
     out.extend(chunk(b"IEND", &[]));
     out

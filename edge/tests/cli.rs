@@ -112,6 +112,40 @@ fn serve_answers_and_exits_cleanly_on_sigterm() {
     );
 }
 
+/// A SIGTERM sent the moment the node says it listens is a clean shutdown, not the
+/// signal's default death: the handler is installed before the address is logged. (CI
+/// once saw the node killed by a SIGTERM that arrived before the serve loop first polled
+/// a lazily installed handler.)
+#[test]
+fn a_sigterm_right_after_listening_still_shuts_down_cleanly() {
+    for round in 0..8 {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = serve(&data.path().join("node"), &[], &[]);
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = lines.next().expect("log ended before listening").unwrap();
+            if line.contains("address=") {
+                break;
+            }
+        }
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "round {round}: exit after SIGTERM: {status:?}"
+        );
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        assert!(
+            rest.iter().any(|l| l.contains("shutdown complete")),
+            "round {round}: {rest:#?}"
+        );
+    }
+}
+
 /// One HTTP/1.1 exchange on a fresh connection; the whole answer as text.
 fn exchange(address: &str, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(address).unwrap();

@@ -1355,8 +1355,8 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 
 /// Installs the SIGTERM and SIGINT handlers now and returns a future that completes on
 /// the first of them. Installed before the node binds, so a signal that arrives before the
-/// serve loop first polls is a clean shutdown, never the signal's default death.
-#[cfg(unix)]
+/// serve loop first polls is a clean shutdown, never the signal's default death. (Unix
+/// only, like the rest of this binary.)
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate())?;
@@ -1366,15 +1366,6 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        tracing::info!("shutdown signal received");
-    })
-}
-
-/// Completes on the first Ctrl-C.
-#[cfg(not(unix))]
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown signal received");
     })
 }

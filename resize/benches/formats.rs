@@ -28,7 +28,7 @@
 //!   beside the spread and the lag-1 autocorrelation printed with the rounds' ratios.
 //! - PSNR: every output decoded by libvips (`new_from_buffer`, so both sides' files go
 //!   through the same decoders) against the float reference (full decode of the photo with
-//!   `image`, f32 Lanczos3 to the output's size), RGB, dB.
+//!   `image`, Lanczos3 in f64 to the output's size: `tests/common`), RGB, dB.
 //! - "ours at vips' bytes": our `q` swept (`SWEEP`), and our PSNR interpolated linearly in
 //!   log(bytes) at the byte size of libvips' q80 file: rate-distortion compared at equal
 //!   size, which is what the "PSNR at libvips' byte size" means. "q for vips' bytes"

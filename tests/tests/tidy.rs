@@ -3,7 +3,8 @@
 //! layering holds — the resize pipeline and the CRDTs never depend on an async runtime, a
 //! network stack or a storage engine, only `edge` has a `main`, and only `tests/` starts
 //! clusters of processes. (They live in `tests/`, the package for what spans the
-//! workspace.) And the edge reaches its protocol core only through its control plane.
+//! workspace.) And the edge reaches its protocol core only through its control plane, and
+//! the resize tests do not compile their own copy of the generic resizer (CI time).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -324,5 +325,37 @@ fn only_the_control_plane_sees_the_protocol_core() {
     assert!(
         found.is_empty(),
         "the protocol core outside edge/src/control (add a named operation): {found:#?}"
+    );
+}
+
+/// The resize package's integration tests and examples (which `cargo test` builds) never
+/// call `fast_image_resize`'s generic resizer themselves: a generic is compiled again in
+/// every crate that instantiates it, here at the package's opt-level 3, and four such
+/// targets once cost two minutes of a clean test build each (docs/TESTING.md, "What CI's
+/// time goes to"). They call the library, or `tests/common`'s float reference; a check
+/// that needs the resizer itself is a unit test inside the library. (Benches, which CI
+/// does not build, may.)
+#[test]
+fn resize_tests_do_not_compile_their_own_resizer() {
+    let resize = workspace_root().join("resize");
+    let dirs = [resize.join("tests"), resize.join("examples")];
+    let needles = [
+        concat!("fir::", "images::"),
+        concat!("fast_image_resize::", "images::"),
+        concat!("ResizeOptions::", "new("),
+    ];
+    let mut found = Vec::new();
+    for path in workspace_rust_files()
+        .into_iter()
+        .filter(|p| dirs.iter().any(|d| p.starts_with(d)))
+    {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for needle in needles.iter().filter(|n| text.contains(**n)) {
+            found.push(format!("{}: {needle}", path.display()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "resize tests that instantiate fast_image_resize's resizer: {found:#?}"
     );
 }

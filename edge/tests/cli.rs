@@ -77,14 +77,8 @@ fn serve(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std
 fn serve_answers_and_exits_cleanly_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
     let mut child = serve(&data.path().join("node"), &[], &[]);
-    // The log line "tessera listening address=127.0.0.1:PORT" says where it listens.
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("log ended before listening").unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let address = listening_address(&mut lines);
     assert!(data.path().join("node").is_dir(), "data directory created");
 
     let mut stream = TcpStream::connect(&address).unwrap();
@@ -97,18 +91,35 @@ fn serve_answers_and_exits_cleanly_on_sigterm() {
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    terminate_cleanly(child, lines, "after a request");
+}
 
+/// The node's log on stdout, line by line.
+type Log = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Reads the log up to the line "tessera listening address=127.0.0.1:PORT"; that address.
+fn listening_address(lines: &mut Log) -> String {
+    loop {
+        let line = lines.next().expect("log ended before listening").unwrap();
+        if let Some(rest) = line.split("address=").nth(1) {
+            return rest.split_whitespace().next().unwrap().to_owned();
+        }
+    }
+}
+
+/// Sends SIGTERM to `child`, which must exit 0 having logged "shutdown complete".
+fn terminate_cleanly(mut child: std::process::Child, lines: Log, case: &str) {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let status = child.wait().unwrap();
-    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    assert!(status.success(), "{case}: exit after SIGTERM: {status:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(
         rest.iter().any(|l| l.contains("shutdown complete")),
-        "{rest:#?}"
+        "{case}: {rest:#?}"
     );
 }
 
@@ -122,27 +133,8 @@ fn a_sigterm_right_after_listening_still_shuts_down_cleanly() {
         let data = tempfile::tempdir().unwrap();
         let mut child = serve(&data.path().join("node"), &[], &[]);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let line = lines.next().expect("log ended before listening").unwrap();
-            if line.contains("address=") {
-                break;
-            }
-        }
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = child.wait().unwrap();
-        assert!(
-            status.success(),
-            "round {round}: exit after SIGTERM: {status:?}"
-        );
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        assert!(
-            rest.iter().any(|l| l.contains("shutdown complete")),
-            "round {round}: {rest:#?}"
-        );
+        listening_address(&mut lines);
+        terminate_cleanly(child, lines, &format!("round {round}"));
     }
 }
 

@@ -42,6 +42,18 @@ fn workspace_rust_files() -> Vec<PathBuf> {
     files
 }
 
+/// "path: needle" for each workspace source file `select` picks that contains a needle.
+fn files_containing(select: impl Fn(&Path) -> bool, needles: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for path in workspace_rust_files().into_iter().filter(|p| select(p)) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for needle in needles.iter().filter(|n| text.contains(**n)) {
+            found.push(format!("{}: {needle}", path.display()));
+        }
+    }
+    found
+}
+
 #[test]
 fn every_module_starts_with_a_doc_comment() {
     let missing: Vec<_> = workspace_rust_files()
@@ -280,16 +292,7 @@ fn only_the_harness_starts_clusters_of_processes() {
         concat!("SIG", "STOP"),
         concat!("SIG", "CONT"),
     ];
-    let mut found = Vec::new();
-    for path in workspace_rust_files()
-        .into_iter()
-        .filter(|p| !p.starts_with(&tests))
-    {
-        let text = std::fs::read_to_string(&path).unwrap();
-        for needle in needles.iter().filter(|n| text.contains(**n)) {
-            found.push(format!("{}: {needle}", path.display()));
-        }
-    }
+    let found = files_containing(|p| !p.starts_with(&tests), &needles);
     assert!(
         found.is_empty(),
         "multi-process harness code outside tests/ (use tessera_tests::cluster): {found:#?}"
@@ -312,16 +315,10 @@ fn only_the_control_plane_sees_the_protocol_core() {
         concat!("MutexGuard<", "'_, Node>"),
         concat!("Mutex<", "Node>"),
     ];
-    let mut found = Vec::new();
-    for path in workspace_rust_files()
-        .into_iter()
-        .filter(|p| p.starts_with(&edge_src) && !p.starts_with(&control))
-    {
-        let text = std::fs::read_to_string(&path).unwrap();
-        for needle in needles.iter().filter(|n| text.contains(**n)) {
-            found.push(format!("{}: {needle}", path.display()));
-        }
-    }
+    let found = files_containing(
+        |p| p.starts_with(&edge_src) && !p.starts_with(&control),
+        &needles,
+    );
     assert!(
         found.is_empty(),
         "the protocol core outside edge/src/control (add a named operation): {found:#?}"
@@ -344,16 +341,7 @@ fn resize_tests_do_not_compile_their_own_resizer() {
         concat!("fast_image_resize::", "images::"),
         concat!("ResizeOptions::", "new("),
     ];
-    let mut found = Vec::new();
-    for path in workspace_rust_files()
-        .into_iter()
-        .filter(|p| dirs.iter().any(|d| p.starts_with(d)))
-    {
-        let text = std::fs::read_to_string(&path).unwrap();
-        for needle in needles.iter().filter(|n| text.contains(**n)) {
-            found.push(format!("{}: {needle}", path.display()));
-        }
-    }
+    let found = files_containing(|p| dirs.iter().any(|d| p.starts_with(d)), &needles);
     assert!(
         found.is_empty(),
         "resize tests that instantiate fast_image_resize's resizer: {found:#?}"

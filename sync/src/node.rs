@@ -99,7 +99,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError, Op};
+use tessera_crdt::directory::{Change, Directory, DirectoryDelta, DirectoryError, Op, SyncMessage};
 use tessera_crdt::ledger::{Delta, IncrementError};
 use tessera_crdt::{
     BoundedCounter, CounterKey, EscrowBook, EscrowError, IdHashMap, IdHashSet, Ledger, NodeId,
@@ -233,6 +233,9 @@ pub struct Stats {
     /// Ledger parts not applied because they started beyond what this replica held of
     /// their origin (pushes lost before them); each pulls the gap from the sender.
     pub ledger_gaps: u64,
+    /// Peers' directory ops an exchange brought here, passed on to the other peers
+    /// (`pass_on_directory`).
+    pub directory_passed_on: u64,
     /// Member tables that showed a peer holding increments this replica lacked (every
     /// push of them missed it); each pulls from that peer.
     pub ledger_behind: u64,
@@ -1208,11 +1211,16 @@ impl Node {
             }
             Message::Directory(sync) => {
                 // Staged, like a push: enforced by `promote` once durable.
+                let held = matches!(sync, SyncMessage::Ops { .. })
+                    .then(|| self.directory.version_vector().clone());
                 let reply = self
                     .directory
                     .stage_sync(&sync, self.config.directory_budget())?;
                 if let Some(reply) = reply {
                     self.send(from, Message::Directory(reply));
+                }
+                if let Some(held) = held {
+                    self.pass_on_directory(now_ms, from, &held);
                 }
             }
             Message::EscrowPush(counters) => {

@@ -1134,3 +1134,72 @@ fn a_run_of_large_directory_ops_reaches_a_cut_off_node_in_frames_the_transport_c
     assert_eq!(watermark(1), Some(99));
     assert_eq!(sim.oversized_messages, 0, "{:?}", sim.oversized_by_kind);
 }
+
+/// Seen in a CI fault run (seed 95619515571550): node 0 revoked a key while cut from
+/// node 1 and on a lossy link to node 2. After the heal node 1 learned the revocation from
+/// node 0 at once (the exchange on connect), but node 2, whose link to node 0 was still
+/// stuck behind TCP retransmissions, accepted the key for 2.3 s: node 1 did not pass on
+/// what the exchange brought, so node 2 waited for an anti-entropy round. Here the link
+/// 0–2 stays cut, and anti-entropy is too rare to help: only the relay can bring it.
+#[test]
+fn directory_ops_an_exchange_brings_are_passed_on_to_the_other_peers() {
+    let config = SyncConfig {
+        anti_entropy_interval_ms: 60_000,
+        ..fast_config()
+    };
+    let mut sim = Sim::new(3, 17, config, NetConfig::perfect());
+    create_tenant(&mut sim, 0, 5, 0, None);
+    sim.with_node(0, |node, now| {
+        node.edit_directory(
+            now,
+            "admin",
+            Change::CreateKey {
+                tenant: TenantId(5),
+                key: KeyId(50),
+                prefix: "tk_relay50".into(),
+                secret_hash: [5; 32],
+                scopes: Scopes::RESIZE,
+                label: "ci".into(),
+            },
+        )
+    })
+    .expect("key");
+    sim.run_for(1_000);
+    for i in 0..3 {
+        assert_eq!(
+            standing(sim.node(i), "tk_relay50"),
+            Some(KeyStanding::Usable)
+        );
+    }
+    sim.partition(&[vec![0], vec![1, 2]]);
+    sim.run_for(500);
+    sim.with_node(0, |node, now| {
+        node.edit_directory(
+            now,
+            "admin",
+            Change::RevokeKey {
+                tenant: TenantId(5),
+                key: KeyId(50),
+            },
+        )
+    })
+    .expect("revoke");
+    sim.run_for(2_000);
+    assert_eq!(
+        standing(sim.node(2), "tk_relay50"),
+        Some(KeyStanding::Usable)
+    );
+    // 0–1 heals; 0–2 does not.
+    sim.only_links(&[(0, 1), (1, 2)]);
+    sim.run_for(200);
+    assert_eq!(
+        standing(sim.node(1), "tk_relay50"),
+        Some(KeyStanding::Revoked),
+        "the exchange on connect"
+    );
+    assert_eq!(
+        standing(sim.node(2), "tk_relay50"),
+        Some(KeyStanding::Revoked),
+        "node 1 passes on what the exchange brought"
+    );
+}

@@ -642,7 +642,7 @@ impl SyncSnapshot {
             i64::from(self.store_failed),
         )?;
         let stats = &self.stats;
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 13] = [
             (
                 "sync_messages_refused",
                 "Messages refused by validation (changed nothing)",
@@ -667,6 +667,11 @@ impl SyncSnapshot {
                 "sync_ledger_gaps",
                 "Ledger pushes that started beyond this replica (pushes lost before them); each pulled the gap",
                 stats.ledger_gaps,
+            ),
+            (
+                "sync_directory_passed_on",
+                "Peers' directory ops an anti-entropy exchange brought here, passed on to the other peers",
+                stats.directory_passed_on,
             ),
             (
                 "sync_replies_unmatched",

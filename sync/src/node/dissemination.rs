@@ -82,6 +82,32 @@ impl Node {
         }
     }
 
+    /// Passes on the directory ops an exchange with `from` brought that were new here
+    /// (those after `held`), as this node's own are pushed: to every other peer in a full
+    /// mesh, else to the fanout with relay set. The origin's push missed this node (it was
+    /// cut off), so it may have missed its neighbours too, and a neighbour's own link to
+    /// the origin may still be stuck after the heal (TCP retransmissions backed off):
+    /// without this, a revocation reached them only at their next anti-entropy round.
+    pub(super) fn pass_on_directory(&mut self, now_ms: u64, from: NodeId, held: &VersionVector) {
+        if held == self.directory.version_vector() {
+            return;
+        }
+        let delta = self
+            .directory
+            .delta_since(held, self.config.directory_budget());
+        if delta.ops.is_empty() {
+            return;
+        }
+        let full_mesh = self.connected_to_every_member(now_ms);
+        let origins: Vec<NodeId> = delta.ops.iter().map(|op| op.origin).collect();
+        self.stats.directory_passed_on += delta.ops.len() as u64;
+        let push = Message::DirectoryPush {
+            delta,
+            relay: !full_mesh,
+        };
+        self.gossip(push, from, &origins, full_mesh);
+    }
+
     /// Passes on, to the fanout, the counters peers' pushes changed here since the last
     /// relay (whole, as merged here; not relayed again where they change nothing).
     pub(super) fn relay_escrow(&mut self) {

@@ -161,14 +161,16 @@ impl Node {
         self.sync_with(now_ms, peer);
     }
 
-    /// One anti-entropy exchange with `peer`: member tables, ledger pull, directory sync,
-    /// escrow digest.
+    /// One anti-entropy exchange with `peer`: member tables, directory sync, ledger pull,
+    /// escrow digest. The directory goes before the ledger: the peer answers in that order
+    /// on the same connection, so a revocation is not queued behind a ledger chunk (up to
+    /// `ledger_entries_max` entries) on a slow link.
     pub(super) fn sync_with(&mut self, now_ms: u64, peer: NodeId) {
         self.send_members(now_ms, peer, true);
-        self.pulls_in_flight.remove(&peer);
-        self.send_pull(now_ms, peer);
         let start = self.directory.sync_start();
         self.send(peer, Message::Directory(start));
+        self.pulls_in_flight.remove(&peer);
+        self.send_pull(now_ms, peer);
         let root = self.escrow_digest().root();
         self.send(peer, Message::EscrowDigest { root });
     }

@@ -594,6 +594,21 @@ impl Cluster {
         }
     }
 
+    /// Heals the cut of the links in `links` only, the other cuts staying (proxy backend
+    /// only).
+    pub fn heal_links(&mut self, links: &BTreeSet<Link>) -> Result<(), FaultError> {
+        match &self.net {
+            Net::Proxy { mesh, .. } => {
+                mesh.uncut(links);
+                Ok(())
+            }
+            Net::Direct { .. } | Net::Netns(_) => Err(FaultError::Unsupported {
+                backend: self.spec.backend,
+                what: "heal some links only".to_owned(),
+            }),
+        }
+    }
+
     /// Sets the faults of the bytes node `from` sends to node `to` (proxy backend only).
     pub fn set_link(
         &mut self,

@@ -286,6 +286,14 @@ impl LinkMesh {
         }
     }
 
+    /// Removes the cut from every link in `links` (directed), keeping the other cuts and
+    /// every link's faults: a partial heal.
+    pub fn uncut(&self, links: &BTreeSet<Link>) {
+        for link in links {
+            self.directions[link].update(|s| s.cut = None);
+        }
+    }
+
     /// Restores every link: no cut, no faults.
     pub fn heal(&self) {
         for direction in self.directions.values() {

@@ -43,7 +43,9 @@
 //!   the partition lasted; a lost peer is redialled at once. Every dial is bounded by
 //!   `dial_timeout_ms` (a dial into a silent network cannot hold the link back) and a few
 //!   may be in flight per address. The exchange on connect ([`Input::PeerConnected`]
-//!   makes the node sync with the peer) repairs what the partition held back. Beyond the
+//!   makes the node sync with the peer) repairs what the partition held back; a peer that
+//!   loses one of its connections and keeps another is reported ([`Input::ConnectionLost`])
+//!   so the exchange starts again: what went out on the closed one is lost. Beyond the
 //!   bootstrap list, the core asks for connections to members it learned of
 //!   ([`Output::Connect`]): one bootstrap address is enough.
 //! - **Clock**: the node's clock is the wall clock plus `clock_offset_ms` (0 but in fault
@@ -791,6 +793,7 @@ impl Driver {
         };
         entry.1 = entry.1.saturating_sub(1);
         if entry.1 > 0 {
+            self.input(Input::ConnectionLost(node_id));
             return;
         }
         self.peers.remove(&node_id);

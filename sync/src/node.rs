@@ -133,6 +133,12 @@ pub enum Input {
     },
     PeerConnected(NodeId),
     PeerDisconnected(NodeId),
+    /// One of several connections to a peer closed and another stays: the peer is still
+    /// connected, but frames sent on the closed one may be lost with it. After a heal both
+    /// sides' dials complete at once and the per-peer limit closes the extra ones, often
+    /// the very connection the exchange on connect went out on: without a new exchange
+    /// the pull stayed "in flight" until `pull_timeout_ms`, and a revocation waited 2 s.
+    ConnectionLost(NodeId),
 }
 
 /// Something the node wants sent.
@@ -1030,15 +1036,19 @@ impl Node {
                 // nodes, 100x the data a half/half heal needs). Queued instead: the
                 // first exchange brings the data, the next ones only compare digests.
                 if !was_connected {
-                    if self.exchange_in_flight(now_ms) {
-                        if self.connect_syncs.len() < CONNECT_SYNCS_MAX
-                            && !self.connect_syncs.iter().any(|(p, _)| *p == peer)
-                        {
-                            self.connect_syncs.push_back((peer, now_ms));
-                        }
-                    } else {
-                        self.sync_with(now_ms, peer);
-                    }
+                    self.sync_on_connect(now_ms, peer);
+                }
+            }
+            Input::ConnectionLost(peer) => {
+                // What was in flight with the peer may have gone down with the closed
+                // connection (its answer will not come): repaired as on a connect.
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.connected && !p.left)
+                {
+                    self.pulls_in_flight.remove(&peer);
+                    self.sync_on_connect(now_ms, peer);
                 }
             }
             Input::PeerDisconnected(peer) => {
@@ -1059,6 +1069,18 @@ impl Node {
                     self.stats.messages_refused += 1;
                 }
             }
+        }
+    }
+
+    /// The exchange with a peer that (re)connected: at once when no other exchange is in
+    /// flight, else queued (at most `CONNECT_SYNCS_MAX`, see `next_connect_sync`).
+    fn sync_on_connect(&mut self, now_ms: u64, peer: NodeId) {
+        if !self.exchange_in_flight(now_ms) {
+            self.sync_with(now_ms, peer);
+        } else if self.connect_syncs.len() < CONNECT_SYNCS_MAX
+            && !self.connect_syncs.iter().any(|(p, _)| *p == peer)
+        {
+            self.connect_syncs.push_back((peer, now_ms));
         }
     }
 

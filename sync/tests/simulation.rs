@@ -1203,3 +1203,42 @@ fn directory_ops_an_exchange_brings_are_passed_on_to_the_other_peers() {
         "node 1 passes on what the exchange brought"
     );
 }
+
+/// The kinds of the messages `node` wants sent to `to`.
+fn sent_to(node: &mut Node, to: NodeId) -> Vec<&'static str> {
+    node.take_outputs()
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::Send { to: t, message } if t == to => Some(message.kind()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Seen in the fault harness after a heal: both sides' dials completed at once, the
+/// per-peer connection limit closed the extra ones, and the exchange on connect had gone
+/// out on one of those. The peer never looked disconnected, so nothing started a new
+/// exchange, and the pull counted as in flight for `pull_timeout_ms`: a revocation waited
+/// 1.4–2.2 s. A lost connection to a peer still connected starts the exchange again.
+#[test]
+fn a_lost_connection_to_a_peer_still_connected_starts_the_exchange_again() {
+    let (a, b) = (NodeId(1), NodeId(2));
+    let mut node = Node::empty(a, fast_config(), 1, START_MS);
+    node.handle(START_MS, Input::PeerConnected(b));
+    let first = sent_to(&mut node, b);
+    assert!(first.contains(&"ledger_pull"), "{first:?}");
+    // Another connection to the same peer neither disconnects nor repeats the exchange.
+    node.handle(START_MS + 5, Input::PeerConnected(b));
+    assert!(!sent_to(&mut node, b).contains(&"ledger_pull"));
+    node.handle(START_MS + 10, Input::ConnectionLost(b));
+    let again = sent_to(&mut node, b);
+    assert!(
+        again.contains(&"ledger_pull") && again.contains(&"directory_sync"),
+        "the exchange is not started again: {again:?}"
+    );
+    // A peer no longer connected: nothing to repair on that connection.
+    node.handle(START_MS + 20, Input::PeerDisconnected(b));
+    node.take_outputs();
+    node.handle(START_MS + 30, Input::ConnectionLost(b));
+    assert!(sent_to(&mut node, b).is_empty());
+}

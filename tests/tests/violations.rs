@@ -1,5 +1,6 @@
-//! The three violations an outside tester found under real faults (issue #12), each replayed
-//! as the scenario that broke, with real processes:
+//! The violations found under real faults (the first three by an outside tester, issue
+//! #12; the fourth by a CI fault run), each replayed as the scenario that broke, with real
+//! processes:
 //! 1. a revocation learned from a peer, then the node cut off and killed with -9: after its
 //!    restart (still cut off) it must still refuse the key, three tries out of three;
 //! 2. quota overruns: usage billed before a quota counts against it (100 billed, quota 50:
